@@ -1,0 +1,269 @@
+"""The computational graph ACDC searches: senders, receivers and the edges between them.
+
+A transformer is read as a DAG whose edges carry residual-stream contributions
+(`../shared/ACDC.md`, section 1). Senders write to the residual stream: `input` (token plus
+positional embedding), every attention head `a{l}.h{h}` (its own `z @ W_O`, without `b_O`) and
+every MLP `m{l}` (without `b_out`). Receivers read it: the query, key and value input of every
+head (`a{l}.h{h}<q>` ...), every MLP input `m{l}` and `logits`. With `granularity="head"` a
+head has one receiver, the head itself, that feeds its q, k and v alike.
+
+Besides the residual edges, the q/k/v-split graph has one *direct* edge per head and input
+(`a2.h3<q>->a2.h3`): removing it replaces the head's whole query (key, value) by its ablated
+value.
+
+A `Graph` is two ordered tables (nodes and edges) and nothing else; which edges are in a
+circuit and their scores live in tensors indexed by `Edge.index`. Senders are numbered in
+forward order (`input`, then per layer the heads and then the MLP), which makes "every sender
+before layer l" a prefix of that numbering; the engine relies on this.
+
+>>> g = build_graph(GraphShape(n_layers=2, n_heads=8, has_mlp=False))
+>>> len(g.edges)
+305
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from acdc.errors import GraphError
+
+Granularity = Literal["qkv", "head"]
+GRANULARITIES: tuple[str, ...] = ("qkv", "head")
+QKV = ("q", "k", "v")
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What the graph depends on: a model's layer and head counts and whether it has MLPs."""
+
+    n_layers: int
+    n_heads: int
+    has_mlp: bool
+    granularity: Granularity = "qkv"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A residual writer: `input`, a head or an MLP. `index` is its forward-order number."""
+
+    name: str
+    kind: Literal["input", "head", "mlp"]
+    layer: int  # -1 for input
+    head: int | None
+    index: int
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A residual reader: a head input (`qkv` is "q"/"k"/"v", or None at head granularity),
+    an MLP input, or `logits`."""
+
+    name: str
+    kind: Literal["head", "mlp", "logits"]
+    layer: int  # n_layers for logits
+    head: int | None
+    qkv: str | None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One edge. Residual edges go sender -> receiver; direct edges go from a head's q/k/v
+    input to the head itself (`sender` is then None and `qkv` names the input)."""
+
+    name: str
+    index: int
+    kind: Literal["residual", "direct"]
+    receiver: Receiver
+    sender: Sender | None
+    qkv: str | None  # for direct edges
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"a{layer}.h{head}"
+
+
+def mlp_name(layer: int) -> str:
+    return f"m{layer}"
+
+
+def receiver_name(layer: int, head: int, qkv: str | None) -> str:
+    return head_name(layer, head) + (f"<{qkv}>" if qkv else "")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Ordered sender, receiver and edge tables of one model shape.
+
+    Edges are stored in forward order: for each receiver in forward order (per layer: head
+    inputs, then the MLP; `logits` last), its residual edges by sender index, then the direct
+    edges of that layer. `acdc_order` gives the order in which ACDC visits them.
+    """
+
+    shape: GraphShape
+    senders: tuple[Sender, ...]
+    receivers: tuple[Receiver, ...]
+    edges: tuple[Edge, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return self.shape.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.shape.n_heads
+
+    @property
+    def granularity(self) -> Granularity:
+        return self.shape.granularity
+
+    @cached_property
+    def edge_index(self) -> dict[str, int]:
+        return {e.name: e.index for e in self.edges}
+
+    def edge(self, name: str) -> Edge:
+        try:
+            return self.edges[self.edge_index[name]]
+        except KeyError:
+            raise GraphError(
+                f"unknown edge {name!r}: edges look like 'a0.h1->a2.h3<q>', 'm0->logits', "
+                f"'a2.h3<q>->a2.h3'"
+            ) from None
+
+    def senders_before(self, layer: int) -> int:
+        """Number of senders every head of `layer` reads (input and all earlier layers)."""
+        return 1 + layer * (self.n_heads + int(self.shape.has_mlp))
+
+    def sender_of_head(self, layer: int, head: int) -> int:
+        return self.senders_before(layer) + head
+
+    def sender_of_mlp(self, layer: int) -> int:
+        return self.senders_before(layer) + self.n_heads
+
+    def node_names(self) -> list[str]:
+        """Every node: senders, then receivers that are not also senders (`logits`, q/k/v)."""
+        names = [s.name for s in self.senders]
+        seen = set(names)
+        names += [r.name for r in self.receivers if r.name not in seen]
+        return names
+
+    def to_networkx(self, kept: list[bool] | None = None):
+        """A `networkx.DiGraph` of the graph (or of the kept edges only), edge names as data."""
+        import networkx as nx
+
+        dag = nx.DiGraph()
+        for node in self.node_names():
+            dag.add_node(node)
+        for edge in self.edges:
+            if kept is not None and not kept[edge.index]:
+                continue
+            source = edge.sender.name if edge.sender else edge.receiver.name
+            target = edge.receiver.name if edge.sender else head_name(
+                edge.receiver.layer, edge.receiver.head
+            )
+            dag.add_edge(source, target, name=edge.name, kind=edge.kind)
+        return dag
+
+    def acdc_order(self, reverse_head_order: bool = False) -> list[tuple[str, list[Edge]]]:
+        """Groups of edges in the order ACDC visits them, as (node, incoming edges) pairs.
+
+        The node is the one whose liveness decides whether its edges are tested at all:
+        the receiver itself, or for direct edges the head they point into. Receivers go from
+        the last layer to the first; within a layer `logits`, the MLP, the direct edges of
+        every head's v, k and q, then the residual edges into every v, k and q input. Heads
+        go from the highest index down (or upwards with `reverse_head_order`); a receiver's
+        senders from the latest layer back, MLP before heads, `input` last.
+        """
+        heads = list(range(self.n_heads))
+        if not reverse_head_order:
+            heads.reverse()
+        by_receiver: dict[str, list[Edge]] = {}
+        direct: dict[tuple[int, int, str], Edge] = {}
+        for edge in self.edges:
+            if edge.kind == "direct":
+                direct[(edge.receiver.layer, edge.receiver.head, edge.qkv)] = edge
+            else:
+                by_receiver.setdefault(edge.receiver.name, []).append(edge)
+
+        def sender_key(edge: Edge) -> tuple[int, int, int]:
+            s = edge.sender
+            if s.kind == "input":
+                return (1, 0, 0)
+            in_layer = -1 if s.kind == "mlp" else heads.index(s.head)
+            return (0, -s.layer, in_layer)
+
+        groups: list[tuple[str, list[Edge]]] = []
+        for layer in reversed(range(self.n_layers)):
+            if layer == self.n_layers - 1:
+                groups.append(("logits", sorted(by_receiver["logits"], key=sender_key)))
+            if self.shape.has_mlp:
+                name = mlp_name(layer)
+                groups.append((name, sorted(by_receiver[name], key=sender_key)))
+            if self.granularity == "qkv":
+                for qkv in ("v", "k", "q"):
+                    for head in heads:
+                        groups.append((head_name(layer, head), [direct[(layer, head, qkv)]]))
+                for qkv in ("v", "k", "q"):
+                    for head in heads:
+                        name = receiver_name(layer, head, qkv)
+                        groups.append((name, sorted(by_receiver[name], key=sender_key)))
+            else:
+                for head in heads:
+                    name = head_name(layer, head)
+                    groups.append((name, sorted(by_receiver[name], key=sender_key)))
+        return groups
+
+
+def build_graph(shape: GraphShape) -> Graph:
+    """The full graph of a model shape.
+
+    >>> build_graph(GraphShape(12, 12, True)).edges.__len__()
+    32923
+    """
+    if shape.granularity not in GRANULARITIES:
+        raise GraphError(
+            f"unknown granularity {shape.granularity!r}: use one of {', '.join(GRANULARITIES)}"
+        )
+    if shape.n_layers < 1 or shape.n_heads < 1:
+        raise GraphError(f"a graph needs at least one layer and one head, got {shape}")
+    senders: list[Sender] = [Sender("input", "input", -1, None, 0)]
+    for layer in range(shape.n_layers):
+        for head in range(shape.n_heads):
+            senders.append(Sender(head_name(layer, head), "head", layer, head, len(senders)))
+        if shape.has_mlp:
+            senders.append(Sender(mlp_name(layer), "mlp", layer, None, len(senders)))
+
+    receivers: list[Receiver] = []
+    edges: list[Edge] = []
+
+    def add_residual(receiver: Receiver, n_senders: int) -> None:
+        for sender in senders[:n_senders]:
+            edges.append(
+                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender, None)
+            )
+
+    per_layer = shape.n_heads + int(shape.has_mlp)
+    qkvs: tuple[str | None, ...] = QKV if shape.granularity == "qkv" else (None,)
+    for layer in range(shape.n_layers):
+        before = 1 + layer * per_layer
+        layer_receivers = []
+        for qkv in qkvs:
+            for head in range(shape.n_heads):
+                r = Receiver(receiver_name(layer, head, qkv), "head", layer, head, qkv)
+                layer_receivers.append(r)
+                add_residual(r, before)
+        if shape.has_mlp:
+            r = Receiver(mlp_name(layer), "mlp", layer, None, None)
+            layer_receivers.append(r)
+            add_residual(r, before + shape.n_heads)
+        receivers += layer_receivers
+        if shape.granularity == "qkv":
+            for r in layer_receivers:
+                if r.kind == "head":
+                    name = f"{r.name}->{head_name(layer, r.head)}"
+                    edges.append(Edge(name, len(edges), "direct", r, None, r.qkv))
+    logits = Receiver("logits", "logits", shape.n_layers, None, None)
+    receivers.append(logits)
+    add_residual(logits, len(senders))
+    return Graph(shape, tuple(senders), tuple(receivers), tuple(edges))

@@ -1,0 +1,494 @@
+"""Loading models and reading their weights: the only module that imports transformer_lens.
+
+`--model` names one of three things, tried in this order:
+
+1. a checkpoint directory in the project's own format: `config.json` (keyword arguments of
+   `HookedTransformerConfig`), `model.safetensors` (the `HookedTransformer` state dict) and an
+   optional `tokenizer.json` (Hugging Face `tokenizers` format);
+2. a local Hugging Face model directory (`config.json` with `model_type`, weights, tokenizer
+   files if any) of an architecture TransformerLens supports;
+3. a TransformerLens model name such as `gpt2`, fetched from the hub when online.
+
+Weights are read only through safetensors or `torch.load(weights_only=True)`. Everything the
+engine needs from a model is copied into a plain `Weights` value, so that the patched forward
+in `patching.py` never touches transformer_lens and a move to its 4.x `TransformerBridge`
+changes this module alone.
+
+>>> model = build_model({"n_layers": 2, "d_model": 32, "n_heads": 4, "d_head": 8,
+...                      "n_ctx": 16, "d_vocab": 50, "attn_only": True})
+>>> model_shape(model.cfg).n_heads
+4
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acdc.errors import ModelError
+from acdc.graph import GraphShape
+
+CHECKPOINT_CONFIG = "config.json"
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_TOKENIZER = "tokenizer.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float64": torch.float64}
+SUPPORTED_ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu")
+SUPPORTED_NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
+
+
+def _transformer_lens():
+    """Import transformer_lens lazily: it costs seconds and `--help` should not pay them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import transformer_lens
+        from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: F401
+    return transformer_lens
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+class Tokenizer:
+    """Text <-> token ids, with no special tokens added implicitly.
+
+    Wraps either a `tokenizers.Tokenizer` (the project's `tokenizer.json`) or a Hugging Face
+    `PreTrainedTokenizer`. `bos_id` is None when the vocabulary has no BOS token.
+    """
+
+    def __init__(self, backend: Any, source: str):
+        self.backend = backend
+        self.source = source
+        self._is_fast_file = not hasattr(backend, "convert_ids_to_tokens")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Tokenizer:
+        from tokenizers import Tokenizer as RawTokenizer
+
+        try:
+            return cls(RawTokenizer.from_file(str(path)), str(path))
+        except Exception as error:  # tokenizers raises a bare Exception on bad files
+            raise ModelError(f"{path}: not a valid tokenizers JSON file ({error})") from None
+
+    def encode(self, text: str) -> list[int]:
+        if self._is_fast_file:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        return self.backend.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.backend.decode(list(ids))
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each id's own string, for error messages that show a tokenisation."""
+        if self._is_fast_file:
+            return [self.backend.id_to_token(i) for i in ids]
+        return self.backend.convert_ids_to_tokens(list(ids))
+
+    @property
+    def vocab_size(self) -> int:
+        if self._is_fast_file:
+            return self.backend.get_vocab_size(with_added_tokens=True)
+        return len(self.backend)
+
+    @property
+    def bos_id(self) -> int | None:
+        if self._is_fast_file:
+            for token in ("<bos>", "<s>", "<|endoftext|>", "[BOS]"):
+                found = self.backend.token_to_id(token)
+                if found is not None:
+                    return found
+            return None
+        return self.backend.bos_token_id
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The facts about a model that the graph and the memory estimate need."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int | None
+    d_vocab: int
+    n_ctx: int
+    n_params: int
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.d_mlp is not None
+
+    def graph_shape(self, granularity: str = "qkv") -> GraphShape:
+        return GraphShape(self.n_layers, self.n_heads, self.has_mlp, granularity)
+
+
+def model_shape(cfg: Any) -> ModelShape:
+    """The shape of a `HookedTransformerConfig`."""
+    d_mlp = None if cfg.attn_only else cfg.d_mlp
+    return ModelShape(
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
+        d_mlp=d_mlp, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, n_params=int(cfg.n_params or 0),
+    )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def make_config(config: dict[str, Any], source: str = "config") -> Any:
+    """A `HookedTransformerConfig` from its keyword arguments, with a readable error."""
+    tl = _transformer_lens()
+    config = dict(config)
+    config.setdefault("act_fn", "relu" if config.get("attn_only") else "gelu")
+    try:
+        return tl.HookedTransformerConfig(**config)
+    except TypeError as error:
+        raise ModelError(f"{source}: {error}; keys must be HookedTransformerConfig arguments") from None
+    except (ValueError, AssertionError) as error:
+        raise ModelError(f"{source}: invalid model configuration ({error})") from None
+
+
+def build_model(config: dict[str, Any], tokenizer: Tokenizer | None = None, seed: int | None = None):
+    """A `HookedTransformer` with freshly initialised weights (tests, training)."""
+    tl = _transformer_lens()
+    if seed is not None:
+        config = {**config, "seed": seed}
+    cfg = make_config(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tl.HookedTransformer(cfg, tokenizer=_hf_tokenizer(tokenizer) if tokenizer else None)
+    model.eval()
+    return model
+
+
+def _hf_tokenizer(tokenizer: Tokenizer):
+    """TransformerLens wants a transformers tokenizer; wrap a raw `tokenizers` one."""
+    if not tokenizer._is_fast_file:
+        return tokenizer.backend
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend)
+
+
+def save_checkpoint(model, directory: str | Path, tokenizer_file: str | Path | None = None,
+                    config: dict[str, Any] | None = None) -> Path:
+    """Write a model in the project's checkpoint format.
+
+    `config` should be the keyword arguments the model was built from (what goes to
+    `config.json`); the state dict goes to `model.safetensors`.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        raise ModelError("save_checkpoint needs the config dictionary the model was built from")
+    (directory / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / CHECKPOINT_WEIGHTS))
+    if tokenizer_file is not None:
+        (directory / CHECKPOINT_TOKENIZER).write_bytes(Path(tokenizer_file).read_bytes())
+    return directory
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine: the HookedTransformer, its tokenizer and its shape."""
+
+    name: str
+    model: Any  # HookedTransformer
+    tokenizer: Tokenizer | None
+    shape: ModelShape
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.cfg.device if isinstance(self.model.cfg.device, torch.device) else torch.device(self.model.cfg.device)
+
+
+def _kind_of(spec: str) -> str:
+    path = Path(spec)
+    if path.is_dir():
+        config = path / CHECKPOINT_CONFIG
+        if not config.is_file():
+            raise ModelError(f"{spec}: directory has no {CHECKPOINT_CONFIG}; a checkpoint needs "
+                             f"{CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS}")
+        data = _read_json(config)
+        if "model_type" in data or "architectures" in data:
+            return "hf"
+        return "checkpoint"
+    if path.exists():
+        raise ModelError(f"{spec}: is a file; --model takes a checkpoint directory or a model name")
+    if spec.startswith((".", "/", "~")) or spec.endswith("/"):
+        raise ModelError(f"{spec}: no such directory; give a checkpoint directory or a model name")
+    return "name"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path}: cannot read JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object of config keys")
+    return data
+
+
+def load_shape(spec: str) -> ModelShape:
+    """The shape of a model from its configuration alone (no weights are read)."""
+    kind = _kind_of(spec)
+    if kind == "checkpoint":
+        path = Path(spec) / CHECKPOINT_CONFIG
+        return model_shape(make_config(_read_json(path), str(path)))
+    return model_shape(_hub_or_local_config(spec, kind))
+
+
+def _hub_or_local_config(spec: str, kind: str):
+    tl = _transformer_lens()
+    from transformer_lens import loading_from_pretrained as loading
+
+    if kind == "name":
+        try:
+            loading.get_official_model_name(spec)
+        except ValueError:
+            raise ModelError(
+                f"unknown model {spec!r}: give a checkpoint directory (config.json + "
+                f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
+                f"model name such as gpt2"
+            ) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return loading.get_pretrained_model_config(spec, device="cpu")
+    except Exception as error:  # the hub client raises many types; all mean "not here"
+        if kind == "name":
+            raise ModelError(_offline_message(spec, error)) from None
+        raise ModelError(f"{spec}: TransformerLens cannot read this model directory ({_first_line(error)})") from None
+    finally:
+        del tl
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _offline_message(spec: str, error: BaseException) -> str:
+    return (f"cannot fetch model {spec!r} from the hub ({_first_line(error)}); offline, pass a "
+            f"checkpoint directory (config.json + model.safetensors) or a local Hugging Face "
+            f"model directory with --model")
+
+
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a model for a run, on `device` in `dtype`."""
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    _check_device(device)
+    kind = _kind_of(spec)
+    if kind == "checkpoint":
+        model, tokenizer = _load_checkpoint(Path(spec))
+    elif kind == "hf":
+        model, tokenizer = _load_hf_directory(Path(spec))
+    else:
+        model, tokenizer = _load_hub(spec)
+    model = model.to(DTYPES[dtype]).to(device)
+    model.eval()
+    check_supported(model.cfg, spec)
+    return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
+
+
+def _check_device(device: str) -> None:
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: CUDA is not available here; use --device cpu")
+
+
+def _load_checkpoint(directory: Path):
+    from safetensors.torch import load_file
+
+    config = _read_json(directory / CHECKPOINT_CONFIG)
+    weights = directory / CHECKPOINT_WEIGHTS
+    if not weights.is_file():
+        raise ModelError(f"{directory}: no {CHECKPOINT_WEIGHTS}; `circuit graph` works from "
+                         f"{CHECKPOINT_CONFIG} alone, a run needs the weights too")
+    tokenizer_path = directory / CHECKPOINT_TOKENIZER
+    tokenizer = Tokenizer.from_file(tokenizer_path) if tokenizer_path.is_file() else None
+    model = build_model({**config, "init_weights": False})
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # safetensors raises its own error types
+        raise ModelError(f"{weights}: cannot read safetensors file ({_first_line(error)})") from None
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state and not _is_buffer_key(k))
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ModelError(f"{weights}: state dict does not match {directory / CHECKPOINT_CONFIG} ({what})")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ModelError(f"{weights}: {key} has shape {tuple(value.shape)}, config implies "
+                             f"{tuple(expected[key].shape)}")
+    model.load_state_dict(state, strict=False)
+    return model, tokenizer
+
+
+def _is_buffer_key(key: str) -> bool:
+    return key.endswith(("IGNORE", ".mask", "rotary_sin", "rotary_cos"))
+
+
+def _load_hf_directory(directory: Path):
+    tl = _transformer_lens()
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM
+
+    cfg = _hub_or_local_config(str(directory), "hf")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+            state = loading.get_pretrained_state_dict(str(directory), cfg, hf_model=hf_model)
+    except Exception as error:  # transformers raises many types for unreadable directories
+        raise ModelError(f"{directory}: cannot load Hugging Face weights ({_first_line(error)})") from None
+    tokenizer = None
+    if any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        from transformers import AutoTokenizer
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        tokenizer = Tokenizer(hf_tokenizer, str(directory))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tl.HookedTransformer(cfg, tokenizer=tokenizer.backend if tokenizer else None)
+        model.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False,
+                                          center_unembed=False, fold_value_biases=False)
+    return model, tokenizer
+
+
+def _load_hub(name: str):
+    tl = _transformer_lens()
+    _hub_or_local_config(name, "name")  # validates the name, fails fast offline
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tl.HookedTransformer.from_pretrained_no_processing(name, device="cpu")
+    except Exception as error:  # network and hub errors come in many types
+        raise ModelError(_offline_message(name, error)) from None
+    tokenizer = Tokenizer(model.tokenizer, name) if model.tokenizer is not None else None
+    return model, tokenizer
+
+
+def check_supported(cfg: Any, source: str) -> None:
+    """Refuse, in one line, the architectures whose graph or forward the engine does not model."""
+    problems = []
+    if cfg.positional_embedding_type != "standard":
+        problems.append(f"positional_embedding_type {cfg.positional_embedding_type!r} (only 'standard')")
+    if cfg.normalization_type not in SUPPORTED_NORMS:
+        problems.append(f"normalization_type {cfg.normalization_type!r}")
+    if not cfg.attn_only and cfg.act_fn not in SUPPORTED_ACTIVATIONS:
+        problems.append(f"act_fn {cfg.act_fn!r} (supported: {', '.join(SUPPORTED_ACTIVATIONS)})")
+    if getattr(cfg, "parallel_attn_mlp", False):
+        problems.append("parallel attention and MLP")
+    if cfg.n_key_value_heads not in (None, cfg.n_heads):
+        problems.append("grouped-query attention")
+    if cfg.attention_dir != "causal":
+        problems.append(f"attention_dir {cfg.attention_dir!r}")
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        problems.append("normalization after each sublayer")
+    if getattr(cfg, "attn_scores_soft_cap", -1) > 0 or getattr(cfg, "output_logits_soft_cap", -1) > 0:
+        problems.append("logit soft-capping")
+    if getattr(cfg, "use_local_attn", False):
+        problems.append("local attention")
+    if getattr(cfg, "num_experts", None):
+        problems.append("mixture of experts")
+    if problems:
+        raise ModelError(f"{source}: not supported by the ACDC engine: {'; '.join(problems)}")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One block's parameters, in the layouts `patching.py` uses."""
+
+    ln1_w: torch.Tensor | None  # [d_model]
+    ln1_b: torch.Tensor | None
+    W_Q: torch.Tensor  # [n_heads, d_model, d_head]
+    b_Q: torch.Tensor  # [n_heads, d_head]
+    W_K: torch.Tensor
+    b_K: torch.Tensor
+    W_V: torch.Tensor
+    b_V: torch.Tensor
+    W_O: torch.Tensor  # [n_heads, d_head, d_model]
+    b_O: torch.Tensor  # [d_model]
+    ln2_w: torch.Tensor | None
+    ln2_b: torch.Tensor | None
+    W_in: torch.Tensor | None  # [d_model, d_mlp]
+    b_in: torch.Tensor | None
+    W_gate: torch.Tensor | None
+    W_out: torch.Tensor | None  # [d_mlp, d_model]
+    b_out: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Everything the patched forward needs, detached from the framework."""
+
+    W_E: torch.Tensor  # [d_vocab, d_model]
+    W_pos: torch.Tensor  # [n_ctx, d_model]
+    layers: tuple[LayerWeights, ...]
+    ln_final_w: torch.Tensor | None
+    ln_final_b: torch.Tensor | None
+    W_U: torch.Tensor  # [d_model, d_vocab_out]
+    b_U: torch.Tensor
+    normalization: str | None  # None, "LN", "LNPre", "RMS", "RMSPre"
+    eps: float
+    attn_scale: float
+    act_fn: str | None
+    n_heads: int
+    attn_only: bool
+
+
+def extract_weights(model) -> Weights:
+    """Copy (by reference) a HookedTransformer's parameters into a `Weights` value."""
+    cfg = model.cfg
+
+    def norm_params(module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return getattr(module, "w", None), getattr(module, "b", None)
+
+    layers = []
+    for block in model.blocks:
+        attn = block.attn
+        ln1_w, ln1_b = norm_params(block.ln1)
+        ln2_w = ln2_b = W_in = b_in = W_gate = W_out = b_out = None
+        if not cfg.attn_only:
+            ln2_w, ln2_b = norm_params(block.ln2)
+            mlp = block.mlp
+            W_in, b_in, W_out, b_out = mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out
+            W_gate = getattr(mlp, "W_gate", None)
+        layers.append(LayerWeights(
+            ln1_w, ln1_b, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V,
+            attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out,
+        ))
+    ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final") else (None, None))
+    detached = lambda t: None if t is None else t.detach()  # noqa: E731
+    layers = tuple(LayerWeights(*(detached(getattr(lw, f)) for f in LayerWeights.__dataclass_fields__)) for lw in layers)
+    return Weights(
+        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(), layers=layers,
+        ln_final_w=detached(ln_final_w), ln_final_b=detached(ln_final_b),
+        W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
+        normalization=cfg.normalization_type, eps=cfg.eps,
+        attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
+        n_heads=cfg.n_heads, attn_only=cfg.attn_only,
+    )
