@@ -1,17 +1,35 @@
 """ACDC: visit receivers in reverse topological order and prune edges that do not matter.
 
-(Work in progress: the types below are the public API; `run_acdc` is being written.)
+`run_acdc` follows `../shared/ACDC.md`, section 2: starting from the full graph H, it visits
+every receiver from the output back to the input (`Graph.acdc_order`). For each incoming edge
+it removes the edge, measures the metric of H without it, and removes it for good if the metric
+rose by less than the threshold (`|change| < threshold` with `use_abs`); the current metric is
+then the new one. A node with no remaining outgoing edge is dead: its incoming edges are
+removed without testing.
+
+The engine is a pure library call: it returns a `CircuitResult`, reports progress through a
+callback, prints nothing and writes no files. Ctrl-C (KeyboardInterrupt) during a run returns
+the decisions made so far, with `partial=True`; undecided edges stay in the circuit.
+
+>>> result = run_acdc(loaded_model, task, AcdcConfig(threshold=0.01))  # doctest: +SKIP
+>>> result.n_edges_kept, result.metric_circuit  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from acdc.graph import Edge, Graph
+from acdc.errors import AcdcError
+from acdc.graph import GRANULARITIES, Edge, Graph, build_graph
+from acdc.metrics import METRICS, build_metric, metric_targets
+from acdc.models import LoadedModel, extract_weights
+from acdc.patching import PatchedModel, Stage
 
 Ablation = Literal["corrupt", "zero"]
 ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
@@ -25,8 +43,18 @@ class AcdcConfig:
     metric: str = "kl"
     ablation: Ablation = "corrupt"
     granularity: Literal["qkv", "head"] = "qkv"
-    use_abs: bool = False  # remove when |delta| < tau instead of delta < tau
+    use_abs: bool = False  # remove when |change| < tau instead of change < tau
     reverse_head_order: bool = False  # visit heads 0 upwards
+
+    def validate(self) -> None:
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
+            raise AcdcError(f"threshold must be a finite number, got {self.threshold!r}")
+        if self.metric not in METRICS:
+            raise AcdcError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.ablation not in ABLATIONS:
+            raise AcdcError(f"unknown ablation {self.ablation!r}: use one of {', '.join(ABLATIONS)}")
+        if self.granularity not in GRANULARITIES:
+            raise AcdcError(f"unknown granularity {self.granularity!r}: use one of {', '.join(GRANULARITIES)}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,10 @@ class CircuitResult:
     def n_edges_kept(self) -> int:
         return int(self.kept.sum())
 
+    @property
+    def n_tested(self) -> int:
+        return int((~self.scores.isnan()).sum())
+
     def kept_edges(self) -> list[Edge]:
         return [e for e in self.graph.edges if self.kept[e.index]]
 
@@ -67,5 +99,112 @@ class CircuitResult:
 ProgressCallback = Callable[[Progress], None]
 
 
-def run_acdc(model, task, config: AcdcConfig, on_progress: ProgressCallback | None = None) -> CircuitResult:
-    raise NotImplementedError
+def _batch(task, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Right-padded clean and corrupt tokens and the flattened metric positions."""
+    width = max(len(p) for p in task.clean)
+    pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
+    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos], dtype=torch.long)
+    pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
+    return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))
+
+
+def _source_node(edge: Edge) -> str:
+    """The node an edge leaves: its sender, or for a direct edge the q/k/v input."""
+    return edge.sender.name if edge.sender is not None else edge.receiver.name
+
+
+def run_acdc(model: LoadedModel, task, config: AcdcConfig,
+             on_progress: ProgressCallback | None = None) -> CircuitResult:
+    """Run ACDC on `task` (clean/corrupt tokens, metric positions, answers) with `config`."""
+    config.validate()
+    start = time.perf_counter()
+    graph = build_graph(model.shape.graph_shape(config.granularity))
+    torch.manual_seed(task.seed)
+    weights = extract_weights(model.model)
+    device = weights.W_E.device
+    with torch.inference_mode():
+        clean, corrupt, pos_batch, pos_index = _batch(task, device)
+        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index, config.ablation)
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
+        metric = build_metric(config.metric, patched.clean_logits, targets)
+        metric_full = float(metric(patched.clean_logits))
+        search = _Search(graph, patched, metric, config, metric_full, on_progress, start)
+        partial = search.run()
+        metric_circuit = float(metric(patched.logits_from(Stage(0))))
+    return CircuitResult(
+        graph=graph, config=config, kept=search.kept, scores=search.scores, decided=search.decided,
+        metric_full=metric_full, metric_circuit=metric_circuit,
+        runtime_s=time.perf_counter() - start, partial=partial,
+    )
+
+
+class _Search:
+    """The decision loop and its bookkeeping (which edges are kept, outgoing counts)."""
+
+    def __init__(self, graph: Graph, patched: PatchedModel, metric, config: AcdcConfig,
+                 metric_full: float, on_progress: ProgressCallback | None, start: float):
+        self.graph, self.patched, self.metric, self.config = graph, patched, metric, config
+        self.on_progress, self.start = on_progress, start
+        n = len(graph.edges)
+        self.kept = torch.ones(n, dtype=torch.bool)
+        self.decided = torch.zeros(n, dtype=torch.bool)
+        self.scores = torch.full((n,), float("nan"), dtype=torch.float64)
+        self.current = metric_full
+        self.n_kept, self.n_decided, self.n_tested = n, 0, 0
+        self.outgoing: dict[str, int] = {}
+        for edge in graph.edges:
+            source = _source_node(edge)
+            self.outgoing[source] = self.outgoing.get(source, 0) + 1
+
+    def run(self) -> bool:
+        """Decide every edge; True if interrupted (the edge in flight is then restored)."""
+        in_flight: Edge | None = None
+        try:
+            for node, edges in self.graph.acdc_order(self.config.reverse_head_order):
+                if node != "logits" and self.outgoing.get(node, 0) == 0:
+                    for edge in edges:
+                        in_flight = edge
+                        self._remove(edge)
+                        self._decided(edge)
+                        in_flight = None
+                    continue
+                for edge in edges:
+                    in_flight = edge
+                    self._test(edge)
+                    in_flight = None
+        except KeyboardInterrupt:
+            if in_flight is not None and not self.decided[in_flight.index]:
+                self.patched.set_edge(in_flight, True)
+                self.kept[in_flight.index] = True
+            return True
+        return False
+
+    def _remove(self, edge: Edge) -> None:
+        self.patched.set_edge(edge, False)
+        self.kept[edge.index] = False
+        self.n_kept -= 1
+        self.outgoing[_source_node(edge)] -= 1
+
+    def _test(self, edge: Edge) -> None:
+        self.patched.set_edge(edge, False)
+        new = float(self.metric(self.patched.logits_from(PatchedModel.stage_of(edge))))
+        score = new - self.current
+        self.scores[edge.index] = score
+        self.n_tested += 1
+        remove = abs(score) < self.config.threshold if self.config.use_abs else score < self.config.threshold
+        if remove:
+            self._remove(edge)
+            self.current = new
+        else:
+            self.patched.set_edge(edge, True)
+        self._decided(edge)
+
+    def _decided(self, edge: Edge) -> None:
+        self.decided[edge.index] = True
+        self.n_decided += 1
+        if self.on_progress is not None:
+            self.on_progress(Progress(
+                decided=self.n_decided, tested=self.n_tested, total=len(self.graph.edges),
+                kept=self.n_kept, metric=self.current, edge=edge.name,
+                elapsed_s=time.perf_counter() - self.start,
+            ))

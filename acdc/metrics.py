@@ -1,9 +1,32 @@
-"""Metrics ACDC minimises: lower is better, compared with the clean full model's output.
+"""Metrics ACDC minimises: lower is better, read at the task's metric positions.
 
-(Work in progress: the registry below is the public API.)
+Every metric takes the circuit's logits at the metric positions, `[n_positions, d_vocab]`, and
+returns a scalar tensor (no host copy: the engine decides when to read it). Positions are the
+flattened (prompt, position) pairs of the task, and every metric is one flat mean over them.
+
+- `kl`: KL(clean model || circuit) of the next-token distribution (the ACDC default; 0 for the
+  full model).
+- `logit_diff`: minus (mean logit of the answers - mean logit of the wrong answers).
+- `prob_diff`: minus (total probability of the answers - of the wrong answers).
+- `nll`: minus the log-probability of the clean prompt's next token (of the prompt's first
+  answer at its last position).
+- `l2`: Euclidean distance between the circuit's and the clean model's logits.
+
+Task metrics are negated so that "lower is better" holds for all of them, as in the paper.
+
+>>> metric = build_metric("kl", clean_logits=torch.zeros(2, 5), targets=MetricTargets.empty())
+>>> float(metric(torch.zeros(2, 5)))
+0.0
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from acdc.errors import AcdcError
 
 METRICS: dict[str, str] = {
     "kl": "KL(clean model || circuit) of the next-token distribution at the metric positions",
@@ -13,3 +36,89 @@ METRICS: dict[str, str] = {
     "l2": "Euclidean distance between the circuit's and the clean model's logits",
 }
 NEEDS_ANSWER_AND_WRONG = frozenset({"logit_diff", "prob_diff"})
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MetricTargets:
+    """Per metric position: answer and wrong-answer token lists (padded, with masks) and the
+    next-token target. Tensors have a leading `n_positions` dimension."""
+
+    answers: torch.Tensor | None  # long [n_positions, n_answers]
+    answer_mask: torch.Tensor | None  # bool, same shape
+    wrong: torch.Tensor | None
+    wrong_mask: torch.Tensor | None
+    next_token: torch.Tensor | None  # long [n_positions], -1 where unknown
+
+    @classmethod
+    def empty(cls) -> MetricTargets:
+        """No answers and no next tokens: enough for `kl` and `l2`."""
+        return cls(None, None, None, None, None)
+
+
+def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def metric_targets(clean: list[list[int]], positions: list[list[int]],
+                   answers: list[list[int]] | None, wrong: list[list[int]] | None,
+                   device: torch.device | str = "cpu") -> MetricTargets:
+    """Targets of every (prompt, position) pair, in the order of the flattened positions."""
+    prompt_of = [b for b, pos in enumerate(positions) for _ in pos]
+    answer_ids = answer_mask = wrong_ids = wrong_mask = None
+    if answers is not None:
+        answer_ids, answer_mask = (t[prompt_of].to(device) for t in _padded(answers))
+    if wrong is not None:
+        wrong_ids, wrong_mask = (t[prompt_of].to(device) for t in _padded(wrong))
+    next_token = []
+    for b, pos in enumerate(positions):
+        for p in pos:
+            if p + 1 < len(clean[b]):
+                next_token.append(clean[b][p + 1])
+            else:
+                next_token.append(answers[b][0] if answers is not None and answers[b] else -1)
+    return MetricTargets(answer_ids, answer_mask, wrong_ids, wrong_mask,
+                         torch.tensor(next_token, dtype=torch.long, device=device))
+
+
+def _masked_mean(values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    picked = values.gather(-1, ids) * mask
+    return picked.sum(-1) / mask.sum(-1)
+
+
+def build_metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
+    """The metric `name` as a function of the circuit's logits at the metric positions."""
+    if name not in METRICS:
+        raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
+    clean_logits = clean_logits.detach()
+    if name == "kl":
+        clean_logprobs = clean_logits.log_softmax(-1)
+        clean_probs = clean_logprobs.exp()
+
+        def kl(logits: torch.Tensor) -> torch.Tensor:
+            return (clean_probs * (clean_logprobs - logits.log_softmax(-1))).sum(-1).mean()
+
+        return kl
+    if name == "l2":
+        return lambda logits: (logits - clean_logits).norm(dim=-1).mean()
+    if name in NEEDS_ANSWER_AND_WRONG:
+        if targets.answers is None or targets.wrong is None:
+            raise AcdcError(f"metric {name} needs an answer and a wrong answer on every prompt")
+        a, am, w, wm = targets.answers, targets.answer_mask, targets.wrong, targets.wrong_mask
+        if name == "logit_diff":
+            return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm)).mean()
+
+        def prob_diff(logits: torch.Tensor) -> torch.Tensor:
+            probs = logits.softmax(-1)
+            return -((probs.gather(-1, a) * am).sum(-1) - (probs.gather(-1, w) * wm).sum(-1)).mean()
+
+        return prob_diff
+    # nll
+    if targets.next_token is None or bool((targets.next_token < 0).any()):
+        raise AcdcError("metric nll needs an answer on every prompt whose last position is a metric position")
+    target = targets.next_token[:, None]
+    return lambda logits: -logits.log_softmax(-1).gather(-1, target).mean()

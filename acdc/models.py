@@ -456,6 +456,7 @@ class Weights:
     eps: float
     attn_scale: float
     act_fn: str | None
+    act: Any  # the activation callable itself, so the patched MLP matches the model exactly
     n_heads: int
     attn_only: bool
 
@@ -490,5 +491,6 @@ def extract_weights(model) -> Weights:
         W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
         normalization=cfg.normalization_type, eps=cfg.eps,
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
+        act=None if cfg.attn_only else model.blocks[0].mlp.act_fn,
         n_heads=cfg.n_heads, attn_only=cfg.attn_only,
     )

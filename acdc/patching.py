@@ -1,0 +1,254 @@
+"""The patched forward pass: a model whose receivers read a chosen subset of their senders.
+
+Every receiver r reads
+
+    input_r = bias_r + sum over senders s of  ablated_s + mask[r, s] * (live_s - ablated_s)
+
+where `bias_r` is the sum of the `b_O` and `b_out` terms before r, `live_s` is sender s's output
+in this pass and `ablated_s` its output in the corrupted run (or zero under zero ablation).
+With every mask at 1 this is the ordinary forward pass; with every mask at 0 (corrupt
+ablation) it is the corrupted run. We keep `delta_s = live_s - ablated_s` for every sender in one
+tensor `[n_senders, batch, pos, d_model]`, so all of a layer's receiver inputs come from one
+matrix product of that layer's mask `[receivers, senders]` with `delta`: no Python loop over
+edges, everything on the model's device.
+
+A pass can start at any stage (a layer's attention or its MLP, or the logits): ACDC only ever
+changes edges into the stage it is working on and later ones, and every sender before that stage
+still holds its clean output (its incoming edges are untouched), so `delta` up to there is
+reused from the clean run. Logits are computed only at the metric positions.
+
+Heads get one residual copy per q/k/v input (or one per head at head granularity); LayerNorm is
+recomputed on each copy. Head outputs are `z @ W_O` per head (an einsum, never TransformerLens'
+`use_attn_result` broadcast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from acdc.graph import Edge, Graph
+from acdc.models import Weights
+
+QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
+
+
+@dataclass(frozen=True, order=True)
+class Stage:
+    """Where a pass starts: `part` 0 is a layer's attention, 1 its MLP; layer n_layers = logits."""
+
+    layer: int
+    part: int = 0
+
+
+def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
+         eps: float) -> torch.Tensor:
+    """LayerNorm / RMSNorm over the last dimension, as TransformerLens computes them."""
+    if kind is None:
+        return x
+    if kind in ("LN", "LNPre"):
+        x = x - x.mean(-1, keepdim=True)
+    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    if kind in ("LN", "RMS"):
+        x = x * w
+        if b is not None and kind == "LN":
+            x = x + b
+    return x
+
+
+class PatchedModel:
+    """A model, a clean and a corrupted batch, and one mask per edge of `graph`.
+
+    `set_edge(edge, present)` changes the circuit; `logits_from(stage)` recomputes everything
+    from `stage` on and returns the logits at the metric positions `[n_positions, d_vocab]`.
+    """
+
+    def __init__(self, weights: Weights, graph: Graph, clean_tokens: torch.Tensor,
+                 corrupt_tokens: torch.Tensor, pos_batch: torch.Tensor, pos_index: torch.Tensor,
+                 ablation: str = "corrupt"):
+        self.w = weights
+        self.graph = graph
+        self.n_layers = graph.n_layers
+        self.n_heads = graph.n_heads
+        self.has_mlp = graph.shape.has_mlp
+        self.n_inputs = 3 if graph.granularity == "qkv" else 1
+        self.n_senders = len(graph.senders)
+        self.pos_batch = pos_batch
+        self.pos_index = pos_index
+        dtype, device = weights.W_E.dtype, weights.W_E.device
+        batch, n_pos = clean_tokens.shape
+        d_model = weights.W_E.shape[1]
+        self.causal_mask = torch.triu(
+            torch.full((n_pos, n_pos), float("-inf"), dtype=dtype, device=device), diagonal=1
+        )
+
+        # Biases every receiver reads: b_O and b_out of every earlier sublayer.
+        self.bias_heads, self.bias_mlp = [], []
+        running = torch.zeros(d_model, dtype=dtype, device=device)
+        for layer in weights.layers:
+            self.bias_heads.append(running)
+            running = running + layer.b_O
+            self.bias_mlp.append(running)
+            if layer.b_out is not None:
+                running = running + layer.b_out
+        self.bias_logits = running
+
+        # Clean and ablated runs, computed by this same code with every edge present and
+        # nothing ablated (input_r = bias_r + sum of live outputs: the ordinary forward).
+        self._set_all_masks(1.0)
+        self.ablated = None
+        self.ablated_qkv = None
+        self._set_bases(batch, n_pos, d_model)
+        self.delta = torch.empty(self.n_senders, batch, n_pos, d_model, dtype=dtype, device=device)
+        corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
+        clean_out, _ = self._record_run(clean_tokens)
+        self.clean_logits = self.logits_from(Stage(self.n_layers))
+        if ablation == "corrupt":
+            self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
+        else:  # zero: removed edges carry nothing; removed q/k/v come from a bias-only residual
+            self.ablated = None
+            self._set_all_masks(0.0)
+            self.ablated_qkv = [self._qkv(layer, self._head_inputs(layer)) for layer in range(self.n_layers)]
+            self._set_all_masks(1.0)
+        self._set_bases(batch, n_pos, d_model)
+        self.delta = clean_out if self.ablated is None else clean_out - self.ablated
+        self._edge_slots = [self._slot(edge) for edge in graph.edges]
+
+    # ------------------------------------------------------------------ circuit state
+
+    def _set_all_masks(self, value: float) -> None:
+        dtype, device = self.w.W_E.dtype, self.w.W_E.device
+        g = self.graph
+        self.head_masks = [
+            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype, device=device)
+            for layer in range(self.n_layers)
+        ]
+        self.mlp_masks = [
+            torch.full((g.senders_before(layer) + self.n_heads,), value, dtype=dtype, device=device)
+            for layer in range(self.n_layers)
+        ] if self.has_mlp else []
+        self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
+        self.direct_masks = [
+            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device) for _ in range(self.n_layers)
+        ]
+
+    def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
+        r = edge.receiver
+        if edge.kind == "direct":
+            return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, 0, 0, 0)
+        s = edge.sender.index
+        if r.kind == "logits":
+            return self.logit_mask, (s,)
+        if r.kind == "mlp":
+            return self.mlp_masks[r.layer], (s,)
+        return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
+
+    def set_edge(self, edge: Edge, present: bool) -> None:
+        tensor, index = self._edge_slots[edge.index]
+        tensor[index] = present
+
+    @staticmethod
+    def stage_of(edge: Edge) -> Stage:
+        """The first stage an edge's removal can change."""
+        r = edge.receiver
+        return Stage(r.layer, 1 if r.kind == "mlp" else 0)
+
+    # ------------------------------------------------------------------ the forward pass
+
+    def _set_bases(self, batch: int, n_pos: int, d_model: int) -> None:
+        """Each receiver group's input with every edge removed: bias + sum of ablated outputs."""
+        g = self.graph
+        if self.ablated is None:
+            self.base_heads = [b.expand(batch, n_pos, d_model) for b in self.bias_heads]
+            self.base_mlp = [b.expand(batch, n_pos, d_model) for b in self.bias_mlp]
+            self.base_logits = self.bias_logits.expand(len(self.pos_batch), d_model)
+            return
+        cumulative = self.ablated.cumsum(0)
+        self.base_heads = [
+            self.bias_heads[layer] + (cumulative[g.senders_before(layer) - 1])
+            for layer in range(self.n_layers)
+        ]
+        self.base_mlp = [
+            self.bias_mlp[layer] + cumulative[g.senders_before(layer) + self.n_heads - 1]
+            for layer in range(self.n_layers)
+        ] if self.has_mlp else []
+        self.base_logits = self.bias_logits + cumulative[-1][self.pos_batch, self.pos_index]
+
+    def _record_run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Ordinary forward pass on `tokens`: every sender's output and every head's q/k/v."""
+        n_pos = tokens.shape[1]
+        self.delta[0] = self.w.W_E[tokens] + self.w.W_pos[:n_pos]
+        qkvs = []
+        for layer in range(self.n_layers):
+            qkvs.append(self._attention(layer))
+            if self.has_mlp:
+                self._mlp(layer)
+        return self.delta.clone(), qkvs
+
+    def logits_from(self, stage: Stage) -> torch.Tensor:
+        """Recompute every stage from `stage` on; logits at the metric positions."""
+        for layer in range(stage.layer, self.n_layers):
+            if not (layer == stage.layer and stage.part == 1):
+                self._attention(layer)
+            if self.has_mlp:
+                self._mlp(layer)
+        return self._logits()
+
+    def _mix(self, mask: torch.Tensor, n_senders: int) -> torch.Tensor:
+        """mask [..., n_senders] times delta[:n_senders] -> [..., batch, pos, d_model]."""
+        delta = self.delta[:n_senders]
+        flat = mask.reshape(-1, n_senders) @ delta.reshape(n_senders, -1)
+        return flat.view(*mask.shape[:-1], *delta.shape[1:])
+
+    def _head_inputs(self, layer: int) -> torch.Tensor:
+        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d]."""
+        lw = self.w.layers[layer]
+        x = self.base_heads[layer] + self._mix(self.head_masks[layer], self.graph.senders_before(layer))
+        return norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+
+    def _qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """q, k, v of every head from its normalised inputs: [3, n_heads, batch, pos, d_head]."""
+        lw = self.w.layers[layer]
+        heads, batch, n_pos, d_model = x.shape[1:]
+        out = []
+        for i, (W, b) in enumerate(((lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V))):
+            xi = x[i if x.shape[0] == 3 else 0].reshape(heads, batch * n_pos, d_model)
+            out.append((torch.bmm(xi, W) + b[:, None, :]).view(heads, batch, n_pos, -1))
+        return torch.stack(out)
+
+    def _attention(self, layer: int) -> torch.Tensor:
+        lw = self.w.layers[layer]
+        qkv = self._qkv(layer, self._head_inputs(layer))
+        if self.ablated_qkv is not None:
+            qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
+        q, k, v = qkv
+        heads, batch, n_pos, d_head = q.shape
+        scores = q @ k.transpose(-1, -2) / self.w.attn_scale + self.causal_mask
+        pattern = torch.softmax(scores, dim=-1)
+        z = pattern @ v  # [heads, batch, pos, d_head]
+        out = torch.bmm(z.reshape(heads, batch * n_pos, d_head), lw.W_O).view(heads, batch, n_pos, -1)
+        first = self.graph.sender_of_head(layer, 0)
+        if self.ablated is None:
+            self.delta[first:first + heads] = out
+        else:
+            self.delta[first:first + heads] = out - self.ablated[first:first + heads]
+        return qkv
+
+    def _mlp(self, layer: int) -> None:
+        lw = self.w.layers[layer]
+        index = self.graph.sender_of_mlp(layer)
+        x = self.base_mlp[layer] + self._mix(self.mlp_masks[layer], index)
+        x = norm(x, lw.ln2_w, lw.ln2_b, self.w.normalization, self.w.eps)
+        if lw.W_gate is not None:
+            hidden = self.w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
+        else:
+            hidden = self.w.act(x @ lw.W_in + lw.b_in)
+        out = hidden @ lw.W_out  # b_out is a bias, not part of the sender
+        self.delta[index] = out if self.ablated is None else out - self.ablated[index]
+
+    def _logits(self) -> torch.Tensor:
+        delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
+        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(delta.shape[1:])
+        x = norm(x, self.w.ln_final_w, self.w.ln_final_b, self.w.normalization, self.w.eps)
+        return x @ self.w.W_U + self.w.b_U
