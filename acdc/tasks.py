@@ -49,8 +49,16 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
 POSITION_KEYWORDS: tuple[str, ...] = ("last", "all")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
-    "name", "description", "model", "metric", "threshold", "ablation", "seed", "prepend_bos",
-    "positions", "prompts",
+    "name",
+    "description",
+    "model",
+    "metric",
+    "threshold",
+    "ablation",
+    "seed",
+    "prepend_bos",
+    "positions",
+    "prompts",
 )
 REQUIRED_KEYS: tuple[str, ...] = ("threshold", "prompts")
 PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions")
@@ -118,7 +126,8 @@ class TaskSpec:
     def with_overrides(self, **values: Any) -> TaskSpec:
         """A copy with command-line values in place of the file's; None means "not given".
 
-        >>> spec = TaskSpec.from_dict({"threshold": 0.1, "prompts": [{"clean": [1], "corrupt": [2]}]})
+        >>> prompts = [{"clean": [1], "corrupt": [2]}]
+        >>> spec = TaskSpec.from_dict({"threshold": 0.1, "prompts": prompts})
         >>> spec.with_overrides(threshold=0.5, metric=None).threshold
         0.5
         """
@@ -147,9 +156,14 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         """The resolved task as a YAML-ready mapping that `TaskSpec.from_dict` reads back."""
         return {
-            "name": self.name, "description": self.description, "model": self.model,
-            "metric": self.metric, "threshold": self.threshold, "ablation": self.ablation,
-            "seed": self.seed, "prepend_bos": self.prepend_bos,
+            "name": self.name,
+            "description": self.description,
+            "model": self.model,
+            "metric": self.metric,
+            "threshold": self.threshold,
+            "ablation": self.ablation,
+            "seed": self.seed,
+            "prepend_bos": self.prepend_bos,
             "positions": _plain(self.positions),
             "prompts": [p.to_dict() for p in self.prompts],
         }
@@ -236,10 +250,14 @@ def _find_task_file(ref: str) -> Path:
                 return bundled
     names = bundled_task_names()
     if looks_like_path:
-        raise TaskError(f"{ref}: no such task file; give an existing YAML file or a bundled task"
-                        f" name ({_or_none(names)})")
-    raise TaskError(f"unknown task {ref!r}{_did_you_mean(ref.replace('-', '_'), names)}: give a"
-                    f" YAML file path or a bundled task name ({_or_none(names)})")
+        raise TaskError(
+            f"{ref}: no such task file; give an existing YAML file or a bundled task"
+            f" name ({_or_none(names)})"
+        )
+    raise TaskError(
+        f"unknown task {ref!r}{_did_you_mean(ref.replace('-', '_'), names)}: give a"
+        f" YAML file path or a bundled task name ({_or_none(names)})"
+    )
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -254,10 +272,14 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
     if data is None:
-        raise TaskError(f"{source}: the file is empty; a task needs at least threshold: and prompts:")
+        raise TaskError(
+            f"{source}: the file is empty; a task needs at least threshold: and prompts:"
+        )
     if not isinstance(data, Mapping):
-        raise TaskError(f"{source}: expected a mapping of task keys (name:, threshold:, prompts:,"
-                        f" ...), got {_kind(data)}")
+        raise TaskError(
+            f"{source}: expected a mapping of task keys (name:, threshold:, prompts:,"
+            f" ...), got {_kind(data)}"
+        )
     _check_keys(data, TOP_LEVEL_KEYS, source, "key")
     for key in REQUIRED_KEYS:
         if key not in data:
@@ -267,11 +289,14 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         return f"{source}: {key}"
 
     name = _check_str(data.get("name", _default_name(source)), where("name"), "a task name")
-    description = _check_str(data.get("description", ""), where("description"), "one line of text",
-                             allow_empty=True)
+    description = _check_str(
+        data.get("description", ""), where("description"), "one line of text", allow_empty=True
+    )
     model = data.get("model")
     if model is not None:
-        model = _resolve_model(_check_str(model, where("model"), "a model directory or name"), base_dir)
+        model = _resolve_model(
+            _check_str(model, where("model"), "a model directory or name"), base_dir
+        )
     prepend_bos = data.get("prepend_bos", False)
     if not isinstance(prepend_bos, bool):
         raise TaskError(f"{where('prepend_bos')}: expected true or false, got {_show(prepend_bos)}")
@@ -296,8 +321,10 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
 def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPrompt, ...]:
     """Validate a list of prompt mappings (from YAML or a generator) into `RawPrompt`s."""
     if not isinstance(raw, list):
-        raise TaskError(f"{source}: {key}: expected a list of prompts (each with clean: and"
-                        f" corrupt:), got {_kind(raw)}")
+        raise TaskError(
+            f"{source}: {key}: expected a list of prompts (each with clean: and"
+            f" corrupt:), got {_kind(raw)}"
+        )
     if not raw:
         raise TaskError(f"{source}: {key}: the list is empty; give at least one prompt")
     return tuple(_parse_prompt(item, i, f"{source}: {key}[{i}]") for i, item in enumerate(raw))
@@ -308,12 +335,16 @@ def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
         raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {_kind(item)}")
     _check_keys(item, PROMPT_KEYS, where, "prompt key")
     if "clean" not in item:
-        raise TaskError(f"{where}: missing required key 'clean'; give the prompt as text or token ids")
+        raise TaskError(
+            f"{where}: missing required key 'clean'; give the prompt as text or token ids"
+        )
     clean = _check_text(item["clean"], f"{where}: clean")
     corrupt = _check_text(item["corrupt"], f"{where}: corrupt") if "corrupt" in item else None
     answers = _check_tokens(item["answer"], f"{where}: answer") if "answer" in item else None
     wrong = _check_tokens(item["wrong"], f"{where}: wrong") if "wrong" in item else None
-    positions = _check_positions(item["positions"], f"{where}: positions") if "positions" in item else None
+    positions = (
+        _check_positions(item["positions"], f"{where}: positions") if "positions" in item else None
+    )
     return RawPrompt(index, clean, corrupt, answers, wrong, positions)
 
 
@@ -322,19 +353,25 @@ def _check_spec_needs(spec: TaskSpec) -> None:
     for prompt in spec.prompts:
         where = f"{spec.source}: prompts[{prompt.index}]"
         if prompt.corrupt is None and spec.ablation == "corrupt":
-            raise TaskError(f"{where}: no corrupt prompt, which ablation 'corrupt' needs; add"
-                            f" corrupt: or use ablation zero")
+            raise TaskError(
+                f"{where}: no corrupt prompt, which ablation 'corrupt' needs; add"
+                f" corrupt: or use ablation zero"
+            )
         if spec.metric in NEEDS_ANSWER_AND_WRONG:
             for key, value in (("answer", prompt.answers), ("wrong", prompt.wrong)):
                 if value is None:
-                    raise TaskError(f"{where}: metric {spec.metric} needs answer: and wrong: on"
-                                    f" every prompt, this one has no {key}:; add it or use metric kl")
+                    raise TaskError(
+                        f"{where}: metric {spec.metric} needs answer: and wrong: on"
+                        f" every prompt, this one has no {key}:; add it or use metric kl"
+                    )
     for key, attribute in (("answer", "answers"), ("wrong", "wrong")):
         given = [p.index for p in spec.prompts if getattr(p, attribute) is not None]
         if given and len(given) < len(spec.prompts):
             missing = next(p.index for p in spec.prompts if getattr(p, attribute) is None)
-            raise TaskError(f"{spec.source}: prompts[{missing}]: has no {key}: but prompts[{given[0]}]"
-                            f" has one; give every prompt a {key}: or none")
+            raise TaskError(
+                f"{spec.source}: prompts[{missing}]: has no {key}: but prompts[{given[0]}]"
+                f" has one; give every prompt a {key}: or none"
+            )
 
 
 def _check_keys(data: Mapping, valid: Sequence[str], where: str, what: str) -> None:
@@ -342,7 +379,9 @@ def _check_keys(data: Mapping, valid: Sequence[str], where: str, what: str) -> N
         if key not in valid:
             shown = key if isinstance(key, str) else repr(key)
             hint = _did_you_mean(str(key), valid)
-            raise TaskError(f"{where}: unknown {what} '{shown}'{hint}; valid keys: {', '.join(valid)}")
+            raise TaskError(
+                f"{where}: unknown {what} '{shown}'{hint}; valid keys: {', '.join(valid)}"
+            )
 
 
 def _check_str(value: Any, where: str, what: str, allow_empty: bool = False) -> str:
@@ -356,14 +395,18 @@ def _check_str(value: Any, where: str, what: str, allow_empty: bool = False) -> 
 def _check_metric(value: Any, where: str) -> str:
     if not isinstance(value, str) or value not in METRICS:
         hint = _did_you_mean(str(value), METRICS) if isinstance(value, str) else ""
-        raise TaskError(f"{where}: unknown metric {_show(value)}{hint}; use one of: {', '.join(METRICS)}")
+        raise TaskError(
+            f"{where}: unknown metric {_show(value)}{hint}; use one of: {', '.join(METRICS)}"
+        )
     return value
 
 
 def _check_ablation(value: Any, where: str) -> str:
     if not isinstance(value, str) or value not in ABLATIONS:
         hint = _did_you_mean(str(value), ABLATIONS) if isinstance(value, str) else ""
-        raise TaskError(f"{where}: unknown ablation {_show(value)}{hint}; use one of: {', '.join(ABLATIONS)}")
+        raise TaskError(
+            f"{where}: unknown ablation {_show(value)}{hint}; use one of: {', '.join(ABLATIONS)}"
+        )
     return value
 
 
@@ -398,11 +441,15 @@ def _check_text(value: Any, where: str) -> Text:
         return value
     if isinstance(value, list):
         if not value:
-            raise TaskError(f"{where}: is an empty list; give the prompt as text or a list of token ids")
+            raise TaskError(
+                f"{where}: is an empty list; give the prompt as text or a list of token ids"
+            )
         for j, token in enumerate(value):
             if isinstance(token, bool) or not isinstance(token, int):
-                raise TaskError(f"{where}[{j}]: token ids must be whole numbers, got {_show(token)};"
-                                f" give either text or a list of ids")
+                raise TaskError(
+                    f"{where}[{j}]: token ids must be whole numbers, got {_show(token)};"
+                    f" give either text or a list of ids"
+                )
         return tuple(value)
     raise TaskError(f"{where}: expected text (a string) or a list of token ids, got {_show(value)}")
 
@@ -414,7 +461,7 @@ def _check_tokens(value: Any, where: str) -> tuple[Token, ...]:
     for j, token in enumerate(items):
         at = f"{where}[{j}]" if isinstance(value, list) else where
         if isinstance(token, bool) or not isinstance(token, (str, int)):
-            raise TaskError(f"{at}: expected one token as text (\" Mary\") or id, got {_show(token)}")
+            raise TaskError(f'{at}: expected one token as text (" Mary") or id, got {_show(token)}')
         if isinstance(token, str) and not token:
             raise TaskError(f"{at}: is empty; give one token as text or id")
     return tuple(items)
@@ -423,18 +470,24 @@ def _check_tokens(value: Any, where: str) -> tuple[Token, ...]:
 def _check_positions(value: Any, where: str) -> Positions:
     if isinstance(value, str):
         if value not in POSITION_KEYWORDS:
-            raise TaskError(f"{where}: unknown value {value!r}{_did_you_mean(value, POSITION_KEYWORDS)};"
-                            f" use last, all, or a list of positions such as [3, -1]")
+            raise TaskError(
+                f"{where}: unknown value {value!r}{_did_you_mean(value, POSITION_KEYWORDS)};"
+                f" use last, all, or a list of positions such as [3, -1]"
+            )
         return value  # type: ignore[return-value]
     if isinstance(value, list):
         if not value:
             raise TaskError(f"{where}: is an empty list; give at least one position, last, or all")
         for j, position in enumerate(value):
             if isinstance(position, bool) or not isinstance(position, int):
-                raise TaskError(f"{where}[{j}]: positions are whole numbers (negative counts from"
-                                f" the end), got {_show(position)}")
+                raise TaskError(
+                    f"{where}[{j}]: positions are whole numbers (negative counts from"
+                    f" the end), got {_show(position)}"
+                )
         return tuple(value)
-    raise TaskError(f"{where}: expected last, all, or a list of positions such as [3, -1], got {_show(value)}")
+    raise TaskError(
+        f"{where}: expected last, all, or a list of positions such as [3, -1], got {_show(value)}"
+    )
 
 
 def _resolve_model(model: str, base_dir: Path | None) -> str:
@@ -460,11 +513,15 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
     bos: list[int] = []
     if spec.prepend_bos:
         if tokenizer is None:
-            raise TaskError(f"{spec.source}: prepend_bos is true but the model has no tokenizer to"
-                            f" give a BOS id; set prepend_bos: false and write the BOS id into each prompt")
+            raise TaskError(
+                f"{spec.source}: prepend_bos is true but the model has no tokenizer to"
+                f" give a BOS id; set prepend_bos: false and write the BOS id into each prompt"
+            )
         if tokenizer.bos_id is None:
-            raise TaskError(f"{spec.source}: prepend_bos is true but the tokenizer"
-                            f" ({tokenizer.source}) has no BOS token; set prepend_bos: false")
+            raise TaskError(
+                f"{spec.source}: prepend_bos is true but the tokenizer"
+                f" ({tokenizer.source}) has no BOS token; set prepend_bos: false"
+            )
         bos = [tokenizer.bos_id]
     resolver = _Resolver(spec, tokenizer, d_vocab, n_ctx, bos)
     clean, corrupt, positions, answers, wrong = [], [], [], [], []
@@ -476,9 +533,17 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
         answers.append(a)
         wrong.append(w)
     return Task(
-        name=spec.name, description=spec.description, source=spec.source, model=spec.model,
-        metric=spec.metric, threshold=spec.threshold, ablation=spec.ablation, seed=spec.seed,
-        clean=clean, corrupt=corrupt, positions=positions,
+        name=spec.name,
+        description=spec.description,
+        source=spec.source,
+        model=spec.model,
+        metric=spec.metric,
+        threshold=spec.threshold,
+        ablation=spec.ablation,
+        seed=spec.seed,
+        clean=clean,
+        corrupt=corrupt,
+        positions=positions,
         answers=None if answers[0] is None else answers,
         wrong_answers=None if wrong[0] is None else wrong,
     )
@@ -500,29 +565,45 @@ class _Resolver:
         else:
             corrupt = self.ids(prompt.corrupt, f"{where}: corrupt")
             if len(clean) != len(corrupt):
-                raise TaskError(f"{where}: clean has {len(clean)} tokens {self.show(clean)}, corrupt"
-                                f" has {len(corrupt)} {self.show(corrupt)}; make them tokenise to the"
-                                f" same length")
+                raise TaskError(
+                    f"{where}: clean has {len(clean)} tokens {self.show(clean)}, corrupt"
+                    f" has {len(corrupt)} {self.show(corrupt)}; make them tokenise to the"
+                    f" same length"
+                )
         length = len(self.bos) + len(clean)
         if length > self.n_ctx:
             bos = " with BOS" if self.bos else ""
-            raise TaskError(f"{where}: {length} tokens{bos}, longer than the model's context of"
-                            f" {self.n_ctx}; shorten the prompt")
+            raise TaskError(
+                f"{where}: {length} tokens{bos}, longer than the model's context of"
+                f" {self.n_ctx}; shorten the prompt"
+            )
         positions = self.positions(prompt, len(clean), where, clean)
-        answers = None if prompt.answers is None else self.answer_ids(prompt.answers, f"{where}: answer")
+        answers = (
+            None if prompt.answers is None else self.answer_ids(prompt.answers, f"{where}: answer")
+        )
         wrong = None if prompt.wrong is None else self.answer_ids(prompt.wrong, f"{where}: wrong")
         if self.spec.metric == "nll" and answers is None and positions[-1] == len(clean) - 1:
-            raise TaskError(f"{where}: metric nll reads the last position, whose next token is not"
-                            f" in the prompt; add answer: (the expected next token) or positions"
-                            f" that exclude the last")
+            raise TaskError(
+                f"{where}: metric nll reads the last position, whose next token is not"
+                f" in the prompt; add answer: (the expected next token) or positions"
+                f" that exclude the last"
+            )
         offset = len(self.bos)
-        return (self.bos + clean, self.bos + corrupt, [p + offset for p in positions], answers, wrong)
+        return (
+            self.bos + clean,
+            self.bos + corrupt,
+            [p + offset for p in positions],
+            answers,
+            wrong,
+        )
 
     def ids(self, text: Text, where: str) -> list[int]:
         if isinstance(text, str):
             ids = self.encode(text, where)
             if not ids:
-                raise TaskError(f"{where}: {text!r} tokenises to no tokens; give a non-empty prompt")
+                raise TaskError(
+                    f"{where}: {text!r} tokenises to no tokens; give a non-empty prompt"
+                )
             self.check_tokenizer_vocab(ids, where)
         else:
             ids = list(text)
@@ -531,23 +612,29 @@ class _Resolver:
 
     def encode(self, text: str, where: str) -> list[int]:
         if self.tokenizer is None:
-            raise TaskError(f"{where}: {_clip(repr(text))} is text but the model has no tokenizer;"
-                            f" give token ids or a model with tokenizer.json")
+            raise TaskError(
+                f"{where}: {_clip(repr(text))} is text but the model has no tokenizer;"
+                f" give token ids or a model with tokenizer.json"
+            )
         return list(self.tokenizer.encode(text))
 
     def check_vocab(self, ids: list[int], where: str) -> None:
         for j, token in enumerate(ids):
             if not 0 <= token < self.d_vocab:
                 at = f"{where}[{j}]" if len(ids) > 1 else where
-                raise TaskError(f"{at}: token id {token} is outside the model's vocabulary"
-                                f" [0, {self.d_vocab}); use ids from 0 to {self.d_vocab - 1}")
+                raise TaskError(
+                    f"{at}: token id {token} is outside the model's vocabulary"
+                    f" [0, {self.d_vocab}); use ids from 0 to {self.d_vocab - 1}"
+                )
 
     def check_tokenizer_vocab(self, ids: list[int], where: str) -> None:
         for j, token in enumerate(ids):
             if not 0 <= token < self.d_vocab:
-                raise TaskError(f"{where}: token {j} ({self.show([token])[1:-1]}) has id {token},"
-                                f" outside the model's vocabulary [0, {self.d_vocab}); the tokenizer"
-                                f" ({self.tokenizer.source}) does not match the model")
+                raise TaskError(
+                    f"{where}: token {j} ({self.show([token])[1:-1]}) has id {token},"
+                    f" outside the model's vocabulary [0, {self.d_vocab}); the tokenizer"
+                    f" ({self.tokenizer.source}) does not match the model"
+                )
 
     def answer_ids(self, tokens: tuple[Token, ...], where: str) -> list[int]:
         out = []
@@ -556,8 +643,10 @@ class _Resolver:
             if isinstance(token, str):
                 ids = self.encode(token, at)
                 if len(ids) != 1:
-                    raise TaskError(f"{at}: {token!r} is {len(ids)} tokens {self.show(ids)}; an answer"
-                                    f" must be exactly one token (try another word, or its id)")
+                    raise TaskError(
+                        f"{at}: {token!r} is {len(ids)} tokens {self.show(ids)}; an answer"
+                        f" must be exactly one token (try another word, or its id)"
+                    )
                 self.check_tokenizer_vocab(ids, at)
             else:
                 ids = [token]
@@ -574,10 +663,16 @@ class _Resolver:
         out = set()
         for position in chosen:
             if not -length <= position < length:
-                key = "positions" if prompt.positions is not None else "positions (the task's default)"
-                raise TaskError(f"{where}: {key}: position {position} is outside the prompt of"
-                                f" {length} tokens {self.show(clean)}; use 0..{length - 1} or"
-                                f" -{length}..-1")
+                key = (
+                    "positions"
+                    if prompt.positions is not None
+                    else "positions (the task's default)"
+                )
+                raise TaskError(
+                    f"{where}: {key}: position {position} is outside the prompt of"
+                    f" {length} tokens {self.show(clean)}; use 0..{length - 1} or"
+                    f" -{length}..-1"
+                )
             out.add(position % length)
         return sorted(out)
 

@@ -1,4 +1,4 @@
-"""Task files: good files resolve to the right token ids; every malformed one is named in one line."""
+"""Task files: good files resolve to token ids; each malformed one is named in one line."""
 
 from __future__ import annotations
 
@@ -14,8 +14,25 @@ from acdc.errors import TaskError
 from acdc.models import Tokenizer
 from acdc.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
-WORDS = ["<bos>", "[UNK]", "When", "Mary", "John", "went", "to", "the", "store", ",", "gave", "a",
-         "drink", "Anna", "Paul", "Lisa", "Bob"]
+WORDS = [
+    "<bos>",
+    "[UNK]",
+    "When",
+    "Mary",
+    "John",
+    "went",
+    "to",
+    "the",
+    "store",
+    ",",
+    "gave",
+    "a",
+    "drink",
+    "Anna",
+    "Paul",
+    "Lisa",
+    "Bob",
+]
 ID = {w: i for i, w in enumerate(WORDS)}
 D_VOCAB = len(WORDS)
 N_CTX = 16
@@ -39,7 +56,9 @@ def tok() -> Tokenizer:
 
 def write(tmp_path: Path, content, name: str = "task.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    path.write_text(
+        content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+    )
     return path
 
 
@@ -52,9 +71,12 @@ def base(**overrides) -> dict:
         "threshold": 0.01,
         "prompts": [
             {"clean": IOI_CLEAN, "corrupt": IOI_CORRUPT, "answer": " Mary", "wrong": " John"},
-            {"clean": "When John Mary went to the store , Mary gave a drink to",
-             "corrupt": "When Paul Anna went to the store , Lisa gave a drink to",
-             "answer": "John", "wrong": ["Mary"]},
+            {
+                "clean": "When John Mary went to the store , Mary gave a drink to",
+                "corrupt": "When Paul Anna went to the store , Lisa gave a drink to",
+                "answer": "John",
+                "wrong": ["Mary"],
+            },
         ],
     }
     data.update(overrides)
@@ -80,7 +102,9 @@ def read_error(tmp_path: Path, content) -> tuple[str, str]:
     return error_of(read_task, str(path)), str(path)
 
 
-def resolve_error(tmp_path: Path, content, tokenizer=None, d_vocab=D_VOCAB, n_ctx=N_CTX) -> tuple[str, str]:
+def resolve_error(
+    tmp_path: Path, content, tokenizer=None, d_vocab=D_VOCAB, n_ctx=N_CTX
+) -> tuple[str, str]:
     path = write(tmp_path, content)
     spec = read_task(str(path))
     return error_of(resolve_task, spec, tokenizer, d_vocab, n_ctx), str(path)
@@ -94,7 +118,12 @@ def test_text_task_resolves_to_token_ids(tmp_path, tok):
     spec = read_task(str(path))
     assert spec.source == str(path)
     assert (spec.name, spec.metric, spec.threshold, spec.ablation, spec.seed) == (
-        "ioi-mini", "logit_diff", 0.01, "corrupt", 0)
+        "ioi-mini",
+        "logit_diff",
+        0.01,
+        "corrupt",
+        0,
+    )
     assert spec.prepend_bos is False and spec.positions == "last" and spec.model is None
     assert spec.prompts[0] == RawPrompt(0, IOI_CLEAN, IOI_CORRUPT, (" Mary",), (" John",), None)
 
@@ -110,11 +139,29 @@ def test_text_task_resolves_to_token_ids(tmp_path, tok):
 
 
 def test_id_prompts_without_tokenizer(tmp_path):
-    path = write(tmp_path, ids_task(metric="kl", prompts=[
-        {"clean": [3, 16, 4, 9], "corrupt": [3, 12, 4, 8], "positions": [1, -1], "answer": 1, "wrong": 2},
-        {"clean": [5, 6], "corrupt": [6, 5], "positions": "all", "answer": 7, "wrong": [8, 9]},
-        {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "answer": [2], "wrong": 3},
-    ]))
+    path = write(
+        tmp_path,
+        ids_task(
+            metric="kl",
+            prompts=[
+                {
+                    "clean": [3, 16, 4, 9],
+                    "corrupt": [3, 12, 4, 8],
+                    "positions": [1, -1],
+                    "answer": 1,
+                    "wrong": 2,
+                },
+                {
+                    "clean": [5, 6],
+                    "corrupt": [6, 5],
+                    "positions": "all",
+                    "answer": 7,
+                    "wrong": [8, 9],
+                },
+                {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "answer": [2], "wrong": 3},
+            ],
+        ),
+    )
     task = resolve_task(read_task(str(path)), None, D_VOCAB, N_CTX)
     assert task.clean == [[3, 16, 4, 9], [5, 6], [1, 2, 3]]
     assert task.corrupt == [[3, 12, 4, 8], [6, 5], [1, 2, 4]]
@@ -130,10 +177,17 @@ def test_answers_are_none_when_no_prompt_has_any(tmp_path):
 
 
 def test_prompts_of_different_lengths_and_all_positions(tmp_path, tok):
-    path = write(tmp_path, {"threshold": 0, "positions": "all", "prompts": [
-        {"clean": "Mary went", "corrupt": "John went"},
-        {"clean": [3, 5, 6, 7], "corrupt": [4, 5, 6, 7], "positions": [-2, 0, 0, 2]},
-    ]})
+    path = write(
+        tmp_path,
+        {
+            "threshold": 0,
+            "positions": "all",
+            "prompts": [
+                {"clean": "Mary went", "corrupt": "John went"},
+                {"clean": [3, 5, 6, 7], "corrupt": [4, 5, 6, 7], "positions": [-2, 0, 0, 2]},
+            ],
+        },
+    )
     task = resolve_task(read_task(str(path)), tok, D_VOCAB, N_CTX)
     assert task.clean == [[3, 5], [3, 5, 6, 7]]
     assert task.positions == [[0, 1], [0, 2]]  # sorted, unique, negative counted from the end
@@ -141,11 +195,22 @@ def test_prompts_of_different_lengths_and_all_positions(tmp_path, tok):
 
 
 def test_prepend_bos_shifts_positions(tmp_path, tok):
-    path = write(tmp_path, base(prepend_bos=True, prompts=[
-        {"clean": "Mary went to", "corrupt": "John went to", "answer": "the", "wrong": "a",
-         "positions": [0, -1]},
-        {"clean": [3, 5], "corrupt": [4, 5], "answer": 7, "wrong": 11},
-    ]))
+    path = write(
+        tmp_path,
+        base(
+            prepend_bos=True,
+            prompts=[
+                {
+                    "clean": "Mary went to",
+                    "corrupt": "John went to",
+                    "answer": "the",
+                    "wrong": "a",
+                    "positions": [0, -1],
+                },
+                {"clean": [3, 5], "corrupt": [4, 5], "answer": 7, "wrong": 11},
+            ],
+        ),
+    )
     task = resolve_task(read_task(str(path)), tok, D_VOCAB, N_CTX)
     assert task.clean == [[0, 3, 5, 6], [0, 3, 5]]
     assert task.corrupt == [[0, 4, 5, 6], [0, 4, 5]]
@@ -153,16 +218,29 @@ def test_prepend_bos_shifts_positions(tmp_path, tok):
 
 
 def test_multiple_answers_per_prompt(tmp_path, tok):
-    path = write(tmp_path, base(metric="prob_diff", prompts=[
-        {"clean": "Mary went to", "corrupt": "John went to", "answer": ["the", 11], "wrong": ["store", "drink", 4]},
-    ]))
+    path = write(
+        tmp_path,
+        base(
+            metric="prob_diff",
+            prompts=[
+                {
+                    "clean": "Mary went to",
+                    "corrupt": "John went to",
+                    "answer": ["the", 11],
+                    "wrong": ["store", "drink", 4],
+                },
+            ],
+        ),
+    )
     task = resolve_task(read_task(str(path)), tok, D_VOCAB, N_CTX)
     assert task.answers == [[ID["the"], 11]]
     assert task.wrong_answers == [[ID["store"], ID["drink"], 4]]
 
 
 def test_zero_ablation_needs_no_corrupt(tmp_path):
-    path = write(tmp_path, {"threshold": 0.1, "ablation": "zero", "prompts": [{"clean": [1, 2, 3]}]})
+    path = write(
+        tmp_path, {"threshold": 0.1, "ablation": "zero", "prompts": [{"clean": [1, 2, 3]}]}
+    )
     spec = read_task(str(path))
     task = resolve_task(spec, None, D_VOCAB, N_CTX)
     assert task.corrupt == task.clean == [[1, 2, 3]] and task.ablation == "zero"
@@ -177,19 +255,28 @@ def test_model_path_resolved_relative_to_the_file(tmp_path):
     spec = read_task(str(write(sub, ids_task(model="../models/tiny"))))
     assert spec.model == str((tmp_path / "models" / "tiny").resolve())
     assert read_task(str(write(sub, ids_task(model="gpt2")))).model == "gpt2"
-    assert read_task(str(write(sub, ids_task(model="../models/nowhere")))).model == "../models/nowhere"
+    assert (
+        read_task(str(write(sub, ids_task(model="../models/nowhere")))).model == "../models/nowhere"
+    )
 
 
 def test_defaults(tmp_path):
     spec = read_task(str(write(tmp_path, ids_task(), name="my_task.yaml")))
     assert (spec.name, spec.description, spec.metric, spec.ablation, spec.seed) == (
-        "my_task", "", "kl", "corrupt", 0)
+        "my_task",
+        "",
+        "kl",
+        "corrupt",
+        0,
+    )
     assert spec.prepend_bos is False and spec.positions == "last" and spec.model is None
 
 
 def test_scientific_threshold_without_dot(tmp_path):
     # PyYAML reads 1e-2 as a string; it is still a number to the user
-    spec = read_task(str(write(tmp_path, "threshold: 1e-2\nprompts:\n  - {clean: [1], corrupt: [2]}\n")))
+    spec = read_task(
+        str(write(tmp_path, "threshold: 1e-2\nprompts:\n  - {clean: [1], corrupt: [2]}\n"))
+    )
     assert spec.threshold == 0.01
 
 
@@ -197,21 +284,33 @@ def test_overrides(tmp_path):
     spec = read_task(str(write(tmp_path, base())))
     changed = spec.with_overrides(metric="kl", threshold=0.5, ablation="zero", seed=3, model="gpt2")
     assert (changed.metric, changed.threshold, changed.ablation, changed.seed, changed.model) == (
-        "kl", 0.5, "zero", 3, "gpt2")
+        "kl",
+        0.5,
+        "zero",
+        3,
+        "gpt2",
+    )
     assert spec.with_overrides(metric=None, threshold=None) == spec
     assert spec.metric == "logit_diff"  # the original is unchanged
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("metric", "kll", "--metric: unknown metric 'kll' (did you mean 'kl'?); use one of: kl, logit_diff"),
-    ("threshold", -1.0, "--threshold: must be a finite number >= 0"),
-    ("threshold", float("nan"), "--threshold: must be a finite number >= 0"),
-    ("threshold", "abc", "--threshold: expected a number"),
-    ("ablation", "mean", "--ablation: unknown ablation 'mean'; use one of: corrupt, zero"),
-    ("seed", 1.5, "--seed: expected a whole number"),
-    ("seed", -2, "--seed: must be >= 0"),
-    ("model", "", "--model: is empty"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "metric",
+            "kll",
+            "--metric: unknown metric 'kll' (did you mean 'kl'?); use one of: kl, logit_diff",
+        ),
+        ("threshold", -1.0, "--threshold: must be a finite number >= 0"),
+        ("threshold", float("nan"), "--threshold: must be a finite number >= 0"),
+        ("threshold", "abc", "--threshold: expected a number"),
+        ("ablation", "mean", "--ablation: unknown ablation 'mean'; use one of: corrupt, zero"),
+        ("seed", 1.5, "--seed: expected a whole number"),
+        ("seed", -2, "--seed: must be >= 0"),
+        ("model", "", "--model: is empty"),
+    ],
+)
 def test_bad_overrides(tmp_path, key, value, expected):
     spec = read_task(str(write(tmp_path, ids_task())))
     assert expected in error_of(spec.with_overrides, **{key: value})
@@ -282,11 +381,14 @@ def test_not_text(tmp_path):
     assert error_of(read_task, str(path)).startswith(f"{path}: not a text file")
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ("", "the file is empty"),
-    ("- a\n- b\n", "expected a mapping of task keys"),
-    ("just text\n", "expected a mapping of task keys"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "the file is empty"),
+        ("- a\n- b\n", "expected a mapping of task keys"),
+        ("just text\n", "expected a mapping of task keys"),
+    ],
+)
 def test_not_a_mapping(tmp_path, content, expected):
     message, path = read_error(tmp_path, content)
     assert message.startswith(f"{path}: ") and expected in message
@@ -294,7 +396,9 @@ def test_not_a_mapping(tmp_path, content, expected):
 
 def test_unknown_top_level_key_suggests_the_closest(tmp_path):
     message, path = read_error(tmp_path, ids_task(treshold=0.1))
-    assert message.startswith(f"{path}: unknown key 'treshold' (did you mean 'threshold'?); valid keys: name,")
+    assert message.startswith(
+        f"{path}: unknown key 'treshold' (did you mean 'threshold'?); valid keys: name,"
+    )
     assert "prompts" in message
 
 
@@ -302,7 +406,9 @@ def test_unknown_prompt_key(tmp_path):
     data = base()
     data["prompts"][1]["answers"] = " Mary"
     message, path = read_error(tmp_path, data)
-    assert message.startswith(f"{path}: prompts[1]: unknown prompt key 'answers' (did you mean 'answer'?)")
+    assert message.startswith(
+        f"{path}: prompts[1]: unknown prompt key 'answers' (did you mean 'answer'?)"
+    )
     assert "valid keys: clean, corrupt, answer, wrong, positions" in message
 
 
@@ -315,60 +421,109 @@ def test_missing_required_key(tmp_path, key):
 
 
 def test_missing_clean(tmp_path):
-    message, path = read_error(tmp_path, ids_task(prompts=[{"clean": [1], "corrupt": [2]}, {"corrupt": [1]}]))
+    message, path = read_error(
+        tmp_path, ids_task(prompts=[{"clean": [1], "corrupt": [2]}, {"corrupt": [1]}])
+    )
     assert message.startswith(f"{path}: prompts[1]: missing required key 'clean'")
 
 
 def test_missing_corrupt_with_corrupt_ablation(tmp_path):
     message, path = read_error(tmp_path, ids_task(prompts=[{"clean": [1, 2]}]))
-    assert message.startswith(f"{path}: prompts[0]: no corrupt prompt, which ablation 'corrupt' needs")
+    assert message.startswith(
+        f"{path}: prompts[0]: no corrupt prompt, which ablation 'corrupt' needs"
+    )
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("threshold", "high", "threshold: expected a number such as 0.01, got 'high'"),
-    ("threshold", True, "threshold: expected a number such as 0.01, got true (a boolean)"),
-    ("threshold", [0.1], "threshold: expected a number such as 0.01, got a list"),
-    ("threshold", -0.5, "threshold: must be a finite number >= 0, got -0.5"),
-    ("threshold", ".nan", "threshold: must be a finite number >= 0"),
-    ("seed", 1.5, "seed: expected a whole number such as 0, got 1.5"),
-    ("seed", "1", "seed: expected a whole number such as 0, got '1'"),
-    ("seed", -1, "seed: must be >= 0, got -1"),
-    ("prepend_bos", "no way", "prepend_bos: expected true or false, got 'no way'"),
-    ("name", 3, "name: expected a task name (a string), got 3"),
-    ("name", "  ", "name: is empty; give a task name"),
-    ("description", ["a"], "description: expected one line of text (a string), got a list"),
-    ("model", 12, "model: expected a model directory or name (a string), got 12"),
-    ("metric", "logit-diff", "metric: unknown metric 'logit-diff' (did you mean 'logit_diff'?); use one of: kl, logit_diff, prob_diff, nll, l2"),
-    ("metric", 5, "metric: unknown metric 5; use one of: kl"),
-    ("ablation", "zeros", "ablation: unknown ablation 'zeros' (did you mean 'zero'?); use one of: corrupt, zero"),
-    ("positions", "first", "positions: unknown value 'first'; use last, all, or a list of positions such as [3, -1]"),
-    ("positions", [], "positions: is an empty list"),
-    ("positions", [1, "x"], "positions[1]: positions are whole numbers"),
-    ("positions", 3, "positions: expected last, all, or a list of positions such as [3, -1], got 3"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("threshold", "high", "threshold: expected a number such as 0.01, got 'high'"),
+        ("threshold", True, "threshold: expected a number such as 0.01, got true (a boolean)"),
+        ("threshold", [0.1], "threshold: expected a number such as 0.01, got a list"),
+        ("threshold", -0.5, "threshold: must be a finite number >= 0, got -0.5"),
+        ("threshold", ".nan", "threshold: must be a finite number >= 0"),
+        ("seed", 1.5, "seed: expected a whole number such as 0, got 1.5"),
+        ("seed", "1", "seed: expected a whole number such as 0, got '1'"),
+        ("seed", -1, "seed: must be >= 0, got -1"),
+        ("prepend_bos", "no way", "prepend_bos: expected true or false, got 'no way'"),
+        ("name", 3, "name: expected a task name (a string), got 3"),
+        ("name", "  ", "name: is empty; give a task name"),
+        ("description", ["a"], "description: expected one line of text (a string), got a list"),
+        ("model", 12, "model: expected a model directory or name (a string), got 12"),
+        (
+            "metric",
+            "logit-diff",
+            "metric: unknown metric 'logit-diff' (did you mean 'logit_diff'?);"
+            " use one of: kl, logit_diff, prob_diff, nll, l2",
+        ),
+        ("metric", 5, "metric: unknown metric 5; use one of: kl"),
+        (
+            "ablation",
+            "zeros",
+            "ablation: unknown ablation 'zeros' (did you mean 'zero'?); use one of: corrupt, zero",
+        ),
+        (
+            "positions",
+            "first",
+            "positions: unknown value 'first';"
+            " use last, all, or a list of positions such as [3, -1]",
+        ),
+        ("positions", [], "positions: is an empty list"),
+        ("positions", [1, "x"], "positions[1]: positions are whole numbers"),
+        (
+            "positions",
+            3,
+            "positions: expected last, all, or a list of positions such as [3, -1], got 3",
+        ),
+    ],
+)
 def test_wrong_top_level_values(tmp_path, key, value, expected):
     if value == ".nan":
-        path = write(tmp_path, f"threshold: .nan\nprompts:\n  - {{clean: [1], corrupt: [2]}}\n")
+        path = write(tmp_path, "threshold: .nan\nprompts:\n  - {clean: [1], corrupt: [2]}\n")
         message = error_of(read_task, str(path))
     else:
         message, path = read_error(tmp_path, ids_task(**{key: value}))
     assert message.startswith(f"{path}: {expected}"), message
 
 
-@pytest.mark.parametrize(("prompts", "expected"), [
-    ([], "prompts: the list is empty; give at least one prompt"),
-    ({"clean": "a"}, "prompts: expected a list of prompts (each with clean: and corrupt:), got a mapping"),
-    ([{"clean": [1], "corrupt": [1]}, "text"], "prompts[1]: expected a mapping with clean: and corrupt:, got a string"),
-    ([{"clean": "", "corrupt": "x"}], "prompts[0]: clean: is empty"),
-    ([{"clean": [1], "corrupt": []}], "prompts[0]: corrupt: is an empty list"),
-    ([{"clean": [1, 2.5], "corrupt": [1, 2]}], "prompts[0]: clean[1]: token ids must be whole numbers, got 2.5"),
-    ([{"clean": [1, True], "corrupt": [1, 2]}], "prompts[0]: clean[1]: token ids must be whole numbers"),
-    ([{"clean": 12, "corrupt": [1]}], "prompts[0]: clean: expected text (a string) or a list of token ids, got 12"),
-    ([{"clean": [1], "corrupt": [2], "answer": []}], "prompts[0]: answer: is an empty list"),
-    ([{"clean": [1], "corrupt": [2], "answer": [1, 0.5]}], "prompts[0]: answer[1]: expected one token"),
-    ([{"clean": [1], "corrupt": [2], "wrong": ""}], "prompts[0]: wrong: is empty"),
-    ([{"clean": [1], "corrupt": [2], "positions": "every"}], "prompts[0]: positions: unknown value 'every'"),
-])
+@pytest.mark.parametrize(
+    ("prompts", "expected"),
+    [
+        ([], "prompts: the list is empty; give at least one prompt"),
+        (
+            {"clean": "a"},
+            "prompts: expected a list of prompts (each with clean: and corrupt:), got a mapping",
+        ),
+        (
+            [{"clean": [1], "corrupt": [1]}, "text"],
+            "prompts[1]: expected a mapping with clean: and corrupt:, got a string",
+        ),
+        ([{"clean": "", "corrupt": "x"}], "prompts[0]: clean: is empty"),
+        ([{"clean": [1], "corrupt": []}], "prompts[0]: corrupt: is an empty list"),
+        (
+            [{"clean": [1, 2.5], "corrupt": [1, 2]}],
+            "prompts[0]: clean[1]: token ids must be whole numbers, got 2.5",
+        ),
+        (
+            [{"clean": [1, True], "corrupt": [1, 2]}],
+            "prompts[0]: clean[1]: token ids must be whole numbers",
+        ),
+        (
+            [{"clean": 12, "corrupt": [1]}],
+            "prompts[0]: clean: expected text (a string) or a list of token ids, got 12",
+        ),
+        ([{"clean": [1], "corrupt": [2], "answer": []}], "prompts[0]: answer: is an empty list"),
+        (
+            [{"clean": [1], "corrupt": [2], "answer": [1, 0.5]}],
+            "prompts[0]: answer[1]: expected one token",
+        ),
+        ([{"clean": [1], "corrupt": [2], "wrong": ""}], "prompts[0]: wrong: is empty"),
+        (
+            [{"clean": [1], "corrupt": [2], "positions": "every"}],
+            "prompts[0]: positions: unknown value 'every'",
+        ),
+    ],
+)
 def test_malformed_prompts(tmp_path, prompts, expected):
     message, path = read_error(tmp_path, ids_task(prompts=prompts))
     assert message.startswith(f"{path}: {expected}"), message
@@ -378,8 +533,10 @@ def test_metric_needs_answer_and_wrong(tmp_path):
     data = base()
     del data["prompts"][1]["wrong"]
     message, path = read_error(tmp_path, data)
-    assert message == (f"{path}: prompts[1]: metric logit_diff needs answer: and wrong: on every"
-                       f" prompt, this one has no wrong:; add it or use metric kl")
+    assert message == (
+        f"{path}: prompts[1]: metric logit_diff needs answer: and wrong: on every"
+        f" prompt, this one has no wrong:; add it or use metric kl"
+    )
 
 
 def test_answers_all_or_none(tmp_path):
@@ -398,21 +555,29 @@ def test_clean_and_corrupt_lengths_differ(tmp_path, tok):
     message, path = resolve_error(tmp_path, data, tok)
     assert message.startswith(
         f"{path}: prompts[1]: clean has 13 tokens ['When', 'John', 'Mary', 'went', 'to', 'the',"
-        f" 'store', ',', 'Mary', 'gave', 'a', 'drink', ...], corrupt has 14 ['When', 'Paul', 'Anna',")
+        f" 'store', ',', 'Mary', 'gave', 'a', 'drink', ...],"
+        f" corrupt has 14 ['When', 'Paul', 'Anna',"
+    )
     assert message.endswith("; make them tokenise to the same length")
 
 
 def test_id_lengths_differ(tmp_path):
-    message, path = resolve_error(tmp_path, ids_task(prompts=[{"clean": [1, 2], "corrupt": [1, 2, 3]}]))
-    assert message.startswith(f"{path}: prompts[0]: clean has 2 tokens [1, 2], corrupt has 3 [1, 2, 3]")
+    message, path = resolve_error(
+        tmp_path, ids_task(prompts=[{"clean": [1, 2], "corrupt": [1, 2, 3]}])
+    )
+    assert message.startswith(
+        f"{path}: prompts[0]: clean has 2 tokens [1, 2], corrupt has 3 [1, 2, 3]"
+    )
 
 
 def test_answer_not_one_token(tmp_path, tok):
     data = base()
     data["prompts"][1]["answer"] = "Mary Ann"
     message, path = resolve_error(tmp_path, data, tok)
-    assert message.startswith(f"{path}: prompts[1]: answer: 'Mary Ann' is 2 tokens ['Mary', '[UNK]'];"
-                              f" an answer must be exactly one token")
+    assert message.startswith(
+        f"{path}: prompts[1]: answer: 'Mary Ann' is 2 tokens ['Mary', '[UNK]'];"
+        f" an answer must be exactly one token"
+    )
 
 
 def test_wrong_answer_in_list_not_one_token(tmp_path, tok):
@@ -423,16 +588,30 @@ def test_wrong_answer_in_list_not_one_token(tmp_path, tok):
 
 
 def test_text_tokenising_to_nothing(tmp_path, tok):
-    message, path = resolve_error(tmp_path, ids_task(prompts=[{"clean": "  ", "corrupt": "  "}]), tok)
+    message, path = resolve_error(
+        tmp_path, ids_task(prompts=[{"clean": "  ", "corrupt": "  "}]), tok
+    )
     assert message.startswith(f"{path}: prompts[0]: clean: '  ' tokenises to no tokens")
 
 
-@pytest.mark.parametrize(("prompt", "expected"), [
-    ({"clean": [1, 17], "corrupt": [1, 2]}, "prompts[0]: clean[1]: token id 17 is outside the model's vocabulary [0, 17)"),
-    ({"clean": [1, 2], "corrupt": [-1, 2]}, "prompts[0]: corrupt[0]: token id -1 is outside"),
-    ({"clean": [1], "corrupt": [2], "answer": 99, "wrong": 1}, "prompts[0]: answer: token id 99 is outside"),
-    ({"clean": [1], "corrupt": [2], "answer": 3, "wrong": [1, 40]}, "prompts[0]: wrong[1]: token id 40 is outside"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        (
+            {"clean": [1, 17], "corrupt": [1, 2]},
+            "prompts[0]: clean[1]: token id 17 is outside the model's vocabulary [0, 17)",
+        ),
+        ({"clean": [1, 2], "corrupt": [-1, 2]}, "prompts[0]: corrupt[0]: token id -1 is outside"),
+        (
+            {"clean": [1], "corrupt": [2], "answer": 99, "wrong": 1},
+            "prompts[0]: answer: token id 99 is outside",
+        ),
+        (
+            {"clean": [1], "corrupt": [2], "answer": 3, "wrong": [1, 40]},
+            "prompts[0]: wrong[1]: token id 40 is outside",
+        ),
+    ],
+)
 def test_token_ids_outside_vocabulary(tmp_path, prompt, expected):
     message, path = resolve_error(tmp_path, ids_task(prompts=[prompt]))
     assert message.startswith(f"{path}: {expected}"), message
@@ -441,65 +620,117 @@ def test_token_ids_outside_vocabulary(tmp_path, prompt, expected):
 
 def test_tokenizer_larger_than_model_vocabulary(tmp_path, tok):
     message, path = resolve_error(tmp_path, base(), tok, d_vocab=5)
-    assert message == (f"{path}: prompts[0]: clean: token 3 ('went') has id 5, outside the model's"
-                       f" vocabulary [0, 5); the tokenizer (test-tokenizer) does not match the model")
+    assert message == (
+        f"{path}: prompts[0]: clean: token 3 ('went') has id 5, outside the model's"
+        f" vocabulary [0, 5); the tokenizer (test-tokenizer) does not match the model"
+    )
 
 
 def test_prompt_longer_than_context(tmp_path, tok):
     message, path = resolve_error(tmp_path, base(prepend_bos=True), tok, n_ctx=13)
-    assert message == (f"{path}: prompts[0]: 14 tokens with BOS, longer than the model's context of"
-                       f" 13; shorten the prompt")
+    assert message == (
+        f"{path}: prompts[0]: 14 tokens with BOS, longer than the model's context of"
+        f" 13; shorten the prompt"
+    )
     resolve_task(read_task(str(path)).with_overrides(), tok, D_VOCAB, 14)  # fits exactly
 
 
 @pytest.mark.parametrize(("positions", "where"), [([4], "positions"), ([-5], "positions")])
 def test_position_outside_prompt(tmp_path, positions, where):
-    message, path = resolve_error(tmp_path, ids_task(prompts=[
-        {"clean": [1], "corrupt": [2]},
-        {"clean": [3, 12, 4, 9], "corrupt": [3, 11, 4, 8], "positions": positions}]))
-    assert message == (f"{path}: prompts[1]: {where}: position {positions[0]} is outside the prompt of"
-                       f" 4 tokens [3, 12, 4, 9]; use 0..3 or -4..-1")
+    message, path = resolve_error(
+        tmp_path,
+        ids_task(
+            prompts=[
+                {"clean": [1], "corrupt": [2]},
+                {"clean": [3, 12, 4, 9], "corrupt": [3, 11, 4, 8], "positions": positions},
+            ]
+        ),
+    )
+    assert message == (
+        f"{path}: prompts[1]: {where}: position {positions[0]} is outside the prompt of"
+        f" 4 tokens [3, 12, 4, 9]; use 0..3 or -4..-1"
+    )
 
 
 def test_default_position_outside_a_short_prompt(tmp_path):
-    message, path = resolve_error(tmp_path, ids_task(positions=[2], prompts=[
-        {"clean": [1, 2, 3], "corrupt": [1, 2, 4]}, {"clean": [1, 2], "corrupt": [1, 3]}]))
-    assert message.startswith(f"{path}: prompts[1]: positions (the task's default): position 2 is outside")
+    message, path = resolve_error(
+        tmp_path,
+        ids_task(
+            positions=[2],
+            prompts=[
+                {"clean": [1, 2, 3], "corrupt": [1, 2, 4]},
+                {"clean": [1, 2], "corrupt": [1, 3]},
+            ],
+        ),
+    )
+    assert message.startswith(
+        f"{path}: prompts[1]: positions (the task's default): position 2 is outside"
+    )
 
 
 def test_nll_needs_an_answer_at_the_last_position(tmp_path):
-    data = ids_task(metric="nll", prompts=[
-        {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 1]},
-        {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 2]}])
+    data = ids_task(
+        metric="nll",
+        prompts=[
+            {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 1]},
+            {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 2]},
+        ],
+    )
     message, path = resolve_error(tmp_path, data)
-    assert message.startswith(f"{path}: prompts[1]: metric nll reads the last position, whose next"
-                              f" token is not in the prompt; add answer:")
+    assert message.startswith(
+        f"{path}: prompts[1]: metric nll reads the last position, whose next"
+        f" token is not in the prompt; add answer:"
+    )
     data["prompts"][1]["positions"] = [0, 1]
     task = resolve_task(read_task(str(write(tmp_path, data))), None, D_VOCAB, N_CTX)
     assert task.answers is None and task.positions == [[0, 1], [0, 1]]
 
 
 def test_nll_with_answers(tmp_path):
-    data = ids_task(metric="nll", positions="all", prompts=[
-        {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "answer": 5}])
+    data = ids_task(
+        metric="nll",
+        positions="all",
+        prompts=[{"clean": [1, 2, 3], "corrupt": [1, 2, 4], "answer": 5}],
+    )
     task = resolve_task(read_task(str(write(tmp_path, data))), None, D_VOCAB, N_CTX)
     assert task.answers == [[5]] and task.positions == [[0, 1, 2]]
 
 
-@pytest.mark.parametrize(("prompt", "where"), [
-    ({"clean": "Mary went", "corrupt": [1, 2]}, "prompts[0]: clean: 'Mary went'"),
-    ({"clean": [1, 2], "corrupt": "John went"}, "prompts[0]: corrupt: 'John went'"),
-    ({"clean": [1], "corrupt": [2], "answer": " Mary", "wrong": 3}, "prompts[0]: answer: ' Mary'"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "where"),
+    [
+        ({"clean": "Mary went", "corrupt": [1, 2]}, "prompts[0]: clean: 'Mary went'"),
+        ({"clean": [1, 2], "corrupt": "John went"}, "prompts[0]: corrupt: 'John went'"),
+        (
+            {"clean": [1], "corrupt": [2], "answer": " Mary", "wrong": 3},
+            "prompts[0]: answer: ' Mary'",
+        ),
+    ],
+)
 def test_text_without_tokenizer(tmp_path, prompt, where):
     message, path = resolve_error(tmp_path, ids_task(prompts=[prompt]))
-    assert message == (f"{path}: {where} is text but the model has no tokenizer; give token ids or"
-                       f" a model with tokenizer.json")
+    assert message == (
+        f"{path}: {where} is text but the model has no tokenizer; give token ids or"
+        f" a model with tokenizer.json"
+    )
 
 
 def test_prepend_bos_without_bos(tmp_path):
-    message, path = resolve_error(tmp_path, ids_task(prepend_bos=True), make_tokenizer(with_bos=False))
-    assert message == (f"{path}: prepend_bos is true but the tokenizer (test-tokenizer) has no BOS"
-                       f" token; set prepend_bos: false")
+    message, path = resolve_error(
+        tmp_path, ids_task(prepend_bos=True), make_tokenizer(with_bos=False)
+    )
+    assert message == (
+        f"{path}: prepend_bos is true but the tokenizer (test-tokenizer) has no BOS"
+        f" token; set prepend_bos: false"
+    )
     message, path = resolve_error(tmp_path, ids_task(prepend_bos=True), None)
     assert message.startswith(f"{path}: prepend_bos is true but the model has no tokenizer")
+
+
+def test_readme_example_is_a_valid_task(tok):
+    readme = Path(tasks_module.__file__).resolve().parent.parent / "tasks" / "README.md"
+    example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = TaskSpec.from_dict(yaml.safe_load(example), str(readme))
+    task = resolve_task(spec, tok, d_vocab=50, n_ctx=N_CTX)
+    assert task.positions == [[13], [1, 3]]
+    assert task.answers == [[ID["Mary"]], [5]] and task.wrong_answers == [[ID["John"]], [6, 7]]
