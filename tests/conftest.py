@@ -1,0 +1,119 @@
+"""Shared fixtures: tiny seeded random models built from configs, and small random tasks.
+
+The models are built with `acdc.models.build_model` (the only way tests make a model) and then
+given fresh, larger random weights, biases and LayerNorm parameters: TransformerLens
+initialises biases to zero and weights small, which would make every bias-only path trivial
+and every edge's effect tiny. Each model covers a different corner of the architecture.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from acdc.models import build_model
+
+# The models are tiny: one thread is many times faster than several contending for 2 cores.
+torch.set_num_threads(1)
+
+D_VOCAB = 50
+N_CTX = 16
+
+MODEL_CONFIGS: dict[str, dict] = {
+    # 2 layers, attention only, LayerNorm
+    "attn2": {"n_layers": 2, "d_model": 16, "n_heads": 4, "d_head": 4, "attn_only": True,
+              "normalization_type": "LN"},
+    # 3 layers with GELU MLPs, LayerNorm
+    "mlp3": {"n_layers": 3, "d_model": 24, "n_heads": 3, "d_head": 8, "d_mlp": 32,
+             "act_fn": "gelu", "normalization_type": "LN"},
+    # 2 layers with ReLU MLPs, no normalisation, d_head != d_model / n_heads
+    "nonorm2": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 6, "d_mlp": 24,
+                "act_fn": "relu", "normalization_type": None},
+    # 1 layer, 1 head: small enough to check by hand
+    "one_head": {"n_layers": 1, "d_model": 8, "n_heads": 1, "d_head": 4, "attn_only": True,
+                 "normalization_type": "LN"},
+}
+MODEL_SEEDS = {"attn2": 1, "mlp3": 2, "nonorm2": 3, "one_head": 4}
+# Weight scale: without normalisation the residual grows layer by layer, so that model gets
+# smaller weights to keep its logits (and KL scores) in a sensible range.
+MODEL_GAINS = {"attn2": 1.5, "mlp3": 1.5, "nonorm2": 0.6, "one_head": 1.5}
+
+
+def model_config(name: str) -> dict:
+    return {**MODEL_CONFIGS[name], "d_vocab": D_VOCAB, "n_ctx": N_CTX}
+
+
+def randomize(model, seed: int, gain: float = 1.5) -> None:
+    """Redraw every parameter: weights ~ N(0, gain^2/fan_in), biases ~ N(0, 0.3^2), norm scales
+    ~ 1 + N(0, 0.2^2), embeddings ~ N(0, 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            leaf = name.rsplit(".", 1)[-1]
+            if name.startswith(("embed.", "pos_embed.")):
+                param.copy_(noise)
+            elif leaf == "w":  # normalisation scale
+                param.copy_(1 + 0.2 * noise)
+            elif leaf.startswith("b"):  # b_Q, b_O, b_in, b_out, b_U, LayerNorm b
+                param.copy_(0.3 * noise)
+            else:  # W_Q/W_K/W_V [h, d_model, d_head], W_O [h, d_head, d_model], W_in, W_out, W_U
+                fan_in = param.shape[-2]
+                param.copy_(noise * (gain / math.sqrt(fan_in)))
+
+
+def make_model(name: str):
+    model = build_model(model_config(name), seed=MODEL_SEEDS[name])
+    randomize(model, MODEL_SEEDS[name], MODEL_GAINS[name])
+    return model
+
+
+@dataclass(frozen=True)
+class TinyTask:
+    """The data of a task, without depending on `acdc.tasks`."""
+
+    clean: list[list[int]]
+    corrupt: list[list[int]]
+    positions: list[list[int]]
+    answers: list[list[int]]
+    wrong_answers: list[list[int]]
+
+    def args(self) -> tuple:
+        """Positional arguments of `reference_acdc` after the model."""
+        return self.clean, self.corrupt, self.positions, self.answers, self.wrong_answers
+
+
+def make_task(seed: int, n_prompts: int = 5, min_len: int = 6, max_len: int = 9,
+              d_vocab: int = D_VOCAB) -> TinyTask:
+    """Random prompts of different lengths, random corrupt prompts of the same lengths, 1-3
+    metric positions per prompt (the last one always included), 1-2 answers and wrong
+    answers."""
+    rng = random.Random(seed)
+    clean, corrupt, positions, answers, wrong = [], [], [], [], []
+    for _ in range(n_prompts):
+        length = rng.randint(min_len, max_len)
+        clean.append([rng.randrange(d_vocab) for _ in range(length)])
+        corrupt.append([rng.randrange(d_vocab) for _ in range(length)])
+        extra = rng.sample(range(length - 1), rng.randint(0, 2))
+        positions.append(sorted(extra + [length - 1]))
+        tokens = rng.sample(range(d_vocab), 4)
+        n_answers, n_wrong = rng.randint(1, 2), rng.randint(1, 2)
+        answers.append(tokens[:n_answers])
+        wrong.append(tokens[2:2 + n_wrong])
+    return TinyTask(clean, corrupt, positions, answers, wrong)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict:
+    """name -> HookedTransformer, for every entry of MODEL_CONFIGS."""
+    return {name: make_model(name) for name in MODEL_CONFIGS}
+
+
+@pytest.fixture(scope="session")
+def tiny_tasks() -> dict[str, TinyTask]:
+    """name -> a random task for the model of that name (seeded per model)."""
+    return {name: make_task(100 + MODEL_SEEDS[name]) for name in MODEL_CONFIGS}

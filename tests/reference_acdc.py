@@ -1,0 +1,406 @@
+"""A slow, plain reference implementation of ACDC, written from `shared/ACDC.md` alone.
+
+It exists to hold the fast engine (`acdc/engine.py` + `acdc/patching.py`) to the method: it
+shares no code with them, and every edge test is one full hooked TransformerLens forward pass
+on the clean prompts. Nothing here is clever; everything is spelled out.
+
+The graph (ACDC.md section 1):
+
+- senders: `input` (hook_embed + hook_pos_embed), every head `a{l}.h{h}` (its
+  `hook_result`, which excludes b_O) and every MLP `m{l}` (hook_mlp_out minus b_out);
+- receivers, all read before their LayerNorm: `a{l}.h{h}<q|k|v>` (the head's own residual copy
+  `blocks.l.hook_q_input[:, :, h]` ...), or at head granularity `a{l}.h{h}` (one patched copy
+  feeding q, k and v alike), `m{l}` (`blocks.l.hook_mlp_in`) and `logits`
+  (`blocks.{L-1}.hook_resid_post`, the input of ln_final);
+- direct edges `a{l}.h{h}<q>->a{l}.h{h}` (q/k/v granularity only): removing one replaces the
+  head's q (`hook_q`, after W_Q and b_Q) by its ablated value.
+
+A patched forward pass: the input of receiver r is its normal input in this very pass minus,
+for every removed edge w -> r, (live output of w in this pass - ablated output of w). The
+ablated outputs come from the "ablation run": the forward pass on the corrupt prompts
+(corrupt ablation), or the clean forward pass with every sender output set to zero (zero
+ablation, where the residual is then the bias-only residual and its q/k/v are the bias-only
+q/k/v).
+
+Usage: `reference_acdc(model, clean, corrupt, positions, answers, wrong_answers, threshold)`
+returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+QKV = ("q", "k", "v")
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+@dataclass(frozen=True)
+class RefEdge:
+    """An edge: residual (`sender` set) or direct (`sender` None, `qkv` set)."""
+
+    name: str
+    receiver: str  # receiver name: "logits", "m1", "a1.h2<q>", or "a1.h2" (head granularity)
+    sender: str | None  # residual edges only
+    layer: int  # layer of the receiver (n_layers for logits)
+    head: int | None
+    qkv: str | None  # "q"/"k"/"v" for q/k/v receivers and direct edges
+
+
+@dataclass(frozen=True)
+class RefGroup:
+    """Edges visited together, and the node whose liveness decides whether they are tested."""
+
+    node: str
+    edges: tuple[RefEdge, ...]
+
+
+@dataclass(frozen=True)
+class RefShape:
+    n_layers: int
+    n_heads: int
+    has_mlp: bool
+
+
+def shape_of(model) -> RefShape:
+    cfg = model.cfg
+    return RefShape(cfg.n_layers, cfg.n_heads, not cfg.attn_only)
+
+
+def _heads(shape: RefShape, reverse_head_order: bool) -> list[int]:
+    """Heads in visiting order: highest index first, or 0 upwards when reversed."""
+    heads = list(range(shape.n_heads))
+    return heads if reverse_head_order else heads[::-1]
+
+
+def _senders_read_by(shape: RefShape, layer: int, kind: str, reverse_head_order: bool) -> list[str]:
+    """The senders a receiver at `layer` reads, in visiting order: latest layer first, within a
+    layer the MLP before the heads, heads in head order, `input` last.
+
+    `kind` is "head" (reads layers < layer), "mlp" (also reads the heads of its own layer) or
+    "logits" (layer = n_layers, reads everything).
+    """
+    names: list[str] = []
+    last = layer if kind == "mlp" else layer - 1
+    for sender_layer in range(last, -1, -1):
+        if shape.has_mlp and sender_layer < layer:
+            names.append(f"m{sender_layer}")
+        names += [f"a{sender_layer}.h{h}" for h in _heads(shape, reverse_head_order)]
+    names.append("input")
+    return names
+
+
+def edge_groups(shape: RefShape, granularity: str = "qkv",
+                reverse_head_order: bool = False) -> list[RefGroup]:
+    """Every edge, grouped and ordered as ACDC visits them (ACDC.md section 2, "Order").
+
+    Layers from last to first. Within a layer: `logits` (last layer only), the MLP input, then
+    (q/k/v granularity) the direct edges of every head's v, then k, then q, then the residual
+    edges into every head's v input, then k, then q inputs; at head granularity the residual
+    edges into every head.
+    """
+    groups: list[RefGroup] = []
+    heads = _heads(shape, reverse_head_order)
+
+    def residual_group(receiver: str, layer: int, kind: str, head=None, qkv=None) -> RefGroup:
+        senders = _senders_read_by(shape, layer, kind, reverse_head_order)
+        edges = tuple(RefEdge(f"{s}->{receiver}", receiver, s, layer, head, qkv) for s in senders)
+        return RefGroup(receiver, edges)
+
+    for layer in range(shape.n_layers - 1, -1, -1):
+        if layer == shape.n_layers - 1:
+            groups.append(residual_group("logits", shape.n_layers, "logits"))
+        if shape.has_mlp:
+            groups.append(residual_group(f"m{layer}", layer, "mlp"))
+        if granularity == "qkv":
+            for qkv in ("v", "k", "q"):
+                for h in heads:
+                    edge = RefEdge(f"a{layer}.h{h}<{qkv}>->a{layer}.h{h}", f"a{layer}.h{h}<{qkv}>",
+                                   None, layer, h, qkv)
+                    groups.append(RefGroup(f"a{layer}.h{h}", (edge,)))
+            for qkv in ("v", "k", "q"):
+                for h in heads:
+                    groups.append(residual_group(f"a{layer}.h{h}<{qkv}>", layer, "head", h, qkv))
+        elif granularity == "head":
+            for h in heads:
+                groups.append(residual_group(f"a{layer}.h{h}", layer, "head", h, None))
+        else:
+            raise ValueError(f"unknown granularity {granularity!r}")
+    return groups
+
+
+def edge_order(shape: RefShape, granularity: str = "qkv", reverse_head_order: bool = False) -> list[str]:
+    """Edge names in visiting order."""
+    return [e.name for g in edge_groups(shape, granularity, reverse_head_order) for e in g.edges]
+
+
+def _outgoing(groups: list[RefGroup], node: str) -> list[str]:
+    """Names of the edges leaving `node`.
+
+    A head or MLP sends residual edges; a q/k/v input receiver `a1.h2<q>` sends only its
+    direct edge into the head.
+    """
+    out = []
+    for group in groups:
+        for edge in group.edges:
+            if edge.sender == node or (edge.sender is None and edge.receiver == node):
+                out.append(edge.name)
+    return out
+
+
+# --------------------------------------------------------------------------- forward passes
+
+
+@contextlib.contextmanager
+def hook_flags(model) -> Iterator[None]:
+    """Turn on the hooks the graph needs (split q/k/v inputs, per-head results, mlp_in) and
+    restore the model's previous settings afterwards."""
+    cfg = model.cfg
+    before = (cfg.use_split_qkv_input, cfg.use_attn_result, cfg.use_hook_mlp_in)
+    model.set_use_split_qkv_input(True)
+    model.set_use_attn_result(True)
+    if not cfg.attn_only:
+        model.set_use_hook_mlp_in(True)
+    try:
+        yield
+    finally:
+        model.set_use_split_qkv_input(before[0])
+        model.set_use_attn_result(before[1])
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(before[2])
+
+
+def pad(prompts: list[list[int]], value: int = 0) -> torch.Tensor:
+    """Right-pad token lists into one [batch, pos] tensor (causal attention ignores the pad)."""
+    width = max(len(p) for p in prompts)
+    return torch.tensor([list(p) + [value] * (width - len(p)) for p in prompts], dtype=torch.long)
+
+
+@dataclass
+class Ablation:
+    """What a removed edge reads instead of its sender's live output."""
+
+    senders: dict[str, torch.Tensor]  # sender name -> [batch, pos, d_model]
+    qkv: dict[tuple[int, int, str], torch.Tensor]  # (layer, head, "q") -> [batch, pos, d_head]
+
+
+def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | None,
+         granularity: str, zero_senders: bool = False) -> tuple[torch.Tensor, Ablation]:
+    """One hooked forward pass; returns the logits and every sender's live output and q/k/v.
+
+    `removed` names the removed edges (patched against `ablation`). With `zero_senders`, every
+    sender's output is replaced by zero (this is the zero-ablation run).
+    """
+    shape = shape_of(model)
+    live: dict[str, torch.Tensor] = {}
+    live_qkv: dict[tuple[int, int, str], torch.Tensor] = {}
+    removed_into: dict[str, list[str]] = {}
+    removed_direct: set[tuple[int, int, str]] = set()
+    for name in removed:
+        sender, receiver = name.split("->")
+        if "<" in sender:  # direct edge a1.h2<q>->a1.h2
+            layer, head = _layer_head(receiver)
+            removed_direct.add((layer, head, sender[-2]))
+        else:
+            removed_into.setdefault(receiver, []).append(sender)
+
+    def correction(receiver: str) -> torch.Tensor | int:
+        total = 0
+        for sender in removed_into.get(receiver, []):
+            total = total + (live[sender] - ablation.senders[sender])
+        return total
+
+    def embed_hook(x, hook):
+        live["embed"] = torch.zeros_like(x) if zero_senders else x
+        return live["embed"]
+
+    def pos_embed_hook(x, hook):
+        x = torch.zeros_like(x) if zero_senders else x
+        live["input"] = live["embed"] + x
+        return x
+
+    def result_hook(x, hook, layer):
+        if zero_senders:
+            x = torch.zeros_like(x)
+        for h in range(shape.n_heads):
+            live[f"a{layer}.h{h}"] = x[:, :, h]
+        return x
+
+    def mlp_out_hook(x, hook, layer):
+        b_out = model.blocks[layer].mlp.b_out
+        if zero_senders:
+            x = torch.zeros_like(x) + b_out
+        live[f"m{layer}"] = x - b_out
+        return x
+
+    def head_input_hook(x, hook, layer, qkv):
+        x = x.clone()
+        for h in range(shape.n_heads):
+            receiver = f"a{layer}.h{h}<{qkv}>" if granularity == "qkv" else f"a{layer}.h{h}"
+            x[:, :, h] = x[:, :, h] - correction(receiver)
+        return x
+
+    def qkv_hook(x, hook, layer, qkv):
+        x = x.clone()
+        for h in range(shape.n_heads):
+            if (layer, h, qkv) in removed_direct:
+                x[:, :, h] = ablation.qkv[(layer, h, qkv)]
+            live_qkv[(layer, h, qkv)] = x[:, :, h]
+        return x
+
+    def mlp_in_hook(x, hook, layer):
+        return x - correction(f"m{layer}")
+
+    def resid_post_hook(x, hook):
+        return x - correction("logits")
+
+    hooks = [("hook_embed", embed_hook), ("hook_pos_embed", pos_embed_hook)]
+    for layer in range(shape.n_layers):
+        block = f"blocks.{layer}"
+        hooks.append((f"{block}.attn.hook_result", _bind(result_hook, layer=layer)))
+        for qkv in QKV:
+            hooks.append((f"{block}.hook_{qkv}_input", _bind(head_input_hook, layer=layer, qkv=qkv)))
+            hooks.append((f"{block}.attn.hook_{qkv}", _bind(qkv_hook, layer=layer, qkv=qkv)))
+        if shape.has_mlp:
+            hooks.append((f"{block}.hook_mlp_in", _bind(mlp_in_hook, layer=layer)))
+            hooks.append((f"{block}.hook_mlp_out", _bind(mlp_out_hook, layer=layer)))
+    hooks.append((f"blocks.{shape.n_layers - 1}.hook_resid_post", resid_post_hook))
+
+    with torch.no_grad(), hook_flags(model):
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return logits, Ablation(live, live_qkv)
+
+
+def _bind(fn, **kwargs):
+    return lambda x, hook: fn(x, hook, **kwargs)
+
+
+def _layer_head(node: str) -> tuple[int, int]:
+    layer, head = node[1:].split(".h")
+    return int(layer), int(head)
+
+
+def ablation_run(model, clean: torch.Tensor, corrupt: torch.Tensor, ablation: str) -> Ablation:
+    """The senders' outputs and q/k/v that removed edges read."""
+    with torch.no_grad():
+        if ablation == "corrupt":
+            return _run(model, corrupt, set(), None, "qkv")[1]
+        if ablation == "zero":
+            return _run(model, clean, set(), None, "qkv", zero_senders=True)[1]
+    raise ValueError(f"unknown ablation {ablation!r}")
+
+
+def patched_logits(model, clean: torch.Tensor, ablated: Ablation, removed: set[str],
+                   granularity: str = "qkv") -> torch.Tensor:
+    """Logits of the clean prompts with the edges in `removed` removed."""
+    return _run(model, clean, removed, ablated, granularity)[0]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+METRICS = ("kl", "logit_diff", "prob_diff", "nll", "l2")
+
+
+def metric_value(metric: str, logits: torch.Tensor, clean_logits: torch.Tensor,
+                 clean: list[list[int]], positions: list[list[int]],
+                 answers: list[list[int]] | None, wrong_answers: list[list[int]] | None) -> float:
+    """The metric (lower is better), averaged over every (prompt, position) pair, in float64."""
+    values = []
+    for i, prompt_positions in enumerate(positions):
+        for p in prompt_positions:
+            patched = logits[i, p].double()
+            reference = clean_logits[i, p].double()
+            logp = torch.log_softmax(patched, -1)
+            if metric == "kl":
+                ref_logp = torch.log_softmax(reference, -1)
+                values.append(float((ref_logp.exp() * (ref_logp - logp)).sum()))
+            elif metric == "logit_diff":
+                good = patched[answers[i]].mean()
+                bad = patched[wrong_answers[i]].mean()
+                values.append(float(-(good - bad)))
+            elif metric == "prob_diff":
+                probs = logp.exp()
+                values.append(float(-(probs[answers[i]].sum() - probs[wrong_answers[i]].sum())))
+            elif metric == "nll":
+                target = clean[i][p + 1] if p + 1 < len(clean[i]) else answers[i][0]
+                values.append(float(-logp[target]))
+            elif metric == "l2":
+                values.append(float((patched - reference).norm()))
+            else:
+                raise ValueError(f"unknown metric {metric!r}")
+    return sum(values) / len(values)
+
+
+# --------------------------------------------------------------------------- the algorithm
+
+
+def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
+                   positions: list[list[int]], answers: list[list[int]] | None,
+                   wrong_answers: list[list[int]] | None, threshold: float, metric: str = "kl",
+                   ablation: str = "corrupt", granularity: str = "qkv", use_abs: bool = False,
+                   reverse_head_order: bool = False, follow: dict[str, bool] | None = None,
+                   follow_tolerance: float = 0.0) -> dict[str, tuple[bool, float | None]]:
+    """ACDC, one full forward pass per tested edge. Returns {edge name: (kept, score)}; score
+    is metric(H without the edge) - metric(H), or None for an edge removed untested because
+    its node had no outgoing edges left.
+
+    `follow` (edge name -> kept, e.g. another implementation's result) makes the run take that
+    decision instead of its own wherever the two differ and the score is within
+    `follow_tolerance` of the threshold; the returned `kept` is still this run's own decision.
+    This keeps two implementations on the same path after a float-rounding tie, so that every
+    later edge is still compared like for like.
+    """
+    shape = shape_of(model)
+    clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
+    groups = edge_groups(shape, granularity, reverse_head_order)
+    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation)
+    with torch.no_grad():
+        clean_logits = model(clean_tokens)
+
+    def evaluate(removed: set[str]) -> float:
+        logits = patched_logits(model, clean_tokens, ablated, removed, granularity)
+        return metric_value(metric, logits, clean_logits, clean, positions, answers, wrong_answers)
+
+    removed: set[str] = set()
+    current = evaluate(removed)
+    result: dict[str, tuple[bool, float | None]] = {}
+    for group in groups:
+        if group.node != "logits" and all(e in removed for e in _outgoing(groups, group.node)):
+            for edge in group.edges:
+                removed.add(edge.name)
+                result[edge.name] = (False, None)
+            continue
+        for edge in group.edges:
+            candidate = evaluate(removed | {edge.name})
+            score = candidate - current
+            remove = (abs(score) if use_abs else score) < threshold
+            result[edge.name] = (not remove, score)
+            if follow is not None and follow[edge.name] == remove:  # the two disagree
+                if abs((abs(score) if use_abs else score) - threshold) <= follow_tolerance:
+                    remove = not follow[edge.name]
+            if remove:
+                removed.add(edge.name)
+                current = candidate
+    return result
+
+
+def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, removed: set[str],
+                   metric: str = "kl", ablation: str = "corrupt", granularity: str = "qkv") -> float:
+    """The metric of the circuit that lacks the edges in `removed`."""
+    clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
+    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation)
+    with torch.no_grad():
+        clean_logits = model(clean_tokens)
+    logits = patched_logits(model, clean_tokens, ablated, removed, granularity)
+    return metric_value(metric, logits, clean_logits, clean, positions, answers, wrong_answers)
+
+
+def is_finite(score: float | None) -> bool:
+    return score is not None and math.isfinite(score)
