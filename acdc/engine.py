@@ -30,9 +30,9 @@ from acdc.graph import GRANULARITIES, Edge, Graph, build_graph
 from acdc.metrics import METRICS, build_metric, metric_targets
 from acdc.models import LoadedModel, extract_weights
 from acdc.patching import PatchedModel, Stage
+from acdc.tasks import ABLATIONS, Task
 
 Ablation = Literal["corrupt", "zero"]
-ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class CircuitResult:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _batch(task, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _batch(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Right-padded clean and corrupt tokens and the flattened metric positions."""
     width = max(len(p) for p in task.clean)
     pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
@@ -113,7 +113,7 @@ def _source_node(edge: Edge) -> str:
     return edge.sender.name if edge.sender is not None else edge.receiver.name
 
 
-def run_acdc(model: LoadedModel, task, config: AcdcConfig,
+def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
              on_progress: ProgressCallback | None = None) -> CircuitResult:
     """Run ACDC on `task` (clean/corrupt tokens, metric positions, answers) with `config`."""
     config.validate()
