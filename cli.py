@@ -15,7 +15,9 @@ The library and torch are imported inside the commands, so `circuit --help` is f
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import sys
 import time
@@ -155,7 +157,8 @@ def discover(
     from acdc.tasks import resolve_task
 
     status.say(f"loading model {spec.model} ...")
-    loaded = load_model(spec.model, device=device, dtype=dtype)
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to ..."
+        loaded = load_model(spec.model, device=device, dtype=dtype)
     resolved = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
     config = AcdcConfig(threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
                         granularity=granularity, use_abs=use_abs,
@@ -165,7 +168,7 @@ def discover(
     _prepare_out(out_dir)
 
     with _ProgressDisplay(quiet) as progress:
-        result = run_acdc(loaded.model, resolved, config, on_progress=progress.update)
+        result = run_acdc(loaded, resolved, config, on_progress=progress.update)
 
     from acdc import export
 
