@@ -30,9 +30,11 @@ from acdc.graph import GRANULARITIES, Edge, Graph, build_graph
 from acdc.metrics import METRICS, build_metric, metric_targets
 from acdc.models import LoadedModel, extract_weights
 from acdc.patching import PatchedModel, Stage
+from acdc.propagation import IncrementalPatcher
 from acdc.tasks import ABLATIONS, Task
 
 Ablation = Literal["corrupt", "zero"]
+ENGINES: tuple[str, ...] = ("incremental", "full")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class AcdcConfig:
     granularity: Literal["qkv", "head"] = "qkv"
     use_abs: bool = False  # remove when |change| < tau instead of change < tau
     reverse_head_order: bool = False  # visit heads 0 upwards
+    engine: Literal["incremental", "full"] = "incremental"  # how a test is computed (same results)
 
     def validate(self) -> None:
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
@@ -53,6 +56,8 @@ class AcdcConfig:
             raise AcdcError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
         if self.ablation not in ABLATIONS:
             raise AcdcError(f"unknown ablation {self.ablation!r}: use one of {', '.join(ABLATIONS)}")
+        if self.engine not in ENGINES:
+            raise AcdcError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if self.granularity not in GRANULARITIES:
             raise AcdcError(f"unknown granularity {self.granularity!r}: use one of {', '.join(GRANULARITIES)}")
 
@@ -139,11 +144,17 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
 
 
 class _Search:
-    """The decision loop and its bookkeeping (which edges are kept, outgoing counts)."""
+    """The decision loop and its bookkeeping (which edges are kept, outgoing counts).
+
+    With the incremental engine a test propagates the removal through the kept edges only
+    (`propagation.py`); with the full engine it reruns every stage from the edge's receiver on
+    (`patching.py`). Both compute the same patched forward.
+    """
 
     def __init__(self, graph: Graph, patched: PatchedModel, metric, config: AcdcConfig,
                  metric_full: float, on_progress: ProgressCallback | None, start: float):
         self.graph, self.patched, self.metric, self.config = graph, patched, metric, config
+        self.incremental = IncrementalPatcher(patched) if config.engine == "incremental" else None
         self.on_progress, self.start = on_progress, start
         n = len(graph.edges)
         self.kept = torch.ones(n, dtype=torch.bool)
@@ -157,46 +168,51 @@ class _Search:
             self.outgoing[source] = self.outgoing.get(source, 0) + 1
 
     def run(self) -> bool:
-        """Decide every edge; True if interrupted (the edge in flight is then restored)."""
-        in_flight: Edge | None = None
+        """Decide every edge; True if interrupted (the edge in flight stays in the circuit)."""
         try:
             for node, edges in self.graph.acdc_order(self.config.reverse_head_order):
                 if node != "logits" and self.outgoing.get(node, 0) == 0:
                     for edge in edges:
-                        in_flight = edge
                         self._remove(edge)
                         self._decided(edge)
-                        in_flight = None
                     continue
+                if self.incremental is not None:
+                    self.incremental.enter(edges[0])
                 for edge in edges:
-                    in_flight = edge
                     self._test(edge)
-                    in_flight = None
         except KeyboardInterrupt:
-            if in_flight is not None and not self.decided[in_flight.index]:
-                self.patched.set_edge(in_flight, True)
-                self.kept[in_flight.index] = True
             return True
         return False
 
     def _remove(self, edge: Edge) -> None:
-        self.patched.set_edge(edge, False)
+        if self.incremental is not None:
+            self.incremental.remove(edge)
+        else:
+            self.patched.set_edge(edge, False)
         self.kept[edge.index] = False
         self.n_kept -= 1
         self.outgoing[_source_node(edge)] -= 1
 
     def _test(self, edge: Edge) -> None:
-        self.patched.set_edge(edge, False)
-        new = float(self.metric(self.patched.logits_from(PatchedModel.stage_of(edge))))
+        if self.incremental is not None:
+            logits, tentative = self.incremental.evaluate(edge)
+        else:
+            self.patched.set_edge(edge, False)
+            try:
+                logits = self.patched.logits_from(PatchedModel.stage_of(edge))
+            finally:
+                self.patched.set_edge(edge, True)
+        new = float(self.metric(logits))
         score = new - self.current
+        remove = abs(score) < self.config.threshold if self.config.use_abs else score < self.config.threshold
+        # Interrupt-safe from here on: state changes only after the decision is made.
         self.scores[edge.index] = score
         self.n_tested += 1
-        remove = abs(score) < self.config.threshold if self.config.use_abs else score < self.config.threshold
         if remove:
+            if self.incremental is not None:
+                self.incremental.commit(tentative)
             self._remove(edge)
             self.current = new
-        else:
-            self.patched.set_edge(edge, True)
         self._decided(edge)
 
     def _decided(self, edge: Edge) -> None:

@@ -102,7 +102,7 @@ class PatchedModel:
         self._set_bases(batch, n_pos, d_model)
         self.delta = torch.empty(self.n_senders, batch, n_pos, d_model, dtype=dtype, device=device)
         corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
-        clean_out, _ = self._record_run(clean_tokens)
+        clean_out, self.clean_qkv = self._record_run(clean_tokens)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv

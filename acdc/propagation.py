@@ -1,0 +1,301 @@
+"""Incremental edge tests: recompute only what removing one edge can change.
+
+When ACDC tests edge w -> v, only v's node and the nodes reachable from it along kept edges
+can change, and every one of those has already been decided (ACDC works from the output
+back), so in a real run the set is small. `IncrementalPatcher` keeps the committed state of the
+current circuit (every sender's output, every head's q/k/v, the input of the receiver under
+test and of `logits`) and evaluates a removal by pushing the change forward through the kept
+edges only:
+
+- the receiver under test gets `input - delta_w` (no re-summing of its senders);
+- a changed sender reaches exactly the receivers that keep an edge from it; their nodes
+  (heads, MLPs) are recomputed in forward order, a head only for the q/k/v inputs that changed;
+- positions: `logits` reads only the metric positions, so a node whose output feeds only
+  `logits` and query inputs of such nodes is computed only there ("metric positions"); keys
+  and values are read at every position, so their senders are computed everywhere.
+
+Nothing is written to the committed state until `commit()`; a kept edge costs no undo.
+The result is exactly the patched forward of `patching.PatchedModel` (the tests hold the two
+to the same decisions and to the slow reference).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import torch
+
+from acdc.graph import Edge, Graph
+from acdc.patching import QKV_INDEX, PatchedModel, norm
+
+
+@dataclass
+class _Tentative:
+    """What a removal would change: new sender deltas and new head q/k/v, at their positions."""
+
+    edge: Edge
+    delta: dict[int, torch.Tensor] = field(default_factory=dict)  # sender -> new delta
+    qkv: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # head sender -> {i: new}
+    receiver_input: torch.Tensor | None = None  # new input of the receiver under test
+    logits_input: torch.Tensor | None = None  # new input of logits [n_positions, d]
+
+
+class IncrementalPatcher:
+    """The committed circuit state plus tentative, forward-propagated edge removals."""
+
+    def __init__(self, patched: PatchedModel):
+        self.pm = patched
+        self.graph: Graph = patched.graph
+        self.w = patched.w
+        self.delta = patched.delta  # committed, shared with pm (pm is not run again until the end)
+        self.qkv = [t.clone() for t in patched.clean_qkv]  # committed q/k/v [3, H, B, P, dh]
+        self.pos_batch, self.pos_index = patched.pos_batch, patched.pos_index
+        self.n_pos = patched.delta.shape[2]
+        self.split = self.graph.granularity == "qkv"
+
+        g = self.graph
+        self.receiver_id = {r: i for i, r in enumerate(g.receivers)}
+        self.logits_id = self.receiver_id[g.receivers[-1]]
+        self.owner: list[int | None] = []  # sender index of the node each receiver feeds
+        for r in g.receivers:
+            if r.kind == "head":
+                self.owner.append(g.sender_of_head(r.layer, r.head))
+            elif r.kind == "mlp":
+                self.owner.append(g.sender_of_mlp(r.layer))
+            else:
+                self.owner.append(None)
+        self.head_receivers: dict[int, list[int]] = {}  # head sender -> receiver ids by q/k/v
+        for rid, r in enumerate(g.receivers):
+            if r.kind == "head":
+                self.head_receivers.setdefault(self.owner[rid], []).append(rid)
+        self.kept_in: list[set[int]] = [set() for _ in g.receivers]
+        self.kept_out: list[set[int]] = [set() for _ in g.senders]
+        for edge in g.edges:
+            if edge.kind == "residual":
+                rid = self.receiver_id[edge.receiver]
+                self.kept_in[rid].add(edge.sender.index)
+                self.kept_out[edge.sender.index].add(rid)
+        self.direct_kept = {(s, i): True for s in self.head_receivers for i in range(3)}
+        self.needs_all = [True] * len(g.senders)
+        self.logits_input = self._input(self.logits_id, False, None)
+        self.stage: tuple[int, int] | None = None
+        self.current_input: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def enter(self, edge: Edge) -> None:
+        """Start testing a group of edges into `edge.receiver`: refresh the position needs when
+        the stage changes (they are final for every node after it), cache the input."""
+        r = edge.receiver
+        stage = (r.layer, 1 if r.kind == "mlp" else 0)
+        if stage != self.stage:
+            self.stage = stage
+            self._update_needs()
+        rid = self.receiver_id[r]
+        if edge.kind == "direct" or rid == self.logits_id:
+            self.current_input = None
+        else:
+            self.current_input = self._input(rid, self._receiver_all_positions(rid), None)
+
+    def _update_needs(self) -> None:
+        """Which senders' outputs are read at every position (else only at metric positions)."""
+        needs = self.needs_all
+        for s in reversed(range(len(self.graph.senders))):
+            needs[s] = any(self._receiver_all_positions(rid) for rid in self.kept_out[s])
+
+    def _receiver_all_positions(self, rid: int) -> bool:
+        owner = self.owner[rid]
+        if owner is None:
+            return False
+        r = self.graph.receivers[rid]
+        if r.kind == "head" and r.qkv != "q":  # keys and values (and head-granularity inputs)
+            return True
+        return self.needs_all[owner]
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, edge: Edge) -> tuple[torch.Tensor, _Tentative]:
+        """Logits at the metric positions with `edge` removed, and the change to commit."""
+        t = _Tentative(edge)
+        queue: list[int] = []
+        affected: dict[int, set[int]] = {}  # node -> changed input receivers
+        if edge.kind == "direct":
+            owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
+            affected[owner] = {self.receiver_id[edge.receiver]}
+            queue.append(owner)
+        else:
+            rid = self.receiver_id[edge.receiver]
+            old = self._committed_delta(edge.sender.index, self._receiver_all_positions(rid))
+            if rid == self.logits_id:
+                t.logits_input = self.logits_input - old
+            else:
+                t.receiver_input = self.current_input - old
+                affected[self.owner[rid]] = {rid}
+                queue.append(self.owner[rid])
+        seen = set(queue)
+        while queue:
+            node = heapq.heappop(queue)
+            self._recompute(node, affected[node], t)
+            for rid in self.kept_out[node]:
+                owner = self.owner[rid]
+                if owner is None:
+                    continue
+                affected.setdefault(owner, set()).add(rid)
+                if owner not in seen:
+                    seen.add(owner)
+                    heapq.heappush(queue, owner)
+        if t.logits_input is None:
+            x = self.logits_input
+            for s in self.kept_in[self.logits_id] & t.delta.keys():
+                x = x + self._at_metric(t.delta[s], s) - self._committed_delta(s, False)
+            t.logits_input = x
+        return self._logits(t.logits_input), t
+
+    def _recompute(self, node: int, changed_inputs: set[int], t: _Tentative) -> None:
+        sender = self.graph.senders[node]
+        all_positions = self.needs_all[node]
+        if sender.kind == "mlp":
+            (rid,) = changed_inputs
+            x = self._input_for(rid, all_positions, t)
+            out = self._mlp(sender.layer, x)
+        else:
+            out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
+        ablated = self.pm.ablated
+        if ablated is not None:
+            out = out - (ablated[node] if all_positions else ablated[node][self.pos_batch, self.pos_index])
+        t.delta[node] = out
+
+    def _input_for(self, rid: int, all_positions: bool, t: _Tentative) -> torch.Tensor:
+        if t.edge.kind == "residual" and rid == self.receiver_id[t.edge.receiver]:
+            return t.receiver_input
+        return self._input(rid, all_positions, t)
+
+    def _head(self, node: int, layer: int, head: int, changed_inputs: set[int], all_positions: bool,
+              t: _Tentative) -> torch.Tensor:
+        lw = self.w.layers[layer]
+        committed = self.qkv[layer][:, head]  # [3, B, P, dh]
+        new: dict[int, torch.Tensor] = {}
+        direct_removed = t.edge.kind == "direct" and node == self.owner[self.receiver_id[t.edge.receiver]]
+        for rid in changed_inputs:
+            r = self.graph.receivers[rid]
+            inputs = (QKV_INDEX[r.qkv],) if self.split else (0, 1, 2)
+            if direct_removed:  # the tested direct edge: its q/k/v becomes the ablated one
+                i = QKV_INDEX[t.edge.qkv]
+                new[i] = self.pm.ablated_qkv[layer][i, head]
+                continue
+            if not all(self.direct_kept[(node, i)] for i in inputs):
+                continue  # a removed direct edge: this input is not read
+            x = self._input_for(rid, all_positions or inputs != (0,), t)
+            x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+            for i, (W, b) in zip(inputs, self._projections(lw, inputs)):
+                value = x @ W[head] + b[head]
+                if i == 0 and not all_positions and value.dim() == 3:
+                    value = value[self.pos_batch, self.pos_index]
+                new[i] = value
+        t.qkv[node] = new
+        q = new.get(0)
+        if q is None:
+            q = committed[0] if all_positions else committed[0][self.pos_batch, self.pos_index]
+        elif not all_positions and q.dim() == 3:
+            q = q[self.pos_batch, self.pos_index]
+        k = new.get(1, committed[1])
+        v = new.get(2, committed[2])
+        return self._attend(q, k, v, all_positions) @ lw.W_O[head]
+
+    @staticmethod
+    def _projections(lw, inputs: tuple[int, ...]):
+        table = ((lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V))
+        return [table[i] for i in inputs]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
+        scale = self.w.attn_scale
+        if all_positions:  # q, k, v: [B, P, dh]
+            scores = q @ k.transpose(-1, -2) / scale + self.pm.causal_mask
+            return torch.softmax(scores, dim=-1) @ v
+        keys = k[self.pos_batch]  # [K, P, dh]
+        scores = (keys @ q[:, :, None])[..., 0] / scale  # [K, P]
+        future = torch.arange(self.n_pos, device=q.device)[None, :] > self.pos_index[:, None]
+        scores = scores.masked_fill(future, float("-inf"))
+        return (torch.softmax(scores, dim=-1)[:, None, :] @ v[self.pos_batch])[:, 0]
+
+    def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        lw = self.w.layers[layer]
+        x = norm(x, lw.ln2_w, lw.ln2_b, self.w.normalization, self.w.eps)
+        if lw.W_gate is not None:
+            hidden = self.w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
+        else:
+            hidden = self.w.act(x @ lw.W_in + lw.b_in)
+        return hidden @ lw.W_out
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = norm(x, self.w.ln_final_w, self.w.ln_final_b, self.w.normalization, self.w.eps)
+        return x @ self.w.W_U + self.w.b_U
+
+    # ------------------------------------------------------------------ inputs and deltas
+
+    def _committed_delta(self, sender: int, all_positions: bool) -> torch.Tensor:
+        if all_positions:
+            return self.delta[sender]
+        return self.delta[sender][self.pos_batch, self.pos_index]
+
+    def _at_metric(self, value: torch.Tensor, sender: int) -> torch.Tensor:
+        return value[self.pos_batch, self.pos_index] if self.needs_all[sender] else value
+
+    def _base(self, rid: int, all_positions: bool) -> torch.Tensor:
+        r = self.graph.receivers[rid]
+        if r.kind == "logits":
+            return self.pm.base_logits
+        base = self.pm.base_heads[r.layer] if r.kind == "head" else self.pm.base_mlp[r.layer]
+        if all_positions:
+            return base
+        return base[self.pos_batch, self.pos_index] if base.dim() == 3 else base.expand(len(self.pos_batch), -1)
+
+    def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
+        """A receiver's input: base + kept senders' deltas (tentative ones where changed)."""
+        x = self._base(rid, all_positions)
+        kept = self.kept_in[rid]
+        changed = kept & t.delta.keys() if t is not None else set()
+        unchanged = sorted(kept - changed)
+        if unchanged:
+            index = torch.tensor(unchanged, device=self.delta.device)
+            if all_positions:
+                x = x + self.delta.index_select(0, index).sum(0)
+            else:
+                x = x + self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]].sum(0)
+        for s in changed:
+            value = t.delta[s]
+            x = x + (value if all_positions else self._at_metric(value, s))
+        return x
+
+    # ------------------------------------------------------------------ committing
+
+    def commit(self, t: _Tentative) -> None:
+        """Make a tested removal's activations permanent (`remove` does the bookkeeping)."""
+        for s, value in t.delta.items():
+            if self.needs_all[s]:
+                self.delta[s] = value
+            else:
+                self.delta[s][self.pos_batch, self.pos_index] = value
+        for s, new in t.qkv.items():
+            sender = self.graph.senders[s]
+            for i, value in new.items():
+                target = self.qkv[sender.layer][i, sender.head]
+                if value.dim() == 2:
+                    target[self.pos_batch, self.pos_index] = value
+                else:
+                    target.copy_(value)
+        self.logits_input = t.logits_input
+        if t.receiver_input is not None:
+            self.current_input = t.receiver_input
+
+    def remove(self, edge: Edge) -> None:
+        """Drop an edge from the bookkeeping (and the masks) without any computation."""
+        self.pm.set_edge(edge, False)
+        if edge.kind == "direct":
+            owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
+            self.direct_kept[(owner, QKV_INDEX[edge.qkv])] = False
+        else:
+            rid = self.receiver_id[edge.receiver]
+            self.kept_in[rid].discard(edge.sender.index)
+            self.kept_out[edge.sender.index].discard(rid)
