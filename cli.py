@@ -464,7 +464,8 @@ def zoo_train(
         if not quiet:
             _err(f"step {p.step}/{p.steps}  loss {p.loss:.4f}  {p.elapsed_s:.1f} s")
 
-    report = train_model(name, out_dir, seed=seed, steps=steps, on_progress=on_progress)
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens chatter
+        report = train_model(name, out_dir, seed=seed, steps=steps, on_progress=on_progress)
     _print_report(report)
 
 
@@ -478,7 +479,9 @@ def zoo_eval(
     from acdc.zoo import evaluate_model
 
     directory = model if model is not None else Path(__file__).resolve().parent / "models" / name
-    _print_report(evaluate_model(name, directory))
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens chatter
+        report = evaluate_model(name, directory)
+    _print_report(report)
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -391,6 +391,6 @@ def write_run_yaml(config: dict[str, Any], path: str | Path) -> Path:
     import yaml
 
     path = Path(path)
-    header = "# Resolved configuration of a `circuit discover` run; `command` repeats it.\n"
+    header = "# Resolved configuration of a `circuit discover` run; `repeat` runs it again.\n"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
     return path
