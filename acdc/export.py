@@ -35,7 +35,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -346,7 +345,12 @@ def run_config(*, task: str, task_file: str | None, model: str, threshold: float
                ablation: str, granularity: str, use_abs: bool, reverse_head_order: bool,
                seed: int | None, device: str, dtype: str, n_prompts: int | None,
                command: list[str] | None = None, partial: bool = False) -> dict[str, Any]:
-    """The fully resolved configuration of a run, as written to `run.yaml`."""
+    """The fully resolved configuration of a run, as written to `run.yaml`.
+
+    `command` is the command line as typed (the `repeat` command line when not known).
+    """
+    repeat = repeat_command(task_file or task, model, threshold, metric, ablation, granularity,
+                            use_abs, reverse_head_order, seed, device, dtype)
     return {
         "task": task,
         "task_file": task_file,
@@ -362,10 +366,8 @@ def run_config(*, task: str, task_file: str | None, model: str, threshold: float
         "dtype": dtype,
         "n_prompts": n_prompts,
         "partial": bool(partial),
-        "command": " ".join(shlex.quote(a) for a in (command if command is not None
-                                                      else ["circuit", *sys.argv[1:]])),
-        "repeat": repeat_command(task_file or task, model, threshold, metric, ablation,
-                                 granularity, use_abs, reverse_head_order, seed, device, dtype),
+        "command": " ".join(shlex.quote(a) for a in command) if command is not None else repeat,
+        "repeat": repeat,
         "versions": package_versions(),
     }
 
