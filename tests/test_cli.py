@@ -241,6 +241,10 @@ def test_discover_writes_every_output(tmp_path, task_file, checkpoint):
     assert run["seed"] == 7 and run["n_prompts"] == 3 and run["model"] == str(checkpoint)
     assert run["task_file"] == str(task_file.resolve()) and run["threshold"] == 0.001
     assert set(run["versions"]) >= {"circuit", "torch", "transformer_lens", "python"}
+    # stderr is not a terminal here: plain progress lines, no live bar, ending at the total
+    progress = [line for line in result.stderr.splitlines() if "edges decided" in line]
+    assert progress and progress[-1].startswith("58/58 edges decided")
+    assert "\x1b[" not in result.stderr
     summary = result.stdout.strip().splitlines()
     assert summary[0].startswith(f"kept {data['n_edges_kept']} of {data['n_edges_total']} edges")
     assert "circuit.json" in summary[1] and "run.yaml" in summary[1]
