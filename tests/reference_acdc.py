@@ -29,7 +29,6 @@ returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -135,7 +134,8 @@ def edge_groups(shape: RefShape, granularity: str = "qkv",
     return groups
 
 
-def edge_order(shape: RefShape, granularity: str = "qkv", reverse_head_order: bool = False) -> list[str]:
+def edge_order(shape: RefShape, granularity: str = "qkv",
+               reverse_head_order: bool = False) -> list[str]:
     """Edge names in visiting order."""
     return [e.name for g in edge_groups(shape, granularity, reverse_head_order) for e in g.edges]
 
@@ -265,7 +265,8 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
         block = f"blocks.{layer}"
         hooks.append((f"{block}.attn.hook_result", _bind(result_hook, layer=layer)))
         for qkv in QKV:
-            hooks.append((f"{block}.hook_{qkv}_input", _bind(head_input_hook, layer=layer, qkv=qkv)))
+            hooks.append((f"{block}.hook_{qkv}_input",
+                          _bind(head_input_hook, layer=layer, qkv=qkv)))
             hooks.append((f"{block}.attn.hook_{qkv}", _bind(qkv_hook, layer=layer, qkv=qkv)))
         if shape.has_mlp:
             hooks.append((f"{block}.hook_mlp_in", _bind(mlp_in_hook, layer=layer)))
@@ -392,7 +393,8 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
 
 
 def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, removed: set[str],
-                   metric: str = "kl", ablation: str = "corrupt", granularity: str = "qkv") -> float:
+                   metric: str = "kl", ablation: str = "corrupt",
+                   granularity: str = "qkv") -> float:
     """The metric of the circuit that lacks the edges in `removed`."""
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
     ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation)
@@ -400,7 +402,3 @@ def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, rem
         clean_logits = model(clean_tokens)
     logits = patched_logits(model, clean_tokens, ablated, removed, granularity)
     return metric_value(metric, logits, clean_logits, clean, positions, answers, wrong_answers)
-
-
-def is_finite(score: float | None) -> bool:
-    return score is not None and math.isfinite(score)

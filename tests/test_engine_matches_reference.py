@@ -2,10 +2,10 @@
 
 For each case (tiny model, metric, ablation, granularity, use_abs, head order) the thresholds are
 read off the reference's own scores (near quantiles of the scores of a run that keeps every
-edge, in the widest gap between two neighbouring scores), so that each run keeps some edges and removes
-others. The engine runs first; the reference then runs with `follow=` the engine's decisions, so
-that after a float-rounding tie (a score within TIE of the threshold, where the two may
-legitimately decide differently) both continue on the same path and every later edge is still
+edge, in the widest gap between two neighbouring scores), so that each run keeps some edges and
+removes others. The engine runs first; the reference then runs with `follow=` the engine's
+decisions, so that after a float-rounding tie (a score within TIE of the threshold, where the
+two may legitimately decide differently) both continue on the same path and every later edge is still
 compared like for like. Every other difference in a kept flag, in whether an edge was tested, or
 in a score beyond SCORE_ATOL + SCORE_RTOL * |score| is reported with the edge's name, both
 scores and the distance to the threshold.
@@ -123,7 +123,9 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
             else:
                 problems.append(f"{where} (reference score {distance:.3g} from the threshold)")
                 continue
-        if ref_score is not None and abs(ref_score - eng_score) > SCORE_ATOL + SCORE_RTOL * abs(ref_score):
+        if ref_score is None:
+            continue
+        if abs(ref_score - eng_score) > SCORE_ATOL + SCORE_RTOL * abs(ref_score):
             problems.append(f"{where} (scores differ by {abs(ref_score - eng_score):.3g})")
     return problems, ties
 

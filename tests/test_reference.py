@@ -232,7 +232,8 @@ def test_one_head_model_by_hand(tiny_models, tiny_tasks):
         finally:
             model.set_use_attn_result(False)
         head = "blocks.0.attn.hook_result"
-        resid = clean_cache["blocks.0.hook_resid_post"] - clean_cache[head][:, :, 0] + corrupt_cache[head][:, :, 0]
+        resid = (clean_cache["blocks.0.hook_resid_post"] - clean_cache[head][:, :, 0]
+                 + corrupt_cache[head][:, :, 0])
         head_removed = model.unembed(model.ln_final(resid))
 
     pairs = [(i, p) for i, ps in enumerate(task.positions) for p in ps]
