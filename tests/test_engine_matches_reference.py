@@ -7,8 +7,8 @@ removes others. The engine runs first; the reference then runs with `follow=` th
 decisions, so that after a float-rounding tie (a score within TIE of the threshold, where the
 two may legitimately decide differently) both continue on the same path and every later edge
 is still compared like for like. Every other difference in a kept flag, in whether an edge was
-tested, or in a score beyond SCORE_ATOL + SCORE_RTOL * |score| is reported with the edge's name, both
-scores and the distance to the threshold.
+tested, or in a score beyond SCORE_ATOL + SCORE_RTOL * |score| is reported with the edge's
+name, both scores and the distance to the threshold.
 """
 
 from __future__ import annotations
