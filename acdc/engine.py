@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,16 +63,37 @@ class AcdcConfig:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """One edge decided: removed or kept, the metric change if it was tested (None when it was
+    removed untested, its node being dead) and the circuit's metric afterwards. A run's
+    decisions, in order, are enough to resume it (`run_acdc(..., replay=...)`)."""
+
+    edge: str
+    kept: bool
+    score: float | None
+    metric: float
+
+
+@dataclass(frozen=True)
 class Progress:
     """Reported after every edge decision."""
 
+    decision: Decision  # the edge just decided
     decided: int  # edges decided so far (tested or skipped as dead)
     tested: int  # edges actually tested
     total: int
     kept: int  # edges currently in the circuit, undecided ones included
-    metric: float  # metric of the current circuit
-    edge: str  # the edge just decided
     elapsed_s: float
+    eta_s: float | None  # from measured per-layer test costs; None until a test was timed
+    replayed: bool = False  # decided by replaying a log, not computed
+
+    @property
+    def metric(self) -> float:
+        return self.decision.metric
+
+    @property
+    def edge(self) -> str:
+        return self.decision.edge
 
 
 @dataclass
@@ -119,8 +140,13 @@ def _source_node(edge: Edge) -> str:
 
 
 def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
-             on_progress: ProgressCallback | None = None) -> CircuitResult:
-    """Run ACDC on `task` (clean/corrupt tokens, metric positions, answers) with `config`."""
+             on_progress: ProgressCallback | None = None,
+             replay: Sequence[Decision] = ()) -> CircuitResult:
+    """Run ACDC on `task` (clean/corrupt tokens, metric positions, answers) with `config`.
+
+    `replay` resumes an interrupted run: the logged decisions are applied without testing
+    (their edge names must follow this run's order) and the search goes on from there.
+    """
     config.validate()
     start = time.perf_counter()
     graph = build_graph(model.shape.graph_shape(config.granularity))
@@ -133,7 +159,7 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
         metric = build_metric(config.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
-        search = _Search(graph, patched, metric, config, metric_full, on_progress, start)
+        search = _Search(graph, patched, metric, config, metric_full, on_progress, start, replay)
         partial = search.run()
         metric_circuit = float(metric(patched.logits_from(Stage(0))))
     return CircuitResult(
@@ -152,11 +178,14 @@ class _Search:
     """
 
     def __init__(self, graph: Graph, patched: PatchedModel, metric, config: AcdcConfig,
-                 metric_full: float, on_progress: ProgressCallback | None, start: float):
+                 metric_full: float, on_progress: ProgressCallback | None, start: float,
+                 replay: Sequence[Decision] = ()):
         self.graph, self.patched, self.metric, self.config = graph, patched, metric, config
         self.incremental = IncrementalPatcher(patched) if config.engine == "incremental" else None
-        self.on_progress, self.start = on_progress, start
+        self.on_progress, self.start, self.replay = on_progress, start, list(replay)
         n = len(graph.edges)
+        if len(self.replay) > n:
+            raise AcdcError(f"cannot resume: the log has {len(self.replay)} decisions, the graph {n} edges")
         self.kept = torch.ones(n, dtype=torch.bool)
         self.decided = torch.zeros(n, dtype=torch.bool)
         self.scores = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -166,15 +195,26 @@ class _Search:
         for edge in graph.edges:
             source = _source_node(edge)
             self.outgoing[source] = self.outgoing.get(source, 0) + 1
+        self.clock = _CostClock(graph)
+        self.synced = False
 
     def run(self) -> bool:
         """Decide every edge; True if interrupted (the edge in flight stays in the circuit)."""
         try:
             for node, edges in self.graph.acdc_order(self.config.reverse_head_order):
+                n_logged = max(0, min(len(edges), len(self.replay) - self.n_decided))
+                for edge in edges[:n_logged]:
+                    self._replay(edge, self.replay[self.n_decided])
+                edges = edges[n_logged:]
+                if not edges:
+                    continue
+                if self.replay and not self.synced and self.incremental is not None:
+                    self.incremental.resync()  # rebuild the activations of the replayed circuit
+                    self.synced = True
                 if node != "logits" and self.outgoing.get(node, 0) == 0:
                     for edge in edges:
                         self._remove(edge)
-                        self._decided(edge)
+                        self._decided(edge, None)
                     continue
                 if self.incremental is not None:
                     self.incremental.enter(edges[0])
@@ -183,6 +223,20 @@ class _Search:
         except KeyboardInterrupt:
             return True
         return False
+
+    def _replay(self, edge: Edge, decision: Decision) -> None:
+        if decision.edge != edge.name:
+            raise AcdcError(
+                f"cannot resume: decision {self.n_decided} of the log is {decision.edge!r}, this run "
+                f"visits {edge.name!r} there; the log was written with other settings"
+            )
+        if not decision.kept:
+            self._remove(edge)
+        if decision.score is not None:
+            self.scores[edge.index] = decision.score
+            self.n_tested += 1
+        self.current = decision.metric
+        self._decided(edge, decision.score, replayed=True)
 
     def _remove(self, edge: Edge) -> None:
         if self.incremental is not None:
@@ -194,6 +248,7 @@ class _Search:
         self.outgoing[_source_node(edge)] -= 1
 
     def _test(self, edge: Edge) -> None:
+        started = time.perf_counter()
         if self.incremental is not None:
             logits, tentative = self.incremental.evaluate(edge)
         else:
@@ -213,14 +268,61 @@ class _Search:
                 self.incremental.commit(tentative)
             self._remove(edge)
             self.current = new
-        self._decided(edge)
+        self.clock.record(edge, time.perf_counter() - started)
+        self._decided(edge, score)
 
-    def _decided(self, edge: Edge) -> None:
+    def _decided(self, edge: Edge, score: float | None, replayed: bool = False) -> None:
         self.decided[edge.index] = True
         self.n_decided += 1
+        self.clock.decided(edge, tested=score is not None and not replayed)
         if self.on_progress is not None:
+            decision = Decision(edge.name, bool(self.kept[edge.index]), score, self.current)
             self.on_progress(Progress(
-                decided=self.n_decided, tested=self.n_tested, total=len(self.graph.edges),
-                kept=self.n_kept, metric=self.current, edge=edge.name,
-                elapsed_s=time.perf_counter() - self.start,
+                decision=decision, decided=self.n_decided, tested=self.n_tested,
+                total=len(self.graph.edges), kept=self.n_kept,
+                elapsed_s=time.perf_counter() - self.start, eta_s=self.clock.eta(), replayed=replayed,
             ))
+
+
+class _CostClock:
+    """ETA from measured costs: a test's cost depends on its receiver's layer (how much lies
+    downstream), so remaining edges are priced per layer. Layers not reached yet are priced at
+    the earliest measured layer's cost, scaled by how many layers lie downstream of them; and
+    only the fraction of edges actually tested so far (the rest die untested) is counted."""
+
+    def __init__(self, graph: Graph):
+        self.n_layers = graph.n_layers
+        self.remaining = [0] * (graph.n_layers + 1)
+        for edge in graph.edges:
+            self.remaining[edge.receiver.layer] += 1
+        self.seconds = [0.0] * (graph.n_layers + 1)
+        self.tests = [0] * (graph.n_layers + 1)
+        self.n_decided = 0
+        self.n_tested = 0
+
+    def record(self, edge: Edge, seconds: float) -> None:
+        self.seconds[edge.receiver.layer] += seconds
+        self.tests[edge.receiver.layer] += 1
+
+    def decided(self, edge: Edge, tested: bool) -> None:
+        self.remaining[edge.receiver.layer] -= 1
+        self.n_decided += 1
+        self.n_tested += tested
+
+    def eta(self) -> float | None:
+        measured = [layer for layer in range(self.n_layers + 1) if self.tests[layer]]
+        if not measured:
+            return None
+        earliest = min(measured)
+        base = self.seconds[earliest] / self.tests[earliest]
+        tested_fraction = self.n_tested / max(self.n_decided, 1)
+        total = 0.0
+        for layer, left in enumerate(self.remaining):
+            if not left:
+                continue
+            if self.tests[layer]:
+                cost = self.seconds[layer] / self.tests[layer]
+            else:
+                cost = base * (self.n_layers + 1 - layer) / (self.n_layers + 1 - earliest)
+            total += left * cost * tested_fraction
+        return total

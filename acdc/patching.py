@@ -99,6 +99,7 @@ class PatchedModel:
         self._set_all_masks(1.0)
         self.ablated = None
         self.ablated_qkv = None
+        self.last_qkv: list[torch.Tensor | None] = [None] * self.n_layers  # q/k/v of the last pass
         self._set_bases(batch, n_pos, d_model)
         self.delta = torch.empty(self.n_senders, batch, n_pos, d_model, dtype=dtype, device=device)
         corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
@@ -190,7 +191,7 @@ class PatchedModel:
         """Recompute every stage from `stage` on; logits at the metric positions."""
         for layer in range(stage.layer, self.n_layers):
             if not (layer == stage.layer and stage.part == 1):
-                self._attention(layer)
+                self.last_qkv[layer] = self._attention(layer)
             if self.has_mlp:
                 self._mlp(layer)
         return self._logits()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from acdc.graph import Edge, Graph
-from acdc.patching import QKV_INDEX, PatchedModel, norm
+from acdc.patching import QKV_INDEX, PatchedModel, Stage, norm
 
 
 @dataclass
@@ -81,6 +81,14 @@ class IncrementalPatcher:
         self.logits_input = self._input(self.logits_id, False, None)
         self.stage: tuple[int, int] | None = None
         self.current_input: torch.Tensor | None = None
+
+    def resync(self) -> None:
+        """Rebuild the committed state from the masks with one full patched pass (after
+        decisions were replayed from a log without computing them)."""
+        self.pm.logits_from(Stage(0))
+        self.qkv = [t.clone() for t in self.pm.last_qkv]
+        self.logits_input = self._input(self.logits_id, False, None)
+        self.stage = None
 
     # ------------------------------------------------------------------ bookkeeping
 
