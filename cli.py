@@ -39,7 +39,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-zoo_app = typer.Typer(help="Train and evaluate the project's own small models.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Train and evaluate the project's own small models.",
+                      no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,8 +69,8 @@ class RenderFormat(str, Enum):
     png = "png"
     dot = "dot"
 
-GRANULARITY_HELP = "Graph granularity: qkv splits each head into q, k and v receivers (plus direct " \
-                   "q/k/v edges); head has one receiver per head."
+GRANULARITY_HELP = ("Graph granularity: qkv splits each head into q, k and v receivers (plus "
+                    "direct q/k/v edges); head has one receiver per head.")
 
 
 def _err(message: str) -> None:
@@ -121,22 +122,74 @@ def _one_line(text: str) -> str:
 @app.command()
 @user_errors
 def discover(
-    task: Annotated[str, typer.Option("--task", "-t", help="Bundled task name (see `circuit tasks`) or a task YAML file.")],
-    model: Annotated[str | None, typer.Option(help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. Default: the task's model.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="ACDC threshold tau: an edge is removed when removing it raises the metric by less than this. Default: the task's.")] = None,
-    metric: Annotated[str | None, typer.Option(help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl).")] = None,
-    ablation: Annotated[Ablation | None, typer.Option(help="What a removed edge carries: the corrupted run's value, or zero. Default: the task's.")] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", "-t",
+            help="Bundled task name (see `circuit tasks`) or a task YAML file."
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint directory, local Hugging Face directory or TransformerLens model "
+                 "name. Default: the task's model."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="ACDC threshold tau: an edge is removed when removing it raises the metric by "
+                 "less than this. Default: the task's."
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl)."),
+    ] = None,
+    ablation: Annotated[
+        Ablation | None,
+        typer.Option(
+            help="What a removed edge carries: the corrupted run's value, or zero. Default: the "
+                 "task's."
+        ),
+    ] = None,
     granularity: Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)] = Granularity.qkv,
-    use_abs: Annotated[bool, typer.Option("--abs", help="Remove an edge when |metric change| < tau (the paper's default is the signed rule).")] = False,
-    reverse_head_order: Annotated[bool, typer.Option("--reverse-head-order", help="Visit heads from 0 upwards instead of from the highest index down.")] = False,
+    use_abs: Annotated[
+        bool,
+        typer.Option(
+            "--abs",
+            help="Remove an edge when |metric change| < tau (the paper's default is the signed "
+                 "rule)."
+        ),
+    ] = False,
+    reverse_head_order: Annotated[
+        bool,
+        typer.Option(
+            "--reverse-head-order",
+            help="Visit heads from 0 upwards instead of from the highest index down."
+        ),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed. Default: the task's.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    dtype: Annotated[Dtype, typer.Option(help="Model precision (float32 on CPU; lower precision only on GPUs).")] = Dtype.float32,
-    out: Annotated[Path | None, typer.Option(help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")] = False,
-    no_render: Annotated[bool, typer.Option("--no-render", help="Write circuit.dot but not circuit.svg.")] = False,
+    dtype: Annotated[
+        Dtype,
+        typer.Option(help="Model precision (float32 on CPU; lower precision only on GPUs)."),
+    ] = Dtype.float32,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/."),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only the final summary."),
+    ] = False,
+    no_render: Annotated[
+        bool,
+        typer.Option("--no-render", help="Write circuit.dot but not circuit.svg."),
+    ] = False,
 ) -> None:
-    """Find the circuit of a task: run ACDC and write circuit.json, circuit.dot, circuit.svg and run.yaml."""
+    """Find the circuit of a task: run ACDC, write circuit.json, circuit.dot/.svg and run.yaml."""
     from acdc.tasks import read_task
 
     granularity, dtype = Granularity(granularity).value, Dtype(dtype).value
@@ -164,7 +217,8 @@ def discover(
                         granularity=granularity, use_abs=use_abs,
                         reverse_head_order=reverse_head_order)
     torch.manual_seed(spec.seed)
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
     _prepare_out(out_dir)
 
     with _ProgressDisplay(quiet) as progress:
@@ -172,8 +226,9 @@ def discover(
 
     from acdc import export
 
+    source = Path(spec.source)
     run = export.run_config(
-        task=spec.name, task_file=str(Path(spec.source).resolve()) if Path(spec.source).is_file() else spec.source,
+        task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
         model=spec.model, threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
         granularity=granularity, use_abs=use_abs, reverse_head_order=reverse_head_order,
         seed=spec.seed, device=device, dtype=dtype, n_prompts=resolved.n_prompts,
@@ -204,7 +259,8 @@ def _prepare_out(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AcdcError(f"--out {out_dir}: cannot create directory ({error.strerror or error})") from None
+        reason = error.strerror or error
+        raise AcdcError(f"--out {out_dir}: cannot create directory ({reason})") from None
 
 
 def _write_outputs(result, out_dir: Path, *, model_name: str, task_name: str, run: dict[str, Any],
@@ -214,7 +270,8 @@ def _write_outputs(result, out_dir: Path, *, model_name: str, task_name: str, ru
     data = export.to_json(result, model_name=model_name, task_name=task_name)
     written = [export.write_json(data, out_dir / "circuit.json")]
     circuit = export.from_json(data, str(out_dir / "circuit.json"))
-    title = f"{task_name} on {model_name}, {result.config.metric} threshold {result.config.threshold:g}"
+    config = result.config
+    title = f"{task_name} on {model_name}, {config.metric} threshold {config.threshold:g}"
     if result.partial:
         title += " (partial run)"
     source = export.to_dot(circuit, title=title)
@@ -293,10 +350,22 @@ class _ProgressDisplay:
 @app.command()
 @user_errors
 def graph(
-    model: Annotated[str, typer.Option(help="Checkpoint directory (config.json is enough), local Hugging Face directory or TransformerLens model name.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint directory (config.json is enough), local Hugging Face directory or "
+                 "TransformerLens model name."
+        ),
+    ],
     granularity: Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)] = Granularity.qkv,
-    batch: Annotated[int, typer.Option(min=1, help="Prompts per run, for the memory estimate.")] = 50,
-    seq_len: Annotated[int, typer.Option(min=1, help="Tokens per prompt, for the memory estimate.")] = 32,
+    batch: Annotated[
+        int,
+        typer.Option(min=1, help="Prompts per run, for the memory estimate."),
+    ] = 50,
+    seq_len: Annotated[
+        int,
+        typer.Option(min=1, help="Tokens per prompt, for the memory estimate."),
+    ] = 32,
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
@@ -320,14 +389,17 @@ def graph(
                f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
                f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
     typer.echo(f"parameters: about {_count(n_params)} ({_bytes(4 * n_params)} in fp32)")
-    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: 1 input, "
+    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
+               f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
-    typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + {counts['direct']:,} direct")
+    typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
+               f"{counts['direct']:,} direct")
     for kind, n in counts["by_receiver"].items():
         typer.echo(f"  into {kind}: {n:,}")
     typer.echo(f"memory estimate for a run (batch {batch}, {seq_len} tokens, fp32): about "
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
-               f"caches {_bytes(estimate['caches'])} + attention patterns {_bytes(estimate['patterns'])}")
+               f"caches {_bytes(estimate['caches'])} + attention patterns "
+               f"{_bytes(estimate['patterns'])}")
 
 
 def graph_counts(g) -> dict[str, Any]:
@@ -400,7 +472,8 @@ def tasks() -> None:
     if not specs:
         typer.echo("no bundled tasks found")
         return
-    rows = [(s.name, s.metric, f"{s.threshold:g}", _short_model(s.model), s.description) for s in specs]
+    rows = [(s.name, s.metric, f"{s.threshold:g}", _short_model(s.model), s.description)
+            for s in specs]
     header = ("NAME", "METRIC", "THRESHOLD", "MODEL", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
@@ -423,10 +496,22 @@ def _short_model(model: str | None) -> str:
 @app.command()
 @user_errors
 def render(
-    circuit_json: Annotated[Path, typer.Argument(help="A circuit.json written by `circuit discover`.")],
-    format: Annotated[RenderFormat, typer.Option("--format", "-f", help="Output format; svg and png need Graphviz `dot`.")] = RenderFormat.svg,
-    out: Annotated[Path | None, typer.Option(help="Output file. Default: next to the JSON, with the format's suffix.")] = None,
-    all_edges: Annotated[bool, typer.Option("--all-edges", help="Draw removed edges too (light grey, dotted).")] = False,
+    circuit_json: Annotated[
+        Path,
+        typer.Argument(help="A circuit.json written by `circuit discover`."),
+    ],
+    format: Annotated[
+        RenderFormat,
+        typer.Option("--format", "-f", help="Output format; svg and png need Graphviz `dot`."),
+    ] = RenderFormat.svg,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file. Default: next to the JSON, with the format's suffix."),
+    ] = None,
+    all_edges: Annotated[
+        bool,
+        typer.Option("--all-edges", help="Draw removed edges too (light grey, dotted)."),
+    ] = False,
 ) -> None:
     """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
     from acdc import export
@@ -434,7 +519,8 @@ def render(
     format = RenderFormat(format).value
     circuit = export.load_circuit(circuit_json)
     meta = circuit.meta
-    title = f"{meta.get('task')} on {meta.get('model')}, {meta.get('metric')} threshold {meta.get('threshold')}"
+    title = (f"{meta.get('task')} on {meta.get('model')}, {meta.get('metric')} threshold "
+             f"{meta.get('threshold')}")
     if meta.get("partial"):
         title += " (partial run)"
     source = export.to_dot(circuit, all_edges=all_edges, title=title)
@@ -450,12 +536,18 @@ def render(
 @user_errors
 def zoo_train(
     name: Annotated[str, typer.Argument(help="Zoo model name (demo).")],
-    out: Annotated[Path | None, typer.Option(help="Checkpoint directory to write. Default: models/<name>.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint directory to write. Default: models/<name>."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Training steps. Default: the recipe's.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps. Default: the recipe's."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report.")] = False,
 ) -> None:
-    """Train a zoo model on the CPU and write its checkpoint (config.json, model.safetensors, tokenizer.json)."""
+    """Train a zoo model on the CPU; write config.json, model.safetensors and tokenizer.json."""
     from acdc.zoo import train_model
 
     out_dir = out if out is not None else Path("models") / name
@@ -473,7 +565,10 @@ def zoo_train(
 @user_errors
 def zoo_eval(
     name: Annotated[str, typer.Argument(help="Zoo model name (demo).")],
-    model: Annotated[Path | None, typer.Option(help="Checkpoint directory. Default: the bundled models/<name>.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint directory. Default: the bundled models/<name>."),
+    ] = None,
 ) -> None:
     """Evaluate a zoo checkpoint on its held-out prompts (top-1 accuracy, logit difference)."""
     from acdc.zoo import evaluate_model
@@ -489,7 +584,8 @@ def _print_report(report: dict[str, Any]) -> None:
         if isinstance(value, float) and not math.isnan(value):
             value = f"{value:.4g}"
         elif isinstance(value, dict):
-            value = ", ".join(f"{k} ({v:,} B)" if isinstance(v, int) else f"{k} {v}" for k, v in value.items())
+            value = ", ".join(f"{k} ({v:,} B)" if isinstance(v, int) else f"{k} {v}"
+                              for k, v in value.items())
         typer.echo(f"{key}: {value}")
 
 

@@ -99,7 +99,8 @@ def _score(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def to_json(result, model_name: str, task_name: str, runtime_s: float | None = None) -> dict[str, Any]:
+def to_json(result, model_name: str, task_name: str,
+            runtime_s: float | None = None) -> dict[str, Any]:
     """The `circuit.json` dictionary of an engine `CircuitResult`.
 
     `runtime_s` defaults to the engine's own measure of the run.
@@ -152,17 +153,19 @@ def from_json(data: Any, source: str = "circuit.json") -> Circuit:
         raise GraphError(f"{source}: missing key(s) {', '.join(missing)}")
     granularity = data["granularity"]
     if granularity not in GRANULARITIES:
-        raise GraphError(f"{source}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        raise GraphError(f"{source}: granularity {granularity!r} is not one of "
+                         f"{', '.join(GRANULARITIES)}")
     try:
-        shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]), granularity)
+        shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]),
+                           granularity)
     except (TypeError, ValueError):
         raise GraphError(f"{source}: n_layers and n_heads must be integers") from None
     graph = build_graph(shape)
     edges = data["edges"]
     if not isinstance(edges, list) or len(edges) != len(graph.edges):
         got = len(edges) if isinstance(edges, list) else type(edges).__name__
-        raise GraphError(f"{source}: has {got} edges, a {shape.n_layers}-layer {shape.n_heads}-head "
-                         f"{granularity} graph has {len(graph.edges)}")
+        raise GraphError(f"{source}: has {got} edges, a {shape.n_layers}-layer "
+                         f"{shape.n_heads}-head {granularity} graph has {len(graph.edges)}")
     kept: list[bool] = []
     scores: list[float | None] = []
     for i, (entry, edge) in enumerate(zip(edges, graph.edges)):
@@ -174,7 +177,8 @@ def from_json(data: Any, source: str = "circuit.json") -> Circuit:
             raise GraphError(f"{source}: edge {edge.name!r} needs 'kept': true or false")
         score = entry.get("score")
         if score is not None and not isinstance(score, (int, float)):
-            raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number or null")
+            raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number "
+                             f"or null")
         kept.append(entry["kept"])
         scores.append(None if score is None else float(score))
     meta = {k: v for k, v in data.items() if k not in ("edges", "nodes")}
@@ -260,7 +264,8 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
                         name = f"{head_name(layer, head)}<{qkv}>"
                         add_node(sub, name, label=qkv, shape="circle", width="0.25",
                                  fixedsize="true", fontsize="9", style="filled",
-                                 fillcolor=QKV_COLORS[qkv], fontcolor="white", color=QKV_COLORS[qkv])
+                                 fillcolor=QKV_COLORS[qkv], fontcolor="white",
+                                 color=QKV_COLORS[qkv])
         with dot.subgraph(name=f"rank_{layer}_heads") as sub:
             sub.attr(rank="same")
             for head in range(graph.n_heads):
@@ -321,7 +326,8 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
         raise GraphError(f"{binary} failed to render {path} ({error})") from None
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise GraphError(f"{binary} failed to render {path} ({message[0] if message else done.returncode})")
+        reason = message[0] if message else f"exit code {done.returncode}"
+        raise GraphError(f"{binary} failed to render {path} ({reason})")
     return path
 
 

@@ -143,7 +143,8 @@ def test_graph_errors(tmp_path):
     empty.mkdir()
     result = invoke("graph", "--model", empty)
     assert result.exit_code == 1 and "config.json" in error_line(result)
-    result = invoke("graph", "--model", config_dir(tmp_path, GPT2_CONFIG), "--granularity", "neuron")
+    gpt2 = config_dir(tmp_path, GPT2_CONFIG)
+    result = invoke("graph", "--model", gpt2, "--granularity", "neuron")
     assert result.exit_code == 2
 
 
@@ -164,7 +165,8 @@ def test_tasks_lists_one_line_per_task(tmp_path, monkeypatch, checkpoint):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3  # header + two tasks
     assert lines[1].split()[:3] == ["alpha", "kl", "0.25"] and str(checkpoint) in lines[1]
-    assert lines[2].split()[:4] == ["beta", "l2", "0.001", "-"] and lines[2].endswith("the second one")
+    assert lines[2].split()[:4] == ["beta", "l2", "0.001", "-"]
+    assert lines[2].endswith("the second one")
 
 
 def test_tasks_lists_the_bundled_demo():
@@ -261,13 +263,15 @@ def test_discover_is_repeatable_from_run_yaml(tmp_path, task_file):
     result = invoke(*repeat[1:], "--out", second, "--quiet", "--no-render")
     assert result.exit_code == 0, result.output
     a, b = (json.loads((d / "circuit.json").read_text()) for d in (first, second))
-    assert a["granularity"] == b["granularity"] == "head" and a["ablation"] == b["ablation"] == "zero"
+    assert a["granularity"] == b["granularity"] == "head"
+    assert a["ablation"] == b["ablation"] == "zero"
     assert [e["kept"] for e in a["edges"]] == [e["kept"] for e in b["edges"]]
     assert not (first / "circuit.svg").exists()
 
 
 def test_discover_quiet_prints_only_the_summary(tmp_path, task_file):
-    result = invoke("discover", "--task", task_file, "--out", tmp_path / "q", "--quiet", "--no-render")
+    result = invoke("discover", "--task", task_file, "--out", tmp_path / "q", "--quiet",
+                    "--no-render")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     lines = result.stdout.strip().splitlines()
@@ -320,17 +324,22 @@ def test_discover_without_dot_warns_once(tmp_path, task_file, monkeypatch):
 def saved_circuit(tmp_path_factory, checkpoint) -> Path:
     directory = tmp_path_factory.mktemp("saved")
     task = write_task(directory / "tiny.yaml", model=str(checkpoint))
-    result = invoke("discover", "--task", task, "--out", directory / "run", "--quiet", "--no-render")
+    result = invoke("discover", "--task", task, "--out", directory / "run", "--quiet",
+                    "--no-render")
     assert result.exit_code == 0, result.output
     return directory / "run" / "circuit.json"
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed (apt-get install -y graphviz)")
+NO_DOT = "Graphviz `dot` is not installed (apt-get install -y graphviz)"
+
+
+@pytest.mark.skipif(not HAS_DOT, reason=NO_DOT)
 def test_render_svg_and_png(saved_circuit, tmp_path):
     result = invoke("render", saved_circuit, "--out", tmp_path / "c.svg")
     assert result.exit_code == 0, result.output
     assert "<svg" in (tmp_path / "c.svg").read_text()
-    result = invoke("render", saved_circuit, "--format", "png", "--out", tmp_path / "c.png", "--all-edges")
+    result = invoke("render", saved_circuit, "--format", "png", "--out", tmp_path / "c.png",
+                    "--all-edges")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
 
@@ -338,13 +347,15 @@ def test_render_svg_and_png(saved_circuit, tmp_path):
 def test_render_dot_and_all_edges(saved_circuit, tmp_path):
     result = invoke("render", saved_circuit, "--format", "dot", "--out", tmp_path / "k.dot")
     assert result.exit_code == 0, result.output
-    result = invoke("render", saved_circuit, "--format", "dot", "--out", tmp_path / "a.dot", "--all-edges")
+    result = invoke("render", saved_circuit, "--format", "dot", "--out", tmp_path / "a.dot",
+                    "--all-edges")
     assert result.exit_code == 0, result.output
     kept, every = ((tmp_path / f).read_text() for f in ("k.dot", "a.dot"))
     assert every.count(" -> ") > kept.count(" -> ")
 
 
-def test_render_without_dot_falls_back_to_dot_with_one_warning(saved_circuit, tmp_path, monkeypatch):
+def test_render_without_dot_falls_back_to_dot_with_one_warning(saved_circuit, tmp_path,
+                                                               monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = invoke("render", saved_circuit, "--out", tmp_path / "c.svg")
     assert result.exit_code == 0, result.output
@@ -379,7 +390,8 @@ def test_zoo_train_and_eval_a_few_steps(tmp_path, monkeypatch):
     import acdc.zoo
 
     recipe = acdc.zoo.ZOO["demo"]
-    monkeypatch.setitem(acdc.zoo.ZOO, "demo", type(recipe)(**{**recipe.__dict__, "eval_prompts": 50}))
+    quick = type(recipe)(**{**recipe.__dict__, "eval_prompts": 50})
+    monkeypatch.setitem(acdc.zoo.ZOO, "demo", quick)
     out = tmp_path / "demo"
     result = invoke("zoo", "train", "demo", "--out", out, "--steps", "2", "--quiet")
     assert result.exit_code == 0, result.output

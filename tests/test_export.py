@@ -33,7 +33,8 @@ def make_result(shape: GraphShape, kept_names: set[str], partial: bool = False) 
     scores[-1] = math.nan
     return CircuitResult(
         graph=graph,
-        config=AcdcConfig(threshold=0.05, metric="kl", ablation="corrupt", granularity=shape.granularity),
+        config=AcdcConfig(threshold=0.05, metric="kl", ablation="corrupt",
+                          granularity=shape.granularity),
         kept=kept, scores=scores, decided=torch.ones(n, dtype=torch.bool),
         metric_full=0.0, metric_circuit=0.0123, runtime_s=1.5, partial=partial,
     )
@@ -151,7 +152,7 @@ def test_dot_at_head_granularity_has_no_qkv_nodes():
     assert len(graph.edges) == 2 * 1 + 2 * 3 + 5  # heads of layer 1 read input + 2 heads
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed (apt-get install -y graphviz)")
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` missing (apt-get install -y graphviz)")
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
 def test_render_with_dot(tmp_path, qkv_result, fmt, magic):
     source = export.to_dot(export.from_json(export.to_json(qkv_result, "m", "t")))
