@@ -93,7 +93,7 @@ def user_errors(command: F) -> F:
             _err(f"error: {_one_line(str(error))}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            _err("interrupted")
+            _err("interrupted before the search started; nothing was written")
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
@@ -313,17 +313,18 @@ class _ProgressDisplay:
         console = Console(stderr=True)
         if console.is_terminal:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+                                       TimeElapsedColumn)
 
             self.bar = Progress(
                 TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("kept {task.fields[kept]}"), TextColumn("metric {task.fields[metric]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                 TextColumn("[dim]{task.fields[edge]}"),
                 console=console, transient=False,
             )
             self.bar.__enter__()
-            self.task_id = self.bar.add_task("acdc", total=None, kept="-", metric="-", edge="")
+            self.task_id = self.bar.add_task("acdc", total=None, kept="-", metric="-", edge="",
+                                             eta="-")
         return self
 
     def update(self, progress) -> None:
@@ -331,17 +332,29 @@ class _ProgressDisplay:
             return
         if self.bar is not None:
             self.bar.update(self.task_id, completed=progress.decided, total=progress.total,
-                            kept=progress.kept, metric=f"{progress.metric:.4g}", edge=progress.edge)
+                            kept=progress.kept, metric=f"{progress.metric:.4g}", edge=progress.edge,
+                            eta=_duration(getattr(progress, "eta_s", None)))
             return
         if progress.total and progress.decided >= self.next_report * progress.total:
             while self.next_report * progress.total <= progress.decided:
                 self.next_report += 0.1
             _err(f"{progress.decided}/{progress.total} edges decided, {progress.kept} kept, "
-                 f"metric {progress.metric:.4g}, {progress.elapsed_s:.1f} s")
+                 f"metric {progress.metric:.4g}, {progress.elapsed_s:.1f} s, ETA "
+                 f"{_duration(getattr(progress, 'eta_s', None))}")
 
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _duration(seconds: float | None) -> str:
+    """`1:02:03`, `2:03`, or `-` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --------------------------------------------------------------------------- graph
