@@ -77,6 +77,9 @@ class IncrementalPatcher:
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
         self.direct_kept = {(s, i): True for s in self.head_receivers for i in range(3)}
+        self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
+        self.future = (torch.arange(self.n_pos, device=self.delta.device)[None, :]
+                       > self.pos_index[:, None])  # keys after each metric position
         self.needs_all = [True] * len(g.senders)
         self.logits_input = self._input(self.logits_id, False, None)
         self.stage: tuple[int, int] | None = None
@@ -223,8 +226,7 @@ class IncrementalPatcher:
             return torch.softmax(scores, dim=-1) @ v
         keys = k[self.pos_batch]  # [K, P, dh]
         scores = (keys @ q[:, :, None])[..., 0] / scale  # [K, P]
-        future = torch.arange(self.n_pos, device=q.device)[None, :] > self.pos_index[:, None]
-        scores = scores.masked_fill(future, float("-inf"))
+        scores = scores.masked_fill(self.future, float("-inf"))
         return (torch.softmax(scores, dim=-1)[:, None, :] @ v[self.pos_batch])[:, 0]
 
     def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -259,14 +261,24 @@ class IncrementalPatcher:
             return base
         return base[self.pos_batch, self.pos_index] if base.dim() == 3 else base.expand(len(self.pos_batch), -1)
 
+    def _kept_index(self, rid: int) -> torch.Tensor | None:
+        """The kept senders of a receiver as a device tensor, cached until an edge goes."""
+        if rid not in self._index_cache:
+            kept = sorted(self.kept_in[rid])
+            self._index_cache[rid] = torch.tensor(kept, device=self.delta.device) if kept else None
+        return self._index_cache[rid]
+
     def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
         """A receiver's input: base + kept senders' deltas (tentative ones where changed)."""
         x = self._base(rid, all_positions)
         kept = self.kept_in[rid]
         changed = kept & t.delta.keys() if t is not None else set()
-        unchanged = sorted(kept - changed)
-        if unchanged:
-            index = torch.tensor(unchanged, device=self.delta.device)
+        if changed:
+            unchanged = sorted(kept - changed)
+            index = torch.tensor(unchanged, device=self.delta.device) if unchanged else None
+        else:
+            index = self._kept_index(rid)
+        if index is not None:
             if all_positions:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
@@ -307,3 +319,4 @@ class IncrementalPatcher:
             rid = self.receiver_id[edge.receiver]
             self.kept_in[rid].discard(edge.sender.index)
             self.kept_out[edge.sender.index].discard(rid)
+            self._index_cache.pop(rid, None)
