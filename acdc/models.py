@@ -23,6 +23,7 @@ changes this module alone.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,9 @@ def _transformer_lens():
         warnings.simplefilter("ignore")
         import transformer_lens
         from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: F401
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in our output
     return transformer_lens
 
 
@@ -249,6 +253,8 @@ def load_shape(spec: str) -> ModelShape:
     if kind == "checkpoint":
         path = Path(spec) / CHECKPOINT_CONFIG
         return model_shape(make_config(_read_json(path), str(path)))
+    if kind == "hf":
+        spec = str(_hf_directory_for_tl(Path(spec)))
     return model_shape(_hub_or_local_config(spec, kind))
 
 
@@ -257,6 +263,7 @@ def _hub_or_local_config(spec: str, kind: str):
     from transformer_lens import loading_from_pretrained as loading
 
     if kind == "name":
+        _go_offline_without_network()
         try:
             loading.get_official_model_name(spec)
         except ValueError:
@@ -277,15 +284,31 @@ def _hub_or_local_config(spec: str, kind: str):
         del tl
 
 
+def _go_offline_without_network() -> None:
+    """Without a route to the hub, its client retries for about 25 s before failing. Probe
+    once; when there is no network, let it use the local cache only (and fail at once)."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import time otherwise
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
 
 def _offline_message(spec: str, error: BaseException) -> str:
-    return (f"cannot fetch model {spec!r} from the hub ({_first_line(error)}); offline, pass a "
-            f"checkpoint directory (config.json + model.safetensors) or a local Hugging Face "
-            f"model directory with --model")
+    reason = ("no network and not in the local Hugging Face cache" if os.environ.get("HF_HUB_OFFLINE") == "1"
+              else _first_line(error))
+    return (f"cannot fetch model {spec!r} from the hub ({reason}); offline, pass a checkpoint "
+            f"directory (config.json + model.safetensors) or a local Hugging Face model "
+            f"directory with --model")
 
 
 def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
@@ -300,7 +323,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         model, tokenizer = _load_hf_directory(Path(spec))
     else:
         model, tokenizer = _load_hub(spec)
-    model = model.to(DTYPES[dtype]).to(device)
+    model = model.to(DTYPES[dtype], print_details=False).to(device, print_details=False)
     model.eval()
     check_supported(model.cfg, spec)
     return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
@@ -348,8 +371,26 @@ def _is_buffer_key(key: str) -> bool:
     return key.endswith(("IGNORE", ".mask", "rotary_sin", "rotary_cos"))
 
 
+def _hf_directory_for_tl(directory: Path) -> Path:
+    """TransformerLens 3.x reads `n_ctx` from GPT-2-style configs, which transformers 5 no
+    longer writes. Without touching the user's directory, give it a linked copy whose
+    config.json has `n_ctx` (= `n_positions`)."""
+    config = _read_json(directory / CHECKPOINT_CONFIG)
+    if "n_ctx" in config or "n_positions" not in config:
+        return directory
+    import tempfile
+
+    shadow = Path(tempfile.mkdtemp(prefix="circuit-hf-"))
+    for item in directory.iterdir():
+        if item.name != CHECKPOINT_CONFIG:
+            (shadow / item.name).symlink_to(item.resolve())
+    (shadow / CHECKPOINT_CONFIG).write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))
+    return shadow
+
+
 def _load_hf_directory(directory: Path):
     tl = _transformer_lens()
+    directory = _hf_directory_for_tl(directory)
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM
 
