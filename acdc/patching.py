@@ -101,7 +101,6 @@ class PatchedModel:
         self.ablated_qkv = None
         self.last_qkv: list[torch.Tensor | None] = [None] * self.n_layers  # q/k/v of the last pass
         self._set_bases(batch, n_pos, d_model)
-        self.delta = torch.empty(self.n_senders, batch, n_pos, d_model, dtype=dtype, device=device)
         corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
         clean_out, self.clean_qkv = self._record_run(clean_tokens)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
@@ -113,7 +112,7 @@ class PatchedModel:
             self.ablated_qkv = [self._qkv(layer, self._head_inputs(layer)) for layer in range(self.n_layers)]
             self._set_all_masks(1.0)
         self._set_bases(batch, n_pos, d_model)
-        self.delta = clean_out if self.ablated is None else clean_out - self.ablated
+        self.delta = clean_out if self.ablated is None else clean_out.sub_(self.ablated)  # in place
         self._edge_slots = [self._slot(edge) for edge in graph.edges]
 
     # ------------------------------------------------------------------ circuit state
@@ -165,27 +164,29 @@ class PatchedModel:
             self.base_mlp = [b.expand(batch, n_pos, d_model) for b in self.bias_mlp]
             self.base_logits = self.bias_logits.expand(len(self.pos_batch), d_model)
             return
-        cumulative = self.ablated.cumsum(0)
-        self.base_heads = [
-            self.bias_heads[layer] + (cumulative[g.senders_before(layer) - 1])
-            for layer in range(self.n_layers)
-        ]
-        self.base_mlp = [
-            self.bias_mlp[layer] + cumulative[g.senders_before(layer) + self.n_heads - 1]
-            for layer in range(self.n_layers)
-        ] if self.has_mlp else []
-        self.base_logits = self.bias_logits + cumulative[-1][self.pos_batch, self.pos_index]
+        self.base_heads, self.base_mlp = [], []
+        running = self.ablated[0].clone()  # sum of the senders so far, without a big temporary
+        for layer in range(self.n_layers):
+            first = g.senders_before(layer)
+            self.base_heads.append(self.bias_heads[layer] + running)
+            running += self.ablated[first:first + self.n_heads].sum(0)
+            if self.has_mlp:
+                self.base_mlp.append(self.bias_mlp[layer] + running)
+                running += self.ablated[first + self.n_heads]
+        self.base_logits = self.bias_logits + running[self.pos_batch, self.pos_index]
 
     def _record_run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Ordinary forward pass on `tokens`: every sender's output and every head's q/k/v."""
-        n_pos = tokens.shape[1]
+        batch, n_pos = tokens.shape
+        self.delta = torch.empty(self.n_senders, batch, n_pos, self.w.W_E.shape[1],
+                                 dtype=self.w.W_E.dtype, device=self.w.W_E.device)
         self.delta[0] = self.w.W_E[tokens] + self.w.W_pos[:n_pos]
         qkvs = []
         for layer in range(self.n_layers):
             qkvs.append(self._attention(layer))
             if self.has_mlp:
                 self._mlp(layer)
-        return self.delta.clone(), qkvs
+        return self.delta, qkvs
 
     def logits_from(self, stage: Stage) -> torch.Tensor:
         """Recompute every stage from `stage` on; logits at the metric positions."""

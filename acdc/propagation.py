@@ -49,7 +49,7 @@ class IncrementalPatcher:
         self.graph: Graph = patched.graph
         self.w = patched.w
         self.delta = patched.delta  # committed, shared with pm (pm is not run again until the end)
-        self.qkv = [t.clone() for t in patched.clean_qkv]  # committed q/k/v [3, H, B, P, dh]
+        self.qkv = patched.clean_qkv  # committed q/k/v [3, H, B, P, dh] per layer (taken over)
         self.pos_batch, self.pos_index = patched.pos_batch, patched.pos_index
         self.n_pos = patched.delta.shape[2]
         self.split = self.graph.granularity == "qkv"
