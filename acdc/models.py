@@ -109,6 +109,20 @@ class Tokenizer:
             return None
         return self.backend.bos_token_id
 
+    @property
+    def unk_id(self) -> int | None:
+        """The id that unknown text becomes (word-level vocabularies), or None if there is none."""
+        if self._is_fast_file:
+            model = self.backend.model
+            token = getattr(model, "unk_token", None)
+            if token is None and not hasattr(model, "unk_token"):  # Unigram keeps an id only
+                import json
+
+                found = json.loads(self.backend.to_str()).get("model", {}).get("unk_id")
+                return found if isinstance(found, int) else None
+            return self.backend.token_to_id(token) if token else None
+        return self.backend.unk_token_id
+
 
 # --------------------------------------------------------------------------- shapes
 
