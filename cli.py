@@ -19,6 +19,7 @@ import contextlib
 import functools
 import io
 import math
+import shlex
 import sys
 import time
 import warnings
@@ -122,13 +123,15 @@ def _one_line(text: str) -> str:
 @app.command()
 @user_errors
 def discover(
+    ctx: typer.Context,
     task: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--task", "-t",
-            help="Bundled task name (see `circuit tasks`) or a task YAML file."
+            help="Bundled task name (see `circuit tasks`) or a task YAML file. Required unless "
+                 "--resume is given."
         ),
-    ],
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -188,15 +191,47 @@ def discover(
         bool,
         typer.Option("--no-render", help="Write circuit.dot but not circuit.svg."),
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Continue the interrupted run in DIR: its settings and decisions come from "
+                 "DIR/decisions.jsonl, and the outputs are written into DIR."
+        ),
+    ] = None,
 ) -> None:
-    """Find the circuit of a task: run ACDC, write circuit.json, circuit.dot/.svg and run.yaml."""
+    """Find the circuit of a task: run ACDC, write circuit.json, circuit.dot/.svg, run.yaml and
+    decisions.jsonl (the log that `--resume` continues from)."""
+    from acdc import runlog
     from acdc.tasks import read_task
 
     granularity, dtype = Granularity(granularity).value, Dtype(dtype).value
     ablation = Ablation(ablation).value if ablation is not None else None
     command_line = ["circuit", *sys.argv[1:]] if Path(sys.argv[0]).name == "circuit" else None
-    spec = read_task(task).with_overrides(metric=metric, threshold=threshold, ablation=ablation,
-                                          seed=seed, model=model)
+    logged = None
+    if resume is not None:
+        logged = runlog.read_log(resume)
+        given = {"task": task, "model": model, "threshold": threshold, "metric": metric,
+                 "ablation": ablation, "granularity": granularity, "use_abs": use_abs,
+                 "reverse_head_order": reverse_head_order, "seed": seed, "device": device,
+                 "dtype": dtype, "out": out}
+        _check_resume_options(ctx, logged, resume, given)
+        if logged.dropped:
+            _err(f"warning: {logged.dropped}")
+        header = logged.header
+        spec = read_task(header["task_file"] or header["task"]).with_overrides(
+            metric=header["metric"], threshold=header["threshold"], ablation=header["ablation"],
+            seed=header["seed"], model=header["model"])
+        granularity, use_abs = header["granularity"], header["abs"]
+        reverse_head_order, device, dtype = (header["reverse_head_order"], header["device"],
+                                             header["dtype"])
+        out = resume
+    elif task is None:
+        raise typer.BadParameter("required unless --resume DIR is given", ctx=ctx,
+                                 param_hint="'--task' / '-t'")
+    else:
+        spec = read_task(task).with_overrides(metric=metric, threshold=threshold,
+                                              ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
     status = _Status(quiet)
@@ -206,6 +241,7 @@ def discover(
     import torch
 
     from acdc.engine import AcdcConfig, run_acdc
+    from acdc.graph import build_graph
     from acdc.models import load_model
     from acdc.tasks import resolve_task
 
@@ -216,26 +252,58 @@ def discover(
     config = AcdcConfig(threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
                         granularity=granularity, use_abs=use_abs,
                         reverse_head_order=reverse_head_order)
+    n_edges = len(build_graph(loaded.shape.graph_shape(granularity)).edges)
+    digest = runlog.task_digest(resolved)
+    source = Path(spec.source)
+    settings = {
+        "task": spec.name, "task_file": str(source.resolve()) if source.is_file() else spec.source,
+        "model": spec.model, "threshold": spec.threshold, "metric": spec.metric,
+        "ablation": spec.ablation, "granularity": granularity, "abs": use_abs,
+        "reverse_head_order": reverse_head_order, "seed": spec.seed, "device": device,
+        "dtype": dtype,
+    }
     torch.manual_seed(spec.seed)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-    _prepare_out(out_dir)
+    if logged is not None:
+        out_dir = resume
+        _check_resumed_run(logged, n_edges, digest)
+        log = runlog.RunLog.reopen(logged)
+        replay = logged.decisions
+        done = len(replay)
+        status.say(f"resuming {out_dir}: all {n_edges} edges already decided, rewriting the "
+                   f"outputs" if done == n_edges else
+                   f"resuming {out_dir}: {done} of {n_edges} edges decided in {runlog.LOG_NAME}")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
+        _prepare_out(out_dir)
+        _refuse_unfinished_run(out_dir)
+        log = runlog.RunLog.create(out_dir, runlog.make_header(settings, n_edges, digest))
+        replay = []
 
-    with _ProgressDisplay(quiet) as progress:
-        result = run_acdc(loaded, resolved, config, on_progress=progress.update)
+    with log, _ProgressDisplay(quiet) as display:
+        def record(progress) -> None:
+            if not progress.replayed:
+                log.append(progress.decision)  # first: the log matters more than the display
+            display.update(progress)
+
+        try:
+            result = run_acdc(loaded, resolved, config, on_progress=record, replay=replay)
+        except KeyboardInterrupt:  # before the search started: the log holds the header
+            _err(f"interrupted before the first decision; {_resume_hint(out_dir)}")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     from acdc import export
 
-    source = Path(spec.source)
     run = export.run_config(
-        task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
-        model=spec.model, threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
+        task=spec.name, task_file=settings["task_file"], model=spec.model,
+        threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
         granularity=granularity, use_abs=use_abs, reverse_head_order=reverse_head_order,
         seed=spec.seed, device=device, dtype=dtype, n_prompts=resolved.n_prompts,
         command=command_line, partial=result.partial,
     )
     written = _write_outputs(result, out_dir, model_name=spec.model, task_name=spec.name,
                              run=run, render_svg=not no_render)
+    written.append(log.path)
     kept, total = result.n_edges_kept, len(result.graph.edges)
     summary = (f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric {config.metric} "
                f"of circuit {result.metric_circuit:.4g} (full model {result.metric_full:.4g}); "
@@ -245,8 +313,98 @@ def discover(
     if result.partial:
         decided = int(result.decided.sum())
         _err(f"interrupted: {decided} of {total} edges decided; undecided edges are kept and the "
-             f"files are marked partial")
+             f"files are marked partial; {_resume_hint(out_dir)}")
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+# Options of `discover` that a resumed run takes from its log: parameter -> header key.
+RESUMED_OPTIONS = {"task": "task", "model": "model", "threshold": "threshold",
+                   "metric": "metric", "ablation": "ablation", "granularity": "granularity",
+                   "use_abs": "abs", "reverse_head_order": "reverse_head_order", "seed": "seed",
+                   "device": "device", "dtype": "dtype", "out": None}
+
+
+def _resume_hint(out_dir: Path) -> str:
+    return f"resume with `circuit discover --resume {shlex.quote(str(out_dir))}`"
+
+
+def _check_resume_options(ctx: typer.Context, logged, resume: Path,
+                          given: dict[str, Any]) -> None:
+    """A usage error naming every option given with --resume that contradicts the log."""
+    header = logged.header
+    conflicts = []
+    for param, key in RESUMED_OPTIONS.items():
+        source = ctx.get_parameter_source(param)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            continue
+        value = given[param]
+        option = "--abs" if param == "use_abs" else "--" + param.replace("_", "-")
+        if param == "out":
+            if not _same_path(value, resume):
+                conflicts.append(f"{option} {value} (the run's directory is {resume})")
+            continue
+        logged_value = header[key]
+        if param == "task":
+            agrees = value == header["task"] or _same_path(value, header["task_file"])
+        elif param == "model":
+            agrees = value == logged_value or _same_path(value, logged_value)
+        elif param == "threshold":
+            agrees = float(value) == float(logged_value)
+        else:
+            agrees = value == logged_value
+        if not agrees:
+            if isinstance(value, bool):
+                conflicts.append(f"{option} (the run was without it)")
+            else:
+                conflicts.append(f"{option} {value} (the run used {logged_value})")
+    if conflicts:
+        one = len(conflicts) == 1
+        raise typer.BadParameter(
+            f"{'; '.join(conflicts)} contradict{'s' if one else ''} the settings of the run "
+            f"being resumed (from its {logged.path.name}): leave {'it' if one else 'them'} out, "
+            f"or start a new run with --out", ctx=ctx, param_hint="--resume")
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _check_resumed_run(logged, n_edges: int, digest: str) -> None:
+    """The model and task, re-resolved, must be those the log was written with."""
+    from acdc.runlog import RunLogError
+
+    header = logged.header
+    if header["n_edges"] != n_edges:
+        raise RunLogError(
+            f"cannot resume: {logged.path} was written for a graph of {header['n_edges']} edges, "
+            f"model {header['model']} now gives {n_edges} at {header['granularity']} granularity "
+            f"(the model changed since the run started)")
+    if header["task_sha256"] != digest:
+        raise RunLogError(
+            f"cannot resume: the task {header['task_file'] or header['task']} no longer gives the "
+            f"prompts the run in {logged.path.parent} started with (it was edited, or the model's "
+            f"tokenizer changed); restore it, or start a new run")
+
+
+def _refuse_unfinished_run(out_dir: Path) -> None:
+    """Do not start a new run over the log of an unfinished one."""
+    from acdc import runlog
+
+    if not (out_dir / runlog.LOG_NAME).is_file():
+        return
+    try:
+        logged = runlog.read_log(out_dir)
+    except runlog.RunLogError:
+        return  # nothing that could be resumed
+    if not logged.finished:
+        raise AcdcError(
+            f"--out {out_dir}: holds an unfinished run ({len(logged.decisions)} of "
+            f"{logged.n_edges} edges decided); {_resume_hint(out_dir)}, or choose another --out")
 
 
 def _safe(name: str) -> str:

@@ -250,6 +250,9 @@ def test_discover_writes_every_output(tmp_path, task_file, checkpoint):
     summary = result.stdout.strip().splitlines()
     assert summary[0].startswith(f"kept {data['n_edges_kept']} of {data['n_edges_total']} edges")
     assert "circuit.json" in summary[1] and "run.yaml" in summary[1]
+    assert "decisions.jsonl" in summary[1]
+    log = (out / "decisions.jsonl").read_text().splitlines()
+    assert len(log) == 1 + 58 and json.loads(log[0])["format"] == "circuit-log/1"
 
 
 def test_discover_is_repeatable_from_run_yaml(tmp_path, task_file):
@@ -304,7 +307,9 @@ def test_discover_interrupted_writes_partial_files(tmp_path, task_file, monkeypa
     assert data["n_edges_kept"] == sum(e["kept"] for e in data["edges"])
     assert yaml.safe_load((out / "run.yaml").read_text())["partial"] is True
     assert "partial" in (out / "circuit.dot").read_text()
-    assert result.stderr.strip().splitlines()[-1].startswith("interrupted: 10 of ")
+    note = result.stderr.strip().splitlines()[-1]
+    assert note.startswith("interrupted: 10 of ")
+    assert note.endswith(f"resume with `circuit discover --resume {out}`")
 
 
 def test_discover_without_dot_warns_once(tmp_path, task_file, monkeypatch):
