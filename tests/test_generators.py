@@ -330,3 +330,36 @@ def test_bad_generator_mappings(data, expected):
 def test_generate_prompts_kind_must_match():
     message = error_of(generate_prompts, "ioi", {"kind": "induction"}, None, 10, "zoo")
     assert message.startswith("zoo: generator: kind 'induction' does not match")
+
+
+# --------------------------------------------------------------------------- bundled files
+
+
+@pytest.mark.parametrize("name", ["ioi", "greater-than", "induction"])
+def test_bundled_generated_tasks_resolve(bpe, name):
+    from acdc.tasks import read_task, resolve_task
+
+    spec = read_task(name)
+    assert spec.generator is not None and spec.generator["kind"] == name
+    assert spec.model is not None and spec.model.endswith(name)
+    task = resolve_task(spec, bpe, d_vocab=bpe.vocab_size, n_ctx=64)
+    assert task.n_prompts == spec.n_prompts == {"ioi": 100, "greater-than": 100,
+                                                "induction": 40}[name]
+    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+
+
+def test_generated_induction_task_runs_end_to_end(tiny_models):
+    from acdc.engine import AcdcConfig, run_acdc
+    from acdc.models import LoadedModel, model_shape
+    from acdc.tasks import TaskSpec, resolve_task
+
+    model = tiny_models["attn2"]
+    spec = TaskSpec.from_dict({
+        "threshold": 0.05, "metric": "nll",
+        "generator": {"kind": "induction", "n": 4, "seq_len": 16, "repeats": 1,
+                      "span_length": [3, 5]},
+    }, "t.yaml")
+    task = resolve_task(spec, None, model.cfg.d_vocab, model.cfg.n_ctx)
+    loaded = LoadedModel("attn2", model, None, model_shape(model.cfg))
+    result = run_acdc(loaded, task, AcdcConfig(threshold=0.05, metric="nll"))
+    assert result.n_tested > 0 and 0 <= result.n_edges_kept <= len(result.graph.edges)

@@ -11,6 +11,7 @@ from tokenizers import models, pre_tokenizers
 
 from acdc import tasks as tasks_module
 from acdc.errors import TaskError
+from acdc.generators import IOI_NAMES
 from acdc.models import Tokenizer
 from acdc.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
@@ -737,3 +738,97 @@ def test_readme_example_is_a_valid_task(tok):
     task = resolve_task(spec, tok, d_vocab=50, n_ctx=N_CTX)
     assert task.positions == [[13], [1, 3]]
     assert task.answers == [[ID["Mary"]], [5]] and task.wrong_answers == [[ID["John"]], [6, 7]]
+
+
+# --------------------------------------------------------------------------- generated tasks
+
+DEMO_DIR = Path(tasks_module.__file__).resolve().parent.parent / "models" / "demo"
+
+
+def demo_copy_of(tmp_path: Path, bundled: str, **generator) -> Path:
+    """A user's copy of a bundled task file with edited generator lists."""
+    data = yaml.safe_load((tasks_module.TASKS_DIR / bundled).read_text())
+    data["generator"].update(generator)
+    data["model"] = str(DEMO_DIR)
+    return write(tmp_path, data, name="my_task.yaml")
+
+
+def test_generated_task_reads_without_a_tokenizer(tmp_path):
+    path = write(tmp_path, {"threshold": 0.1, "generator": {"kind": "ioi", "n": 7}})
+    spec = read_task(str(path))
+    assert spec.prompts == () and spec.n_prompts == 7
+    assert spec.generator["kind"] == "ioi" and spec.generator["names"] == list(IOI_NAMES)
+    assert spec.with_generator(n=3).n_prompts == 3 and spec.n_prompts == 7
+    again = TaskSpec.from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict())), spec.source)
+    assert again == spec
+
+
+def test_users_copy_of_the_ioi_task_with_edited_lists(tmp_path):
+    demo = Tokenizer.from_file(DEMO_DIR / "tokenizer.json")
+    path = demo_copy_of(
+        tmp_path, "ioi.yaml", n=12, seed=3,
+        names=["mary", "john", "anna", "paul", "lisa", "james"],
+        templates=["when [A] and [B] went to the [PLACE] , [B] gave a [OBJECT] to",
+                   "then , [A] and [B] went to the [PLACE] . [B] gave a [OBJECT] to"],
+        places=["store", "garden"], objects=["drink"],
+    )
+    spec = read_task(str(path))
+    assert spec.model == str(DEMO_DIR) and spec.prepend_bos
+    task = resolve_task(spec, demo, d_vocab=91, n_ctx=32)
+    assert task.n_prompts == 12 and task.metric == "kl"
+    assert all(c[0] == demo.bos_id and len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+    assert task.positions == [[len(c) - 1] for c in task.clean]
+    assert all(len(a) == 1 and len(w) == 1 for a, w in zip(task.answers, task.wrong_answers))
+    again = resolve_task(read_task(str(path)), demo, d_vocab=91, n_ctx=32)
+    assert again.clean == task.clean and again.corrupt == task.corrupt
+    logit_diff = resolve_task(spec.with_overrides(metric="logit_diff"), demo, 91, 32)
+    assert logit_diff.answers == task.answers
+
+
+def test_generated_prompts_are_checked_like_written_ones(tmp_path):
+    demo = Tokenizer.from_file(DEMO_DIR / "tokenizer.json")
+    path = demo_copy_of(tmp_path, "ioi.yaml", n=3,
+                        names=["mary", "john", "anna", "paul", "lisa"],
+                        templates=["when [A] and [B] went to the [PLACE] , [B] gave a [OBJECT]"
+                                   " to"],
+                        places=["store"], objects=["drink"])
+    message = error_of(resolve_task, read_task(str(path)), demo, 91, 10)
+    assert message.startswith(
+        f"{path}: generated prompts[0]: 15 tokens with BOS, longer than the model's context"
+    )
+
+
+def test_users_copy_of_the_induction_task(tmp_path):
+    path = demo_copy_of(tmp_path, "induction.yaml", n=5, seq_len=24, repeats=1,
+                        span_length=[3, 5])
+    data = yaml.safe_load(path.read_text())
+    data["prepend_bos"] = False
+    data["metric"] = "nll"
+    spec = read_task(str(write(tmp_path, data)))
+    task = resolve_task(spec, None, d_vocab=40, n_ctx=24)
+    assert [len(c) for c in task.clean] == [24] * 5 and task.answers is None
+    assert all(p and p[-1] < 23 for p in task.positions)  # nll reads next tokens in the prompt
+    assert all(c != k for c, k in zip(task.clean, task.corrupt))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"generator": {"kind": "induction", "sed": 1}},
+     "generator: unknown key 'sed' for kind induction (did you mean 'seed'?)"),
+    ({"generator": {"kind": "fibonacci"}}, "generator: kind: unknown generator 'fibonacci'"),
+    ({"generator": {"kind": "ioi", "names": 5}}, "generator: names: expected a list of names"),
+    ({"generator": {"kind": "induction"}, "metric": "logit_diff"},
+     "metric logit_diff needs answer and wrong tokens, which the induction generator does not"
+     " give; use one of: kl, nll, l2"),
+    ({"generator": {"kind": "ioi"}, "prompts": [{"clean": [1], "corrupt": [2]}]},
+     "has both prompts: and generator:"),
+])
+def test_bad_generator_in_a_task_file(tmp_path, change, expected):
+    data = {"threshold": 0.1, **change}
+    message, path = read_error(tmp_path, data)
+    assert message.startswith(f"{path}: {expected}"), message
+
+
+def test_metric_override_checked_against_the_generator(tmp_path):
+    spec = read_task(str(write(tmp_path, {"threshold": 0.1, "generator": {"kind": "induction"}})))
+    message = error_of(spec.with_overrides, metric="prob_diff")
+    assert "metric prob_diff needs answer and wrong tokens" in message
