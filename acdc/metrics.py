@@ -91,10 +91,21 @@ def _masked_mean(values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) ->
 
 
 def build_metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
-    """The metric `name` as a function of the circuit's logits at the metric positions."""
+    """The metric `name` as a function of the circuit's logits at the metric positions.
+
+    Metrics are computed in float32 at least, whatever the model's dtype.
+    """
+    metric = _metric(name, _at_least_fp32(clean_logits.detach()), targets)
+    return lambda logits: metric(_at_least_fp32(logits))
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
     if name not in METRICS:
         raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
-    clean_logits = clean_logits.detach()
     if name == "kl":
         clean_logprobs = clean_logits.log_softmax(-1)
         clean_probs = clean_logprobs.exp()

@@ -1,0 +1,271 @@
+"""Benchmark of the ACDC engine: speed against the slow reference, and the cost of one edge test.
+
+Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/benchmark.md`):
+
+    python benchmarks/benchmark.py --out benchmarks/results
+
+1. Every bundled task whose model is present, at the task's default settings: the engine's wall
+   time, the slow reference's (tests/reference_acdc.py: one hooked forward pass per edge test),
+   the speedup, the cost per edge test in forward-pass equivalents (FPE: run time / median time
+   of one plain, unhooked TransformerLens forward pass on the same clean batch / edges tested),
+   edges tested and kept, and whether every decision matched the reference.
+2. A GPT-2-small-shaped model (12 x 12, d_model 768, vocabulary 50,257, random weights) on an
+   IOI-shaped batch: the cost of one edge test, by receiver layer, while the circuit downstream
+   is sparse as in real runs, and the FPE of a whole run projected from those costs. With
+   `--gpt2-run-batch N` also a whole run at batch N.
+
+Peak memory is the process's peak resident set size after each part (it only grows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
+
+from acdc.engine import AcdcConfig, run_acdc  # noqa: E402
+from acdc.graph import build_graph  # noqa: E402
+from acdc.metrics import MetricTargets, build_metric  # noqa: E402
+from acdc.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
+from acdc.patching import PatchedModel  # noqa: E402
+from acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.tasks import list_tasks, resolve_task  # noqa: E402
+
+GPT2_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
+                   n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def padded(rows: list[list[int]], device) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+
+
+# --------------------------------------------------------------------------- bundled tasks
+
+
+def bench_task(spec, device: str, with_reference: bool) -> dict:
+    from reference_acdc import reference_acdc
+
+    loaded = load_model(spec.model, device=device)
+    task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    clean = padded(task.clean, device)
+    with torch.inference_mode():
+        forward_s = median_time(lambda: loaded.model(clean), 7)
+    config = AcdcConfig(threshold=task.threshold, metric=task.metric, ablation=task.ablation)
+    result = run_acdc(loaded, task, config)
+    row = {
+        "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean),
+        "metric": task.metric, "threshold": task.threshold,
+        "edges": len(result.graph.edges), "tested": result.n_tested, "kept": result.n_edges_kept,
+        "forward_s": forward_s, "acdc_s": result.runtime_s,
+        "fpe_per_test": result.runtime_s / forward_s / max(result.n_tested, 1),
+    }
+    if with_reference:
+        start = time.perf_counter()
+        reference = reference_acdc(
+            loaded.model, task.clean, task.corrupt, task.positions, task.answers,
+            task.wrong_answers, task.threshold, metric=task.metric, ablation=task.ablation,
+        )
+        row["reference_s"] = time.perf_counter() - start
+        row["speedup"] = row["reference_s"] / result.runtime_s
+        mismatched = [e.name for e in result.graph.edges if reference[e.name][0] != bool(result.kept[e.index])]
+        row["decisions_match"] = not mismatched
+        row["mismatched_edges"] = mismatched[:10]
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+# --------------------------------------------------------------------------- GPT-2 shape
+
+
+def sparse_circuit(graph, rng: random.Random, node_fraction: float, edge_keep: float) -> set[str]:
+    """A random circuit shaped like real ones: a few nodes, edges among them."""
+    nodes = {s.name for s in graph.senders if s.kind == "input" or rng.random() < node_fraction}
+    kept = set()
+    for edge in graph.edges:
+        target = edge.receiver.name.split("<")[0]
+        if edge.kind == "direct":
+            if target in nodes:
+                kept.add(edge.name)
+        elif edge.sender.name in nodes and (target in nodes or target == "logits") and rng.random() < edge_keep:
+            kept.add(edge.name)
+    return kept
+
+
+def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_layer: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    clean = torch.randint(0, 50257, (batch, seq))
+    corrupt = torch.randint(0, 50257, (batch, seq))
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    with torch.inference_mode():
+        forward_s = median_time(lambda: model(clean), 3)
+        start = time.perf_counter()
+        patched = PatchedModel(extract_weights(model), graph, clean, corrupt,
+                               torch.arange(batch), torch.full((batch,), seq - 1), "corrupt")
+        setup_s = time.perf_counter() - start
+        metric = build_metric("kl", patched.clean_logits, MetricTargets.empty())
+        incremental = IncrementalPatcher(patched)
+        circuit = sparse_circuit(graph, rng, node_fraction=0.15, edge_keep=0.5)
+        groups = graph.acdc_order()
+        rows, done = [], 0
+        for layer in reversed(range(graph.n_layers)):
+            heads_in_circuit = [h for h in range(graph.n_heads) if f"a{layer}.h{h}" in
+                                {e.split("->")[0] for e in circuit}]
+            head = heads_in_circuit[0] if heads_in_circuit else 0
+            target = next(i for i, (_, es) in enumerate(groups)
+                          if es[0].kind == "residual" and es[0].receiver.name == f"a{layer}.h{head}<q>")
+            for _, edges in groups[done:target]:
+                for edge in edges:
+                    if edge.name not in circuit:
+                        incremental.remove(edge)
+            done = target
+            incremental.resync()
+            edges = groups[target][1]
+            incremental.enter(edges[0])
+
+            def one_test(edge):
+                logits, _ = incremental.evaluate(edge)
+                return float(metric(logits))
+
+            sample = edges[:tests_per_layer]
+            test_s = median_time(lambda it=iter(sample * 3): one_test(next(it)), len(sample))
+            decided = {x.name for _, es in groups[:target] for x in es}
+            kept_downstream = len(circuit & decided)
+            rows.append({"layer": layer, "test_ms": test_s * 1000, "fpe": test_s / forward_s,
+                         "edges_in_layer": sum(1 for e in graph.edges if e.receiver.layer == layer),
+                         "kept_downstream": kept_downstream})
+    logits_edges = sum(1 for e in graph.edges if e.receiver.kind == "logits")
+    total_s = sum(r["edges_in_layer"] * r["test_ms"] / 1000 for r in rows) + logits_edges * rows[0]["test_ms"] / 1000
+    return {
+        "batch": batch, "seq": seq, "forward_s": forward_s, "setup_s": setup_s,
+        "setup_fpe": setup_s / forward_s, "layers": rows,
+        "circuit_edges": len(circuit), "graph_edges": len(graph.edges),
+        "projected_run_s": total_s + setup_s,
+        "projected_fpe_per_test": (total_s + setup_s) / forward_s / len(graph.edges),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dict:
+    from acdc.models import LoadedModel
+    from acdc.tasks import Task
+
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    clean = torch.randint(0, 50257, (batch, seq)).tolist()
+    corrupt = torch.randint(0, 50257, (batch, seq)).tolist()
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None, metric="kl",
+                threshold=threshold, ablation="corrupt", seed=seed, clean=clean, corrupt=corrupt,
+                positions=[[seq - 1]] * batch, answers=None, wrong_answers=None)
+    with torch.inference_mode():
+        forward_s = median_time(lambda: model(torch.tensor(clean)), 3)
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    result = run_acdc(loaded, task, AcdcConfig(threshold=threshold))
+    return {"batch": batch, "seq": seq, "threshold": threshold, "forward_s": forward_s,
+            "run_s": result.runtime_s, "tested": result.n_tested, "kept": result.n_edges_kept,
+            "fpe_per_test": result.runtime_s / forward_s / max(result.n_tested, 1),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Benchmark: `{report['command']}` ({report['machine']}, torch {report['torch']}, "
+             f"{report['threads']} threads, {report['date']})", ""]
+    if report["tasks"]:
+        lines += ["| task | model | prompts | edges | tested | kept | forward | ACDC | reference | speedup | FPE/test | same decisions | peak RSS |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in report["tasks"]:
+            ref = f"{r['reference_s']:.1f} s" if "reference_s" in r else "-"
+            speed = f"{r['speedup']:.0f}x" if "speedup" in r else "-"
+            same = {True: "yes", False: "NO"}.get(r.get("decisions_match"), "-")
+            lines.append(f"| {r['task']} | {r['model']} | {r['prompts']} | {r['edges']} | {r['tested']} | "
+                         f"{r['kept']} | {r['forward_s'] * 1000:.1f} ms | {r['acdc_s']:.2f} s | {ref} | "
+                         f"{speed} | {r['fpe_per_test']:.3f} | {same} | {r['peak_rss_mb']:.0f} MB |")
+        lines.append("")
+    g = report.get("gpt2_edge_cost")
+    if g:
+        lines += [f"GPT-2-small shape, batch {g['batch']} x {g['seq']} tokens, random weights; "
+                  f"plain forward {g['forward_s']:.2f} s; sparse circuit of {g['circuit_edges']} of "
+                  f"{g['graph_edges']} edges; setup (clean + corrupted caches) {g['setup_fpe']:.1f} FPE.", "",
+                  "| receiver layer | one edge test | FPE | edges in layer |", "|---|---|---|---|"]
+        for r in g["layers"]:
+            lines.append(f"| {r['layer']} | {r['test_ms']:.1f} ms | {r['fpe']:.4f} | {r['edges_in_layer']} |")
+        lines += ["", f"Projected whole run (every edge tested): {g['projected_run_s'] / 60:.1f} min, "
+                  f"{g['projected_fpe_per_test']:.4f} FPE per edge test; peak RSS {g['peak_rss_mb']:.0f} MB.", ""]
+    r = report.get("gpt2_run")
+    if r:
+        lines += [f"Whole GPT-2-shape run, batch {r['batch']} x {r['seq']}, threshold {r['threshold']}: "
+                  f"{r['run_s']:.0f} s, {r['tested']} edges tested, {r['kept']} kept, "
+                  f"{r['fpe_per_test']:.4f} FPE per test; peak RSS {r['peak_rss_mb']:.0f} MB.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results", help="folder for benchmark.json/.md")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tasks", nargs="*", help="bundled task names (default: all with a model)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the slow reference")
+    parser.add_argument("--gpt2-batch", type=int, default=100)
+    parser.add_argument("--gpt2-seq", type=int, default=15)
+    parser.add_argument("--gpt2-tests", type=int, default=8, help="edge tests timed per layer")
+    parser.add_argument("--no-gpt2", action="store_true")
+    parser.add_argument("--gpt2-run-batch", type=int, default=0, help="also a whole run at this batch")
+    parser.add_argument("--gpt2-run-threshold", type=float, default=0.01)
+    args = parser.parse_args()
+
+    report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "date": time.strftime("%Y-%m-%d"), "tasks": []}
+    for spec in list_tasks():
+        if args.tasks and spec.name not in args.tasks:
+            continue
+        if not spec.model or not (Path(spec.model) / "config.json").is_file():
+            continue
+        print(f"task {spec.name} ...", flush=True)
+        report["tasks"].append(bench_task(spec, args.device, not args.no_reference))
+        print(json.dumps(report["tasks"][-1]), flush=True)
+    if not args.no_gpt2:
+        print("GPT-2 shape, edge test costs ...", flush=True)
+        report["gpt2_edge_cost"] = bench_gpt2_edge_cost(args.gpt2_batch, args.gpt2_seq, args.gpt2_tests)
+        print(json.dumps(report["gpt2_edge_cost"]), flush=True)
+    if args.gpt2_run_batch:
+        print("GPT-2 shape, whole run ...", flush=True)
+        report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq, args.gpt2_run_threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "benchmark.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
