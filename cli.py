@@ -1,14 +1,15 @@
 """The `circuit` command line: parse options, call the `acdc` library, print and write files.
 
-Commands: `discover` (run ACDC on a task and write circuit.json, circuit.dot, circuit.svg and
-run.yaml), `graph` (node and edge counts and a memory estimate from a model's config alone),
-`tasks` (the bundled tasks), `render` (re-draw a saved circuit) and `zoo train|eval` (the
-project's own small models).
+Commands: `discover` (run ACDC on a task and write circuit.json, circuit.dot, circuit.svg,
+run.yaml and decisions.jsonl, the decision log that `discover --resume DIR` continues from; see
+`acdc/runlog.py`), `graph` (node and edge counts and a memory estimate from a model's config
+alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit) and `zoo train|eval`
+(the project's own small models).
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
 (unknown option, bad choice), as typer reports it; 130 a run interrupted with Ctrl-C (the
-partial circuit is still written).
+partial circuit is still written, and `--resume` continues it).
 
 The library and torch are imported inside the commands, so `circuit --help` is fast.
 """

@@ -178,7 +178,8 @@ def read_log(directory: str | Path) -> LoggedRun:
             decisions.append(_decision(line))
         except ValueError as error:
             if number == len(lines) + 1:
-                dropped = f"{path} line {number} is incomplete or damaged ({error}); dropped it, so that edge is tested again"
+                dropped = (f"{path} line {number} is incomplete or damaged ({error}); dropped it, "
+                           f"so that edge is tested again")
                 break
             raise RunLogError(f"{path} line {number}: {error}; the log is damaged before its "
                               f"last line, so the run cannot be resumed") from None
