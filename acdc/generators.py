@@ -398,12 +398,12 @@ def _keep(
         bad = [form.format(word) for form in forms if test(form.format(word)) is None]
         (dropped if bad else kept).append(bad[0] if bad else word)
     if len(kept) < need:
-        rule = "single tokens" if single else "known to"
+        rule = "single tokens for" if single else "known to"
         shown = "; ".join(vocab.show(text) for text in dropped[:3])
         raise TaskError(
-            f"{where}: {key}: only {len(kept)} of {len(words)} {what} are {rule} for the"
+            f"{where}: {key}: only {len(kept)} of {len(words)} {what} are {rule} the"
             f" tokenizer ({vocab.tokenizer.source}), at least {need} needed; for example"
-            f" {shown}; add {what} that are"
+            f" {shown}; add {what} that are {rule} it"
         )
     return kept
 
@@ -415,7 +415,7 @@ def _check_known_words(vocab: _Vocab, text: str, where: str) -> None:
     unknown = [w for w in re.findall(r"\w+|[^\w\s]", text) if not vocab.known(" " + w)]
     raise TaskError(
         f"{where}: the tokenizer ({vocab.tokenizer.source}) does not know"
-        f" {', '.join(repr(w) for w in unknown) or 'part of'} {text!r}; change the words or"
+        f" {', '.join(repr(w) for w in unknown) or 'part'} in {text!r}; change the words or"
         f" remove the template"
     )
 

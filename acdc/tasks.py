@@ -632,9 +632,10 @@ class _Resolver:
         length = len(self.bos) + len(clean)
         if length > self.n_ctx:
             bos = " with BOS" if self.bos else ""
+            fix = "the prompt" if self.key == "prompts" else "the generator's seq_len or templates"
             raise TaskError(
                 f"{where}: {length} tokens{bos}, longer than the model's context of"
-                f" {self.n_ctx}; shorten the prompt"
+                f" {self.n_ctx}; shorten {fix}"
             )
         positions = self.positions(prompt, len(clean), where, clean)
         answers = (

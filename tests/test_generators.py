@@ -141,7 +141,7 @@ def test_ioi_too_few_single_token_names(bpe):
         "t.yaml: generator: names: only 3 of 6 names are single tokens for the tokenizer"
         " (test-bpe), at least 5 needed; for example ' Zebulon' -> ['Ġ', 'Zebulon'];"
         " ' Quintavius' -> ['Ġ', 'Quintavius']; ' Xanthippe' -> ['Ġ', 'Xanthippe'];"
-        " add names that are"
+        " add names that are single tokens for it"
     )
 
 
