@@ -541,20 +541,21 @@ def graph(
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
-    The memory estimate is an estimate, in fp32 (4 bytes a number): parameters (every weight
-    matrix plus embedding and unembedding) + 3 x n_senders x batch x seq_len x d_model (the
-    clean, corrupt and live outputs of every sender) + n_heads x batch x seq_len^2 (the
-    attention patterns of one layer). Activations of a single layer's MLP and other temporaries
-    are not counted.
+    The memory estimate (fp32, corrupt ablation) adds up what a run allocates: parameters;
+    2 x senders x batch x seq_len x d_model (every sender's output delta and ablated value);
+    2 x 3 x layers x heads x batch x seq_len x d_head (committed and ablated q/k/v); and the
+    largest per-layer temporaries. The Python runtime and libraries (about 0.5-1 GB) come on
+    top.
     """
     from acdc.graph import build_graph
     from acdc.models import load_shape
+    from acdc.patching import estimate_memory
 
     granularity = Granularity(granularity).value
     shape = load_shape(model)
     g = build_graph(shape.graph_shape(granularity))
     counts = graph_counts(g)
-    estimate = memory_estimate(shape, len(g.senders), batch, seq_len)
+    estimate = estimate_memory(shape, len(g.senders), batch, seq_len)
     n_params = estimate["n_params"]
     typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
                f"{shape.d_model}, d_head {shape.d_head}, "
@@ -570,8 +571,8 @@ def graph(
         typer.echo(f"  into {kind}: {n:,}")
     typer.echo(f"memory estimate for a run (batch {batch}, {seq_len} tokens, fp32): about "
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
-               f"caches {_bytes(estimate['caches'])} + attention patterns "
-               f"{_bytes(estimate['patterns'])}")
+               f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
+               f"temporaries {_bytes(estimate['temporaries'])}, plus the Python runtime")
 
 
 def graph_counts(g) -> dict[str, Any]:
@@ -598,19 +599,6 @@ def graph_counts(g) -> dict[str, Any]:
         "direct": sum(e.kind == "direct" for e in g.edges),
         "by_receiver": by_receiver,
     }
-
-
-def memory_estimate(shape, n_senders: int, batch: int, seq_len: int) -> dict[str, int]:
-    """Bytes of a run, estimated as `circuit graph --help` documents (fp32)."""
-    per_layer = 4 * shape.n_heads * shape.d_model * shape.d_head
-    if shape.has_mlp:
-        per_layer += 2 * shape.d_model * shape.d_mlp
-    n_params = shape.n_layers * per_layer + (2 * shape.d_vocab + shape.n_ctx) * shape.d_model
-    caches = 3 * n_senders * batch * seq_len * shape.d_model * 4
-    patterns = shape.n_heads * batch * seq_len * seq_len * 4
-    params = 4 * n_params
-    return {"n_params": n_params, "params": params, "caches": caches, "patterns": patterns,
-            "total": params + caches + patterns}
 
 
 def _bytes(n: float) -> str:

@@ -94,3 +94,18 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
             assert torch.allclose(late, full, atol=1e-5), name
             assert not torch.allclose(full, patched.clean_logits, atol=1e-3), name
             patched.set_edge(edge, i % 2 == 0)  # keep every other edge removed
+
+
+def test_memory_estimate_counts_the_caches_a_run_allocates():
+    from acdc.patching import estimate_memory
+    from acdc.propagation import IncrementalPatcher
+
+    model = _model(CONFIGS["mlp-ln"])
+    clean, corrupt = torch.randint(0, 50, (2, 4, 9))
+    with torch.inference_mode():
+        graph, patched = _patched(model, "qkv", "corrupt", clean, corrupt)
+        incremental = IncrementalPatcher(patched)
+    estimate = estimate_memory(model_shape(model.cfg), len(graph.senders), batch=4, seq_len=9)
+    assert estimate["caches"] == 4 * (patched.delta.numel() + patched.ablated.numel())
+    qkv = sum(t.numel() for t in incremental.qkv) + sum(t.numel() for t in patched.ablated_qkv)
+    assert estimate["qkv"] == 4 * qkv
