@@ -241,7 +241,7 @@ def discover(
 
     import torch
 
-    from acdc.engine import AcdcConfig, run_acdc
+    from acdc.engine import AcdcConfig, precision_warning, run_acdc
     from acdc.graph import build_graph
     from acdc.models import load_model
     from acdc.tasks import resolve_task
@@ -250,6 +250,9 @@ def discover(
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to ..."
         loaded = load_model(spec.model, device=device, dtype=dtype)
     resolved = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    warning = precision_warning(loaded.model.cfg.dtype, device)
+    if warning:
+        _err(f"warning: {warning}")
     config = AcdcConfig(threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
                         granularity=granularity, use_abs=use_abs,
                         reverse_head_order=reverse_head_order)
@@ -310,6 +313,9 @@ def discover(
                f"of circuit {result.metric_circuit:.4g} (full model {result.metric_full:.4g}); "
                f"{result.runtime_s:.1f} s")
     typer.echo(("partial: " if result.partial else "") + summary)
+    if result.metric_noise * 10 > abs(spec.threshold):
+        _err(f"warning: the metric's rounding noise in {dtype} is {result.metric_noise:.1e}, within "
+             f"a factor 10 of the threshold {spec.threshold:g}: decisions near it are noise")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if result.partial:
         decided = int(result.decided.sum())

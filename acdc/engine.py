@@ -107,6 +107,7 @@ class CircuitResult:
     decided: torch.Tensor  # bool [n_edges]
     metric_full: float  # metric of the full model (0 for kl)
     metric_circuit: float  # metric of the final circuit
+    metric_noise: float  # |metric of the full graph, patched - full model|: rounding noise
     runtime_s: float
     partial: bool  # True when the run was interrupted
 
@@ -123,6 +124,18 @@ class CircuitResult:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+def precision_warning(dtype: torch.dtype, device: str) -> str | None:
+    """A warning for half-precision runs, before they start."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None
+    text = (f"{str(dtype).removeprefix('torch.')} rounds activations to about "
+            f"{torch.finfo(dtype).eps:.0e}; metric changes near the rounding noise (measured and "
+            f"reported at the end of the run) are meaningless; use float32 to compare runs")
+    if device == "cpu":
+        text += "; on a CPU half precision is also much slower than float32"
+    return text
 
 
 def _batch(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -159,12 +172,15 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
         metric = build_metric(config.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
+        # The full graph through the patched forward equals the model up to rounding; the gap
+        # is the noise floor below which a threshold means nothing (about 1e-7 in float32).
+        metric_noise = abs(float(metric(patched.logits_from(Stage(0)))) - metric_full)
         search = _Search(graph, patched, metric, config, metric_full, on_progress, start, replay)
         partial = search.run()
         metric_circuit = float(metric(patched.logits_from(Stage(0))))
     return CircuitResult(
         graph=graph, config=config, kept=search.kept, scores=search.scores, decided=search.decided,
-        metric_full=metric_full, metric_circuit=metric_circuit,
+        metric_full=metric_full, metric_circuit=metric_circuit, metric_noise=metric_noise,
         runtime_s=time.perf_counter() - start, partial=partial,
     )
 

@@ -109,7 +109,7 @@ def to_json(result, model_name: str, task_name: str,
     config = result.config
     kept = [bool(k) for k in result.kept.tolist()]
     scores = [_score(s) for s in result.scores.tolist()]
-    decided = result.decided.tolist() if getattr(result, "decided", None) is not None else None
+    decided = result.decided.tolist()
     data: dict[str, Any] = {
         "format": FORMAT,
         "model": model_name,
@@ -126,13 +126,14 @@ def to_json(result, model_name: str, task_name: str,
         "has_mlp": graph.shape.has_mlp,
         "n_edges_total": len(graph.edges),
         "n_edges_kept": sum(kept),
-        "n_edges_decided": int(sum(decided)) if decided is not None else len(graph.edges),
+        "n_edges_decided": int(sum(decided)),
         "nodes": circuit_nodes(graph, kept),
         "edges": [
             {"name": e.name, "kept": kept[e.index], "score": scores[e.index]} for e in graph.edges
         ],
         "metric_circuit": float(result.metric_circuit),
         "metric_full": float(result.metric_full),
+        "metric_noise": float(result.metric_noise),
         "runtime_s": float(result.runtime_s if runtime_s is None else runtime_s),
         "partial": bool(result.partial),
     }

@@ -36,7 +36,7 @@ def make_result(shape: GraphShape, kept_names: set[str], partial: bool = False) 
         config=AcdcConfig(threshold=0.05, metric="kl", ablation="corrupt",
                           granularity=shape.granularity),
         kept=kept, scores=scores, decided=torch.ones(n, dtype=torch.bool),
-        metric_full=0.0, metric_circuit=0.0123, runtime_s=1.5, partial=partial,
+        metric_full=0.0, metric_circuit=0.0123, metric_noise=1e-8, runtime_s=1.5, partial=partial,
     )
 
 
