@@ -236,7 +236,7 @@ def discover(
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
     status = _Status(quiet)
-    status.say(f"task {spec.name}: {len(spec.prompts)} prompts, metric {spec.metric}, "
+    status.say(f"task {spec.name}: {spec.n_prompts} prompts, metric {spec.metric}, "
                f"threshold {spec.threshold:g}, ablation {spec.ablation}")
 
     import torch
