@@ -1,0 +1,106 @@
+"""The engine itself: the incremental engine against the full-recompute one on a larger model,
+interruption, replay, and configuration errors. (Decisions against the slow reference:
+tests/test_engine_matches_reference.py.)"""
+
+import math
+import random
+
+import pytest
+import torch
+
+from acdc.engine import AcdcConfig, run_acdc
+from acdc.errors import AcdcError
+from acdc.models import LoadedModel, build_model, model_shape
+from acdc.tasks import Task
+from conftest import make_task, randomize
+
+CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
+          "n_ctx": 20, "act_fn": "gelu", "normalization_type": "LN"}
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedModel:
+    model = build_model(CONFIG, seed=7)
+    randomize(model, seed=7, gain=1.2)
+    return LoadedModel("mid", model, None, model_shape(model.cfg))
+
+
+def task_of(seed: int, metric: str = "kl") -> Task:
+    t = make_task(seed, n_prompts=6, min_len=12, max_len=16, d_vocab=60)
+    return Task(name="t", description="", source="test", model=None, metric=metric,
+                threshold=0.0, ablation="corrupt", seed=0, clean=t.clean, corrupt=t.corrupt,
+                positions=t.positions, answers=t.answers, wrong_answers=t.wrong_answers)
+
+
+@pytest.mark.parametrize("granularity, ablation, metric, threshold", [
+    ("qkv", "corrupt", "kl", 0.02),
+    ("qkv", "zero", "kl", 0.05),
+    ("head", "corrupt", "logit_diff", 0.05),
+    ("qkv", "corrupt", "nll", 0.01),
+])
+def test_incremental_engine_equals_full_recompute(loaded, granularity, ablation, metric, threshold):
+    """Position pruning and forward propagation change nothing: same decisions, same scores."""
+    task = task_of(3, metric)
+    results = {
+        engine: run_acdc(loaded, task, AcdcConfig(threshold, metric, ablation, granularity, engine=engine))
+        for engine in ("incremental", "full")
+    }
+    fast, full = results["incremental"], results["full"]
+    assert 0 < fast.n_edges_kept < 0.5 * len(fast.graph.edges)  # a sparse circuit, not trivial
+    assert torch.equal(fast.kept, full.kept)
+    tested = ~full.scores.isnan()
+    assert torch.equal(tested, ~fast.scores.isnan())
+    assert torch.allclose(fast.scores[tested], full.scores[tested], atol=1e-5)
+    assert math.isclose(fast.metric_circuit, full.metric_circuit, rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_every_edge_kept_and_every_edge_removed(loaded):
+    task = task_of(4)
+    everything = run_acdc(loaded, task, AcdcConfig(threshold=-1e9))
+    assert everything.n_edges_kept == len(everything.graph.edges)
+    assert everything.metric_circuit < 1e-6
+    assert everything.metric_noise < 1e-6
+    nothing = run_acdc(loaded, task, AcdcConfig(threshold=1e9))
+    assert nothing.n_edges_kept == 0
+
+
+@pytest.mark.parametrize("engine", ["incremental", "full"])
+def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine):
+    task = task_of(5)
+    config = AcdcConfig(threshold=0.02, engine=engine)
+    log = []
+    whole = run_acdc(loaded, task, config, on_progress=lambda p: log.append(p.decision))
+    stop = random.Random(1).randrange(1, len(log))
+
+    def interrupt(progress):
+        if progress.decided == stop:
+            raise KeyboardInterrupt
+
+    partial = run_acdc(loaded, task, config, on_progress=interrupt)
+    assert partial.partial and int(partial.decided.sum()) == stop
+    assert bool(partial.kept[~partial.decided].all())  # undecided edges stay in the circuit
+    resumed = run_acdc(loaded, task, config, replay=log[:stop])
+    assert not resumed.partial
+    assert torch.equal(resumed.kept, whole.kept)
+    tested = ~whole.scores.isnan()
+    assert torch.allclose(resumed.scores[tested], whole.scores[tested], atol=1e-6)
+
+
+def test_replay_of_another_run_is_refused(loaded):
+    task = task_of(6)
+    log = []
+    run_acdc(loaded, task, AcdcConfig(threshold=0.02), on_progress=lambda p: log.append(p.decision))
+    with pytest.raises(AcdcError, match="cannot resume"):
+        run_acdc(loaded, task, AcdcConfig(threshold=0.02, reverse_head_order=True), replay=log[:10])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("metric", "accuracy", "unknown metric 'accuracy'"),
+    ("ablation", "mean", "unknown ablation 'mean'"),
+    ("granularity", "neuron", "unknown granularity 'neuron'"),
+    ("threshold", float("nan"), "threshold must be a finite number"),
+])
+def test_bad_configuration_is_a_user_error(loaded, field, value, message):
+    config = AcdcConfig(**{"threshold": 0.01, field: value})
+    with pytest.raises(AcdcError, match=message):
+        run_acdc(loaded, task_of(7), config)
