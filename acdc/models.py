@@ -39,7 +39,17 @@ CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_TOKENIZER = "tokenizer.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
-SUPPORTED_ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu")
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+# TransformerLens' activations as single fused kernels (gelu_new and gelu_fast are the tanh
+# approximation of GELU, written out in several operations there).
+ACTIVATIONS = {
+    "relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
+    "gelu_new": _gelu_tanh, "gelu_fast": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh,
+}
+SUPPORTED_ACTIVATIONS = tuple(ACTIVATIONS)
 SUPPORTED_NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
 
 
@@ -511,7 +521,7 @@ class Weights:
     eps: float
     attn_scale: float
     act_fn: str | None
-    act: Any  # the activation callable itself, so the patched MLP matches the model exactly
+    act: Any  # the MLP activation, a fused equivalent of the model's
     n_heads: int
     attn_only: bool
 
@@ -546,6 +556,6 @@ def extract_weights(model) -> Weights:
         W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
         normalization=cfg.normalization_type, eps=cfg.eps,
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
-        act=None if cfg.attn_only else model.blocks[0].mlp.act_fn,
+        act=None if cfg.attn_only else ACTIVATIONS[cfg.act_fn],
         n_heads=cfg.n_heads, attn_only=cfg.attn_only,
     )

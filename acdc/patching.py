@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from acdc.graph import Edge, Graph
 from acdc.models import Weights
@@ -44,17 +45,14 @@ class Stage:
 
 def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
          eps: float) -> torch.Tensor:
-    """LayerNorm / RMSNorm over the last dimension, as TransformerLens computes them."""
+    """LayerNorm / RMSNorm over the last dimension, as TransformerLens defines them (fused
+    kernels: the engine calls this thousands of times on small tensors)."""
     if kind is None:
         return x
+    shape = x.shape[-1:]
     if kind in ("LN", "LNPre"):
-        x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    if kind in ("LN", "RMS"):
-        x = x * w
-        if b is not None and kind == "LN":
-            x = x + b
-    return x
+        return F.layer_norm(x, shape, w if kind == "LN" else None, b if kind == "LN" else None, eps)
+    return F.rms_norm(x, shape, w if kind == "RMS" else None, eps)
 
 
 class PatchedModel:
