@@ -269,23 +269,19 @@ class IncrementalPatcher:
         return self._index_cache[rid]
 
     def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
-        """A receiver's input: base + kept senders' deltas (tentative ones where changed)."""
+        """A receiver's input: base + kept senders' committed deltas, corrected by the
+        tentative change of the senders that changed."""
         x = self._base(rid, all_positions)
-        kept = self.kept_in[rid]
-        changed = kept & t.delta.keys() if t is not None else set()
-        if changed:
-            unchanged = sorted(kept - changed)
-            index = torch.tensor(unchanged, device=self.delta.device) if unchanged else None
-        else:
-            index = self._kept_index(rid)
+        index = self._kept_index(rid)
         if index is not None:
             if all_positions:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
                 x = x + self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]].sum(0)
-        for s in changed:
-            value = t.delta[s]
-            x = x + (value if all_positions else self._at_metric(value, s))
+        if t is not None:
+            for s in self.kept_in[rid] & t.delta.keys():
+                new = t.delta[s] if all_positions else self._at_metric(t.delta[s], s)
+                x = x + (new - self._committed_delta(s, all_positions))
         return x
 
     # ------------------------------------------------------------------ committing
