@@ -19,3 +19,24 @@ class ModelError(AcdcError):
 
 class GraphError(AcdcError):
     """A graph, circuit file or edge name is invalid."""
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean 'x'?)' for the closest option, or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def kind_of(value) -> str:
+    """What a YAML value is, in words, for messages such as 'expected a list, got a string'."""
+    from collections.abc import Mapping
+
+    if value is None:
+        return "nothing"
+    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number"),
+                       (list, "a list"), (Mapping, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

@@ -36,14 +36,13 @@ tokenizer alone.
 from __future__ import annotations
 
 import copy
-import difflib
 import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from acdc.errors import TaskError
+from acdc.errors import TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
     from acdc.models import Tokenizer
@@ -163,13 +162,13 @@ def check_generator(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise TaskError(
             f"{where}: expected a mapping with kind: and the generator's parameters, got"
-            f" {_kind(data)}"
+            f" {kind_of(data)}"
         )
     if "kind" not in data:
         raise TaskError(f"{where}: missing key 'kind'; use one of: {', '.join(GENERATORS)}")
     kind = data["kind"]
     if not isinstance(kind, str) or kind not in GENERATORS:
-        hint = _did_you_mean(kind, GENERATORS) if isinstance(kind, str) else ""
+        hint = did_you_mean(kind, GENERATORS) if isinstance(kind, str) else ""
         raise TaskError(
             f"{where}: kind: unknown generator {_show(kind)}{hint}; use one of:"
             f" {', '.join(GENERATORS)}"
@@ -180,7 +179,7 @@ def check_generator(data: Any, source: str) -> dict[str, Any]:
         if key not in valid:
             shown = key if isinstance(key, str) else repr(key)
             raise TaskError(
-                f"{where}: unknown key '{shown}' for kind {kind}{_did_you_mean(str(key), valid)};"
+                f"{where}: unknown key '{shown}' for kind {kind}{did_you_mean(str(key), valid)};"
                 f" valid keys: {', '.join(valid)}"
             )
     params: dict[str, Any] = {"kind": kind}
@@ -309,7 +308,7 @@ def _template(value: Any, where: str, slots: tuple[str, ...]) -> str:
     for slot in _SLOT.findall(value):
         if slot not in slots:
             raise TaskError(
-                f"{where}: unknown slot [{slot}]{_did_you_mean(slot, slots)}; the slots are"
+                f"{where}: unknown slot [{slot}]{did_you_mean(slot, slots)}; the slots are"
                 f" {', '.join(f'[{s}]' for s in slots)}"
             )
     return value
@@ -729,29 +728,10 @@ GENERATORS: dict[str, Generator] = {
 # --------------------------------------------------------------------------- messages
 
 
-def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _show(value: Any) -> str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         text = " ".join(repr(value).split())
         return text if len(text) <= 60 else text[:57] + "..."
-    return _kind(value)
+    return kind_of(value)

@@ -30,7 +30,6 @@ tokenizer is known, then go through the same checks as written ones.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from acdc.errors import TaskError
+from acdc.errors import TaskError, did_you_mean, kind_of
 from acdc.generators import GENERATORS, check_generator, generate_prompts
 from acdc.metrics import METRICS, NEEDS_ANSWER_AND_WRONG
 
@@ -282,7 +281,7 @@ def _find_task_file(ref: str) -> Path:
             f" name ({_or_none(names)})"
         )
     raise TaskError(
-        f"unknown task {ref!r}{_did_you_mean(ref.replace('-', '_'), names)}: give a"
+        f"unknown task {ref!r}{did_you_mean(ref.replace('-', '_'), names)}: give a"
         f" YAML file path or a bundled task name ({_or_none(names)})"
     )
 
@@ -306,7 +305,7 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
     if not isinstance(data, Mapping):
         raise TaskError(
             f"{source}: expected a mapping of task keys (name:, threshold:, prompts:,"
-            f" ...), got {_kind(data)}"
+            f" ...), got {kind_of(data)}"
         )
     _check_keys(data, TOP_LEVEL_KEYS, source, "key")
     for key in REQUIRED_KEYS:
@@ -363,7 +362,7 @@ def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPromp
     if not isinstance(raw, list):
         raise TaskError(
             f"{source}: {key}: expected a list of prompts (each with clean: and"
-            f" corrupt:), got {_kind(raw)}"
+            f" corrupt:), got {kind_of(raw)}"
         )
     if not raw:
         raise TaskError(f"{source}: {key}: the list is empty; give at least one prompt")
@@ -372,7 +371,7 @@ def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPromp
 
 def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
     if not isinstance(item, Mapping):
-        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {_kind(item)}")
+        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {kind_of(item)}")
     _check_keys(item, PROMPT_KEYS, where, "prompt key")
     if "clean" not in item:
         raise TaskError(
@@ -428,7 +427,7 @@ def _check_keys(data: Mapping, valid: Sequence[str], where: str, what: str) -> N
     for key in data:
         if key not in valid:
             shown = key if isinstance(key, str) else repr(key)
-            hint = _did_you_mean(str(key), valid)
+            hint = did_you_mean(str(key), valid)
             raise TaskError(
                 f"{where}: unknown {what} '{shown}'{hint}; valid keys: {', '.join(valid)}"
             )
@@ -444,7 +443,7 @@ def _check_str(value: Any, where: str, what: str, allow_empty: bool = False) -> 
 
 def _check_metric(value: Any, where: str) -> str:
     if not isinstance(value, str) or value not in METRICS:
-        hint = _did_you_mean(str(value), METRICS) if isinstance(value, str) else ""
+        hint = did_you_mean(str(value), METRICS) if isinstance(value, str) else ""
         raise TaskError(
             f"{where}: unknown metric {_show(value)}{hint}; use one of: {', '.join(METRICS)}"
         )
@@ -453,7 +452,7 @@ def _check_metric(value: Any, where: str) -> str:
 
 def _check_ablation(value: Any, where: str) -> str:
     if not isinstance(value, str) or value not in ABLATIONS:
-        hint = _did_you_mean(str(value), ABLATIONS) if isinstance(value, str) else ""
+        hint = did_you_mean(str(value), ABLATIONS) if isinstance(value, str) else ""
         raise TaskError(
             f"{where}: unknown ablation {_show(value)}{hint}; use one of: {', '.join(ABLATIONS)}"
         )
@@ -521,7 +520,7 @@ def _check_positions(value: Any, where: str) -> Positions:
     if isinstance(value, str):
         if value not in POSITION_KEYWORDS:
             raise TaskError(
-                f"{where}: unknown value {value!r}{_did_you_mean(value, POSITION_KEYWORDS)};"
+                f"{where}: unknown value {value!r}{did_you_mean(value, POSITION_KEYWORDS)};"
                 f" use last, all, or a list of positions such as [3, -1]"
             )
         return value  # type: ignore[return-value]
@@ -748,29 +747,10 @@ class _Resolver:
 # --------------------------------------------------------------------------- helpers
 
 
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
 
 def _or_none(names: list[str]) -> str:
     return ", ".join(names) if names else "none bundled"
 
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _show(value: Any) -> str:
@@ -778,7 +758,7 @@ def _show(value: Any) -> str:
         return _clip(repr(value))
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
-    return _kind(value)
+    return kind_of(value)
 
 
 def _clip(text: str, limit: int = 60) -> str:
