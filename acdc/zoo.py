@@ -570,7 +570,7 @@ IOI_DATA = GeneratedIoi()
 GREATER_THAN_DATA = GeneratedGreaterThan()
 INDUCTION_DATA = RepeatedSpans(
     n_tokens=126,
-    train_params={"seq_len": 63, "repeats": 3, "span_length": [2, 10], "token_min": 0,
+    train_params={"seq_len": 63, "repeats": 2, "span_length": [8, 15], "token_min": 0,
                   "token_max": None, "exclude": []},
     eval_params={**GENERATORS["induction"].defaults(), "kind": "induction"},
 )

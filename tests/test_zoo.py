@@ -1,4 +1,5 @@
-"""The bundled demo model, its task file and the zoo's reproducible training."""
+"""The bundled zoo models (demo, ioi, greater-than, induction), the demo task file and the
+zoo's reproducible training."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from acdc.errors import AcdcError
 from acdc.models import Tokenizer, load_model
-from acdc.zoo import ZOO, demo_task_yaml, evaluate_model, train_model
+from acdc.zoo import ZOO, attention_patterns, demo_task_yaml, evaluate_model, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "demo"
@@ -92,3 +93,90 @@ def test_evaluate_and_unknown_names(demo):
     assert report["accuracy"] >= 0.9 and report["prompts"] == ZOO["demo"].eval_prompts
     with pytest.raises(AcdcError, match="unknown zoo model"):
         train_model("nope", "/nonexistent")
+
+
+# --------------------------------------------------------------------------- task models
+
+TASK_MODELS = ("ioi", "greater-than", "induction")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return {name: load_model(str(ROOT / "models" / name)) for name in TASK_MODELS}
+
+
+@pytest.mark.parametrize("name", TASK_MODELS)
+def test_task_model_checkpoint_matches_its_recipe(bundled, name):
+    loaded, recipe = bundled[name], ZOO[name]
+    assert loaded.shape.d_vocab == recipe.config["d_vocab"] == loaded.tokenizer.vocab_size
+    assert loaded.shape.n_layers == recipe.config["n_layers"]
+    assert loaded.shape.has_mlp == (not recipe.config.get("attn_only", False))
+    vocab = loaded.tokenizer.backend.get_vocab()
+    assert sorted(vocab, key=vocab.get) == recipe.task.vocabulary()
+    directory = ROOT / "models" / name
+    assert {p.name for p in directory.iterdir()} >= {"config.json", "model.safetensors",
+                                                     "tokenizer.json", "README.md"}
+    assert sum(p.stat().st_size for p in directory.iterdir()) < 2_000_000
+    task = yaml.safe_load((ROOT / "tasks" / f"{name.replace('-', '_')}.yaml").read_text())
+    assert task["model"] == f"../models/{name}"
+
+
+def test_ioi_model_puts_the_indirect_object_above_the_subject():
+    report = evaluate_model("ioi", ROOT / "models" / "ioi", n=200)
+    assert report["prompts"] == 200 and report["accuracy"] >= 0.95 and report["logit_diff"] > 2
+
+
+def test_greater_than_model_prefers_later_years():
+    report = evaluate_model("greater-than", ROOT / "models" / "greater-than", n=200)
+    assert report["prompts"] == 200 and report["prob_diff"] >= 0.8
+
+
+def test_induction_model_predicts_repeats_and_reports_head_scores():
+    report = evaluate_model("induction", ROOT / "models" / "induction", n=40)
+    assert report["accuracy"] >= 0.8
+    assert report["nll_predictable"] < 2.0 < report["nll_other"]
+    assert len(report["previous_token_scores"]) == len(report["induction_scores"]) == 16
+
+
+@pytest.mark.parametrize("name", ("ioi", "induction"))
+def test_attention_patterns_forward_equals_the_model(bundled, name):
+    loaded = bundled[name]
+    tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, patterns = attention_patterns(loaded.model, tokens)
+        expected = loaded.model(tokens)
+    assert torch.allclose(logits, expected, atol=1e-4)
+    assert patterns.shape == (loaded.shape.n_layers, 2, loaded.shape.n_heads, 12, 12)
+    assert torch.allclose(patterns.sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_greater_than_tokenizer_splits_years_into_pairs(bundled):
+    tok = bundled["greater-than"].tokenizer
+    assert tok.token_strings(tok.encode(" 1732")) == ["17", "32"]
+    assert tok.encode(" 1732") == tok.encode(" 17") + tok.encode("32")
+    assert all(len(tok.encode(f"{k:02d}")) == 1 for k in range(100))
+
+
+def test_generated_training_data_never_shows_held_out_items():
+    tokenizer = ZOO["ioi"].task.build_tokenizer()
+    ioi = ZOO["ioi"].task
+    prompts = ioi._prompts(tokenizer, 300, seed=5, held_out=False)
+    assert not any(ioi._pair(p) in ioi.held_out_pairs() for p in prompts)
+    assert all(ioi._pair(p) in ioi.held_out_pairs()
+               for p in ioi._prompts(tokenizer, 50, seed=5, held_out=True))
+    gt = ZOO["greater-than"].task
+    tokenizer = gt.build_tokenizer()
+    _, nouns, years = gt.split()
+    for p in gt._prompts(tokenizer, 300, seed=5, held_out=False):
+        assert p["clean"].split()[1] not in nouns and gt.year(p) not in years
+
+
+@pytest.mark.parametrize("name", TASK_MODELS)
+def test_task_model_training_is_deterministic(tmp_path, monkeypatch, name):
+    recipe = ZOO[name]
+    monkeypatch.setitem(ZOO, name, type(recipe)(**{**recipe.__dict__, "eval_prompts": 20}))
+    first = train_model(name, tmp_path / "a", seed=1, steps=2)
+    second = train_model(name, tmp_path / "b", seed=1, steps=2)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first["final_loss"] == second["final_loss"]
