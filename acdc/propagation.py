@@ -29,6 +29,8 @@ import torch
 from acdc.graph import Edge, Graph
 from acdc.patching import QKV_INDEX, PatchedModel, Stage, norm
 
+INPUT_CACHE_BYTES = 512 * 2**20  # committed receiver inputs kept between tests
+
 
 @dataclass
 class _Tentative:
@@ -81,33 +83,36 @@ class IncrementalPatcher:
         self.future = (torch.arange(self.n_pos, device=self.delta.device)[None, :]
                        > self.pos_index[:, None])  # keys after each metric position
         self.needs_all = [True] * len(g.senders)
-        self.logits_input = self._input(self.logits_id, False, None)
         self.stage: tuple[int, int] | None = None
-        self.current_input: torch.Tensor | None = None
+        # Committed input of receivers, at the positions they are read, kept up to date on
+        # every commit so that a test re-sums nothing; bounded, recomputed when evicted.
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.input_bytes = 0
 
     def resync(self) -> None:
         """Rebuild the committed state from the masks with one full patched pass (after
         decisions were replayed from a log without computing them)."""
         self.pm.logits_from(Stage(0))
         self.qkv = [t.clone() for t in self.pm.last_qkv]
-        self.logits_input = self._input(self.logits_id, False, None)
+        self._clear_inputs()
         self.stage = None
 
     # ------------------------------------------------------------------ bookkeeping
 
     def enter(self, edge: Edge) -> None:
         """Start testing a group of edges into `edge.receiver`: refresh the position needs when
-        the stage changes (they are final for every node after it), cache the input."""
+        the stage changes (they are final for every node after it; cached inputs computed at
+        other positions are dropped)."""
         r = edge.receiver
         stage = (r.layer, 1 if r.kind == "mlp" else 0)
         if stage != self.stage:
             self.stage = stage
             self._update_needs()
-        rid = self.receiver_id[r]
-        if edge.kind == "direct" or rid == self.logits_id:
-            self.current_input = None
-        else:
-            self.current_input = self._input(rid, self._receiver_all_positions(rid), None)
+            self._clear_inputs()
+
+    def _clear_inputs(self) -> None:
+        self.inputs.clear()
+        self.input_bytes = 0
 
     def _update_needs(self) -> None:
         """Which senders' outputs are read at every position (else only at metric positions)."""
@@ -139,9 +144,9 @@ class IncrementalPatcher:
             rid = self.receiver_id[edge.receiver]
             old = self._committed_delta(edge.sender.index, self._receiver_all_positions(rid))
             if rid == self.logits_id:
-                t.logits_input = self.logits_input - old
+                t.logits_input = self._committed_input(rid) - old
             else:
-                t.receiver_input = self.current_input - old
+                t.receiver_input = self._committed_input(rid) - old
                 affected[self.owner[rid]] = {rid}
                 queue.append(self.owner[rid])
         seen = set(queue)
@@ -157,10 +162,7 @@ class IncrementalPatcher:
                     seen.add(owner)
                     heapq.heappush(queue, owner)
         if t.logits_input is None:
-            x = self.logits_input
-            for s in self.kept_in[self.logits_id] & t.delta.keys():
-                x = x + self._at_metric(t.delta[s], s) - self._committed_delta(s, False)
-            t.logits_input = x
+            t.logits_input = self._input(self.logits_id, False, t)
         return self._logits(t.logits_input), t
 
     def _recompute(self, node: int, changed_inputs: set[int], t: _Tentative) -> None:
@@ -268,9 +270,12 @@ class IncrementalPatcher:
             self._index_cache[rid] = torch.tensor(kept, device=self.delta.device) if kept else None
         return self._index_cache[rid]
 
-    def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
-        """A receiver's input: base + kept senders' committed deltas, corrected by the
-        tentative change of the senders that changed."""
+    def _committed_input(self, rid: int) -> torch.Tensor:
+        """A receiver's input in the committed circuit: base + its kept senders' deltas."""
+        x = self.inputs.get(rid)
+        if x is not None:
+            return x
+        all_positions = self._receiver_all_positions(rid)
         x = self._base(rid, all_positions)
         index = self._kept_index(rid)
         if index is not None:
@@ -278,16 +283,34 @@ class IncrementalPatcher:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
                 x = x + self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]].sum(0)
+        size = x.numel() * x.element_size()
+        if self.input_bytes + size <= INPUT_CACHE_BYTES:
+            self.inputs[rid] = x
+            self.input_bytes += size
+        return x
+
+    def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
+        """A receiver's input with the tentative change of the senders that changed."""
+        x = self._committed_input(rid)
         if t is not None:
             for s in self.kept_in[rid] & t.delta.keys():
-                new = t.delta[s] if all_positions else self._at_metric(t.delta[s], s)
-                x = x + (new - self._committed_delta(s, all_positions))
+                x = x + (self._change(s, t.delta[s], all_positions))
         return x
+
+    def _change(self, sender: int, new: torch.Tensor, all_positions: bool) -> torch.Tensor:
+        """new - committed delta of a sender, at the positions a receiver reads."""
+        if not all_positions:
+            new = self._at_metric(new, sender)
+        return new - self._committed_delta(sender, all_positions)
 
     # ------------------------------------------------------------------ committing
 
     def commit(self, t: _Tentative) -> None:
         """Make a tested removal's activations permanent (`remove` does the bookkeeping)."""
+        for s, value in t.delta.items():  # cached inputs first: they need the old deltas
+            for rid in self.kept_out[s]:
+                if rid in self.inputs:
+                    self.inputs[rid] = self.inputs[rid] + self._change(s, value, self._receiver_all_positions(rid))
         for s, value in t.delta.items():
             if self.needs_all[s]:
                 self.delta[s] = value
@@ -301,9 +324,6 @@ class IncrementalPatcher:
                     target[self.pos_batch, self.pos_index] = value
                 else:
                     target.copy_(value)
-        self.logits_input = t.logits_input
-        if t.receiver_input is not None:
-            self.current_input = t.receiver_input
 
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""
@@ -313,6 +333,9 @@ class IncrementalPatcher:
             self.direct_kept[(owner, QKV_INDEX[edge.qkv])] = False
         else:
             rid = self.receiver_id[edge.receiver]
+            if rid in self.inputs:
+                self.inputs[rid] = self.inputs[rid] - self._committed_delta(
+                    edge.sender.index, self._receiver_all_positions(rid))
             self.kept_in[rid].discard(edge.sender.index)
             self.kept_out[edge.sender.index].discard(rid)
             self._index_cache.pop(rid, None)
