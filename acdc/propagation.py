@@ -29,7 +29,7 @@ import torch
 from acdc.graph import Edge, Graph
 from acdc.patching import QKV_INDEX, PatchedModel, Stage, norm
 
-INPUT_CACHE_BYTES = 512 * 2**20  # committed receiver inputs kept between tests
+INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 
 
 @dataclass

@@ -97,7 +97,7 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
 
 
 def test_memory_estimate_counts_the_caches_a_run_allocates():
-    from acdc.patching import estimate_memory
+    from acdc.engine import estimate_memory
     from acdc.propagation import IncrementalPatcher
 
     model = _model(CONFIGS["mlp-ln"])
