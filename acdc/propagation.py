@@ -41,6 +41,7 @@ class _Tentative:
     qkv: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # head sender -> {i: new}
     receiver_input: torch.Tensor | None = None  # new input of the receiver under test
     logits_input: torch.Tensor | None = None  # new input of logits [n_positions, d]
+    changes: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)  # new - old
 
 
 class IncrementalPatcher:
@@ -293,24 +294,30 @@ class IncrementalPatcher:
         """A receiver's input with the tentative change of the senders that changed."""
         x = self._committed_input(rid)
         if t is not None:
-            for s in self.kept_in[rid] & t.delta.keys():
-                x = x + (self._change(s, t.delta[s], all_positions))
+            changed = self.kept_in[rid] & t.delta.keys()
+            if changed:
+                x = x.clone()  # the cached input stays as it is; sum into a fresh copy in place
+                for s in changed:
+                    x.add_(self._change(t, s, all_positions))
         return x
 
-    def _change(self, sender: int, new: torch.Tensor, all_positions: bool) -> torch.Tensor:
-        """new - committed delta of a sender, at the positions a receiver reads."""
-        if not all_positions:
-            new = self._at_metric(new, sender)
-        return new - self._committed_delta(sender, all_positions)
+    def _change(self, t: _Tentative, sender: int, all_positions: bool) -> torch.Tensor:
+        """A changed sender's new - committed delta, at the positions a receiver reads (once
+        per sender and positions: many receivers read the same change)."""
+        key = (sender, all_positions)
+        if key not in t.changes:
+            new = t.delta[sender] if all_positions else self._at_metric(t.delta[sender], sender)
+            t.changes[key] = new - self._committed_delta(sender, all_positions)
+        return t.changes[key]
 
     # ------------------------------------------------------------------ committing
 
     def commit(self, t: _Tentative) -> None:
         """Make a tested removal's activations permanent (`remove` does the bookkeeping)."""
-        for s, value in t.delta.items():  # cached inputs first: they need the old deltas
+        for s in t.delta:  # cached inputs first: they need the old deltas
             for rid in self.kept_out[s]:
                 if rid in self.inputs:
-                    self.inputs[rid] = self.inputs[rid] + self._change(s, value, self._receiver_all_positions(rid))
+                    self.inputs[rid] = self.inputs[rid] + self._change(t, s, self._receiver_all_positions(rid))
         for s, value in t.delta.items():
             if self.needs_all[s]:
                 self.delta[s] = value
