@@ -99,7 +99,8 @@ class PatchedModel:
         self.ablated_qkv = None
         self.last_qkv: list[torch.Tensor | None] = [None] * self.n_layers  # q/k/v of the last pass
         self._set_bases(batch, n_pos, d_model)
-        corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
+        if ablation == "corrupt":
+            corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
         clean_out, self.clean_qkv = self._record_run(clean_tokens)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
