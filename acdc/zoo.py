@@ -20,10 +20,14 @@ The entries:
   ("the war lasted from the year 17 32 to the year 17" -> a two-digit year above 32, taught
   with a soft target spread evenly over those years); a fixed set of nouns and of years is held
   out. Its tokenizer splits digit runs into pairs, so " 1732" is the two tokens "17" "32".
-- `induction`: 2 attention-only layers of 8 heads (the shape of the paper's redwood_attn_2l,
-  much narrower), trained with next-token loss on random tokens holding repeated spans, drawn
-  by the induction generator. Its evaluation reports every head's previous-token and induction
-  score from its attention patterns.
+- `induction`: 2 attention-only layers of 4 heads (like the paper's redwood_attn_2l, smaller),
+  trained with next-token loss at every position on random tokens in which spans repeat at
+  widely varying distances: three quarters of each batch are rows with one random block
+  written twice in a row (block length, hence the distance between the copies, 3-31), the rest
+  are the induction generator's sequences with three short spans each repeated at random
+  offsets. A fixed copy distance teaches a positional shortcut instead of induction heads.
+  Its evaluation reports every head's previous-token and induction score from its attention
+  patterns.
 
 Held-out splits depend on the recipe alone, not on the training seed. Training is
 deterministic: the same recipe, seed and step count give bit-identical weights on the same
@@ -458,10 +462,12 @@ def attention_patterns(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch
 
 @dataclass(frozen=True)
 class RepeatedSpans:
-    """Random tokens holding repeated spans, drawn by the bundled `induction` generator.
+    """Random tokens holding repeated spans at widely varying distances.
 
-    The vocabulary is `<bos>`, `<unk>` and `n_tokens` plain tokens "t2", "t3", ...; training
-    sequences are `<bos>` + `train_params` sequences, with next-token loss at every position.
+    The vocabulary is `<bos>`, `<unk>` and `n_tokens` plain tokens "t2", "t3", ...; a training
+    batch mixes block copies (`_copied`, a `copied_fraction` of it) with `<bos>` +
+    `train_params` sequences of the bundled `induction` generator, with next-token loss at
+    every position (the predictable ones carry the signal).
     Evaluation draws fresh sequences with `eval_params` (the bundled task's shape): accuracy
     and loss at the predictable positions, and per head the previous-token score (mean
     attention to the previous token) and the induction score (on a random block repeated
@@ -473,6 +479,9 @@ class RepeatedSpans:
     train_params: dict[str, Any]
     eval_params: dict[str, Any]
     repeat_length: int = 24  # block length of the induction-score sequences
+    copied_fraction: float = 0.75 # share of each training batch that is a block copy
+    copy_seq_len: int = 63  # tokens after <bos> of a block-copy training row
+    copy_length: tuple[int, int] = (3, 31)  # [shortest, longest] copied block
 
     def vocabulary(self) -> list[str]:
         return [BOS, UNK, *(f"t{i}" for i in range(2, 2 + self.n_tokens))]
@@ -486,10 +495,33 @@ class RepeatedSpans:
         tokens = torch.tensor([[bos, *p["clean"]] for p in prompts])
         return tokens, [[q + 1 for q in p["positions"]] for p in prompts]
 
+    def _copied(self, tokenizer, n: int, rng: random.Random) -> torch.Tensor:
+        """`n` rows of `<bos>` + `copy_seq_len` uniform random tokens in which one block of
+        random length L (`copy_length`) is written twice in a row at a random offset, so the
+        distance between the copies (L) varies from row to row."""
+        length = self.copy_seq_len
+        rows = []
+        for _ in range(n):
+            row = [rng.randrange(2, 2 + self.n_tokens) for _ in range(length)]
+            span = rng.randint(self.copy_length[0], min(self.copy_length[1], length // 2))
+            start = rng.randint(0, length - 2 * span)
+            row[start + span:start + 2 * span] = row[start:start + span]
+            rows.append([tokenizer.token_to_id(BOS), *row])
+        return torch.tensor(rows)
+
     def training_loss(self, model, tokenizer, batch_size: int, rng: random.Random) -> torch.Tensor:
-        tokens, _ = self._sequences(tokenizer, self.train_params, batch_size, rng.randrange(2**31))
-        logits = model(tokens, return_type="logits")
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        """Next-token loss at every position of a batch that mixes block copies at random
+        distances (`copied_fraction` of it) with the generator's several repeated spans."""
+        copied = round(self.copied_fraction * batch_size)
+        spans, _ = self._sequences(tokenizer, self.train_params, batch_size - copied,
+                                   rng.randrange(2**31))
+        losses = []
+        for tokens in (self._copied(tokenizer, copied, rng), spans):
+            if len(tokens):
+                logits = model(tokens, return_type="logits")
+                losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
+                                               reduction="sum"), tokens[:, 1:].numel()))
+        return sum(l for l, _ in losses) / sum(c for _, c in losses)
 
     @torch.no_grad()
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
@@ -570,7 +602,7 @@ IOI_DATA = GeneratedIoi()
 GREATER_THAN_DATA = GeneratedGreaterThan()
 INDUCTION_DATA = RepeatedSpans(
     n_tokens=126,
-    train_params={"seq_len": 63, "repeats": 2, "span_length": [8, 15], "token_min": 0,
+    train_params={"seq_len": 63, "repeats": 3, "span_length": [2, 10], "token_min": 0,
                   "token_max": None, "exclude": []},
     eval_params={**GENERATORS["induction"].defaults(), "kind": "induction"},
 )
@@ -624,16 +656,16 @@ ZOO: dict[str, Recipe] = {
     ),
     "induction": Recipe(
         name="induction",
-        description="2-layer, 8-head attention-only transformer trained on repeated random spans",
+        description="2-layer, 4-head attention-only transformer trained on repeated random spans",
         config={
-            "n_layers": 2, "n_heads": 8, "d_model": 64, "d_head": 8, "attn_only": True,
+            "n_layers": 2, "n_heads": 4, "d_model": 128, "d_head": 32, "attn_only": True,
             "act_fn": "relu", "normalization_type": "LN", "n_ctx": 64,
             "d_vocab": len(INDUCTION_DATA.vocabulary()), "positional_embedding_type": "standard",
             "original_architecture": "circuit-zoo", "model_name": "circuit-induction",
         },
         task=INDUCTION_DATA,
-        steps=3000,
-        batch_size=32,
+        steps=2500,
+        batch_size=64,
         lr=3e-3,
         weight_decay=0.01,
         warmup_steps=100,
@@ -785,7 +817,7 @@ def demo_task_yaml(name: str = "demo", n: int = 24, seed: int = 0) -> str:
         "description: word-level indirect-object identification on the bundled 2-layer demo model",
         f"model: ../models/{name}",
         "metric: kl",
-        "threshold: 0.01",
+        "threshold: 0.03",
         "ablation: corrupt",
         "seed: 0",
         "prepend_bos: true",

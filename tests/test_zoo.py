@@ -133,9 +133,38 @@ def test_greater_than_model_prefers_later_years():
 
 def test_induction_model_predicts_repeats_and_reports_head_scores():
     report = evaluate_model("induction", ROOT / "models" / "induction", n=40)
-    assert report["accuracy"] >= 0.8
-    assert report["nll_predictable"] < 2.0 < report["nll_other"]
-    assert len(report["previous_token_scores"]) == len(report["induction_scores"]) == 16
+    assert report["accuracy"] >= 0.9
+    assert report["nll_predictable"] < 1.0 < 4.0 < report["nll_other"]
+    heads = ZOO["induction"].config["n_layers"] * ZOO["induction"].config["n_heads"]
+    assert len(report["previous_token_scores"]) == len(report["induction_scores"]) == heads
+    # the standard mechanism: a previous-token head in layer 0, an induction head in layer 1.
+    # The bundled layer-0 head attends to p - 1 with weight 0.99 up to position ~24 and not
+    # beyond, so its mean over the 48 positions is 0.46 (models/induction/README.md); 0.5 is
+    # the goal, not yet met.
+    prev, induction = report["previous_token_scores"], report["induction_scores"]
+    assert max(v for k, v in prev.items() if k.startswith("a0.")) > 0.4
+    assert max(v for k, v in induction.items() if k.startswith("a1.")) > 0.5
+    assert report["best_previous_token_head"].startswith("a0.")
+    assert report["best_induction_head"].startswith("a1.")
+    # and not a positional shortcut: layer-0 heads do not score as induction heads
+    assert max(v for k, v in induction.items() if k.startswith("a0.")) < 0.2
+
+
+def test_induction_circuit_has_the_k_composition():
+    """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
+    from acdc.engine import AcdcConfig, run_acdc
+    from acdc.tasks import read_task, resolve_task
+
+    spec = read_task("induction")
+    model = load_model(spec.model)
+    task = resolve_task(spec, model.tokenizer, model.shape.d_vocab, model.shape.n_ctx)
+    result = run_acdc(model, task, AcdcConfig(threshold=spec.threshold, metric=spec.metric))
+    kept = {edge.name for edge in result.kept_edges()}
+    report = evaluate_model("induction", ROOT / "models" / "induction", n=40)
+    prev_heads = {k for k, v in report["previous_token_scores"].items() if v > 0.3}
+    induction_heads = {k for k, v in report["induction_scores"].items() if v > 0.5}
+    assert any(f"{p}->{i}<k>" in kept for p in prev_heads for i in induction_heads)
+    assert any(f"{i}->logits" in kept for i in induction_heads)
 
 
 @pytest.mark.parametrize("name", ("ioi", "induction"))
