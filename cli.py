@@ -181,6 +181,11 @@ def discover(
         Dtype,
         typer.Option(help="Model precision (float32 on CPU; lower precision only on GPUs)."),
     ] = Dtype.float32,
+    threads: Annotated[
+        int,
+        typer.Option(min=0, help="CPU threads; 0 (default): 1 for small models, where threads "
+                                 "only add overhead, else PyTorch's default."),
+    ] = 0,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/."),
@@ -242,7 +247,7 @@ def discover(
 
     import torch
 
-    from acdc.engine import AcdcConfig, precision_warning, run_acdc
+    from acdc.engine import AcdcConfig, cpu_threads, precision_warning, run_acdc
     from acdc.graph import build_graph
     from acdc.models import load_model
     from acdc.tasks import resolve_task
@@ -268,6 +273,9 @@ def discover(
         "dtype": dtype,
     }
     torch.manual_seed(spec.seed)
+    chosen = threads or cpu_threads(loaded.shape, device)
+    if chosen:
+        torch.set_num_threads(chosen)
     if logged is not None:
         out_dir = resume
         _check_resumed_run(logged, n_edges, digest)

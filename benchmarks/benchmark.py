@@ -14,7 +14,10 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    is sparse as in real runs, and the FPE of a whole run projected from those costs. With
    `--gpt2-run-batch N` also a whole run at batch N.
 
-Peak memory is the process's peak resident set size after each part (it only grows).
+Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
+models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
+uses PyTorch's default. Peak memory is the process's peak resident set size after each part
+(it only grows, and includes the plain forward passes measured for FPE).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.engine import AcdcConfig, run_acdc  # noqa: E402
+from acdc.engine import AcdcConfig, cpu_threads, run_acdc  # noqa: E402
 from acdc.graph import build_graph  # noqa: E402
 from acdc.metrics import MetricTargets, build_metric  # noqa: E402
 from acdc.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
@@ -44,6 +47,7 @@ from acdc.patching import PatchedModel  # noqa: E402
 from acdc.propagation import IncrementalPatcher  # noqa: E402
 from acdc.tasks import list_tasks, resolve_task  # noqa: E402
 
+DEFAULT_THREADS = torch.get_num_threads()
 GPT2_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
                    n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
 
@@ -74,13 +78,15 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
 
     loaded = load_model(spec.model, device=device)
     task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    threads = cpu_threads(loaded.shape, device) or DEFAULT_THREADS  # as `circuit discover` does
+    torch.set_num_threads(threads)
     clean = padded(task.clean, device)
     with torch.inference_mode():
         forward_s = median_time(lambda: loaded.model(clean), 7)
     config = AcdcConfig(threshold=task.threshold, metric=task.metric, ablation=task.ablation)
     result = run_acdc(loaded, task, config)
     row = {
-        "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean),
+        "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean), "threads": threads,
         "metric": task.metric, "threshold": task.threshold,
         "edges": len(result.graph.edges), "tested": result.n_tested, "kept": result.n_edges_kept,
         "forward_s": forward_s, "acdc_s": result.runtime_s,
@@ -119,6 +125,7 @@ def sparse_circuit(graph, rng: random.Random, node_fraction: float, edge_keep: f
 
 
 def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_layer: int, seed: int = 0) -> dict:
+    torch.set_num_threads(DEFAULT_THREADS)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     model = build_model(GPT2_CONFIG, seed=seed)
@@ -176,6 +183,8 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_layer: int, seed: int =
 
 def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dict:
     from acdc.models import LoadedModel
+
+    torch.set_num_threads(DEFAULT_THREADS)
     from acdc.tasks import Task
 
     torch.manual_seed(seed)
@@ -190,6 +199,7 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
     loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
     result = run_acdc(loaded, task, AcdcConfig(threshold=threshold))
     return {"batch": batch, "seq": seq, "threshold": threshold, "forward_s": forward_s,
+            "threads": DEFAULT_THREADS,
             "run_s": result.runtime_s, "tested": result.n_tested, "kept": result.n_edges_kept,
             "fpe_per_test": result.runtime_s / forward_s / max(result.n_tested, 1),
             "peak_rss_mb": peak_rss_mb()}
@@ -202,13 +212,13 @@ def markdown(report: dict) -> str:
     lines = [f"Benchmark: `{report['command']}` ({report['machine']}, torch {report['torch']}, "
              f"{report['threads']} threads, {report['date']})", ""]
     if report["tasks"]:
-        lines += ["| task | model | prompts | edges | tested | kept | forward | ACDC | reference | speedup | FPE/test | same decisions | peak RSS |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| task | model | prompts | threads | edges | tested | kept | forward | ACDC | reference | speedup | FPE/test | same decisions | peak RSS |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in report["tasks"]:
             ref = f"{r['reference_s']:.1f} s" if "reference_s" in r else "-"
             speed = f"{r['speedup']:.0f}x" if "speedup" in r else "-"
             same = {True: "yes", False: "NO"}.get(r.get("decisions_match"), "-")
-            lines.append(f"| {r['task']} | {r['model']} | {r['prompts']} | {r['edges']} | {r['tested']} | "
+            lines.append(f"| {r['task']} | {r['model']} | {r['prompts']} | {r['threads']} | {r['edges']} | {r['tested']} | "
                          f"{r['kept']} | {r['forward_s'] * 1000:.1f} ms | {r['acdc_s']:.2f} s | {ref} | "
                          f"{speed} | {r['fpe_per_test']:.3f} | {same} | {r['peak_rss_mb']:.0f} MB |")
         lines.append("")
