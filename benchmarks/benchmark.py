@@ -142,7 +142,7 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_layer: int, seed: int =
         incremental = IncrementalPatcher(patched)
         circuit = sparse_circuit(graph, rng, node_fraction=0.15, edge_keep=0.5)
         groups = graph.acdc_order()
-        rows, done = [], 0
+        rows, done, forwards = [], 0, [forward_s]
         for layer in reversed(range(graph.n_layers)):
             heads_in_circuit = [h for h in range(graph.n_heads) if f"a{layer}.h{h}" in
                                 {e.split("->")[0] for e in circuit}]
@@ -164,19 +164,27 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_layer: int, seed: int =
 
             sample = edges[:tests_per_layer]
             test_s = median_time(lambda it=iter(sample * 3): one_test(next(it)), len(sample))
+            # A plain forward pass next to every layer's tests: the machine's speed drifts, and
+            # each ratio should compare timings taken side by side.
+            layer_forward_s = median_time(lambda: model(clean), 1)
+            forwards.append(layer_forward_s)
             decided = {x.name for _, es in groups[:target] for x in es}
             kept_downstream = len(circuit & decided)
-            rows.append({"layer": layer, "test_ms": test_s * 1000, "fpe": test_s / forward_s,
+            rows.append({"layer": layer, "test_ms": test_s * 1000, "fpe": test_s / layer_forward_s,
+                         "forward_s": layer_forward_s,
                          "edges_in_layer": sum(1 for e in graph.edges if e.receiver.layer == layer),
                          "kept_downstream": kept_downstream})
     logits_edges = sum(1 for e in graph.edges if e.receiver.kind == "logits")
-    total_s = sum(r["edges_in_layer"] * r["test_ms"] / 1000 for r in rows) + logits_edges * rows[0]["test_ms"] / 1000
+    forward_s = statistics.median(forwards)
+    # Projection in forward passes: each layer's edges at that layer's measured FPE.
+    total_fpe = sum(r["edges_in_layer"] * r["fpe"] for r in rows) + logits_edges * rows[0]["fpe"]
+    total_fpe += setup_s / forward_s
     return {
         "batch": batch, "seq": seq, "forward_s": forward_s, "setup_s": setup_s,
         "setup_fpe": setup_s / forward_s, "layers": rows,
         "circuit_edges": len(circuit), "graph_edges": len(graph.edges),
-        "projected_run_s": total_s + setup_s,
-        "projected_fpe_per_test": (total_s + setup_s) / forward_s / len(graph.edges),
+        "projected_run_s": total_fpe * forward_s,
+        "projected_fpe_per_test": total_fpe / len(graph.edges),
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -225,7 +233,7 @@ def markdown(report: dict) -> str:
     g = report.get("gpt2_edge_cost")
     if g:
         lines += [f"GPT-2-small shape, batch {g['batch']} x {g['seq']} tokens, random weights; "
-                  f"plain forward {g['forward_s']:.2f} s; sparse circuit of {g['circuit_edges']} of "
+                  f"plain forward {g['forward_s']:.2f} s (median, measured next to each layer's tests); sparse circuit of {g['circuit_edges']} of "
                   f"{g['graph_edges']} edges; setup (clean + corrupted caches) {g['setup_fpe']:.1f} FPE.", "",
                   "| receiver layer | one edge test | FPE | edges in layer |", "|---|---|---|---|"]
         for r in g["layers"]:
