@@ -68,10 +68,6 @@ class IncrementalPatcher:
                 self.owner.append(g.sender_of_mlp(r.layer))
             else:
                 self.owner.append(None)
-        self.head_receivers: dict[int, list[int]] = {}  # head sender -> receiver ids by q/k/v
-        for rid, r in enumerate(g.receivers):
-            if r.kind == "head":
-                self.head_receivers.setdefault(self.owner[rid], []).append(rid)
         self.kept_in: list[set[int]] = [set() for _ in g.receivers]
         self.kept_out: list[set[int]] = [set() for _ in g.senders]
         for edge in g.edges:
@@ -79,7 +75,7 @@ class IncrementalPatcher:
                 rid = self.receiver_id[edge.receiver]
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
-        self.direct_kept = {(s, i): True for s in self.head_receivers for i in range(3)}
+        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head" for i in range(3)}
         self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
         self.future = (torch.arange(self.n_pos, device=self.delta.device)[None, :]
                        > self.pos_index[:, None])  # keys after each metric position
