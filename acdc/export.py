@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.errors import GraphError
-from acdc.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, head_name
+from acdc.graph import GRANULARITIES, Graph, GraphShape, build_graph, head_name
 
 FORMAT = "circuit/1"
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "dot")
@@ -78,19 +78,12 @@ class Circuit:
         return sum(self.kept)
 
 
-def edge_endpoints(edge: Edge) -> tuple[str, str]:
-    """The (source, target) node names of an edge; a direct edge goes q/k/v input -> head."""
-    if edge.sender is None:
-        return edge.receiver.name, head_name(edge.receiver.layer, edge.receiver.head)
-    return edge.sender.name, edge.receiver.name
-
-
 def circuit_nodes(graph: Graph, kept: list[bool]) -> list[str]:
     """Every node touching a kept edge, in `graph.node_names()` order."""
     touched: set[str] = set()
     for edge in graph.edges:
         if kept[edge.index]:
-            touched.update(edge_endpoints(edge))
+            touched.update(edge.endpoints)
     return [name for name in graph.node_names() if name in touched]
 
 
@@ -234,7 +227,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
     drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
     nodes = set()
     for edge in drawn:
-        nodes.update(edge_endpoints(edge))
+        nodes.update(edge.endpoints)
     dot = graphviz.Digraph("circuit")
     dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
     dot.attr("node", fontname="Helvetica", fontsize="11")
@@ -281,7 +274,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
         add_node(sub, "logits", shape="ellipse", style="filled", fillcolor="#dddddd")
 
     for edge in drawn:
-        source, target = edge_endpoints(edge)
+        source, target = edge.endpoints
         qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
         attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
         if not circuit.kept[edge.index]:

@@ -79,6 +79,13 @@ class Edge:
     sender: Sender | None
     qkv: str | None  # for direct edges
 
+    @property
+    def endpoints(self) -> tuple[str, str]:
+        """The (source, target) node names; a direct edge goes q/k/v input -> head."""
+        if self.sender is None:
+            return self.receiver.name, head_name(self.receiver.layer, self.receiver.head)
+        return self.sender.name, self.receiver.name
+
 
 def head_name(layer: int, head: int) -> str:
     return f"a{layer}.h{head}"
@@ -158,11 +165,7 @@ class Graph:
         for edge in self.edges:
             if kept is not None and not kept[edge.index]:
                 continue
-            source = edge.sender.name if edge.sender else edge.receiver.name
-            target = edge.receiver.name if edge.sender else head_name(
-                edge.receiver.layer, edge.receiver.head
-            )
-            dag.add_edge(source, target, name=edge.name, kind=edge.kind)
+            dag.add_edge(*edge.endpoints, name=edge.name, kind=edge.kind)
         return dag
 
     def acdc_order(self, reverse_head_order: bool = False) -> list[tuple[str, list[Edge]]]:
