@@ -150,11 +150,11 @@ class TaskSpec:
                 continue
             where = f"--{key}"
             if key == "metric":
-                changes[key] = _check_metric(value, where)
+                changes[key] = _check_choice(value, where, "metric", METRICS)
             elif key == "threshold":
                 changes[key] = _check_threshold(value, where)
             elif key == "ablation":
-                changes[key] = _check_ablation(value, where)
+                changes[key] = _check_choice(value, where, "ablation", ABLATIONS)
             elif key == "seed":
                 changes[key] = _check_seed(value, where)
             else:
@@ -344,9 +344,9 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         description=" ".join(description.split()),
         source=source,
         model=model,
-        metric=_check_metric(data.get("metric", "kl"), where("metric")),
+        metric=_check_choice(data.get("metric", "kl"), where("metric"), "metric", METRICS),
         threshold=_check_threshold(data["threshold"], where("threshold")),
-        ablation=_check_ablation(data.get("ablation", "corrupt"), where("ablation")),
+        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation", ABLATIONS),
         seed=_check_seed(data.get("seed", 0), where("seed")),
         prepend_bos=prepend_bos,
         positions=positions,
@@ -441,20 +441,13 @@ def _check_str(value: Any, where: str, what: str, allow_empty: bool = False) -> 
     return value
 
 
-def _check_metric(value: Any, where: str) -> str:
-    if not isinstance(value, str) or value not in METRICS:
-        hint = did_you_mean(str(value), METRICS) if isinstance(value, str) else ""
+def _check_choice(value: Any, where: str, what: str, options: Iterable[str]) -> str:
+    """A value that must be one of `options` (a metric name, an ablation ...)."""
+    options = list(options)
+    if not isinstance(value, str) or value not in options:
+        hint = did_you_mean(value, options) if isinstance(value, str) else ""
         raise TaskError(
-            f"{where}: unknown metric {_show(value)}{hint}; use one of: {', '.join(METRICS)}"
-        )
-    return value
-
-
-def _check_ablation(value: Any, where: str) -> str:
-    if not isinstance(value, str) or value not in ABLATIONS:
-        hint = did_you_mean(str(value), ABLATIONS) if isinstance(value, str) else ""
-        raise TaskError(
-            f"{where}: unknown ablation {_show(value)}{hint}; use one of: {', '.join(ABLATIONS)}"
+            f"{where}: unknown {what} {_show(value)}{hint}; use one of: {', '.join(options)}"
         )
     return value
 

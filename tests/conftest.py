@@ -117,3 +117,14 @@ def tiny_models() -> dict:
 def tiny_tasks() -> dict[str, TinyTask]:
     """name -> a random task for the model of that name (seeded per model)."""
     return {name: make_task(100 + MODEL_SEEDS[name]) for name in MODEL_CONFIGS}
+
+
+def error_of(fn, *args, **kwargs) -> str:
+    """The one-line message of the TaskError `fn` raises."""
+    from acdc.errors import TaskError
+
+    with pytest.raises(TaskError) as caught:
+        fn(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message

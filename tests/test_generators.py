@@ -16,7 +16,6 @@ import pytest
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from acdc.errors import TaskError
 from acdc.generators import (
     GENERATORS,
     check_generator,
@@ -25,6 +24,7 @@ from acdc.generators import (
     predictable_positions,
 )
 from acdc.models import Tokenizer
+from conftest import error_of
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
 COMMON = ["John", "Mary", "Anna", "Paul", "Lisa", "Mark", "Emma"]
@@ -60,14 +60,6 @@ def demo() -> Tokenizer:
 
 def gen(kind: str, tokenizer, d_vocab: int = 1000, **params) -> list[dict]:
     return generate_prompts(kind, params, tokenizer, d_vocab, "t.yaml")
-
-
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(TaskError) as caught:
-        fn(*args, **kwargs)
-    message = str(caught.value)
-    assert "\n" not in message, message
-    return message
 
 
 def words(text: str) -> list[str]:

@@ -10,9 +10,9 @@ from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
 from acdc import tasks as tasks_module
-from acdc.errors import TaskError
 from acdc.generators import IOI_NAMES
 from acdc.models import Tokenizer
+from conftest import error_of
 from acdc.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
 WORDS = [
@@ -88,14 +88,6 @@ def ids_task(**overrides) -> dict:
     data = {"threshold": 0.5, "prompts": [{"clean": [3, 12, 4, 9], "corrupt": [3, 11, 4, 8]}]}
     data.update(overrides)
     return data
-
-
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(TaskError) as caught:
-        fn(*args, **kwargs)
-    message = str(caught.value)
-    assert "\n" not in message, message
-    return message
 
 
 def read_error(tmp_path: Path, content) -> tuple[str, str]:
