@@ -559,8 +559,9 @@ def graph(
     The memory estimate (fp32, corrupt ablation) adds up what a run allocates: parameters;
     2 x senders x batch x seq_len x d_model (every sender's output delta and ablated value);
     2 x 3 x layers x heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
-    receiver inputs (at most 256 MiB); and the largest per-layer temporaries. The Python runtime and libraries (about 0.5-1 GB) come on
-    top.
+    receiver inputs (at most 256 MiB); the unembedding (head-to-vocabulary factors of at most
+    256 MiB, logits at one position per prompt); and the largest per-layer
+    temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
     from acdc.graph import build_graph
     from acdc.models import load_shape
@@ -587,8 +588,9 @@ def graph(
     typer.echo(f"memory estimate for a run (batch {batch}, {seq_len} tokens, fp32): about "
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
                f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
-               f"receiver inputs {_bytes(estimate['inputs'])} + temporaries "
-               f"{_bytes(estimate['temporaries'])}, plus the Python runtime")
+               f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
+               f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
+               f"plus the Python runtime")
 
 
 def graph_counts(g) -> dict[str, Any]:

@@ -98,15 +98,21 @@ class PatchedModel:
         self.ablated = None
         self.ablated_qkv = None
         self.last_qkv: list[torch.Tensor | None] = [None] * self.n_layers  # q/k/v of the last pass
+        # Every head's attention output z (before W_O) at the metric positions, of the last
+        # pass: [heads, n_positions, d_head] per layer (a head's output there is z @ W_O).
+        self.last_z: list[torch.Tensor | None] = [None] * self.n_layers
         self._set_bases(batch, n_pos, d_model)
         if ablation == "corrupt":
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
+            self.ablated_z = list(self.last_z)
         clean_out, self.clean_qkv = self._record_run(clean_tokens)
+        self.clean_z = list(self.last_z)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
         else:  # zero: removed edges carry nothing; removed q/k/v come from a bias-only residual
             self.ablated = None
+            self.ablated_z = [torch.zeros_like(z) for z in self.clean_z]
             self._set_all_masks(0.0)
             self.ablated_qkv = [self._qkv(layer, self._head_inputs(layer)) for layer in range(self.n_layers)]
             self._set_all_masks(1.0)
@@ -228,6 +234,7 @@ class PatchedModel:
         scores = q @ k.transpose(-1, -2) / self.w.attn_scale + self.causal_mask
         pattern = torch.softmax(scores, dim=-1)
         z = pattern @ v  # [heads, batch, pos, d_head]
+        self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         out = torch.bmm(z.reshape(heads, batch * n_pos, d_head), lw.W_O).view(heads, batch, n_pos, -1)
         first = self.graph.sender_of_head(layer, 0)
         if self.ablated is None:

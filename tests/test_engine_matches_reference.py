@@ -33,10 +33,13 @@ class Case:
     granularity: str = "qkv"
     use_abs: bool = False
     reverse_head_order: bool = False
+    candidates: int = 0  # removals per evaluation (0: the engine's choice for the model's size)
+    low_rank: bool = False  # the low-rank unembedding even where the model is too small for it
 
     def __str__(self) -> str:
         flags = [self.model, self.metric, self.ablation, self.granularity]
         flags += ["abs"] * self.use_abs + ["reverse"] * self.reverse_head_order
+        flags += [f"candidates{self.candidates}"] * bool(self.candidates) + ["lowrank"] * self.low_rank
         return "-".join(flags)
 
 
@@ -56,6 +59,15 @@ CASES = [
     Case("nonorm2", "l2"),
     Case("nonorm2", "nll", granularity="head", reverse_head_order=True),
     Case("one_head"),
+    # one test per evaluation, and many, with the low-rank unembedding forced on
+    Case("attn2", candidates=1),
+    Case("mlp3", "logit_diff", candidates=1),
+    Case("attn2", candidates=8, low_rank=True),
+    Case("attn2", ablation="zero", granularity="head", candidates=5, low_rank=True),
+    Case("mlp3", candidates=8, low_rank=True),
+    Case("mlp3", "prob_diff", "zero", candidates=3, low_rank=True),
+    Case("nonorm2", "l2", candidates=8, low_rank=True),
+    Case("one_head", candidates=8, low_rank=True),
 ]
 QUANTILES = (0.3, 0.7)
 
@@ -132,16 +144,20 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 
 @pytest.mark.parametrize("quantile", QUANTILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile):
+def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
+    from acdc import propagation
     from acdc.engine import AcdcConfig, run_acdc
     from acdc.models import LoadedModel, model_shape
+
+    if case.low_rank:
+        monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)
 
     model, tiny = tiny_models[case.model], tiny_tasks[case.model]
     threshold = threshold_at(calibration_scores(case, model, tiny), quantile)
 
     config = AcdcConfig(threshold, metric=case.metric, ablation=case.ablation,
                         granularity=case.granularity, use_abs=case.use_abs,
-                        reverse_head_order=case.reverse_head_order)
+                        reverse_head_order=case.reverse_head_order, candidates=case.candidates)
     loaded = LoadedModel(case.model, model, None, model_shape(model.cfg))
     result = run_acdc(loaded, make_engine_task(case, tiny, threshold), config)
     assert not result.partial
