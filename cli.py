@@ -186,6 +186,12 @@ def discover(
         typer.Option(min=0, help="CPU threads; 0 (default): 1 for small models, where threads "
                                  "only add overhead, else PyTorch's default."),
     ] = 0,
+    candidates: Annotated[
+        int,
+        typer.Option(min=0, help="Edge removals evaluated together, with the decisions of one at "
+                                 "a time; 0 (default): by model and batch size (more on a GPU, "
+                                 "which one test leaves idle)."),
+    ] = 0,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/."),
@@ -261,7 +267,7 @@ def discover(
         _err(f"warning: {warning}")
     config = AcdcConfig(threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
                         granularity=granularity, use_abs=use_abs,
-                        reverse_head_order=reverse_head_order)
+                        reverse_head_order=reverse_head_order, candidates=candidates)
     n_edges = len(build_graph(loaded.shape.graph_shape(granularity)).edges)
     digest = runlog.task_digest(resolved)
     source = Path(spec.source)

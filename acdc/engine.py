@@ -224,8 +224,10 @@ class _Search:
     """The decision loop and its bookkeeping (which edges are kept, outgoing counts).
 
     With the incremental engine a test propagates the removal through the kept edges only
-    (`propagation.py`); with the full engine it reruns every stage from the edge's receiver on
-    (`patching.py`). Both compute the same patched forward.
+    (`propagation.py`), and one evaluation may hold several candidate removals into the same
+    receiver (`candidates.py`: same decisions as one at a time); with the full engine it reruns
+    every stage from the edge's receiver on (`patching.py`). Both compute the same patched
+    forward.
     """
 
     def __init__(self, graph: Graph, patched: PatchedModel, metric, config: AcdcConfig,
