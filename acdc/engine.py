@@ -49,8 +49,7 @@ class AcdcConfig:
     use_abs: bool = False  # remove when |change| < tau instead of change < tau
     reverse_head_order: bool = False  # visit heads 0 upwards
     engine: Literal["incremental", "full"] = "incremental"  # how a test is computed (same results)
-    candidates: int = 0  # removals evaluated together (same decisions); 0: chosen by model size
-
+    candidates: int = 0  # removals evaluated together (same decisions); 0: chosen by batch size
 
     def validate(self) -> None:
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
@@ -416,8 +415,7 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     inputs' normalised residual copies, an MLP's hidden layer, one layer's attention
     patterns); the unembedding (the cache of head-to-vocabulary factors, bounded, and three
     logits-sized tensors at the metric positions, one per prompt unless `n_positions` says
-    otherwise). Not counted: the Python
-    runtime and libraries (about 0.5-1 GB resident).
+    otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB resident).
     """
     tokens = batch * seq_len
     per_layer = 4 * shape.n_heads * shape.d_model * shape.d_head

@@ -13,8 +13,8 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    IOI-shaped batch: the cost of the edge tests a run makes when the circuit is sparse as in
    real runs (a random circuit of about 1% of the edges, closed as ACDC leaves it: every node
    on a path to the logits), timed at every receiver such a run tests and by receiver layer,
-   and the FPE of the whole run projected from those costs. With `--gpt2-run-batch N` also a
-   whole run at batch N.
+   and the FPE of the whole run projected from those costs; then a whole run at batch
+   `--gpt2-run-batch` (100 by default; 0 skips it).
 
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
@@ -276,8 +276,9 @@ def main() -> None:
     parser.add_argument("--gpt2-seq", type=int, default=15)
     parser.add_argument("--gpt2-tests", type=int, default=3, help="edge tests timed per live receiver")
     parser.add_argument("--no-gpt2", action="store_true")
-    parser.add_argument("--gpt2-run-batch", type=int, default=0, help="also a whole run at this batch")
-    parser.add_argument("--gpt2-run-threshold", type=float, default=0.01)
+    parser.add_argument("--gpt2-run-batch", type=int, default=100,
+                        help="a whole run at this batch (0: none; about 5 minutes at 100)")
+    parser.add_argument("--gpt2-run-threshold", type=float, default=0.001)
     args = parser.parse_args()
 
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),

@@ -89,10 +89,11 @@ def test_every_edge_kept_and_every_edge_removed(loaded):
     assert nothing.n_edges_kept == 0
 
 
-@pytest.mark.parametrize("engine", ["incremental", "full"])
-def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine):
+@pytest.mark.parametrize("engine, candidates", [("incremental", 1), ("incremental", 6), ("full", 0)])
+def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine, candidates):
+    """Also in the middle of a walk over several candidates (its later decisions are lost)."""
     task = task_of(5)
-    config = AcdcConfig(threshold=0.02, engine=engine)
+    config = AcdcConfig(threshold=0.02, engine=engine, candidates=candidates)
     log = []
     whole = run_acdc(loaded, task, config, on_progress=lambda p: log.append(p.decision))
     stop = random.Random(1).randrange(1, len(log))
