@@ -42,6 +42,7 @@ from acdc.patching import QKV_INDEX, PatchedModel, Stage, norm
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
+REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
 
 
 @dataclass
@@ -57,6 +58,7 @@ class _Tentative:
     receiver_input: torch.Tensor | None = None  # new input of the receiver under test
     logits_input: torch.Tensor | None = None  # new input of logits [k, n_positions, d]
     projected: torch.Tensor | None = None  # new logits before the scale [k, n_positions, d_vocab]
+    low_rank: bool = False  # `projected` was updated from the committed one, not computed afresh
     changes: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)  # new - old
 
     @property
@@ -146,6 +148,7 @@ class IncrementalPatcher:
         self.low_rank = (len(self.pos_batch) * d_model * d_vocab >= LOW_RANK_MIN_WORK
                          and self.delta.dtype in (torch.float32, torch.float64))
         self.projected: torch.Tensor | None = None  # committed P [n_positions, d_vocab]
+        self.updates = REFRESH_EVERY  # low-rank commits since P was computed from scratch
         self.factors: dict[int, torch.Tensor] = {}  # head sender -> factor, heads feeding logits
         self.factor_bytes = 0
 
@@ -163,8 +166,8 @@ class IncrementalPatcher:
     def enter(self, edge: Edge) -> None:
         """Start testing a group of edges into `edge.receiver`: refresh the position needs when
         the stage changes (they are final for every node after it; cached inputs computed at
-        other positions are dropped) and recompute the committed logits (no drift from the
-        low-rank updates survives a stage)."""
+        other positions are dropped) and have the committed logits recomputed (rounding from
+        low-rank updates never outlives a stage, nor REFRESH_EVERY commits)."""
         r = edge.receiver
         stage = (r.layer, 1 if r.kind == "mlp" else 0)
         if stage != self.stage:
@@ -172,7 +175,7 @@ class IncrementalPatcher:
             self._update_needs()
             self._clear_inputs()
             if self.low_rank:
-                self.projected = self.unembedding.project(self._committed_input(self.logits_id))
+                self.updates = REFRESH_EVERY  # recomputed before the next low-rank update
 
     def _clear_inputs(self) -> None:
         self.inputs.clear()
@@ -336,11 +339,14 @@ class IncrementalPatcher:
         if terms is None:
             t.projected = self.unembedding.project(x)
         else:
+            if self.updates >= REFRESH_EVERY:
+                self.projected = self.unembedding.project(self._committed_input(self.logits_id))
+                self.updates = 0
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
                 factor = factor.expand(t.width, *factor.shape)
                 projected = torch.baddbmm(projected, dz, factor) if i == 0 else projected.baddbmm_(dz, factor)
-            t.projected = projected
+            t.projected, t.low_rank = projected, True
         return self.unembedding.logits(t.projected, x)
 
     def _low_rank_terms(self, t: _Tentative) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -483,6 +489,7 @@ class IncrementalPatcher:
             self.z[sender.layer][sender.head] = z[candidate]
         if self.low_rank:
             self.projected = t.projected[candidate]
+            self.updates = self.updates + 1 if t.low_rank else 0
 
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""
