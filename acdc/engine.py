@@ -208,9 +208,12 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
         # The full graph through the patched forward equals the model up to rounding; the gap
         # is the noise floor below which a threshold means nothing (about 1e-7 in float32).
         metric_noise = abs(float(metric(patched.logits_from(Stage(0)))) - metric_full)
+        patched.last_qkv = [None] * graph.n_layers  # that pass's q/k/v are not needed (GPT-2: 0.16 GB)
         width = candidate_width(config, *clean.shape, weights.W_E.shape[1], device)
         search = _Search(graph, patched, metric, config, metric_full, on_progress, start, replay, width)
         partial = search.run()
+        if search.incremental is not None:
+            search.incremental.release()  # before the last full pass, the peak of a run's memory
         metric_circuit = float(metric(patched.logits_from(Stage(0))))
     return CircuitResult(
         graph=graph, config=config, kept=search.kept, scores=search.scores, decided=search.decided,

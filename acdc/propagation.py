@@ -156,10 +156,20 @@ class IncrementalPatcher:
         """Rebuild the committed state from the masks with one full patched pass (after
         decisions were replayed from a log without computing them)."""
         self.pm.logits_from(Stage(0))
-        self.qkv = [t.clone() for t in self.pm.last_qkv]
+        self.qkv, self.pm.last_qkv = self.pm.last_qkv, [None] * len(self.pm.last_qkv)
         self.z = [z.clone() for z in self.pm.last_z]
         self._clear_inputs()
         self.stage = None
+
+    def release(self) -> None:
+        """Drop every cache and the committed q/k/v and logits once the search is over (the
+        patched model's masks and deltas stay: they are the circuit)."""
+        self._clear_inputs()
+        self.factors.clear()
+        self.factor_bytes = 0
+        self.qkv, self.z, self.projected = [], [], None
+        self.pm.clean_qkv = None
+        self.pm.last_qkv = [None] * len(self.pm.last_qkv)
 
     # ------------------------------------------------------------------ bookkeeping
 
