@@ -43,6 +43,7 @@ INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
+THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's
 
 
 @dataclass
@@ -148,7 +149,7 @@ class IncrementalPatcher:
         self.low_rank = (len(self.pos_batch) * d_model * d_vocab >= LOW_RANK_MIN_WORK
                          and self.delta.dtype in (torch.float32, torch.float64))
         self.projected: torch.Tensor | None = None  # committed P [n_positions, d_vocab]
-        self.updates = REFRESH_EVERY  # low-rank commits since P was computed from scratch
+        self.updates = 0  # low-rank commits since P was computed from scratch
         self.factors: dict[int, torch.Tensor] = {}  # head sender -> factor, heads feeding logits
         self.factor_bytes = 0
 
@@ -176,8 +177,8 @@ class IncrementalPatcher:
     def enter(self, edge: Edge) -> None:
         """Start testing a group of edges into `edge.receiver`: refresh the position needs when
         the stage changes (they are final for every node after it; cached inputs computed at
-        other positions are dropped) and have the committed logits recomputed (rounding from
-        low-rank updates never outlives a stage, nor REFRESH_EVERY commits)."""
+        other positions are dropped) and recompute the committed logits from scratch (rounding
+        from low-rank updates outlives neither a stage nor REFRESH_EVERY commits)."""
         r = edge.receiver
         stage = (r.layer, 1 if r.kind == "mlp" else 0)
         if stage != self.stage:
@@ -185,7 +186,8 @@ class IncrementalPatcher:
             self._update_needs()
             self._clear_inputs()
             if self.low_rank:
-                self.updates = REFRESH_EVERY  # recomputed before the next low-rank update
+                self.projected = self.unembedding.project(self._committed_input(self.logits_id))
+                self.updates = 0
 
     def _clear_inputs(self) -> None:
         self.inputs.clear()
@@ -349,9 +351,6 @@ class IncrementalPatcher:
         if terms is None:
             t.projected = self.unembedding.project(x)
         else:
-            if self.updates >= REFRESH_EVERY:
-                self.projected = self.unembedding.project(self._committed_input(self.logits_id))
-                self.updates = 0
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
                 factor = factor.expand(t.width, *factor.shape)
@@ -361,10 +360,20 @@ class IncrementalPatcher:
 
     def _low_rank_terms(self, t: _Tentative) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The logits input's change as (dz [k, n, d_head], factor) terms, one per changed
-        head; None when a non-head sender changed or the plain product is cheaper."""
+        head; None when a non-head sender changed or when the plain product is cheaper.
+
+        Costs, in multiply-adds per vocabulary entry: plain rows x d_model; low-rank rows x
+        d_head per head, plus d_model x d_head for a factor used once (a head under test for
+        its edge to the logits, or one the cache has no room for), both times
+        THIN_PRODUCT_COST (measured on GPT-2 at 100 positions, these thin products run at about
+        half the plain one's speed). A factor cached for later tests is not charged: heads
+        that keep an edge to the logits change again and again."""
+        if self.projected is None:  # no stage entered yet
+            return None
         edge = t.edges[0]
         senders = self.graph.senders
-        if edge.kind == "residual" and edge.receiver.kind == "logits":  # removing edges into logits
+        under_test = edge.kind == "residual" and edge.receiver.kind == "logits"
+        if under_test:  # removing edges into logits
             window = [e.sender.index for e in t.edges[:t.coefficients.shape[1]]]
             if any(senders[s].kind != "head" for s in window):
                 return None
@@ -377,11 +386,18 @@ class IncrementalPatcher:
         d_model, d_vocab = self.w.W_U.shape
         rows = t.width * len(self.pos_batch)
         d_head = self.w.layers[0].W_O.shape[1]
-        new_factors = sum(1 for s, _ in changes if s not in self.factors)
-        work = new_factors * d_model * d_head + 2 * len(changes) * rows * d_head
+        factor_bytes = d_head * d_vocab * self.w.W_U.element_size()
+        room = (FACTOR_CACHE_BYTES - self.factor_bytes) // factor_bytes
+        single_use = 0
+        for s, _ in changes:
+            if s not in self.factors:
+                if under_test or room <= 0:
+                    single_use += 1
+                room -= 1
+        work = THIN_PRODUCT_COST * (single_use * d_model + len(changes) * rows) * d_head
         if work >= rows * d_model:
             return None
-        return [(dz, self._factor(s)) for s, dz in changes]
+        return [(dz, self._factor(s, cache=not under_test)) for s, dz in changes]
 
     def _committed_z(self, sender: int) -> torch.Tensor:
         s = self.graph.senders[sender]
@@ -392,14 +408,15 @@ class IncrementalPatcher:
         s = self.graph.senders[sender]
         return self.z[s.layer][s.head] - self.pm.ablated_z[s.layer][s.head]
 
-    def _factor(self, sender: int) -> torch.Tensor:
-        """A head's factor, cached while the head keeps an edge to the logits."""
+    def _factor(self, sender: int, cache: bool) -> torch.Tensor:
+        """A head's factor, cached (if asked and there is room) while the head keeps an edge
+        to the logits."""
         factor = self.factors.get(sender)
         if factor is None:
             s = self.graph.senders[sender]
             factor = self.unembedding.factor(self.w.layers[s.layer].W_O[s.head])
             size = factor.numel() * factor.element_size()
-            if sender in self.kept_in[self.logits_id] and self.factor_bytes + size <= FACTOR_CACHE_BYTES:
+            if cache and sender in self.kept_in[self.logits_id] and self.factor_bytes + size <= FACTOR_CACHE_BYTES:
                 self.factors[sender] = factor
                 self.factor_bytes += size
         return factor
@@ -498,8 +515,12 @@ class IncrementalPatcher:
             sender = self.graph.senders[s]
             self.z[sender.layer][sender.head] = z[candidate]
         if self.low_rank:
-            self.projected = t.projected[candidate]
             self.updates = self.updates + 1 if t.low_rank else 0
+            if self.updates >= REFRESH_EVERY:  # from the candidate's logits input: exact again
+                self.projected = self.unembedding.project(t.logits_input[candidate])
+                self.updates = 0
+            else:
+                self.projected = t.projected[candidate]
 
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""

@@ -62,6 +62,7 @@ def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candi
     from acdc import propagation
 
     monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)
+    monkeypatch.setattr(propagation, "THIN_PRODUCT_COST", 0)  # low rank wherever it applies
     monkeypatch.setattr(propagation, "REFRESH_EVERY", 3)  # recomputed from scratch mid-stage too
     config = dict(CONFIG, normalization_type=normalization, n_layers=3)
     model = build_model(config, seed=11)

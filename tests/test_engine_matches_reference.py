@@ -62,6 +62,7 @@ CASES = [
     # one test per evaluation, and many, with the low-rank unembedding forced on
     Case("attn2", candidates=1),
     Case("mlp3", "logit_diff", candidates=1),
+    Case("attn2", "logit_diff", candidates=1, low_rank=True),
     Case("attn2", candidates=8, low_rank=True),
     Case("attn2", ablation="zero", granularity="head", candidates=5, low_rank=True),
     Case("mlp3", candidates=8, low_rank=True),
@@ -151,6 +152,7 @@ def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monke
 
     if case.low_rank:
         monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)
+        monkeypatch.setattr(propagation, "THIN_PRODUCT_COST", 0)  # low rank wherever it applies
 
     model, tiny = tiny_models[case.model], tiny_tasks[case.model]
     threshold = threshold_at(calibration_scores(case, model, tiny), quantile)
