@@ -55,7 +55,7 @@ class _Tentative:
     coefficients: torch.Tensor  # [k, window]: 1 where a candidate removes the edge
     delta: dict[int, torch.Tensor] = field(default_factory=dict)  # sender -> new delta
     qkv: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # head sender -> {i: new}
-    z: dict[int, torch.Tensor] = field(default_factory=dict)  # head sender -> new z [k, n_positions, d_head]
+    z: dict[int, torch.Tensor] = field(default_factory=dict)  # head sender -> new z [k, n, d_head]
     receiver_input: torch.Tensor | None = None  # new input of the receiver under test
     logits_input: torch.Tensor | None = None  # new input of logits [k, n_positions, d]
     projected: torch.Tensor | None = None  # new logits before the scale [k, n_positions, d_vocab]
@@ -254,7 +254,8 @@ class IncrementalPatcher:
 
     def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool) -> torch.Tensor:
         """What each candidate subtracts from the receiver's input: [k, ...] ."""
-        index = torch.tensor([e.sender.index for e in edges[:coefficients.shape[1]]], device=self.delta.device)
+        senders = [e.sender.index for e in edges[:coefficients.shape[1]]]
+        index = torch.tensor(senders, device=self.delta.device)
         if all_positions:
             deltas = self.delta.index_select(0, index)
         else:
@@ -354,7 +355,10 @@ class IncrementalPatcher:
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
                 factor = factor.expand(t.width, *factor.shape)
-                projected = torch.baddbmm(projected, dz, factor) if i == 0 else projected.baddbmm_(dz, factor)
+                if i == 0:
+                    projected = torch.baddbmm(projected, dz, factor)
+                else:
+                    projected.baddbmm_(dz, factor)
             t.projected, t.low_rank = projected, True
         return self.unembedding.logits(t.projected, x)
 
@@ -377,7 +381,8 @@ class IncrementalPatcher:
             window = [e.sender.index for e in t.edges[:t.coefficients.shape[1]]]
             if any(senders[s].kind != "head" for s in window):
                 return None
-            changes = [(s, -t.coefficients[:, j, None, None] * self._committed_dz(s)) for j, s in enumerate(window)]
+            changes = [(s, -t.coefficients[:, j, None, None] * self._committed_dz(s))
+                       for j, s in enumerate(window)]
         else:
             changed = self.kept_in[self.logits_id] & t.delta.keys()
             if any(senders[s].kind != "head" for s in changed):
@@ -416,7 +421,8 @@ class IncrementalPatcher:
             s = self.graph.senders[sender]
             factor = self.unembedding.factor(self.w.layers[s.layer].W_O[s.head])
             size = factor.numel() * factor.element_size()
-            if cache and sender in self.kept_in[self.logits_id] and self.factor_bytes + size <= FACTOR_CACHE_BYTES:
+            keeps_edge = sender in self.kept_in[self.logits_id]
+            if cache and keeps_edge and self.factor_bytes + size <= FACTOR_CACHE_BYTES:
                 self.factors[sender] = factor
                 self.factor_bytes += size
         return factor
