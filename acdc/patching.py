@@ -18,8 +18,9 @@ still holds its clean output (its incoming edges are untouched), so `delta` up t
 reused from the clean run. Logits are computed only at the metric positions.
 
 Heads get one residual copy per q/k/v input (or one per head at head granularity); LayerNorm is
-recomputed on each copy. Head outputs are `z @ W_O` per head (an einsum, never TransformerLens'
-`use_attn_result` broadcast).
+recomputed on each copy. While every mask holds the same value (the recorded clean and
+corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` per head (an
+einsum, never TransformerLens' `use_attn_result` broadcast).
 """
 
 from __future__ import annotations
