@@ -137,7 +137,8 @@ MAX_CANDIDATES = 32
 # Numbers (batch x positions x d_model) below which a test is bound by per-operation overhead,
 # so that evaluating several candidates together costs little more than one. On this CPU the
 # bundled demo (24 x 18 x 64) ran 1.3x faster with 4 candidates, while greater-than (100 x 13
-# x 64) gained nothing and ioi (100 x 21 x 64) lost; a GPU leaves small batches idle.
+# x 64) gained nothing and ioi (100 x 21 x 64) lost. The CUDA figure is a guess, unmeasured
+# (no GPU was available): one test of a small batch leaves most of a GPU idle.
 OVERHEAD_BOUND_NUMBERS = {"cpu": 2**17, "cuda": 2**24}
 
 

@@ -81,21 +81,23 @@ class Unembedding:
         self.W_U = w.W_U
         self.c = w.b_U if self.kind != "LN" or w.ln_final_b is None else w.ln_final_b @ w.W_U + w.b_U
 
-    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+    def centred(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if self.centre else x
 
+    def project_centred(self, centred: torch.Tensor) -> torch.Tensor:
+        return (centred if self.gain is None else centred * self.gain) @ self.W_U
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._centred(x)
-        return (x if self.gain is None else x * self.gain) @ self.W_U
+        return self.project_centred(self.centred(x))
 
     def factor(self, W_O: torch.Tensor) -> torch.Tensor:
         """[d_head, d_vocab]: what one unit of z adds to P."""
         return self.project(W_O)
 
-    def logits(self, projected: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, projected: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
+        """The logits from P and the centred input x (the scale's only use of x)."""
         if self.kind is None:
             return projected + self.c
-        centred = self._centred(x)
         inverse_scale = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
         return torch.addcmul(self.c, projected, inverse_scale)
 
@@ -347,10 +349,10 @@ class IncrementalPatcher:
     # ------------------------------------------------------------------ the unembedding
 
     def _logits(self, t: _Tentative) -> torch.Tensor:
-        x = t.logits_input
+        centred = self.unembedding.centred(t.logits_input)
         terms = self._low_rank_terms(t) if self.low_rank else None
         if terms is None:
-            t.projected = self.unembedding.project(x)
+            t.projected = self.unembedding.project_centred(centred)
         else:
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
@@ -360,7 +362,7 @@ class IncrementalPatcher:
                 else:
                     projected.baddbmm_(dz, factor)
             t.projected, t.low_rank = projected, True
-        return self.unembedding.logits(t.projected, x)
+        return self.unembedding.logits(t.projected, centred)
 
     def _low_rank_terms(self, t: _Tentative) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The logits input's change as (dz [k, n, d_head], factor) terms, one per changed

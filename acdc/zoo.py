@@ -568,11 +568,11 @@ class Recipe:
     config: dict[str, Any]  # HookedTransformerConfig keyword arguments (d_vocab filled in)
     task: ZooData
     steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_steps: int
-    eval_prompts: int  # held-out prompts scored by `evaluate_model`
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    eval_prompts: int = 2000  # held-out prompts scored by `evaluate_model`
     log_every: int = 50
 
 
@@ -624,11 +624,6 @@ ZOO: dict[str, Recipe] = {
         config=_mlp_config(2, len(DEMO_WORDS.vocabulary()), 32, "circuit-demo"),
         task=DEMO_WORDS,
         steps=1000,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=0.01,
-        warmup_steps=100,
-        eval_prompts=2000,
     ),
     "ioi": Recipe(
         name="ioi",
@@ -636,11 +631,6 @@ ZOO: dict[str, Recipe] = {
         config=_mlp_config(3, len(IOI_DATA.vocabulary()), 32, "circuit-ioi"),
         task=IOI_DATA,
         steps=2000,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=0.01,
-        warmup_steps=100,
-        eval_prompts=2000,
     ),
     "greater-than": Recipe(
         name="greater-than",
@@ -648,11 +638,6 @@ ZOO: dict[str, Recipe] = {
         config=_mlp_config(2, len(GREATER_THAN_DATA.vocabulary()), 16, "circuit-greater-than"),
         task=GREATER_THAN_DATA,
         steps=1500,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=0.01,
-        warmup_steps=100,
-        eval_prompts=2000,
     ),
     "induction": Recipe(
         name="induction",
@@ -667,8 +652,6 @@ ZOO: dict[str, Recipe] = {
         steps=2500,
         batch_size=64,
         lr=3e-3,
-        weight_decay=0.01,
-        warmup_steps=100,
         eval_prompts=200,
     ),
 }
@@ -832,16 +815,6 @@ def demo_task_yaml(name: str = "demo", n: int = 24, seed: int = 0) -> str:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def heldout_prompts(name: str = "demo", n: int | None = None, seed: int = 0) -> list[IoiPrompt]:
-    """The demo's `n` prompts built only from name pairs the model never saw together."""
-    recipe = get_recipe(name)
-    if not isinstance(recipe.task, IoiWords):
-        raise AcdcError(f"zoo model {name!r} has no word-list prompts; use evaluate_model")
-    _, held_out = recipe.task.pair_split()
-    return sample_prompts(recipe.task, held_out, recipe.eval_prompts if n is None else n,
-                          random.Random(seed))
 
 
 @torch.no_grad()
