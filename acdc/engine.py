@@ -113,7 +113,7 @@ class CircuitResult:
     decided: torch.Tensor  # bool [n_edges]
     metric_full: float  # metric of the full model (0 for kl)
     metric_circuit: float  # metric of the final circuit
-    metric_noise: float  # |metric of the full graph, patched - full model|: rounding noise
+    metric_noise: float  # |final circuit's metric, fresh patched pass - as the search tracked it|
     runtime_s: float
     partial: bool  # True when the run was interrupted
 
@@ -206,16 +206,19 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
         metric = build_metric(config.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
-        # The full graph through the patched forward equals the model up to rounding; the gap
-        # is the noise floor below which a threshold means nothing (about 1e-7 in float32).
-        metric_noise = abs(float(metric(patched.logits_from(Stage(0)))) - metric_full)
-        patched.last_qkv = [None] * graph.n_layers  # that pass's q/k/v are not needed (GPT-2: 0.16 GB)
+        if config.engine == "full":  # it tracks metrics through the patched pass itself
+            full_graph_gap = abs(float(metric(patched.logits_from(Stage(0)))) - metric_full)
+            patched.last_qkv = [None] * graph.n_layers  # not needed (GPT-2: 0.16 GB)
         width = candidate_width(config, *clean.shape, weights.W_E.shape[1], device)
         search = _Search(graph, patched, metric, config, metric_full, on_progress, start, replay, width)
         partial = search.run()
         if search.incremental is not None:
             search.incremental.release()  # before the last full pass, the peak of a run's memory
         metric_circuit = float(metric(patched.logits_from(Stage(0))))
+        # The search tracked the same circuit's metric through other arithmetic (incremental
+        # updates; the plain forward while nothing is removed): the gap is the rounding noise
+        # floor below which a threshold means nothing (about 1e-7 in float32).
+        metric_noise = full_graph_gap if config.engine == "full" else abs(metric_circuit - search.current)
     return CircuitResult(
         graph=graph, config=config, kept=search.kept, scores=search.scores, decided=search.decided,
         metric_full=metric_full, metric_circuit=metric_circuit, metric_noise=metric_noise,

@@ -60,10 +60,12 @@ class MetricTargets:
 
 
 def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
-    return ids, mask
+    lengths = torch.tensor([len(r) for r in rows])
+    width = int(lengths.max())
+    # One flat list: torch.tensor on nested lists cost 5 ms for greater-than's targets.
+    ids = torch.tensor([i for r in rows for i in r + [0] * (width - len(r))], dtype=torch.long)
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    return ids.view(len(rows), width), mask
 
 
 def metric_targets(clean: list[list[int]], positions: list[list[int]],

@@ -52,6 +52,8 @@ def test_incremental_engine_equals_full_recompute(loaded, granularity, ablation,
     assert torch.equal(tested, ~fast.scores.isnan())
     assert torch.allclose(fast.scores[tested], full.scores[tested], atol=1e-5)
     assert math.isclose(fast.metric_circuit, full.metric_circuit, rel_tol=1e-5, abs_tol=1e-6)
+    # the metric the search tracked by incremental updates is the final circuit's, fresh
+    assert fast.metric_noise < 1e-5 * max(1.0, abs(fast.metric_circuit))
 
 
 @pytest.mark.parametrize("normalization", ["LN", "LNPre", "RMS", None])
