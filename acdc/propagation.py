@@ -102,6 +102,19 @@ class Unembedding:
         return torch.addcmul(self.c, projected, inverse_scale)
 
 
+def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor) -> tuple[int, int]:
+    """The positions that removing edges can change, as a range: from the first where some
+    sender's clean and ablated outputs differ (`delta`: before it every input is the same in
+    every circuit; greater-than's prompts differ from position 8 of 13) to the last metric
+    position (attention is causal: later positions reach no metric position). Every metric
+    position is in the range, even one before any difference."""
+    first, last = int(metric_positions.min()), int(metric_positions.max())
+    for position in range(first):  # one position at a time: no full-size temporary
+        if bool((delta[:, :, position] != 0).any()):
+            return position, last
+    return first, last
+
+
 class IncrementalPatcher:
     """The committed circuit state plus tentative, forward-propagated edge removals."""
 
@@ -109,11 +122,17 @@ class IncrementalPatcher:
         self.pm = patched
         self.graph: Graph = patched.graph
         self.w = patched.w
-        self.delta = patched.delta  # committed, shared with pm (pm is not run again until the end)
+        self.first, self.last = changing_positions(patched.delta, patched.pos_index)
+        self.window = slice(self.first, self.last + 1)
+        # Committed sender deltas over the window (a view: shared with pm, which is not run
+        # again until the end); "every position" below means every position of the window.
+        self.delta = patched.delta[:, :, self.window]
+        self.ablated = None if patched.ablated is None else patched.ablated[:, :, self.window]
         self.qkv = patched.clean_qkv  # committed q/k/v [3, H, B, P, dh] per layer (taken over)
         self.z = [z.clone() for z in patched.clean_z]  # committed z at metric positions per layer
-        self.pos_batch, self.pos_index = patched.pos_batch, patched.pos_index
-        self.n_pos = patched.delta.shape[2]
+        self.pos_batch = patched.pos_batch
+        self.pos_index = patched.pos_index - self.first  # metric positions within the window
+        self.grid_index = patched.pos_index  # ... and in the whole sequence
         self.split = self.graph.granularity == "qkv"
 
         g = self.graph
@@ -136,8 +155,8 @@ class IncrementalPatcher:
                 self.kept_out[edge.sender.index].add(rid)
         self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head" for i in range(3)}
         self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
-        self.future = (torch.arange(self.n_pos, device=self.delta.device)[None, :]
-                       > self.pos_index[:, None])  # keys after each metric position
+        self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
+                       > self.grid_index[:, None])  # keys after each metric position
         self.needs_all = [True] * len(g.senders)
         self.stage: tuple[int, int] | None = None
         # Committed input of receivers, at the positions they are read, kept up to date on
@@ -274,9 +293,9 @@ class IncrementalPatcher:
             out = self._mlp(sender.layer, x)
         else:
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
-        ablated = self.pm.ablated
-        if ablated is not None:
-            out = out - (ablated[node] if all_positions else ablated[node][self.pos_batch, self.pos_index])
+        if self.ablated is not None:
+            ablated = self.ablated[node]
+            out = out - (ablated if all_positions else ablated[self.pos_batch, self.pos_index])
         t.delta[node] = out
 
     def _input_for(self, rid: int, all_positions: bool, t: _Tentative) -> torch.Tensor:
@@ -296,7 +315,8 @@ class IncrementalPatcher:
             inputs = (QKV_INDEX[r.qkv],) if self.split else (0, 1, 2)
             if direct_removed:  # the tested direct edge: its q/k/v becomes the ablated one
                 i = QKV_INDEX[edge.qkv]
-                new[i] = self.pm.ablated_qkv[layer][i, head][None]
+                ablated = self.pm.ablated_qkv[layer][i, head][None]
+                new[i] = ablated[..., self.window, :] if i == 0 else ablated[..., :self.last + 1, :]
                 continue
             if not all(self.direct_kept[(node, i)] for i in inputs):
                 continue  # a removed direct edge: this input is not read
@@ -307,20 +327,29 @@ class IncrementalPatcher:
                 value = x @ W[head] + b[head]
                 if i == 0 and everywhere and not all_positions:
                     value = value[..., self.pos_batch, self.pos_index, :]
+                elif i > 0:  # keys and values are read from the first position on
+                    value = self._from_start(value, committed[i])
                 new[i] = value
         t.qkv[node] = new
         q = new.get(0)
         if q is None:
-            q = committed[0] if all_positions else committed[0][self.pos_batch, self.pos_index]
+            q = committed[0][:, self.window] if all_positions else committed[0][self.pos_batch, self.grid_index]
         elif not all_positions and q.dim() == 4:  # the ablated q, at every position
             q = q[..., self.pos_batch, self.pos_index, :]
-        k = new.get(1, committed[1])
-        v = new.get(2, committed[2])
+        k = new.get(1, committed[1][:, :self.last + 1])
+        v = new.get(2, committed[2][:, :self.last + 1])
         z = self._attend(q, k, v, all_positions)
         if not new:  # every changed input is one whose direct edge is gone: nothing changes
             z = z.expand(t.width, *z.shape)
         t.z[node] = z[..., self.pos_batch, self.pos_index, :] if all_positions else z
         return z @ lw.W_O[head]
+
+    def _from_start(self, value: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
+        """A key or value over the window, preceded by its committed (never changing) values."""
+        if self.first == 0:
+            return value
+        before = committed[:, :self.first].expand(*value.shape[:-3], -1, -1, -1)
+        return torch.cat((before, value), dim=-2)
 
     @staticmethod
     def _projections(lw, inputs: tuple[int, ...]):
@@ -329,8 +358,8 @@ class IncrementalPatcher:
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
         scale = self.w.attn_scale
-        if all_positions:  # q, k, v: [..., B, P, dh]
-            scores = q @ k.transpose(-1, -2) / scale + self.pm.causal_mask
+        if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
+            scores = q @ k.transpose(-1, -2) / scale + self.pm.causal_mask[self.window, :self.last + 1]
             return torch.softmax(scores, dim=-1) @ v
         keys = k[..., self.pos_batch, :, :]  # [..., n, P, dh]
         scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, P]
@@ -444,9 +473,7 @@ class IncrementalPatcher:
         if r.kind == "logits":
             return self.pm.base_logits
         base = self.pm.base_heads[r.layer] if r.kind == "head" else self.pm.base_mlp[r.layer]
-        if all_positions:
-            return base
-        return base[self.pos_batch, self.pos_index] if base.dim() == 3 else base.expand(len(self.pos_batch), -1)
+        return base[:, self.window] if all_positions else base[self.pos_batch, self.grid_index]
 
     def _kept_index(self, rid: int) -> torch.Tensor | None:
         """The kept senders of a receiver as a device tensor, cached until an edge goes."""
@@ -516,9 +543,11 @@ class IncrementalPatcher:
                 value = value[candidate if value.shape[0] > 1 else 0]
                 target = self.qkv[sender.layer][i, sender.head]
                 if value.dim() == 2:
-                    target[self.pos_batch, self.pos_index] = value
+                    target[self.pos_batch, self.grid_index] = value
+                elif i == 0:
+                    target[:, self.window] = value
                 else:
-                    target.copy_(value)
+                    target[:, :self.last + 1] = value
         for s, z in t.z.items():
             sender = self.graph.senders[s]
             self.z[sender.layer][sender.head] = z[candidate]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 import reference_acdc as ref
+from conftest import TinyTask
 
 TIE = 1e-5  # relative to max(1, |threshold|)
 SCORE_ATOL = 1e-4
@@ -35,11 +36,13 @@ class Case:
     reverse_head_order: bool = False
     candidates: int = 0  # removals per evaluation (0: the engine's choice for the model's size)
     low_rank: bool = False  # the low-rank unembedding even where the model is too small for it
+    window: bool = False  # clean and corrupt share a prefix; no metric at the last position
 
     def __str__(self) -> str:
         flags = [self.model, self.metric, self.ablation, self.granularity]
         flags += ["abs"] * self.use_abs + ["reverse"] * self.reverse_head_order
         flags += [f"candidates{self.candidates}"] * bool(self.candidates) + ["lowrank"] * self.low_rank
+        flags += ["window"] * self.window
         return "-".join(flags)
 
 
@@ -69,10 +72,27 @@ CASES = [
     Case("mlp3", "prob_diff", "zero", candidates=3, low_rank=True),
     Case("nonorm2", "l2", candidates=8, low_rank=True),
     Case("one_head", candidates=8, low_rank=True),
+    # positions before the first difference and after the last metric position never change:
+    # the engine computes only the window between them
+    Case("attn2", window=True),
+    Case("mlp3", "logit_diff", window=True),
+    Case("mlp3", ablation="zero", window=True),
+    Case("nonorm2", granularity="head", window=True),
+    Case("mlp3", "nll", candidates=5, low_rank=True, window=True),
 ]
 QUANTILES = (0.3, 0.7)
 
 _calibration: dict[Case, list[float]] = {}
+
+
+def windowed(tiny: TinyTask, prefix: int = 3) -> TinyTask:
+    """The task with corrupt prompts that repeat the first `prefix` clean tokens, no metric
+    position among them, and the longest prompts' metric positions off their last two."""
+    longest = max(len(c) for c in tiny.clean)
+    corrupt = [c[:prefix] + k[prefix:] for c, k in zip(tiny.clean, tiny.corrupt)]
+    positions = [[p for p in pos if p >= prefix and (len(c) < longest or p < longest - 2)]
+                 or [longest - 3] for c, pos in zip(tiny.clean, tiny.positions)]
+    return TinyTask(tiny.clean, corrupt, positions, tiny.answers, tiny.wrong_answers)
 
 
 def calibration_scores(case: Case, model, task) -> list[float]:
@@ -155,6 +175,8 @@ def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monke
         monkeypatch.setattr(propagation, "THIN_PRODUCT_COST", 0)  # low rank wherever it applies
 
     model, tiny = tiny_models[case.model], tiny_tasks[case.model]
+    if case.window:
+        tiny = windowed(tiny)
     threshold = threshold_at(calibration_scores(case, model, tiny), quantile)
 
     config = AcdcConfig(threshold, metric=case.metric, ablation=case.ablation,
