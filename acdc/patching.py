@@ -215,9 +215,11 @@ class PatchedModel:
         return flat.view(*mask.shape[:-1], *delta.shape[1:])
 
     def _head_inputs(self, layer: int) -> torch.Tensor:
-        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d];
+        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d],
+        computed once per distinct mask where at most half are distinct (most inputs of a
+        sparse circuit read no sender: greater-than's final pass 14 -> 8 ms);
         [1, 1, batch, pos, d] while every mask holds the same value (the recorded runs: one
-        residual serves every head, as in a plain forward pass; GPT-2-shape setup 22 s -> 12 s)."""
+        residual serves every head, as in a plain forward pass; GPT-2-shape setup 22 -> 12 s)."""
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
         if self.uniform_masks:
@@ -226,7 +228,13 @@ class PatchedModel:
                 x = x + self.delta[:n_senders].sum(0)
             x = x[None, None]
         else:
-            x = self.base_heads[layer] + self._mix(self.head_masks[layer], n_senders)
+            masks = self.head_masks[layer]
+            distinct, which = torch.unique(masks.reshape(-1, n_senders), dim=0, return_inverse=True)
+            if 2 * len(distinct) <= len(which):  # mixed and normalised once per distinct mask
+                x = self.base_heads[layer] + self._mix(distinct, n_senders)
+                x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+                return x.index_select(0, which).view(*masks.shape[:2], *x.shape[1:])
+            x = self.base_heads[layer] + self._mix(masks, n_senders)
         return norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
 
     def _qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
