@@ -218,7 +218,8 @@ def run_acdc(model: LoadedModel, task: Task, config: AcdcConfig,
         # The search tracked the same circuit's metric through other arithmetic (incremental
         # updates; the plain forward while nothing is removed): the gap is the rounding noise
         # floor below which a threshold means nothing (about 1e-7 in float32).
-        metric_noise = full_graph_gap if config.engine == "full" else abs(metric_circuit - search.current)
+        tracked_gap = abs(metric_circuit - search.current)
+        metric_noise = full_graph_gap if config.engine == "full" else tracked_gap
     return CircuitResult(
         graph=graph, config=config, kept=search.kept, scores=search.scores, decided=search.decided,
         metric_full=metric_full, metric_circuit=metric_circuit, metric_noise=metric_noise,

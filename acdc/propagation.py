@@ -133,6 +133,8 @@ class IncrementalPatcher:
         self.pos_batch = patched.pos_batch
         self.pos_index = patched.pos_index - self.first  # metric positions within the window
         self.grid_index = patched.pos_index  # ... and in the whole sequence
+        # one metric position per prompt, in order (IOI, greater-than): keys need no gathering
+        self.one_per_prompt = torch.equal(self.pos_batch.cpu(), torch.arange(patched.delta.shape[1]))
         self.split = self.graph.granularity == "qkv"
 
         g = self.graph
@@ -333,7 +335,8 @@ class IncrementalPatcher:
         t.qkv[node] = new
         q = new.get(0)
         if q is None:
-            q = committed[0][:, self.window] if all_positions else committed[0][self.pos_batch, self.grid_index]
+            q = committed[0]
+            q = q[:, self.window] if all_positions else q[self.pos_batch, self.grid_index]
         elif not all_positions and q.dim() == 4:  # the ablated q, at every position
             q = q[..., self.pos_batch, self.pos_index, :]
         k = new.get(1, committed[1][:, :self.last + 1])
@@ -359,12 +362,14 @@ class IncrementalPatcher:
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
         scale = self.w.attn_scale
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
-            scores = q @ k.transpose(-1, -2) / scale + self.pm.causal_mask[self.window, :self.last + 1]
+            mask = self.pm.causal_mask[self.window, :self.last + 1]
+            scores = q @ k.transpose(-1, -2) / scale + mask
             return torch.softmax(scores, dim=-1) @ v
-        keys = k[..., self.pos_batch, :, :]  # [..., n, P, dh]
-        scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, P]
+        if not self.one_per_prompt:  # each metric position's prompt
+            k, v = k[..., self.pos_batch, :, :], v[..., self.pos_batch, :, :]  # [..., n, P, dh]
+        scores = (k @ q[..., None])[..., 0] / scale  # [..., n, P]
         scores = scores.masked_fill(self.future, float("-inf"))
-        return (torch.softmax(scores, dim=-1)[..., None, :] @ v[..., self.pos_batch, :, :])[..., 0, :]
+        return (torch.softmax(scores, dim=-1)[..., None, :] @ v)[..., 0, :]
 
     def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         lw = self.w.layers[layer]

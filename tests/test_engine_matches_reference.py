@@ -37,12 +37,13 @@ class Case:
     candidates: int = 0  # removals per evaluation (0: the engine's choice for the model's size)
     low_rank: bool = False  # the low-rank unembedding even where the model is too small for it
     window: bool = False  # clean and corrupt share a prefix; no metric at the last position
+    last_only: bool = False  # one metric position per prompt, its last (as IOI)
 
     def __str__(self) -> str:
         flags = [self.model, self.metric, self.ablation, self.granularity]
         flags += ["abs"] * self.use_abs + ["reverse"] * self.reverse_head_order
         flags += [f"candidates{self.candidates}"] * bool(self.candidates) + ["lowrank"] * self.low_rank
-        flags += ["window"] * self.window
+        flags += ["window"] * self.window + ["lastonly"] * self.last_only
         return "-".join(flags)
 
 
@@ -79,6 +80,8 @@ CASES = [
     Case("mlp3", ablation="zero", window=True),
     Case("nonorm2", granularity="head", window=True),
     Case("mlp3", "nll", candidates=5, low_rank=True, window=True),
+    Case("mlp3", last_only=True),
+    Case("attn2", "logit_diff", candidates=4, last_only=True),
 ]
 QUANTILES = (0.3, 0.7)
 
@@ -177,6 +180,9 @@ def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monke
     model, tiny = tiny_models[case.model], tiny_tasks[case.model]
     if case.window:
         tiny = windowed(tiny)
+    if case.last_only:
+        tiny = TinyTask(tiny.clean, tiny.corrupt, [[len(c) - 1] for c in tiny.clean], tiny.answers,
+                        tiny.wrong_answers)
     threshold = threshold_at(calibration_scores(case, model, tiny), quantile)
 
     config = AcdcConfig(threshold, metric=case.metric, ablation=case.ablation,
