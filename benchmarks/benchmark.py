@@ -62,13 +62,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_once(fn) for _ in range(repeats))
 
 
 def padded(rows: list[list[int]], device) -> torch.Tensor:
@@ -226,10 +227,14 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
     task = Task(name="gpt2-shape", description="", source="benchmark", model=None, metric="kl",
                 threshold=threshold, ablation="corrupt", seed=seed, clean=clean, corrupt=corrupt,
                 positions=[[seq - 1]] * batch, answers=None, wrong_answers=None)
+    tokens = torch.tensor(clean)
+    forward = lambda: [time_once(lambda: model(tokens)) for _ in range(3)]  # noqa: E731
     with torch.inference_mode():
-        forward_s = median_time(lambda: model(torch.tensor(clean)), 3)
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
-    result = run_acdc(loaded, task, AcdcConfig(threshold=threshold))
+        forwards = forward()
+        loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+        result = run_acdc(loaded, task, AcdcConfig(threshold=threshold))
+        forwards += forward()  # before and after: the machine's speed drifts over a 4-minute run
+    forward_s = statistics.median(forwards)
     return {"batch": batch, "seq": seq, "threshold": threshold, "forward_s": forward_s,
             "threads": DEFAULT_THREADS,
             "run_s": result.runtime_s, "tested": result.n_tested, "kept": result.n_edges_kept,

@@ -109,3 +109,18 @@ def test_memory_estimate_counts_the_caches_a_run_allocates():
     assert estimate["caches"] == 4 * (patched.delta.numel() + patched.ablated.numel())
     qkv = sum(t.numel() for t in incremental.qkv) + sum(t.numel() for t in patched.ablated_qkv)
     assert estimate["qkv"] == 4 * qkv
+
+
+def test_changing_positions_span_first_difference_to_last_metric_position():
+    """The window the incremental engine works in: from the first position where any sender's
+    delta is non-zero (or an earlier metric position) to the last metric position."""
+    from acdc.propagation import changing_positions
+
+    delta = torch.zeros(3, 2, 10, 4)  # senders, prompts, positions, d_model
+    delta[2, 1, 6, 0] = 1e-30  # the smallest difference counts
+    delta[1, 0, 8] = 1.0
+    assert changing_positions(delta, torch.tensor([8, 7])) == (6, 8)
+    # a metric position before any difference
+    assert changing_positions(delta, torch.tensor([9, 2, 7])) == (2, 9)
+    # nothing differs: from the first metric position on
+    assert changing_positions(torch.zeros(3, 2, 10, 4), torch.tensor([5, 7])) == (5, 7)
