@@ -99,7 +99,6 @@ class PatchedModel:
         self.ablated = None
         self.ablated_qkv = None
         self.last_qkv: list[torch.Tensor | None] = [None] * self.n_layers  # q/k/v of the last pass
-        self.uniform_masks = False  # every mask 1 (or every mask 0): see _head_inputs
         # Every head's attention output z (before W_O) at the metric positions, of the last
         # pass: [heads, n_positions, d_head] per layer (a head's output there is z @ W_O).
         self.last_z: list[torch.Tensor | None] = [None] * self.n_layers
@@ -116,9 +115,7 @@ class PatchedModel:
             self.ablated = None
             self.ablated_z = [torch.zeros_like(z) for z in self.clean_z]
             self._set_all_masks(0.0)
-            self.uniform_masks = True
             self.ablated_qkv = [self._qkv(layer, self._head_inputs(layer)) for layer in range(self.n_layers)]
-            self.uniform_masks = False
             self._set_all_masks(1.0)
         self._set_bases(batch, n_pos, d_model)
         self.delta = clean_out if self.ablated is None else clean_out.sub_(self.ablated)  # in place
@@ -191,12 +188,10 @@ class PatchedModel:
                                  dtype=self.w.W_E.dtype, device=self.w.W_E.device)
         self.delta[0] = self.w.W_E[tokens] + self.w.W_pos[:n_pos]
         qkvs = []
-        self.uniform_masks = True
         for layer in range(self.n_layers):
             qkvs.append(self._attention(layer))
             if self.has_mlp:
                 self._mlp(layer)
-        self.uniform_masks = False
         return self.delta, qkvs
 
     def logits_from(self, stage: Stage) -> torch.Tensor:
@@ -215,27 +210,23 @@ class PatchedModel:
         return flat.view(*mask.shape[:-1], *delta.shape[1:])
 
     def _head_inputs(self, layer: int) -> torch.Tensor:
-        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d],
-        computed once per distinct mask where at most half are distinct (most inputs of a
-        sparse circuit read no sender: greater-than's final pass 14 -> 8 ms);
-        [1, 1, batch, pos, d] while every mask holds the same value (the recorded runs: one
-        residual serves every head, as in a plain forward pass; GPT-2-shape setup 22 -> 12 s)."""
+        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d].
+        Mixed and normalised once per distinct mask: one residual for all when every mask is
+        the same ([1, 1, batch, pos, d]: the recorded runs, as in a plain forward pass;
+        GPT-2-shape setup 22 -> 12 s), one per distinct mask when at most half are distinct
+        (most inputs of a sparse circuit read no sender: greater-than's final pass 14 -> 9 ms)."""
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
-        if self.uniform_masks:
-            x = self.base_heads[layer]
-            if bool(self.head_masks[layer].flatten()[0]):
-                x = x + self.delta[:n_senders].sum(0)
-            x = x[None, None]
-        else:
-            masks = self.head_masks[layer]
-            distinct, which = torch.unique(masks.reshape(-1, n_senders), dim=0, return_inverse=True)
-            if 2 * len(distinct) <= len(which):  # mixed and normalised once per distinct mask
-                x = self.base_heads[layer] + self._mix(distinct, n_senders)
-                x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-                return x.index_select(0, which).view(*masks.shape[:2], *x.shape[1:])
-            x = self.base_heads[layer] + self._mix(masks, n_senders)
-        return norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+        masks = self.head_masks[layer]
+        distinct, which = torch.unique(masks.reshape(-1, n_senders), dim=0, return_inverse=True)
+        mixed = distinct if 2 * len(distinct) <= len(which) else masks
+        x = norm(self.base_heads[layer] + self._mix(mixed, n_senders),
+                 lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+        if mixed is masks:
+            return x
+        if len(distinct) == 1:
+            return x[None]  # [1, 1, batch, pos, d]: shared by every head input
+        return x.index_select(0, which).view(*masks.shape[:2], *x.shape[1:])
 
     def _qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """q, k, v of every head from its normalised inputs: [3, n_heads, batch, pos, d_head]."""

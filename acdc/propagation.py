@@ -133,8 +133,6 @@ class IncrementalPatcher:
         self.pos_batch = patched.pos_batch
         self.pos_index = patched.pos_index - self.first  # metric positions within the window
         self.grid_index = patched.pos_index  # ... and in the whole sequence
-        # one metric position per prompt, in order (IOI, greater-than): keys need no gathering
-        self.one_per_prompt = torch.equal(self.pos_batch.cpu(), torch.arange(patched.delta.shape[1]))
         self.split = self.graph.granularity == "qkv"
 
         g = self.graph
@@ -365,11 +363,10 @@ class IncrementalPatcher:
             mask = self.pm.causal_mask[self.window, :self.last + 1]
             scores = q @ k.transpose(-1, -2) / scale + mask
             return torch.softmax(scores, dim=-1) @ v
-        if not self.one_per_prompt:  # each metric position's prompt
-            k, v = k[..., self.pos_batch, :, :], v[..., self.pos_batch, :, :]  # [..., n, P, dh]
-        scores = (k @ q[..., None])[..., 0] / scale  # [..., n, P]
+        keys = k[..., self.pos_batch, :, :]  # [..., n, P, dh]: each metric position's prompt
+        scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, P]
         scores = scores.masked_fill(self.future, float("-inf"))
-        return (torch.softmax(scores, dim=-1)[..., None, :] @ v)[..., 0, :]
+        return (torch.softmax(scores, dim=-1)[..., None, :] @ v[..., self.pos_batch, :, :])[..., 0, :]
 
     def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         lw = self.w.layers[layer]
@@ -549,10 +546,8 @@ class IncrementalPatcher:
                 target = self.qkv[sender.layer][i, sender.head]
                 if value.dim() == 2:
                     target[self.pos_batch, self.grid_index] = value
-                elif i == 0:
-                    target[:, self.window] = value
-                else:
-                    target[:, :self.last + 1] = value
+                else:  # q over the window; keys and values from 0, where the start never changes
+                    target[:, self.window] = value[:, self.first:] if i else value
         for s, z in t.z.items():
             sender = self.graph.senders[s]
             self.z[sender.layer][sender.head] = z[candidate]
