@@ -215,8 +215,8 @@ def discover(
 ) -> None:
     """Find the circuit of a task: run ACDC, write circuit.json, circuit.dot/.svg, run.yaml and
     decisions.jsonl (the log that `--resume` continues from)."""
-    from acdc import runlog
-    from acdc.tasks import read_task
+    from acdc.methods.acdc import runlog
+    from acdc.core.tasks import read_task
 
     granularity, dtype = Granularity(granularity).value, Dtype(dtype).value
     ablation = Ablation(ablation).value if ablation is not None else None
@@ -253,10 +253,10 @@ def discover(
 
     import torch
 
-    from acdc.engine import AcdcConfig, cpu_threads, precision_warning, run_acdc
-    from acdc.graph import build_graph
-    from acdc.models import load_model
-    from acdc.tasks import resolve_task
+    from acdc.methods.acdc.search import AcdcConfig, cpu_threads, precision_warning, run_acdc
+    from acdc.core.graph import build_graph
+    from acdc.core.models import load_model
+    from acdc.core.tasks import resolve_task
 
     status.say(f"loading model {spec.model} ...")
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to ..."
@@ -398,7 +398,7 @@ def _same_path(a: Any, b: Any) -> bool:
 
 def _check_resumed_run(logged, n_edges: int, digest: str) -> None:
     """The model and task, re-resolved, must be those the log was written with."""
-    from acdc.runlog import RunLogError
+    from acdc.methods.acdc.runlog import RunLogError
 
     header = logged.header
     if header["n_edges"] != n_edges:
@@ -415,7 +415,7 @@ def _check_resumed_run(logged, n_edges: int, digest: str) -> None:
 
 def _refuse_unfinished_run(out_dir: Path) -> None:
     """Do not start a new run over the log of an unfinished one."""
-    from acdc import runlog
+    from acdc.methods.acdc import runlog
 
     if not (out_dir / runlog.LOG_NAME).is_file():
         return
@@ -569,9 +569,9 @@ def graph(
     256 MiB, logits at one position per prompt); and the largest per-layer
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
-    from acdc.graph import build_graph
-    from acdc.models import load_shape
-    from acdc.engine import estimate_memory
+    from acdc.core.graph import build_graph
+    from acdc.core.models import load_shape
+    from acdc.methods.acdc.search import estimate_memory
 
     granularity = Granularity(granularity).value
     shape = load_shape(model)
@@ -650,7 +650,7 @@ def _count(n: int) -> str:
 @user_errors
 def tasks() -> None:
     """List the bundled tasks: name, metric, threshold, default model, description."""
-    from acdc.tasks import list_tasks
+    from acdc.core.tasks import list_tasks
 
     specs = list_tasks()
     if not specs:

@@ -20,7 +20,7 @@ it the DOT is written and exactly one warning names the install command.
 
 `run.yaml` holds the fully resolved configuration and package versions of a run.
 
->>> from acdc.graph import GraphShape, build_graph
+>>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 2, False))
 >>> kept = [e.name == "a0.h1->logits" for e in graph.edges]
 >>> circuit_nodes(graph, kept)
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.errors import GraphError
-from acdc.graph import GRANULARITIES, Graph, GraphShape, build_graph, head_name
+from acdc.core.graph import GRANULARITIES, Graph, GraphShape, build_graph, head_name
 
 FORMAT = "circuit/1"
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "dot")
@@ -215,7 +215,7 @@ def _fmt_score(score: float | None) -> str:
 def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) -> str:
     """DOT source of a circuit (kept edges only unless `all_edges`).
 
-    >>> from acdc.graph import GraphShape, build_graph
+    >>> from acdc.core.graph import GraphShape, build_graph
     >>> graph = build_graph(GraphShape(1, 1, False))
     >>> kept = [True] * len(graph.edges)
     >>> 'color="#1f77b4"' in to_dot(Circuit(graph, kept, [None] * len(kept)))

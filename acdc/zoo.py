@@ -5,7 +5,7 @@ data it is trained on (a `ZooData`: its vocabulary, a training loss on freshly d
 and a held-out evaluation), and the optimiser settings. `train_model` builds the tokenizer in
 code (a word-level vocabulary, no download), trains the model from a seeded initialisation and
 writes a checkpoint in the project's format (`config.json`, `model.safetensors`,
-`tokenizer.json`) that `acdc.models.load_model` reads. `evaluate_model` scores a checkpoint on
+`tokenizer.json`) that `acdc.core.models.load_model` reads. `evaluate_model` scores a checkpoint on
 prompts it never saw in training.
 
 The entries:
@@ -14,7 +14,7 @@ The entries:
   ("when mary and john went to the store , john gave a drink to" -> "mary"); a fixed set of
   name pairs never appears together in training.
 - `ioi`: 3 layers with MLPs, trained on exactly the prompts of the bundled `tasks/ioi.yaml`
-  generator (`acdc.generators`, its default templates, names, places and objects, both name
+  generator (`acdc.core.generators`, its default templates, names, places and objects, both name
   orders); a fixed fifth of the name pairs is held out for evaluation.
 - `greater-than`: 2 layers with MLPs, trained on the bundled greater-than generator's prompts
   ("the war lasted from the year 17 32 to the year 17" -> a two-digit year above 32, taught
@@ -56,8 +56,8 @@ import torch
 import torch.nn.functional as F
 
 from acdc.errors import AcdcError
-from acdc.generators import GENERATORS, generate_prompts
-from acdc.models import (
+from acdc.core.generators import GENERATORS, generate_prompts
+from acdc.core.models import (
     CHECKPOINT_TOKENIZER,
     LoadedModel,
     Tokenizer,
@@ -66,7 +66,7 @@ from acdc.models import (
     load_model,
     save_checkpoint,
 )
-from acdc.patching import norm
+from acdc.core.patching import norm
 
 BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
 SPECIAL_TOKENS = (BOS, PAD, UNK)
@@ -304,7 +304,7 @@ def _collect(draw: Callable[[int], list[dict]], keep: Callable[[dict], bool], n:
 class GeneratedIoi:
     """The bundled `ioi` generator's prompts (its default lists), name pairs split off.
 
-    Training and evaluation use `acdc.generators.generate_prompts("ioi", ...)` with the
+    Training and evaluation use `acdc.core.generators.generate_prompts("ioi", ...)` with the
     generator's defaults, which are the lists written out in `tasks/ioi.yaml`, so the model is
     trained on exactly the task's distribution. A fixed `held_out` fraction of the unordered
     name pairs never appears as (IO, S) in training; evaluation uses only those pairs.

@@ -43,13 +43,13 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.engine import AcdcConfig, cpu_threads, run_acdc  # noqa: E402
-from acdc.graph import build_graph  # noqa: E402
-from acdc.metrics import MetricTargets, build_metric  # noqa: E402
-from acdc.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
-from acdc.patching import PatchedModel, Stage  # noqa: E402
-from acdc.propagation import IncrementalPatcher  # noqa: E402
-from acdc.tasks import list_tasks, resolve_task  # noqa: E402
+from acdc.methods.acdc.search import AcdcConfig, cpu_threads, run_acdc  # noqa: E402
+from acdc.core.graph import build_graph  # noqa: E402
+from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
+from acdc.core.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
+from acdc.core.patching import PatchedModel, Stage  # noqa: E402
+from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 ACDC_RUNS = 3  # whole runs per bundled task, the best one reported (each under a second)
@@ -215,10 +215,10 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
 
 
 def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dict:
-    from acdc.models import LoadedModel
+    from acdc.core.models import LoadedModel
 
     torch.set_num_threads(DEFAULT_THREADS)
-    from acdc.tasks import Task
+    from acdc.core.tasks import Task
 
     torch.manual_seed(seed)
     model = build_model(GPT2_CONFIG, seed=seed)

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny seeded random models built from configs, and small random tasks.
 
-The models are built with `acdc.models.build_model` (the only way tests make a model) and then
+The models are built with `acdc.core.models.build_model` (the only way tests make a model) and then
 given fresh, larger random weights, biases and LayerNorm parameters: TransformerLens
 initialises biases to zero and weights small, which would make every bias-only path trivial
 and every edge's effect tiny. Each model covers a different corner of the architecture.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from acdc.models import build_model
+from acdc.core.models import build_model
 
 # The models are tiny: one thread is many times faster than several contending for 2 cores.
 torch.set_num_threads(1)
@@ -74,7 +74,7 @@ def make_model(name: str):
 
 @dataclass(frozen=True)
 class TinyTask:
-    """The data of a task, without depending on `acdc.tasks`."""
+    """The data of a task, without depending on `acdc.core.tasks`."""
 
     clean: list[list[int]]
     corrupt: list[list[int]]

@@ -4,9 +4,9 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.engine import AcdcConfig, run_acdc
-from acdc.models import load_model
-from acdc.tasks import list_tasks, read_task, resolve_task
+from acdc.methods.acdc.search import AcdcConfig, run_acdc
+from acdc.core.models import load_model
+from acdc.core.tasks import list_tasks, read_task, resolve_task
 
 BUILT_IN = ["ioi", "greater-than", "induction"]
 

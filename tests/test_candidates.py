@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from acdc import candidates
+from acdc.methods.acdc import candidates
 
 
 def sequential(n_edges: int, metric_of, current: float, threshold: float) -> list[tuple[int, float, bool]]:

@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 import cli
-from acdc.models import build_model, save_checkpoint
+from acdc.core.models import build_model, save_checkpoint
 
 runner = CliRunner()
 HAS_DOT = shutil.which("dot") is not None
@@ -145,14 +145,14 @@ def test_graph_errors(tmp_path):
 
 
 def test_tasks_lists_one_line_per_task(tmp_path, monkeypatch, checkpoint):
-    import acdc.tasks
+    import acdc.core.tasks
 
     bundled = tmp_path / "bundled"
     bundled.mkdir()
     write_task(bundled / "alpha.yaml", name="alpha", model=str(checkpoint), threshold=0.25)
     write_task(bundled / "beta.yaml", name="beta", metric="l2", description="the second one")
     (bundled / "README.md").write_text("# not a task\n")
-    monkeypatch.setattr(acdc.tasks, "TASKS_DIR", bundled)
+    monkeypatch.setattr(acdc.core.tasks, "TASKS_DIR", bundled)
     result = invoke("tasks")
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()

@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from acdc.engine import AcdcConfig, run_acdc
+from acdc.methods.acdc.search import AcdcConfig, run_acdc
 from acdc.errors import AcdcError
-from acdc.models import LoadedModel, build_model, model_shape
-from acdc.tasks import Task
+from acdc.core.models import LoadedModel, build_model, model_shape
+from acdc.core.tasks import Task
 from conftest import make_task, randomize
 
 CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
@@ -61,7 +61,7 @@ def test_incremental_engine_equals_full_recompute(loaded, granularity, ablation,
 def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candidates, monkeypatch):
     """The unembedding updated by d_head-wide products (forced on, for a model too small to
     choose it) and several removals per evaluation: the full engine's decisions and scores."""
-    from acdc import propagation
+    from acdc.methods.acdc import propagation
 
     monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)
     monkeypatch.setattr(propagation, "THIN_PRODUCT_COST", 0)  # low rank wherever it applies

@@ -123,7 +123,7 @@ def threshold_at(scores: list[float], quantile: float) -> float:
 
 
 def make_engine_task(case: Case, tiny, threshold: float):
-    from acdc.tasks import Task
+    from acdc.core.tasks import Task
 
     needs_answers = case.metric in ("logit_diff", "prob_diff", "nll")
     needs_wrong = case.metric in ("logit_diff", "prob_diff")
@@ -169,9 +169,9 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 @pytest.mark.parametrize("quantile", QUANTILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
-    from acdc import propagation
-    from acdc.engine import AcdcConfig, run_acdc
-    from acdc.models import LoadedModel, model_shape
+    from acdc.methods.acdc import propagation
+    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.models import LoadedModel, model_shape
 
     if case.low_rank:
         monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from acdc import export
-from acdc.engine import AcdcConfig, CircuitResult
+from acdc.methods.acdc.search import AcdcConfig, CircuitResult
 from acdc.errors import GraphError
-from acdc.graph import GraphShape, build_graph
+from acdc.core.graph import GraphShape, build_graph
 
 HAS_DOT = shutil.which("dot") is not None
 

@@ -16,14 +16,14 @@ import pytest
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from acdc.generators import (
+from acdc.core.generators import (
     GENERATORS,
     check_generator,
     derangement,
     generate_prompts,
     predictable_positions,
 )
-from acdc.models import Tokenizer
+from acdc.core.models import Tokenizer
 from conftest import error_of
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
@@ -329,7 +329,7 @@ def test_generate_prompts_kind_must_match():
 
 @pytest.mark.parametrize("name", ["ioi", "greater-than", "induction"])
 def test_bundled_generated_tasks_resolve(bpe, name):
-    from acdc.tasks import read_task, resolve_task
+    from acdc.core.tasks import read_task, resolve_task
 
     spec = read_task(name)
     assert spec.generator is not None and spec.generator["kind"] == name
@@ -341,9 +341,9 @@ def test_bundled_generated_tasks_resolve(bpe, name):
 
 
 def test_generated_induction_task_runs_end_to_end(tiny_models):
-    from acdc.engine import AcdcConfig, run_acdc
-    from acdc.models import LoadedModel, model_shape
-    from acdc.tasks import TaskSpec, resolve_task
+    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.tasks import TaskSpec, resolve_task
 
     model = tiny_models["attn2"]
     spec = TaskSpec.from_dict({

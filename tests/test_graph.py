@@ -3,7 +3,7 @@
 import pytest
 
 from acdc.errors import GraphError
-from acdc.graph import GraphShape, build_graph
+from acdc.core.graph import GraphShape, build_graph
 
 GPT2 = GraphShape(n_layers=12, n_heads=12, has_mlp=True)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from acdc.metrics import METRICS, build_metric, metric_targets
+from acdc.core.metrics import METRICS, build_metric, metric_targets
 
 CLEAN = [[1, 2, 3, 4], [5, 6, 7, 8, 9]]
 POSITIONS = [[3], [2, 4]]

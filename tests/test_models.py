@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from acdc.errors import ModelError
-from acdc.models import build_model, load_model, load_shape, save_checkpoint
+from acdc.core.models import build_model, load_model, load_shape, save_checkpoint
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from acdc.graph import build_graph
-from acdc.models import build_model, extract_weights, model_shape
-from acdc.patching import PatchedModel, Stage
+from acdc.core.graph import build_graph
+from acdc.core.models import build_model, extract_weights, model_shape
+from acdc.core.patching import PatchedModel, Stage
 
 CONFIGS = {
     "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, attn_only=True),
@@ -97,8 +97,8 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
 
 
 def test_memory_estimate_counts_the_caches_a_run_allocates():
-    from acdc.engine import estimate_memory
-    from acdc.propagation import IncrementalPatcher
+    from acdc.methods.acdc.search import estimate_memory
+    from acdc.methods.acdc.propagation import IncrementalPatcher
 
     model = _model(CONFIGS["mlp-ln"])
     clean, corrupt = torch.randint(0, 50, (2, 4, 9))
@@ -114,7 +114,7 @@ def test_memory_estimate_counts_the_caches_a_run_allocates():
 def test_changing_positions_span_first_difference_to_last_metric_position():
     """The window the incremental engine works in: from the first position where any sender's
     delta is non-zero (or an earlier metric position) to the last metric position."""
-    from acdc.propagation import changing_positions
+    from acdc.methods.acdc.propagation import changing_positions
 
     delta = torch.zeros(3, 2, 10, 4)  # senders, prompts, positions, d_model
     delta[2, 1, 6, 0] = 1e-30  # the smallest difference counts

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import reference_acdc as ref
-from acdc.graph import GraphShape, build_graph
+from acdc.core.graph import GraphShape, build_graph
 
 MODELS = ["attn2", "mlp3", "nonorm2", "one_head"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_cli import TINY_CONFIG, error_line, invoke, write_task
 
-from acdc import runlog
-from acdc.models import build_model, save_checkpoint
+from acdc.methods.acdc import runlog
+from acdc.core.models import build_model, save_checkpoint
 
 THRESHOLD = 0.01  # on the tiny model: some edges kept, some removed, some nodes dead
 GRANULARITIES = ("qkv", "head")
@@ -223,14 +223,14 @@ def test_resuming_a_finished_run_reproduces_it(task, reference, tmp_path):
 
 def test_interrupt_before_the_first_decision_leaves_a_resumable_run(task, reference, tmp_path,
                                                                     monkeypatch):
-    import acdc.engine
+    import acdc.methods.acdc.search
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(acdc.engine, "run_acdc", interrupted)
+        patch.setattr(acdc.methods.acdc.search, "run_acdc", interrupted)
         result = discover(task, out)
     assert result.exit_code == 130
     assert f"circuit discover --resume {out}" in result.stderr

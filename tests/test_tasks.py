@@ -9,11 +9,11 @@ import yaml
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
-from acdc import tasks as tasks_module
-from acdc.generators import IOI_NAMES
-from acdc.models import Tokenizer
+from acdc.core import tasks as tasks_module
+from acdc.core.generators import IOI_NAMES
+from acdc.core.models import Tokenizer
 from conftest import error_of
-from acdc.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
+from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
 WORDS = [
     "<bos>",
@@ -724,7 +724,7 @@ def test_prepend_bos_without_bos(tmp_path):
 
 
 def test_readme_example_is_a_valid_task(tok):
-    readme = Path(tasks_module.__file__).resolve().parent.parent / "tasks" / "README.md"
+    readme = Path(tasks_module.__file__).resolve().parents[2] / "tasks" / "README.md"
     example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = TaskSpec.from_dict(yaml.safe_load(example), str(readme))
     task = resolve_task(spec, tok, d_vocab=50, n_ctx=N_CTX)
@@ -734,7 +734,7 @@ def test_readme_example_is_a_valid_task(tok):
 
 # --------------------------------------------------------------------------- generated tasks
 
-DEMO_DIR = Path(tasks_module.__file__).resolve().parent.parent / "models" / "demo"
+DEMO_DIR = Path(tasks_module.__file__).resolve().parents[2] / "models" / "demo"
 
 
 def demo_copy_of(tmp_path: Path, bundled: str, **generator) -> Path:

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from acdc.errors import AcdcError
-from acdc.models import Tokenizer, load_model
+from acdc.core.models import Tokenizer, load_model
 from acdc.zoo import ZOO, attention_patterns, demo_task_yaml, evaluate_model, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,8 +152,8 @@ def test_induction_model_predicts_repeats_and_reports_head_scores():
 
 def test_induction_circuit_has_the_k_composition():
     """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
-    from acdc.engine import AcdcConfig, run_acdc
-    from acdc.tasks import read_task, resolve_task
+    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.tasks import read_task, resolve_task
 
     spec = read_task("induction")
     model = load_model(spec.model)

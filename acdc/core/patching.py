@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from acdc.graph import Edge, Graph
-from acdc.models import Weights
+from acdc.core.graph import Edge, Graph
+from acdc.core.models import Weights
 
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
 

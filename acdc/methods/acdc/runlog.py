@@ -20,7 +20,7 @@ A last line cut short by a crash is dropped on reading (with a warning the calle
 cut off the file before appending; a damaged line anywhere else is an error naming the line.
 
 >>> import io
->>> from acdc.engine import Decision
+>>> from acdc.methods.acdc.search import Decision
 >>> out = io.StringIO()
 >>> write_decision(out, Decision("m1->logits", kept=True, score=0.25, metric=0.5))
 >>> out.getvalue()
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from acdc.engine import Decision
+from acdc.methods.acdc.search import Decision
 from acdc.errors import AcdcError
 
 LOG_FORMAT = "circuit-log/1"

@@ -10,7 +10,7 @@ becomes the unknown token does not count), and fail with one line naming the lis
 few remain.
 
 `generate_prompts` returns plain prompt dictionaries in the task-file schema (`clean`,
-`corrupt`, `answer`, `wrong`, `positions`); `acdc.tasks.resolve_task` then checks and
+`corrupt`, `answer`, `wrong`, `positions`); `acdc.core.tasks.resolve_task` then checks and
 tokenises them exactly like hand-written prompts. The same function serves the model zoo
 for training data. Output is a function of the parameters (the seed included) and the
 tokenizer alone.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from acdc.errors import TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
-    from acdc.models import Tokenizer
+    from acdc.core.models import Tokenizer
 
 Check = Callable[[Any, str], Any]
 Build = Callable[[dict[str, Any], "Tokenizer | None", int, str], list[dict[str, Any]]]

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from acdc.graph import Edge, Graph
-from acdc.models import Weights
-from acdc.patching import QKV_INDEX, PatchedModel, Stage, norm
+from acdc.core.graph import Edge, Graph
+from acdc.core.models import Weights
+from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, norm
 
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from acdc.errors import ModelError
-from acdc.graph import GraphShape
+from acdc.core.graph import GraphShape
 
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"

@@ -25,14 +25,14 @@ from typing import Literal
 
 import torch
 
-from acdc import candidates
+from acdc.methods.acdc import candidates
 from acdc.errors import AcdcError
-from acdc.graph import GRANULARITIES, Edge, Graph, build_graph
-from acdc.metrics import METRICS, build_metric, metric_targets
-from acdc.models import LoadedModel, extract_weights
-from acdc.patching import PatchedModel, Stage
-from acdc.propagation import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES, IncrementalPatcher
-from acdc.tasks import ABLATIONS, Task
+from acdc.core.graph import GRANULARITIES, Edge, Graph, build_graph
+from acdc.core.metrics import METRICS, build_metric, metric_targets
+from acdc.core.models import LoadedModel, extract_weights
+from acdc.core.patching import PatchedModel, Stage
+from acdc.methods.acdc.propagation import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES, IncrementalPatcher
+from acdc.core.tasks import ABLATIONS, Task
 
 Ablation = Literal["corrupt", "zero"]
 ENGINES: tuple[str, ...] = ("incremental", "full")
