@@ -1,10 +1,10 @@
-"""The `circuit` command line: parse options, call the `acdc` library, print and write files.
+"""The `circuit` command line: parse options, call the `acdc` library, print.
 
-Commands: `discover` (run ACDC on a task and write circuit.json, circuit.dot, circuit.svg,
-run.yaml and decisions.jsonl, the decision log that `discover --resume DIR` continues from; see
-`acdc/runlog.py`), `graph` (node and edge counts and a memory estimate from a model's config
+Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
+circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
+continues from), `graph` (node and edge counts and a memory estimate from a model's config
 alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit) and `zoo train|eval`
-(the project's own small models).
+(the project's own small models). The library does the work; commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -21,9 +21,7 @@ import functools
 import io
 import math
 import os
-import shlex
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from enum import Enum
@@ -72,6 +70,7 @@ class RenderFormat(str, Enum):
     png = "png"
     dot = "dot"
 
+
 GRANULARITY_HELP = ("Graph granularity: qkv splits each head into q, k and v receivers (plus "
                     "direct q/k/v edges); head has one receiver per head.")
 
@@ -103,12 +102,12 @@ def user_errors(command: F) -> F:
 
 
 def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Show our own warnings (rendering fall-backs) as one line each; drop library chatter."""
-    from acdc.export import RenderWarning
+    """Show our own warnings (`RunWarning`s) as one line each; drop library chatter."""
+    from acdc.errors import RunWarning
 
     seen: set[str] = set()
     for item in caught:
-        if issubclass(item.category, RenderWarning):
+        if issubclass(item.category, RunWarning):
             text = _one_line(str(item.message))
             if text not in seen:
                 seen.add(text)
@@ -121,347 +120,156 @@ def _one_line(text: str) -> str:
 
 # --------------------------------------------------------------------------- discover
 
+TaskOption = Annotated[str | None, typer.Option(
+    "--task", "-t", help="Bundled task name (see `circuit tasks`) or a task YAML file. Required "
+                         "unless --resume is given.")]
+ModelOption = Annotated[str | None, typer.Option(
+    help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. "
+         "Default: the task's model.")]
+MethodOption = Annotated[str, typer.Option(help="Discovery method: acdc.")]
+ThresholdOption = Annotated[float | None, typer.Option(
+    help="ACDC threshold tau: an edge is removed when removing it raises the metric by less "
+         "than this. Default: the task's.")]
+MetricOption = Annotated[str | None, typer.Option(
+    help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl).")]
+AblationOption = Annotated[Ablation | None, typer.Option(
+    help="What a removed edge carries: the corrupted run's value, or zero. Default: the "
+         "task's.")]
+GranularityOption = Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)]
+AbsOption = Annotated[bool, typer.Option(
+    "--abs", help="Remove an edge when |metric change| < tau (the paper's default is the "
+                  "signed rule).")]
+ReverseOption = Annotated[bool, typer.Option(
+    "--reverse-head-order", help="Visit heads from 0 upwards instead of from the highest "
+                                 "index down.")]
+SeedOption = Annotated[int | None, typer.Option(help="Random seed. Default: the task's.")]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+DtypeOption = Annotated[Dtype, typer.Option(
+    help="Model precision (float32 on CPU; lower precision only on GPUs).")]
+ThreadsOption = Annotated[int, typer.Option(
+    min=0, help="CPU threads; 0 (default): 1 for small models, where threads only add "
+                "overhead, else PyTorch's default.")]
+CandidatesOption = Annotated[int, typer.Option(
+    min=0, help="Edge removals evaluated together, with the decisions of one at a time; 0 "
+                "(default): by model and batch size (more on a GPU, which one test leaves "
+                "idle).")]
+OutOption = Annotated[Path | None, typer.Option(
+    help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
+NoRenderOption = Annotated[bool, typer.Option(
+    "--no-render", help="Write circuit.dot but not circuit.svg.")]
+ResumeOption = Annotated[Path | None, typer.Option(
+    metavar="DIR", help="Continue the interrupted run in DIR: its settings and decisions come "
+                        "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
+METHOD_OPTIONS = ("threshold", "abs", "reverse_head_order")  # given only when typed
+
 
 @app.command()
 @user_errors
 def discover(
-    ctx: typer.Context,
-    task: Annotated[
-        str | None,
-        typer.Option(
-            "--task", "-t",
-            help="Bundled task name (see `circuit tasks`) or a task YAML file. Required unless "
-                 "--resume is given."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Checkpoint directory, local Hugging Face directory or TransformerLens model "
-                 "name. Default: the task's model."
-        ),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="ACDC threshold tau: an edge is removed when removing it raises the metric by "
-                 "less than this. Default: the task's."
-        ),
-    ] = None,
-    metric: Annotated[
-        str | None,
-        typer.Option(help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl)."),
-    ] = None,
-    ablation: Annotated[
-        Ablation | None,
-        typer.Option(
-            help="What a removed edge carries: the corrupted run's value, or zero. Default: the "
-                 "task's."
-        ),
-    ] = None,
-    granularity: Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)] = Granularity.qkv,
-    use_abs: Annotated[
-        bool,
-        typer.Option(
-            "--abs",
-            help="Remove an edge when |metric change| < tau (the paper's default is the signed "
-                 "rule)."
-        ),
-    ] = False,
-    reverse_head_order: Annotated[
-        bool,
-        typer.Option(
-            "--reverse-head-order",
-            help="Visit heads from 0 upwards instead of from the highest index down."
-        ),
-    ] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed. Default: the task's.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    dtype: Annotated[
-        Dtype,
-        typer.Option(help="Model precision (float32 on CPU; lower precision only on GPUs)."),
-    ] = Dtype.float32,
-    threads: Annotated[
-        int,
-        typer.Option(min=0, help="CPU threads; 0 (default): 1 for small models, where threads "
-                                 "only add overhead, else PyTorch's default."),
-    ] = 0,
-    candidates: Annotated[
-        int,
-        typer.Option(min=0, help="Edge removals evaluated together, with the decisions of one at "
-                                 "a time; 0 (default): by model and batch size (more on a GPU, "
-                                 "which one test leaves idle)."),
-    ] = 0,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/."),
-    ] = None,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Print only the final summary."),
-    ] = False,
-    no_render: Annotated[
-        bool,
-        typer.Option("--no-render", help="Write circuit.dot but not circuit.svg."),
-    ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR",
-            help="Continue the interrupted run in DIR: its settings and decisions come from "
-                 "DIR/decisions.jsonl, and the outputs are written into DIR."
-        ),
-    ] = None,
+    ctx: typer.Context, task: TaskOption = None, model: ModelOption = None,
+    method: MethodOption = "acdc", threshold: ThresholdOption = None, metric: MetricOption = None,
+    ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
+    abs_: AbsOption = False, reverse_head_order: ReverseOption = False, seed: SeedOption = None,
+    device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
+    candidates: CandidatesOption = 0, out: OutOption = None, quiet: QuietOption = False,
+    no_render: NoRenderOption = False, resume: ResumeOption = None,
 ) -> None:
-    """Find the circuit of a task: run ACDC, write circuit.json, circuit.dot/.svg, run.yaml and
-    decisions.jsonl (the log that `--resume` continues from)."""
-    from acdc.methods.acdc import runlog
-    from acdc.core.tasks import read_task
+    """Find the circuit of a task: run a discovery method (ACDC by default), write
+    circuit.json, circuit.dot/.svg, run.yaml and decisions.jsonl (the log that `--resume`
+    continues from)."""
+    from acdc import run as pipeline
 
-    granularity, dtype = Granularity(granularity).value, Dtype(dtype).value
-    ablation = Ablation(ablation).value if ablation is not None else None
-    command_line = ["circuit", *sys.argv[1:]] if Path(sys.argv[0]).name == "circuit" else None
-    logged = None
+    given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
+                                 "granularity", "abs_", "reverse_head_order", "seed", "device",
+                                 "dtype", "out"})
+    tuning = {"candidates": candidates} if candidates else {}
+    command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
-        logged = runlog.read_log(resume)
-        given = {"task": task, "model": model, "threshold": threshold, "metric": metric,
-                 "ablation": ablation, "granularity": granularity, "use_abs": use_abs,
-                 "reverse_head_order": reverse_head_order, "seed": seed, "device": device,
-                 "dtype": dtype, "out": out}
-        _check_resume_options(ctx, logged, resume, given)
-        if logged.dropped:
-            _err(f"warning: {logged.dropped}")
-        header = logged.header
-        spec = read_task(header["task_file"] or header["task"]).with_overrides(
-            metric=header["metric"], threshold=header["threshold"], ablation=header["ablation"],
-            seed=header["seed"], model=header["model"])
-        granularity, use_abs = header["granularity"], header["abs"]
-        reverse_head_order, device, dtype = (header["reverse_head_order"], header["device"],
-                                             header["dtype"])
-        out = resume
+        try:
+            job = pipeline.resume_run(resume, given, tuning, command)
+        except pipeline.ResumeConflict as conflict:
+            raise typer.BadParameter(str(conflict), ctx=ctx, param_hint="--resume") from None
     elif task is None:
         raise typer.BadParameter("required unless --resume DIR is given", ctx=ctx,
                                  param_hint="'--task' / '-t'")
     else:
-        spec = read_task(task).with_overrides(metric=metric, threshold=threshold,
-                                              ablation=ablation, seed=seed, model=model)
-    if spec.model is None:
-        raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
-    status = _Status(quiet)
-    status.say(f"task {spec.name}: {spec.n_prompts} prompts, metric {spec.metric}, "
-               f"threshold {spec.threshold:g}, ablation {spec.ablation}")
-
-    import torch
-
-    from acdc.methods.acdc.search import AcdcConfig, cpu_threads, precision_warning, run_acdc
-    from acdc.core.graph import build_graph
-    from acdc.core.models import load_model
-    from acdc.core.tasks import resolve_task
-
-    status.say(f"loading model {spec.model} ...")
-    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to ..."
-        loaded = load_model(spec.model, device=device, dtype=dtype)
-    resolved = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
-    warning = precision_warning(loaded.model.cfg.dtype, device)
-    if warning:
-        _err(f"warning: {warning}")
-    config = AcdcConfig(threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
-                        granularity=granularity, use_abs=use_abs,
-                        reverse_head_order=reverse_head_order, candidates=candidates)
-    n_edges = len(build_graph(loaded.shape.graph_shape(granularity)).edges)
-    digest = runlog.task_digest(resolved)
-    source = Path(spec.source)
-    settings = {
-        "task": spec.name, "task_file": str(source.resolve()) if source.is_file() else spec.source,
-        "model": spec.model, "threshold": spec.threshold, "metric": spec.metric,
-        "ablation": spec.ablation, "granularity": granularity, "abs": use_abs,
-        "reverse_head_order": reverse_head_order, "seed": spec.seed, "device": device,
-        "dtype": dtype,
-    }
-    torch.manual_seed(spec.seed)
-    chosen = threads or cpu_threads(loaded.shape, device)
-    if chosen:
-        torch.set_num_threads(chosen)
-    if logged is not None:
-        out_dir = resume
-        _check_resumed_run(logged, n_edges, digest)
-        log = runlog.RunLog.reopen(logged)
-        replay = logged.decisions
-        done = len(replay)
-        status.say(f"resuming {out_dir}: all {n_edges} edges already decided, rewriting the "
-                   f"outputs" if done == n_edges else
-                   f"resuming {out_dir}: {done} of {n_edges} edges decided in {runlog.LOG_NAME}")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-        _prepare_out(out_dir)
-        _refuse_unfinished_run(out_dir)
-        log = runlog.RunLog.create(out_dir, runlog.make_header(settings, n_edges, digest))
-        replay = []
-
-    with log, _ProgressDisplay(quiet) as display:
-        def record(progress) -> None:
-            if not progress.replayed:
-                log.append(progress.decision)  # first: the log matters more than the display
-            display.update(progress)
-
+        options = {key: given[key] for key in METHOD_OPTIONS if key in given} | tuning
+        job = pipeline.start_run(
+            task, method=method, model=model, metric=metric, ablation=given.get("ablation"),
+            granularity=Granularity(granularity).value, seed=seed, device=device,
+            dtype=Dtype(dtype).value, options=options, out=out, command=command)
+    _announce(job, _Status(quiet))
+    with _ProgressDisplay(quiet) as display:
         try:
-            result = run_acdc(loaded, resolved, config, on_progress=record, replay=replay)
-        except KeyboardInterrupt:  # before the search started: the log holds the header
-            _err(f"interrupted before the first decision; {_resume_hint(out_dir)}")
+            outcome = pipeline.execute(job, on_progress=display.update, threads=threads)
+        except KeyboardInterrupt:
+            _err(_interrupted_early(job))
             raise typer.Exit(EXIT_INTERRUPTED) from None
-
-    from acdc import export
-
-    run = export.run_config(
-        task=spec.name, task_file=settings["task_file"], model=spec.model,
-        threshold=spec.threshold, metric=spec.metric, ablation=spec.ablation,
-        granularity=granularity, use_abs=use_abs, reverse_head_order=reverse_head_order,
-        seed=spec.seed, device=device, dtype=dtype, n_prompts=resolved.n_prompts,
-        command=command_line, partial=result.partial,
-    )
-    written = _write_outputs(result, out_dir, model_name=spec.model, task_name=spec.name,
-                             run=run, render_svg=not no_render)
-    written.append(log.path)
-    kept, total = result.n_edges_kept, len(result.graph.edges)
-    summary = (f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric {config.metric} "
-               f"of circuit {result.metric_circuit:.4g} (full model {result.metric_full:.4g}); "
-               f"{result.runtime_s:.1f} s")
-    typer.echo(("partial: " if result.partial else "") + summary)
-    if result.metric_noise * 10 > abs(spec.threshold):
-        _err(f"warning: the metric's rounding noise in {dtype} is {result.metric_noise:.1e}, within "
-             f"a factor 10 of the threshold {spec.threshold:g}: decisions near it are noise")
-    typer.echo("wrote " + ", ".join(str(p) for p in written))
-    if result.partial:
-        decided = int(result.decided.sum())
-        _err(f"interrupted: {decided} of {total} edges decided; undecided edges are kept and the "
-             f"files are marked partial; {_resume_hint(out_dir)}")
-        raise typer.Exit(EXIT_INTERRUPTED)
+    written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
+    _summarize(job, outcome.circuit, written)
 
 
-# Options of `discover` that a resumed run takes from its log: parameter -> header key.
-RESUMED_OPTIONS = {"task": "task", "model": "model", "threshold": "threshold",
-                   "metric": "metric", "ablation": "ablation", "granularity": "granularity",
-                   "use_abs": "abs", "reverse_head_order": "reverse_head_order", "seed": "seed",
-                   "device": "device", "dtype": "dtype", "out": None}
-
-
-def _resume_hint(out_dir: Path) -> str:
-    return f"resume with `circuit discover --resume {shlex.quote(str(out_dir))}`"
-
-
-def _check_resume_options(ctx: typer.Context, logged, resume: Path,
-                          given: dict[str, Any]) -> None:
-    """A usage error naming every option given with --resume that contradicts the log."""
-    header = logged.header
-    conflicts = []
-    for param, key in RESUMED_OPTIONS.items():
-        source = ctx.get_parameter_source(param)
+def _given_options(ctx: typer.Context, names: set[str]) -> dict[str, Any]:
+    """The options typed on the command line (not defaults), by setting name (`abs_` is
+    `abs`), enums as their values."""
+    given = {}
+    for name in names:
+        source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             continue
-        value = given[param]
-        option = "--abs" if param == "use_abs" else "--" + param.replace("_", "-")
-        if param == "out":
-            if not _same_path(value, resume):
-                conflicts.append(f"{option} {value} (the run's directory is {resume})")
-            continue
-        logged_value = header[key]
-        if param == "task":
-            agrees = value == header["task"] or _same_path(value, header["task_file"])
-        elif param == "model":
-            agrees = value == logged_value or _same_path(value, logged_value)
-        elif param == "threshold":
-            agrees = float(value) == float(logged_value)
-        else:
-            agrees = value == logged_value
-        if not agrees:
-            if isinstance(value, bool):
-                conflicts.append(f"{option} (the run was without it)")
-            else:
-                conflicts.append(f"{option} {value} (the run used {logged_value})")
-    if conflicts:
-        one = len(conflicts) == 1
-        raise typer.BadParameter(
-            f"{'; '.join(conflicts)} contradict{'s' if one else ''} the settings of the run "
-            f"being resumed (from its {logged.path.name}): leave {'it' if one else 'them'} out, "
-            f"or start a new run with --out", ctx=ctx, param_hint="--resume")
+        value = ctx.params[name]
+        given[name.rstrip("_")] = value.value if isinstance(value, Enum) else value
+    return given
 
 
-def _same_path(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return False
-    try:
-        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return False
+def _announce(job, status: _Status) -> None:
+    spec, settings = job.spec, job.settings
+    if job.resume_from is not None:
+        state = job.resume_from
+        done, total = state.n_decided, state.n_edges
+        status.say(f"resuming {job.out_dir}: all {total} edges already decided, rewriting the "
+                   f"outputs" if done == total else
+                   f"resuming {job.out_dir}: {done} of {total} edges decided in "
+                   f"{job.method.journal.file_name}")
+    own = ", ".join(f"{key} {value:g}" if isinstance(value, float) else key
+                    for key, value in _settings_of(settings.settings).items()
+                    if value is not False)
+    status.say(f"task {spec.name}: {spec.n_prompts} prompts, method {settings.method} ({own}), "
+               f"metric {settings.common.metric}, ablation {settings.common.ablation}")
+    status.say(f"loading model {settings.model} ...")
 
 
-def _check_resumed_run(logged, n_edges: int, digest: str) -> None:
-    """The model and task, re-resolved, must be those the log was written with."""
-    from acdc.methods.acdc.runlog import RunLogError
+def _settings_of(settings: Any) -> dict[str, Any]:
+    from acdc.core.settings import settings_record
 
-    header = logged.header
-    if header["n_edges"] != n_edges:
-        raise RunLogError(
-            f"cannot resume: {logged.path} was written for a graph of {header['n_edges']} edges, "
-            f"model {header['model']} now gives {n_edges} at {header['granularity']} granularity "
-            f"(the model changed since the run started)")
-    if header["task_sha256"] != digest:
-        raise RunLogError(
-            f"cannot resume: the task {header['task_file'] or header['task']} no longer gives the "
-            f"prompts the run in {logged.path.parent} started with (it was edited, or the model's "
-            f"tokenizer changed); restore it, or start a new run")
+    return settings_record(settings)
 
 
-def _refuse_unfinished_run(out_dir: Path) -> None:
-    """Do not start a new run over the log of an unfinished one."""
-    from acdc.methods.acdc import runlog
+def _interrupted_early(job) -> str:
+    """What a Ctrl-C before the first decision left: a journal to resume, or nothing."""
+    from acdc.run import resume_hint
 
-    if not (out_dir / runlog.LOG_NAME).is_file():
-        return
-    try:
-        logged = runlog.read_log(out_dir)
-    except runlog.RunLogError:
-        return  # nothing that could be resumed
-    if not logged.finished:
-        raise AcdcError(
-            f"--out {out_dir}: holds an unfinished run ({len(logged.decisions)} of "
-            f"{logged.n_edges} edges decided); {_resume_hint(out_dir)}, or choose another --out")
+    journal = job.method.journal
+    if journal is not None and (job.out_dir / journal.file_name).is_file():
+        return f"interrupted before the first decision; {resume_hint(job.out_dir)}"
+    return "interrupted before the search started; nothing was written"
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "task"
+def _summarize(job, circuit, written: list[Path]) -> None:
+    from acdc.run import resume_hint
 
-
-def _prepare_out(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AcdcError(f"--out {out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = error.strerror or error
-        raise AcdcError(f"--out {out_dir}: cannot create directory ({reason})") from None
-
-
-def _write_outputs(result, out_dir: Path, *, model_name: str, task_name: str, run: dict[str, Any],
-                   render_svg: bool) -> list[Path]:
-    from acdc import export
-
-    data = export.to_json(result, model_name=model_name, task_name=task_name)
-    written = [export.write_json(data, out_dir / "circuit.json")]
-    circuit = export.from_json(data, str(out_dir / "circuit.json"))
-    config = result.config
-    title = f"{task_name} on {model_name}, {config.metric} threshold {config.threshold:g}"
-    if result.partial:
-        title += " (partial run)"
-    source = export.to_dot(circuit, title=title)
-    written.append(export.render(source, out_dir / "circuit.dot", "dot"))
-    if render_svg:
-        svg = export.render(source, out_dir / "circuit.svg", "svg")
-        if svg not in written:
-            written.append(svg)
-    written.append(export.write_run_yaml(run, out_dir / "run.yaml"))
-    return written
+    kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
+    typer.echo(("partial: " if circuit.partial else "") +
+               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric "
+               f"{job.settings.common.metric} of circuit {circuit.metric_circuit:.4g} (full model "
+               f"{circuit.metric_full:.4g}); {circuit.results['runtime_s']:.1f} s")
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+    if circuit.partial:
+        decided = circuit.results.get("n_edges_decided", kept)
+        _err(f"interrupted: {decided} of {total} edges decided; undecided edges are kept and the "
+             f"files are marked partial; {resume_hint(job.out_dir)}")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 class _Status:
@@ -571,12 +379,12 @@ def graph(
     """
     from acdc.core.graph import build_graph
     from acdc.core.models import load_shape
-    from acdc.methods.acdc.search import estimate_memory
+    from acdc.methods.acdc.memory import estimate_memory
 
     granularity = Granularity(granularity).value
     shape = load_shape(model)
     g = build_graph(shape.graph_shape(granularity))
-    counts = graph_counts(g)
+    counts = g.counts()
     estimate = estimate_memory(shape, len(g.senders), batch, seq_len)
     n_params = estimate["n_params"]
     typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
@@ -597,32 +405,6 @@ def graph(
                f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
                f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
                f"plus the Python runtime")
-
-
-def graph_counts(g) -> dict[str, Any]:
-    """Node and edge counts of a graph, edges split by kind and by receiver type."""
-    by_receiver: dict[str, int] = {}
-    for edge in g.edges:
-        if edge.kind == "direct":
-            key = "heads (direct q/k/v)"
-        elif edge.receiver.kind == "head":
-            key = f"head {edge.receiver.qkv} inputs" if edge.receiver.qkv else "heads"
-        elif edge.receiver.kind == "mlp":
-            key = "MLPs"
-        else:
-            key = "logits"
-        by_receiver[key] = by_receiver.get(key, 0) + 1
-    return {
-        "nodes": len(g.node_names()),
-        "senders": len(g.senders),
-        "heads": sum(s.kind == "head" for s in g.senders),
-        "mlps": sum(s.kind == "mlp" for s in g.senders),
-        "receivers": len(g.receivers),
-        "edges": len(g.edges),
-        "residual": sum(e.kind == "residual" for e in g.edges),
-        "direct": sum(e.kind == "direct" for e in g.edges),
-        "by_receiver": by_receiver,
-    }
 
 
 def _bytes(n: float) -> str:
@@ -698,18 +480,16 @@ def render(
     ] = False,
 ) -> None:
     """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
-    from acdc import export
+    from acdc.core.circuit import load_circuit
+    from acdc.export.dot import circuit_title
+    from acdc.export.dot import render as render_dot
+    from acdc.export.dot import to_dot
 
     format = RenderFormat(format).value
-    circuit = export.load_circuit(circuit_json)
-    meta = circuit.meta
-    title = (f"{meta.get('task')} on {meta.get('model')}, {meta.get('metric')} threshold "
-             f"{meta.get('threshold')}")
-    if meta.get("partial"):
-        title += " (partial run)"
-    source = export.to_dot(circuit, all_edges=all_edges, title=title)
+    circuit = load_circuit(circuit_json)
+    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
     target = out if out is not None else circuit_json.with_suffix(f".{format}")
-    written = export.render(source, target, format)
+    written = render_dot(source, target, format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
 
 

@@ -40,3 +40,8 @@ def kind_of(value) -> str:
         if isinstance(value, kind):
             return name
     return type(value).__name__
+
+
+class RunWarning(UserWarning):
+    """Something a user should know about a run (half precision, a threshold near the rounding
+    noise, a fallback); the CLI shows each as one line `warning: ...`."""

@@ -43,7 +43,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.methods.acdc.search import AcdcConfig, cpu_threads, run_acdc  # noqa: E402
+from acdc.core.settings import CommonSettings  # noqa: E402
+from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
+from acdc.run import cpu_threads  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
 from acdc.core.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
@@ -72,6 +74,14 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(time_once(fn) for _ in range(repeats))
 
 
+def runtime(circuit) -> float:
+    return circuit.results["runtime_s"]
+
+
+def n_tested(circuit) -> int:
+    return sum(score is not None for score in circuit.scores)
+
+
 def padded(rows: list[list[int]], device) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
@@ -90,15 +100,15 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
     clean = padded(task.clean, device)
     with torch.inference_mode():
         forward_s = median_time(lambda: loaded.model(clean), 7)
-    config = AcdcConfig(threshold=task.threshold, metric=task.metric, ablation=task.ablation)
-    results = [run_acdc(loaded, task, config) for _ in range(ACDC_RUNS)]
-    result = min(results, key=lambda r: r.runtime_s)
+    common = CommonSettings(task.metric, task.ablation)
+    results = [run_acdc(loaded, task, common, AcdcSettings(task.threshold)) for _ in range(ACDC_RUNS)]
+    result = min(results, key=runtime)
     row = {
         "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean), "threads": threads,
         "metric": task.metric, "threshold": task.threshold,
-        "edges": len(result.graph.edges), "tested": result.n_tested, "kept": result.n_edges_kept,
-        "forward_s": forward_s, "acdc_s": result.runtime_s, "acdc_runs_s": [r.runtime_s for r in results],
-        "fpe_per_test": result.runtime_s / forward_s / max(result.n_tested, 1),
+        "edges": len(result.graph.edges), "tested": n_tested(result), "kept": result.n_edges_kept,
+        "forward_s": forward_s, "acdc_s": runtime(result), "acdc_runs_s": [runtime(r) for r in results],
+        "fpe_per_test": runtime(result) / forward_s / max(n_tested(result), 1),
     }
     if with_reference:
         runs = []
@@ -110,8 +120,8 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
             )
             runs.append(time.perf_counter() - start)
         row["reference_s"], row["reference_runs_s"] = min(runs), runs
-        row["speedup"] = row["reference_s"] / result.runtime_s
-        mismatched = [e.name for e in result.graph.edges if reference[e.name][0] != bool(result.kept[e.index])]
+        row["speedup"] = row["reference_s"] / runtime(result)
+        mismatched = [e.name for e in result.graph.edges if reference[e.name][0] != result.kept[e.index]]
         row["decisions_match"] = not mismatched
         row["mismatched_edges"] = mismatched[:10]
     row["peak_rss_mb"] = peak_rss_mb()
@@ -232,13 +242,13 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
     with torch.inference_mode():
         forwards = forward()
         loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
-        result = run_acdc(loaded, task, AcdcConfig(threshold=threshold))
+        result = run_acdc(loaded, task, CommonSettings(), AcdcSettings(threshold=threshold))
         forwards += forward()  # before and after: the machine's speed drifts over a 4-minute run
     forward_s = statistics.median(forwards)
     return {"batch": batch, "seq": seq, "threshold": threshold, "forward_s": forward_s,
             "threads": DEFAULT_THREADS,
-            "run_s": result.runtime_s, "tested": result.n_tested, "kept": result.n_edges_kept,
-            "fpe_per_test": result.runtime_s / forward_s / max(result.n_tested, 1),
+            "run_s": runtime(result), "tested": n_tested(result), "kept": result.n_edges_kept,
+            "fpe_per_test": runtime(result) / forward_s / max(n_tested(result), 1),
             "peak_rss_mb": peak_rss_mb()}
 
 

@@ -4,7 +4,8 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.methods.acdc.search import AcdcConfig, run_acdc
+from acdc.core.settings import CommonSettings
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 from acdc.core.models import load_model
 from acdc.core.tasks import list_tasks, read_task, resolve_task
 
@@ -24,10 +25,11 @@ def test_built_in_task_runs_end_to_end_at_small_n(name):
     task = resolve_task(spec, model.tokenizer, model.shape.d_vocab, model.shape.n_ctx)
     assert len(task.clean) == 12
     assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
-    result = run_acdc(model, task, AcdcConfig(threshold=spec.threshold, metric=spec.metric,
-                                              ablation=spec.ablation))
+    result = run_acdc(model, task, CommonSettings(spec.metric, spec.ablation),
+                      AcdcSettings(threshold=spec.threshold))
     total = len(result.graph.edges)
     assert 0 < result.n_edges_kept < 0.6 * total
     # Faithful: the circuit is much closer to the model than the fully corrupted network.
-    everything_removed = run_acdc(model, task, AcdcConfig(threshold=1e9, metric=spec.metric))
+    everything_removed = run_acdc(model, task, CommonSettings(spec.metric),
+                                  AcdcSettings(threshold=1e9))
     assert result.metric_circuit < 0.5 * everything_removed.metric_circuit

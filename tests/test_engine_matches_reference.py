@@ -170,7 +170,8 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
     from acdc.methods.acdc import propagation
-    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.settings import CommonSettings
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
 
     if case.low_rank:
@@ -185,17 +186,14 @@ def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monke
                         tiny.wrong_answers)
     threshold = threshold_at(calibration_scores(case, model, tiny), quantile)
 
-    config = AcdcConfig(threshold, metric=case.metric, ablation=case.ablation,
-                        granularity=case.granularity, use_abs=case.use_abs,
-                        reverse_head_order=case.reverse_head_order, candidates=case.candidates)
+    common = CommonSettings(case.metric, case.ablation, case.granularity)
+    settings = AcdcSettings(threshold, abs=case.use_abs, reverse_head_order=case.reverse_head_order,
+                            candidates=case.candidates)
     loaded = LoadedModel(case.model, model, None, model_shape(model.cfg))
-    result = run_acdc(loaded, make_engine_task(case, tiny, threshold), config)
+    result = run_acdc(loaded, make_engine_task(case, tiny, threshold), common, settings)
     assert not result.partial
     names = [edge.name for edge in result.graph.edges]
-    engine = {}
-    for i, name in enumerate(names):
-        score = float(result.scores[i])
-        engine[name] = (bool(result.kept[i]), None if math.isnan(score) else score)
+    engine = {name: (result.kept[i], result.scores[i]) for i, name in enumerate(names)}
 
     reference = ref.reference_acdc(
         model, *tiny.args(), threshold=threshold, metric=case.metric, ablation=case.ablation,

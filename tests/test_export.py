@@ -1,4 +1,4 @@
-"""circuit.json round trip, DOT drawing, rendering with and without Graphviz, run.yaml."""
+"""circuit.json round trip, DOT drawing, rendering with and without Graphviz."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import shutil
 import warnings
 
 import pytest
-import torch
-import yaml
 
-from acdc import export
-from acdc.methods.acdc.search import AcdcConfig, CircuitResult
-from acdc.errors import GraphError
+from acdc.core.circuit import Circuit, circuit_nodes, load_circuit, write_circuit
 from acdc.core.graph import GraphShape, build_graph
+from acdc.errors import GraphError
+from acdc.export import dot as export
 
 HAS_DOT = shutil.which("dot") is not None
 
@@ -24,20 +22,18 @@ def drawn_edges(source: str) -> list[str]:
     return re.findall(r"^\t(\w+ -> \w+) \[", source, re.M)
 
 
-def make_result(shape: GraphShape, kept_names: set[str], partial: bool = False) -> CircuitResult:
-    """A CircuitResult by hand: `kept_names` kept, every other edge tested except the last."""
+def make_result(shape: GraphShape, kept_names: set[str], partial: bool = False) -> Circuit:
+    """A circuit by hand: `kept_names` kept, every other edge tested except the last."""
     graph = build_graph(shape)
     n = len(graph.edges)
-    kept = torch.tensor([e.name in kept_names for e in graph.edges])
-    scores = torch.linspace(-0.5, 0.5, n, dtype=torch.float64)
-    scores[-1] = math.nan
-    return CircuitResult(
-        graph=graph,
-        config=AcdcConfig(threshold=0.05, metric="kl", ablation="corrupt",
-                          granularity=shape.granularity),
-        kept=kept, scores=scores, decided=torch.ones(n, dtype=torch.bool),
-        metric_full=0.0, metric_circuit=0.0123, metric_noise=1e-8, runtime_s=1.5, partial=partial,
-    )
+    kept = tuple(e.name in kept_names for e in graph.edges)
+    scores = tuple(-0.5 + i / (n - 1) for i in range(n - 1)) + (None,)
+    settings = {"model": "models/tiny", "task": "tiny", "method": "acdc", "threshold": 0.05,
+                "abs": False, "reverse_head_order": False, "metric": "kl",
+                "ablation": "corrupt", "granularity": shape.granularity}
+    results = {"n_edges_decided": n, "metric_circuit": 0.0123, "metric_full": 0.0,
+               "metric_noise": 1e-8, "runtime_s": 1.5, "partial": partial}
+    return Circuit(graph, kept, scores, settings, results)
 
 
 QKV_KEPT = {"input->a0.h1<q>", "a0.h1<q>->a0.h1", "a0.h1->a1.h0<k>", "a1.h0<k>->a1.h0",
@@ -45,12 +41,12 @@ QKV_KEPT = {"input->a0.h1<q>", "a0.h1<q>->a0.h1", "a0.h1->a1.h0<k>", "a1.h0<k>->
 
 
 @pytest.fixture
-def qkv_result() -> CircuitResult:
+def qkv_result() -> Circuit:
     return make_result(GraphShape(2, 2, True), QKV_KEPT)
 
 
 def test_to_json_has_every_key_and_every_edge_in_graph_order(qkv_result):
-    data = export.to_json(qkv_result, model_name="models/tiny", task_name="tiny")
+    data = qkv_result.to_json()
     for key in ("format", "model", "task", "method", "threshold", "metric", "ablation",
                 "granularity", "n_edges_total", "n_edges_kept", "nodes", "edges",
                 "metric_circuit", "metric_full", "runtime_s", "partial", "n_layers", "n_heads",
@@ -70,21 +66,37 @@ def test_to_json_has_every_key_and_every_edge_in_graph_order(qkv_result):
 def test_nodes_are_those_touching_kept_edges():
     graph = build_graph(GraphShape(2, 2, False))
     kept = [e.name in {"a0.h1->logits"} for e in graph.edges]
-    assert export.circuit_nodes(graph, kept) == ["a0.h1", "logits"]
-    assert export.circuit_nodes(graph, [False] * len(kept)) == []
+    assert circuit_nodes(graph, kept) == ["a0.h1", "logits"]
+    assert circuit_nodes(graph, [False] * len(kept)) == []
 
 
 def test_json_round_trip(tmp_path, qkv_result):
-    data = export.to_json(qkv_result, model_name="m", task_name="t")
-    path = export.write_json(data, tmp_path / "circuit.json")
-    circuit = export.load_circuit(path)
-    assert circuit.graph.edges == qkv_result.graph.edges
-    assert circuit.kept == qkv_result.kept.tolist()
-    expected = [None if math.isnan(s) else s for s in qkv_result.scores.tolist()]
-    assert circuit.scores[:-1] == pytest.approx(expected[:-1])
+    path = write_circuit(qkv_result, tmp_path / "circuit.json")
+    circuit = load_circuit(path)
+    assert circuit == qkv_result
     assert circuit.scores[-1] is None
-    assert circuit.meta["threshold"] == 0.05 and circuit.meta["metric_circuit"] == 0.0123
-    assert export.to_json(qkv_result, model_name="m", task_name="t") == json.loads(path.read_text())
+    assert circuit.settings["threshold"] == 0.05 and circuit.metric_circuit == 0.0123
+    assert qkv_result.to_json() == json.loads(path.read_text())
+    assert list(json.loads(path.read_text()))[:4] == ["format", "model", "task", "method"]
+
+
+def test_circuit_1_files_written_before_stay_readable(tmp_path):
+    """A circuit.json in the layout the first release wrote (keys in its order)."""
+    graph = build_graph(GraphShape(1, 1, False))
+    data = {"format": "circuit/1", "model": "m", "task": "t", "method": "acdc",
+            "threshold": 0.1, "metric": "kl", "ablation": "corrupt", "granularity": "qkv",
+            "abs": False, "reverse_head_order": False, "n_layers": 1, "n_heads": 1,
+            "has_mlp": False, "n_edges_total": len(graph.edges), "n_edges_kept": 1,
+            "n_edges_decided": len(graph.edges), "nodes": ["a0.h0", "logits"],
+            "edges": [{"name": e.name, "kept": e.name == "a0.h0->logits", "score": 0.5}
+                      for e in graph.edges],
+            "metric_circuit": 0.2, "metric_full": 0.0, "metric_noise": 1e-8, "runtime_s": 0.1,
+            "partial": False}
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    circuit = load_circuit(tmp_path / "old.json")
+    assert [e.name for e in circuit.kept_edges()] == ["a0.h0->logits"]
+    assert circuit.settings["threshold"] == 0.1 and circuit.results["metric_noise"] == 1e-8
+    assert circuit.to_json() == data
 
 
 @pytest.mark.parametrize(
@@ -99,29 +111,29 @@ def test_json_round_trip(tmp_path, qkv_result):
     ],
 )
 def test_bad_circuit_files_are_one_line_graph_errors(tmp_path, qkv_result, mutate, message):
-    data = export.to_json(qkv_result, model_name="m", task_name="t")
+    data = qkv_result.to_json()
     mutate(data)
     path = tmp_path / "circuit.json"
     path.write_text(json.dumps(data))
     with pytest.raises(GraphError, match=message) as info:
-        export.load_circuit(path)
+        load_circuit(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_unreadable_circuit_files(tmp_path):
     with pytest.raises(GraphError, match="no such file"):
-        export.load_circuit(tmp_path / "missing.json")
+        load_circuit(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(GraphError, match="not valid JSON"):
-        export.load_circuit(bad)
+        load_circuit(bad)
     bad.write_text("[1, 2]")
     with pytest.raises(GraphError, match="not a circuit file"):
-        export.load_circuit(bad)
+        load_circuit(bad)
 
 
 def test_dot_tells_q_k_v_apart_and_ranks_layers(qkv_result):
-    circuit = export.from_json(export.to_json(qkv_result, "m", "t"))
+    circuit = qkv_result
     source = export.to_dot(circuit, title="t on m")
     for qkv in "qkv":
         assert f'color="{export.QKV_COLORS[qkv]}"' in source
@@ -137,7 +149,7 @@ def test_dot_tells_q_k_v_apart_and_ranks_layers(qkv_result):
 
 
 def test_dot_all_edges_draws_removed_edges_grey(qkv_result):
-    circuit = export.from_json(export.to_json(qkv_result, "m", "t"))
+    circuit = qkv_result
     source = export.to_dot(circuit, all_edges=True)
     assert len(drawn_edges(source)) == len(qkv_result.graph.edges)
     assert "dotted" in source
@@ -146,7 +158,7 @@ def test_dot_all_edges_draws_removed_edges_grey(qkv_result):
 def test_dot_at_head_granularity_has_no_qkv_nodes():
     graph = build_graph(GraphShape(2, 2, False, "head"))
     result = make_result(GraphShape(2, 2, False, "head"), {"a0.h0->a1.h1", "a1.h1->logits"})
-    source = export.to_dot(export.from_json(export.to_json(result, "m", "t")))
+    source = export.to_dot(result)
     assert "a0_h0 -> a1_h1" in source and "a1_h1 -> logits" in source
     assert "<q>" not in source and export.QKV_COLORS["q"] not in source
     assert len(graph.edges) == 2 * 1 + 2 * 3 + 5  # heads of layer 1 read input + 2 heads
@@ -155,7 +167,7 @@ def test_dot_at_head_granularity_has_no_qkv_nodes():
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` missing (apt-get install -y graphviz)")
 @pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("png", b"\x89PNG")])
 def test_render_with_dot(tmp_path, qkv_result, fmt, magic):
-    source = export.to_dot(export.from_json(export.to_json(qkv_result, "m", "t")))
+    source = export.to_dot(qkv_result)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         path = export.render(source, tmp_path / f"circuit.{fmt}", fmt)
@@ -165,7 +177,7 @@ def test_render_with_dot(tmp_path, qkv_result, fmt, magic):
 
 def test_render_without_dot_writes_dot_and_warns_once(tmp_path, qkv_result, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    source = export.to_dot(export.from_json(export.to_json(qkv_result, "m", "t")))
+    source = export.to_dot(qkv_result)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = export.render(source, tmp_path / "circuit.svg", "svg")
@@ -183,20 +195,3 @@ def test_render_dot_format_needs_no_binary(tmp_path, monkeypatch):
     assert path.read_text() == "digraph { a -> b }"
     with pytest.raises(GraphError, match="unknown format"):
         export.render("digraph {}", tmp_path / "x.pdf", "pdf")
-
-
-def test_run_yaml_holds_the_resolved_configuration(tmp_path):
-    run = export.run_config(
-        task="tiny", task_file="/tmp/tiny.yaml", model="models/tiny", threshold=0.05, metric="kl",
-        ablation="zero", granularity="head", use_abs=True, reverse_head_order=True, seed=3,
-        device="cpu", dtype="float32", n_prompts=4, command=["circuit", "discover", "--task", "x"],
-    )
-    path = export.write_run_yaml(run, tmp_path / "run.yaml")
-    data = yaml.safe_load(path.read_text())
-    assert data["threshold"] == 0.05 and data["ablation"] == "zero" and data["seed"] == 3
-    assert data["abs"] is True and data["reverse_head_order"] is True and data["n_prompts"] == 4
-    assert data["command"] == "circuit discover --task x"
-    assert data["repeat"].startswith("circuit discover --task /tmp/tiny.yaml --model models/tiny")
-    assert "--abs" in data["repeat"] and "--reverse-head-order" in data["repeat"]
-    assert set(data["versions"]) >= {"circuit", "torch", "transformer_lens", "python"}
-    assert data["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]

@@ -341,7 +341,8 @@ def test_bundled_generated_tasks_resolve(bpe, name):
 
 
 def test_generated_induction_task_runs_end_to_end(tiny_models):
-    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.settings import CommonSettings
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
     from acdc.core.tasks import TaskSpec, resolve_task
 
@@ -353,5 +354,5 @@ def test_generated_induction_task_runs_end_to_end(tiny_models):
     }, "t.yaml")
     task = resolve_task(spec, None, model.cfg.d_vocab, model.cfg.n_ctx)
     loaded = LoadedModel("attn2", model, None, model_shape(model.cfg))
-    result = run_acdc(loaded, task, AcdcConfig(threshold=0.05, metric="nll"))
-    assert result.n_tested > 0 and 0 <= result.n_edges_kept <= len(result.graph.edges)
+    result = run_acdc(loaded, task, CommonSettings("nll"), AcdcSettings(threshold=0.05))
+    assert any(score is not None for score in result.scores) and 0 <= result.n_edges_kept <= len(result.graph.edges)

@@ -97,7 +97,7 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
 
 
 def test_memory_estimate_counts_the_caches_a_run_allocates():
-    from acdc.methods.acdc.search import estimate_memory
+    from acdc.methods.acdc.memory import estimate_memory
     from acdc.methods.acdc.propagation import IncrementalPatcher
 
     model = _model(CONFIGS["mlp-ln"])

@@ -152,13 +152,14 @@ def test_induction_model_predicts_repeats_and_reports_head_scores():
 
 def test_induction_circuit_has_the_k_composition():
     """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
-    from acdc.methods.acdc.search import AcdcConfig, run_acdc
+    from acdc.core.settings import CommonSettings
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.tasks import read_task, resolve_task
 
     spec = read_task("induction")
     model = load_model(spec.model)
     task = resolve_task(spec, model.tokenizer, model.shape.d_vocab, model.shape.n_ctx)
-    result = run_acdc(model, task, AcdcConfig(threshold=spec.threshold, metric=spec.metric))
+    result = run_acdc(model, task, CommonSettings(spec.metric), AcdcSettings(spec.threshold))
     kept = {edge.name for edge in result.kept_edges()}
     report = evaluate_model("induction", ROOT / "models" / "induction", n=40)
     prev_heads = {k for k, v in report["previous_token_scores"].items() if v > 0.3}

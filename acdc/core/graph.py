@@ -23,9 +23,10 @@ before layer l" a prefix of that numbering; the engine relies on this.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from acdc.errors import GraphError
 
@@ -155,7 +156,32 @@ class Graph:
         names += [r.name for r in self.receivers if r.name not in seen]
         return names
 
-    def to_networkx(self, kept: list[bool] | None = None):
+    def counts(self) -> dict[str, Any]:
+        """Node and edge counts, edges split by kind and by receiver type."""
+        by_receiver: dict[str, int] = {}
+        for edge in self.edges:
+            if edge.kind == "direct":
+                key = "heads (direct q/k/v)"
+            elif edge.receiver.kind == "head":
+                key = f"head {edge.receiver.qkv} inputs" if edge.receiver.qkv else "heads"
+            elif edge.receiver.kind == "mlp":
+                key = "MLPs"
+            else:
+                key = "logits"
+            by_receiver[key] = by_receiver.get(key, 0) + 1
+        return {
+            "nodes": len(self.node_names()),
+            "senders": len(self.senders),
+            "heads": sum(s.kind == "head" for s in self.senders),
+            "mlps": sum(s.kind == "mlp" for s in self.senders),
+            "receivers": len(self.receivers),
+            "edges": len(self.edges),
+            "residual": sum(e.kind == "residual" for e in self.edges),
+            "direct": sum(e.kind == "direct" for e in self.edges),
+            "by_receiver": by_receiver,
+        }
+
+    def to_networkx(self, kept: Sequence[bool] | None = None):
         """A `networkx.DiGraph` of the graph (or of the kept edges only), edge names as data."""
         import networkx as nx
 

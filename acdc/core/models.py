@@ -22,6 +22,8 @@ changes this module alone.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import warnings
@@ -341,12 +343,13 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     _check_device(device)
     kind = _kind_of(spec)
-    if kind == "checkpoint":
-        model, tokenizer = _load_checkpoint(Path(spec))
-    elif kind == "hf":
-        model, tokenizer = _load_hf_directory(Path(spec))
-    else:
-        model, tokenizer = _load_hub(spec)
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
+        if kind == "checkpoint":
+            model, tokenizer = _load_checkpoint(Path(spec))
+        elif kind == "hf":
+            model, tokenizer = _load_hf_directory(Path(spec))
+        else:
+            model, tokenizer = _load_hub(spec)
     model = model.to(DTYPES[dtype], print_details=False).to(device, print_details=False)
     model.eval()
     check_supported(model.cfg, spec)

@@ -40,7 +40,7 @@ import yaml
 
 from acdc.errors import TaskError, did_you_mean, kind_of
 from acdc.core.generators import GENERATORS, check_generator, generate_prompts
-from acdc.core.metrics import METRICS, NEEDS_ANSWER_AND_WRONG
+from acdc.core.settings import ABLATIONS, METRICS, NEEDS_ANSWER_AND_WRONG
 
 if TYPE_CHECKING:
     from acdc.core.models import Tokenizer
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 """Where bundled tasks live: `tasks/<name>.yaml` next to the `acdc` package."""
 
-ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
 POSITION_KEYWORDS: tuple[str, ...] = ("last", "all")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     "name",

@@ -8,10 +8,11 @@ circuit at that point, and the search goes on exactly as if it had never stopped
 The log is JSON Lines, appended to and flushed after every decision, so a crash loses at most
 the edge in flight:
 
-- line 1, the header: `{"format": "circuit-log/1", ...}` with the fully resolved configuration
-  (task name and file, model, threshold, metric, ablation, granularity, abs, reverse head
-  order, seed, device, dtype), the graph's edge count `n_edges` and `task_sha256`, a digest of
-  the tokenised task (so a task file edited since is noticed);
+- line 1, the header: `{"format": "circuit-log/1", ...}` with the run's recorded settings
+  (`acdc.run.RunSettings.record`: task name and file, model, method, threshold, metric,
+  ablation, granularity, abs, reverse head order, seed, device, dtype), the graph's edge count
+  `n_edges` and `task_sha256`, a digest of the tokenised task (so a task file edited since is
+  noticed);
 - then one line per decided edge, in the order decided: `{"edge": "a1.h0->logits", "kept":
   false, "score": 0.0003, "metric": 0.012}` (`score` is null for an edge removed untested
   because its node was dead; `metric` is the circuit's metric after the decision).
@@ -31,19 +32,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from acdc.methods.acdc.search import Decision
+from collections.abc import Mapping
+
 from acdc.errors import AcdcError
+from acdc.methods.acdc.search import Decision
 
 LOG_FORMAT = "circuit-log/1"
 LOG_NAME = "decisions.jsonl"
-# The settings a run is repeated with, in header order (the keys of `run.yaml` they match).
-SETTINGS: tuple[str, ...] = ("task", "task_file", "model", "threshold", "metric", "ablation",
-                             "granularity", "abs", "reverse_head_order", "seed", "device", "dtype")
-HEADER_KEYS: tuple[str, ...] = (*SETTINGS, "n_edges", "task_sha256")
+HEADER_KEYS: tuple[str, ...] = ("n_edges", "task_sha256")  # besides the run's settings
 
 
 class RunLogError(AcdcError):
@@ -65,6 +66,10 @@ class LoggedRun:
         return int(self.header["n_edges"])
 
     @property
+    def n_decided(self) -> int:
+        return len(self.decisions)
+
+    @property
     def finished(self) -> bool:
         return len(self.decisions) >= self.n_edges
 
@@ -75,13 +80,10 @@ def task_digest(task) -> str:
     return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
 
 
-def make_header(settings: dict[str, Any], n_edges: int, task_sha256: str) -> dict[str, Any]:
-    """The header line of a new log; `settings` must give every key of `SETTINGS`."""
-    missing = [key for key in SETTINGS if key not in settings]
-    if missing:
-        raise TypeError(f"make_header: missing settings {missing}")
-    return {"format": LOG_FORMAT, **{key: settings[key] for key in SETTINGS},
-            "n_edges": int(n_edges), "task_sha256": task_sha256}
+def make_header(record: Mapping[str, Any], n_edges: int, task_sha256: str) -> dict[str, Any]:
+    """The header line of a new log: the run's recorded settings, the graph's edge count and
+    the task's digest."""
+    return {"format": LOG_FORMAT, **record, "n_edges": int(n_edges), "task_sha256": task_sha256}
 
 
 def write_decision(stream: IO[str], decision: Decision) -> None:
@@ -234,3 +236,42 @@ def _decision(line: bytes) -> Decision:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class DecisionLog:
+    """ACDC's journal (`acdc.methods.base.Journal`): `decisions.jsonl` in the run directory."""
+
+    file_name = LOG_NAME
+
+    def read(self, out_dir: Path) -> LoggedRun:
+        return read_log(out_dir)
+
+    def check_new_run(self, out_dir: Path) -> None:
+        """Do not start a new run over the log of an unfinished one."""
+        if not (out_dir / LOG_NAME).is_file():
+            return
+        try:
+            logged = read_log(out_dir)
+        except RunLogError:
+            return  # nothing that could be resumed
+        if not logged.finished:
+            raise AcdcError(
+                f"--out {out_dir}: holds an unfinished run ({logged.n_decided} of "
+                f"{logged.n_edges} edges decided); resume it with `circuit discover --resume "
+                f"{shlex.quote(str(out_dir))}`, or choose another --out")
+
+
+def check_resumable(logged: LoggedRun, n_edges: int, digest: str) -> None:
+    """The model and task, re-resolved, must be those the log was written with."""
+    header = logged.header
+    task = header.get("task_file") or header.get("task")
+    if header["n_edges"] != n_edges:
+        raise RunLogError(
+            f"cannot resume: {logged.path} was written for a graph of {header['n_edges']} edges, "
+            f"model {header.get('model')} now gives {n_edges} at {header.get('granularity')} "
+            f"granularity (the model changed since the run started)")
+    if header["task_sha256"] != digest:
+        raise RunLogError(
+            f"cannot resume: the task {task} no longer gives the prompts the run in "
+            f"{logged.path.parent} started with (it was edited, or the model's tokenizer "
+            f"changed); restore it, or start a new run")

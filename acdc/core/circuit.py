@@ -1,0 +1,201 @@
+"""The `Circuit` value: what every discovery method returns, and its versioned JSON file.
+
+A circuit is a graph (`acdc.core.graph`), one kept flag and one score per edge (in the graph's
+edge order), and two mappings of metadata: `settings`, what the run was asked to do (model,
+task, method and the method's settings, metric, ablation, granularity), and `results`, what it
+measured (the metric of the circuit and of the full model, runtime, whether it was
+interrupted, and whatever else the method reports). A score is the method's number for the
+edge (ACDC: the metric change measured when the edge was tested), None when the edge was never
+scored. Flags and scores are plain tuples, so reading and drawing a circuit needs no torch.
+
+`circuit.json` holds the format tag, the settings, the graph's shape (so that the graph is
+rebuilt without the model), edge counts, the circuit's nodes, EVERY edge of the graph in graph
+order with its kept flag and score, then the results. `from_json` dispatches on the format tag
+(`circuit/1` is the only one so far; a later format adds a reader and keeps this one) and
+checks the file against the rebuilt graph, so a file from another graph shape or a hand-edited
+edge list is refused in one line.
+
+>>> from acdc.core.graph import GraphShape, build_graph
+>>> graph = build_graph(GraphShape(1, 2, False))
+>>> kept = tuple(e.name == "a0.h1->logits" for e in graph.edges)
+>>> Circuit(graph, kept, (None,) * len(kept)).nodes()
+['a0.h1', 'logits']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph
+from acdc.errors import GraphError
+
+FORMAT = "circuit/1"
+# Results written with the edge counts, before the node and edge lists (circuit/1's layout).
+COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
+SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp")
+V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
+                                   "metric_noise", "runtime_s", "partial")
+V1_REQUIRED: tuple[str, ...] = (
+    "format", "model", "task", "method", "threshold", "metric", "ablation", "granularity",
+    "n_layers", "n_heads", "has_mlp", "n_edges_total", "n_edges_kept", "nodes", "edges",
+    "metric_circuit", "metric_full", "runtime_s", "partial",
+)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A circuit: `kept[i]` and `scores[i]` belong to `graph.edges[i]`."""
+
+    graph: Graph
+    kept: tuple[bool, ...]
+    scores: tuple[float | None, ...]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.graph.edges)
+        if len(self.kept) != n or len(self.scores) != n:
+            raise ValueError(f"a circuit of this graph needs {n} kept flags and scores, got "
+                             f"{len(self.kept)} and {len(self.scores)}")
+
+    @property
+    def n_edges_kept(self) -> int:
+        return sum(self.kept)
+
+    @property
+    def metric_circuit(self) -> float:
+        return float(self.results["metric_circuit"])
+
+    @property
+    def metric_full(self) -> float:
+        return float(self.results["metric_full"])
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.results.get("partial", False))
+
+    def kept_edges(self) -> list[Edge]:
+        return [e for e in self.graph.edges if self.kept[e.index]]
+
+    def nodes(self) -> list[str]:
+        """Every node touching a kept edge, in `graph.node_names()` order."""
+        return circuit_nodes(self.graph, self.kept)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `circuit.json` dictionary (strict JSON: untested scores are null)."""
+        graph = self.graph
+        results = dict(self.results)
+        counts = {key: results.pop(key) for key in COUNT_RESULTS if key in results}
+        return {
+            "format": FORMAT,
+            **self.settings,
+            "n_layers": graph.n_layers,
+            "n_heads": graph.n_heads,
+            "has_mlp": graph.shape.has_mlp,
+            "n_edges_total": len(graph.edges),
+            "n_edges_kept": self.n_edges_kept,
+            **counts,
+            "nodes": self.nodes(),
+            "edges": [{"name": e.name, "kept": self.kept[e.index], "score": self.scores[e.index]}
+                      for e in graph.edges],
+            **results,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "circuit.json") -> Circuit:
+        """A circuit from a `circuit.json` dictionary, checked against the rebuilt graph."""
+        if not isinstance(data, dict):
+            raise GraphError(f"{source}: not a circuit file (expected a JSON object)")
+        reader = READERS.get(data.get("format"))  # type: ignore[arg-type]
+        if reader is None:
+            raise GraphError(f"{source}: format is {data.get('format')!r}, expected one of "
+                             f"{', '.join(map(repr, READERS))} (write it with `circuit discover`)")
+        return reader(data, source)
+
+
+def circuit_nodes(graph: Graph, kept: Sequence[bool]) -> list[str]:
+    """Every node touching a kept edge, in `graph.node_names()` order."""
+    touched: set[str] = set()
+    for edge in graph.edges:
+        if kept[edge.index]:
+            touched.update(edge.endpoints)
+    return [name for name in graph.node_names() if name in touched]
+
+
+def score_or_none(value: float) -> float | None:
+    """A score for the file: NaN (never tested) becomes None."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _read_v1(data: dict[str, Any], source: str) -> Circuit:
+    missing = [key for key in V1_REQUIRED if key not in data]
+    if missing:
+        raise GraphError(f"{source}: missing key(s) {', '.join(missing)}")
+    granularity = data["granularity"]
+    if granularity not in GRANULARITIES:
+        raise GraphError(f"{source}: granularity {granularity!r} is not one of "
+                         f"{', '.join(GRANULARITIES)}")
+    try:
+        shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]),
+                           granularity)
+    except (TypeError, ValueError):
+        raise GraphError(f"{source}: n_layers and n_heads must be integers") from None
+    graph = build_graph(shape)
+    edges = data["edges"]
+    if not isinstance(edges, list) or len(edges) != len(graph.edges):
+        got = len(edges) if isinstance(edges, list) else type(edges).__name__
+        raise GraphError(f"{source}: has {got} edges, a {shape.n_layers}-layer "
+                         f"{shape.n_heads}-head {granularity} graph has {len(graph.edges)}")
+    kept: list[bool] = []
+    scores: list[float | None] = []
+    for i, (entry, edge) in enumerate(zip(edges, graph.edges)):
+        if not isinstance(entry, dict) or entry.get("name") != edge.name:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            raise GraphError(f"{source}: edge {i} is {name!r}, expected {edge.name!r} (edges must "
+                             f"be every edge of the graph, in graph order)")
+        if not isinstance(entry.get("kept"), bool):
+            raise GraphError(f"{source}: edge {edge.name!r} needs 'kept': true or false")
+        score = entry.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number "
+                             f"or null")
+        kept.append(entry["kept"])
+        scores.append(None if score is None else float(score))
+    derived = {"format", *SHAPE_KEYS, "n_edges_total", "n_edges_kept", "nodes", "edges"}
+    settings = {k: v for k, v in data.items() if k not in derived and k not in V1_RESULT_KEYS}
+    results = {k: data[k] for k in V1_RESULT_KEYS if k in data}
+    return Circuit(graph, tuple(kept), tuple(scores), settings, results)
+
+
+READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1}
+
+
+def load_circuit(path: str | Path) -> Circuit:
+    """Read a `circuit.json` written by `circuit discover`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise GraphError(f"{path}: not a text file; a circuit is a JSON file") from None
+    except OSError as error:
+        raise GraphError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise GraphError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    return Circuit.from_json(data, str(path))
+
+
+def write_circuit(circuit: Circuit, path: str | Path) -> Path:
+    """Write `circuit.json`."""
+    path = Path(path)
+    path.write_text(json.dumps(circuit.to_json(), indent=1) + "\n")
+    return path

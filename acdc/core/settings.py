@@ -1,0 +1,69 @@
+"""What every discovery method is told: the metric, the ablation and the graph's granularity.
+
+`CommonSettings` holds the three choices every method shares; each method adds its own frozen
+settings dataclass (ACDC: threshold, the absolute-value rule, head order). A field of such a
+dataclass is *recorded* (written to the run's log header, `run.yaml`, `circuit.json` and the
+repeat command, and checked on resume) unless its metadata says `recorded: False`: knobs that
+change speed but never results (ACDC's engine and candidate width). `settings_record` is the
+one function that turns settings into those key/value pairs, so a setting is never written out
+by hand twice.
+
+This module imports nothing heavy (no torch), so task files can be checked quickly.
+
+>>> settings_record(CommonSettings(metric="logit_diff"))
+{'metric': 'logit_diff', 'ablation': 'corrupt', 'granularity': 'qkv'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from acdc.core.graph import GRANULARITIES
+from acdc.errors import AcdcError
+
+METRICS: dict[str, str] = {
+    "kl": "KL(clean model || circuit) of the next-token distribution at the metric positions",
+    "logit_diff": "minus the logit difference answer - wrong answer (mean over each list)",
+    "prob_diff": "minus the probability difference P(answers) - P(wrong answers)",
+    "nll": "negative log-probability of the clean next token (of the answer at a prompt's end)",
+    "l2": "Euclidean distance between the circuit's and the clean model's logits",
+}
+NEEDS_ANSWER_AND_WRONG = frozenset({"logit_diff", "prob_diff"})
+ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
+UNRECORDED = {"recorded": False}  # field metadata: a knob that never changes a result
+
+Ablation = Literal["corrupt", "zero"]
+Granularity = Literal["qkv", "head"]
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """The metric every method minimises (lower is better), what a removed edge carries
+    (`corrupt`: the corrupted run's value; `zero`: nothing) and the graph's granularity."""
+
+    metric: str = "kl"
+    ablation: Ablation = "corrupt"
+    granularity: Granularity = "qkv"
+
+    def validate(self) -> None:
+        for name, value, options in (("metric", self.metric, METRICS),
+                                     ("ablation", self.ablation, ABLATIONS),
+                                     ("granularity", self.granularity, GRANULARITIES)):
+            if value not in options:
+                raise AcdcError(f"unknown {name} {value!r}: use one of {', '.join(options)}")
+
+
+def recorded_fields(settings_type: type) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass that a run records, in declaration order."""
+    return [f for f in dataclasses.fields(settings_type) if f.metadata.get("recorded", True)]
+
+
+def settings_record(*settings: Any) -> dict[str, Any]:
+    """The recorded fields of one or more settings dataclasses, as {name: value}."""
+    record: dict[str, Any] = {}
+    for item in settings:
+        for f in recorded_fields(type(item)):
+            record[f.name] = getattr(item, f.name)
+    return record

@@ -1,0 +1,172 @@
+"""Drawing a circuit: DOT source, and SVG or PNG through Graphviz.
+
+`to_dot` draws a circuit with layers as ranks: `input` at the bottom, `logits` at the top,
+each layer's q/k/v inputs on one rank, its heads on the rank above and its MLP above those.
+At `qkv` granularity a head's query, key and value inputs are small circles labelled q, k, v;
+residual edges into them and the direct edge from them into the head are coloured by input
+(q blue, k green, v red, each with its own line style); edges into MLPs and `logits` are
+black. At `head` granularity residual edges go straight into the head, in grey. Only kept
+edges are drawn unless `all_edges` is set (removed edges are then light grey and dashed).
+
+`render` turns DOT into SVG or PNG with the Graphviz `dot` binary when it is on PATH; without
+it the DOT is written and exactly one warning names the install command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+from acdc.core.circuit import Circuit
+from acdc.core.graph import head_name
+from acdc.errors import GraphError, RunWarning
+
+RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "dot")
+INSTALL_HINT = "apt-get install -y graphviz"
+QKV_COLORS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728"}
+QKV_STYLES = {"q": "solid", "k": "dashed", "v": "bold"}
+
+
+class RenderWarning(RunWarning):
+    """Rendering fell back to writing DOT only (no Graphviz `dot` on PATH)."""
+
+
+# --------------------------------------------------------------------------- DOT
+
+
+def _node_id(name: str) -> str:
+    return name.replace(".", "_").replace("<", "_").replace(">", "")
+
+
+def _fmt_score(score: float | None) -> str:
+    return "untested" if score is None else f"{score:.4g}"
+
+
+def circuit_title(circuit: Circuit) -> str:
+    """`task on model, method metric threshold t` from the circuit's settings."""
+    settings = circuit.settings
+    title = f"{settings.get('task')} on {settings.get('model')}, "
+    if settings.get("method", "acdc") != "acdc":
+        title += f"{settings['method']} "
+    title += f"{settings.get('metric')}"
+    threshold = settings.get("threshold")
+    if isinstance(threshold, (int, float)):
+        title += f" threshold {threshold:g}"
+    if circuit.partial:
+        title += " (partial run)"
+    return title
+
+
+def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) -> str:
+    """DOT source of a circuit (kept edges only unless `all_edges`).
+
+    >>> from acdc.core.graph import GraphShape, build_graph
+    >>> graph = build_graph(GraphShape(1, 1, False))
+    >>> kept = (True,) * len(graph.edges)
+    >>> 'color="#1f77b4"' in to_dot(Circuit(graph, kept, (None,) * len(kept)))
+    True
+    """
+    import graphviz
+
+    graph = circuit.graph
+    drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
+    nodes = set()
+    for edge in drawn:
+        nodes.update(edge.endpoints)
+    dot = graphviz.Digraph("circuit")
+    dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
+    dot.attr("node", fontname="Helvetica", fontsize="11")
+    dot.attr("edge", arrowsize="0.6")
+    legend = "edges into q: blue solid, k: green dashed, v: red bold; MLP/logits inputs: black"
+    if graph.granularity == "head":
+        legend = "edges into heads: grey; into MLPs and logits: black"
+    if all_edges:
+        legend += "; removed edges: light grey dotted"
+    kept_count = sum(circuit.kept)
+    label = f"{title}\n" if title else ""
+    label += f"{kept_count} of {len(graph.edges)} edges kept\n{legend}"
+    dot.attr(label=label, labelloc="t", fontsize="12")
+
+    def add_node(sub, name: str, **attrs: str) -> None:
+        if name in nodes:
+            sub.node(_node_id(name), label=attrs.pop("label", name), tooltip=name, **attrs)
+
+    with dot.subgraph(name="rank_input") as sub:
+        sub.attr(rank="min")
+        add_node(sub, "input", shape="ellipse", style="filled", fillcolor="#dddddd")
+    for layer in range(graph.n_layers):
+        if graph.granularity == "qkv":
+            with dot.subgraph(name=f"rank_{layer}_qkv") as sub:
+                sub.attr(rank="same")
+                for head in range(graph.n_heads):
+                    for qkv in ("q", "k", "v"):
+                        name = f"{head_name(layer, head)}<{qkv}>"
+                        add_node(sub, name, label=qkv, shape="circle", width="0.25",
+                                 fixedsize="true", fontsize="9", style="filled",
+                                 fillcolor=QKV_COLORS[qkv], fontcolor="white",
+                                 color=QKV_COLORS[qkv])
+        with dot.subgraph(name=f"rank_{layer}_heads") as sub:
+            sub.attr(rank="same")
+            for head in range(graph.n_heads):
+                add_node(sub, head_name(layer, head), shape="box", style="rounded,filled",
+                         fillcolor="#cfe2f3")
+        if graph.shape.has_mlp:
+            with dot.subgraph(name=f"rank_{layer}_mlp") as sub:
+                sub.attr(rank="same")
+                add_node(sub, f"m{layer}", shape="box", style="filled", fillcolor="#fce5cd")
+    with dot.subgraph(name="rank_logits") as sub:
+        sub.attr(rank="max")
+        add_node(sub, "logits", shape="ellipse", style="filled", fillcolor="#dddddd")
+
+    for edge in drawn:
+        source, target = edge.endpoints
+        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
+        attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
+        if not circuit.kept[edge.index]:
+            attrs.update(color="#cccccc", style="dotted")
+        elif qkv is not None:
+            attrs.update(color=QKV_COLORS[qkv], style=QKV_STYLES[qkv])
+        elif edge.receiver.kind == "head":
+            attrs.update(color="#666666")
+        else:
+            attrs.update(color="black")
+        dot.edge(_node_id(source), _node_id(target), **attrs)
+    return dot.source
+
+
+def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
+    """Write `dot_source` to `path` as `format` ("svg", "png" or "dot").
+
+    Uses the Graphviz `dot` binary when it is on PATH. Without it, writes the DOT next to
+    `path` (suffix `.dot`), issues one `RenderWarning` naming the install command and
+    returns the DOT file's path.
+    """
+    if format not in RENDER_FORMATS:
+        raise GraphError(f"unknown format {format!r}: use one of {', '.join(RENDER_FORMATS)}")
+    path = Path(path)
+    if format == "dot":
+        path.write_text(dot_source)
+        return path
+    binary = shutil.which("dot")
+    if binary is None:
+        dot_path = path.with_suffix(".dot")
+        dot_path.write_text(dot_source)
+        warnings.warn(
+            f"Graphviz `dot` not found, wrote {dot_path} instead of {path}; for {format.upper()} "
+            f"install it with `{INSTALL_HINT}`",
+            RenderWarning,
+            stacklevel=2,
+        )
+        return dot_path
+    try:
+        done = subprocess.run([binary, f"-T{format}", "-o", str(path)], input=dot_source.encode(),
+                              capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise GraphError(f"{binary} failed to render {path} ({error})") from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = message[0] if message else f"exit code {done.returncode}"
+        raise GraphError(f"{binary} failed to render {path} ({reason})")
+    return path

@@ -1,0 +1,424 @@
+"""A discovery run from settings to files: start one, resume one, write its outputs.
+
+`RunSettings` is the one frozen record of what a run does: the task (its name and the file it
+came from), the model, the method and the method's own settings, the settings every method
+shares (metric, ablation, granularity), seed, device and dtype. Everything that writes or
+checks settings derives from it: the journal's header (`record`), `run.yaml`, the command
+that repeats the run (`repeat_command`) and the check of options given with `--resume`
+(`conflicts`); `circuit.json` gets the same fields from `acdc.core.settings.settings_record`.
+
+A run goes through three calls, each usable from Python as from the CLI:
+
+1. `start_run(task, ...)` or `resume_run(out_dir, ...)`: read the task, resolve the settings,
+   check the output directory (or read the journal of the run being resumed); nothing heavy is
+   loaded yet, so every mistake in the input is reported at once.
+2. `execute(run)`: load the model, tokenise the task, run the method; returns a `Circuit`.
+3. `write_outputs(run, circuit)`: `circuit.json`, `circuit.dot`/`.svg`, `run.yaml`.
+
+>>> run = start_run("demo", out=Path("runs/demo"))  # doctest: +SKIP
+>>> circuit = execute(run)  # doctest: +SKIP
+>>> write_outputs(run, circuit)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import shlex
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acdc.core.circuit import Circuit, write_circuit
+from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
+                                settings_record)
+from acdc.core.tasks import TaskSpec, read_task
+from acdc.errors import AcdcError, RunWarning
+from acdc.methods.base import Discovery, Method
+from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
+
+if TYPE_CHECKING:
+    from acdc.core.models import ModelShape
+
+DEVICES_HELP = "cpu, cuda or cuda:N"
+DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+SMALL_MODEL_PARAMS = 20_000_000
+RUN_YAML = "run.yaml"
+CIRCUIT_JSON = "circuit.json"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run is repeated with. `settings` is the method's own dataclass."""
+
+    task: str  # the task's name
+    task_file: str  # the file it was read from (absolute), or the bundled name
+    model: str
+    method: str
+    settings: Any
+    common: CommonSettings
+    seed: int
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def record(self) -> dict[str, Any]:
+        """The settings as key/value pairs, in the order every file writes them."""
+        return {"task": self.task, "task_file": self.task_file, "model": self.model,
+                "method": self.method, **settings_record(self.settings, self.common),
+                "seed": self.seed, "device": self.device, "dtype": self.dtype}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], source: str,
+                    tuning: Mapping[str, Any] | None = None) -> RunSettings:
+        """Settings from a journal header, every value checked (`source` names the file).
+        `tuning` gives the method's unrecorded knobs (ACDC's candidates)."""
+        method = _record_value(record, "method", source, str, DEFAULT_METHOD)
+        if method not in METHODS:
+            raise AcdcError(f"{source}: method {method!r} is not one of {', '.join(METHODS)}")
+        settings_type = get_method(method).settings_type
+        own = {f.name: _record_value(record, f.name, source, _kind(f.type)) for f in
+               recorded_fields(settings_type)}
+        common = CommonSettings(
+            metric=_record_choice(record, "metric", source, METRICS),
+            ablation=_record_choice(record, "ablation", source, ABLATIONS),  # type: ignore[arg-type]
+            granularity=_record_choice(record, "granularity", source, ("qkv", "head")),  # type: ignore[arg-type]
+        )
+        seed = _record_value(record, "seed", source, int)
+        if seed < 0:
+            raise AcdcError(f"{source}: seed is {seed}, expected a whole number >= 0")
+        return cls(
+            task=_record_value(record, "task", source, str),
+            task_file=_record_value(record, "task_file", source, str, None) or record["task"],
+            model=_record_value(record, "model", source, str),
+            method=method,
+            settings=settings_type(**own, **(tuning or {})),
+            common=common,
+            seed=seed,
+            device=_record_value(record, "device", source, str),
+            dtype=_record_choice(record, "dtype", source, DTYPES),
+        )
+
+    def repeat_command(self) -> str:
+        """A `circuit discover` command line with every recorded setting spelled out."""
+        args = ["circuit", "discover"]
+        for key, value in self.record().items():
+            if key == "task":
+                continue  # the file says more than the name
+            flag = "--task" if key == "task_file" else "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            elif value is not None:
+                args += [flag, repr(float(value)) if key == "threshold" else str(value)]
+        return " ".join(shlex.quote(a) for a in args)
+
+    def conflicts(self, given: Mapping[str, Any]) -> list[str]:
+        """The options in `given` (recorded keys -> values from the command line) that
+        contradict these settings, as `--option value (the run used x)` phrases."""
+        record = self.record()
+        found = []
+        for key, value in given.items():
+            flag = "--" + key.replace("_", "-")
+            recorded = record.get(key)
+            if key == "task":
+                agrees = value == self.task or same_path(value, self.task_file)
+            elif key == "model":
+                agrees = value == self.model or same_path(value, self.model)
+            elif key == "threshold":
+                agrees = float(value) == float(recorded)
+            else:
+                agrees = value == recorded
+            if not agrees:
+                found.append(f"{flag} (the run was without it)" if isinstance(value, bool) else
+                             f"{flag} {value} (the run used {recorded})")
+        return found
+
+
+def _kind(annotation: Any) -> type | tuple[type, ...]:
+    """The Python type(s) a recorded field's value must have, from its annotation."""
+    text = str(annotation)
+    if text == "bool":
+        return bool
+    if text == "float":
+        return (int, float)
+    if text == "int":
+        return int
+    return str
+
+
+def _record_value(record: Mapping[str, Any], key: str, source: str,
+                  kind: type | tuple[type, ...], *default: Any) -> Any:
+    if key not in record:
+        if default:
+            return default[0]
+        raise AcdcError(f"{source}: the header has no {key!r}; it was not written by "
+                        f"`circuit discover`")
+    value = record[key]
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    if wrong_bool or not isinstance(value, kind) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise AcdcError(f"{source}: the header's {key} is {value!r}, which no run writes; the "
+                        f"log is damaged: start a new run")
+    return value
+
+
+def _record_choice(record: Mapping[str, Any], key: str, source: str, options) -> str:
+    value = _record_value(record, key, source, str)
+    if value not in options:
+        raise AcdcError(f"{source}: the header's {key} is {value!r}, not one of "
+                        f"{', '.join(options)}; the log is damaged: start a new run")
+    return value
+
+
+def same_path(a: Any, b: Any) -> bool:
+    """Whether two path-like values name the same file (False when either is None)."""
+    if a is None or b is None:
+        return False
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+# --------------------------------------------------------------------------- starting
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run ready to execute: its settings, the task as read, where its files go, and the
+    journal of the run being resumed (None for a new run)."""
+
+    settings: RunSettings
+    spec: TaskSpec
+    out_dir: Path
+    method: Method
+    resume_from: Any = None  # the method's JournalState
+    command: tuple[str, ...] | None = None  # the command line as typed, if known
+
+
+def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
+              metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",
+              seed: int | None = None, device: str = "cpu", dtype: str = "float32",
+              options: Mapping[str, Any] | None = None, out: Path | None = None,
+              command: tuple[str, ...] | None = None) -> Run:
+    """A new run of `task` (a bundled name or a YAML file). Values given as None take the task
+    file's; `options` are the method's own (ACDC: threshold, abs, reverse_head_order,
+    candidates). The output directory is checked and created here."""
+    options = dict(options or {})
+    chosen = get_method(method)
+    if dtype not in DTYPES:
+        raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    spec = read_task(task).with_overrides(metric=metric, threshold=options.get("threshold"),
+                                          ablation=ablation, seed=seed, model=model)
+    if spec.model is None:
+        raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
+    common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
+                            granularity=granularity)  # type: ignore[arg-type]
+    common.validate()
+    source = Path(spec.source)
+    settings = RunSettings(
+        task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
+        model=spec.model, method=chosen.name, settings=chosen.make_settings(spec, options),
+        common=common, seed=spec.seed, device=device, dtype=dtype,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
+    prepare_out_dir(out_dir)
+    if chosen.journal is not None:
+        chosen.journal.check_new_run(out_dir)
+    return Run(settings, spec, out_dir, chosen, command=command)
+
+
+class ResumeConflict(AcdcError):
+    """Options given with `--resume` contradict the settings of the run being resumed."""
+
+    def __init__(self, conflicts: list[str], journal: str):
+        one = len(conflicts) == 1
+        super().__init__(
+            f"{'; '.join(conflicts)} contradict{'s' if one else ''} the settings of the run "
+            f"being resumed (from its {journal}): leave {'it' if one else 'them'} out, or start "
+            f"a new run with --out")
+        self.conflicts = conflicts
+
+
+def resume_run(out_dir: Path, given: Mapping[str, Any] | None = None,
+               tuning: Mapping[str, Any] | None = None,
+               command: tuple[str, ...] | None = None) -> Run:
+    """The interrupted run in `out_dir`, with the settings its journal was started with.
+
+    `given` holds options given again on the command line (recorded keys -> values, `out`
+    the directory); they must agree with the journal, else `ResumeConflict` names them.
+    `tuning` are the method's unrecorded knobs (ACDC's candidates)."""
+    out_dir = Path(out_dir)
+    method = _journal_method(out_dir)
+    assert method.journal is not None
+    state = method.journal.read(out_dir)
+    source = str(out_dir / method.journal.file_name)
+    settings = RunSettings.from_record(state.header, source, tuning)
+    given = dict(given or {})
+    out = given.pop("out", None)
+    conflicts = settings.conflicts(given)
+    if out is not None and not same_path(out, out_dir):
+        conflicts.append(f"--out {out} (the run's directory is {out_dir})")
+    if conflicts:
+        raise ResumeConflict(conflicts, method.journal.file_name)
+    if state.dropped:
+        warnings.warn(state.dropped, RunWarning, stacklevel=2)
+    spec = read_task(settings.task_file).with_overrides(
+        metric=settings.common.metric, ablation=settings.common.ablation, seed=settings.seed,
+        model=settings.model, threshold=getattr(settings.settings, "threshold", None))
+    return Run(settings, spec, out_dir, method, resume_from=state, command=command)
+
+
+def _journal_method(out_dir: Path) -> Method:
+    """The method whose journal `out_dir` holds."""
+    resumable = [m for m in METHODS.values() if m.journal is not None]
+    for method in resumable:
+        if (out_dir / method.journal.file_name).is_file():  # type: ignore[union-attr]
+            return method
+    if not out_dir.is_dir():
+        raise AcdcError(f"{out_dir}: no such run directory")
+    names = " or ".join(m.journal.file_name for m in resumable)  # type: ignore[union-attr]
+    raise AcdcError(f"{out_dir}: has no {names}, so there is no run to resume (it is written by "
+                    f"`circuit discover`)")
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output directory, or say in one line why it cannot be."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AcdcError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or error
+        raise AcdcError(f"--out {out_dir}: cannot create directory ({reason})") from None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "task"
+
+
+def resume_hint(out_dir: Path) -> str:
+    return f"resume with `circuit discover --resume {shlex.quote(str(out_dir))}`"
+
+
+# --------------------------------------------------------------------------- executing
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished (or interrupted) run: its circuit and the number of prompts it ran on."""
+
+    circuit: Circuit
+    n_prompts: int
+
+
+def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
+            threads: int = 0) -> Outcome:
+    """Load the model, tokenise the task and run the method. `threads` 0: 1 thread for small
+    models on a CPU (their operations are too small to split), else PyTorch's default."""
+    import torch
+
+    from acdc.core.models import load_model
+    from acdc.core.tasks import resolve_task
+
+    settings = run.settings
+    loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+    task = resolve_task(run.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    warning = precision_warning(loaded.model.cfg.dtype, settings.device)
+    if warning:
+        warnings.warn(warning, RunWarning, stacklevel=2)
+    torch.manual_seed(settings.seed)
+    chosen = threads or cpu_threads(loaded.shape, settings.device)
+    if chosen:
+        torch.set_num_threads(chosen)
+    job = Discovery(model=loaded, task=task, common=settings.common, settings=settings.settings,
+                    record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
+                    on_progress=on_progress)
+    return Outcome(run.method.discover(job), task.n_prompts)
+
+
+def cpu_threads(shape: ModelShape, device: str) -> int | None:
+    """Threads for a CPU run: 1 for small models (their operations are too small to split,
+    and extra threads only add overhead: about 2x slower with 2 threads on the bundled
+    models), else None for PyTorch's default."""
+    return 1 if device == "cpu" and shape.n_params < SMALL_MODEL_PARAMS else None
+
+
+def precision_warning(dtype: Any, device: str) -> str | None:
+    """A warning for half-precision runs, before they start."""
+    import torch
+
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None
+    text = (f"{str(dtype).removeprefix('torch.')} rounds activations to about "
+            f"{torch.finfo(dtype).eps:.0e}; metric changes near the rounding noise (measured and "
+            f"reported at the end of the run) are meaningless; use float32 to compare runs")
+    if device == "cpu":
+        text += "; on a CPU half precision is also much slower than float32"
+    return text
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[Path]:
+    """Write `circuit.json`, `circuit.dot` (and `.svg`) and `run.yaml` into the run's
+    directory; return every file the run wrote, its journal included."""
+    from acdc.export.dot import circuit_title, render, to_dot
+
+    out_dir, circuit = run.out_dir, outcome.circuit
+    written = [write_circuit(circuit, out_dir / CIRCUIT_JSON)]
+    source = to_dot(circuit, title=circuit_title(circuit))
+    written.append(render(source, out_dir / "circuit.dot", "dot"))
+    if render_svg:
+        svg = render(source, out_dir / "circuit.svg", "svg")
+        if svg not in written:
+            written.append(svg)
+    written.append(write_run_yaml(run_yaml(run, outcome), out_dir / RUN_YAML))
+    if run.method.journal is not None:
+        written.append(out_dir / run.method.journal.file_name)
+    return written
+
+
+def run_yaml(run: Run, outcome: Outcome) -> dict[str, Any]:
+    """The contents of `run.yaml`: the recorded settings, the number of prompts, whether the
+    run was partial, the command as typed, the repeat command and package versions."""
+    repeat = run.settings.repeat_command()
+    command = run.command
+    return {
+        **run.settings.record(),
+        "n_prompts": outcome.n_prompts,
+        "partial": outcome.circuit.partial,
+        "command": " ".join(shlex.quote(a) for a in command) if command is not None else repeat,
+        "repeat": repeat,
+        "versions": package_versions(),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run depends on (read from metadata, nothing imported)."""
+    versions = {}
+    for key, dist in (("circuit", "circuit"), ("torch", "torch"),
+                      ("transformer_lens", "transformer-lens"), ("transformers", "transformers")):
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def write_run_yaml(config: Mapping[str, Any], path: Path) -> Path:
+    import yaml
+
+    header = "# Resolved configuration of a `circuit discover` run; `repeat` runs it again.\n"
+    path.write_text(header + yaml.safe_dump(dict(config), sort_keys=False,
+                                            default_flow_style=False))
+    return path
