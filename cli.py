@@ -161,7 +161,6 @@ NoRenderOption = Annotated[bool, typer.Option(
 ResumeOption = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Continue the interrupted run in DIR: its settings and decisions come "
                         "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
-METHOD_OPTIONS = ("threshold", "abs", "reverse_head_order")  # given only when typed
 
 
 @app.command()
@@ -194,11 +193,8 @@ def discover(
         raise typer.BadParameter("required unless --resume DIR is given", ctx=ctx,
                                  param_hint="'--task' / '-t'")
     else:
-        options = {key: given[key] for key in METHOD_OPTIONS if key in given} | tuning
-        job = pipeline.start_run(
-            task, method=method, model=model, metric=metric, ablation=given.get("ablation"),
-            granularity=Granularity(granularity).value, seed=seed, device=device,
-            dtype=Dtype(dtype).value, options=options, out=out, command=command)
+        given.pop("task")
+        job = pipeline.start_run(task, command=command, **given, **tuning)
     _announce(job, _Status(quiet))
     with _ProgressDisplay(quiet) as display:
         try:

@@ -205,12 +205,11 @@ class Run:
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
               metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",
               seed: int | None = None, device: str = "cpu", dtype: str = "float32",
-              options: Mapping[str, Any] | None = None, out: Path | None = None,
-              command: tuple[str, ...] | None = None) -> Run:
+              out: Path | None = None, command: tuple[str, ...] | None = None,
+              **options: Any) -> Run:
     """A new run of `task` (a bundled name or a YAML file). Values given as None take the task
     file's; `options` are the method's own (ACDC: threshold, abs, reverse_head_order,
     candidates). The output directory is checked and created here."""
-    options = dict(options or {})
     chosen = get_method(method)
     if dtype not in DTYPES:
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")

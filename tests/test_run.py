@@ -86,7 +86,7 @@ def test_conflicts_name_the_options_that_disagree():
 
 def test_run_yaml_holds_the_resolved_configuration(tiny_task, tmp_path):
     job = pipeline.start_run(str(tiny_task), ablation="zero", granularity="head", seed=3,
-                             options={"threshold": 0.05, "abs": True}, out=tmp_path / "out",
+                             threshold=0.05, abs=True, out=tmp_path / "out",
                              command=("circuit", "discover", "--task", "x"))
     outcome = pipeline.execute(job)
     pipeline.write_outputs(job, outcome, render_svg=False)
