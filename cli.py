@@ -554,8 +554,8 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def main() -> None:
     """Console-script entry point (`circuit = "cli:main"`)."""
-    # OpenMP threads that spin while waiting make the engine's many small operations up to
-    # 100x slower when another process shares the cores; waiting passively costs ~nothing.
+    # OpenMP threads that spin while waiting make the engine's many small operations far
+    # slower when another process shares the cores; waiting passively costs about nothing.
     # Must be set before torch is imported (the commands import it lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

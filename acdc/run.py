@@ -345,8 +345,7 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
 
 def cpu_threads(shape: ModelShape, device: str) -> int | None:
     """Threads for a CPU run: 1 for small models (their operations are too small to split,
-    and extra threads only add overhead: about 2x slower with 2 threads on the bundled
-    models), else None for PyTorch's default."""
+    and extra threads only add overhead), else None for PyTorch's default."""
     return 1 if device == "cpu" and shape.n_params < SMALL_MODEL_PARAMS else None
 
 

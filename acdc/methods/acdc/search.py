@@ -108,10 +108,9 @@ ProgressCallback = Callable[[Progress], None]
 
 MAX_CANDIDATES = 32
 # Numbers (batch x positions x d_model) below which a test is bound by per-operation overhead,
-# so that evaluating several candidates together costs little more than one. On this CPU the
-# bundled demo (24 x 18 x 64) ran 1.3x faster with 4 candidates, while greater-than (100 x 13
-# x 64) gained nothing and ioi (100 x 21 x 64) lost. The CUDA figure is a guess, unmeasured
-# (no GPU was available): one test of a small batch leaves most of a GPU idle.
+# so that evaluating several candidates together costs little more than one: on a CPU only
+# the smallest bundled batch (demo) gains (CHANGELOG.md has the measurements). The CUDA figure
+# is a guess, not yet measured on a GPU: one test of a small batch leaves most of a GPU idle.
 OVERHEAD_BOUND_NUMBERS = {"cpu": 2**17, "cuda": 2**24}
 
 
