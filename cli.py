@@ -21,6 +21,7 @@ import functools
 import io
 import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -196,14 +197,18 @@ def discover(
         given.pop("task")
         job = pipeline.start_run(task, command=command, **given, **tuning)
     _announce(job, _Status(quiet))
-    with _ProgressDisplay(quiet) as display:
+    with contextlib.closing(job), _Interrupts() as interrupts, _ProgressDisplay(quiet) as display:
+        def on_progress(progress: Any) -> None:
+            display.update(progress)
+            interrupts.checkpoint()  # a signal received since the last decision stops it here
+
         try:
-            outcome = pipeline.execute(job, on_progress=display.update, threads=threads)
+            outcome = pipeline.execute(job, on_progress=on_progress, threads=threads)
         except KeyboardInterrupt:
-            _err(_interrupted_early(job))
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-    written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
-    _summarize(job, outcome.circuit, written)
+            _err(_interrupted_early(job, interrupts))
+            raise typer.Exit(interrupts.exit_code) from None
+        written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
+    _summarize(job, outcome.circuit, written, interrupts)
 
 
 def _given_options(ctx: typer.Context, names: set[str]) -> dict[str, Any]:
@@ -242,17 +247,59 @@ def _settings_of(settings: Any) -> dict[str, Any]:
     return settings_record(settings)
 
 
-def _interrupted_early(job) -> str:
-    """What a Ctrl-C before the first decision left: a journal to resume, or nothing."""
+class _Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM (a batch scheduler's preemption) alike. Before a search's
+    first decision they stop the command at once; after it, they take effect at the next
+    decision, once it is logged, so that the log and the partial outputs hold the same
+    decisions. A second signal while outputs are written waits for them to be complete."""
+
+    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.deferring = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        for signum in self.NAMES:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    def checkpoint(self) -> None:
+        """A decision was logged: from now on signals wait for the next one."""
+        self.deferring = True
+        if self.received is not None:
+            raise KeyboardInterrupt
+
+    @property
+    def name(self) -> str:
+        return self.NAMES.get(self.received or signal.SIGINT, "interrupted")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+
+def _interrupted_early(job, interrupts: _Interrupts) -> str:
+    """What a signal before the first decision left: a journal to resume, or nothing."""
     from acdc.run import resume_hint
 
     journal = job.method.journal
     if journal is not None and (job.out_dir / journal.file_name).is_file():
-        return f"interrupted before the first decision; {resume_hint(job.out_dir)}"
-    return "interrupted before the search started; nothing was written"
+        return f"{interrupts.name} before the first decision; {resume_hint(job.out_dir)}"
+    return f"{interrupts.name} before the search started; nothing was written"
 
 
-def _summarize(job, circuit, written: list[Path]) -> None:
+def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> None:
     from acdc.run import resume_hint
 
     kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
@@ -263,9 +310,9 @@ def _summarize(job, circuit, written: list[Path]) -> None:
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if circuit.partial:
         decided = circuit.results.get("n_edges_decided", kept)
-        _err(f"interrupted: {decided} of {total} edges decided; undecided edges are kept and the "
-             f"files are marked partial; {resume_hint(job.out_dir)}")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        _err(f"{interrupts.name}: {decided} of {total} edges decided; undecided edges are kept "
+             f"and the files are marked partial; {resume_hint(job.out_dir)}")
+        raise typer.Exit(interrupts.exit_code)
 
 
 class _Status:

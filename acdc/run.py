@@ -22,18 +22,21 @@ A run goes through three calls, each usable from Python as from the CLI:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
 import shlex
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
+from acdc.core.files import disk_error, write_text_atomic
 from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
                                 settings_record)
 from acdc.core.tasks import TaskSpec, read_task
@@ -189,17 +192,44 @@ def same_path(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- starting
 
 
+class RunLock:
+    """An exclusive OS lock on a run directory, held while a run or a resume writes there
+    (released by `release` or when the process ends, however it ends)."""
+
+    def __init__(self, out_dir: Path):
+        import fcntl
+
+        self.fd: int | None = os.open(out_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise AcdcError(f"{out_dir}: another circuit command is running a search in this "
+                            f"directory right now; wait for it to finish (or stop it), or choose "
+                            f"another --out") from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
+
+
 @dataclass(frozen=True)
 class Run:
     """A run ready to execute: its settings, the task as read, where its files go, and the
-    journal of the run being resumed (None for a new run)."""
+    journal of the run being resumed (None for a new run). Holds the directory's lock."""
 
     settings: RunSettings
     spec: TaskSpec
     out_dir: Path
     method: Method
+    lock: RunLock
     resume_from: Any = None  # the method's JournalState
     command: tuple[str, ...] | None = None  # the command line as typed, if known
+
+    def close(self) -> None:
+        """Release the run directory (also released when the process ends)."""
+        self.lock.release()
 
 
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
@@ -229,9 +259,11 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
     prepare_out_dir(out_dir)
-    if chosen.journal is not None:
-        chosen.journal.check_new_run(out_dir)
-    return Run(settings, spec, out_dir, chosen, command=command)
+    lock = RunLock(out_dir)
+    with _released_on_error(lock):
+        if chosen.journal is not None:
+            chosen.journal.check_new_run(out_dir)
+    return Run(settings, spec, out_dir, chosen, lock, command=command)
 
 
 class ResumeConflict(AcdcError):
@@ -257,22 +289,34 @@ def resume_run(out_dir: Path, given: Mapping[str, Any] | None = None,
     out_dir = Path(out_dir)
     method = _journal_method(out_dir)
     assert method.journal is not None
-    state = method.journal.read(out_dir)
-    source = str(out_dir / method.journal.file_name)
-    settings = RunSettings.from_record(state.header, source, tuning)
-    given = dict(given or {})
-    out = given.pop("out", None)
-    conflicts = settings.conflicts(given)
-    if out is not None and not same_path(out, out_dir):
-        conflicts.append(f"--out {out} (the run's directory is {out_dir})")
-    if conflicts:
-        raise ResumeConflict(conflicts, method.journal.file_name)
-    if state.dropped:
-        warnings.warn(state.dropped, RunWarning, stacklevel=2)
-    spec = read_task(settings.task_file).with_overrides(
-        metric=settings.common.metric, ablation=settings.common.ablation, seed=settings.seed,
-        model=settings.model, threshold=getattr(settings.settings, "threshold", None))
-    return Run(settings, spec, out_dir, method, resume_from=state, command=command)
+    lock = RunLock(out_dir)
+    with _released_on_error(lock):
+        state = method.journal.read(out_dir)
+        source = str(out_dir / method.journal.file_name)
+        settings = RunSettings.from_record(state.header, source, tuning)
+        given = dict(given or {})
+        out = given.pop("out", None)
+        conflicts = settings.conflicts(given)
+        if out is not None and not same_path(out, out_dir):
+            conflicts.append(f"--out {out} (the run's directory is {out_dir})")
+        if conflicts:
+            raise ResumeConflict(conflicts, method.journal.file_name)
+        if state.dropped:
+            warnings.warn(state.dropped, RunWarning, stacklevel=2)
+        spec = read_task(settings.task_file).with_overrides(
+            metric=settings.common.metric, ablation=settings.common.ablation, seed=settings.seed,
+            model=settings.model, threshold=getattr(settings.settings, "threshold", None))
+    return Run(settings, spec, out_dir, method, lock, resume_from=state, command=command)
+
+
+@contextlib.contextmanager
+def _released_on_error(lock: RunLock) -> Iterator[None]:
+    """Release the directory's lock if preparing the run fails."""
+    try:
+        yield
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _journal_method(out_dir: Path) -> Method:
@@ -289,14 +333,21 @@ def _journal_method(out_dir: Path) -> Method:
 
 
 def prepare_out_dir(out_dir: Path) -> None:
-    """Create the output directory, or say in one line why it cannot be."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AcdcError(f"--out {out_dir}: exists and is not a directory")
+    """Create the output directory, or say in one line why it cannot be (the real cause: a
+    file in the way, a symlink loop, no permission, a full disk)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        try:
+            out_dir.stat()  # a dangling or looping symlink says why here
+        except OSError as error:
+            raise disk_error(f"--out {out_dir}", error, "cannot use it") from None
+        raise AcdcError(f"--out {out_dir}: exists and is not a directory") from None
     except OSError as error:
-        reason = error.strerror or error
-        raise AcdcError(f"--out {out_dir}: cannot create directory ({reason})") from None
+        raise disk_error(f"--out {out_dir}", error, "cannot create the directory") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise AcdcError(f"--out {out_dir}: cannot write in this directory (permission denied); "
+                        f"choose another --out")
 
 
 def _safe(name: str) -> str:
@@ -417,6 +468,5 @@ def write_run_yaml(config: Mapping[str, Any], path: Path) -> Path:
     import yaml
 
     header = "# Resolved configuration of a `circuit discover` run; `repeat` runs it again.\n"
-    path.write_text(header + yaml.safe_dump(dict(config), sort_keys=False,
-                                            default_flow_style=False))
-    return path
+    return write_text_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False,
+                                                           default_flow_style=False))

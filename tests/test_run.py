@@ -90,6 +90,7 @@ def test_run_yaml_holds_the_resolved_configuration(tiny_task, tmp_path):
                              command=("circuit", "discover", "--task", "x"))
     outcome = pipeline.execute(job)
     pipeline.write_outputs(job, outcome, render_svg=False)
+    job.close()
     data = yaml.safe_load((tmp_path / "out" / "run.yaml").read_text())
     assert data["threshold"] == 0.05 and data["ablation"] == "zero" and data["seed"] == 3
     assert data["abs"] is True and data["reverse_head_order"] is False
@@ -111,9 +112,16 @@ def test_resume_with_contradicting_options_is_refused_before_loading(tiny_task, 
     out = tmp_path / "out"
     job = pipeline.start_run(str(tiny_task), out=out)
     pipeline.write_outputs(job, pipeline.execute(job), render_svg=False)
+    with pytest.raises(AcdcError, match="another circuit command is running a search in this "
+                                        "directory") as busy:
+        pipeline.resume_run(out)  # the first run still holds the directory
+    assert "--resume" not in str(busy.value)
+    job.close()
     with pytest.raises(pipeline.ResumeConflict, match="--metric nll .the run used kl.; --out"):
         pipeline.resume_run(out, {"metric": "nll", "out": tmp_path / "elsewhere"})
-    assert pipeline.resume_run(out, {"metric": "kl", "out": out}).settings == job.settings
+    resumed = pipeline.resume_run(out, {"metric": "kl", "out": out})
+    assert resumed.settings == job.settings
+    resumed.close()
 
 
 def test_method_registry():

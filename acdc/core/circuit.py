@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acdc.core.files import write_text_atomic
 from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph
 from acdc.errors import GraphError
 
@@ -195,7 +196,5 @@ def load_circuit(path: str | Path) -> Circuit:
 
 
 def write_circuit(circuit: Circuit, path: str | Path) -> Path:
-    """Write `circuit.json`."""
-    path = Path(path)
-    path.write_text(json.dumps(circuit.to_json(), indent=1) + "\n")
-    return path
+    """Write `circuit.json` (atomically: a failure leaves no half-written file)."""
+    return write_text_atomic(path, json.dumps(circuit.to_json(), indent=1) + "\n")

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from acdc.core.circuit import Circuit
+from acdc.core.files import atomic_path, write_text_atomic
 from acdc.core.graph import head_name
 from acdc.errors import GraphError, RunWarning
 
@@ -147,12 +148,10 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
         raise GraphError(f"unknown format {format!r}: use one of {', '.join(RENDER_FORMATS)}")
     path = Path(path)
     if format == "dot":
-        path.write_text(dot_source)
-        return path
+        return write_text_atomic(path, dot_source)
     binary = shutil.which("dot")
     if binary is None:
-        dot_path = path.with_suffix(".dot")
-        dot_path.write_text(dot_source)
+        dot_path = write_text_atomic(path.with_suffix(".dot"), dot_source)
         warnings.warn(
             f"Graphviz `dot` not found, wrote {dot_path} instead of {path}; for {format.upper()} "
             f"install it with `{INSTALL_HINT}`",
@@ -160,13 +159,14 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
             stacklevel=2,
         )
         return dot_path
-    try:
-        done = subprocess.run([binary, f"-T{format}", "-o", str(path)], input=dot_source.encode(),
-                              capture_output=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise GraphError(f"{binary} failed to render {path} ({error})") from None
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        reason = message[0] if message else f"exit code {done.returncode}"
-        raise GraphError(f"{binary} failed to render {path} ({reason})")
+    with atomic_path(path) as temporary:
+        try:
+            done = subprocess.run([binary, f"-T{format}", "-o", str(temporary)],
+                                  input=dot_source.encode(), capture_output=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise GraphError(f"{binary} failed to render {path} ({error})") from None
+        if done.returncode != 0:
+            message = done.stderr.decode(errors="replace").strip().splitlines()
+            reason = message[0] if message else f"exit code {done.returncode}"
+            raise GraphError(f"{binary} failed to render {path} ({reason})")
     return path

@@ -30,6 +30,7 @@ cut off the file before appending; a damaged line anywhere else is an error nami
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shlex
@@ -39,6 +40,7 @@ from typing import IO, Any
 
 from collections.abc import Mapping
 
+from acdc.core.files import disk_error
 from acdc.errors import AcdcError
 from acdc.methods.acdc.search import Decision
 
@@ -104,27 +106,42 @@ class RunLog:
         """Start a new log in `directory` (replacing any there) with `header`."""
         path = Path(directory) / LOG_NAME
         stream = _open(path, "w")
-        stream.write(json.dumps(header) + "\n")
-        stream.flush()
-        return cls(path, stream)
+        log = cls(path, stream)
+        log._write(json.dumps(header) + "\n")
+        return log
 
     @classmethod
     def reopen(cls, logged: LoggedRun) -> RunLog:
         """Append to a log read with `read_log`, first cutting off a dropped last line."""
         stream = _open(logged.path, "r+")
-        stream.seek(logged.good_bytes)
-        stream.truncate()
+        log = cls(logged.path, stream)
+        try:
+            stream.seek(logged.good_bytes)
+            stream.truncate()
+        except OSError as error:
+            raise disk_error(logged.path, error) from None
         if logged.good_bytes and not _ends_with_newline(logged.path, logged.good_bytes):
-            stream.write("\n")
-        stream.flush()
-        return cls(logged.path, stream)
+            log._write("\n")
+        return log
 
     def append(self, decision: Decision) -> None:
-        write_decision(self.stream, decision)
-        self.stream.flush()
+        try:
+            write_decision(self.stream, decision)
+            self.stream.flush()
+        except OSError as error:
+            raise disk_error(self.path, error, "cannot append to the run log") from None
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as error:
+            raise disk_error(self.path, error) from None
 
     def close(self) -> None:
-        self.stream.close()
+        """Close the log; a failure to flush (a full disk) was already reported by `append`."""
+        with contextlib.suppress(OSError):
+            self.stream.close()
 
     def __enter__(self) -> RunLog:
         return self
@@ -137,7 +154,7 @@ def _open(path: Path, mode: str) -> IO[str]:
     try:
         return open(path, mode, encoding="utf-8", newline="\n")
     except OSError as error:
-        raise RunLogError(f"{path}: cannot write the run log ({error.strerror or error})") from None
+        raise disk_error(path, error, "cannot write the run log") from None
 
 
 def _ends_with_newline(path: Path, size: int) -> bool:
