@@ -66,7 +66,7 @@ from acdc.core.models import (
     load_model,
     save_checkpoint,
 )
-from acdc.core.patching import norm
+from acdc.core.forward import full_forward
 
 BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
 SPECIAL_TOKENS = (BOS, PAD, UNK)
@@ -441,23 +441,7 @@ def attention_patterns(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch
     A plain forward pass computed from `extract_weights`, so that reading attention needs no
     hook names; the logits equal the model's own (a test checks it).
     """
-    w = extract_weights(model)
-    n_pos = tokens.shape[1]
-    x = w.W_E[tokens] + w.W_pos[:n_pos]
-    mask = torch.full((n_pos, n_pos), float("-inf")).triu(1)
-    patterns = []
-    for lw in w.layers:
-        h = norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-        q, k, v = (torch.einsum("bpd,hde->bhpe", h, W) + b[None, :, None, :]
-                   for W, b in ((lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V)))
-        pattern = torch.softmax(q @ k.transpose(-1, -2) / w.attn_scale + mask, dim=-1)
-        patterns.append(pattern)
-        x = x + torch.einsum("bhpe,hed->bpd", pattern @ v, lw.W_O) + lw.b_O
-        if not w.attn_only:
-            h = norm(x, lw.ln2_w, lw.ln2_b, w.normalization, w.eps)
-            x = x + w.act(h @ lw.W_in + lw.b_in) @ lw.W_out + lw.b_out
-    x = norm(x, w.ln_final_w, w.ln_final_b, w.normalization, w.eps)
-    return x @ w.W_U + w.b_U, torch.stack(patterns)
+    return full_forward(extract_weights(model), tokens)
 
 
 @dataclass(frozen=True)
