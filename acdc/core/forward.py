@@ -53,7 +53,8 @@ def embed(w: Weights, tokens: torch.Tensor) -> torch.Tensor:
 
 def causal_mask(n_pos: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """[n_pos, n_pos] additive mask: 0 on and below the diagonal, -inf above (future keys)."""
-    return torch.triu(torch.full((n_pos, n_pos), float("-inf"), dtype=dtype, device=device), diagonal=1)
+    full = torch.full((n_pos, n_pos), float("-inf"), dtype=dtype, device=device)
+    return torch.triu(full, diagonal=1)
 
 
 def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
@@ -98,13 +99,15 @@ def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tens
     return x @ W[head] + b[head]
 
 
-def attention_pattern(q: torch.Tensor, k: torch.Tensor, scale: float, mask: torch.Tensor) -> torch.Tensor:
+def attention_pattern(q: torch.Tensor, k: torch.Tensor, scale: float,
+                      mask: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / scale + mask) over the keys: [..., queries, keys]. `mask` is the slice
     of `causal_mask` for these queries and keys."""
     return torch.softmax(q @ k.transpose(-1, -2) / scale + mask, dim=-1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+           mask: torch.Tensor) -> torch.Tensor:
     """z, the attention-weighted values [..., queries, d_head], for q [..., queries, d_head] and
     k, v [..., keys, d_head] of the same prompts."""
     return attention_pattern(q, k, scale, mask) @ v
@@ -172,7 +175,8 @@ class Unembedding:
         self.centre = self.kind in ("LN", "LNPre")
         self.gain = w.ln_final_w if self.kind in ("LN", "RMS") else None
         self.W_U = w.W_U
-        self.c = w.b_U if self.kind != "LN" or w.ln_final_b is None else w.ln_final_b @ w.W_U + w.b_U
+        has_bias = self.kind == "LN" and w.ln_final_b is not None
+        self.c = w.ln_final_b @ w.W_U + w.b_U if has_bias else w.b_U
 
     def centred(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if self.centre else x
