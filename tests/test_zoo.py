@@ -3,6 +3,7 @@ zoo's reproducible training."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from acdc.errors import AcdcError
+from acdc.core.generators import check_generator
 from acdc.core.models import Tokenizer, load_model
+from acdc.errors import AcdcError
 from acdc.zoo import ZOO, attention_patterns, demo_task_yaml, evaluate_model, train_model
+from acdc.zoo.demo_ioi import corrupt_prompt, sample_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "demo"
@@ -38,10 +41,26 @@ def test_bundled_checkpoint_loads(demo):
 
 
 def test_task_file_is_what_the_generator_writes(task):
-    assert DEMO_TASK.read_text() == demo_task_yaml()
+    assert task == yaml.safe_load(demo_task_yaml())
     assert task["model"] == "../models/demo" and task["prepend_bos"] is True
     assert (DEMO_TASK.parent / task["model"]).resolve() == DEMO_MODEL.resolve()
     assert 20 <= len(task["prompts"]) <= 30
+
+
+def test_demo_data_is_the_ioi_generators_task():
+    """The demo's templates and word lists make a valid `ioi` generator task, and its own
+    sampler's prompts are filled and ABC-corrupted by the generator's functions."""
+    words = ZOO["demo"].task
+    check_generator({"kind": "ioi", "templates": list(words.templates), "names": list(words.names),
+                     "places": list(words.places), "objects": list(words.objects)}, "demo")
+    rng = random.Random(0)
+    for prompt in sample_prompts(words, words.pair_split()[0], 50, rng):
+        clean, corrupt = prompt.text.split(), corrupt_prompt(words, prompt, rng).split()
+        assert clean.count(prompt.answer) == 1 and clean.count(prompt.wrong) == 2
+        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b]
+        assert len(clean) == len(corrupt) and len(differ) == 3
+        fresh = {corrupt[i] for i in differ}
+        assert len(fresh) == 3 and not {prompt.answer, prompt.wrong} & fresh
 
 
 def test_tokenizer_round_trips_task_words(demo, task):
@@ -153,8 +172,8 @@ def test_induction_model_predicts_repeats_and_reports_head_scores():
 def test_induction_circuit_has_the_k_composition():
     """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
     from acdc.core.settings import CommonSettings
-    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.tasks import read_task, resolve_task
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     spec = read_task("induction")
     model = load_model(spec.model)

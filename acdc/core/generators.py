@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -443,8 +443,17 @@ def _name_forms(templates: list[str]) -> tuple[str, ...]:
     return tuple(forms)
 
 
-def _fill(template: str, names: tuple[str, str, str], words: Mapping[str, str]) -> str:
-    """Fill the name slots in order of appearance with `names`, other slots from `words`."""
+def fill_ioi(template: str, names: tuple[str, str, str], words: Mapping[str, str]) -> str:
+    """An IOI template with its three name slots filled in order of appearance with `names`,
+    every other slot ([PLACE], [OBJECT]) from `words`.
+
+    The clean prompt's names come from `ioi_names`, the corrupt prompt's from `abc_names`
+    (the zoo's demo data fills its own templates with this function too).
+
+    >>> fill_ioi("When [A] and [B] went to the [PLACE], [B] gave a drink to",
+    ...          ioi_names("Mary", "John", "ABBA"), {"PLACE": "store"})
+    'When Mary and John went to the store, John gave a drink to'
+    """
     queue = iter(names)
 
     def slot(match: re.Match) -> str:
@@ -452,6 +461,19 @@ def _fill(template: str, names: tuple[str, str, str], words: Mapping[str, str]) 
         return next(queue) if key in ("A", "B") else words[key]
 
     return _SLOT.sub(slot, template)
+
+
+def ioi_names(io: str, s: str, order: str) -> tuple[str, str, str]:
+    """The names of a clean prompt in slot order: ABBA (IO first) or BABA (S first); the
+    subject S is repeated last and the indirect object IO is the answer."""
+    return (io, s, s) if order == "ABBA" else (s, io, s)
+
+
+def abc_names(names: Sequence[str], io: str, s: str, rng: random.Random) -> tuple[str, str, str]:
+    """The ABC corruption's names: three different ones from `names`, neither IO nor S, drawn
+    with one `rng.sample` over `names` in their order."""
+    first, second, third = rng.sample([name for name in names if name not in (io, s)], 3)
+    return first, second, third
 
 
 def _ioi(params: dict[str, Any], tokenizer: Tokenizer | None, d_vocab: int, where: str):
@@ -471,12 +493,11 @@ def _ioi(params: dict[str, Any], tokenizer: Tokenizer | None, d_vocab: int, wher
         t = rng.randrange(len(templates))
         order = params["orders"][i % len(params["orders"])]
         io, s = rng.sample(names, 2)
-        others = rng.sample([name for name in names if name not in (io, s)], 3)
+        others = abc_names(names, io, s, rng)
         words = {"PLACE": rng.choice(places) if places else "",
                  "OBJECT": rng.choice(objects) if objects else ""}
-        first, second = (io, s) if order == "ABBA" else (s, io)
-        clean = _fill(templates[t], (first, second, s), words)
-        corrupt = _fill(templates[t], tuple(others), words)  # type: ignore[arg-type]
+        clean = fill_ioi(templates[t], ioi_names(io, s, order), words)
+        corrupt = fill_ioi(templates[t], others, words)
         at = f"{where}: templates[{t}]"
         if t not in checked:
             _check_known_words(vocab, clean, at)

@@ -11,7 +11,7 @@
 
 Weights are read only through safetensors or `torch.load(weights_only=True)`. Everything the
 engine needs from a model is copied into a plain `Weights` value, so that the patched forward
-in `patching.py` never touches transformer_lens and a move to its 4.x `TransformerBridge`
+in `forward.py` and `patching.py` never touches transformer_lens and a move to its 4.x `TransformerBridge`
 changes this module alone.
 
 >>> model = build_model({"n_layers": 2, "d_model": 32, "n_heads": 4, "d_head": 8,
@@ -488,7 +488,7 @@ def check_supported(cfg: Any, source: str) -> None:
 
 @dataclass(frozen=True)
 class LayerWeights:
-    """One block's parameters, in the layouts `patching.py` uses."""
+    """One block's parameters, in the layouts `forward.py` computes with."""
 
     ln1_w: torch.Tensor | None  # [d_model]
     ln1_b: torch.Tensor | None

@@ -19,8 +19,10 @@ reused from the clean run. Logits are computed only at the metric positions.
 
 Heads get one residual copy per q/k/v input (or one per head at head granularity); LayerNorm is
 recomputed on each copy. While every mask holds the same value (the recorded clean and
-corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` per head (an
-einsum, never TransformerLens' `use_attn_result` broadcast).
+corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` per head (a
+batched product, never TransformerLens' `use_attn_result` broadcast). The arithmetic itself
+(norms, projections, attention, MLP, unembedding) is `forward.py`'s; this module decides what
+each receiver reads.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from acdc.core import forward
+from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.models import Weights
 
@@ -42,18 +45,6 @@ class Stage:
 
     layer: int
     part: int = 0
-
-
-def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
-         eps: float) -> torch.Tensor:
-    """LayerNorm / RMSNorm over the last dimension, as TransformerLens defines them (fused
-    kernels: the engine calls this thousands of times on small tensors)."""
-    if kind is None:
-        return x
-    shape = x.shape[-1:]
-    if kind in ("LN", "LNPre"):
-        return F.layer_norm(x, shape, w if kind == "LN" else None, b if kind == "LN" else None, eps)
-    return F.rms_norm(x, shape, w if kind == "RMS" else None, eps)
 
 
 class PatchedModel:
@@ -78,9 +69,7 @@ class PatchedModel:
         dtype, device = weights.W_E.dtype, weights.W_E.device
         batch, n_pos = clean_tokens.shape
         d_model = weights.W_E.shape[1]
-        self.causal_mask = torch.triu(
-            torch.full((n_pos, n_pos), float("-inf"), dtype=dtype, device=device), diagonal=1
-        )
+        self.causal_mask = forward.causal_mask(n_pos, dtype, device)
 
         # Biases every receiver reads: b_O and b_out of every earlier sublayer.
         self.bias_heads, self.bias_mlp = [], []
@@ -115,7 +104,8 @@ class PatchedModel:
             self.ablated = None
             self.ablated_z = [torch.zeros_like(z) for z in self.clean_z]
             self._set_all_masks(0.0)
-            self.ablated_qkv = [self._qkv(layer, self._head_inputs(layer)) for layer in range(self.n_layers)]
+            self.ablated_qkv = [forward.qkv(weights.layers[layer], self._head_inputs(layer))
+                                for layer in range(self.n_layers)]
             self._set_all_masks(1.0)
         self._set_bases(batch, n_pos, d_model)
         self.delta = clean_out if self.ablated is None else clean_out.sub_(self.ablated)  # in place
@@ -186,7 +176,7 @@ class PatchedModel:
         batch, n_pos = tokens.shape
         self.delta = torch.empty(self.n_senders, batch, n_pos, self.w.W_E.shape[1],
                                  dtype=self.w.W_E.dtype, device=self.w.W_E.device)
-        self.delta[0] = self.w.W_E[tokens] + self.w.W_pos[:n_pos]
+        self.delta[0] = forward.embed(self.w, tokens)
         qkvs = []
         for layer in range(self.n_layers):
             qkvs.append(self._attention(layer))
@@ -228,28 +218,17 @@ class PatchedModel:
             return x[None]  # [1, 1, batch, pos, d]: shared by every head input
         return x.index_select(0, which).view(*masks.shape[:2], *x.shape[1:])
 
-    def _qkv(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """q, k, v of every head from its normalised inputs: [3, n_heads, batch, pos, d_head]."""
-        lw = self.w.layers[layer]
-        batch, n_pos, d_model = x.shape[2:]
-        out = []
-        for i, (W, b) in enumerate(((lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V))):
-            xi = x[i if x.shape[0] == 3 else 0].reshape(-1, batch * n_pos, d_model)  # one per head, or shared
-            out.append((torch.matmul(xi, W) + b[:, None, :]).view(W.shape[0], batch, n_pos, -1))
-        return torch.stack(out)
-
     def _attention(self, layer: int) -> torch.Tensor:
+        """Every head of `layer` from its patched inputs; returns the q/k/v it used."""
         lw = self.w.layers[layer]
-        qkv = self._qkv(layer, self._head_inputs(layer))
+        qkv = forward.qkv(lw, self._head_inputs(layer))
         if self.ablated_qkv is not None:
             qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
         q, k, v = qkv
-        heads, batch, n_pos, d_head = q.shape
-        scores = q @ k.transpose(-1, -2) / self.w.attn_scale + self.causal_mask
-        pattern = torch.softmax(scores, dim=-1)
-        z = pattern @ v  # [heads, batch, pos, d_head]
+        z = forward.attend(q, k, v, self.w.attn_scale, self.causal_mask)  # [heads, batch, pos, dh]
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
-        out = torch.bmm(z.reshape(heads, batch * n_pos, d_head), lw.W_O).view(heads, batch, n_pos, -1)
+        out = forward.head_outputs(lw, z)
+        heads = out.shape[0]
         first = self.graph.sender_of_head(layer, 0)
         if self.ablated is None:
             self.delta[first:first + heads] = out
@@ -261,17 +240,11 @@ class PatchedModel:
         lw = self.w.layers[layer]
         index = self.graph.sender_of_mlp(layer)
         x = self.base_mlp[layer] + self._mix(self.mlp_masks[layer], index)
-        x = norm(x, lw.ln2_w, lw.ln2_b, self.w.normalization, self.w.eps)
-        if lw.W_gate is not None:
-            hidden = self.w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
-        else:
-            hidden = self.w.act(x @ lw.W_in + lw.b_in)
-        out = hidden @ lw.W_out  # b_out is a bias, not part of the sender
+        out = forward.mlp(self.w, lw, x)  # b_out is a bias, not part of the sender
         self.delta[index] = out if self.ablated is None else out - self.ablated[index]
 
     def _logits(self) -> torch.Tensor:
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(delta.shape[1:])
-        x = norm(x, self.w.ln_final_w, self.w.ln_final_b, self.w.normalization, self.w.eps)
-        return x @ self.w.W_U + self.w.b_U
+        return forward.unembed(self.w, x)
 

@@ -25,7 +25,7 @@ committed state has none, and broadcasting does the rest.
 
 Nothing is written to the committed state until `commit()`; a kept edge costs no undo.
 The result is exactly the patched forward of `patching.PatchedModel` (the tests hold the two
-to the same decisions and to the slow reference).
+to the same decisions and to the slow reference); both compute with `acdc.core.forward`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from acdc.core import forward
+from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
-from acdc.core.models import Weights
-from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, norm
+from acdc.core.patching import QKV_INDEX, PatchedModel, Stage
 
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
@@ -65,41 +66,6 @@ class _Tentative:
     @property
     def width(self) -> int:
         return self.coefficients.shape[0]
-
-
-class Unembedding:
-    """`normalise(x) @ W_U + b_U` as `P / scale(x) + c`, with `P = (centred(x) * w) @ W_U`.
-
-    Taking the final norm's weight w and bias out of the normalisation (the bias into `c`)
-    makes `P` linear in x, so a change of x by `dz @ W_O` changes `P` by `dz @ factor(W_O)`.
-    """
-
-    def __init__(self, w: Weights):
-        self.kind, self.eps = w.normalization, w.eps
-        self.centre = self.kind in ("LN", "LNPre")
-        self.gain = w.ln_final_w if self.kind in ("LN", "RMS") else None
-        self.W_U = w.W_U
-        self.c = w.b_U if self.kind != "LN" or w.ln_final_b is None else w.ln_final_b @ w.W_U + w.b_U
-
-    def centred(self, x: torch.Tensor) -> torch.Tensor:
-        return x - x.mean(-1, keepdim=True) if self.centre else x
-
-    def project_centred(self, centred: torch.Tensor) -> torch.Tensor:
-        return (centred if self.gain is None else centred * self.gain) @ self.W_U
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project_centred(self.centred(x))
-
-    def factor(self, W_O: torch.Tensor) -> torch.Tensor:
-        """[d_head, d_vocab]: what one unit of z adds to P."""
-        return self.project(W_O)
-
-    def logits(self, projected: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
-        """The logits from P and the centred input x (the scale's only use of x)."""
-        if self.kind is None:
-            return projected + self.c
-        inverse_scale = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
-        return torch.addcmul(self.c, projected, inverse_scale)
 
 
 def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor) -> tuple[int, int]:
@@ -296,7 +262,7 @@ class IncrementalPatcher:
         if sender.kind == "mlp":
             (rid,) = changed_inputs
             x = self._input_for(rid, all_positions, t)
-            out = self._mlp(sender.layer, x)
+            out = forward.mlp(self.w, self.w.layers[sender.layer], x)
         else:
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
         if self.ablated is not None:
@@ -329,8 +295,8 @@ class IncrementalPatcher:
             everywhere = all_positions or inputs != (0,)
             x = self._input_for(rid, everywhere, t)
             x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-            for i, (W, b) in zip(inputs, self._projections(lw, inputs)):
-                value = x @ W[head] + b[head]
+            for i in inputs:
+                value = forward.head_qkv(lw, x, i, head)
                 if i == 0 and everywhere and not all_positions:
                     value = value[..., self.pos_batch, self.pos_index, :]
                 elif i > 0:  # keys and values are read from the first position on
@@ -349,7 +315,7 @@ class IncrementalPatcher:
         if not new:  # every changed input is one whose direct edge is gone: nothing changes
             z = z.expand(t.width, *z.shape)
         t.z[node] = z[..., self.pos_batch, self.pos_index, :] if all_positions else z
-        return z @ lw.W_O[head]
+        return forward.head_output(lw, z, head)
 
     def _from_start(self, value: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
         """A key or value over the window, preceded by its committed (never changing) values."""
@@ -358,30 +324,12 @@ class IncrementalPatcher:
         before = committed[:, :self.first].expand(*value.shape[:-3], -1, -1, -1)
         return torch.cat((before, value), dim=-2)
 
-    @staticmethod
-    def _projections(lw, inputs: tuple[int, ...]):
-        table = ((lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V))
-        return [table[i] for i in inputs]
-
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
-        scale = self.w.attn_scale
+        """z over the window (all_positions) or at the metric positions only."""
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
             mask = self.pm.causal_mask[self.window, :self.last + 1]
-            scores = q @ k.transpose(-1, -2) / scale + mask
-            return torch.softmax(scores, dim=-1) @ v
-        keys = k[..., self.pos_batch, :, :]  # [..., n, P, dh]: each metric position's prompt
-        scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, P]
-        scores = scores.masked_fill(self.future, float("-inf"))
-        return (torch.softmax(scores, dim=-1)[..., None, :] @ v[..., self.pos_batch, :, :])[..., 0, :]
-
-    def _mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        lw = self.w.layers[layer]
-        x = norm(x, lw.ln2_w, lw.ln2_b, self.w.normalization, self.w.eps)
-        if lw.W_gate is not None:
-            hidden = self.w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
-        else:
-            hidden = self.w.act(x @ lw.W_in + lw.b_in)
-        return hidden @ lw.W_out
+            return forward.attend(q, k, v, self.w.attn_scale, mask)
+        return forward.attend_at(q, k, v, self.w.attn_scale, self.pos_batch, self.future)
 
     # ------------------------------------------------------------------ the unembedding
 
