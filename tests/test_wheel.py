@@ -1,5 +1,6 @@
 """The package as a user installs it: a wheel, or a non-editable `pip install .`, carries the
-bundled tasks and models, and `circuit discover --task demo` works from any directory.
+bundled tasks and models, and `circuit discover --task demo` works from any directory; so does
+an editable install, which reads them from the checkout.
 
 A fresh virtual environment with every dependency costs about 75 s and 1.6 GB, so the fresh
 environment here holds only the project. It is created without pip and borrows its dependencies
@@ -107,25 +108,31 @@ def test_wheel_carries_every_bundled_file(wheel):
     assert "acdc/core/bundled.py" in names and "acdc/methods/acdc/search.py" in names
 
 
-@pytest.mark.parametrize("how", ["wheel", "pip install ."])
+@pytest.mark.parametrize("how", ["wheel", "pip install .", "pip install -e ."])
 def test_installed_package_discovers_the_demo_circuit(how, wheel, tmp_path):
     python, env = fresh_env(tmp_path / "venv")
-    target = wheel if how == "wheel" else copy_project(tmp_path / "source")
+    source = copy_project(tmp_path / "source")
+    target = {"wheel": [wheel], "pip install .": [source], "pip install -e .": ["-e", source]}
     run(pip("--python", python, "install", "--no-deps", "--no-index", "--no-build-isolation",
-            target), cwd=tmp_path, env=env)
+            *target[how]), cwd=tmp_path, env=env)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = json.loads(run([python, "-c", WHERE_FROM], cwd=elsewhere, env=env).stdout)
-    installed = Path(where["purelib"]) / "acdc"
-    assert Path(where["acdc"]) == installed / "__init__.py"
-    assert Path(where["cli"]) == installed.parent / "cli.py"
-    assert Path(where["tasks_dir"]) == installed / "data" / "tasks"
-    assert Path(where["demo_model"]) == installed / "data" / "models" / "demo"
-    assert not (installed / "data" / "tasks").is_symlink()
+    # The package: the fresh site-packages, or for the editable install the (copied) checkout.
+    package = source / "acdc" if how == "pip install -e ." else Path(where["purelib"]) / "acdc"
+    assert Path(where["acdc"]) == package / "__init__.py"
+    assert Path(where["cli"]) == package.parent / "cli.py"
+    # The data: copies inside the installed package; through the links in the checkout.
+    tasks, demo = Path(where["tasks_dir"]), Path(where["demo_model"])
+    assert (tasks, demo) == (package / "data" / "tasks", package / "data" / "models" / "demo")
+    if how == "pip install -e .":
+        assert (tasks.resolve(), demo.resolve()) == (source / "tasks", source / "models" / "demo")
+    else:
+        assert not tasks.is_symlink() and not demo.parent.is_symlink()
 
     circuit = python.parent / "circuit"
     run([circuit, "discover", "--task", "demo", "--quiet", "--out", "out"], cwd=elsewhere, env=env)
     result = json.loads((elsewhere / "out" / "circuit.json").read_text())
     assert (result["n_edges_kept"], result["n_edges_total"]) == (EDGES_KEPT, EDGES_TOTAL)
-    assert Path(result["model"]) == installed / "data" / "models" / "demo"
+    assert Path(result["model"]) == demo.resolve()
