@@ -1,6 +1,6 @@
 """The package as a user installs it: a wheel, or a non-editable `pip install .`, carries the
-bundled tasks and models, and `circuit discover --task demo` works from any directory; so does
-an editable install, which reads them from the checkout.
+bundled tasks and models, and `circuit discover --task demo` works from any directory. An
+editable install reads them from the checkout, through the links in `acdc/data/`.
 
 A fresh virtual environment with every dependency costs about 75 s and 1.6 GB, so the fresh
 environment here holds only the project. It is created without pip and borrows its dependencies
@@ -8,8 +8,9 @@ from the environment running the tests, through a `.pth` file naming that enviro
 site-packages directories: plain path lines, so the `.pth` files in there (an editable install's
 import hook among them) are not executed and the repository stays out of reach. The project is
 installed with `--no-deps` by the running pip (`pip --python <fresh python>`). A check inside the
-fresh environment asserts that `acdc` and `cli` come from its own site-packages and that the
-bundled tasks found are the installed copies, not the repository's.
+fresh environment asserts that `acdc` and `cli` come from its own site-packages (or, editable,
+from the copied checkout) and that the bundled data found are the installed copies, not the
+repository's.
 
 Builds run on a copy of the project, so no `build/` or `*.egg-info` lands in the repository and
 no stale `build/lib` from an earlier build can leak into the wheel.
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("pyproject.toml", "README.md", "cli.py", "acdc", "tasks", "models")
-EDGES_TOTAL, EDGES_KEPT = 134, 49  # the demo task's circuit (tests/test_cli.py checks it too)
+EDGES_TOTAL, EDGES_KEPT = 134, 49  # the bundled demo task's circuit, as the checkout finds it
 
 # Run inside the fresh environment: where the package and its bundled data come from.
 WHERE_FROM = """
@@ -108,31 +109,45 @@ def test_wheel_carries_every_bundled_file(wheel):
     assert "acdc/core/bundled.py" in names and "acdc/methods/acdc/search.py" in names
 
 
-@pytest.mark.parametrize("how", ["wheel", "pip install .", "pip install -e ."])
-def test_installed_package_discovers_the_demo_circuit(how, wheel, tmp_path):
+def install(how: str, wheel: Path, tmp_path: Path) -> tuple[Path, dict, Path, dict]:
+    """Install the project into a fresh environment; return its python, the environment
+    variables to run it with, the project copy, and where its package and data come from."""
     python, env = fresh_env(tmp_path / "venv")
     source = copy_project(tmp_path / "source")
     target = {"wheel": [wheel], "pip install .": [source], "pip install -e .": ["-e", source]}
     run(pip("--python", python, "install", "--no-deps", "--no-index", "--no-build-isolation",
             *target[how]), cwd=tmp_path, env=env)
-
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = json.loads(run([python, "-c", WHERE_FROM], cwd=elsewhere, env=env).stdout)
-    # The package: the fresh site-packages, or for the editable install the (copied) checkout.
-    package = source / "acdc" if how == "pip install -e ." else Path(where["purelib"]) / "acdc"
+    return python, env, source, where
+
+
+@pytest.mark.parametrize("how", ["wheel", "pip install ."])
+def test_installed_package_discovers_the_demo_circuit(how, wheel, tmp_path):
+    python, env, _, where = install(how, wheel, tmp_path)
+    package = Path(where["purelib"]) / "acdc"
     assert Path(where["acdc"]) == package / "__init__.py"
     assert Path(where["cli"]) == package.parent / "cli.py"
-    # The data: copies inside the installed package; through the links in the checkout.
     tasks, demo = Path(where["tasks_dir"]), Path(where["demo_model"])
     assert (tasks, demo) == (package / "data" / "tasks", package / "data" / "models" / "demo")
-    if how == "pip install -e .":
-        assert (tasks.resolve(), demo.resolve()) == (source / "tasks", source / "models" / "demo")
-    else:
-        assert not tasks.is_symlink() and not demo.parent.is_symlink()
+    assert not tasks.is_symlink() and not demo.parent.is_symlink()  # copies, not the links
 
     circuit = python.parent / "circuit"
+    elsewhere = tmp_path / "elsewhere"
     run([circuit, "discover", "--task", "demo", "--quiet", "--out", "out"], cwd=elsewhere, env=env)
     result = json.loads((elsewhere / "out" / "circuit.json").read_text())
     assert (result["n_edges_kept"], result["n_edges_total"]) == (EDGES_KEPT, EDGES_TOTAL)
     assert Path(result["model"]) == demo.resolve()
+
+
+def test_editable_install_reads_the_checkout(wheel, tmp_path):
+    # The rest of the suite runs the CLI on an editable install or a checkout; this checks
+    # only where the package and its data come from in one.
+    _, _, source, where = install("pip install -e .", wheel, tmp_path)
+    package = source / "acdc"
+    assert Path(where["acdc"]) == package / "__init__.py"
+    assert Path(where["cli"]) == source / "cli.py"
+    tasks, demo = Path(where["tasks_dir"]), Path(where["demo_model"])
+    assert (tasks, demo) == (package / "data" / "tasks", package / "data" / "models" / "demo")
+    assert (tasks.resolve(), demo.resolve()) == (source / "tasks", source / "models" / "demo")
