@@ -578,9 +578,10 @@ def zoo_eval(
     ] = None,
 ) -> None:
     """Evaluate a zoo checkpoint on its held-out prompts (top-1 accuracy, logit difference)."""
+    from acdc.core.bundled import model_dir
     from acdc.zoo import evaluate_model
 
-    directory = model if model is not None else Path(__file__).resolve().parent / "models" / name
+    directory = model if model is not None else model_dir(name)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens chatter
         report = evaluate_model(name, directory)
     _print_report(report)

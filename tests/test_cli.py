@@ -384,6 +384,7 @@ def test_zoo_unknown_model_is_a_user_error(tmp_path):
     assert result.exit_code == 1
 
 
+@pytest.mark.slow
 def test_zoo_train_and_eval_a_few_steps(tmp_path, monkeypatch):
     import acdc.zoo
 

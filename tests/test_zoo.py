@@ -91,6 +91,7 @@ def test_demo_model_solves_its_task(demo, task):
     assert sum(margins) / len(margins) > 3
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_loadable(tmp_path):
     first = train_model("demo", tmp_path / "a", seed=3, steps=4)
     second = train_model("demo", tmp_path / "b", seed=3, steps=4)
@@ -220,6 +221,7 @@ def test_generated_training_data_never_shows_held_out_items():
         assert p["clean"].split()[1] not in nouns and gt.year(p) not in years
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TASK_MODELS)
 def test_task_model_training_is_deterministic(tmp_path, monkeypatch, name):
     recipe = ZOO[name]

@@ -14,7 +14,8 @@ tokenizer) is known, and the model may itself be named by the task file:
 
 Both phases find every problem before any computation and raise `TaskError` with one line that
 names the file, the prompt (`prompts[3]`) and the fix. The schema is documented field by field
-in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the repository root.
+in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the repository root and
+install with the package; `acdc.core.bundled` finds them.
 
 Prompts reach a `TaskSpec` through `parse_prompts`, which turns a list of plain dictionaries
 (as YAML gives them) into `RawPrompt` values. A task may instead name a built-in generator
@@ -38,15 +39,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from acdc.errors import TaskError, did_you_mean, kind_of
+from acdc.core.bundled import tasks_dir
 from acdc.core.generators import GENERATORS, check_generator, generate_prompts
 from acdc.core.settings import ABLATIONS, METRICS, NEEDS_ANSWER_AND_WRONG
+from acdc.errors import TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
     from acdc.core.models import Tokenizer
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
-"""Where bundled tasks live: `tasks/<name>.yaml` next to the `acdc` package."""
+TASKS_DIR = tasks_dir()
+"""Where bundled tasks live: `tasks/<name>.yaml`, found through `acdc.core.bundled`."""
 
 POSITION_KEYWORDS: tuple[str, ...] = ("last", "all")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
