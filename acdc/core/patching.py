@@ -140,6 +140,17 @@ class PatchedModel:
             return self.mlp_masks[r.layer], (s,)
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
 
+    def take_clean_qkv(self) -> list[torch.Tensor]:
+        """Every layer's q/k/v of the clean run, handed over: the model keeps no reference
+        (the incremental engine updates them in place as its committed state)."""
+        qkv, self.clean_qkv = self.clean_qkv, None
+        return qkv
+
+    def take_last_qkv(self) -> list[torch.Tensor | None]:
+        """Every layer's q/k/v of the last pass, handed over (the model keeps none)."""
+        qkv, self.last_qkv = self.last_qkv, [None] * self.n_layers
+        return qkv
+
     def set_edge(self, edge: Edge, present: bool) -> None:
         tensor, index = self._edge_slots[edge.index]
         tensor[index] = present

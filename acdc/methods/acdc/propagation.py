@@ -95,7 +95,7 @@ class IncrementalPatcher:
         self.delta = patched.delta[:, :, self.window]
         self.dtype, self.device = self.delta.dtype, self.delta.device
         self.ablated = None if patched.ablated is None else patched.ablated[:, :, self.window]
-        self.qkv = patched.clean_qkv  # committed q/k/v [3, H, B, P, dh] per layer (taken over)
+        self.qkv = patched.take_clean_qkv()  # committed q/k/v [3, H, B, P, dh] per layer
         self.z = [z.clone() for z in patched.clean_z]  # committed z at metric positions per layer
         self.pos_batch = patched.pos_batch
         self.pos_index = patched.pos_index - self.first  # metric positions within the window
@@ -145,7 +145,7 @@ class IncrementalPatcher:
         """Rebuild the committed state from the masks with one full patched pass (after
         decisions were replayed from a log without computing them)."""
         self.pm.logits_from(Stage(0))
-        self.qkv, self.pm.last_qkv = self.pm.last_qkv, [None] * len(self.pm.last_qkv)
+        self.qkv = self.pm.take_last_qkv()
         self.z = [z.clone() for z in self.pm.last_z]
         self._clear_inputs()
         self.stage = None
@@ -157,8 +157,7 @@ class IncrementalPatcher:
         self.factors.clear()
         self.factor_bytes = 0
         self.qkv, self.z, self.projected = [], [], None
-        self.pm.clean_qkv = None
-        self.pm.last_qkv = [None] * len(self.pm.last_qkv)
+        self.pm.take_last_qkv()
 
     def rounding_noise(self, metric_circuit: float, tracked: float) -> float:
         """The final circuit's metric from a fresh patched pass against the one tracked by
