@@ -420,15 +420,14 @@ def graph(
     256 MiB, logits at one position per prompt); and the largest per-layer
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
-    from acdc.core.graph import build_graph
+    from acdc.core.graph import count_edges
     from acdc.core.models import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
     granularity = Granularity(granularity).value
     shape = load_shape(model)
-    g = build_graph(shape.graph_shape(granularity))
-    counts = g.counts()
-    estimate = estimate_memory(shape, len(g.senders), batch, seq_len)
+    counts = count_edges(shape.graph_shape(granularity))
+    estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
     n_params = estimate["n_params"]
     typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
                f"{shape.d_model}, d_head {shape.d_head}, "

@@ -3,7 +3,7 @@
 import pytest
 
 from acdc.errors import GraphError
-from acdc.core.graph import GraphShape, build_graph
+from acdc.core.graph import GraphShape, build_graph, count_edges
 
 GPT2 = GraphShape(n_layers=12, n_heads=12, has_mlp=True)
 
@@ -21,6 +21,34 @@ def test_edge_counts_match_the_paper(shape, n_edges):
     graph = build_graph(shape)
     assert len(graph.edges) == n_edges
     assert len({e.name for e in graph.edges}) == n_edges
+
+
+@pytest.mark.parametrize("shape", [GPT2, GraphShape(2, 8, False), GraphShape(3, 2, True, "head"),
+                                   GraphShape(1, 1, False), GraphShape(4, 3, True)])
+def test_counts_without_building_the_graph_equal_the_built_graph(shape):
+    graph = build_graph(shape)
+    counts = count_edges(shape)
+    by_receiver: dict[str, int] = {}
+    for edge in graph.edges:
+        if edge.kind == "direct":
+            key = "heads (direct q/k/v)"
+        elif edge.receiver.kind == "head":
+            key = f"head {edge.receiver.qkv} inputs" if edge.receiver.qkv else "heads"
+        else:
+            key = "MLPs" if edge.receiver.kind == "mlp" else "logits"
+        by_receiver[key] = by_receiver.get(key, 0) + 1
+    assert counts["by_receiver"] == by_receiver
+    assert counts["edges"] == len(graph.edges)
+    assert counts["residual"] == sum(e.kind == "residual" for e in graph.edges)
+    assert counts["nodes"] == len(graph.node_names())
+    assert counts["senders"] == len(graph.senders) and counts["receivers"] == len(graph.receivers)
+
+
+def test_a_graph_nobody_can_run_is_refused_before_it_is_built():
+    shape = GraphShape(100_000, 12, True)
+    assert count_edges(shape)["edges"] > 10**11
+    with pytest.raises(GraphError, match="edges, more than the"):
+        build_graph(shape)
 
 
 def test_gpt2_split_into_residual_and_direct_edges():

@@ -156,31 +156,6 @@ class Graph:
         names += [r.name for r in self.receivers if r.name not in seen]
         return names
 
-    def counts(self) -> dict[str, Any]:
-        """Node and edge counts, edges split by kind and by receiver type."""
-        by_receiver: dict[str, int] = {}
-        for edge in self.edges:
-            if edge.kind == "direct":
-                key = "heads (direct q/k/v)"
-            elif edge.receiver.kind == "head":
-                key = f"head {edge.receiver.qkv} inputs" if edge.receiver.qkv else "heads"
-            elif edge.receiver.kind == "mlp":
-                key = "MLPs"
-            else:
-                key = "logits"
-            by_receiver[key] = by_receiver.get(key, 0) + 1
-        return {
-            "nodes": len(self.node_names()),
-            "senders": len(self.senders),
-            "heads": sum(s.kind == "head" for s in self.senders),
-            "mlps": sum(s.kind == "mlp" for s in self.senders),
-            "receivers": len(self.receivers),
-            "edges": len(self.edges),
-            "residual": sum(e.kind == "residual" for e in self.edges),
-            "direct": sum(e.kind == "direct" for e in self.edges),
-            "by_receiver": by_receiver,
-        }
-
     def to_networkx(self, kept: Sequence[bool] | None = None):
         """A `networkx.DiGraph` of the graph (or of the kept edges only), edge names as data."""
         import networkx as nx
@@ -244,6 +219,48 @@ class Graph:
         return groups
 
 
+MAX_EDGES = 20_000_000  # about 10 GB of Python objects: beyond any model a CPU run can hold
+
+
+def count_edges(shape: GraphShape) -> dict[str, Any]:
+    """Node and edge counts of a shape's graph, edges split by kind and by receiver type,
+    computed without building it (so a size nobody can run is refused before it is built).
+
+    >>> count_edges(GraphShape(12, 12, True))["edges"]
+    32923
+    """
+    layers, heads, mlp = shape.n_layers, shape.n_heads, int(shape.has_mlp)
+    per_layer = heads + mlp
+    read_by_heads = sum(1 + layer * per_layer for layer in range(layers))  # one head input each
+    by_receiver: dict[str, int] = {}
+    if shape.granularity == "qkv":
+        for qkv in QKV:
+            by_receiver[f"head {qkv} inputs"] = heads * read_by_heads
+    else:
+        by_receiver["heads"] = heads * read_by_heads
+    if mlp:
+        by_receiver["MLPs"] = read_by_heads + layers * heads
+    n_senders = 1 + layers * per_layer
+    by_receiver["logits"] = n_senders
+    direct = 3 * layers * heads if shape.granularity == "qkv" else 0
+    residual = sum(by_receiver.values())
+    if direct:
+        by_receiver["heads (direct q/k/v)"] = direct
+    n_receivers = layers * (heads * (3 if shape.granularity == "qkv" else 1) + mlp) + 1
+    qkv_nodes = 3 * layers * heads if shape.granularity == "qkv" else 0
+    return {
+        "nodes": n_senders + 1 + qkv_nodes,
+        "senders": n_senders,
+        "heads": layers * heads,
+        "mlps": layers * mlp,
+        "receivers": n_receivers,
+        "edges": residual + direct,
+        "residual": residual,
+        "direct": direct,
+        "by_receiver": by_receiver,
+    }
+
+
 def build_graph(shape: GraphShape) -> Graph:
     """The full graph of a model shape.
 
@@ -256,6 +273,10 @@ def build_graph(shape: GraphShape) -> Graph:
         )
     if shape.n_layers < 1 or shape.n_heads < 1:
         raise GraphError(f"a graph needs at least one layer and one head, got {shape}")
+    n_edges = count_edges(shape)["edges"]
+    if n_edges > MAX_EDGES:
+        raise GraphError(f"a {shape.n_layers}-layer, {shape.n_heads}-head graph has {n_edges:,} "
+                         f"edges, more than the {MAX_EDGES:,} a run can hold; use a smaller model")
     senders: list[Sender] = [Sender("input", "input", -1, None, 0)]
     for layer in range(shape.n_layers):
         for head in range(shape.n_heads):
