@@ -45,7 +45,7 @@ from acdc.methods.base import Discovery, Method
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
-    from acdc.core.models import ModelShape
+    from acdc.core.configs import ModelShape
 
 DEVICES_HELP = "cpu, cuda or cuda:N"
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")

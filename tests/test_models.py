@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from acdc.errors import ModelError
-from acdc.core.models import build_model, load_model, load_shape, save_checkpoint
+from acdc.core.configs import load_shape
+from acdc.core.models import build_model, load_model, save_checkpoint
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)
 
@@ -85,3 +86,45 @@ def test_model_names(monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-cache")
     with pytest.raises(ModelError, match="cannot fetch model 'gpt2'.*checkpoint directory"):
         load_shape("gpt2")
+
+
+def test_checkpoint_keys_are_those_transformer_lens_takes():
+    import dataclasses
+
+    from transformer_lens import HookedTransformerConfig
+
+    from acdc.core.configs import CHECKPOINT_KEYS
+
+    fields = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
+    assert CHECKPOINT_KEYS == fields
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_layers": "two"}, "n_layers is 'two'; it must be a whole number"),
+    ({"n_heads": -4}, "n_heads is -4; it must be a positive number"),
+    ({"d_model": True}, "d_model is True; it must be a whole number"),
+    ({"attn_only": "yes"}, "attn_only is 'yes'; it must be true or false"),
+    ({"n_layrs": 2}, "unknown key 'n_layrs' .did you mean 'n_layers'"),
+])
+def test_config_values_are_checked_before_any_library_sees_them(tmp_path, change, message):
+    (tmp_path / "config.json").write_text(json.dumps({**CONFIG, **change}))
+    with pytest.raises(ModelError, match=message) as caught:
+        load_shape(str(tmp_path))
+    assert "\n" not in str(caught.value)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=message):
+        load_model(str(tmp_path))
+
+
+def test_a_model_larger_than_memory_is_refused_before_it_is_built(tmp_path):
+    huge = {**CONFIG, "n_layers": 100_000, "d_model": 100_000, "d_head": 100, "n_heads": 1000}
+    (tmp_path / "config.json").write_text(json.dumps(huge))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match="its weights alone need about"):
+        load_model(str(tmp_path))
+
+
+def test_a_config_that_is_not_text_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ModelError, match="not a text file"):
+        load_shape(str(tmp_path))

@@ -223,14 +223,14 @@ def test_resuming_a_finished_run_reproduces_it(task, reference, tmp_path):
 
 def test_interrupt_before_the_first_decision_leaves_a_resumable_run(task, reference, tmp_path,
                                                                     monkeypatch):
-    import acdc.methods.acdc
+    import acdc.methods.acdc.search
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(acdc.methods.acdc, "run_acdc", interrupted)
+        patch.setattr(acdc.methods.acdc.search, "run_acdc", interrupted)
         result = discover(task, out)
     assert result.exit_code == 130
     assert f"circuit discover --resume {out}" in result.stderr

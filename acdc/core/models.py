@@ -33,12 +33,11 @@ from typing import Any
 
 import torch
 
+from acdc.core.configs import (CHECKPOINT_CONFIG, CHECKPOINT_TOKENIZER, CHECKPOINT_WEIGHTS,
+                               ModelShape, available_memory, check_checkpoint_config, model_kind,
+                               read_config)
 from acdc.errors import ModelError
-from acdc.core.graph import GraphShape
 
-CHECKPOINT_CONFIG = "config.json"
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_TOKENIZER = "tokenizer.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -139,27 +138,6 @@ class Tokenizer:
 # --------------------------------------------------------------------------- shapes
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """The facts about a model that the graph and the memory estimate need."""
-
-    n_layers: int
-    n_heads: int
-    d_model: int
-    d_head: int
-    d_mlp: int | None
-    d_vocab: int
-    n_ctx: int
-    n_params: int
-
-    @property
-    def has_mlp(self) -> bool:
-        return self.d_mlp is not None
-
-    def graph_shape(self, granularity: str = "qkv") -> GraphShape:
-        return GraphShape(self.n_layers, self.n_heads, self.has_mlp, granularity)
-
-
 def model_shape(cfg: Any) -> ModelShape:
     """The shape of a `HookedTransformerConfig`."""
     d_mlp = None if cfg.attn_only else cfg.d_mlp
@@ -245,40 +223,8 @@ class LoadedModel:
         return self.model.cfg.device if isinstance(self.model.cfg.device, torch.device) else torch.device(self.model.cfg.device)
 
 
-def _kind_of(spec: str) -> str:
-    path = Path(spec)
-    if path.is_dir():
-        config = path / CHECKPOINT_CONFIG
-        if not config.is_file():
-            raise ModelError(f"{spec}: directory has no {CHECKPOINT_CONFIG}; a checkpoint needs "
-                             f"{CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS}")
-        data = _read_json(config)
-        if "model_type" in data or "architectures" in data:
-            return "hf"
-        return "checkpoint"
-    if path.exists():
-        raise ModelError(f"{spec}: is a file; --model takes a checkpoint directory or a model name")
-    if spec.startswith((".", "/", "~")) or spec.endswith("/"):
-        raise ModelError(f"{spec}: no such directory; give a checkpoint directory or a model name")
-    return "name"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: cannot read JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object of config keys")
-    return data
-
-
-def load_shape(spec: str) -> ModelShape:
-    """The shape of a model from its configuration alone (no weights are read)."""
-    kind = _kind_of(spec)
-    if kind == "checkpoint":
-        path = Path(spec) / CHECKPOINT_CONFIG
-        return model_shape(make_config(_read_json(path), str(path)))
+def transformer_lens_shape(spec: str, kind: str) -> ModelShape:
+    """The shape of a Hugging Face directory or a TransformerLens name, from its config."""
     if kind == "hf":
         spec = str(_hf_directory_for_tl(Path(spec)))
     return model_shape(_hub_or_local_config(spec, kind))
@@ -342,7 +288,9 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     _check_device(device)
-    kind = _kind_of(spec)
+    kind = model_kind(spec)
+    if kind == "checkpoint":
+        _check_fits(spec, dtype)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
         if kind == "checkpoint":
             model, tokenizer = _load_checkpoint(Path(spec))
@@ -354,6 +302,19 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     model.eval()
     check_supported(model.cfg, spec)
     return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
+
+
+def _check_fits(spec: str, dtype: str) -> None:
+    """Refuse, before allocating, a checkpoint whose weights alone exceed the free memory."""
+    from acdc.core.configs import load_shape
+
+    shape = load_shape(spec)
+    needed = shape.n_params_total * DTYPES[dtype].itemsize
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ModelError(f"{spec}: its weights alone need about {needed / 2**30:.1f} GiB in "
+                         f"{dtype}, more than the {free / 2**30:.1f} GiB of memory available; use "
+                         f"a smaller model or a machine with more memory")
 
 
 def _check_device(device: str) -> None:
@@ -368,7 +329,8 @@ def _check_device(device: str) -> None:
 def _load_checkpoint(directory: Path):
     from safetensors.torch import load_file
 
-    config = _read_json(directory / CHECKPOINT_CONFIG)
+    config = read_config(directory / CHECKPOINT_CONFIG)
+    check_checkpoint_config(config, str(directory / CHECKPOINT_CONFIG))
     weights = directory / CHECKPOINT_WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{directory}: no {CHECKPOINT_WEIGHTS}; `circuit graph` works from "
@@ -402,7 +364,7 @@ def _hf_directory_for_tl(directory: Path) -> Path:
     """TransformerLens 3.x reads `n_ctx` from GPT-2-style configs, which transformers 5 no
     longer writes. Without touching the user's directory, give it a linked copy whose
     config.json has `n_ctx` (= `n_positions`)."""
-    config = _read_json(directory / CHECKPOINT_CONFIG)
+    config = read_config(directory / CHECKPOINT_CONFIG)
     if "n_ctx" in config or "n_positions" not in config:
         return directory
     import tempfile

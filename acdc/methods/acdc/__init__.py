@@ -13,14 +13,19 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from acdc.core.circuit import Circuit
+from typing import TYPE_CHECKING
+
 from acdc.core.graph import build_graph
-from acdc.core.tasks import TaskSpec
 from acdc.errors import RunWarning
 from acdc.methods.acdc.runlog import (DecisionLog, RunLog, check_resumable, make_header,
                                       task_digest)
-from acdc.methods.acdc.search import AcdcSettings, Progress, run_acdc
+from acdc.methods.acdc.settings import AcdcSettings
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
+
+if TYPE_CHECKING:
+    from acdc.core.circuit import Circuit
+    from acdc.core.tasks import TaskSpec
+    from acdc.methods.acdc.search import Progress
 
 OPTIONS = {"threshold", "abs", "reverse_head_order", "engine", "candidates"}
 
@@ -35,6 +40,8 @@ def make_settings(spec: TaskSpec, options: Mapping[str, Any]) -> AcdcSettings:
 
 def discover(job: Discovery) -> Circuit:
     """Run ACDC, keeping its decision log in `job.out_dir` (appended to when resuming)."""
+    from acdc.methods.acdc import search  # torch: only once a run starts
+
     graph = build_graph(job.model.shape.graph_shape(job.common.granularity))
     log, replay = None, ()
     if job.out_dir is not None:
@@ -52,7 +59,7 @@ def discover(job: Discovery) -> Circuit:
             job.on_progress(progress)
 
     try:
-        circuit = run_acdc(job.model, job.task, job.common, job.settings, on_progress=record,
+        circuit = search.run_acdc(job.model, job.task, job.common, job.settings, on_progress=record,
                            replay=replay, graph=graph)
     finally:
         if log is not None:

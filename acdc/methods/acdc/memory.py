@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from acdc.methods.acdc.propagation import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
+INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
+FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 
 
 def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_number: int = 4,

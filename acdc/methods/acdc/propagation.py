@@ -38,10 +38,9 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
+from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
 from acdc.core.patching import QKV_INDEX, PatchedModel, Stage
 
-INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
-FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
 THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's

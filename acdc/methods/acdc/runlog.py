@@ -21,7 +21,6 @@ A last line cut short by a crash is dropped on reading (with a warning the calle
 cut off the file before appending; a damaged line anywhere else is an error naming the line.
 
 >>> import io
->>> from acdc.methods.acdc.search import Decision
 >>> out = io.StringIO()
 >>> write_decision(out, Decision("m1->logits", kept=True, score=0.25, metric=0.5))
 >>> out.getvalue()
@@ -42,7 +41,18 @@ from collections.abc import Mapping
 
 from acdc.core.files import disk_error
 from acdc.errors import AcdcError
-from acdc.methods.acdc.search import Decision
+
+@dataclass(frozen=True)
+class Decision:
+    """One edge decided: removed or kept, the metric change if it was tested (None when it was
+    removed untested, its node being dead) and the circuit's metric afterwards. A run's
+    decisions, in order, are enough to resume it (`run_acdc(..., replay=...)`)."""
+
+    edge: str
+    kept: bool
+    score: float | None
+    metric: float
+
 
 LOG_FORMAT = "circuit-log/1"
 LOG_NAME = "decisions.jsonl"

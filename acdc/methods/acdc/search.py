@@ -32,54 +32,17 @@ from acdc.core.graph import Edge, Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, Stage
-from acdc.core.settings import UNRECORDED, CommonSettings, settings_record
+from acdc.core.settings import CommonSettings, settings_record
 from acdc.errors import AcdcError
 from acdc.methods.acdc import candidates
 from acdc.methods.acdc.evaluator import Evaluator, FullRecompute
 from acdc.methods.acdc.propagation import IncrementalPatcher
+from acdc.methods.acdc.runlog import Decision
+from acdc.methods.acdc.settings import AcdcSettings
 
 if TYPE_CHECKING:
     from acdc.core.models import LoadedModel
     from acdc.core.tasks import Task
-
-ENGINES: tuple[str, ...] = ("incremental", "full")
-
-
-@dataclass(frozen=True)
-class AcdcSettings:
-    """ACDC's own settings. `threshold` is tau; `abs` removes an edge when |change| < tau
-    instead of change < tau; `reverse_head_order` visits heads 0 upwards. `engine` and
-    `candidates` choose how tests are computed and never change a decision (not recorded)."""
-
-    threshold: float
-    abs: bool = False
-    reverse_head_order: bool = False
-    engine: Literal["incremental", "full"] = field(default="incremental", metadata=UNRECORDED)
-    candidates: int = field(default=0, metadata=UNRECORDED)  # 0: chosen by batch size
-
-    def validate(self) -> None:
-        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
-                or not math.isfinite(self.threshold)):
-            raise AcdcError(f"threshold must be a finite number, got {self.threshold!r}")
-        if self.engine not in ENGINES:
-            raise AcdcError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
-        if not isinstance(self.candidates, int) or self.candidates < 0:
-            raise AcdcError(f"candidates must be 0 (automatic) or a positive number, got {self.candidates!r}")
-        if self.candidates > 1 and self.engine == "full":
-            raise AcdcError("the full engine tests one edge at a time: use candidates 0 or 1 with it")
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One edge decided: removed or kept, the metric change if it was tested (None when it was
-    removed untested, its node being dead) and the circuit's metric afterwards. A run's
-    decisions, in order, are enough to resume it (`run_acdc(..., replay=...)`)."""
-
-    edge: str
-    kept: bool
-    score: float | None
-    metric: float
-
 
 @dataclass(frozen=True)
 class Progress:
