@@ -39,7 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help: no 80-column box, flags without a metavar
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 zoo_app = typer.Typer(help="Train and evaluate the project's own small models.",
                       no_args_is_help=True)
@@ -150,6 +151,9 @@ DtypeOption = Annotated[Dtype, typer.Option(
 ThreadsOption = Annotated[int, typer.Option(
     min=0, help="CPU threads; 0 (default): 1 for small models, where threads only add "
                 "overhead, else PyTorch's default.")]
+MaxMemoryOption = Annotated[float | None, typer.Option(
+    min=0, metavar="GIB", help="Refuse a run whose memory estimate exceeds this many GiB. "
+                               "Default: the memory available now.")]
 CandidatesOption = Annotated[int, typer.Option(
     min=0, help="Edge removals evaluated together, with the decisions of one at a time; 0 "
                 "(default): by model and batch size (more on a GPU, which one test leaves "
@@ -172,7 +176,8 @@ def discover(
     ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
     abs_: AbsOption = False, reverse_head_order: ReverseOption = False, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
-    candidates: CandidatesOption = 0, out: OutOption = None, quiet: QuietOption = False,
+    candidates: CandidatesOption = 0, max_memory: MaxMemoryOption = None,
+    out: OutOption = None, quiet: QuietOption = False,
     no_render: NoRenderOption = False, resume: ResumeOption = None,
 ) -> None:
     """Find the circuit of a task: run a discovery method (ACDC by default), write
@@ -203,7 +208,7 @@ def discover(
             interrupts.checkpoint()  # a signal received since the last decision stops it here
 
         try:
-            outcome = pipeline.execute(job, on_progress=on_progress, threads=threads)
+            outcome = pipeline.execute(job, on_progress, threads, max_memory)
         except KeyboardInterrupt:
             _err(_interrupted_early(job, interrupts))
             raise typer.Exit(interrupts.exit_code) from None

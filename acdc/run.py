@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
+from acdc.core.configs import available_memory
 from acdc.core.files import disk_error, write_text_atomic
 from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
                                 settings_record)
@@ -370,9 +371,13 @@ class Outcome:
 
 
 def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
-            threads: int = 0) -> Outcome:
+            threads: int = 0, max_memory: float | None = None) -> Outcome:
     """Load the model, tokenise the task and run the method. `threads` 0: 1 thread for small
-    models on a CPU (their operations are too small to split), else PyTorch's default."""
+    models on a CPU (their operations are too small to split), else PyTorch's default.
+
+    Before the method allocates anything, its memory estimate is checked against the memory
+    available (or against `max_memory` GiB when given): a run that cannot fit is refused with
+    the estimate instead of exhausting the machine."""
     import torch
 
     from acdc.core.models import load_model
@@ -381,6 +386,7 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
     settings = run.settings
     loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
     task = resolve_task(run.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    _check_memory(run, loaded.shape, task, max_memory)
     warning = precision_warning(loaded.model.cfg.dtype, settings.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
@@ -392,6 +398,25 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
                     on_progress=on_progress)
     return Outcome(run.method.discover(job), task.n_prompts)
+
+
+def _check_memory(run: Run, shape: ModelShape, task: Any, max_memory: float | None) -> None:
+    """Refuse a run whose method says it needs more memory than there is (or than allowed)."""
+    if run.method.extra_memory is None:
+        return
+    needed = run.method.extra_memory(shape, run.settings.common, task)
+    if max_memory is not None:
+        limit, what = max_memory * 2**30, f"the --max-memory of {max_memory:g} GiB"
+    else:
+        free = available_memory()
+        if free is None:
+            return
+        limit, what = free, f"the {free / 2**30:.1f} GiB of memory available"
+    if needed > limit:
+        raise AcdcError(
+            f"the run needs about {needed / 2**30:.1f} GiB besides the model's weights "
+            f"({task.n_prompts} prompts of up to {max(len(p) for p in task.clean)} tokens), more "
+            f"than {what}; use fewer or shorter prompts, or pass --max-memory GIB to allow more")
 
 
 def cpu_threads(shape: ModelShape, device: str) -> int | None:

@@ -137,3 +137,14 @@ def test_discover_method_option(tiny_task, tmp_path):
     result = invoke("discover", "--task", tiny_task, "--method", "eap", "--out", tmp_path / "b")
     assert result.exit_code == 1 and "unknown method 'eap'" in result.stderr
     assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_a_run_larger_than_the_memory_allowed_is_refused_before_it_starts(tiny_task, tmp_path):
+    result = invoke("discover", "--task", tiny_task, "--out", tmp_path / "a", "--max-memory",
+                    "0.00001")
+    assert result.exit_code == 1
+    assert "the run needs about" in result.stderr and "--max-memory" in result.stderr
+    assert not (tmp_path / "a" / "decisions.jsonl").exists()
+    result = invoke("discover", "--task", tiny_task, "--out", tmp_path / "b", "--max-memory", "1",
+                    "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output

@@ -15,16 +15,19 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from acdc.core.graph import build_graph
+from acdc.core.graph import build_graph, count_edges
 from acdc.errors import RunWarning
+from acdc.methods.acdc.memory import estimate_memory
 from acdc.methods.acdc.runlog import (DecisionLog, RunLog, check_resumable, make_header,
                                       task_digest)
 from acdc.methods.acdc.settings import AcdcSettings
+from acdc.core.settings import CommonSettings
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 if TYPE_CHECKING:
     from acdc.core.circuit import Circuit
-    from acdc.core.tasks import TaskSpec
+    from acdc.core.configs import ModelShape
+    from acdc.core.tasks import Task, TaskSpec
     from acdc.methods.acdc.search import Progress
 
 OPTIONS = {"threshold", "abs", "reverse_head_order", "engine", "candidates"}
@@ -73,6 +76,16 @@ def discover(job: Discovery) -> Circuit:
     return circuit
 
 
+def extra_memory(shape: ModelShape, common: CommonSettings, task: Task) -> int:
+    """Bytes an ACDC run allocates besides the weights (`memory.estimate_memory`)."""
+    graph = count_edges(shape.graph_shape(common.granularity))
+    bytes_per_number = 4  # float32; half precision needs less, float64 twice as much
+    estimate = estimate_memory(shape, graph["senders"], task.n_prompts,
+                               max(len(p) for p in task.clean), bytes_per_number,
+                               common.ablation, sum(len(p) for p in task.positions))
+    return estimate["total"] - estimate["params"]
+
+
 METHOD = Method(
     name="acdc",
     description="ACDC (Conmy et al. 2023): test every edge, from the logits back, and remove "
@@ -81,4 +94,5 @@ METHOD = Method(
     make_settings=make_settings,
     discover=discover,
     journal=DecisionLog(),
+    extra_memory=extra_memory,
 )
