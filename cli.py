@@ -241,7 +241,8 @@ def _announce(job, status: _Status) -> None:
     own = ", ".join(f"{key} {value:g}" if isinstance(value, float) else key
                     for key, value in _settings_of(settings.settings).items()
                     if value is not False)
-    status.say(f"task {spec.name}: {spec.n_prompts} prompts, method {settings.method} ({own}), "
+    prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
+    status.say(f"task {spec.name}: {prompts}, method {settings.method} ({own}), "
                f"metric {settings.common.metric}, ablation {settings.common.ablation}")
     status.say(f"loading model {settings.model} ...")
 
@@ -308,10 +309,12 @@ def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> No
     from acdc.run import resume_hint
 
     kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
+    noise = circuit.results.get("metric_noise", 0.0)
+    shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
     typer.echo(("partial: " if circuit.partial else "") +
                f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric "
-               f"{job.settings.common.metric} of circuit {circuit.metric_circuit:.4g} (full model "
-               f"{circuit.metric_full:.4g}); {circuit.results['runtime_s']:.1f} s")
+               f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
+               f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if circuit.partial:
         decided = circuit.results.get("n_edges_decided", kept)
@@ -438,7 +441,9 @@ def graph(
                f"{shape.d_model}, d_head {shape.d_head}, "
                f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
                f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
-    typer.echo(f"parameters: about {_count(n_params)} ({_bytes(4 * n_params)} in fp32)")
+    typer.echo(f"parameters: about {_count(n_params)} in all ({_bytes(4 * n_params)} in fp32): "
+               f"{_count(shape.n_params)} in the blocks (the count `circuit zoo eval` gives) and "
+               f"{_count(n_params - shape.n_params)} in the embeddings and unembedding")
     typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
                f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
@@ -463,6 +468,8 @@ def _bytes(n: float) -> str:
 
 
 def _count(n: int) -> str:
+    if n >= 1e12:
+        return f"{n / 1e12:.2f}T"
     if n >= 1e9:
         return f"{n / 1e9:.2f}B"
     if n >= 1e6:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
-from acdc.core.configs import available_memory
+from acdc.core.configs import available_memory, check_reachable, model_kind
 from acdc.core.files import disk_error, write_text_atomic
 from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
                                 settings_record)
@@ -109,10 +109,17 @@ class RunSettings:
             dtype=_record_choice(record, "dtype", source, DTYPES),
         )
 
-    def repeat_command(self) -> str:
-        """A `circuit discover` command line with every recorded setting spelled out."""
+    def repeat_command(self, typed: Mapping[str, str | None] | None = None,
+                       out: Path | None = None) -> str:
+        """A `circuit discover` command line, on one line, with every recorded setting spelled
+        out. `typed` holds the task and model as the user gave them (a model None: the task
+        file's); without it the task file and model are written as resolved."""
+        record = self.record()
+        if typed is not None:
+            record["task_file"] = typed["task"]
+            record["model"] = typed.get("model")
         args = ["circuit", "discover"]
-        for key, value in self.record().items():
+        for key, value in record.items():
             if key == "task":
                 continue  # the file says more than the name
             flag = "--task" if key == "task_file" else "--" + key.replace("_", "-")
@@ -120,6 +127,8 @@ class RunSettings:
                 args += [flag] if value else []
             elif value is not None:
                 args += [flag, repr(float(value)) if key == "threshold" else str(value)]
+        if out is not None:
+            args += ["--out", str(out)]
         return " ".join(shlex.quote(a) for a in args)
 
     def conflicts(self, given: Mapping[str, Any]) -> list[str]:
@@ -227,6 +236,7 @@ class Run:
     lock: RunLock
     resume_from: Any = None  # the method's JournalState
     command: tuple[str, ...] | None = None  # the command line as typed, if known
+    typed: Mapping[str, str | None] | None = None  # the task and model as given, if known
 
     def close(self) -> None:
         """Release the run directory (also released when the process ends)."""
@@ -248,6 +258,8 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
                                           ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
+    if model_kind(spec.model) == "name":  # offline and not cached: say so before loading torch
+        check_reachable(spec.model)
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
                             granularity=granularity)  # type: ignore[arg-type]
     common.validate()
@@ -264,7 +276,8 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
     with _released_on_error(lock):
         if chosen.journal is not None:
             chosen.journal.check_new_run(out_dir)
-    return Run(settings, spec, out_dir, chosen, lock, command=command)
+    return Run(settings, spec, out_dir, chosen, lock, command=command,
+               typed={"task": task, "model": model})
 
 
 class ResumeConflict(AcdcError):
@@ -464,7 +477,7 @@ def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[P
 def run_yaml(run: Run, outcome: Outcome) -> dict[str, Any]:
     """The contents of `run.yaml`: the recorded settings, the number of prompts, whether the
     run was partial, the command as typed, the repeat command and package versions."""
-    repeat = run.settings.repeat_command()
+    repeat = run.settings.repeat_command(run.typed, run.out_dir)
     command = run.command
     return {
         **run.settings.record(),
@@ -493,5 +506,6 @@ def write_run_yaml(config: Mapping[str, Any], path: Path) -> Path:
     import yaml
 
     header = "# Resolved configuration of a `circuit discover` run; `repeat` runs it again.\n"
-    return write_text_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False,
-                                                           default_flow_style=False))
+    text = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False,
+                          width=float("inf"))  # one line per command, ready to paste
+    return write_text_atomic(path, header + text)

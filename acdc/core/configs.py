@@ -190,9 +190,43 @@ def load_shape(spec: str) -> ModelShape:
     if kind == "checkpoint":
         path = Path(spec) / CHECKPOINT_CONFIG
         return checkpoint_shape(read_config(path), str(path))
+    if kind == "name":
+        check_reachable(spec)
     from acdc.core.models import transformer_lens_shape
 
     return transformer_lens_shape(spec, kind)
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers (the probe fails at once without a network).
+    Without it, the hub's client is told to use its local cache only: otherwise it retries
+    for about 25 s before failing."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return False
+
+
+def check_reachable(name: str) -> None:
+    """A model named by the hub can be read: online, or offline from the local cache. Offline
+    and not cached is one line at once, before TransformerLens (seconds to import) loads."""
+    if hub_reachable():
+        return
+    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get(
+        "HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    wanted = name.lower().replace("/", "--")
+    cached = cache.is_dir() and any(wanted in entry.name.lower() for entry in cache.iterdir())
+    if not cached:
+        raise ModelError(f"cannot fetch model {name!r}: no network and not in the local Hugging "
+                         f"Face cache ({cache}); offline, pass a checkpoint directory "
+                         f"(config.json + model.safetensors) or a local Hugging Face model "
+                         f"directory with --model")
 
 
 def available_memory() -> int | None:

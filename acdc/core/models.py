@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from acdc.core.configs import (CHECKPOINT_CONFIG, CHECKPOINT_TOKENIZER, CHECKPOINT_WEIGHTS,
-                               ModelShape, available_memory, check_checkpoint_config, model_kind,
-                               read_config)
+                               ModelShape, available_memory, check_checkpoint_config,
+                               check_reachable, hub_reachable, model_kind, read_config)
 from acdc.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -257,14 +257,8 @@ def _hub_or_local_config(spec: str, kind: str):
 
 
 def _go_offline_without_network() -> None:
-    """Without a route to the hub, its client retries for about 25 s before failing. Probe
-    once; when there is no network, let it use the local cache only (and fail at once)."""
-    import socket
-
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    """Offline, make the hub's client use its local cache only (and fail at once)."""
+    if not hub_reachable():
         import huggingface_hub.constants
 
         huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import time otherwise
@@ -291,6 +285,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     kind = model_kind(spec)
     if kind == "checkpoint":
         _check_fits(spec, dtype)
+    elif kind == "name":
+        check_reachable(spec)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
         if kind == "checkpoint":
             model, tokenizer = _load_checkpoint(Path(spec))

@@ -48,7 +48,10 @@ def _fmt_score(score: float | None) -> str:
 def circuit_title(circuit: Circuit) -> str:
     """`task on model, method metric threshold t` from the circuit's settings."""
     settings = circuit.settings
-    title = f"{settings.get('task')} on {settings.get('model')}, "
+    model = str(settings.get("model"))
+    if "/" in model and Path(model).is_absolute():
+        model = Path(model).name  # the checkpoint's directory name, not the machine's path
+    title = f"{settings.get('task')} on {model}, "
     if settings.get("method", "acdc") != "acdc":
         title += f"{settings['method']} "
     title += f"{settings.get('metric')}"
