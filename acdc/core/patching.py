@@ -213,9 +213,9 @@ class PatchedModel:
     def _head_inputs(self, layer: int) -> torch.Tensor:
         """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d].
         Mixed and normalised once per distinct mask: one residual for all when every mask is
-        the same ([1, 1, batch, pos, d]: the recorded runs, as in a plain forward pass;
-        GPT-2-shape setup 22 -> 12 s), one per distinct mask when at most half are distinct
-        (most inputs of a sparse circuit read no sender: greater-than's final pass 14 -> 9 ms)."""
+        the same ([1, 1, batch, pos, d]: the recorded runs, as in a plain forward pass), one per
+        distinct mask when at most half are distinct (most inputs of a sparse circuit read no
+        sender, so their copies are all the same)."""
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
         masks = self.head_masks[layer]
