@@ -527,9 +527,9 @@ def _rate(value: float | None) -> str:
 
 
 def _comparison_lines(summary) -> list[str]:
-    from acdc.export.dot import circuit_title
     from acdc.evaluation.sources import Sweep
     from acdc.evaluation.summary import SweepScores, describe
+    from acdc.export.dot import circuit_title
 
     lines = []
     for item in summary.items:
@@ -554,18 +554,18 @@ def _comparison_lines(summary) -> list[str]:
                  f"{ref['nodes']} of {totals['nodes']} nodes")
     header = ("", "edge TPR", "edge FPR", "edge prec", "node TPR", "node FPR", "node prec")
     rows = []
-    for item, scores in zip(summary.items, summary.scores):
+    for item, scores in zip(summary.items, summary.scores, strict=True):
         if isinstance(scores, SweepScores):
             node_auc = "undefined" if scores.node is None else f"{scores.node.auc:.3f}"
             lines.append(f"{item.key} ROC AUC: edges {scores.edge.auc:.3f}, nodes {node_auc} "
                          f"(pessimistic staircase)")
-            for run, run_scores in zip(item.value.runs, scores.runs):
+            for run, run_scores in zip(item.value.runs, scores.runs, strict=True):
                 rows.append((f"{item.key} tau {run.threshold:g}", *_score_cells(run_scores)))
         else:
             rows.append((item.key, *_score_cells(scores)))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return lines
 
 

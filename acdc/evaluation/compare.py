@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from acdc.core.circuit import Circuit
 from acdc.core.graph import Graph
-from acdc.evaluation.edge_list import describe_shape
 from acdc.errors import GraphError
+from acdc.evaluation.edge_list import describe_shape
 
 Level = Literal["edge", "node"]
 LEVELS: tuple[Level, ...] = ("edge", "node")
@@ -129,7 +129,8 @@ def kept_from_names(graph: Graph, names: Iterable[str]) -> tuple[bool, ...]:
     return tuple(kept)
 
 
-def level_flags(graph: Graph, kept: Sequence[bool], level: Level) -> tuple[list[str], Sequence[bool]]:
+def level_flags(graph: Graph, kept: Sequence[bool],
+                level: Level) -> tuple[list[str], Sequence[bool]]:
     """The universe of `level` (edge or node names, in graph order) and the flags over it."""
     if level == "edge":
         return [e.name for e in graph.edges], kept
@@ -139,9 +140,9 @@ def level_flags(graph: Graph, kept: Sequence[bool], level: Level) -> tuple[list[
 
 
 def compare_sets(universe: Sequence[str], a: Sequence[bool], b: Sequence[bool]) -> SetComparison:
-    both = tuple(n for n, x, y in zip(universe, a, b) if x and y)
-    only_a = tuple(n for n, x, y in zip(universe, a, b) if x and not y)
-    only_b = tuple(n for n, x, y in zip(universe, a, b) if y and not x)
+    both = tuple(n for n, x, y in zip(universe, a, b, strict=True) if x and y)
+    only_a = tuple(n for n, x, y in zip(universe, a, b, strict=True) if x and not y)
+    only_b = tuple(n for n, x, y in zip(universe, a, b, strict=True) if y and not x)
     return SetComparison(both, only_a, only_b)
 
 
@@ -154,7 +155,8 @@ def compare_kept(graph: Graph, a: Sequence[bool], b: Sequence[bool]) -> CircuitC
     return CircuitComparison(*parts)
 
 
-def compare_circuits(a: Circuit, b: Circuit, a_name: str = "A", b_name: str = "B") -> CircuitComparison:
+def compare_circuits(a: Circuit, b: Circuit, a_name: str = "A",
+                     b_name: str = "B") -> CircuitComparison:
     """`compare_kept` of two circuits, which must be of one graph shape."""
     check_same_graph(a.graph, b.graph, a_name, b_name)
     return compare_kept(a.graph, a.kept, b.kept)
@@ -166,7 +168,7 @@ def confusion(graph: Graph, kept: Sequence[bool], reference: Sequence[bool],
     _, found = level_flags(graph, kept, level)
     _, truth = level_flags(graph, reference, level)
     tp = fp = fn = tn = 0
-    for x, y in zip(found, truth):
+    for x, y in zip(found, truth, strict=True):
         if x and y:
             tp += 1
         elif x:

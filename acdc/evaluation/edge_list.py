@@ -8,7 +8,8 @@ every name must be an edge of that graph.
 
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 1, False))
->>> kept = parse_edge_list("# a tiny circuit\\ninput->a0.h0<v>\\na0.h0<v>->a0.h0  # direct\\n", graph)
+>>> text = "# a tiny circuit\\ninput->a0.h0<v>\\na0.h0<v>->a0.h0  # direct\\n"
+>>> kept = parse_edge_list(text, graph)
 >>> [e.name for e in graph.edges if kept[e.index]]
 ['input->a0.h0<v>', 'a0.h0<v>->a0.h0']
 """
@@ -59,7 +60,8 @@ def read_edge_list(path: str | Path, graph: Graph) -> tuple[bool, ...]:
     except FileNotFoundError:
         raise GraphError(f"{path}: no such file") from None
     except UnicodeDecodeError:
-        raise GraphError(f"{path}: not a text file; an edge list has one edge name a line") from None
+        raise GraphError(f"{path}: not a text file; an edge list has one edge name a "
+                         f"line") from None
     except OSError as error:
         raise GraphError(f"{path}: cannot read ({error.strerror or error})") from None
     return parse_edge_list(text, graph, str(path))

@@ -16,7 +16,8 @@ circuits it did not find. Equivalently, the area under x -> the largest TPR amon
 with FPR <= x. A sweep that finds the reference exactly scores 1; one whose circuits hold every
 negative before any positive scores 0.
 
->>> pessimistic_auc([RocPoint(0.1, 0.5), RocPoint(0.3, 0.6), RocPoint(0.2, 0.4), RocPoint(0.5, 0.9)])
+>>> pessimistic_auc([RocPoint(0.1, 0.5), RocPoint(0.3, 0.6), RocPoint(0.2, 0.4),
+...                  RocPoint(0.5, 0.9)])
 0.67
 """
 
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from acdc.core.graph import Graph
-from acdc.evaluation.compare import Level, confusion
 from acdc.errors import GraphError
+from acdc.evaluation.compare import Level, confusion
 
 CORNERS = ((0.0, 0.0), (1.0, 1.0))
 

@@ -27,8 +27,16 @@ from acdc.core.circuit import Circuit
 from acdc.core.graph import Graph
 from acdc.errors import AcdcError, GraphError, RunWarning
 from acdc.evaluation.canonical import CANONICAL_NAMES
-from acdc.evaluation.compare import (LEVELS, CircuitComparison, Confusion, check_same_graph,
-                                     compare_circuits, confusion, kept_nodes, node_names)
+from acdc.evaluation.compare import (
+    LEVELS,
+    CircuitComparison,
+    Confusion,
+    check_same_graph,
+    compare_circuits,
+    confusion,
+    kept_nodes,
+    node_names,
+)
 from acdc.evaluation.roc import RocCurve, sweep_roc
 from acdc.evaluation.sources import Reference, Sweep, load_input, load_reference
 
@@ -93,14 +101,14 @@ class CompareSummary:
             data["reference"] = describe_reference(self.reference, self.graph)
             data["scores"] = {item.key: scores.to_json() if isinstance(scores, Scores)
                               else {"roc": "roc.json"}
-                              for item, scores in zip(self.items, self.scores)}
+                              for item, scores in zip(self.items, self.scores, strict=True)}
         return data
 
     def roc_json(self) -> dict[str, Any]:
         """The `roc.json` dictionary (sweeps only)."""
         assert self.reference is not None
         sweeps = []
-        for item, scores in zip(self.items, self.scores):
+        for item, scores in zip(self.items, self.scores, strict=True):
             if not isinstance(scores, SweepScores):
                 continue
             sweep = item.value
@@ -109,7 +117,7 @@ class CompareSummary:
                      "edges": run.circuit.n_edges_kept,
                      "nodes": sum(kept_nodes(run.circuit.graph, run.circuit.kept)),
                      **run_scores.to_json()}
-                    for run, run_scores in zip(sweep.runs, scores.runs)]
+                    for run, run_scores in zip(sweep.runs, scores.runs, strict=True)]
             sweeps.append({"key": item.key, "name": item.name, "path": str(sweep.path),
                            "auc": {"edge": scores.edge.auc,
                                    "node": scores.node.auc if scores.node else None},
@@ -158,7 +166,8 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
     """
     if not 1 <= len(inputs) <= len(LABELS):
         raise GraphError(f"compare takes one or two inputs, got {len(inputs)}")
-    items = tuple(Item(key, str(path), load_input(path)) for key, path in zip(LABELS, inputs))
+    items = tuple(Item(key, str(path), load_input(path))
+                  for key, path in zip(LABELS, inputs, strict=False))
     for item in items[1:]:
         check_same_graph(items[0].graph, item.graph, str(items[0].name), str(item.name))
     for item in items:
@@ -166,7 +175,7 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
             warnings.warn(f"{item.name} is a partial run: its undecided edges count as kept",
                           RunWarning, stacklevel=2)
     graph = items[0].graph
-    circuits = [item for item in items if isinstance(item.value, Circuit)]
+    circuits = [(item.name, item.value) for item in items if isinstance(item.value, Circuit)]
     known = ", ".join(CANONICAL_NAMES)
     if reference is None:
         if any(isinstance(item.value, Sweep) for item in items):
@@ -177,22 +186,22 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
                              f"or --reference (a circuit.json, an edge list, or one of {known})")
     pair = None
     if len(circuits) == 2:
-        a, b = (item.value for item in circuits)
-        pair = compare_circuits(a, b, circuits[0].name, circuits[1].name)
+        (a_name, a), (b_name, b) = circuits
+        pair = compare_circuits(a, b, a_name, b_name)
     ref = load_reference(reference, graph) if reference is not None else None
     levels = roc_levels(graph, ref) if ref is not None else ()
     scores: list[Scores | SweepScores | None] = []
     for item in items:
+        value = item.value
         if ref is None:
             scores.append(None)
-        elif isinstance(item.value, Sweep):
-            runs = tuple(score(graph, run.circuit.kept, ref.kept) for run in item.value.runs)
-            circuits = [(run.threshold, run.circuit.kept) for run in item.value.runs]
-            curves = [sweep_roc(graph, circuits, ref.kept, level) if level in levels else None
-                      for level in LEVELS]
-            scores.append(SweepScores(runs, *curves))
+        elif isinstance(value, Sweep):
+            runs = tuple(score(graph, run.circuit.kept, ref.kept) for run in value.runs)
+            sweep = [(run.threshold, run.circuit.kept) for run in value.runs]
+            node_curve = sweep_roc(graph, sweep, ref.kept, "node") if "node" in levels else None
+            scores.append(SweepScores(runs, sweep_roc(graph, sweep, ref.kept, "edge"), node_curve))
         else:
-            scores.append(score(graph, item.value.kept, ref.kept))
+            scores.append(score(graph, value.kept, ref.kept))
     return CompareSummary(items, graph, pair, ref, tuple(scores))
 
 
@@ -225,7 +234,8 @@ def default_out_dir() -> Path:
     return Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_outputs(summary: CompareSummary, out_dir: str | Path, render_svg: bool = True) -> list[Path]:
+def write_outputs(summary: CompareSummary, out_dir: str | Path,
+                  render_svg: bool = True) -> list[Path]:
     """Write comparison.json, the union drawing and, for sweeps, roc.json and the ROC plot."""
     from acdc.export.dot import render
     from acdc.export.roc_plot import roc_png, roc_svg
@@ -253,6 +263,7 @@ def write_outputs(summary: CompareSummary, out_dir: str | Path, render_svg: bool
     if summary.has_sweep:
         written.append(_write_json(out_dir / "roc.json", summary.roc_json()))
         panels = roc_panels(summary)
+        assert summary.reference is not None  # a sweep needs one (summarize)
         title = f"ROC against {summary.reference.name}"
         path = out_dir / "roc.svg"
         path.write_text(roc_svg(panels, title), encoding="utf-8")
@@ -263,15 +274,15 @@ def write_outputs(summary: CompareSummary, out_dir: str | Path, render_svg: bool
     return written
 
 
-def union_sets(summary: CompareSummary):
+def union_sets(summary: CompareSummary) -> tuple[tuple[str, Sequence[bool]], ...] | None:
     """((name, kept), (name, kept)) to draw: the two circuits, or the circuit and the
     reference; None when there is nothing to draw (sweeps)."""
-    circuits = [item for item in summary.items if isinstance(item.value, Circuit)]
+    circuits = [(item.name, item.value.kept) for item in summary.items
+                if isinstance(item.value, Circuit)]
     if len(circuits) == 2:
-        return tuple((item.name, item.value.kept) for item in circuits)
+        return circuits[0], circuits[1]
     if len(summary.items) == 1 and circuits and summary.reference is not None:
-        return ((circuits[0].name, circuits[0].value.kept),
-                (f"reference {summary.reference.name}", summary.reference.kept))
+        return circuits[0], (f"reference {summary.reference.name}", summary.reference.kept)
     return None
 
 
@@ -283,13 +294,13 @@ def roc_panels(summary: CompareSummary):
     panels = []
     for level, title in (("edge", "edges"), ("node", "nodes")):
         series = []
-        for item, scores in zip(summary.items, summary.scores):
+        for item, scores in zip(summary.items, summary.scores, strict=True):
             if isinstance(scores, SweepScores):
                 curve = getattr(scores, level)
                 if curve is None:
                     continue
                 series.append(RocSeries(item.name, curve.points, curve.front, curve.auc))
-            elif isinstance(scores, Scores):
+            elif isinstance(scores, Scores) and isinstance(item.value, Circuit):
                 counts = getattr(scores, level)
                 if counts.fpr is None:
                     continue

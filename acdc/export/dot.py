@@ -73,7 +73,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
 
     graph = circuit.graph
     drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
-    nodes = set()
+    nodes: set[str] = set()
     for edge in drawn:
         nodes.update(edge.endpoints)
     dot = graphviz.Digraph("circuit")

@@ -135,13 +135,14 @@ def roc_png(panels: Sequence[Panel], title: str, path: str | Path) -> Path | Non
         return None
     path = Path(path)
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
-    for ax, (panel_title, series) in zip(axes[0], panels):
+    for ax, (panel_title, series) in zip(axes[0], panels, strict=True):
         ax.plot([0, 1], [0, 1], color="#aaaaaa", linestyle="--", linewidth=1)
         for i, s in enumerate(series):
             color = COLORS[i % len(COLORS)]
-            label = _short(s.label) + (f" (AUC {s.auc:.3f})" if s.auc is not None else "")
+            label: str | None = _short(s.label) + (f" (AUC {s.auc:.3f})" if s.auc is not None
+                                                   else "")
             if s.front:
-                xs, ys = zip(*staircase(s.front))
+                xs, ys = zip(*staircase(s.front), strict=True)
                 ax.plot(xs, ys, color=color, linewidth=2, label=label)
                 label = None
             on_front = set(s.front)

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 
-from acdc.core.graph import QKV, Graph, GraphShape, build_graph, head_name, mlp_name
-from acdc.evaluation.edge_list import describe_shape, format_edge_list, parse_edge_list
+from acdc.core.graph import Graph, GraphShape, build_graph, head_name, mlp_name
 from acdc.errors import GraphError, did_you_mean
+from acdc.evaluation.edge_list import describe_shape, format_edge_list, parse_edge_list
 
 GPT2_SMALL = GraphShape(12, 12, True)
 Head = tuple[int, int]
@@ -97,7 +97,7 @@ def _edges(graph: Graph, senders: Iterable[str], receivers: Iterable[str]) -> tu
     """Every edge of `graph` from one of `senders` to one of `receivers`, in graph order."""
     senders, receivers = set(senders), set(receivers)
     return tuple(e.name for e in graph.edges
-                 if e.kind == "residual" and e.sender.name in senders
+                 if e.sender is not None and e.sender.name in senders
                  and e.receiver.name in receivers)
 
 
@@ -209,7 +209,7 @@ CANONICAL: dict[str, Canonical] = {
         ("Wang et al. 2022, 'Interpretability in the Wild' (the heads and their classes);",
          "edges as the ACDC authors construct them (Conmy et al. 2023, ACDC repository,",
          "acdc/ioi/utils.py), restated from shared/EVALUATION.md section 4."),
-        tuple(f"{cls}: {' '.join(f'{l}.{h}' for l, h in heads)}"
+        tuple(f"{cls}: {' '.join(f'{layer}.{head}' for layer, head in heads)}"
               for cls, heads in IOI_CLASSES.items()),
         1041, ioi_rules),
     "greater-than-gpt2": Canonical(
@@ -271,8 +271,8 @@ def canonical_text(name: str) -> str:
     header += [f"    {total:5d}         edges in all (the authors' count: {spec.authors_count:,};"
                f" {'equal' if total == spec.authors_count else 'DIFFERENT'})",
                "",
-               f"The rules without * are part of the authors' construction but not of the "
-               f"short summary;",
+               "The rules without * are part of the authors' construction but not of the "
+               "short summary;",
                f"the starred rules alone give {summary_total} edges."]
     names = [e.name for e in graph.edges if kept[e.index]]
     return format_edge_list(names, header)
@@ -291,8 +291,9 @@ def load_canonical(name: str, graph: Graph) -> tuple[bool, ...]:
     """
     canonical_spec(name)
     if graph.shape != GPT2_SMALL:
-        raise GraphError(f"{name} is a circuit of GPT-2 small ({describe_shape(build_graph(GPT2_SMALL))}"
-                         f"), not of the {describe_shape(graph)} graph")
+        gpt2 = describe_shape(build_graph(GPT2_SMALL))
+        raise GraphError(f"{name} is a circuit of GPT-2 small ({gpt2}), not of the "
+                         f"{describe_shape(graph)} graph")
     try:
         text = canonical_file(name).read_text(encoding="utf-8")
     except FileNotFoundError:
