@@ -227,7 +227,7 @@ def test_edge_list_errors_name_the_first_unknown_edges(tmp_path):
     with pytest.raises(GraphError) as error:
         parse_edge_list(text, graph, "ref.txt")
     message = str(error.value)
-    assert message.startswith("ref.txt: 5 name(s) are not edges of the 2-layer 2-head qkv")
+    assert message.startswith("ref.txt: 5 name(s) are not edges of the 2-layer 2-head (MLPs, q/k/v")
     assert "line 2: 'a0.h0->logit' (did you mean 'a0.h0->logits'?)" in message
     assert "line 3: 'foo'" in message and "and 2 more" in message and "baz" not in message
     with pytest.raises(GraphError, match="no such file"):

@@ -75,7 +75,8 @@ def format_edge_list(names: Iterable[str], header: Sequence[str] = ()) -> str:
 
 
 def describe_shape(graph: Graph) -> str:
-    """`12-layer 12-head qkv (with MLPs)`: a graph shape in words, for messages."""
+    """`12-layer 12-head (MLPs, q/k/v split)`: a graph shape in words, for messages."""
     shape = graph.shape
-    mlps = "with MLPs" if shape.has_mlp else "attention-only"
-    return f"{shape.n_layers}-layer {shape.n_heads}-head {shape.granularity} ({mlps})"
+    mlps = "MLPs" if shape.has_mlp else "attention-only"
+    split = "q/k/v split" if shape.granularity == "qkv" else "one receiver per head"
+    return f"{shape.n_layers}-layer {shape.n_heads}-head ({mlps}, {split})"

@@ -292,7 +292,7 @@ def load_canonical(name: str, graph: Graph) -> tuple[bool, ...]:
     canonical_spec(name)
     if graph.shape != GPT2_SMALL:
         gpt2 = describe_shape(build_graph(GPT2_SMALL))
-        raise GraphError(f"{name} is a circuit of GPT-2 small ({gpt2}), not of the "
+        raise GraphError(f"{name} is a circuit of GPT-2 small's {gpt2} graph, not of the "
                          f"{describe_shape(graph)} graph")
     try:
         text = canonical_file(name).read_text(encoding="utf-8")
