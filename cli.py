@@ -3,7 +3,8 @@
 Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
-alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit) and `zoo train|eval`
+alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `compare` (two
+circuits, or circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval`
 (the project's own small models). The library does the work; commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
@@ -545,6 +546,90 @@ def render(
     target = out if out is not None else circuit_json.with_suffix(f".{format}")
     written = render_dot(source, target, format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Annotated[Path, typer.Argument(
+        metavar="A", help="A circuit.json, a run directory, or a sweep directory (tau-<threshold>/ "
+                          "run directories).")],
+    b: Annotated[Path | None, typer.Argument(
+        metavar="[B]", help="A second circuit, run directory or sweep directory.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", "-r", metavar="REF",
+        help="The circuit to score against: a circuit.json, an edge-list file (one edge a line, "
+             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output directory. Default: runs/compare-<YYYYmmdd-HHMMSS>/.")] = None,
+    no_render: NoRenderOption = False,
+) -> None:
+    """Compare two circuits (edges and nodes in both / only in one, Jaccard, a drawing of the
+    union), score circuits against a reference (TPR, FPR, precision at edge and node level),
+    and draw a sweep's ROC curve against the reference with its AUC."""
+    from acdc.evaluation.summary import default_out_dir, summarize, write_outputs
+
+    summary = summarize([a] if b is None else [a, b], reference)
+    for line in _comparison_lines(summary):
+        typer.echo(line)
+    written = write_outputs(summary, out if out is not None else default_out_dir(),
+                            render_svg=not no_render)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _comparison_lines(summary) -> list[str]:
+    from acdc.evaluation.sources import Sweep
+    from acdc.evaluation.summary import SweepScores, describe
+    from acdc.export.dot import circuit_title
+
+    lines = []
+    for item in summary.items:
+        info = describe(item)
+        if isinstance(item.value, Sweep):
+            thresholds = info["thresholds"]
+            lines.append(f"{item.key} {item.name}: sweep of {len(thresholds)} threshold(s), "
+                         f"{min(thresholds):g} to {max(thresholds):g}")
+        else:
+            lines.append(f"{item.key} {item.name}: {info['edges']} edges, {info['nodes']} nodes "
+                         f"({circuit_title(item.value)})")
+    if summary.pair is not None:
+        for level, part in (("edges", summary.pair.edges), ("nodes", summary.pair.nodes)):
+            jaccard = "-" if part.jaccard is None else f"{part.jaccard:.3f}"
+            lines.append(f"{level}: {len(part.both)} in both, {len(part.only_a)} only in A, "
+                         f"{len(part.only_b)} only in B; Jaccard {jaccard}")
+    if summary.reference is None:
+        return lines
+    data = summary.comparison_json()
+    ref, totals = data["reference"], data["totals"]
+    lines.append(f"reference {ref['name']}: {ref['edges']} of {totals['edges']} edges, "
+                 f"{ref['nodes']} of {totals['nodes']} nodes")
+    header = ("", "edge TPR", "edge FPR", "edge prec", "node TPR", "node FPR", "node prec")
+    rows = []
+    for item, scores in zip(summary.items, summary.scores, strict=True):
+        if isinstance(scores, SweepScores):
+            node_auc = "undefined" if scores.node is None else f"{scores.node.auc:.3f}"
+            lines.append(f"{item.key} ROC AUC: edges {scores.edge.auc:.3f}, nodes {node_auc} "
+                         f"(pessimistic staircase)")
+            for run, run_scores in zip(item.value.runs, scores.runs, strict=True):
+                rows.append((f"{item.key} tau {run.threshold:g}", *_score_cells(run_scores)))
+        else:
+            rows.append((item.key, *_score_cells(scores)))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def _score_cells(scores) -> tuple[str, ...]:
+    return tuple(_rate(getattr(getattr(scores, level), what))
+                 for level in ("edge", "node") for what in ("tpr", "fpr", "precision"))
 
 
 # --------------------------------------------------------------------------- zoo

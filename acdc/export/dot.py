@@ -21,7 +21,7 @@ from pathlib import Path
 
 from acdc.core.circuit import Circuit
 from acdc.core.files import atomic_path, write_text_atomic
-from acdc.core.graph import head_name
+from acdc.core.graph import Graph, head_name
 from acdc.errors import GraphError, RunWarning
 
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "dot")
@@ -37,7 +37,8 @@ class RenderWarning(RunWarning):
 # --------------------------------------------------------------------------- DOT
 
 
-def _node_id(name: str) -> str:
+def node_id(name: str) -> str:
+    """The DOT identifier of a graph node (`a1.h0<q>` -> `a1_h0_q`)."""
     return name.replace(".", "_").replace("<", "_").replace(">", "")
 
 
@@ -76,7 +77,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
 
     graph = circuit.graph
     drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
-    nodes = set()
+    nodes: set[str] = set()
     for edge in drawn:
         nodes.update(edge.endpoints)
     dot = graphviz.Digraph("circuit")
@@ -93,9 +94,32 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
     label += f"{kept_count} of {len(graph.edges)} edges kept\n{legend}"
     dot.attr(label=label, labelloc="t", fontsize="12")
 
+    add_nodes(dot, graph, nodes)
+
+    for edge in drawn:
+        source, target = edge.endpoints
+        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
+        attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
+        if not circuit.kept[edge.index]:
+            attrs.update(color="#cccccc", style="dotted")
+        elif qkv is not None:
+            attrs.update(color=QKV_COLORS[qkv], style=QKV_STYLES[qkv])
+        elif edge.receiver.kind == "head":
+            attrs.update(color="#666666")
+        else:
+            attrs.update(color="black")
+        dot.edge(node_id(source), node_id(target), **attrs)
+    return dot.source
+
+
+def add_nodes(dot, graph: Graph, nodes: set[str]) -> None:
+    """Add the named nodes to the `graphviz.Digraph` `dot`, laid out by layer: `input` at the
+    bottom, per layer a rank of q/k/v inputs, a rank of heads and the MLP, `logits` at the top.
+    Edges refer to the nodes by `node_id(name)`."""
+
     def add_node(sub, name: str, **attrs: str) -> None:
         if name in nodes:
-            sub.node(_node_id(name), label=attrs.pop("label", name), tooltip=name, **attrs)
+            sub.node(node_id(name), label=attrs.pop("label", name), tooltip=name, **attrs)
 
     with dot.subgraph(name="rank_input") as sub:
         sub.attr(rank="min")
@@ -123,21 +147,6 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
     with dot.subgraph(name="rank_logits") as sub:
         sub.attr(rank="max")
         add_node(sub, "logits", shape="ellipse", style="filled", fillcolor="#dddddd")
-
-    for edge in drawn:
-        source, target = edge.endpoints
-        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
-        attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
-        if not circuit.kept[edge.index]:
-            attrs.update(color="#cccccc", style="dotted")
-        elif qkv is not None:
-            attrs.update(color=QKV_COLORS[qkv], style=QKV_STYLES[qkv])
-        elif edge.receiver.kind == "head":
-            attrs.update(color="#666666")
-        else:
-            attrs.update(color="black")
-        dot.edge(_node_id(source), _node_id(target), **attrs)
-    return dot.source
 
 
 def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
