@@ -531,7 +531,8 @@ def evaluate(
     writes evaluation.json beside the circuit."""
     from acdc.evaluation.evaluate import prepare_evaluation, run_evaluation, write_evaluation
 
-    metrics = [m.strip() for item in metric for m in item.split(",") if m.strip()] if metric else None
+    metrics = ([m.strip() for item in metric for m in item.split(",") if m.strip()]
+               if metric else None)
     job = prepare_evaluation(
         target, task=task, model=model, metrics=metrics,
         ablation=ablation.value if ablation is not None else None, seed=seed, device=device,

@@ -122,7 +122,8 @@ def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     flags = torch.tensor(kept)
     with torch.inference_mode():
         _, write_s = timed(lambda: writer.write(flags))
-        _, loop_s = timed(lambda: [evaluator.patched.set_edge(e, k) for e, k in zip(graph.edges, kept)])
+        _, loop_s = timed(lambda: [evaluator.patched.set_edge(edge, present)
+                                   for edge, present in zip(graph.edges, kept)])
     return {"batch": batch, "seq": seq, "edges": len(graph.edges), "kept": sum(kept),
             "threads": DEFAULT_THREADS, **row, "mask_write_s": write_s, "set_edge_loop_s": loop_s,
             "cpr_kl": curve.cpr["kl"]}

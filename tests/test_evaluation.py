@@ -442,3 +442,8 @@ def test_evaluate_the_bundled_demo_run(tmp_path):
     assert 0.5 < data["metrics"]["kl"]["faithfulness"] <= 1
     assert data["metrics"]["logit_diff"]["full"]["mean"] > 0
     assert data["cost"]["patched_passes"] <= 2 + 10
+
+
+def test_evaluate_needs_a_metric(run_dir):
+    result = invoke("evaluate", run_dir, "--metric", " , ")
+    assert result.exit_code == 1 and "--metric: give one or more of kl" in error_line(result)

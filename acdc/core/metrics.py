@@ -119,7 +119,7 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
-    """The metric at every position (no mean): `[..., n_positions, d_vocab] -> [..., n_positions]`."""
+    """The metric at every position, before the mean: `[..., n_positions]` from the logits."""
     if name not in METRICS:
         raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
     if name == "kl":

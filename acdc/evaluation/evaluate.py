@@ -123,7 +123,8 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise AcdcError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+        reason = getattr(error, "strerror", None) or error
+        raise AcdcError(f"{path}: cannot read ({reason})") from None
     except yaml.YAMLError:
         raise AcdcError(f"{path}: not valid YAML; pass --task and --model instead") from None
     if not isinstance(data, dict):
@@ -175,6 +176,8 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if metrics is not None:
         metrics = tuple(dict.fromkeys(metrics))
+        if not metrics:
+            raise AcdcError(f"--metric: give one or more of {', '.join(METRICS)}")
         for name in metrics:
             if name not in METRICS:
                 raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
@@ -222,7 +225,8 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     if check is not None and not check.agrees and job.same_as_run:
         warnings.warn(f"{check.metric} of the circuit evaluates to {check.evaluated:.6g}, but "
                       f"{job.circuit_path} records metric_circuit {check.recorded:.6g}: the task "
-                      f"file or the model changed since the run", RunWarning, stacklevel=2)
+                      f"file, its seed or the model differ from the run's", RunWarning,
+                      stacklevel=2)
     return EvaluationOutcome(evaluation, curve, check,
                              recorded_runs=2 if job.ablation == "corrupt" else 1,
                              patched_passes=evaluator.passes, seconds=seconds)

@@ -46,6 +46,8 @@ pruned (`prune_circuit`: an edge is kept only on a path from `input` to `logits`
 point f(k). CPR is the trapezoid area under f over the fractions (higher is better; f, and so
 CPR, can exceed 1), CMD the trapezoid area of |1 - f| (0 is best). A curve costs one patched
 pass per distinct pruned circuit (at most one per fraction; all edges and no edge are free).
+Fractions are of all the graph's edges, its direct q/k/v -> head edges included (MIB counts
+only the residual edges and always keeps the direct ones); at head granularity there are none.
 
 For an ACDC circuit the scores are the metric changes measured when each edge was tested, each
 in the circuit of that moment (kept edges scored at least the threshold; removed edges below,
@@ -87,7 +89,8 @@ MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 
 """Fractions of the graph's edges at which a faithfulness curve is evaluated (MIB)."""
 
 HIGHER_IS_BETTER = frozenset({"logit_diff", "prob_diff"})
-METRIC_SIGN: dict[str, float] = {name: -1.0 if name in HIGHER_IS_BETTER else 1.0 for name in METRICS}
+METRIC_SIGN: dict[str, float] = {name: -1.0 if name in HIGHER_IS_BETTER else 1.0
+                                  for name in METRICS}
 """Reported value x METRIC_SIGN = the minimised value of `acdc.core.metrics` (circuit.json)."""
 
 
@@ -239,7 +242,9 @@ def cpr(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
     >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
     0.5
     """
-    return _trapezoid(fractions, f) if _check_curve(fractions, f) else None  # type: ignore[arg-type]
+    if not _check_curve(fractions, f):
+        return None
+    return _trapezoid(fractions, f)  # type: ignore[arg-type]
 
 
 def cmd(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
@@ -383,7 +388,8 @@ def task_tensors(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
     def pad(rows: list[list[int]]) -> torch.Tensor:
         return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
 
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos], dtype=torch.long)
+    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
+                             dtype=torch.long)
     pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
     return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))
 
@@ -405,20 +411,22 @@ class CircuitEvaluator:
         self.passes = 0
         weights = extract_weights(model.model)
         device = weights.W_E.device
-        with torch.inference_mode():
-            clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
-            self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
-                                        ablation)
-            targets = metric_targets(task.clean, task.positions, task.answers,
-                                     task.wrong_answers, device)
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
+                                 device)
         allowed = supported_metrics(targets)
         chosen = allowed if metrics is None else list(dict.fromkeys(metrics))
+        if not chosen:
+            raise AcdcError(f"no metric to evaluate: use one or more of {', '.join(allowed)}")
         for name in chosen:
             if name not in METRICS:
                 raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
             if name not in allowed:
                 raise AcdcError(_unsupported(name, task.name, allowed))
         self.metrics = [name for name in METRICS if name in chosen]
+        with torch.inference_mode():
+            clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
+            self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
+                                        ablation)
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
                         for name in self.metrics}
         self._prompt_of = pos_batch.cpu()
@@ -535,7 +543,8 @@ class MaskWriter:
             edges.append(edge_index)
             offsets.append(offset)
         device = patched.clean_logits.device
-        self.groups = [(tensor, torch.tensor(edges, device=device), torch.tensor(offsets, device=device))
+        self.groups = [(tensor, torch.tensor(edges, device=device),
+                        torch.tensor(offsets, device=device))
                        for tensor, edges, offsets in by_tensor.values()]
 
     @property
