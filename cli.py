@@ -3,9 +3,10 @@
 Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
-alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `compare` (two
-circuits, or circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval`
-(the project's own small models). The library does the work; commands parse, call and print.
+alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `evaluate` (a
+circuit's faithfulness and its complement: evaluation.json, curves), `compare` (two circuits, or
+circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the
+project's own small models). The library does the work; commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -630,6 +631,93 @@ def _comparison_lines(summary) -> list[str]:
 def _score_cells(scores) -> tuple[str, ...]:
     return tuple(_rate(getattr(getattr(scores, level), what))
                  for level in ("edge", "node") for what in ("tpr", "fpr", "precision"))
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+@user_errors
+def evaluate(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR_OR_CIRCUIT_JSON",
+        help="A run directory written by `circuit discover`, or a circuit.json.")],
+    task: Annotated[str | None, typer.Option(
+        "--task", "-t", help="Bundled task name or task YAML file to evaluate on. Default: the "
+                             "run's (run.yaml), else the circuit file's task.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. "
+             "Default: the run's.")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        help="Metric to evaluate: kl, logit_diff, prob_diff, nll or l2; repeat it or separate "
+             "by commas for several. Default: every metric the task supports.")] = None,
+    ablation: Annotated[Ablation | None, typer.Option(
+        help="What an ablated edge carries: the corrupted run's value, or zero. Default: the "
+             "run's.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of a generated task. Default: the run's (the task's own with --task).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="cpu, cuda or cuda:N. Default: the run's, else cpu.")] = None,
+    dtype: Annotated[Dtype | None, typer.Option(
+        help="Model precision. Default: the run's, else float32.")] = None,
+    curve: Annotated[bool, typer.Option(
+        "--curve", help="Also evaluate the faithfulness curve of the edges ranked by |score| at "
+                        "the MIB fractions of the edges (CPR, CMD; plotted as SVG and PNG).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="JSON file to write. Default: evaluation.json beside the circuit.")] = None,
+    threads: ThreadsOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Evaluate a circuit: the metrics of the full model, the empty circuit, the circuit and
+    its complement, and the normalised faithfulness f(C), for every metric the task supports;
+    writes evaluation.json beside the circuit."""
+    from acdc.evaluation.evaluate import prepare_evaluation, run_evaluation, write_evaluation
+
+    metrics = ([m.strip() for item in metric for m in item.split(",") if m.strip()]
+               if metric else None)
+    job = prepare_evaluation(
+        target, task=task, model=model, metrics=metrics,
+        ablation=ablation.value if ablation is not None else None, seed=seed, device=device,
+        dtype=dtype.value if dtype is not None else None, out=out, curve=curve)
+    status = _Status(quiet)
+    circuit = job.circuit
+    status.say(f"circuit {job.circuit_path}: {circuit.n_edges_kept} of {len(circuit.graph.edges)} "
+               f"edges; task {job.spec.name} ({job.spec.n_prompts} prompts), ablation "
+               f"{job.ablation}")
+    status.say(f"loading model {job.model} ...")
+    outcome = run_evaluation(job, threads=threads)
+    for line in _evaluation_table(outcome.evaluation):
+        typer.echo(line)
+    if outcome.curve is not None:
+        for name in outcome.curve.cpr:
+            area, gap = outcome.curve.cpr[name], outcome.curve.cmd[name]
+            typer.echo(f"curve {name}: CPR {_num(area)}, CMD {_num(gap)}")
+    written = write_evaluation(job, outcome)
+    typer.echo(f"{outcome.patched_passes} patched passes after {outcome.recorded_runs} recorded "
+               f"runs, {outcome.seconds:.2f} s; wrote " + ", ".join(str(p) for p in written))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _evaluation_table(evaluation) -> list[str]:
+    """One row per metric: full, empty, circuit, f(C), complement, f(complement)."""
+    header = ("METRIC", "FULL", "EMPTY", "CIRCUIT", "F(C)", "COMPLEMENT", "F(COMPL)")
+    rows = [header]
+    for name, m in evaluation.metrics.items():
+        rows.append((name + (" (higher better)" if m.higher_is_better else ""),
+                     _num(m.full.mean), _num(m.empty.mean), _num(m.circuit.mean),
+                     _num(m.faithfulness), _num(m.complement.mean),
+                     _num(m.complement_faithfulness)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines.append(f"means over {evaluation.n_positions} metric positions of "
+                 f"{evaluation.n_prompts} prompts (per-prompt spread in the JSON); "
+                 f"f = (m - empty) / (full - empty)")
+    return lines
 
 
 # --------------------------------------------------------------------------- zoo
