@@ -40,8 +40,8 @@ from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.models import LoadedModel, build_model, load_model, model_shape  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks import Task, list_tasks, resolve_task  # noqa: E402
-from acdc.evaluation.faithfulness import (CircuitEvaluator, MaskWriter,  # noqa: E402
-                                          ranking_from_scores, task_tensors)
+from acdc.core.patching import task_tensors  # noqa: E402
+from acdc.evaluation.faithfulness import CircuitEvaluator, ranking_from_scores  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
 
@@ -118,10 +118,9 @@ def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     row, _, curve = costs(loaded, task, graph, "corrupt", kept, ranking,
                           forward_seconds(loaded, task, 3))
     evaluator = CircuitEvaluator(loaded, task, graph, "corrupt", metrics=["kl"])
-    writer = MaskWriter(evaluator.patched)
     flags = torch.tensor(kept)
     with torch.inference_mode():
-        _, write_s = timed(lambda: writer.write(flags))
+        _, write_s = timed(lambda: evaluator.patched.set_edges(flags))
         _, loop_s = timed(lambda: [evaluator.patched.set_edge(edge, present)
                                    for edge, present in zip(graph.edges, kept)])
     return {"batch": batch, "seq": seq, "edges": len(graph.edges), "kept": sum(kept),

@@ -24,7 +24,7 @@ from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpo
 from acdc.core.tasks import Task
 from acdc.errors import AcdcError, GraphError
 from acdc.evaluation.faithfulness import (METRIC_SIGN, MIB_FRACTIONS, CircuitEvaluator,
-                                          MaskWriter, cmd, cpr, edges_at, normalised,
+                                          cmd, cpr, edges_at, normalised,
                                           prune_circuit, rank_edges, ranking_from_scores)
 from reference_acdc import circuit_metric
 
@@ -132,30 +132,6 @@ def test_per_prompt_spread_matches_the_reference_prompt_by_prompt(tiny_models, t
     # the mean is over positions (as the search's metric), not over prompts
     weights = torch.tensor([len(p) for p in tiny.positions], dtype=torch.float64)
     assert spread.mean == pytest.approx(float((values * weights).sum() / weights.sum()), rel=1e-4)
-
-
-def test_mask_writer_sets_what_set_edge_sets(tiny_models, tiny_tasks):
-    model = tiny_models["mlp3"]
-    graph = build_graph(model_shape(model.cfg).graph_shape())
-    evaluator = CircuitEvaluator(loaded(tiny_models, "mlp3"), as_task(tiny_tasks["mlp3"]), graph,
-                                 "corrupt")
-    patched = evaluator.patched
-    writer = MaskWriter(patched)
-    assert writer.fast, "PatchedModel._edge_slots changed: MaskWriter fell back to set_edge"
-
-    def masks():
-        return [t.clone() for t in (*patched.head_masks, *patched.mlp_masks, patched.logit_mask,
-                                    *patched.direct_masks)]
-
-    kept = torch.tensor(random_kept(graph, 5))
-    with torch.inference_mode():
-        writer.write(kept)
-        fast = masks()
-        writer.write(~kept)
-        for edge in graph.edges:
-            patched.set_edge(edge, bool(kept[edge.index]))
-        slow = masks()
-    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
 
 
 def test_unsupported_and_unknown_metrics_and_a_foreign_graph(tiny_models, tiny_tasks):

@@ -124,3 +124,33 @@ def test_changing_positions_span_first_difference_to_last_metric_position():
     assert changing_positions(delta, torch.tensor([9, 2, 7])) == (2, 9)
     # nothing differs: from the first metric position on
     assert changing_positions(torch.zeros(3, 2, 10, 4), torch.tensor([5, 7])) == (5, 7)
+
+
+def test_set_edges_sets_what_set_edge_sets(tiny_models, tiny_tasks):
+    """A whole circuit written at once equals one set_edge call per edge."""
+    import random
+
+    model = tiny_models["mlp3"]
+    weights = extract_weights(model)
+    graph = build_graph(model_shape(model.cfg).graph_shape())
+    tiny = tiny_tasks["mlp3"]
+    width = max(len(c) for c in tiny.clean)
+    clean, corrupt = (torch.tensor([r + [0] * (width - len(r)) for r in rows])
+                      for rows in (tiny.clean, tiny.corrupt))
+    pos_batch = torch.tensor([b for b, pos in enumerate(tiny.positions) for _ in pos])
+    pos_index = torch.tensor([p for pos in tiny.positions for p in pos])
+    with torch.inference_mode():
+        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index)
+    rng = random.Random(5)
+    kept = torch.tensor([rng.random() < 0.5 for _ in graph.edges])
+
+    def masks():
+        return [t.clone() for t in (*patched.head_masks, *patched.mlp_masks, patched.logit_mask,
+                                    *patched.direct_masks)]
+
+    patched.set_edges(kept)
+    at_once = masks()
+    patched.set_edges(~kept)
+    for edge in graph.edges:
+        patched.set_edge(edge, bool(kept[edge.index]))
+    assert all(torch.equal(a, b) for a, b in zip(at_once, masks(), strict=True))

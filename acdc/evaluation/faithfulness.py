@@ -77,7 +77,7 @@ import torch
 from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.models import extract_weights
-from acdc.core.patching import PatchedModel, Stage
+from acdc.core.patching import PatchedModel, Stage, task_tensors
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError, GraphError
 
@@ -380,20 +380,6 @@ def _describe(shape) -> str:
     return f"{shape.n_layers} layers, {shape.n_heads} heads, {mlps}"
 
 
-def task_tensors(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Right-padded clean and corrupt tokens and the flattened metric positions (prompt
-    index, position), the layout `PatchedModel` takes."""
-    width = max(len(p) for p in task.clean)
-
-    def pad(rows: list[list[int]]) -> torch.Tensor:
-        return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
-                             dtype=torch.long)
-    pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
-    return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))
-
-
 class CircuitEvaluator:
     """A task's clean and corrupted runs on one model, ready to evaluate any number of circuits
     of `graph` (one patched pass each).
@@ -432,7 +418,6 @@ class CircuitEvaluator:
         self._prompt_of = pos_batch.cpu()
         self._per_prompt_count = torch.bincount(self._prompt_of, minlength=self.n_prompts).double()
         self.n_positions = len(pos_batch)
-        self._masks = MaskWriter(self.patched)
         self._cache: dict[bytes, dict[str, Spread]] = {}
         self.full = self.spreads(torch.ones(self.n_edges, dtype=torch.bool))
         self.empty = self.spreads(torch.zeros(self.n_edges, dtype=torch.bool))
@@ -452,7 +437,7 @@ class CircuitEvaluator:
         with torch.inference_mode():
             if bool(flags.all()):
                 return self.patched.clean_logits
-            self._masks.write(flags)
+            self.patched.set_edges(flags)
             if not bool(flags.any()):  # every edge into the logits ablated: upstream is moot
                 return self.patched.logits_from(Stage(self.graph.n_layers))
             self.passes += 1
@@ -515,48 +500,3 @@ class CircuitEvaluator:
             cpr={name: cpr(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
             cmd={name: cmd(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
             n_edges_total=self.n_edges, n_scored=n_scored, pruned=prune)
-
-
-class MaskWriter:
-    """Writes a whole circuit into a `PatchedModel`'s masks at once.
-
-    The patched model keeps one mask tensor per receiver group and knows, for each edge, its
-    tensor and index (`PatchedModel._edge_slots`, built once at construction). Grouping the
-    edges by tensor turns a circuit into one indexed write per tensor (about 3 per layer)
-    instead of one `set_edge` call per edge (32,923 for GPT-2 small). Where the patched model
-    does not expose its slots as contiguous tensors, every edge goes through `set_edge`
-    (the same result, slower); `fast` says which.
-    """
-
-    def __init__(self, patched: PatchedModel):
-        self.patched = patched
-        self.groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-        slots = getattr(patched, "_edge_slots", None)
-        if slots is None or len(slots) != len(patched.graph.edges):
-            return
-        by_tensor: dict[int, tuple[torch.Tensor, list[int], list[int]]] = {}
-        for edge_index, (tensor, index) in enumerate(slots):
-            if not isinstance(tensor, torch.Tensor) or not tensor.is_contiguous():
-                return
-            offset = sum(i * stride for i, stride in zip(index, tensor.stride()))
-            _, edges, offsets = by_tensor.setdefault(id(tensor), (tensor, [], []))
-            edges.append(edge_index)
-            offsets.append(offset)
-        device = patched.clean_logits.device
-        self.groups = [(tensor, torch.tensor(edges, device=device),
-                        torch.tensor(offsets, device=device))
-                       for tensor, edges, offsets in by_tensor.values()]
-
-    @property
-    def fast(self) -> bool:
-        return self.groups is not None
-
-    def write(self, kept: torch.Tensor) -> None:
-        """Set every edge's mask: `kept` is a bool tensor in graph order."""
-        if self.groups is None:
-            for edge, present in zip(self.patched.graph.edges, kept.tolist()):
-                self.patched.set_edge(edge, present)
-            return
-        flags = kept.to(self.groups[0][1].device)
-        for tensor, edges, offsets in self.groups:
-            tensor.view(-1)[offsets] = flags[edges].to(tensor.dtype)
