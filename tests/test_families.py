@@ -67,7 +67,8 @@ def test_published_config_shapes_and_edge_counts(name):
     shape = load_shape(str(PUBLISHED / name))
     assert (shape.n_layers, shape.n_heads, shape.n_kv_heads, shape.d_head, shape.d_mlp) == (
         layers, heads, kv, d_head, d_mlp)
-    assert (shape.parallel_attn_mlp, shape.mlp_kind, shape.n_params_total) == (parallel, mlp, params)
+    assert shape.parallel_attn_mlp == parallel and shape.mlp_kind == mlp
+    assert shape.n_params_total == params
     counts = count_edges(shape.graph_shape())
     assert (counts["residual"], counts["direct"]) == (residual, direct)
     assert direct == 3 * layers * heads  # one per query head and q/k/v, whatever the k/v heads
@@ -122,7 +123,8 @@ def test_circuit_graph_on_a_hugging_face_directory_imports_no_torch():
         "import sys, cli\n"
         "from typer.testing import CliRunner\n"
         f"for name in {sorted(COUNTS)!r}:\n"
-        f"    r = CliRunner().invoke(cli.app, ['graph', '--model', {str(PUBLISHED)!r} + '/' + name])\n"
+        f"    model = {str(PUBLISHED)!r} + '/' + name\n"
+        "    r = CliRunner().invoke(cli.app, ['graph', '--model', model])\n"
         "    assert r.exit_code == 0, r.output\n"
         "heavy = [m for m in ('torch', 'transformer_lens', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -204,7 +206,7 @@ def test_what_each_family_maps_to():
     assert {k: s.n_kv_heads for k, s in shapes.items() if s.n_key_value_heads} == {
         "llama": 2, "mistral": 1, "qwen2": 2, "gemma": 1, "gemma2": 2}
     features = {k: "; ".join(s.features) for k, s in shapes.items()}
-    assert "rotary (8 of 8 dims" not in features["gpt_neox"] and "4 of 8 dims" in features["gpt_neox"]
+    assert "rotary (4 of 8 dims" in features["gpt_neox"] and "NeoX" in features["gpt_neox"]
     assert "rotary (4 of 8 dims" in features["gptj"] and "interleaved" in features["gptj"]
     assert "llama3 scaling x8" in features["llama"] and shapes["llama"].d_head == 12
     assert "sliding-window attention (8 tokens)" in features["mistral"]
@@ -243,7 +245,8 @@ BART = {"model_type": "bart", "d_model": 1024, "encoder_layers": 12, "decoder_la
     ({"model_type": "olmoe"}, "olmoe is a mixture-of-experts model"),
     (T5, "t5 is an encoder-decoder model"),
     (BART, "bart is an encoder-decoder model"),
-    ({"architectures": ["MarianMTModel"], "is_encoder_decoder": True}, "MarianMTModel is an encoder-decoder"),
+    ({"architectures": ["MarianMTModel"], "is_encoder_decoder": True},
+     "MarianMTModel is an encoder-decoder"),
     ({"model_type": "mbart"}, "mbart is an encoder-decoder model"),
 ])
 def test_mixture_of_experts_and_encoder_decoder_models_are_refused(tmp_path, config, reason):
@@ -274,7 +277,8 @@ LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4
     ({"num_hidden_layers": "two"}, "num_hidden_layers is 'two'; it must be a whole number"),
     ({"num_attention_heads": 0}, "num_attention_heads is 0; it must be >= 1"),
     ({"hidden_size": 30}, "hidden size 30 is not a multiple of num_attention_heads 4"),
-    ({"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+    ({"num_key_value_heads": 3},
+     "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
     ({"vocab_size": None}, "missing vocab_size"),
     ({"intermediate_size": 4.5}, "intermediate_size is 4.5; it must be a whole number"),
     ({"tie_word_embeddings": "yes"}, "tie_word_embeddings is 'yes'; it must be true or false"),
@@ -282,13 +286,17 @@ LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4
     ({"rope_theta": -1}, "rope_theta is -1; it must be a positive number"),
     ({"rope_parameters": {"rope_theta": "big"}}, "rope_parameters.rope_theta is 'big'"),
     ({"sliding_window": True}, "sliding_window is True; it must be a whole number"),
-    ({"layer_types": ["full_attention"], "sliding_window": 4}, "layer_types must list one attention type per layer"),
+    ({"layer_types": ["full_attention"], "sliding_window": 4},
+     "layer_types must list one attention type per layer"),
     ({"attn_logit_softcapping": "50"}, "attn_logit_softcapping is '50'; it must be a number"),
-    ({"model_type": "bloomz"}, "model_type 'bloomz' is not a family circuit reads; supported: gpt2"),
+    ({"model_type": "bloomz"},
+     "model_type 'bloomz' is not a family circuit reads; supported: gpt2"),
     ({"model_type": "lama"}, "did you mean 'llama'"),
     ({"model_type": 7}, "model_type is 7; it must be a string"),
-    ({"model_type": None, "architectures": "LlamaForCausalLM"}, "architectures is 'LlamaForCausalLM'; it must be a list"),
-    ({"model_type": None, "architectures": ["Unknown"]}, "no model_type and no known architectures"),
+    ({"model_type": None, "architectures": "LlamaForCausalLM"},
+     "architectures is 'LlamaForCausalLM'; it must be a list"),
+    ({"model_type": None, "architectures": ["Unknown"]},
+     "no model_type and no known architectures"),
 ])
 def test_malformed_hugging_face_configs_are_one_line_errors(tmp_path, change, message):
     config = {k: v for k, v in {**LLAMA, **change}.items() if v is not None}
@@ -301,10 +309,12 @@ def test_malformed_hugging_face_configs_are_one_line_errors(tmp_path, change, me
 
 
 @pytest.mark.parametrize("config, message", [
-    ({**small_config("gpt_neox"), "rotary_pct": 1.5}, "the rotary fraction is 1.5; it must be at most 1"),
+    ({**small_config("gpt_neox"), "rotary_pct": 1.5},
+     "the rotary fraction is 1.5; it must be at most 1"),
     ({**small_config("gptj"), "rotary_dim": 12}, "rotary_dim 12 is more than the head dimension 8"),
     ({**small_config("gpt_neo"), "attention_types": [["global", 2]]}, "attention_types is"),
-    ({**small_config("gpt_neo"), "attention_types": [[["global"], 3]]}, "attention_types gives 3 layers"),
+    ({**small_config("gpt_neo"), "attention_types": [[["global"], 3]]},
+     "attention_types gives 3 layers"),
     ({**small_config("gpt2"), "add_cross_attention": True}, "add_cross_attention is true"),
 ])
 def test_malformed_family_keys_are_one_line_errors(config, message):
@@ -342,7 +352,7 @@ def brute_force_edges(shape: GraphShape) -> set[str]:
     receivers.append(("logits", 2 * shape.n_layers))
     edges = {f"{s}->{r}" for s, writes in senders for r, reads in receivers if writes <= reads}
     if shape.granularity == "qkv":
-        edges |= {f"a{l}.h{h}<{x}>->a{l}.h{h}" for l in range(shape.n_layers)
+        edges |= {f"a{layer}.h{h}<{x}>->a{layer}.h{h}" for layer in range(shape.n_layers)
                   for h in range(shape.n_heads) for x in qkvs}
     return edges
 

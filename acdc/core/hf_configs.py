@@ -77,49 +77,46 @@ class Keys:
         self.config = config
         self.source = source
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: str, default: Any) -> tuple[Any, bool]:
+        """The key's value and True, or (absent or null) the default and False."""
         value = self.config.get(key)
-        if value is None:
-            if default is _REQUIRED:
-                raise ModelError(f"{self.source}: missing {key}; a {self.config.get('model_type')} "
-                                 f"config.json gives it")
-            return default
-        return value
+        if value is not None:
+            return value, True
+        if default is _REQUIRED:
+            raise ModelError(f"{self.source}: missing {key}; a {self.config.get('model_type')} "
+                             f"config.json gives it")
+        return default, False
 
     def whole(self, key: str, default: Any = _REQUIRED, least: int = 1) -> Any:
-        value = self._get(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
+        value, given = self._get(key, default)
+        if given and (isinstance(value, bool) or not isinstance(value, int)):
             raise ModelError(f"{self.source}: {key} is {value!r}; it must be a whole number")
-        if value < least:
+        if given and value < least:
             raise ModelError(f"{self.source}: {key} is {value}; it must be >= {least}")
         return value
 
-    def number(self, key: str, default: Any = None, positive: bool = True) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+    def number(self, key: str, default: Any = None) -> Any:
+        value, given = self._get(key, default)
+        if given and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ModelError(f"{self.source}: {key} is {value!r}; it must be a number")
-        if positive and not value > 0:
+        if given and not value > 0:
             raise ModelError(f"{self.source}: {key} is {value}; it must be positive")
         return value
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
+        value, given = self._get(key, default)
+        if given and not isinstance(value, bool):
             raise ModelError(f"{self.source}: {key} is {value!r}; it must be true or false")
         return value
 
     def text(self, key: str, default: Any = None) -> Any:
-        value = self._get(key, default)
-        if value is not default and not isinstance(value, str):
+        value, given = self._get(key, default)
+        if given and not isinstance(value, str):
             raise ModelError(f"{self.source}: {key} is {value!r}; it must be a string")
         return value
 
     def mapping(self, key: str) -> dict[str, Any]:
-        value = self._get(key, {})
+        value, _ = self._get(key, {})
         if not isinstance(value, dict):
             raise ModelError(f"{self.source}: {key} is {value!r}; it must be a JSON object or null")
         return value
@@ -178,7 +175,9 @@ def hf_family(config: dict[str, Any], source: str = "config.json") -> str:
 
 
 def _experts(config: dict[str, Any]) -> tuple[str, Any] | None:
-    nested = config.get("ffn_config") if isinstance(config.get("ffn_config"), dict) else {}
+    nested = config.get("ffn_config")
+    if not isinstance(nested, dict):
+        nested = {}
     for key in EXPERT_KEYS:
         for where in (config, nested):
             value = where.get(key)
@@ -249,7 +248,8 @@ def _rope(keys: Keys, d_head: int, theta_key: str = "rope_theta", fraction_key: 
     if rotary_dim is None:
         fraction = _positive(keys, fraction_key, params, "partial_rotary_factor", default_fraction)
         if fraction > 1:
-            raise ModelError(f"{keys.source}: the rotary fraction is {fraction}; it must be at most 1")
+            raise ModelError(f"{keys.source}: the rotary fraction is {fraction}; it must be at "
+                             f"most 1")
         rotary_dim = int(d_head * fraction)
     if rotary_dim > d_head:
         raise ModelError(f"{keys.source}: rotary_dim {rotary_dim} is more than the head dimension "
@@ -282,10 +282,6 @@ def _positive(keys: Keys, key: str | None, params: dict[str, Any], params_key: s
     return default
 
 
-def _window(keys: Keys, key: str) -> int | None:
-    return keys.whole(key, None)
-
-
 # --------------------------------------------------------------------------- families
 
 
@@ -293,7 +289,8 @@ def _gpt2(keys: Keys, family: str) -> ModelShape:
     d_model = keys.whole("n_embd")
     n_heads, n_kv, d_head = _heads(keys, d_model, "n_head")
     n_ctx = keys.whole("n_positions", None) or keys.whole("n_ctx")
-    features = ["learned positions", "LayerNorm", f"MLP ({keys.text('activation_function', 'gelu_new')})"]
+    act = keys.text("activation_function", "gelu_new")
+    features = ["learned positions", "LayerNorm", f"MLP ({act})"]
     if keys.flag("scale_attn_by_inverse_layer_idx", False):
         features.append("attention scaled by 1 / (layer + 1)")
     if keys.flag("add_cross_attention", False):
@@ -328,14 +325,16 @@ def _gptj(keys: Keys, family: str) -> ModelShape:
     d_model = keys.whole("n_embd")
     n_heads, n_kv, d_head = _heads(keys, d_model, "n_head")
     rotary_dim = keys.whole("rotary_dim", d_head)
+    act = keys.text("activation_function", "gelu_new")
     features = [_rope(keys, d_head, rotary_dim=rotary_dim,
                       layout=", GPT-J layout: interleaved pairs"),
-                "LayerNorm (one per block)", f"MLP ({keys.text('activation_function', 'gelu_new')})"]
+                "LayerNorm (one per block)", f"MLP ({act})"]
     return _count(keys, family, n_layers=keys.whole("n_layer"), n_heads=n_heads, n_kv=n_kv,
                   d_model=d_model, d_head=d_head, d_mlp=keys.whole("n_inner", 4 * d_model),
                   gated=False, d_vocab=keys.whole("vocab_size"), n_ctx=keys.whole("n_positions"),
                   parallel=True, tied=keys.flag("tie_word_embeddings", False),
-                  block=Block(qkv_bias=False, out_bias=False, mlp_bias=True, norms=1, norm_params=2),
+                  block=Block(qkv_bias=False, out_bias=False, mlp_bias=True, norms=1,
+                              norm_params=2),
                   unembed_bias=True, features=features)
 
 
@@ -365,7 +364,7 @@ def _llama_like(keys: Keys, family: str) -> ModelShape:
         scalar = keys.number("query_pre_attn_scalar", None)
         if scalar is not None and scalar != d_head:
             features.append(f"attention scaled by 1 / sqrt({scalar:g})")
-    window = _window(keys, "sliding_window")
+    window = keys.whole("sliding_window", None)
     if family == "qwen2" and not keys.flag("use_sliding_window", False):
         window = None
     if window is not None:
