@@ -141,9 +141,13 @@ class Tokenizer:
 def model_shape(cfg: Any) -> ModelShape:
     """The shape of a `HookedTransformerConfig`."""
     d_mlp = None if cfg.attn_only else cfg.d_mlp
+    n_kv = getattr(cfg, "n_key_value_heads", None)
     return ModelShape(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
         d_mlp=d_mlp, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, n_params=int(cfg.n_params or 0),
+        n_key_value_heads=None if n_kv in (None, cfg.n_heads) else n_kv,
+        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        mlp_kind="gated" if getattr(cfg, "gated_mlp", False) else "plain",
     )
 
 
@@ -283,7 +287,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     _check_device(device)
     kind = model_kind(spec)
-    if kind == "checkpoint":
+    if kind in ("checkpoint", "hf"):
         _check_fits(spec, dtype)
     elif kind == "name":
         check_reachable(spec)
@@ -301,11 +305,12 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
 
 
 def _check_fits(spec: str, dtype: str) -> None:
-    """Refuse, before allocating, a checkpoint whose weights alone exceed the free memory."""
+    """Refuse, before allocating, a model whose weights alone exceed the free memory (and,
+    for a Hugging Face directory, a mixture-of-experts, encoder-decoder or unknown family)."""
     from acdc.core.configs import load_shape
 
     shape = load_shape(spec)
-    needed = shape.n_params_total * DTYPES[dtype].itemsize
+    needed = shape.n_params_loaded * DTYPES[dtype].itemsize
     free = available_memory()
     if free is not None and needed > free:
         raise ModelError(f"{spec}: its weights alone need about {needed / 2**30:.1f} GiB in "
