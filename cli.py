@@ -437,7 +437,7 @@ def graph(
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
     from acdc.core.graph import count_edges
-    from acdc.core.configs import load_shape
+    from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
     granularity = Granularity(granularity).value

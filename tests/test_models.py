@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from acdc.errors import ModelError
-from acdc.core.configs import load_shape
+from acdc.core.shapes import load_shape
 from acdc.core.models import build_model, load_model, save_checkpoint
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)

@@ -219,23 +219,6 @@ def checkpoint_shape(config: dict[str, Any], source: str = "config") -> ModelSha
                       mlp_kind="gated" if gated else "plain")
 
 
-def load_shape(spec: str) -> ModelShape:
-    """The shape of a model from its configuration alone (no weights are read). Checkpoints
-    and Hugging Face directories are read as data (no torch); names through TransformerLens."""
-    kind = model_kind(spec)
-    if kind in ("checkpoint", "hf"):
-        path = Path(spec) / CHECKPOINT_CONFIG
-        if kind == "hf":
-            from acdc.core.hf_configs import hf_shape
-
-            return hf_shape(read_config(path), str(path))
-        return checkpoint_shape(read_config(path), str(path))
-    check_reachable(spec)
-    from acdc.core.models import transformer_lens_shape
-
-    return transformer_lens_shape(spec, kind)
-
-
 def hub_reachable() -> bool:
     """Whether the Hugging Face hub answers (the probe fails at once without a network).
     Without it, the hub's client is told to use its local cache only: otherwise it retries

@@ -35,7 +35,9 @@ import torch
 
 from acdc.core.configs import (CHECKPOINT_CONFIG, CHECKPOINT_TOKENIZER, CHECKPOINT_WEIGHTS,
                                ModelShape, available_memory, check_checkpoint_config,
-                               check_reachable, hub_reachable, model_kind, read_config)
+                               check_reachable, checkpoint_shape, hub_reachable, model_kind,
+                               read_config)
+from acdc.core.hf_configs import hf_shape
 from acdc.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -288,7 +290,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     _check_device(device)
     kind = model_kind(spec)
     if kind in ("checkpoint", "hf"):
-        _check_fits(spec, dtype)
+        _check_fits(spec, kind, dtype)
     elif kind == "name":
         check_reachable(spec)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
@@ -304,12 +306,12 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
 
 
-def _check_fits(spec: str, dtype: str) -> None:
+def _check_fits(spec: str, kind: str, dtype: str) -> None:
     """Refuse, before allocating, a model whose weights alone exceed the free memory (and,
     for a Hugging Face directory, a mixture-of-experts, encoder-decoder or unknown family)."""
-    from acdc.core.configs import load_shape
-
-    shape = load_shape(spec)
+    path = Path(spec) / CHECKPOINT_CONFIG
+    config = read_config(path)
+    shape = hf_shape(config, str(path)) if kind == "hf" else checkpoint_shape(config, str(path))
     needed = shape.n_params_loaded * DTYPES[dtype].itemsize
     free = available_memory()
     if free is not None and needed > free:
