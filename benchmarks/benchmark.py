@@ -43,15 +43,15 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.core.settings import CommonSettings  # noqa: E402
-from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
-from acdc.run import cpu_threads  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
 from acdc.core.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
 from acdc.core.patching import PatchedModel, Stage  # noqa: E402
-from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
+from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
+from acdc.run import cpu_threads  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 ACDC_RUNS = 3  # whole runs per bundled task, the best one reported (each under a second)

@@ -4,10 +4,10 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.core.settings import CommonSettings
-from acdc.methods.acdc.search import AcdcSettings, run_acdc
 from acdc.core.models import load_model
+from acdc.core.settings import CommonSettings
 from acdc.core.tasks import list_tasks, read_task, resolve_task
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 BUILT_IN = ["ioi", "greater-than", "induction"]
 

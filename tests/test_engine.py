@@ -7,13 +7,13 @@ import random
 
 import pytest
 import torch
-
-from acdc.core.settings import CommonSettings
-from acdc.methods.acdc.search import AcdcSettings, run_acdc
-from acdc.errors import AcdcError
-from acdc.core.models import LoadedModel, build_model, model_shape
-from acdc.core.tasks import Task
 from conftest import make_task, randomize
+
+from acdc.core.models import LoadedModel, build_model, model_shape
+from acdc.core.settings import CommonSettings
+from acdc.core.tasks import Task
+from acdc.errors import AcdcError
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
           "n_ctx": 20, "act_fn": "gelu", "normalization_type": "LN"}

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import pytest
-
 import reference_acdc as ref
 from conftest import TinyTask
 
@@ -169,10 +168,10 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 @pytest.mark.parametrize("quantile", QUANTILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
-    from acdc.methods.acdc import propagation
-    from acdc.core.settings import CommonSettings
-    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.settings import CommonSettings
+    from acdc.methods.acdc import propagation
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     if case.low_rank:
         monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)

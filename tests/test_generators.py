@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -24,7 +25,6 @@ from acdc.core.generators import (
     predictable_positions,
 )
 from acdc.core.models import Tokenizer
-from conftest import error_of
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
 COMMON = ["John", "Mary", "Anna", "Paul", "Lisa", "Mark", "Emma"]
@@ -341,10 +341,10 @@ def test_bundled_generated_tasks_resolve(bpe, name):
 
 
 def test_generated_induction_task_runs_end_to_end(tiny_models):
-    from acdc.core.settings import CommonSettings
-    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.settings import CommonSettings
     from acdc.core.tasks import TaskSpec, resolve_task
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     model = tiny_models["attn2"]
     spec = TaskSpec.from_dict({

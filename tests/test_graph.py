@@ -2,8 +2,8 @@
 
 import pytest
 
-from acdc.errors import GraphError
 from acdc.core.graph import GraphShape, build_graph
+from acdc.errors import GraphError
 
 GPT2 = GraphShape(n_layers=12, n_heads=12, has_mlp=True)
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from acdc.errors import ModelError
 from acdc.core.models import build_model, load_model, load_shape, save_checkpoint
+from acdc.errors import ModelError
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)
 

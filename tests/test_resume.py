@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_cli import TINY_CONFIG, error_line, invoke, write_task
 
-from acdc.methods.acdc import runlog
 from acdc.core.models import build_model, save_checkpoint
+from acdc.methods.acdc import runlog
 
 THRESHOLD = 0.01  # on the tiny model: some edges kept, some removed, some nodes dead
 GRANULARITIES = ("qkv", "head")

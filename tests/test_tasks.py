@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
 from acdc.core import tasks as tasks_module
 from acdc.core.generators import IOI_NAMES
 from acdc.core.models import Tokenizer
-from conftest import error_of
 from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
 WORDS = [

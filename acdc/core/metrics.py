@@ -31,7 +31,6 @@ import torch
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError
 
-
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -17,8 +17,7 @@ from acdc.core.circuit import Circuit
 from acdc.core.graph import build_graph
 from acdc.core.tasks import TaskSpec
 from acdc.errors import RunWarning
-from acdc.methods.acdc.runlog import (DecisionLog, RunLog, check_resumable, make_header,
-                                      task_digest)
+from acdc.methods.acdc.runlog import DecisionLog, RunLog, check_resumable, make_header, task_digest
 from acdc.methods.acdc.search import AcdcSettings, Progress, run_acdc
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
