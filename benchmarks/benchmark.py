@@ -194,7 +194,8 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
                     return float(metric(logits))
 
                 sample = edges[:tests_per_receiver]
-                test_s = median_time(lambda it=iter(sample * 3): one_test(next(it)), len(sample))
+                tests = iter(sample * 3)
+                test_s = median_time(lambda tests=tests: one_test(next(tests)), len(sample))
                 receivers.append({"receiver": node, "layer": layer, "edges": len(edges),
                                   "test_s": test_s, "fpe": test_s / layer_forward_s})
             # then decide the group as the circuit says (bookkeeping only: timing needs the

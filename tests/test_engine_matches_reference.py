@@ -91,9 +91,9 @@ def windowed(tiny: TinyTask, prefix: int = 3) -> TinyTask:
     """The task with corrupt prompts that repeat the first `prefix` clean tokens, no metric
     position among them, and the longest prompts' metric positions off their last two."""
     longest = max(len(c) for c in tiny.clean)
-    corrupt = [c[:prefix] + k[prefix:] for c, k in zip(tiny.clean, tiny.corrupt)]
+    corrupt = [c[:prefix] + k[prefix:] for c, k in zip(tiny.clean, tiny.corrupt, strict=True)]
     positions = [[p for p in pos if p >= prefix and (len(c) < longest or p < longest - 2)]
-                 or [longest - 3] for c, pos in zip(tiny.clean, tiny.positions)]
+                 or [longest - 3] for c, pos in zip(tiny.clean, tiny.positions, strict=True)]
     return TinyTask(tiny.clean, corrupt, positions, tiny.answers, tiny.wrong_answers)
 
 

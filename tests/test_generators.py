@@ -108,7 +108,7 @@ def test_ioi_prompts_and_abc_corruption(bpe):
         assert clean.index(s) < len(clean) - 1 - clean[::-1].index(s)  # S named, then repeated
         orders.append("ABBA" if clean.index(io) < clean.index(s) else "BABA")
         # same template, place and object: the prompts differ exactly at the three name slots
-        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b]
+        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt, strict=False)) if a != b]
         assert len(clean) == len(corrupt) and len(differ) == 3
         assert sorted(clean[i] for i in differ) == sorted([io, s, s])
         fresh = [corrupt[i] for i in differ]
@@ -275,7 +275,7 @@ def test_induction_parameter_problems(params, expected):
 
 
 def test_defaults_are_complete_and_valid():
-    for kind, generator in GENERATORS.items():
+    for generator in GENERATORS.values():
         defaults = generator.defaults()
         assert list(defaults) == ["kind", *generator.params]
         assert check_generator(defaults, "x") == defaults
@@ -337,7 +337,7 @@ def test_bundled_generated_tasks_resolve(bpe, name):
     task = resolve_task(spec, bpe, d_vocab=bpe.vocab_size, n_ctx=64)
     assert task.n_prompts == spec.n_prompts == {"ioi": 100, "greater-than": 100,
                                                 "induction": 40}[name]
-    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt, strict=True))
 
 
 def test_generated_induction_task_runs_end_to_end(tiny_models):

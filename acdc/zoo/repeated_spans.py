@@ -83,7 +83,7 @@ class RepeatedSpans:
                 logits = model(tokens, return_type="logits")
                 losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
                                                reduction="sum"), tokens[:, 1:].numel()))
-        return sum(l for l, _ in losses) / sum(c for _, c in losses)
+        return sum(loss for loss, _ in losses) / sum(c for _, c in losses)
 
     @torch.no_grad()
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
@@ -107,8 +107,9 @@ class RepeatedSpans:
         query = torch.arange(length + 1, 2 * length + 1)
         induction = rep_patterns[:, :, :, query, query - length + 1].mean((1, 3))
         names = [f"a{layer}.h{head}" for layer in range(prev.shape[0]) for head in range(prev.shape[1])]
-        prev_scores = dict(zip(names, (round(float(s), 3) for s in prev.flatten())))
-        induction_scores = dict(zip(names, (round(float(s), 3) for s in induction.flatten())))
+        prev_scores = dict(zip(names, (round(float(s), 3) for s in prev.flatten()), strict=True))
+        induction_scores = dict(zip(names, (round(float(s), 3) for s in induction.flatten()),
+                                    strict=True))
         return {
             "prompts": n, "accuracy": float(correct[hits].float().mean()),
             "nll_predictable": float(nll[hits].mean()), "nll_other": float(nll[~hits].mean()),
