@@ -7,7 +7,8 @@ import pytest
 from acdc.methods.acdc import candidates
 
 
-def sequential(n_edges: int, metric_of, current: float, threshold: float) -> list[tuple[int, float, bool]]:
+def sequential(n_edges: int, metric_of, current: float, threshold: float
+               ) -> list[tuple[int, float, bool]]:
     """ACDC over one receiver's edges, one test at a time."""
     removed, steps = set(), []
     for j in range(n_edges):

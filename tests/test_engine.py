@@ -101,7 +101,8 @@ def test_every_edge_kept_and_every_edge_removed(loaded):
     assert nothing.n_edges_kept == 0
 
 
-@pytest.mark.parametrize("engine, candidates", [("incremental", 1), ("incremental", 6), ("full", 0)])
+@pytest.mark.parametrize("engine, candidates",
+                         [("incremental", 1), ("incremental", 6), ("full", 0)])
 def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine, candidates):
     """Also in the middle of a walk over several candidates (its later decisions are lost)."""
     task = task_of(5)

@@ -41,7 +41,8 @@ class Case:
     def __str__(self) -> str:
         flags = [self.model, self.metric, self.ablation, self.granularity]
         flags += ["abs"] * self.use_abs + ["reverse"] * self.reverse_head_order
-        flags += [f"candidates{self.candidates}"] * bool(self.candidates) + ["lowrank"] * self.low_rank
+        flags += [f"candidates{self.candidates}"] * bool(self.candidates)
+        flags += ["lowrank"] * self.low_rank
         flags += ["window"] * self.window + ["lastonly"] * self.last_only
         return "-".join(flags)
 

@@ -355,4 +355,5 @@ def test_generated_induction_task_runs_end_to_end(tiny_models):
     task = resolve_task(spec, None, model.cfg.d_vocab, model.cfg.n_ctx)
     loaded = LoadedModel("attn2", model, None, model_shape(model.cfg))
     result = run_acdc(loaded, task, CommonSettings("nll"), AcdcSettings(threshold=0.05))
-    assert any(score is not None for score in result.scores) and 0 <= result.n_edges_kept <= len(result.graph.edges)
+    assert any(score is not None for score in result.scores)
+    assert 0 <= result.n_edges_kept <= len(result.graph.edges)

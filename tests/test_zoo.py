@@ -191,7 +191,8 @@ def test_induction_circuit_has_the_k_composition():
 @pytest.mark.parametrize("name", ("ioi", "induction"))
 def test_attention_patterns_forward_equals_the_model(bundled, name):
     loaded = bundled[name]
-    tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12),
+                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, patterns = attention_patterns(loaded.model, tokens)
         expected = loaded.model(tokens)

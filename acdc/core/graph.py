@@ -269,7 +269,8 @@ def build_graph(shape: GraphShape) -> Graph:
     def add_residual(receiver: Receiver, n_senders: int) -> None:
         for sender in senders[:n_senders]:
             edges.append(
-                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender, None)
+                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender,
+                     None)
             )
 
     per_layer = shape.n_heads + int(shape.has_mlp)

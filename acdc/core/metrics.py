@@ -130,7 +130,8 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
             raise AcdcError(f"metric {name} needs an answer and a wrong answer on every prompt")
         a, am, w, wm = targets.answers, targets.answer_mask, targets.wrong, targets.wrong_mask
         if name == "logit_diff":
-            return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm)).mean(-1)
+            return lambda logits: -(_masked_mean(logits, a, am)
+                                    - _masked_mean(logits, w, wm)).mean(-1)
 
         def prob_diff(logits: torch.Tensor) -> torch.Tensor:
             probs = logits.softmax(-1)
@@ -139,6 +140,7 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
         return prob_diff
     # nll
     if targets.next_token is None or bool((targets.next_token < 0).any()):
-        raise AcdcError("metric nll needs an answer on every prompt whose last position is a metric position")
+        raise AcdcError("metric nll needs an answer on every prompt whose last position is a "
+                        "metric position")
     target = targets.next_token[:, None]
     return lambda logits: -_pick(logits.log_softmax(-1), target)[..., 0].mean(-1)

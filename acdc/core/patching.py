@@ -117,7 +117,8 @@ class PatchedModel:
         dtype, device = self.w.W_E.dtype, self.w.W_E.device
         g = self.graph
         self.head_masks = [
-            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype, device=device)
+            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype,
+                       device=device)
             for layer in range(self.n_layers)
         ]
         self.mlp_masks = [
@@ -126,7 +127,8 @@ class PatchedModel:
         ] if self.has_mlp else []
         self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
         self.direct_masks = [
-            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device) for _ in range(self.n_layers)
+            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device)
+            for _ in range(self.n_layers)
         ]
 
     def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -245,6 +247,7 @@ class PatchedModel:
 
     def _logits(self) -> torch.Tensor:
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
-        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(delta.shape[1:])
+        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
+            delta.shape[1:])
         return forward.unembed(self.w, x)
 

@@ -38,7 +38,8 @@ def demo_task(name: str = "demo", n: int = 24, seed: int = 0) -> dict[str, Any]:
     """The task mapping of `tasks/<name>.yaml`, in the task-file schema."""
     return {
         "name": name,
-        "description": "word-level indirect-object identification on the bundled 2-layer demo model",
+        "description": "word-level indirect-object identification on the bundled 2-layer demo "
+                       "model",
         "model": f"../models/{name}",
         "metric": "kl",
         "threshold": 0.03,

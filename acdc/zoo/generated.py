@@ -161,5 +161,7 @@ class GeneratedGreaterThan:
         probs = answer_logits(loaded.model, tokens, last).softmax(-1)
         diff = (probs * later).sum(-1) - (probs * (years - later)).sum(-1)
         top = probs.argmax(-1)
-        return {"prompts": len(prompts), "accuracy": float(later[torch.arange(len(top)), top].mean()),
-                "prob_diff": float(diff.mean()), "year_mass": float((probs * years).sum(-1).mean())}
+        return {"prompts": len(prompts),
+                "accuracy": float(later[torch.arange(len(top)), top].mean()),
+                "prob_diff": float(diff.mean()),
+                "year_mass": float((probs * years).sum(-1).mean())}

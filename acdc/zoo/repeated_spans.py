@@ -81,8 +81,9 @@ class RepeatedSpans:
         for tokens in (self._copied(tokenizer, copied, rng), spans):
             if len(tokens):
                 logits = model(tokens, return_type="logits")
-                losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
-                                               reduction="sum"), tokens[:, 1:].numel()))
+                losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                               tokens[:, 1:].flatten(), reduction="sum"),
+                               tokens[:, 1:].numel()))
         return sum(loss for loss, _ in losses) / sum(c for _, c in losses)
 
     @torch.no_grad()
@@ -106,7 +107,8 @@ class RepeatedSpans:
         _, rep_patterns = attention_patterns(loaded.model, repeated)
         query = torch.arange(length + 1, 2 * length + 1)
         induction = rep_patterns[:, :, :, query, query - length + 1].mean((1, 3))
-        names = [f"a{layer}.h{head}" for layer in range(prev.shape[0]) for head in range(prev.shape[1])]
+        names = [f"a{layer}.h{head}" for layer in range(prev.shape[0])
+                 for head in range(prev.shape[1])]
         prev_scores = dict(zip(names, (round(float(s), 3) for s in prev.flatten()), strict=True))
         induction_scores = dict(zip(names, (round(float(s), 3) for s in induction.flatten()),
                                     strict=True))

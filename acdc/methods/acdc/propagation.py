@@ -120,7 +120,8 @@ class IncrementalPatcher:
                 rid = self.receiver_id[edge.receiver]
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
-        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head" for i in range(3)}
+        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head"
+                            for i in range(3)}
         self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
         self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
                        > self.grid_index[:, None])  # keys after each metric position
@@ -210,7 +211,8 @@ class IncrementalPatcher:
         is 1 (default: one candidate removing every edge given). The edges go into one
         receiver; a direct edge is tested alone."""
         if coefficients is None:
-            coefficients = torch.ones(1, len(edges), dtype=self.delta.dtype, device=self.delta.device)
+            coefficients = torch.ones(1, len(edges), dtype=self.delta.dtype,
+                                      device=self.delta.device)
         t = _Tentative(edges, coefficients)
         edge = edges[0]
         queue: list[int] = []
@@ -242,10 +244,12 @@ class IncrementalPatcher:
                     heapq.heappush(queue, owner)
         if t.logits_input is None:
             x = self._input(self.logits_id, False, t)
-            t.logits_input = x if x.dim() == 3 else x.expand(t.width, *x.shape)  # nothing reached it
+            # a 2-d x: nothing reached it
+            t.logits_input = x if x.dim() == 3 else x.expand(t.width, *x.shape)
         return self._logits(t), t
 
-    def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool) -> torch.Tensor:
+    def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool
+                 ) -> torch.Tensor:
         """What each candidate subtracts from the receiver's input: [k, ...] ."""
         senders = [e.sender.index for e in edges[:coefficients.shape[1]]]
         index = torch.tensor(senders, device=self.delta.device)
@@ -281,7 +285,8 @@ class IncrementalPatcher:
         committed = self.qkv[layer][:, head]  # [3, B, P, dh]
         new: dict[int, torch.Tensor] = {}
         edge = t.edges[0]
-        direct_removed = edge.kind == "direct" and node == self.owner[self.receiver_id[edge.receiver]]
+        direct_removed = (edge.kind == "direct"
+                          and node == self.owner[self.receiver_id[edge.receiver]])
         for rid in changed_inputs:
             r = self.graph.receivers[rid]
             inputs = (QKV_INDEX[r.qkv],) if self.split else (0, 1, 2)
@@ -324,7 +329,8 @@ class IncrementalPatcher:
         before = committed[:, :self.first].expand(*value.shape[:-3], -1, -1, -1)
         return torch.cat((before, value), dim=-2)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool
+                ) -> torch.Tensor:
         """z over the window (all_positions) or at the metric positions only."""
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
             mask = self.pm.causal_mask[self.window, :self.last + 1]
@@ -450,7 +456,8 @@ class IncrementalPatcher:
             if all_positions:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
-                x = x + self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]].sum(0)
+                x = x + self.delta[index[:, None], self.pos_batch[None],
+                                   self.pos_index[None]].sum(0)
         size = x.numel() * x.element_size()
         if self.input_bytes + size <= INPUT_CACHE_BYTES:
             self.inputs[rid] = x

@@ -13,7 +13,8 @@ library call: it returns a `Circuit`, reports progress through a callback, print
 writes no files. Ctrl-C (KeyboardInterrupt) during a run returns the decisions made so far,
 with `partial` set in the results; undecided edges stay in the circuit.
 
->>> circuit = run_acdc(loaded_model, task, CommonSettings(), AcdcSettings(threshold=0.01))  # doctest: +SKIP
+>>> circuit = run_acdc(loaded_model, task, CommonSettings(),
+...                    AcdcSettings(threshold=0.01))  # doctest: +SKIP
 >>> circuit.n_edges_kept, circuit.metric_circuit  # doctest: +SKIP
 """
 
@@ -64,9 +65,11 @@ class AcdcSettings:
         if self.engine not in ENGINES:
             raise AcdcError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if not isinstance(self.candidates, int) or self.candidates < 0:
-            raise AcdcError(f"candidates must be 0 (automatic) or a positive number, got {self.candidates!r}")
+            raise AcdcError(f"candidates must be 0 (automatic) or a positive number, "
+                            f"got {self.candidates!r}")
         if self.candidates > 1 and self.engine == "full":
-            raise AcdcError("the full engine tests one edge at a time: use candidates 0 or 1 with it")
+            raise AcdcError("the full engine tests one edge at a time: use candidates 0 or 1 "
+                            "with it")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ MAX_CANDIDATES = 32
 OVERHEAD_BOUND_NUMBERS = {"cpu": 2**17, "cuda": 2**24}
 
 
-def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: int, device: str) -> int:
+def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: int,
+                    device: str) -> int:
     """How many candidate removals one evaluation holds (`candidates.py`): the configured
     number, or as many as fit in an evaluation that costs about as much as one test."""
     if settings.engine == "full":
@@ -129,7 +133,8 @@ def _batch(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Right-padded clean and corrupt tokens and the flattened metric positions."""
     width = max(len(p) for p in task.clean)
     pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos], dtype=torch.long)
+    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
+                             dtype=torch.long)
     pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
     return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))
 
@@ -158,8 +163,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     device = weights.W_E.device
     with torch.inference_mode():
         clean, corrupt, pos_batch, pos_index = _batch(task, device)
-        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index, common.ablation)
-        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
+        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
+                               common.ablation)
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
+                                 device)
         metric = build_metric(common.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
         evaluator: Evaluator = (IncrementalPatcher(patched) if settings.engine == "incremental"
@@ -198,7 +205,8 @@ class _Search:
         self.on_progress, self.start, self.replay = on_progress, start, list(replay)
         n = len(graph.edges)
         if len(self.replay) > n:
-            raise AcdcError(f"cannot resume: the log has {len(self.replay)} decisions, the graph {n} edges")
+            raise AcdcError(f"cannot resume: the log has {len(self.replay)} decisions, "
+                            f"the graph {n} edges")
         self.kept = torch.ones(n, dtype=torch.bool)
         self.scores = torch.full((n,), float("nan"), dtype=torch.float64)
         self.current = metric_full
@@ -238,8 +246,8 @@ class _Search:
     def _replay(self, edge: Edge, decision: Decision) -> None:
         if decision.edge != edge.name:
             raise AcdcError(
-                f"cannot resume: decision {self.n_decided} of the log is {decision.edge!r}, this run "
-                f"visits {edge.name!r} there; the log was written with other settings"
+                f"cannot resume: decision {self.n_decided} of the log is {decision.edge!r}, "
+                f"this run visits {edge.name!r} there; the log was written with other settings"
             )
         if not decision.kept:
             self._remove(edge)
@@ -301,7 +309,8 @@ class _Search:
             self.on_progress(Progress(
                 decision=decision, decided=self.n_decided, tested=self.n_tested,
                 total=len(self.graph.edges), kept=self.n_kept,
-                elapsed_s=time.perf_counter() - self.start, eta_s=self.clock.eta(), replayed=replayed,
+                elapsed_s=time.perf_counter() - self.start, eta_s=self.clock.eta(),
+                replayed=replayed,
             ))
 
 
