@@ -128,6 +128,8 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
     if name in NEEDS_ANSWER_AND_WRONG:
         if targets.answers is None or targets.wrong is None:
             raise AcdcError(f"metric {name} needs an answer and a wrong answer on every prompt")
+        # the masks come with the token ids (`metric_targets`)
+        assert targets.answer_mask is not None and targets.wrong_mask is not None
         a, am, w, wm = targets.answers, targets.answer_mask, targets.wrong, targets.wrong_mask
         if name == "logit_diff":
             return lambda logits: -(_masked_mean(logits, a, am)

@@ -39,6 +39,13 @@ from acdc.core.models import Weights
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
 
 
+def every_layer(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """A copy of `last_qkv` or `last_z` after a pass that computed every layer."""
+    filled = [x for x in per_layer if x is not None]
+    assert len(filled) == len(per_layer)
+    return filled
+
+
 @dataclass(frozen=True, order=True)
 class Stage:
     """Where a pass starts: `part` 0 is a layer's attention, 1 its MLP; layer n_layers = logits."""
@@ -94,9 +101,11 @@ class PatchedModel:
         self._set_bases(batch, n_pos, d_model)
         if ablation == "corrupt":
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
-            self.ablated_z = list(self.last_z)
-        clean_out, self.clean_qkv = self._record_run(clean_tokens)
-        self.clean_z = list(self.last_z)
+            self.ablated_z = every_layer(self.last_z)
+        clean_out, clean_qkv = self._record_run(clean_tokens)
+        # q/k/v of the clean run, taken over (and released) by the incremental engine
+        self.clean_qkv: list[torch.Tensor] | None = clean_qkv
+        self.clean_z = every_layer(self.last_z)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
@@ -134,12 +143,15 @@ class PatchedModel:
     def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
         r = edge.receiver
         if edge.kind == "direct":
+            assert r.head is not None  # a direct edge goes into a head
             return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, 0, 0, 0)
+        assert edge.sender is not None  # a residual edge
         s = edge.sender.index
         if r.kind == "logits":
             return self.logit_mask, (s,)
         if r.kind == "mlp":
             return self.mlp_masks[r.layer], (s,)
+        assert r.head is not None  # a head input
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
 
     def set_edge(self, edge: Edge, present: bool) -> None:

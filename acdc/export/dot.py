@@ -73,7 +73,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
 
     graph = circuit.graph
     drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
-    nodes = set()
+    nodes: set[str] = set()
     for edge in drawn:
         nodes.update(edge.endpoints)
     dot = graphviz.Digraph("circuit")
@@ -123,12 +123,12 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
 
     for edge in drawn:
         source, target = edge.endpoints
-        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
+        edge_qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
         attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
         if not circuit.kept[edge.index]:
             attrs.update(color="#cccccc", style="dotted")
-        elif qkv is not None:
-            attrs.update(color=QKV_COLORS[qkv], style=QKV_STYLES[qkv])
+        elif edge_qkv is not None:
+            attrs.update(color=QKV_COLORS[edge_qkv], style=QKV_STYLES[edge_qkv])
         elif edge.receiver.kind == "head":
             attrs.update(color="#666666")
         else:

@@ -8,11 +8,11 @@ it reads back to what `demo_task_yaml` writes.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from acdc.zoo.demo_ioi import corrupt_prompt, ioi_prompt
+from acdc.zoo.demo_ioi import IoiWords, corrupt_prompt, ioi_prompt
 from acdc.zoo.recipes import get_recipe
 
 
@@ -22,7 +22,7 @@ def demo_task_prompts(name: str = "demo", n: int = 24, seed: int = 0) -> list[di
     Deterministic. One prompt per template in turn, alternating BABA/ABBA name orders; the
     corruption is ABC (three fresh names), so clean and corrupt tokenise to the same length.
     """
-    words = get_recipe(name).task
+    words = cast(IoiWords, get_recipe(name).task)  # the demo recipe's data
     _, held_out = words.pair_split()
     rng = random.Random(seed)
     prompts = []

@@ -84,10 +84,13 @@ class RepeatedSpans:
                 losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1),
                                                tokens[:, 1:].flatten(), reduction="sum"),
                                tokens[:, 1:].numel()))
-        return sum(loss for loss, _ in losses) / sum(c for _, c in losses)
+        mean = sum(loss for loss, _ in losses) / sum(c for _, c in losses)
+        assert isinstance(mean, torch.Tensor)  # a batch has at least one part
+        return mean
 
     @torch.no_grad()
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
+        assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         tokens, positions = self._sequences(tokenizer, self.eval_params, n, 10**6)
         logits, patterns = attention_patterns(loaded.model, tokens)
@@ -115,7 +118,7 @@ class RepeatedSpans:
         return {
             "prompts": n, "accuracy": float(correct[hits].float().mean()),
             "nll_predictable": float(nll[hits].mean()), "nll_other": float(nll[~hits].mean()),
-            "best_previous_token_head": max(prev_scores, key=prev_scores.get),
-            "best_induction_head": max(induction_scores, key=induction_scores.get),
+            "best_previous_token_head": max(prev_scores, key=prev_scores.__getitem__),
+            "best_induction_head": max(induction_scores, key=induction_scores.__getitem__),
             "previous_token_scores": prev_scores, "induction_scores": induction_scores,
         }

@@ -10,15 +10,22 @@ memory from the model's shape.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from acdc.core.circuit import Circuit
 from acdc.core.graph import build_graph
 from acdc.core.tasks import TaskSpec
 from acdc.errors import RunWarning
-from acdc.methods.acdc.runlog import DecisionLog, RunLog, check_resumable, make_header, task_digest
-from acdc.methods.acdc.search import AcdcSettings, Progress, run_acdc
+from acdc.methods.acdc.runlog import (
+    DecisionLog,
+    LoggedRun,
+    RunLog,
+    check_resumable,
+    make_header,
+    task_digest,
+)
+from acdc.methods.acdc.search import AcdcSettings, Decision, Progress, run_acdc
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 OPTIONS = {"threshold", "abs", "reverse_head_order", "engine", "candidates"}
@@ -35,12 +42,15 @@ def make_settings(spec: TaskSpec, options: Mapping[str, Any]) -> AcdcSettings:
 def discover(job: Discovery) -> Circuit:
     """Run ACDC, keeping its decision log in `job.out_dir` (appended to when resuming)."""
     graph = build_graph(job.model.shape.graph_shape(job.common.granularity))
-    log, replay = None, ()
+    log: RunLog | None = None
+    replay: Sequence[Decision] = ()
     if job.out_dir is not None:
         digest = task_digest(job.task)
         if job.resume_from is not None:
-            check_resumable(job.resume_from, len(graph.edges), digest)
-            log, replay = RunLog.reopen(job.resume_from), job.resume_from.decisions
+            logged = job.resume_from
+            assert isinstance(logged, LoggedRun)  # what this method's journal read
+            check_resumable(logged, len(graph.edges), digest)
+            log, replay = RunLog.reopen(logged), logged.decisions
         else:
             log = RunLog.create(job.out_dir, make_header(job.record, len(graph.edges), digest))
 

@@ -38,7 +38,7 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
-from acdc.core.patching import QKV_INDEX, PatchedModel, Stage
+from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, every_layer
 
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
@@ -68,6 +68,12 @@ class _Tentative:
         return self.coefficients.shape[0]
 
 
+def _sender_index(edge: Edge) -> int:
+    """The sender of a residual edge (the edges tested together are residual ones)."""
+    assert edge.sender is not None
+    return edge.sender.index
+
+
 def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor) -> tuple[int, int]:
     """The positions that removing edges can change, as a range: from the first where some
     sender's clean and ablated outputs differ (`delta`: before it every input is the same in
@@ -95,6 +101,7 @@ class IncrementalPatcher:
         self.delta = patched.delta[:, :, self.window]
         self.dtype, self.device = self.delta.dtype, self.delta.device
         self.ablated = None if patched.ablated is None else patched.ablated[:, :, self.window]
+        assert patched.clean_qkv is not None  # released only by `release`
         self.qkv = patched.clean_qkv  # committed q/k/v [3, H, B, P, dh] per layer (taken over)
         self.z = [z.clone() for z in patched.clean_z]  # committed z at metric positions per layer
         self.pos_batch = patched.pos_batch
@@ -108,6 +115,7 @@ class IncrementalPatcher:
         self.owner: list[int | None] = []  # sender index of the node each receiver feeds
         for r in g.receivers:
             if r.kind == "head":
+                assert r.head is not None  # a head input
                 self.owner.append(g.sender_of_head(r.layer, r.head))
             elif r.kind == "mlp":
                 self.owner.append(g.sender_of_mlp(r.layer))
@@ -117,12 +125,14 @@ class IncrementalPatcher:
         self.kept_out: list[set[int]] = [set() for _ in g.senders]
         for edge in g.edges:
             if edge.kind == "residual":
+                assert edge.sender is not None  # a residual edge has one
                 rid = self.receiver_id[edge.receiver]
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
         self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head"
                             for i in range(3)}
-        self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
+        # receiver -> kept senders, on device (None: it keeps none)
+        self._index_cache: dict[int, torch.Tensor | None] = {}
         self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
                        > self.grid_index[:, None])  # keys after each metric position
         self.needs_all = [True] * len(g.senders)
@@ -146,8 +156,9 @@ class IncrementalPatcher:
         """Rebuild the committed state from the masks with one full patched pass (after
         decisions were replayed from a log without computing them)."""
         self.pm.logits_from(Stage(0))
-        self.qkv, self.pm.last_qkv = self.pm.last_qkv, [None] * len(self.pm.last_qkv)
-        self.z = [z.clone() for z in self.pm.last_z]
+        self.qkv = every_layer(self.pm.last_qkv)
+        self.pm.last_qkv = [None] * len(self.pm.last_qkv)
+        self.z = [z.clone() for z in every_layer(self.pm.last_z)]
         self._clear_inputs()
         self.stage = None
 
@@ -217,7 +228,9 @@ class IncrementalPatcher:
         edge = edges[0]
         queue: list[int] = []
         affected: dict[int, set[int]] = {}  # node -> changed input receivers
+        owner: int | None
         if edge.kind == "direct":
+            assert edge.receiver.head is not None  # a direct edge goes into a head
             owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
             affected[owner] = {self.receiver_id[edge.receiver]}
             queue.append(owner)
@@ -228,8 +241,10 @@ class IncrementalPatcher:
                 t.logits_input = self._committed_input(rid) - removed
             else:
                 t.receiver_input = self._committed_input(rid) - removed
-                affected[self.owner[rid]] = {rid}
-                queue.append(self.owner[rid])
+                owner = self.owner[rid]
+                assert owner is not None  # every receiver but logits feeds a node
+                affected[owner] = {rid}
+                queue.append(owner)
         seen = set(queue)
         while queue:
             node = heapq.heappop(queue)
@@ -251,7 +266,7 @@ class IncrementalPatcher:
     def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool
                  ) -> torch.Tensor:
         """What each candidate subtracts from the receiver's input: [k, ...] ."""
-        senders = [e.sender.index for e in edges[:coefficients.shape[1]]]
+        senders = [_sender_index(e) for e in edges[:coefficients.shape[1]]]
         index = torch.tensor(senders, device=self.delta.device)
         if all_positions:
             deltas = self.delta.index_select(0, index)
@@ -268,6 +283,7 @@ class IncrementalPatcher:
             x = self._input_for(rid, all_positions, t)
             out = forward.mlp(self.w, self.w.layers[sender.layer], x)
         else:
+            assert sender.head is not None  # a head
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
         if self.ablated is not None:
             ablated = self.ablated[node]
@@ -291,6 +307,7 @@ class IncrementalPatcher:
             r = self.graph.receivers[rid]
             inputs = (QKV_INDEX[r.qkv],) if self.split else (0, 1, 2)
             if direct_removed:  # the tested direct edge: its q/k/v becomes the ablated one
+                assert self.pm.ablated_qkv is not None  # set up with the patched model
                 i = QKV_INDEX[edge.qkv]
                 ablated = self.pm.ablated_qkv[layer][i, head][None]
                 new[i] = ablated[..., self.window, :] if i == 0 else ablated[..., :self.last + 1, :]
@@ -340,11 +357,13 @@ class IncrementalPatcher:
     # ------------------------------------------------------------------ the unembedding
 
     def _logits(self, t: _Tentative) -> torch.Tensor:
+        assert t.logits_input is not None  # set by `evaluate`
         centred = self.unembedding.centred(t.logits_input)
         terms = self._low_rank_terms(t) if self.low_rank else None
         if terms is None:
             t.projected = self.unembedding.project_centred(centred)
         else:
+            assert self.projected is not None  # else there would be no terms
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
                 factor = factor.expand(t.width, *factor.shape)
@@ -371,7 +390,7 @@ class IncrementalPatcher:
         senders = self.graph.senders
         under_test = edge.kind == "residual" and edge.receiver.kind == "logits"
         if under_test:  # removing edges into logits
-            window = [e.sender.index for e in t.edges[:t.coefficients.shape[1]]]
+            window = [_sender_index(e) for e in t.edges[:t.coefficients.shape[1]]]
             if any(senders[s].kind != "head" for s in window):
                 return None
             changes = [(s, -t.coefficients[:, j, None, None] * self._committed_dz(s))
@@ -515,18 +534,22 @@ class IncrementalPatcher:
         if self.low_rank:
             self.updates = self.updates + 1 if t.low_rank else 0
             if self.updates >= REFRESH_EVERY:  # from the candidate's logits input: exact again
+                assert t.logits_input is not None  # set by `evaluate`
                 self.projected = self.unembedding.project(t.logits_input[candidate])
                 self.updates = 0
             else:
+                assert t.projected is not None  # set by `evaluate` (`_logits`)
                 self.projected = t.projected[candidate]
 
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""
         self.pm.set_edge(edge, False)
         if edge.kind == "direct":
+            assert edge.receiver.head is not None  # a direct edge goes into a head
             owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
             self.direct_kept[(owner, QKV_INDEX[edge.qkv])] = False
         else:
+            assert edge.sender is not None  # a residual edge
             rid = self.receiver_id[edge.receiver]
             if rid in self.inputs:
                 self.inputs[rid] = self.inputs[rid] - self._committed_delta(

@@ -118,7 +118,7 @@ OVERHEAD_BOUND_NUMBERS = {"cpu": 2**17, "cuda": 2**24}
 
 
 def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: int,
-                    device: str) -> int:
+                    device: torch.device | str) -> int:
     """How many candidate removals one evaluation holds (`candidates.py`): the configured
     number, or as many as fit in an evaluation that costs about as much as one test."""
     if settings.engine == "full":
@@ -171,7 +171,8 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         metric_full = float(metric(patched.clean_logits))
         evaluator: Evaluator = (IncrementalPatcher(patched) if settings.engine == "incremental"
                                 else FullRecompute(patched, metric, metric_full))
-        width = candidate_width(settings, *clean.shape, weights.W_E.shape[1], device)
+        batch, seq_len = clean.shape
+        width = candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
         search = _Search(graph, evaluator, metric, settings, metric_full, on_progress, start,
                          replay, width)
         partial = search.run()
