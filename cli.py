@@ -343,8 +343,13 @@ class _ProgressDisplay:
 
         console = Console(stderr=True)
         if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
@@ -446,8 +451,8 @@ def graph(
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
                f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
                f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
-               f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
-               f"plus the Python runtime")
+               f"{_bytes(estimate['unembedding'])} + temporaries "
+               f"{_bytes(estimate['temporaries'])}, plus the Python runtime")
 
 
 def _bytes(n: float) -> str:
@@ -486,7 +491,8 @@ def tasks() -> None:
     header = ("NAME", "METRIC", "THRESHOLD", "MODEL", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+                   + "  " + row[4])
 
 
 def _short_model(model: str | None) -> str:
@@ -524,9 +530,8 @@ def render(
 ) -> None:
     """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
     from acdc.core.circuit import load_circuit
-    from acdc.export.dot import circuit_title
+    from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
-    from acdc.export.dot import to_dot
 
     format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)

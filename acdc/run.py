@@ -37,8 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.files import disk_error, write_text_atomic
-from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
-                                settings_record)
+from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method

@@ -347,7 +347,8 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         model=model,
         metric=_check_choice(data.get("metric", "kl"), where("metric"), "metric", METRICS),
         threshold=_check_threshold(data["threshold"], where("threshold")),
-        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation", ABLATIONS),
+        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation",
+                               ABLATIONS),
         seed=_check_seed(data.get("seed", 0), where("seed")),
         prepend_bos=prepend_bos,
         positions=positions,
@@ -372,7 +373,8 @@ def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPromp
 
 def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
     if not isinstance(item, Mapping):
-        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {kind_of(item)}")
+        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, "
+                        f"got {kind_of(item)}")
     _check_keys(item, PROMPT_KEYS, where, "prompt key")
     if "clean" not in item:
         raise TaskError(
