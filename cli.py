@@ -183,7 +183,7 @@ def discover(
     given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
                                  "granularity", "abs_", "reverse_head_order", "seed", "device",
                                  "dtype", "out"})
-    tuning = {"candidates": candidates} if candidates else {}
+    tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
         try:
@@ -253,7 +253,8 @@ class _Interrupts:
     decision, once it is logged, so that the log and the partial outputs hold the same
     decisions. A second signal while outputs are written waits for them to be complete."""
 
-    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+    NAMES: dict[int, str] = {signal.SIGINT: "interrupted",
+                             signal.SIGTERM: "terminated (SIGTERM)"}
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -332,7 +333,7 @@ class _ProgressDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bar = None
+        self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
         self.next_report = 0.1
 
@@ -429,9 +430,9 @@ def graph(
     from acdc.core.models import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
-    granularity = Granularity(granularity).value
+    granularity_value = Granularity(granularity).value
     shape = load_shape(model)
-    g = build_graph(shape.graph_shape(granularity))
+    g = build_graph(shape.graph_shape(granularity_value))
     counts = g.counts()
     estimate = estimate_memory(shape, len(g.senders), batch, seq_len)
     n_params = estimate["n_params"]
@@ -440,8 +441,8 @@ def graph(
                f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
                f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
     typer.echo(f"parameters: about {_count(n_params)} ({_bytes(4 * n_params)} in fp32)")
-    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
-               f"1 input, "
+    typer.echo(f"graph ({granularity_value}): {counts['nodes']} nodes "
+               f"({counts['senders']} senders: 1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
     typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
                f"{counts['direct']:,} direct")
@@ -533,11 +534,11 @@ def render(
     from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
 
-    format = RenderFormat(format).value
+    file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
     source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
-    target = out if out is not None else circuit_json.with_suffix(f".{format}")
-    written = render_dot(source, target, format)
+    target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
+    written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
 
 

@@ -127,7 +127,7 @@ class RunSettings:
         found = []
         for key, value in given.items():
             flag = "--" + key.replace("_", "-")
-            recorded = record.get(key)
+            recorded: Any = record.get(key)
             if key == "task":
                 agrees = value == self.task or same_path(value, self.task_file)
             elif key == "model":

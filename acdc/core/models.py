@@ -29,11 +29,11 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from acdc.core.graph import GraphShape
+from acdc.core.graph import Granularity, GraphShape
 from acdc.errors import ModelError
 
 CHECKPOINT_CONFIG = "config.json"
@@ -158,7 +158,9 @@ class ModelShape:
         return self.d_mlp is not None
 
     def graph_shape(self, granularity: str = "qkv") -> GraphShape:
-        return GraphShape(self.n_layers, self.n_heads, self.has_mlp, granularity)
+        # unchecked here: build_graph refuses a granularity that is not one of GRANULARITIES
+        return GraphShape(self.n_layers, self.n_heads, self.has_mlp,
+                          cast(Granularity, granularity))
 
 
 def model_shape(cfg: Any) -> ModelShape:
@@ -563,12 +565,16 @@ def extract_weights(model) -> Weights:
         ))
     ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final")
                               else (None, None))
-    detached = lambda t: None if t is None else t.detach()  # noqa: E731
-    layers = tuple(LayerWeights(*(detached(getattr(lw, f))
-                                  for f in LayerWeights.__dataclass_fields__))
-                   for lw in layers)
+
+    def detached(t: Any) -> Any:  # a tensor or None, per field
+        return None if t is None else t.detach()
+
+    detached_layers = tuple(LayerWeights(*(detached(getattr(lw, f))
+                                           for f in LayerWeights.__dataclass_fields__))
+                            for lw in layers)
     return Weights(
-        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(), layers=layers,
+        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(),
+        layers=detached_layers,
         ln_final_w=detached(ln_final_w), ln_final_b=detached(ln_final_b),
         W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
         normalization=cfg.normalization_type, eps=cfg.eps,

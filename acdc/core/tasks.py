@@ -685,6 +685,7 @@ class _Resolver:
     def check_tokenizer_vocab(self, ids: list[int], where: str) -> None:
         for j, token in enumerate(ids):
             if not 0 <= token < self.d_vocab:
+                assert self.tokenizer is not None  # the ids are the tokenizer's
                 raise TaskError(
                     f"{where}: token {j} ({self.show([token])[1:-1]}) has id {token},"
                     f" outside the model's vocabulary [0, {self.d_vocab}); the tokenizer"
