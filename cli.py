@@ -190,7 +190,7 @@ def discover(
     given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
                                  "granularity", "abs_", "reverse_head_order", "seed", "device",
                                  "dtype", "out"})
-    tuning = {"candidates": candidates} if candidates else {}
+    tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
         try:
@@ -261,7 +261,8 @@ class _Interrupts:
     decision, once it is logged, so that the log and the partial outputs hold the same
     decisions. A second signal while outputs are written waits for them to be complete."""
 
-    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+    NAMES: dict[int, str] = {signal.SIGINT: "interrupted",
+                             signal.SIGTERM: "terminated (SIGTERM)"}
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -342,7 +343,7 @@ class _ProgressDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bar = None
+        self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
         self.next_report = 0.1
 
@@ -353,8 +354,13 @@ class _ProgressDisplay:
 
         console = Console(stderr=True)
         if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
@@ -440,9 +446,9 @@ def graph(
     from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
-    granularity = Granularity(granularity).value
+    chosen = Granularity(granularity).value
     shape = load_shape(model)
-    counts = count_edges(shape.graph_shape(granularity))
+    counts = count_edges(shape.graph_shape(chosen))
     estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
     heads = f"{shape.n_heads} heads"
     if shape.n_key_value_heads:
@@ -463,7 +469,7 @@ def graph(
     typer.echo(f"parameters: about {_count(total)} in all ({_bytes(4 * total)} in fp32): "
                f"{_count(shape.n_params)} in the blocks' weight matrices{zoo} and "
                f"{_count(total - shape.n_params)} in {rest}")
-    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
+    typer.echo(f"graph ({chosen}): {counts['nodes']} nodes ({counts['senders']} senders: "
                f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
     if shape.parallel_attn_mlp and shape.has_mlp:
@@ -476,8 +482,8 @@ def graph(
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
                f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
                f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
-               f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
-               f"plus the Python runtime")
+               f"{_bytes(estimate['unembedding'])} + temporaries "
+               f"{_bytes(estimate['temporaries'])}, plus the Python runtime")
 
 
 def _bytes(n: float) -> str:
@@ -518,7 +524,8 @@ def tasks() -> None:
     header = ("NAME", "METRIC", "THRESHOLD", "MODEL", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+                   + "  " + row[4])
 
 
 def _short_model(model: str | None) -> str:
@@ -556,15 +563,14 @@ def render(
 ) -> None:
     """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
     from acdc.core.circuit import load_circuit
-    from acdc.export.dot import circuit_title
+    from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
-    from acdc.export.dot import to_dot
 
-    format = RenderFormat(format).value
+    file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
     source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
-    target = out if out is not None else circuit_json.with_suffix(f".{format}")
-    written = render_dot(source, target, format)
+    target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
+    written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
 
 
@@ -732,7 +738,8 @@ def _evaluation_table(evaluation) -> list[str]:
                      _num(m.complement_faithfulness)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
     lines.append(f"means over {evaluation.n_positions} metric positions of "
                  f"{evaluation.n_prompts} prompts (per-prompt spread in the JSON); "
                  f"f = (m - empty) / (full - empty)")

@@ -38,8 +38,7 @@ from typing import TYPE_CHECKING, Any
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import available_memory, check_reachable, model_kind
 from acdc.core.files import disk_error, write_text_atomic
-from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
-                                settings_record)
+from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method
@@ -138,7 +137,7 @@ class RunSettings:
         found = []
         for key, value in given.items():
             flag = "--" + key.replace("_", "-")
-            recorded = record.get(key)
+            recorded: Any = record.get(key)
             if key == "task":
                 agrees = value == self.task or same_path(value, self.task_file)
             elif key == "model":

@@ -7,13 +7,13 @@ import random
 
 import pytest
 import torch
-
-from acdc.core.settings import CommonSettings
-from acdc.methods.acdc.search import AcdcSettings, run_acdc
-from acdc.errors import AcdcError
-from acdc.core.models import LoadedModel, build_model, model_shape
-from acdc.core.tasks import Task
 from conftest import make_task, randomize
+
+from acdc.core.models import LoadedModel, build_model, model_shape
+from acdc.core.settings import CommonSettings
+from acdc.core.tasks import Task
+from acdc.errors import AcdcError
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
           "n_ctx": 20, "act_fn": "gelu", "normalization_type": "LN"}
@@ -101,7 +101,8 @@ def test_every_edge_kept_and_every_edge_removed(loaded):
     assert nothing.n_edges_kept == 0
 
 
-@pytest.mark.parametrize("engine, candidates", [("incremental", 1), ("incremental", 6), ("full", 0)])
+@pytest.mark.parametrize("engine, candidates",
+                         [("incremental", 1), ("incremental", 6), ("full", 0)])
 def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine, candidates):
     """Also in the middle of a walk over several candidates (its later decisions are lost)."""
     task = task_of(5)

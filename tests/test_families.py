@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 import cli
 from acdc.core.circuit import Circuit
-from acdc.core.shapes import load_shape
 from acdc.core.graph import GraphShape, build_graph, count_edges
 from acdc.core.hf_configs import hf_shape
+from acdc.core.shapes import load_shape
 from acdc.errors import ModelError
 
 PUBLISHED = Path(__file__).parent / "data" / "published"

@@ -8,10 +8,11 @@ from acdc.core.models import build_model, extract_weights, model_shape
 from acdc.core.patching import PatchedModel, Stage
 
 CONFIGS = {
-    "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, attn_only=True),
+    "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50,
+                      attn_only=True),
     "mlp-ln": dict(n_layers=3, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, d_mlp=64),
-    "no-norm-relu": dict(n_layers=2, d_model=24, n_heads=3, d_head=5, n_ctx=16, d_vocab=50, d_mlp=48,
-                         normalization_type=None, act_fn="relu"),
+    "no-norm-relu": dict(n_layers=2, d_model=24, n_heads=3, d_head=5, n_ctx=16, d_vocab=50,
+                         d_mlp=48, normalization_type=None, act_fn="relu"),
     "rms-gated": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, d_mlp=64,
                       normalization_type="RMS", gated_mlp=True, act_fn="silu"),
 }
@@ -30,7 +31,8 @@ def _patched(model, granularity, ablation, clean, corrupt):
     batch, n_pos = clean.shape
     pos_batch = torch.arange(batch).repeat_interleave(n_pos)
     pos_index = torch.arange(n_pos).repeat(batch)
-    return graph, PatchedModel(extract_weights(model), graph, clean, corrupt, pos_batch, pos_index, ablation)
+    return graph, PatchedModel(extract_weights(model), graph, clean, corrupt, pos_batch,
+                               pos_index, ablation)
 
 
 @pytest.fixture(params=list(CONFIGS))
@@ -57,7 +59,8 @@ def test_every_edge_removed_is_the_corrupted_run(model, granularity):
         graph, patched = _patched(model, granularity, "corrupt", clean, corrupt)
         for edge in graph.edges:
             patched.set_edge(edge, False)
-        assert torch.allclose(patched.logits_from(Stage(0)), model(corrupt).flatten(0, 1), atol=1e-5)
+        assert torch.allclose(patched.logits_from(Stage(0)), model(corrupt).flatten(0, 1),
+                              atol=1e-5)
 
 
 def test_zero_ablation_of_everything_leaves_only_biases(model):
@@ -70,7 +73,8 @@ def test_zero_ablation_of_everything_leaves_only_biases(model):
             patched.set_edge(edge, False)
         logits = patched.logits_from(Stage(0))
         assert torch.allclose(logits, logits[:1].expand_as(logits), atol=1e-5)
-        residual = sum(b.attn.b_O + (0 if model.cfg.attn_only else b.mlp.b_out) for b in model.blocks)
+        residual = sum(b.attn.b_O + (0 if model.cfg.attn_only else b.mlp.b_out)
+                       for b in model.blocks)
         if hasattr(model, "ln_final"):
             residual = model.ln_final(residual[None, None])[0, 0]
         expected = model.unembed(residual[None, None])[0, 0]
@@ -83,7 +87,8 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
     model = _model(CONFIGS["mlp-ln"])
     torch.manual_seed(3)
     clean, corrupt = torch.randint(0, 50, (2, 4, 9))
-    names = ["input->logits", "m1->m2", "a2.h1<q>->a2.h1", "a0.h3->a2.h0<k>", "a1.h2->m1", "m0->a1.h0<v>"]
+    names = ["input->logits", "m1->m2", "a2.h1<q>->a2.h1", "a0.h3->a2.h0<k>", "a1.h2->m1",
+             "m0->a1.h0<v>"]
     with torch.inference_mode():
         graph, patched = _patched(model, "qkv", "corrupt", clean, corrupt)
         for i, name in enumerate(names):

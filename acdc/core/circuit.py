@@ -160,7 +160,7 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                          f"{shape.n_heads}-head {granularity} graph has {len(graph.edges)}")
     kept: list[bool] = []
     scores: list[float | None] = []
-    for i, (entry, edge) in enumerate(zip(edges, graph.edges)):
+    for i, (entry, edge) in enumerate(zip(edges, graph.edges, strict=True)):
         if not isinstance(entry, dict) or entry.get("name") != edge.name:
             name = entry.get("name") if isinstance(entry, dict) else entry
             raise GraphError(f"{source}: edge {i} is {name!r}, expected {edge.name!r} (edges must "

@@ -163,8 +163,9 @@ def check_checkpoint_config(config: dict[str, Any], source: str) -> None:
     line per fault."""
     for key in config:
         if key not in CHECKPOINT_KEYS:
-            raise ModelError(f"{source}: unknown key {key!r}{did_you_mean(str(key), CHECKPOINT_KEYS)}; "
-                             f"keys must be HookedTransformerConfig arguments")
+            hint = did_you_mean(str(key), CHECKPOINT_KEYS)
+            raise ModelError(f"{source}: unknown key {key!r}{hint}; keys must be "
+                             f"HookedTransformerConfig arguments")
     for key, least in WHOLE_KEYS.items():
         value = config.get(key)
         if value is None:

@@ -147,6 +147,8 @@ def mlp(w: Weights, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
     """The MLP's output from its un-normalised input x [..., d_model], without `b_out` (a bias,
     not part of the sender). Gated (`act(x W_gate) * (x W_in) + b_in`) when the model has
     `W_gate`, else `act(x W_in + b_in)`."""
+    # a layer with an MLP
+    assert lw.W_in is not None and lw.b_in is not None and lw.W_out is not None
     x = norm(x, lw.ln2_w, lw.ln2_b, w.normalization, w.eps)
     if lw.W_gate is not None:
         hidden = w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
@@ -175,8 +177,10 @@ class Unembedding:
         self.centre = self.kind in ("LN", "LNPre")
         self.gain = w.ln_final_w if self.kind in ("LN", "RMS") else None
         self.W_U = w.W_U
-        has_bias = self.kind == "LN" and w.ln_final_b is not None
-        self.c = w.ln_final_b @ w.W_U + w.b_U if has_bias else w.b_U
+        if self.kind == "LN" and w.ln_final_b is not None:  # the final norm has a bias
+            self.c = w.ln_final_b @ w.W_U + w.b_U
+        else:
+            self.c = w.b_U
 
     def centred(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if self.centre else x

@@ -95,6 +95,7 @@ class Edge:
     def endpoints(self) -> tuple[str, str]:
         """The (source, target) node names; a direct edge goes q/k/v input -> head."""
         if self.sender is None:
+            assert self.receiver.head is not None  # a direct edge goes into a head
             return self.receiver.name, head_name(self.receiver.layer, self.receiver.head)
         return self.sender.name, self.receiver.name
 
@@ -199,7 +200,7 @@ class Graph:
         if not reverse_head_order:
             heads.reverse()
         by_receiver: dict[str, list[Edge]] = {}
-        direct: dict[tuple[int, int, str], Edge] = {}
+        direct: dict[tuple[int, int | None, str | None], Edge] = {}
         for edge in self.edges:
             if edge.kind == "direct":
                 direct[(edge.receiver.layer, edge.receiver.head, edge.qkv)] = edge
@@ -208,9 +209,14 @@ class Graph:
 
         def sender_key(edge: Edge) -> tuple[int, int, int]:
             s = edge.sender
+            assert s is not None  # only residual edges are sorted
             if s.kind == "input":
                 return (1, 0, 0)
-            in_layer = -1 if s.kind == "mlp" else heads.index(s.head)
+            if s.kind == "mlp":
+                in_layer = -1
+            else:
+                assert s.head is not None  # a head sender
+                in_layer = heads.index(s.head)
             return (0, -s.layer, in_layer)
 
         groups: list[tuple[str, list[Edge]]] = []
@@ -309,7 +315,8 @@ def build_graph(shape: GraphShape) -> Graph:
     def add_residual(receiver: Receiver, n_senders: int) -> None:
         for sender in senders[:n_senders]:
             edges.append(
-                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender, None)
+                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender,
+                     None)
             )
 
     per_layer = shape.n_heads + int(shape.has_mlp)
@@ -330,6 +337,7 @@ def build_graph(shape: GraphShape) -> Graph:
         if shape.granularity == "qkv":
             for r in layer_receivers:
                 if r.kind == "head":
+                    assert r.head is not None  # a head receiver
                     name = f"{r.name}->{head_name(layer, r.head)}"
                     edges.append(Edge(name, len(edges), "direct", r, None, r.qkv))
     logits = Receiver("logits", "logits", shape.n_layers, None, None)

@@ -43,6 +43,13 @@ if TYPE_CHECKING:
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
 
 
+def every_layer(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """A copy of `last_qkv` or `last_z` after a pass that computed every layer."""
+    filled = [x for x in per_layer if x is not None]
+    assert len(filled) == len(per_layer)
+    return filled
+
+
 @dataclass(frozen=True, order=True)
 class Stage:
     """Where a pass starts: `part` 0 is a layer's attention, 1 its MLP; layer n_layers = logits."""
@@ -98,9 +105,11 @@ class PatchedModel:
         self._set_bases(batch, n_pos, d_model)
         if ablation == "corrupt":
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
-            self.ablated_z = list(self.last_z)
-        clean_out, self.clean_qkv = self._record_run(clean_tokens)
-        self.clean_z = list(self.last_z)
+            self.ablated_z = every_layer(self.last_z)
+        clean_out, clean_qkv = self._record_run(clean_tokens)
+        # q/k/v of the clean run, taken over (and released) by the incremental engine
+        self.clean_qkv: list[torch.Tensor] | None = clean_qkv
+        self.clean_z = every_layer(self.last_z)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
@@ -122,7 +131,8 @@ class PatchedModel:
         dtype, device = self.w.W_E.dtype, self.w.W_E.device
         g = self.graph
         self.head_masks = [
-            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype, device=device)
+            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype,
+                       device=device)
             for layer in range(self.n_layers)
         ]
         self.mlp_masks = [
@@ -131,24 +141,29 @@ class PatchedModel:
         ] if self.has_mlp else []
         self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
         self.direct_masks = [
-            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device) for _ in range(self.n_layers)
+            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device)
+            for _ in range(self.n_layers)
         ]
 
     def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
         r = edge.receiver
         if edge.kind == "direct":
+            assert r.head is not None  # a direct edge goes into a head
             return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, 0, 0, 0)
+        assert edge.sender is not None  # a residual edge
         s = edge.sender.index
         if r.kind == "logits":
             return self.logit_mask, (s,)
         if r.kind == "mlp":
             return self.mlp_masks[r.layer], (s,)
+        assert r.head is not None  # a head input
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
 
     def take_clean_qkv(self) -> list[torch.Tensor]:
         """Every layer's q/k/v of the clean run, handed over: the model keeps no reference
         (the incremental engine updates them in place as its committed state)."""
         qkv, self.clean_qkv = self.clean_qkv, None
+        assert qkv is not None, "the clean q/k/v were handed over already"
         return qkv
 
     def take_last_qkv(self) -> list[torch.Tensor | None]:
@@ -176,8 +191,8 @@ class PatchedModel:
                                   torch.tensor(offsets, device=device))
                                  for tensor, edges, offsets in groups.values()]
         flags = kept.to(self.w.W_E.device)
-        for tensor, edges, offsets in self._mask_groups:
-            tensor.view(-1)[offsets] = flags[edges].to(tensor.dtype)
+        for tensor, edge_ids, flat_ids in self._mask_groups:
+            tensor.view(-1)[flat_ids] = flags[edge_ids].to(tensor.dtype)
 
     @staticmethod
     def stage_of(edge: Edge) -> Stage:
@@ -280,7 +295,8 @@ class PatchedModel:
 
     def _logits(self) -> torch.Tensor:
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
-        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(delta.shape[1:])
+        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
+            delta.shape[1:])
         return forward.unembed(self.w, x)
 
 

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acdc.core.configs import (CHECKPOINT_CONFIG, ModelShape, check_reachable,
-                               checkpoint_shape, model_kind, read_config)
+from acdc.core.configs import (
+    CHECKPOINT_CONFIG,
+    ModelShape,
+    check_reachable,
+    checkpoint_shape,
+    model_kind,
+    read_config,
+)
 from acdc.core.hf_configs import hf_shape
 
 

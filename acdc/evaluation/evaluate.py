@@ -38,8 +38,13 @@ from typing import Any
 from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
-from acdc.evaluation.faithfulness import (MIB_FRACTIONS, CircuitEvaluator, Evaluation,
-                                          FaithfulnessCurve, ranking_from_scores)
+from acdc.evaluation.faithfulness import (
+    MIB_FRACTIONS,
+    CircuitEvaluator,
+    Evaluation,
+    FaithfulnessCurve,
+    ranking_from_scores,
+)
 from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warning
 
 EVALUATION_JSON = "evaluation.json"
@@ -237,7 +242,8 @@ def run_metric_check(circuit: Circuit, evaluation: Evaluation) -> RunMetricCheck
     the circuit records none."""
     name = circuit.settings.get("metric")
     recorded = circuit.results.get("metric_circuit")
-    if name not in evaluation.metrics or not isinstance(recorded, (int, float)):
+    if (not isinstance(name, str) or name not in evaluation.metrics
+            or not isinstance(recorded, (int, float))):
         return None
     metric = evaluation.metrics[name]
     noise = circuit.results.get("metric_noise")

@@ -35,7 +35,8 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     sizes = {"params": n_params, "caches": caches, "qkv": qkv, "temporaries": temporaries,
              "unembedding": unembedding}
     result = {name: count * bytes_per_number for name, count in sizes.items()}
-    result["inputs"] = min(INPUT_CACHE_BYTES, n_receivers * tokens * shape.d_model * bytes_per_number)
+    result["inputs"] = min(INPUT_CACHE_BYTES,
+                           n_receivers * tokens * shape.d_model * bytes_per_number)
     factors = shape.n_layers * shape.n_heads * shape.d_head * shape.d_vocab * bytes_per_number
     result["unembedding"] += min(FACTOR_CACHE_BYTES, factors)
     result["n_params"] = n_params
