@@ -28,9 +28,9 @@ two graphs do not share:
 - MLPs and parallel blocks. MIB's graph always has an MLP per layer, so a circuit of an
   attention-only model cannot be written. This project's graph is sequential (MLP l reads the
   heads of layer l): it writes `parallel_attn_mlp: false` and refuses a file that says `true`.
-- Node flags. A node is `in_graph` when it touches a kept edge (its q/k/v inputs count as the
-  head); `logits` is always in the graph, as EAP-IG writes it. Reading ignores the node flags:
-  the edges say which nodes a circuit uses.
+- Node flags. A node is `in_graph` when it touches a kept residual edge (its q/k/v inputs
+  count as the head); `logits` is always in the graph, as EAP-IG writes it. Reading ignores
+  the node flags: the edges say which nodes a circuit uses.
 
 `d_model` is not part of a circuit; the caller supplies it (`circuit export` reads it from the
 run's model configuration).
@@ -93,11 +93,11 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
     touched: set[str] = set()
     edges: dict[str, dict[str, Any]] = {}
     for edge in graph.edges:
+        if edge.kind == "direct":
+            continue
         kept = circuit.kept[edge.index]
         if kept:
             touched.update(_node_of(name) for name in edge.endpoints)
-        if edge.kind == "direct":
-            continue
         score = circuit.scores[edge.index]
         value = 0.0 if score is None or not math.isfinite(score) else float(score)
         for name in _mib_edges(edge, graph):

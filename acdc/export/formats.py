@@ -152,7 +152,10 @@ def to_csv(circuit: Circuit) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for source, target, data in circuit_to_networkx(circuit).edges(data=True):
+    dag = circuit_to_networkx(circuit)
+    for edge in circuit.graph.edges:  # networkx iterates by node; the file keeps graph order
+        source, target = edge.endpoints
+        data = dag.edges[source, target]
         score = data.get("score")
         writer.writerow((data["name"], source, target, data["kind"],
                          "true" if data["kept"] else "false",

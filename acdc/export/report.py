@@ -645,7 +645,8 @@ STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
        color: var(--fg); margin: 0 auto; max-width: 1200px; padding: 24px 28px 64px; }
 h1 { font-size: 1.6em; margin: 0 0 4px; }
-h2 { font-size: 1.25em; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h2 { font-size: 1.25em; margin: 36px 0 10px; padding-bottom: 4px;
+     border-bottom: 1px solid var(--line); }
 h3 { font-size: 1.05em; margin: 22px 0 8px; }
 h4 { font-size: 1em; margin: 16px 0 6px; }
 nav { margin: 8px 0 0; color: var(--muted); }
@@ -653,13 +654,16 @@ nav a { color: var(--accent); margin-right: 14px; text-decoration: none; }
 .subtitle, .legend { color: var(--muted); }
 .legend { font-size: 0.9em; }
 .facts { display: flex; flex-wrap: wrap; gap: 10px; margin: 18px 0 0; }
-.fact { background: var(--bg2); border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; }
-.fact dt { font-size: 0.8em; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
+.fact { background: var(--bg2); border: 1px solid var(--line); border-radius: 6px;
+        padding: 8px 12px; }
+.fact dt { font-size: 0.8em; color: var(--muted); text-transform: uppercase;
+           letter-spacing: .03em; }
 .fact dd { margin: 2px 0 0; font-weight: 600; }
 .note { background: #fff8e1; border-left: 4px solid #f9a825; padding: 8px 12px; }
 .warning { background: #fdecea; border-left: 4px solid #d93025; padding: 8px 12px; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.92em; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left;
+         vertical-align: top; }
 thead th { background: var(--bg2); position: sticky; top: 0; }
 table.numbers td { font-variant-numeric: tabular-nums; }
 tr.current td { background: #e8f0fe; font-weight: 600; }
@@ -670,7 +674,8 @@ tr.current td { background: #e8f0fe; font-weight: 600; }
            max-height: 90vh; background: white; }
 .drawing svg { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figure.plot { margin: 12px 0; }
-figure.plot img, figure.plot svg { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figure.plot img, figure.plot svg { max-width: min(100%, 900px); height: auto;
+                                   border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 0.85em; }
 pre { background: var(--bg2); border: 1px solid var(--line); padding: 8px 12px; overflow-x: auto;
       white-space: pre-wrap; overflow-wrap: anywhere; }
