@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from acdc.core.circuit import Circuit
-from acdc.core.graph import Edge, Graph, GraphShape, build_graph, count_edges, head_name
+from acdc.core.graph import Edge, Graph, GraphShape, build_graph, count_edges
 from acdc.errors import GraphError
 
 CFG_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "parallel_attn_mlp", "d_model")
@@ -158,7 +158,7 @@ def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
             heads.update(_node_of(name) for name in edge.endpoints)
     for edge in graph.edges:
         if edge.kind == "direct":
-            kept[edge.index] = head_name(edge.receiver.layer, edge.receiver.head) in heads
+            kept[edge.index] = _node_of(edge.receiver.name) in heads
     settings = {"method": "mib", "granularity": "qkv",
                 "mib_cfg": {key: cfg.get(key) for key in CFG_KEYS}}
     return Circuit(graph, tuple(kept), tuple(scores), settings, {})

@@ -123,7 +123,8 @@ def circuit_to_networkx(circuit: Circuit):
         if score is not None and math.isfinite(score):
             data["score"] = float(score)
     in_circuit = set(circuit.nodes())
-    kinds = {s.name: (s.kind, s.layer, s.head) for s in graph.senders}
+    kinds: dict[str, tuple[str, int, int | None]] = {
+        s.name: (s.kind, s.layer, s.head) for s in graph.senders}
     for r in graph.receivers:
         if r.name not in kinds:
             kind = "logits" if r.kind == "logits" else f"{r.qkv} input"

@@ -337,11 +337,10 @@ def drawing(source: Source, score_width: bool) -> str:
         warnings.simplefilter("always")
         written = render(dot_source, Path(tmp) / "circuit.svg", "svg")
         svg = written.read_text(encoding="utf-8") if written.suffix == ".svg" else None
-    legend = ("Edges into q inputs are blue, k green dashed, v red; edges into MLPs and the "
-              "logits black.")
+    legend = "Line colours and styles are given in the drawing's title."
     if score_width and any(s is not None for s in circuit.scores):
-        legend += " Each edge is as wide as the square root of its |score| (the widest: the "\
-                  "largest |score|)."
+        legend += (" Each edge's width grows with the square root of its |score| (the widest "
+                   "has the largest |score|).")
     legend += " Hover over an edge for its name and score."
     if svg is None:
         saved = source.circuit_path.with_suffix(".svg")
@@ -443,11 +442,11 @@ def metrics_section(source: Source) -> str:
                      f"run.</p>")
     curve = evaluation.get("curve")
     if isinstance(curve, dict) and isinstance(curve.get("cpr"), dict):
-        cmd = curve.get("cmd") if isinstance(curve.get("cmd"), dict) else {}
-        rows = [(escape(name), _num(value), _num(cmd.get(name)))
-                for name, value in curve["cpr"].items()]
+        cmd = curve["cmd"] if isinstance(curve.get("cmd"), dict) else {}
+        areas = [(escape(name), _num(value), _num(cmd.get(name)))
+                 for name, value in curve["cpr"].items()]
         parts.append("<h3>Faithfulness curve</h3>")
-        parts.append(_table(("metric", "CPR (higher is better)", "CMD (0 is best)"), rows,
+        parts.append(_table(("metric", "CPR (higher is better)", "CMD (0 is best)"), areas,
                             "numbers"))
     plots = [run_dir / f"{CURVE_STEM}.{suffix}" for suffix in ("svg", "png")]
     plot = next((p for p in plots if p.is_file()), None)
@@ -527,8 +526,8 @@ def comparison_section(source: Source) -> str:
 
 def _comparison_tables(data: dict[str, Any]) -> str:
     parts = []
-    inputs = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
-    rows = []
+    inputs: dict[str, Any] = data["inputs"] if isinstance(data.get("inputs"), dict) else {}
+    rows: list[tuple[str, ...]] = []
     for key, info in inputs.items():
         if isinstance(info, dict):
             size = (f"{len(info.get('thresholds') or [])} thresholds" if info.get("kind") == "sweep"
@@ -537,12 +536,12 @@ def _comparison_tables(data: dict[str, Any]) -> str:
     if rows:
         parts.append(_table(("", "input", "kind", "size"), rows))
     if isinstance(data.get("edges"), dict) and isinstance(data.get("nodes"), dict):
-        rows = [(level, _num(part.get("both")), _num(part.get("only_a")),
+        pair = [(level, _num(part.get("both")), _num(part.get("only_a")),
                  _num(part.get("only_b")), _num(part.get("jaccard")))
                 for level, part in (("edges", data["edges"]), ("nodes", data["nodes"]))]
-        parts.append(_table(("", "in both", "only in A", "only in B", "Jaccard"), rows,
+        parts.append(_table(("", "in both", "only in A", "only in B", "Jaccard"), pair,
                             "numbers"))
-    scores = data.get("scores") if isinstance(data.get("scores"), dict) else {}
+    scores: dict[str, Any] = data["scores"] if isinstance(data.get("scores"), dict) else {}
     rows = []
     for key, score in scores.items():
         if isinstance(score, dict) and isinstance(score.get("edge"), dict):
