@@ -602,10 +602,11 @@ def export(
 def report(
     target: Annotated[Path, typer.Argument(
         metavar="RUN_OR_SWEEP_DIR",
-        help="A run directory (`circuit discover`) or a sweep directory (tau-<threshold>/ run "
-             "directories, sweep.json).")],
+        help="A run directory (`circuit discover`), a sweep directory (tau-<threshold>/ run "
+             "directories, sweep.json), or a circuit file.")],
     out: Annotated[Path | None, typer.Option(
-        help="HTML file to write. Default: report.html in the directory.")] = None,
+        help="HTML file to write. Default: report.html in the directory (beside a circuit "
+             "file: <name>.html).")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Sweep: the threshold whose circuit is drawn and listed. Default: the middle one "
              "of the sweep's thresholds.")] = None,

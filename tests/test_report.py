@@ -122,7 +122,8 @@ def sweep_dir(workspace) -> Path:
 
 
 def report_of(target: Path, *args) -> str:
-    out = target / "report.html" if target.is_dir() else target.with_suffix(".html")
+    out = target / "report.html" if target.is_dir() else target.with_name(
+        target.name.removesuffix(".json") + ".html")
     result = invoke("report", target, *args)
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.stdout
@@ -264,6 +265,30 @@ def test_report_bad_input_is_one_line(run_dir, tmp_path):
     assert result.exit_code == 0, result.output  # left out, and said so
     assert "warning:" in result.stderr and "evaluation.json: left out" in result.stderr
     assert "evaluation.json: left out" in (tmp_path / "bad" / "report.html").read_text()
+
+
+def test_report_of_a_mib_file_beside_its_run(evaluated_run, tmp_path):
+    mib = tmp_path / "circuit.mib.json"
+    assert invoke("export", evaluated_run, "-f", "mib", "--out", mib).exit_code == 0
+    shutil.copy(evaluated_run / "run.yaml", tmp_path / "run.yaml")
+    shutil.copy(evaluated_run / "evaluation.json", tmp_path / "evaluation.json")  # not its own
+    page = report_of(mib)
+    assert (tmp_path / "circuit.mib.html").is_file()
+    assert "<title>MIB circuit file, 2 layers x 2 heads</title>" in page
+    assert "No circuit.mib.evaluation.json beside" in page
+    assert f"circuit evaluate {mib} --curve" in page
+
+
+def test_without_graphviz_the_page_says_how_to_get_the_drawing(run_dir, tmp_path, monkeypatch):
+    import acdc.export.dot
+
+    monkeypatch.setattr(acdc.export.dot.shutil, "which", lambda name: None)
+    out = tmp_path / "r.html"
+    result = invoke("report", run_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "warning: Graphviz `dot` not found: no drawing" in result.stderr
+    page = out.read_text()
+    assert 'id="drawing"' not in page and "apt-get install -y graphviz" in page
 
 
 # --------------------------------------------------------------------------- in a browser

@@ -7,9 +7,9 @@ network, no CDN, no external library. It shows, in order:
 1. a summary: the circuit's title (`acdc.export.dot.circuit_title`), edges and nodes kept, the
    run's metric;
 2. the circuit drawing, with edge widths by |score| unless turned off;
-3. the metrics table from `evaluation.json` beside the circuit (`circuit evaluate`), and its
-   faithfulness curve (`evaluation-curve.svg`) when present; without `evaluation.json` the page
-   says so and gives the command that makes it;
+3. the metrics table from `evaluation.json` beside the circuit (`circuit evaluate`; for a MIB
+   file, `<file>.evaluation.json`), and its faithfulness curve (`evaluation-curve.svg`) when
+   present; without it the page says so and gives the command that makes it;
 4. for a sweep: a row per threshold (from `sweep.json`, else from the runs' circuits), the
    sweep's plots, and every edge's rank score (the largest threshold at which it is kept;
    +inf when kept at every threshold);
@@ -26,6 +26,10 @@ if it is such a list, else the first such list among its top-level values; every
 of a row becomes a column); and plot files directly in the directory, each `*.svg` (or `*.png`
 where there is no SVG of the same name) shown as a plot. The circuit drawn and listed is the
 run at `threshold` (default: the middle one of the thresholds).
+
+The target may also be a circuit file (a `circuit.json` or a MIB file): the files beside it are
+read, and the page is written beside it, named after it (`circuit.mib.json` ->
+`circuit.mib.html`).
 
 >>> write_report(Path("runs/demo"))  # doctest: +SKIP
 PosixPath('runs/demo/report.html')
@@ -55,7 +59,6 @@ REPORT_FILE = "report.html"
 CIRCUIT_FILE = "circuit.json"
 RUN_FILE = "run.yaml"
 EVALUATION_FILE = "evaluation.json"
-CURVE_STEM = "evaluation-curve"
 SWEEP_FILE = "sweep.json"
 RUN_PREFIX = "tau-"
 COMPARISON_FILES: tuple[str, ...] = ("comparison.json", "roc.json")
@@ -204,10 +207,11 @@ def read_source(target: str | Path, threshold: float | None = None,
         raise AcdcError(f"--threshold: {target} is a run, not a sweep; leave it out")
     circuit = runs_circuit(runs, circuit_path) if runs else load_circuit(circuit_path)
     evaluation = None
-    if (circuit_path.parent / EVALUATION_FILE).is_file():
-        evaluation = read_json(circuit_path.parent / EVALUATION_FILE, notes)
+    evaluation_path = evaluation_file(circuit_path, circuit)
+    if evaluation_path.is_file():
+        evaluation = read_json(evaluation_path, notes)
         if evaluation is not None and not isinstance(evaluation, dict):
-            notes.append(f"{circuit_path.parent / EVALUATION_FILE}: not an evaluation; left out")
+            notes.append(f"{evaluation_path}: not an evaluation; left out")
             evaluation = None
     if comparisons:
         found = []
@@ -222,6 +226,15 @@ def read_source(target: str | Path, threshold: float | None = None,
                   run_yaml=read_run_yaml(circuit_path.parent / RUN_FILE, notes),
                   evaluation=evaluation, runs=runs, sweep_rows=rows, sweep_plots=plots,
                   comparisons=found, notes=notes)
+
+
+def evaluation_file(circuit_path: Path, circuit: Circuit) -> Path:
+    """Where `circuit evaluate` writes by default: evaluation.json beside the circuit, or for a
+    MIB file `<file>.evaluation.json`."""
+    if circuit.settings.get("method") == "mib":
+        return circuit_path.with_name(circuit_path.name.removesuffix(".json")
+                                      + f".{EVALUATION_FILE}")
+    return circuit_path.parent / EVALUATION_FILE
 
 
 def runs_circuit(runs: Sequence[SweepRun], circuit_path: Path) -> Circuit:
@@ -397,12 +410,14 @@ def summary_section(source: Source) -> str:
 
 def metrics_section(source: Source) -> str:
     evaluation = source.evaluation
-    run_dir = source.circuit_path.parent
+    path = evaluation_file(source.circuit_path, source.circuit)
     title = '<section id="metrics"><h2>Metrics</h2>'
     if evaluation is None:
-        return (title + f'<p class="note" id="no-evaluation">No {EVALUATION_FILE} beside '
+        what = (source.circuit_path.parent if source.circuit_path.name == CIRCUIT_FILE
+                else source.circuit_path)
+        return (title + f'<p class="note" id="no-evaluation">No {escape(path.name)} beside '
                 f"{escape(str(source.circuit_path))}: the circuit has not been evaluated. Make "
-                f"it with <code>circuit evaluate {escape(str(run_dir))} --curve</code> and "
+                f"it with <code>circuit evaluate {escape(str(what))} --curve</code> and "
                 f"write this page again.</p></section>")
     metrics = evaluation.get("metrics")
     rows = []
@@ -423,7 +438,7 @@ def metrics_section(source: Source) -> str:
     parts = [title]
     kept = evaluation.get("n_edges_kept")
     if isinstance(kept, int) and kept != source.circuit.n_edges_kept:
-        parts.append(f"<p class='warning'>{EVALUATION_FILE} was made for a circuit of {kept} "
+        parts.append(f"<p class='warning'>{escape(path.name)} was made for a circuit of {kept} "
                      f"edges, this one keeps {source.circuit.n_edges_kept}: evaluate it again."
                      f"</p>")
     parts.append(_table(("metric", "full model", "empty circuit", "circuit", "f(C)",
@@ -448,7 +463,7 @@ def metrics_section(source: Source) -> str:
         parts.append("<h3>Faithfulness curve</h3>")
         parts.append(_table(("metric", "CPR (higher is better)", "CMD (0 is best)"), areas,
                             "numbers"))
-    plots = [run_dir / f"{CURVE_STEM}.{suffix}" for suffix in ("svg", "png")]
+    plots = [path.with_name(f"{path.stem}-curve.{suffix}") for suffix in ("svg", "png")]
     plot = next((p for p in plots if p.is_file()), None)
     if plot is not None:
         parts.append(embed_plot(plot, "curve", "faithfulness by circuit size"))
@@ -826,7 +841,13 @@ def write_report(target: str | Path, out: str | Path | None = None, *,
     `RunWarning` each."""
     source = read_source(target, threshold, comparisons)
     page = build_report(source, score_width)
-    path = Path(out) if out is not None else source.directory / REPORT_FILE
+    if out is not None:
+        path = Path(out)
+    elif Path(target).is_file():  # a circuit file: beside it, named after it
+        path = source.circuit_path.with_name(source.circuit_path.name.removesuffix(".json")
+                                             + ".html")
+    else:
+        path = source.directory / REPORT_FILE
     if path.is_dir():
         raise AcdcError(f"--out {path}: is a directory; give the HTML file to write")
     try:
