@@ -430,32 +430,51 @@ def graph(
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
+    A checkpoint or a local Hugging Face directory is read from its config.json alone (Hugging
+    Face families: GPT-2, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen2, Gemma, Gemma 2, OPT,
+    GPT-Neo), without torch. In a parallel block (GPT-NeoX, GPT-J) an MLP does not read its
+    own layer's heads; under grouped-query attention every query head keeps its own q, k and
+    v input, so the counts are those of the MIB graph.
+
     The memory estimate (fp32, corrupt ablation) adds up what a run allocates: parameters;
     2 x senders x batch x seq_len x d_model (every sender's output delta and ablated value);
-    2 x 3 x layers x heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
+    2 x 3 x layers x query heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
     receiver inputs (at most 256 MiB); the unembedding (head-to-vocabulary factors of at most
     256 MiB, logits at one position per prompt); and the largest per-layer
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
     from acdc.core.graph import count_edges
-    from acdc.core.configs import load_shape
+    from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
     granularity = Granularity(granularity).value
     shape = load_shape(model)
     counts = count_edges(shape.graph_shape(granularity))
     estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
-    n_params = estimate["n_params"]
-    typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
-               f"{shape.d_model}, d_head {shape.d_head}, "
-               f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
-               f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
-    typer.echo(f"parameters: about {_count(n_params)} in all ({_bytes(4 * n_params)} in fp32): "
-               f"{_count(shape.n_params)} in the blocks (the count `circuit zoo eval` gives) and "
-               f"{_count(n_params - shape.n_params)} in the embeddings and unembedding")
+    heads = f"{shape.n_heads} heads"
+    if shape.n_key_value_heads:
+        heads = f"{shape.n_heads} query heads, {shape.n_key_value_heads} key/value heads"
+    mlp = "attention only"
+    if shape.has_mlp:
+        mlp = f"{'gated ' if shape.mlp_kind == 'gated' else ''}d_mlp {shape.d_mlp}"
+    family = f" ({shape.architecture})" if shape.architecture else ""
+    typer.echo(f"model {model}{family}: {shape.n_layers} layers, {heads}, d_model "
+               f"{shape.d_model}, d_head {shape.d_head}, {mlp}, vocab {shape.d_vocab}, "
+               f"n_ctx {shape.n_ctx}")
+    if shape.features:
+        typer.echo(f"architecture: {'; '.join(shape.features)}")
+    total = shape.n_params_total
+    rest = ("the embeddings, unembedding, biases and norms" if shape.n_params_all is not None
+            else "the embeddings and unembedding")
+    zoo = "" if shape.architecture else " (the count `circuit zoo eval` gives)"
+    typer.echo(f"parameters: about {_count(total)} in all ({_bytes(4 * total)} in fp32): "
+               f"{_count(shape.n_params)} in the blocks' weight matrices{zoo} and "
+               f"{_count(total - shape.n_params)} in {rest}")
     typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
                f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
+    if shape.parallel_attn_mlp and shape.has_mlp:
+        typer.echo("parallel blocks: an MLP reads what its layer's heads read, not those heads")
     typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
                f"{counts['direct']:,} direct")
     for kind, n in counts["by_receiver"].items():

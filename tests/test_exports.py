@@ -124,6 +124,20 @@ def test_mib_round_trip(tmp_path, gpt2_circuit):
     assert to_mib(back, d_model=768) == json.loads(path.read_text())
 
 
+def test_mib_parallel_blocks_round_trip():
+    """Pythia-70m's shape: an MLP reads what its layer's heads read, in both graphs."""
+    shape = GraphShape(6, 8, True, parallel_attn_mlp=True)
+    circuit = random_circuit(shape, seed=5, p=0.05)
+    data = to_mib(circuit, d_model=512)
+    assert data["cfg"]["parallel_attn_mlp"] is True
+    assert len(data["edges"]) == mib_edge_count(6, 8, parallel_attn_mlp=True)
+    assert len(data["edges"]) == mib_edge_count(6, 8) - 6 * 8  # no a{l}.h*->m{l} edges
+    back = from_mib(json.loads(json.dumps(data)))
+    assert back.graph.shape == shape
+    residual = [e.index for e in back.graph.edges if e.kind == "residual"]
+    assert [back.kept[i] for i in residual] == [circuit.kept[i] for i in residual]
+
+
 def test_mib_head_granularity_is_written_as_q_k_and_v_edges():
     circuit = random_circuit(GraphShape(2, 2, True, "head"), seed=2, p=0.4)
     data = to_mib(circuit, d_model=16)
@@ -141,7 +155,9 @@ def test_mib_refuses_what_it_cannot_hold():
     with pytest.raises(GraphError, match="attention-only"):
         to_mib(attention_only, d_model=16)
     data = to_mib(random_circuit(GraphShape(2, 2, True)), d_model=16)
-    with pytest.raises(GraphError, match="parallel_attn_mlp"):
+    with pytest.raises(GraphError, match="parallel_attn_mlp is 'yes'"):
+        from_mib({**data, "cfg": {**data["cfg"], "parallel_attn_mlp": "yes"}})
+    with pytest.raises(GraphError, match=r"4 edge name.*parallel blocks.*'a0.h0->m0'"):
         from_mib({**data, "cfg": {**data["cfg"], "parallel_attn_mlp": True}})
     edges = dict(data["edges"])
     edges["a0.h0<q>->a0.h0"] = {"score": 0.0, "in_graph": True}

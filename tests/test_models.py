@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from acdc.errors import ModelError
-from acdc.core.configs import load_shape
+from acdc.core.shapes import load_shape
 from acdc.core.models import build_model, load_model, save_checkpoint
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)
@@ -76,8 +76,11 @@ def test_local_hugging_face_directory_loads_offline(tmp_path):
 
 
 def test_model_names(monkeypatch):
-    with pytest.raises(ModelError, match="unknown model 'gpt7'"):
-        load_shape("gpt7")
+    with monkeypatch.context() as online:  # the name is checked against TransformerLens' list
+        online.setattr("acdc.core.configs.hub_reachable", lambda: True)
+        online.setattr("acdc.core.models.hub_reachable", lambda: True)
+        with pytest.raises(ModelError, match="unknown model 'gpt7'"):
+            load_shape("gpt7")
 
     def no_network(*args, **kwargs):
         raise OSError("no route")

@@ -39,7 +39,7 @@ from acdc.errors import GraphError
 FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
-SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp")
+SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
 V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
                                    "metric_noise", "runtime_s", "partial")
 V1_REQUIRED: tuple[str, ...] = (
@@ -99,6 +99,8 @@ class Circuit:
             "n_layers": graph.n_layers,
             "n_heads": graph.n_heads,
             "has_mlp": graph.shape.has_mlp,
+            # written only for parallel blocks, so files of sequential models are unchanged
+            **({"parallel_attn_mlp": True} if graph.shape.parallel_attn_mlp else {}),
             "n_edges_total": len(graph.edges),
             "n_edges_kept": self.n_edges_kept,
             **counts,
@@ -147,9 +149,12 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     if granularity not in GRANULARITIES:
         raise GraphError(f"{source}: granularity {granularity!r} is not one of "
                          f"{', '.join(GRANULARITIES)}")
+    parallel = data.get("parallel_attn_mlp", False)
+    if not isinstance(parallel, bool):
+        raise GraphError(f"{source}: parallel_attn_mlp is {parallel!r}; it must be true or false")
     try:
         shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]),
-                           granularity)
+                           granularity, parallel)
     except (TypeError, ValueError):
         raise GraphError(f"{source}: n_layers and n_heads must be integers") from None
     graph = build_graph(shape)

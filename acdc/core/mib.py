@@ -25,9 +25,9 @@ two graphs do not share:
 - Granularity. MIB's heads have q, k and v inputs. A `head`-granularity circuit is written with
   each edge into a head as three edges (q, k and v) that share its score and kept flag; it reads
   back as a `qkv` circuit.
-- MLPs and parallel blocks. MIB's graph always has an MLP per layer, so a circuit of an
-  attention-only model cannot be written. This project's graph is sequential (MLP l reads the
-  heads of layer l): it writes `parallel_attn_mlp: false` and refuses a file that says `true`.
+- MLPs. MIB's graph always has an MLP per layer, so a circuit of an attention-only model
+  cannot be written. Parallel blocks (`parallel_attn_mlp`: MLP l reads what the heads of layer
+  l read, not their outputs) are the same graph in both projects, and carried both ways.
 - Node flags. A node is `in_graph` when it touches a kept residual edge (its q/k/v inputs
   count as the head); `logits` is always in the graph, as EAP-IG writes it. Reading ignores
   the node flags: the edges say which nodes a circuit uses.
@@ -59,13 +59,14 @@ CFG_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "parallel_attn_mlp", "d_mode
 SHOWN = 3  # unknown or missing edge names named in an error
 
 
-def mib_edge_count(n_layers: int, n_heads: int) -> int:
+def mib_edge_count(n_layers: int, n_heads: int, parallel_attn_mlp: bool = False) -> int:
     """The residual edges of MIB's graph of a model shape (32,491 for GPT-2 small).
 
     >>> mib_edge_count(12, 12)
     32491
     """
-    return count_edges(GraphShape(n_layers, n_heads, True))["residual"]
+    shape = GraphShape(n_layers, n_heads, True, parallel_attn_mlp=parallel_attn_mlp)
+    return count_edges(shape)["residual"]
 
 
 def _mib_edges(edge: Edge, graph: Graph) -> list[str]:
@@ -105,13 +106,14 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
     nodes = {name: {"in_graph": name in touched or name == "logits"}
              for name in graph.node_names() if "<" not in name}
     return {"cfg": {"n_layers": graph.n_layers, "n_heads": graph.n_heads,
-                    "parallel_attn_mlp": False, "d_model": d_model},
+                    "parallel_attn_mlp": graph.shape.parallel_attn_mlp, "d_model": d_model},
             "nodes": nodes, "edges": edges}
 
 
 def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
     """A `qkv` circuit from a MIB circuit file's dictionary, checked against the graph its
-    `cfg` describes: every residual edge must be there, and nothing else."""
+    `cfg` describes (sequential or parallel blocks): every residual edge must be there, and
+    nothing else."""
     cfg = data.get("cfg")
     if not isinstance(cfg, Mapping):
         raise GraphError(f"{source}: a MIB circuit file needs a 'cfg' object")
@@ -120,11 +122,12 @@ def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GraphError(f"{source}: cfg {key} is {value!r}; it must be a positive whole "
                              f"number")
-    if cfg.get("parallel_attn_mlp", False) is not False:
-        raise GraphError(f"{source}: cfg parallel_attn_mlp is {cfg.get('parallel_attn_mlp')!r}; "
-                         f"this project's graph is sequential (MLP l reads the heads of layer "
-                         f"l), so only parallel_attn_mlp false can be read")
-    graph = build_graph(GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]), True))
+    parallel = cfg.get("parallel_attn_mlp", False)
+    if not isinstance(parallel, bool):
+        raise GraphError(f"{source}: cfg parallel_attn_mlp is {parallel!r}; it must be true or "
+                         f"false")
+    graph = build_graph(GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]), True, "qkv",
+                                   parallel))
     entries = data.get("edges")
     if not isinstance(entries, Mapping):
         raise GraphError(f"{source}: a MIB circuit file needs an 'edges' object")
@@ -134,8 +137,9 @@ def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
     if unknown:
         direct = " (direct q/k/v edges are not part of a MIB file)" if any(
             name in graph.edge_index for name in unknown) else ""
+        blocks = "parallel blocks" if parallel else "MLPs"
         raise GraphError(f"{source}: {len(unknown)} edge name(s) not in the residual edges of a "
-                         f"{graph.n_layers}-layer {graph.n_heads}-head graph with MLPs: "
+                         f"{graph.n_layers}-layer {graph.n_heads}-head graph with {blocks}: "
                          f"{', '.join(map(repr, unknown[:SHOWN]))}{direct}")
     missing = [e.name for e in residual if e.name not in entries]
     if missing:

@@ -35,7 +35,9 @@ import torch
 
 from acdc.core.configs import (CHECKPOINT_CONFIG, CHECKPOINT_TOKENIZER, CHECKPOINT_WEIGHTS,
                                ModelShape, available_memory, check_checkpoint_config,
-                               check_reachable, hub_reachable, model_kind, read_config)
+                               check_reachable, checkpoint_shape, hub_reachable, model_kind,
+                               read_config)
+from acdc.core.hf_configs import hf_shape
 from acdc.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -141,9 +143,13 @@ class Tokenizer:
 def model_shape(cfg: Any) -> ModelShape:
     """The shape of a `HookedTransformerConfig`."""
     d_mlp = None if cfg.attn_only else cfg.d_mlp
+    n_kv = getattr(cfg, "n_key_value_heads", None)
     return ModelShape(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
         d_mlp=d_mlp, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, n_params=int(cfg.n_params or 0),
+        n_key_value_heads=None if n_kv in (None, cfg.n_heads) else n_kv,
+        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        mlp_kind="gated" if getattr(cfg, "gated_mlp", False) else "plain",
     )
 
 
@@ -283,8 +289,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     _check_device(device)
     kind = model_kind(spec)
-    if kind == "checkpoint":
-        _check_fits(spec, dtype)
+    if kind in ("checkpoint", "hf"):
+        _check_fits(spec, kind, dtype)
     elif kind == "name":
         check_reachable(spec)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
@@ -300,12 +306,13 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
 
 
-def _check_fits(spec: str, dtype: str) -> None:
-    """Refuse, before allocating, a checkpoint whose weights alone exceed the free memory."""
-    from acdc.core.configs import load_shape
-
-    shape = load_shape(spec)
-    needed = shape.n_params_total * DTYPES[dtype].itemsize
+def _check_fits(spec: str, kind: str, dtype: str) -> None:
+    """Refuse, before allocating, a model whose weights alone exceed the free memory (and,
+    for a Hugging Face directory, a mixture-of-experts, encoder-decoder or unknown family)."""
+    path = Path(spec) / CHECKPOINT_CONFIG
+    config = read_config(path)
+    shape = hf_shape(config, str(path)) if kind == "hf" else checkpoint_shape(config, str(path))
+    needed = shape.n_params_loaded * DTYPES[dtype].itemsize
     free = available_memory()
     if free is not None and needed > free:
         raise ModelError(f"{spec}: its weights alone need about {needed / 2**30:.1f} GiB in "

@@ -4,7 +4,7 @@
   score and `in_graph`). It needs the model's `d_model`, which a circuit does not hold: it is
   taken from `--d-model` when given, else from a MIB file's own `cfg`, else from the
   configuration of the run's model (`run.yaml` beside the circuit, else the circuit's `model`),
-  read without loading weights (`acdc.core.configs.load_shape`: a checkpoint's `config.json`, a
+  read without loading weights (`acdc.core.shapes.load_shape`: a checkpoint's `config.json`, a
   local Hugging Face directory, or a TransformerLens name when online or cached). When none of
   these can be read the export stops and says to pass `--d-model`.
 - `graphml`: the whole graph through networkx (`Graph.to_networkx`), every edge with its `name`,
@@ -92,7 +92,7 @@ def find_d_model(circuit_path: Path, circuit: Circuit) -> int:
     if model is None:
         raise AcdcError(f"{circuit_path}: names no model and has no {RUN_FILE} beside it, so "
                         f"d_model is unknown; {hint}")
-    from acdc.core.configs import load_shape
+    from acdc.core.shapes import load_shape
 
     try:
         shape = load_shape(model)
@@ -100,10 +100,10 @@ def find_d_model(circuit_path: Path, circuit: Circuit) -> int:
         raise AcdcError(f"cannot read d_model from the run's model {model!r} ({error}); "
                         f"{hint}") from None
     graph = circuit.graph
-    if (shape.n_layers, shape.n_heads) != (graph.n_layers, graph.n_heads):
+    if shape.graph_shape(graph.granularity) != graph.shape:
         raise AcdcError(f"the run's model {model!r} has {shape.n_layers} layers and "
                         f"{shape.n_heads} heads, the circuit {graph.n_layers} and "
-                        f"{graph.n_heads}; {hint}")
+                        f"{graph.n_heads} (or they differ in MLPs or parallel blocks); {hint}")
     return shape.d_model
 
 
