@@ -378,6 +378,16 @@ def test_evaluate_and_compare_read_mib_files(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_discover_draws_widths_unless_told_not_to(run_dir, tmp_path):
+    task = run_dir.parent / "tiny.yaml"
+    for flags, expected in (((), True), (("--no-score-width",), False)):
+        out = tmp_path / f"run{len(flags)}"
+        result = invoke("discover", "--task", task, "--out", out, "--quiet", "--no-render",
+                        *flags)
+        assert result.exit_code == 0, result.output
+        assert ("penwidth" in (out / "circuit.dot").read_text()) is expected
+
+
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` missing (apt-get install -y graphviz)")
 def test_render_draws_widths_unless_told_not_to(run_dir, tmp_path):
     def stroke_widths(path: Path) -> set[str]:
