@@ -3,10 +3,12 @@
 Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
-alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `evaluate` (a
-circuit's faithfulness and its complement: evaluation.json, curves), `compare` (two circuits, or
-circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the
-project's own small models). The library does the work; commands parse, call and print.
+alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `export` (a circuit as
+a MIB circuit file, GraphML or CSV), `report` (one self-contained HTML page of a run or a
+sweep), `evaluate` (a circuit's faithfulness and its complement: evaluation.json, curves),
+`compare` (two circuits, or circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and
+`zoo train|eval` (the project's own small models). The library does the work; commands parse,
+call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -165,6 +167,9 @@ OutOption = Annotated[Path | None, typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
 NoRenderOption = Annotated[bool, typer.Option(
     "--no-render", help="Write circuit.dot but not circuit.svg.")]
+NoScoreWidthOption = Annotated[bool, typer.Option(
+    "--no-score-width", help="Draw every edge at one width (by default a scored circuit's "
+                             "edges are as wide as their |score|).")]
 ResumeOption = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Continue the interrupted run in DIR: its settings and decisions come "
                         "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
@@ -180,7 +185,8 @@ def discover(
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
     candidates: CandidatesOption = 0, max_memory: MaxMemoryOption = None,
     out: OutOption = None, quiet: QuietOption = False,
-    no_render: NoRenderOption = False, resume: ResumeOption = None,
+    no_render: NoRenderOption = False, no_score_width: NoScoreWidthOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Find the circuit of a task: run a discovery method (ACDC by default), write
     circuit.json, circuit.dot/.svg, run.yaml and decisions.jsonl (the log that `--resume`
@@ -214,7 +220,8 @@ def discover(
         except KeyboardInterrupt:
             _err(_interrupted_early(job, interrupts))
             raise typer.Exit(interrupts.exit_code) from None
-        written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
+        written = pipeline.write_outputs(job, outcome, render_svg=not no_render,
+                                         score_width=not no_score_width)
     _summarize(job, outcome.circuit, written, interrupts)
 
 
@@ -560,18 +567,87 @@ def render(
         bool,
         typer.Option("--all-edges", help="Draw removed edges too (light grey, dotted)."),
     ] = False,
+    no_score_width: NoScoreWidthOption = False,
 ) -> None:
-    """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
+    """Re-draw a saved circuit (circuit.json or a MIB circuit file) as SVG, PNG or DOT
+    (without the model)."""
     from acdc.core.circuit import load_circuit
     from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
 
     file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
-    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
+    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit),
+                    score_width=not no_score_width)
     target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
     written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
+
+
+# --------------------------------------------------------------------------- export
+
+
+class ExportFormat(str, Enum):
+    mib = "mib"
+    graphml = "graphml"
+    csv = "csv"
+
+
+@app.command()
+@user_errors
+def export(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR_OR_CIRCUIT_JSON",
+        help="A run directory written by `circuit discover`, a circuit.json or a MIB circuit "
+             "file.")],
+    format: Annotated[ExportFormat, typer.Option(
+        "--format", "-f", help="mib: the MIB circuit track's JSON (residual edges, score and "
+                               "in_graph); graphml: the graph with kept flags and scores "
+                               "(networkx); csv: one row per edge.")],
+    out: Annotated[Path | None, typer.Option(
+        help="File to write. Default: beside the circuit, <stem>.mib.json, .graphml or "
+             ".csv.")] = None,
+    d_model: Annotated[int | None, typer.Option(
+        min=1, help="mib: the model's d_model. Default: from the run's model configuration "
+                    "(run.yaml beside the circuit, else the circuit's model).")] = None,
+) -> None:
+    """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
+    from acdc.export.formats import export_circuit
+
+    written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
+    typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges "
+               f"kept)")
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@user_errors
+def report(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_OR_SWEEP_DIR",
+        help="A run directory (`circuit discover`), a sweep directory (tau-<threshold>/ run "
+             "directories, sweep.json), or a circuit file.")],
+    out: Annotated[Path | None, typer.Option(
+        help="HTML file to write. Default: report.html in the directory (beside a circuit "
+             "file: <name>.html).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Sweep: the threshold whose circuit is drawn and listed. Default: the middle one "
+             "of the sweep's thresholds.")] = None,
+    comparison: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="A `circuit compare` output directory to include (comparison.json, "
+                            "roc.json and their drawings); repeat for several. Default: those "
+                            "found in the directory and its subdirectories.")] = None,
+    no_score_width: NoScoreWidthOption = False,
+) -> None:
+    """Write one self-contained HTML page about a run or a sweep: settings, the circuit
+    drawing, metrics, faithfulness, sweep and ROC plots, and a sortable table of edges."""
+    from acdc.export.report import write_report
+
+    written = write_report(target, out, threshold=threshold, comparisons=comparison,
+                           score_width=not no_score_width)
+    typer.echo(f"wrote {written}")
 
 
 # --------------------------------------------------------------------------- compare

@@ -454,14 +454,16 @@ def precision_warning(dtype: Any, device: str) -> str | None:
 # --------------------------------------------------------------------------- outputs
 
 
-def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[Path]:
-    """Write `circuit.json`, `circuit.dot` (and `.svg`) and `run.yaml` into the run's
-    directory; return every file the run wrote, its journal included."""
+def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True,
+                  score_width: bool = True) -> list[Path]:
+    """Write `circuit.json`, `circuit.dot` (and `.svg`; edge widths by |score| unless
+    `score_width` is False) and `run.yaml` into the run's directory; return every file the run
+    wrote, its journal included."""
     from acdc.export.dot import circuit_title, render, to_dot
 
     out_dir, circuit = run.out_dir, outcome.circuit
     written = [write_circuit(circuit, out_dir / CIRCUIT_JSON)]
-    source = to_dot(circuit, title=circuit_title(circuit))
+    source = to_dot(circuit, title=circuit_title(circuit), score_width=score_width)
     written.append(render(source, out_dir / "circuit.dot", "dot"))
     if render_svg:
         svg = render(source, out_dir / "circuit.svg", "svg")

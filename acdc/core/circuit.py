@@ -13,7 +13,8 @@ rebuilt without the model), edge counts, the circuit's nodes, EVERY edge of the 
 order with its kept flag and score, then the results. `from_json` dispatches on the format tag
 (`circuit/1` is the only one so far; a later format adds a reader and keeps this one) and
 checks the file against the rebuilt graph, so a file from another graph shape or a hand-edited
-edge list is refused in one line.
+edge list is refused in one line. A MIB circuit file (the benchmark's format, which has no tag:
+`cfg`, `nodes` and `edges` objects) is read by `acdc.core.mib`.
 
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 2, False))
@@ -114,10 +115,14 @@ class Circuit:
         """A circuit from a `circuit.json` dictionary, checked against the rebuilt graph."""
         if not isinstance(data, dict):
             raise GraphError(f"{source}: not a circuit file (expected a JSON object)")
-        reader = READERS.get(data.get("format"))  # type: ignore[arg-type]
+        tag = data.get("format")
+        if tag is None and {"cfg", "nodes", "edges"} <= data.keys():
+            tag = "mib"  # MIB's files carry no tag
+        reader = READERS.get(tag)  # type: ignore[arg-type]
         if reader is None:
-            raise GraphError(f"{source}: format is {data.get('format')!r}, expected one of "
-                             f"{', '.join(map(repr, READERS))} (write it with `circuit discover`)")
+            raise GraphError(f"{source}: format is {data.get('format')!r}, expected "
+                             f"{FORMAT!r} (written by `circuit discover`) or a MIB circuit file "
+                             f"(cfg, nodes and edges)")
         return reader(data, source)
 
 
@@ -179,11 +184,18 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     return Circuit(graph, tuple(kept), tuple(scores), settings, results)
 
 
-READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1}
+def _read_mib(data: dict[str, Any], source: str) -> Circuit:
+    from acdc.core.mib import from_mib  # it builds on this module
+
+    return from_mib(data, source)
+
+
+READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,
+                                                                "mib": _read_mib}
 
 
 def load_circuit(path: str | Path) -> Circuit:
-    """Read a `circuit.json` written by `circuit discover`."""
+    """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

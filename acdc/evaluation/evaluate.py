@@ -189,7 +189,11 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
     if curve and all(score is None for score in circuit.scores):
         raise AcdcError(f"{circuit_path}: no edge has a score, so there is no ranking to draw a "
                         f"curve from; leave out --curve")
-    out = Path(out) if out is not None else circuit_path.parent / EVALUATION_JSON
+    if out is None:  # a MIB file exported into a run directory keeps the run's own results
+        out = circuit_path.parent / (EVALUATION_JSON if circuit.settings.get("method") != "mib"
+                                     else circuit_path.name.removesuffix(".json")
+                                     + f".{EVALUATION_JSON}")
+    out = Path(out)
     if out.is_dir():
         raise AcdcError(f"--out {out}: is a directory; give the JSON file to write")
     same = task is None and ablation == settings.get("ablation", ablation) and (
