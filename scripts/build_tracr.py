@@ -69,6 +69,7 @@ class Program:
     vocab: tuple
     threshold: float
     description: str
+    components: str  # what each head and MLP computes, for the model card
 
 
 PROGRAMS = {
@@ -80,7 +81,13 @@ PROGRAMS = {
         "reverse_selector = Select(indices, opp_idx, EQ)\n"
         "reverse = Aggregate(reverse_selector, tokens)        # lib.make_reverse(tokens)",
         (1, 2, 3), 0.001,
-        "tracr reverse: the 6 permutations of (1, 2, 3) after BOS, reversed (zero ablation, L2)"),
+        "tracr reverse: the 6 permutations of (1, 2, 3) after BOS, reversed (zero ablation, L2)",
+        "a0.h0 attends to every position and BOS alike (`Select(..., TRUE)`: its query and key "
+        "do not matter) and reads the BOS indicator in its value, so it writes 1 / (length + 1); "
+        "m0 turns that into `length`. m1 computes `length - indices`, m2 subtracts 1 (`opp_idx`). "
+        "a3.h0 attends from each position to the position `opp_idx` (query: m2's output; key: "
+        "the positions) and copies its token (value: the tokens) into the output directions. "
+        "The attention of layers 1 and 2 and m3 are empty."),
     "proportion": Program(
         "proportion", "proportion of \"x\" so far",
         "bools = numerical(tokens == \"x\")\n"
@@ -88,7 +95,11 @@ PROGRAMS = {
         "frac_prevs = numerical(Aggregate(prevs, bools, default=0))   # lib.make_frac_prevs",
         ("w", "x", "y", "z"), 0.001,
         "tracr proportion: the fraction of \"x\" so far, 50 strings over {w, x, y, z} after BOS "
-        "(zero ablation, L2)"),
+        "(zero ablation, L2)",
+        "m0 computes `tokens == \"x\"` as a number (1 or 0). a1.h0 attends from each position to "
+        "itself and every earlier one (query and key: the positions; `Select(indices, indices, "
+        "LEQ)`) and averages m0's output (value), which is the fraction of x so far, written to "
+        "the one output direction. a0.h0 and m1 are empty."),
 }
 
 
@@ -312,8 +323,17 @@ def card(name: str, program: Program, compiled, config: dict, outputs: list[str]
          checks: dict, n_params: int) -> str:
     import jax
 
+    import textwrap
+
     labels = [str(label) for label in compiled.residual_labels]
     out_dims = ", ".join(f"{label} (dimension {labels.index(label)})" for label in outputs)
+
+    def wrap(text: str) -> list[str]:
+        return textwrap.wrap(text, 96, break_on_hyphens=False)
+
+    canonical = (ROOT / "acdc" / "evaluation" / "canonical" / f"tracr-{name}.txt")
+    edges = [line for line in canonical.read_text().splitlines()
+             if line and not line.startswith("#")] if canonical.is_file() else []
     lines = [
         f"# `tracr-{name}`: the ACDC paper's tracr model that computes \"{program.title}\"",
         "",
@@ -327,25 +347,41 @@ def card(name: str, program: Program, compiled, config: dict, outputs: list[str]
         program.rasp,
         "```",
         "",
-        f"Compiled with `compile_rasp_to_model(program, vocab={set(program.vocab)}, max_seq_len={MAX_SEQ_LEN},",
+        f"Compiled with `compile_rasp_to_model(program, vocab={{{', '.join(map(repr, program.vocab))}}}, max_seq_len={MAX_SEQ_LEN},",
         f"compiler_bos=\"{BOS}\")` (tracr-pypi 1.0.0, jax {jax.__version__}).",
         "",
         "## Architecture",
         "",
-        f"{config['n_layers']} layers, {config['n_heads']} head per layer, d_model {config['d_model']}, "
-        f"d_head {config['d_head']}, ReLU MLPs of width {config['d_mlp']}, no LayerNorm, "
-        f"**bidirectional** attention, positions 0-{config['n_ctx'] - 1} (position 0 is BOS). "
-        f"{n_params:,} parameters. Layers the program does not use have all-zero weights "
-        f"(tracr's compiler places each RASP operation in a fixed layer).",
+        *wrap(f"{config['n_layers']} layers, {config['n_heads']} head per layer, d_model "
+              f"{config['d_model']}, d_head {config['d_head']}, ReLU MLPs of width {config['d_mlp']}, "
+              f"no LayerNorm, **bidirectional** attention (`attention_dir: bidirectional`), "
+              f"positions 0-{config['n_ctx'] - 1} (position 0 is BOS), {n_params:,} parameters. "
+              f"Layers the program does not use have all-zero weights (tracr's compiler places "
+              f"each RASP operation in a fixed layer)."),
         "",
-        f"Vocabulary (token ids): {vocab_line(compiled)}. The tasks give token ids: this model has",
-        "no tokenizer. Every prompt starts with BOS and has the same length (tracr's pad token is",
-        "not masked, so never use it).",
+        *wrap(f"Vocabulary (token ids): {vocab_line(compiled)}. The tasks give token ids: this "
+              f"model has no tokenizer. Every prompt starts with BOS and all have the same length "
+              f"(tracr's pad token is not masked, and the engine refuses prompts of different "
+              f"lengths on a bidirectional model)."),
         "",
-        f"Output: {len(outputs)} logit(s), read from the residual stream by tracr's labels: "
-        f"{out_dims}. The unembedding is 1 at those dimensions and 0 elsewhere, so the logits are "
-        f"exactly tracr's output" + (" (the argmax is the output token)." if len(outputs) > 1
-                                   else " (the fraction itself, not a distribution)."),
+        *wrap(f"Output: {len(outputs)} logit(s), read from the residual stream by tracr's labels: "
+              f"{out_dims}. The unembedding is 1 at those dimensions and 0 elsewhere, so the logits "
+              f"are exactly tracr's output" + (" (the argmax is the output token)." if len(outputs) > 1
+                                               else " (the fraction itself, not a distribution).")),
+        "",
+        "## What each component computes, and the circuit",
+        "",
+        *wrap(program.components),
+        "",
+        *wrap(f"The canonical circuit (`--reference tracr-{name}`, {len(edges)} edges): "
+              + ", ".join(f"`{e}`" for e in edges) + "."),
+        "",
+        *wrap(f"`circuit discover --task tracr-{name}` (zero ablation, metric `l2`, threshold "
+              f"{program.threshold:g}) returns exactly this circuit, and so does every threshold "
+              f"from 1e-6 to 0.1 (tests/test_tracr.py runs 1e-5, 1e-4, 1e-3 and 1e-2 and builds "
+              f"their ROC: area 1). With corrupt ablation ACDC keeps a part of it: the corrupted "
+              f"prompts are permutations of the clean ones, so what they share (the length, the "
+              f"positions) needs no edge."),
         "",
         "Residual stream, dimension by dimension:",
         "",
@@ -353,9 +389,10 @@ def card(name: str, program: Program, compiled, config: dict, outputs: list[str]
         "",
         "## Conversion check",
         "",
-        f"Every clean and corrupted prompt of the task ({checks['numpy']['prompts']} sequences) through "
-        "tracr's own forward and through the converted weights; maximum absolute differences of the "
-        "residual stream after every attention and MLP sublayer, and of the output:",
+        *wrap(f"Every clean and corrupted prompt of the task ({checks['numpy']['prompts']} "
+              "sequences) through tracr's own forward and through the converted weights; maximum "
+              "absolute differences of the residual stream after every attention and MLP "
+              "sublayer, and of the output:"),
         "",
         "| converted model run by | residuals | output | decoded outputs equal |",
         "|---|---|---|---|",
