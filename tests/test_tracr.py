@@ -57,7 +57,7 @@ def canonical_names(name: str, graph) -> set[str]:
 
 
 def test_bundled_tracr_models_load(bundled):
-    for name, (model, task, spec) in bundled.items():
+    for name, (model, _, spec) in bundled.items():
         assert Path(spec.model).resolve() == model_dir(name).resolve()
         cfg = model.model.cfg
         assert cfg.attention_dir == "bidirectional"
@@ -66,7 +66,8 @@ def test_bundled_tracr_models_load(bundled):
         assert (spec.metric, spec.ablation) == ("l2", "zero")
         assert model.shape.graph_shape() == canonical_spec(name).shape
     reverse, proportion = bundled["tracr-reverse"][0], bundled["tracr-proportion"][0]
-    assert (reverse.shape.n_layers, reverse.shape.d_model, reverse.model.cfg.d_vocab_out) == (4, 41, 3)
+    assert (reverse.shape.n_layers, reverse.shape.d_model,
+            reverse.model.cfg.d_vocab_out) == (4, 41, 3)
     assert (proportion.shape.n_layers, proportion.shape.d_model,
             proportion.model.cfg.d_vocab_out) == (2, 14, 1)
 
@@ -98,7 +99,7 @@ def test_proportion_is_the_running_fraction_of_x(bundled):
     assert torch.allclose(logits[:, 1:, 0].double(), expected, atol=1e-5)
     # the task: 50 distinct strings after BOS, every corrupted row another prompt's clean row
     assert len(task.clean) == 50 == len({tuple(c) for c in task.clean})
-    assert all(c != k and k in task.clean for c, k in zip(task.clean, task.corrupt))
+    assert all(c != k and k in task.clean for c, k in zip(task.clean, task.corrupt, strict=True))
     assert all(p == [1, 2, 3, 4] for p in task.positions)
 
 
@@ -147,7 +148,8 @@ def test_corrupt_ablation_finds_a_smaller_circuit(bundled):
     part of the canonical circuit, never more (EVALUATION.md section 7: expected)."""
     for name in NAMES:
         model, task, spec = bundled[name]
-        circuit = run_acdc(model, task, CommonSettings("l2", "corrupt"), AcdcSettings(spec.threshold))
+        circuit = run_acdc(model, task, CommonSettings("l2", "corrupt"),
+                           AcdcSettings(spec.threshold))
         kept, canonical = edge_names(circuit), canonical_names(name, circuit.graph)
         assert kept and kept < canonical
 
@@ -176,8 +178,9 @@ def test_cli_discover_then_compare_against_the_canonical_circuit(tmp_path):
     runner = CliRunner()
     sweep = tmp_path / "sweep"
     for threshold in ("1e-05", "0.001", "0.01"):
+        out = sweep / f"tau-{threshold}"
         result = runner.invoke(app, ["discover", "--task", "tracr-proportion", "--quiet",
-                                     "--threshold", threshold, "--out", str(sweep / f"tau-{threshold}")])
+                                     "--threshold", threshold, "--out", str(out)])
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["compare", str(sweep / "tau-0.001"), "--reference",
                                  "tracr-proportion", "--out", str(tmp_path / "one"), "--no-render"])

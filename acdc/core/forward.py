@@ -2,8 +2,9 @@
 
 Every computation the project makes with a model's weights is written here once: the token
 and position embedding, LayerNorm / RMSNorm, the per-head query, key and value projections,
-attention (causal, or bidirectional as in tracr's compiled models), the head outputs `z @ W_O`, the MLP and the unembedding. The three callers
-differ only in what they feed these functions:
+attention (causal, or bidirectional as in tracr's compiled models), the head outputs
+`z @ W_O`, the MLP and the unembedding. The three callers differ only in what they feed these
+functions:
 
 - `full_forward`: the ordinary forward pass (the residual stream is a running sum), returning
   logits and every attention pattern; the zoo reads attention through it, with no hook names.

@@ -261,7 +261,8 @@ class PatchedModel:
         if self.ablated_qkv is not None:
             qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
         q, k, v = qkv
-        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)  # [heads, batch, pos, dh]
+        # [heads, batch, pos, d_head]
+        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         out = forward.head_outputs(lw, z)
         heads = out.shape[0]

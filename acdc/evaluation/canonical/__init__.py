@@ -252,8 +252,8 @@ def tracr_proportion_rules(graph: Graph) -> list[Rule]:
     ]
 
 
-TRACR_SOURCE = ("the program compiled by tracr (Lindner et al. 2023), the ACDC paper's ground truth",
-                "(Conmy et al. 2023, section 4; the authors' edge list in their repository,",
+TRACR_SOURCE = ("the program compiled by tracr (Lindner et al. 2023), the ACDC paper's ground",
+                "truth (Conmy et al. 2023, section 4; the authors' edge list in their repository,",
                 "acdc/tracr_task/utils.py, with token and position embeddings as one `input`",
                 "node), restated from shared/EVALUATION.md section 7.")
 
