@@ -664,7 +664,8 @@ def compare(
     reference: Annotated[str | None, typer.Option(
         "--reference", "-r", metavar="REF",
         help="The circuit to score against: a circuit.json, an edge-list file (one edge a line, "
-             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2.")] = None,
+             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2, tracr-reverse, "
+             "tracr-proportion.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Output directory. Default: runs/compare-<YYYYmmdd-HHMMSS>/.")] = None,
     no_render: NoRenderOption = False,

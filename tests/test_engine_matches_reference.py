@@ -82,6 +82,19 @@ CASES = [
     Case("mlp3", "nll", candidates=5, low_rank=True, window=True),
     Case("mlp3", last_only=True),
     Case("attn2", "logit_diff", candidates=4, last_only=True),
+    # bidirectional attention: every position reads every other, so no window
+    Case("bidir_attn2"),
+    Case("bidir_attn2", ablation="zero"),
+    Case("bidir_attn2", "logit_diff", granularity="head"),
+    Case("bidir_attn2", ablation="zero", granularity="head", candidates=5, low_rank=True),
+    Case("bidir_mlp3"),
+    Case("bidir_mlp3", "l2", "zero"),
+    Case("bidir_mlp3", ablation="zero", granularity="head"),
+    Case("bidir_mlp3", "logit_diff", granularity="head", candidates=8, low_rank=True),
+    Case("bidir_attn2", window=True),
+    Case("bidir_mlp3", "l2", "zero", window=True),
+    Case("bidir_mlp3", "nll", candidates=3, window=True),
+    Case("bidir_attn2", "logit_diff", last_only=True),
 ]
 QUANTILES = (0.3, 0.7)
 

@@ -15,6 +15,9 @@ CONFIGS = {
                          d_mlp=48, normalization_type=None, act_fn="relu"),
     "rms-gated": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, d_mlp=64,
                       normalization_type="RMS", gated_mlp=True, act_fn="silu"),
+    "bidirectional": dict(n_layers=2, d_model=24, n_heads=3, d_head=8, n_ctx=16, d_vocab=50,
+                          d_mlp=48, normalization_type=None, act_fn="relu",
+                          attention_dir="bidirectional"),
 }
 
 
@@ -129,6 +132,32 @@ def test_changing_positions_span_first_difference_to_last_metric_position():
     assert changing_positions(delta, torch.tensor([9, 2, 7])) == (2, 9)
     # nothing differs: from the first metric position on
     assert changing_positions(torch.zeros(3, 2, 10, 4), torch.tensor([5, 7])) == (5, 7)
+
+
+def test_changing_positions_are_every_position_under_bidirectional_attention():
+    """Later keys reach the metric positions and earlier queries read later keys: with
+    bidirectional attention no position is left out, whatever delta and the positions say."""
+    from acdc.methods.acdc.propagation import changing_positions
+
+    delta = torch.zeros(3, 2, 10, 4)
+    delta[1, 0, 8] = 1.0
+    assert changing_positions(delta, torch.tensor([8, 7]), causal=False) == (0, 9)
+
+
+def test_bidirectional_attention_refuses_prompts_of_different_lengths():
+    """The padding of a shorter prompt would be read by every query of a bidirectional model."""
+    from acdc.core.patching import task_tensors
+    from acdc.core.tasks import Task
+    from acdc.errors import TaskError
+
+    task = Task(name="ragged", description="", source="test", model=None, metric="kl",
+                threshold=0.1, ablation="corrupt", seed=0, clean=[[1, 2, 3], [1, 2]],
+                corrupt=[[3, 2, 1], [2, 1]], positions=[[2], [1]], answers=None,
+                wrong_answers=None)
+    clean = task_tensors(task, "cpu")[0]  # causal: right-padded
+    assert clean.tolist() == [[1, 2, 3], [1, 2, 0]]
+    with pytest.raises(TaskError, match="prompts of 2 to 3 tokens.*bidirectional"):
+        task_tensors(task, "cpu", causal=False)
 
 
 def test_set_edges_sets_what_set_edge_sets(tiny_models, tiny_tasks):

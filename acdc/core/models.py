@@ -453,8 +453,8 @@ def check_supported(cfg: Any, source: str) -> None:
         problems.append("parallel attention and MLP")
     if cfg.n_key_value_heads not in (None, cfg.n_heads):
         problems.append("grouped-query attention")
-    if cfg.attention_dir != "causal":
-        problems.append(f"attention_dir {cfg.attention_dir!r}")
+    if cfg.attention_dir not in ("causal", "bidirectional"):
+        problems.append(f"attention_dir {cfg.attention_dir!r} (only 'causal' and 'bidirectional')")
     if getattr(cfg, "use_normalization_before_and_after", False):
         problems.append("normalization after each sublayer")
     if (getattr(cfg, "attn_scores_soft_cap", -1) > 0
@@ -512,6 +512,7 @@ class Weights:
     act: Any  # the MLP activation, a fused equivalent of the model's
     n_heads: int
     attn_only: bool
+    causal: bool = True  # attention_dir "causal"; False: "bidirectional" (every key, every query)
 
 
 def extract_weights(model) -> Weights:
@@ -552,5 +553,5 @@ def extract_weights(model) -> Weights:
         normalization=cfg.normalization_type, eps=cfg.eps,
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
         act=None if cfg.attn_only else ACTIVATIONS[cfg.act_fn],
-        n_heads=cfg.n_heads, attn_only=cfg.attn_only,
+        n_heads=cfg.n_heads, attn_only=cfg.attn_only, causal=cfg.attention_dir == "causal",
     )

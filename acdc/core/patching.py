@@ -36,6 +36,7 @@ from acdc.core import forward
 from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.models import Weights
+from acdc.errors import TaskError
 
 if TYPE_CHECKING:
     from acdc.core.tasks import Task
@@ -80,7 +81,7 @@ class PatchedModel:
         dtype, device = weights.W_E.dtype, weights.W_E.device
         batch, n_pos = clean_tokens.shape
         d_model = weights.W_E.shape[1]
-        self.causal_mask = forward.causal_mask(n_pos, dtype, device)
+        self.attention_mask = forward.attention_mask(weights, n_pos, dtype, device)
 
         # Biases every receiver reads: b_O and b_out of every earlier sublayer.
         self.bias_heads, self.bias_mlp = [], []
@@ -275,7 +276,8 @@ class PatchedModel:
         if self.ablated_qkv is not None:
             qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
         q, k, v = qkv
-        z = forward.attend(q, k, v, self.w.attn_scale, self.causal_mask)  # [heads, batch, pos, dh]
+        # [heads, batch, pos, d_head]
+        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         out = forward.head_outputs(lw, z)
         heads = out.shape[0]
@@ -300,10 +302,19 @@ class PatchedModel:
         return forward.unembed(self.w, x)
 
 
-def task_tensors(task: Task, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+def task_tensors(task: Task, device: torch.device | str,
+                 causal: bool = True) -> tuple[torch.Tensor, ...]:
     """Right-padded clean and corrupt tokens and the flattened metric positions (prompt index,
-    position): the layout `PatchedModel` takes."""
+    position): the layout `PatchedModel` takes.
+
+    Causal attention never reads the padding (it comes after every real token); bidirectional
+    attention (`causal` False) would, so there the prompts must all have one length."""
     width = max(len(p) for p in task.clean)
+    if not causal and any(len(p) != width for p in task.clean):
+        lengths = sorted({len(p) for p in task.clean})
+        raise TaskError(f"task {task.name}: prompts of {lengths[0]} to {lengths[-1]} tokens; a "
+                        f"model with bidirectional attention would read the padding of the "
+                        f"shorter ones, so give every prompt the same length")
 
     def pad(rows: list[list[int]]) -> torch.Tensor:
         return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)

@@ -411,7 +411,7 @@ class CircuitEvaluator:
                 raise AcdcError(_unsupported(name, task.name, allowed))
         self.metrics = [name for name in METRICS if name in chosen]
         with torch.inference_mode():
-            clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
+            clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
             self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
                                         ablation)
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)

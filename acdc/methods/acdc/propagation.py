@@ -73,12 +73,20 @@ def _sender_index(edge: Edge) -> int:
     return edge.sender.index
 
 
-def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor) -> tuple[int, int]:
+def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor,
+                       causal: bool = True) -> tuple[int, int]:
     """The positions that removing edges can change, as a range: from the first where some
     sender's clean and ablated outputs differ (`delta`: before it every input is the same in
     every circuit; greater-than's prompts differ from position 8 of 13) to the last metric
     position (attention is causal: later positions reach no metric position). Every metric
-    position is in the range, even one before any difference."""
+    position is in the range, even one before any difference.
+
+    Under bidirectional attention every position reads every other: a later position's keys
+    and values reach the metric positions, and an earlier position whose clean and ablated
+    outputs agree can still change in a circuit (its queries read the later keys). The range
+    is then the whole sequence."""
+    if not causal:
+        return 0, delta.shape[2] - 1
     first, last = int(metric_positions.min()), int(metric_positions.max())
     for position in range(first):  # one position at a time: no full-size temporary
         if bool((delta[:, :, position] != 0).any()):
@@ -93,7 +101,7 @@ class IncrementalPatcher:
         self.pm = patched
         self.graph: Graph = patched.graph
         self.w = patched.w
-        self.first, self.last = changing_positions(patched.delta, patched.pos_index)
+        self.first, self.last = changing_positions(patched.delta, patched.pos_index, self.w.causal)
         self.window = slice(self.first, self.last + 1)
         # Committed sender deltas over the window (a view: shared with pm, which is not run
         # again until the end); "every position" below means every position of the window.
@@ -131,8 +139,9 @@ class IncrementalPatcher:
                             for i in range(3)}
         # receiver -> kept senders, on device (None: it keeps none)
         self._index_cache: dict[int, torch.Tensor | None] = {}
+        # keys after each metric position (None: bidirectional attention reads them all)
         self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
-                       > self.grid_index[:, None])  # keys after each metric position
+                       > self.grid_index[:, None]) if self.w.causal else None
         self.needs_all = [True] * len(g.senders)
         self.stage: tuple[int, int] | None = None
         # Committed input of receivers, at the positions they are read, kept up to date on
@@ -346,7 +355,7 @@ class IncrementalPatcher:
                 ) -> torch.Tensor:
         """z over the window (all_positions) or at the metric positions only."""
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
-            mask = self.pm.causal_mask[self.window, :self.last + 1]
+            mask = self.pm.attention_mask[self.window, :self.last + 1]
             return forward.attend(q, k, v, self.w.attn_scale, mask)
         return forward.attend_at(q, k, v, self.w.attn_scale, self.pos_batch, self.future)
 

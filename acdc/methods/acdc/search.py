@@ -112,7 +112,7 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     weights = extract_weights(model.model)
     device = weights.W_E.device
     with torch.inference_mode():
-        clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
+        clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
         patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
                                common.ablation)
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
