@@ -57,6 +57,8 @@ class Granularity(str, Enum):
 class Ablation(str, Enum):
     corrupt = "corrupt"
     zero = "zero"
+    mean = "mean"
+    mean_positional = "mean-positional"
 
 
 class Dtype(str, Enum):
@@ -134,8 +136,9 @@ ThresholdOption = Annotated[float | None, typer.Option(
 MetricOption = Annotated[str | None, typer.Option(
     help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl).")]
 AblationOption = Annotated[Ablation | None, typer.Option(
-    help="What a removed edge carries: the corrupted run's value, or zero. Default: the "
-         "task's.")]
+    help="What a removed edge carries: the corrupted run's value, zero, or the sender's "
+         "output averaged over the corrupted prompts' tokens (mean) or per position "
+         "(mean-positional). Default: the task's.")]
 GranularityOption = Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)]
 AbsOption = Annotated[bool, typer.Option(
     "--abs", help="Remove an edge when |metric change| < tau (the paper's default is the "

@@ -31,7 +31,7 @@ from acdc.core.circuit import Circuit, score_or_none
 from acdc.core.graph import Edge, Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.models import extract_weights
-from acdc.core.patching import PatchedModel, Stage
+from acdc.core.patching import PatchedModel, Stage, task_tensors
 from acdc.core.settings import UNRECORDED, CommonSettings, settings_record
 from acdc.errors import AcdcError
 from acdc.methods.acdc import candidates
@@ -125,15 +125,6 @@ def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: i
     return max(1, min(MAX_CANDIDATES, budget // (batch * seq_len * d_model)))
 
 
-def _batch(task: Task, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Right-padded clean and corrupt tokens and the flattened metric positions."""
-    width = max(len(p) for p in task.clean)
-    pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos], dtype=torch.long)
-    pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
-    return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))
-
-
 def _source_node(edge: Edge) -> str:
     """The node an edge leaves: its sender, or for a direct edge the q/k/v input."""
     return edge.sender.name if edge.sender is not None else edge.receiver.name
@@ -157,8 +148,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     weights = extract_weights(model.model)
     device = weights.W_E.device
     with torch.inference_mode():
-        clean, corrupt, pos_batch, pos_index = _batch(task, device)
-        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index, common.ablation)
+        tensors = task_tensors(task, device)
+        clean = tensors.clean
+        patched = PatchedModel(weights, graph, clean, tensors.corrupt, tensors.pos_batch,
+                               tensors.pos_index, common.ablation, tensors.lengths)
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
         metric = build_metric(common.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
