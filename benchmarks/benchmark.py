@@ -17,6 +17,13 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    on a path to the logits), timed at every receiver such a run tests and by receiver layer,
    and the FPE of the whole run projected from those costs; then a whole run at batch
    `--gpt2-run-batch` (100 by default; 0 skips it).
+3. The attribution methods on the GPT-2-small-shaped model (`--attribution`, batch
+   `--attribution-batch` x `--attribution-seq`, 50 x 16 by default): EAP and EAP-IG (5 steps)
+   on logit difference, timed by phase (the clean and ablated runs, the scoring passes, the
+   final circuit's patched pass) in FPE, and their peak memory against a plain forward with
+   every activation cached (`run_with_cache`). Each of the three runs in a fresh process
+   (`--attribution-part`), so that each peak resident set size is its own; the model's own
+   resident size (measured right after it is built) is reported apart.
 
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
@@ -252,6 +259,105 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
             "peak_rss_mb": peak_rss_mb()}
 
 
+# --------------------------------------------------------------------------- attribution
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
+    """One part of the attribution benchmark, in this (fresh) process: `forward` (a plain
+    forward with every activation cached), `eap` or `eap-ig`."""
+    from acdc.core import forward
+    from acdc.core.metrics import metric_targets
+    from acdc.core.models import LoadedModel
+    from acdc.core.patching import task_tensors
+    from acdc.core.tasks import Task
+    from acdc.methods.attribution import (EapIgSettings, EapSettings, run_attribution,
+                                          select)
+    from acdc.methods.attribution.gradients import edge_scores
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    model_rss = current_rss_mb()
+    clean = torch.randint(0, 50257, (batch, seq))
+    corrupt = torch.randint(0, 50257, (batch, seq))
+    answers = torch.randint(0, 50257, (batch, 2))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
+    with torch.inference_mode():
+        forward_s = median_time(lambda: model(clean), 3)
+    row = {"part": part, "batch": batch, "seq": seq, "threads": DEFAULT_THREADS,
+           "model_rss_mb": model_rss, "forward_s": forward_s}
+    if part == "forward":
+        with torch.inference_mode():
+            row["cache_s"] = time_once(lambda: model.run_with_cache(clean))
+        row["peak_rss_mb"] = peak_rss_mb()
+        return row
+    settings = EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig" else EapSettings(top_n=1000)
+    common = CommonSettings("logit_diff", "corrupt")
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    # The phases of run_attribution, timed one by one.
+    start = time.perf_counter()
+    weights = extract_weights(model)
+    tensors = task_tensors(task, "cpu")
+    with torch.no_grad():
+        patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
+                               tensors.pos_index, "corrupt", tensors.lengths)
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+        metric = build_metric("logit_diff", patched.clean_logits, targets)
+        embedding = forward.embed(weights, tensors.clean)
+    runs_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = edge_scores(patched, embedding, metric, settings.alphas)
+    scoring_s = time.perf_counter() - start
+    start = time.perf_counter()
+    kept = graph.connected(select(scores, settings))
+    with torch.no_grad():
+        patched.take_clean_qkv()
+        for edge in graph.edges:
+            if not kept[edge.index]:
+                patched.set_edge(edge, False)
+        float(metric(patched.logits_from(Stage(0))))
+    final_s = time.perf_counter() - start
+    peak = peak_rss_mb()
+    del patched, scores
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    whole_s = runtime(run_attribution(loaded, task, common, settings, graph))
+    with torch.inference_mode():
+        forward_s = statistics.median([forward_s, median_time(lambda: model(clean), 2)])
+    row.update({"forward_s": forward_s, "edges": len(graph.edges), "runs_s": runs_s,
+                "scoring_s": scoring_s, "final_s": final_s, "whole_s": whole_s,
+                "runs_fpe": runs_s / forward_s, "scoring_fpe": (runs_s + scoring_s) / forward_s,
+                "gradient_fpe": scoring_s / forward_s, "final_fpe": final_s / forward_s,
+                "whole_fpe": whole_s / forward_s, "peak_rss_mb": peak})
+    return row
+
+
+def bench_gpt2_attribution(batch: int, seq: int) -> dict:
+    """The three parts, each in a fresh process (peak RSS only grows within a process)."""
+    import subprocess
+
+    rows = {}
+    for part in ("forward", "eap", "eap-ig"):
+        print(f"  {part} ...", flush=True)
+        done = subprocess.run([sys.executable, __file__, "--attribution-part", part,
+                               "--attribution-batch", str(batch), "--attribution-seq", str(seq)],
+                              check=True, capture_output=True, text=True)
+        rows[part] = json.loads(done.stdout.strip().splitlines()[-1])
+    cache = rows["forward"]["peak_rss_mb"] - rows["forward"]["model_rss_mb"]
+    for part in ("eap", "eap-ig"):
+        row = rows[part]
+        row["memory_vs_cache"] = row["peak_rss_mb"] / rows["forward"]["peak_rss_mb"]
+        row["activations_vs_cache"] = (row["peak_rss_mb"] - row["model_rss_mb"]) / cache
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -290,6 +396,25 @@ def markdown(report: dict) -> str:
         lines += [f"Whole GPT-2-shape run, batch {r['batch']} x {r['seq']}, threshold {r['threshold']}: "
                   f"{r['run_s']:.0f} s, {r['tested']} edges tested, {r['kept']} kept, "
                   f"{r['fpe_per_test']:.4f} FPE per test; peak RSS {r['peak_rss_mb']:.0f} MB.", ""]
+    a = report.get("gpt2_attribution")
+    if a:
+        f = a["forward"]
+        lines += [f"Attribution on the GPT-2-small shape, batch {f['batch']} x {f['seq']}, logit "
+                  f"difference, corrupt ablation, {a['eap']['edges']} edges; plain forward "
+                  f"{f['forward_s']:.2f} s; a plain forward caching every activation peaks at "
+                  f"{f['peak_rss_mb']:.0f} MB resident ({f['model_rss_mb']:.0f} MB of it the "
+                  f"model). FPE: time / one plain forward; each method in its own process.", "",
+                  "| method | clean + ablated runs | scoring passes | scores total | final circuit pass | whole run | peak RSS | vs cached forward | activations vs cached |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for part in ("eap", "eap-ig"):
+            r = a[part]
+            name = "EAP" if part == "eap" else "EAP-IG (5 steps)"
+            lines.append(f"| {name} | {r['runs_fpe']:.2f} FPE | {r['gradient_fpe']:.2f} FPE | "
+                         f"{r['scoring_fpe']:.2f} FPE ({r['runs_s'] + r['scoring_s']:.1f} s) | "
+                         f"{r['final_fpe']:.2f} FPE | {r['whole_fpe']:.2f} FPE ({r['whole_s']:.1f} s) | "
+                         f"{r['peak_rss_mb']:.0f} MB | {r['memory_vs_cache']:.2f}x | "
+                         f"{r['activations_vs_cache']:.2f}x |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -306,7 +431,31 @@ def main() -> None:
     parser.add_argument("--gpt2-run-batch", type=int, default=100,
                         help="a whole run at this batch (0: none; about 5 minutes at 100)")
     parser.add_argument("--gpt2-run-threshold", type=float, default=0.001)
+    parser.add_argument("--attribution", action="store_true",
+                        help="also time EAP and EAP-IG on the GPT-2 shape (three processes)")
+    parser.add_argument("--attribution-only", action="store_true",
+                        help="only the attribution part (writes attribution.json/.md)")
+    parser.add_argument("--attribution-batch", type=int, default=50)
+    parser.add_argument("--attribution-seq", type=int, default=16)
+    parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
+                        help=argparse.SUPPRESS)  # one part, in this process; prints JSON
     args = parser.parse_args()
+    if args.attribution_part:
+        print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
+                                          args.attribution_seq)))
+        return
+    if args.attribution_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
+                                                            args.attribution_seq)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "attribution.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "attribution.md").write_text(markdown(report) + "\n")
+        print(markdown(report))
+        return
 
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -326,6 +475,10 @@ def main() -> None:
     if args.gpt2_run_batch:
         print("GPT-2 shape, whole run ...", flush=True)
         report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq, args.gpt2_run_threshold)
+    if args.attribution:
+        print("GPT-2 shape, attribution ...", flush=True)
+        report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
+                                                            args.attribution_seq)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")

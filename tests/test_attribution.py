@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import cli
@@ -330,8 +331,8 @@ def test_cli_discover_eap(task_file, tmp_path):
     assert data["ablation"] == "mean-positional" and data["partial"] is False
     assert all(isinstance(e["score"], float) for e in data["edges"])
     assert 0 < data["n_edges_kept"] <= 40
-    run_yaml = (out / "run.yaml").read_text()
-    assert "--method eap-ig --top-n 40" in run_yaml and "--ig-steps 3" in run_yaml
+    repeat = yaml.safe_load((out / "run.yaml").read_text())["repeat"]
+    assert "--method eap-ig --top-n 40" in repeat and "--ig-steps 3" in repeat
     render = runner.invoke(cli.app, ["render", str(out / "circuit.json"), "--format", "dot",
                                      "--out", str(tmp_path / "again.dot")])
     assert render.exit_code == 0, render.output

@@ -70,21 +70,17 @@ def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: 
     return F.rms_norm(x, shape, w if kind == "RMS" else None, eps)
 
 
-def norm_vjp(x: torch.Tensor, grad: torch.Tensor, w: torch.Tensor | None, kind: str | None,
-             eps: float) -> torch.Tensor:
-    """The gradient with respect to x of `(grad * norm(x, w, b, kind, eps)).sum()`: the norm's
-    vector-Jacobian product, for x [..., d] and grad [k, ..., d] (k incoming gradients for the
-    same input: the attribution methods push each head input's gradient back through its own
-    copy of the norm without making k copies of the forward pass)."""
+def norm_scale(x: torch.Tensor, kind: str | None, eps: float
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """How `norm` scales x: (1 / scale [..., 1], x_hat [..., d]) with
+    `norm(x) = x_hat * w + b`: x_hat is x (centred, for LayerNorm) divided by its RMS. None
+    without normalisation. (The attribution methods differentiate through a norm with these.)"""
     if kind is None:
-        return grad
-    g = grad * w if kind in ("LN", "RMS") and w is not None else grad
+        return None
     if kind in ("LN", "LNPre"):
         x = x - x.mean(-1, keepdim=True)
-        g = g - g.mean(-1, keepdim=True)
     inverse = torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
-    x_hat = x * inverse
-    return inverse * (g - x_hat * (g * x_hat).mean(-1, keepdim=True))
+    return inverse, x * inverse
 
 
 # --------------------------------------------------------------------------- attention

@@ -58,6 +58,17 @@ MEAN_ABLATIONS = ("mean", "mean-positional")
 
 
 @dataclass(frozen=True)
+class RecordedRun:
+    """An ordinary forward pass as the patched model records one: every sender's output
+    `[senders, batch, pos, d_model]`, every layer's q/k/v `[3, heads, batch, pos, d_head]` and
+    attention output z at the metric positions `[heads, n_positions, d_head]`."""
+
+    outputs: torch.Tensor
+    qkv: tuple[torch.Tensor, ...]
+    z: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
 class TaskTensors:
     """A task's prompts as tensors: right-padded clean and corrupt tokens `[batch, pos]`, the
     flattened metric positions (prompt and position of each) and every prompt's length."""
@@ -116,9 +127,12 @@ class PatchedModel:
 
     def __init__(self, weights: Weights, graph: Graph, clean_tokens: torch.Tensor,
                  corrupt_tokens: torch.Tensor, pos_batch: torch.Tensor, pos_index: torch.Tensor,
-                 ablation: str = "corrupt", lengths: torch.Tensor | None = None):
+                 ablation: str = "corrupt", lengths: torch.Tensor | None = None,
+                 clean_run: RecordedRun | None = None):
         """`lengths` are the prompts' lengths (the mean ablations leave out the padding after
-        them); None: every prompt fills the batch's width."""
+        them); None: every prompt fills the batch's width. `clean_run`: the clean run as
+        another ordinary forward pass recorded it (the attribution methods' differentiated
+        pass), taken over instead of recording it again."""
         self.w = weights
         self.graph = graph
         self.n_layers = graph.n_layers
@@ -163,8 +177,13 @@ class PatchedModel:
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
             self.ablated_z = list(self.last_z)
             corrupt_z, self._full_z = self._full_z, None
-        clean_out, self.clean_qkv = self._record_run(clean_tokens)
-        self.clean_z = list(self.last_z)
+        if clean_run is None:
+            clean_out, self.clean_qkv = self._record_run(clean_tokens)
+            self.clean_z = list(self.last_z)
+        else:
+            clean_out, self.clean_qkv, self.clean_z = (clean_run.outputs, list(clean_run.qkv),
+                                                       list(clean_run.z))
+            self.delta = clean_out
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv

@@ -51,7 +51,7 @@ from acdc.core.patching import PatchedModel, Stage, task_tensors
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.core.tasks import TaskSpec
 from acdc.errors import AcdcError
-from acdc.methods.attribution.gradients import edge_scores
+from acdc.methods.attribution.gradients import differentiate, edge_scores
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 if TYPE_CHECKING:
@@ -157,16 +157,23 @@ def run_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     if graph is None:
         graph = build_graph(model.shape.graph_shape(common.granularity))
     weights = extract_weights(model.model)
-    tensors = task_tensors(task, weights.W_E.device)
+    device = weights.W_E.device
+    tensors = task_tensors(task, device)
+    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
+    clean = None
+    if settings.alphas == (1.0,):  # EAP: the differentiated clean pass is the clean run
+        embedding = forward.embed(weights, tensors.clean)
+        clean = differentiate(weights, graph, embedding, tensors.pos_batch, tensors.pos_index,
+                              lambda logits: build_metric(common.metric, logits, targets),
+                              record=True)
     with torch.no_grad():  # not inference mode: the gradient passes read these tensors
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
-                               tensors.pos_index, common.ablation, tensors.lengths)
-        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
-                                 weights.W_E.device)
+                               tensors.pos_index, common.ablation, tensors.lengths,
+                               clean.recorded if clean is not None else None)
         metric = build_metric(common.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
-        clean_embedding = forward.embed(weights, tensors.clean)
-    scores = edge_scores(patched, clean_embedding, metric, settings.alphas)
+    scores = edge_scores(patched, metric, settings.alphas, clean)
+    del clean
     kept = graph.connected(select(scores, settings))
     with torch.no_grad():
         patched.take_clean_qkv()  # not needed any more
