@@ -299,7 +299,8 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
             row["cache_s"] = time_once(lambda: model.run_with_cache(clean))
         row["peak_rss_mb"] = peak_rss_mb()
         return row
-    settings = EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig" else EapSettings(top_n=1000)
+    settings = (EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig"
+                else EapSettings(top_n=1000))
     common = CommonSettings("logit_diff", "corrupt")
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
     # The phases of run_attribution, timed one by one.
@@ -404,14 +405,17 @@ def markdown(report: dict) -> str:
                   f"{f['forward_s']:.2f} s; a plain forward caching every activation peaks at "
                   f"{f['peak_rss_mb']:.0f} MB resident ({f['model_rss_mb']:.0f} MB of it the "
                   f"model). FPE: time / one plain forward; each method in its own process.", "",
-                  "| method | clean + ablated runs | scoring passes | scores total | final circuit pass | whole run | peak RSS | vs cached forward | activations vs cached |",
+                  "| method | clean + ablated runs | scoring passes | scores total "
+                  "| final circuit pass | whole run | peak RSS | vs cached forward "
+                  "| activations vs cached |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for part in ("eap", "eap-ig"):
             r = a[part]
             name = "EAP" if part == "eap" else "EAP-IG (5 steps)"
             lines.append(f"| {name} | {r['runs_fpe']:.2f} FPE | {r['gradient_fpe']:.2f} FPE | "
                          f"{r['scoring_fpe']:.2f} FPE ({r['runs_s'] + r['scoring_s']:.1f} s) | "
-                         f"{r['final_fpe']:.2f} FPE | {r['whole_fpe']:.2f} FPE ({r['whole_s']:.1f} s) | "
+                         f"{r['final_fpe']:.2f} FPE | "
+                         f"{r['whole_fpe']:.2f} FPE ({r['whole_s']:.1f} s) | "
                          f"{r['peak_rss_mb']:.0f} MB | {r['memory_vs_cache']:.2f}x | "
                          f"{r['activations_vs_cache']:.2f}x |")
         lines.append("")

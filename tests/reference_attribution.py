@@ -24,9 +24,8 @@ a time.
 
 from __future__ import annotations
 
-import torch
-
 import reference_acdc as ref
+import torch
 
 
 def metric_tensor(metric: str, logits: torch.Tensor, clean_logits: torch.Tensor,

@@ -14,20 +14,26 @@ import math
 from dataclasses import dataclass
 
 import pytest
+import reference_acdc as ref
+import reference_attribution as ra
 import torch
 import yaml
+from conftest import make_model, make_task, model_config, randomize
 from typer.testing import CliRunner
 
 import cli
-import reference_acdc as ref
-import reference_attribution as ra
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks import Task, TaskSpec
 from acdc.errors import AcdcError
-from acdc.methods.attribution import (EAP, EAP_IG, EapIgSettings, EapSettings, run_attribution,
-                                      select)
-from conftest import make_model, make_task, model_config, randomize
+from acdc.methods.attribution import (
+    EAP,
+    EAP_IG,
+    EapIgSettings,
+    EapSettings,
+    run_attribution,
+    select,
+)
 
 RTOL = 1e-5
 # A gated RMSNorm model besides the conftest ones (LayerNorm, none; attention-only, MLPs)
@@ -210,7 +216,7 @@ def test_eap_ig_converges_as_steps_grow():
         scores, _ = engine_scores("mlp3", "kl", "corrupt", "qkv",
                                   EapIgSettings(top_n=1, ig_steps=steps))
         errors.append(math.sqrt(sum((scores[n] - limit[n]) ** 2 for n in limit)) / scale)
-    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 0.25 * errors[0] and errors[-1] < 0.05, errors
 
 
@@ -311,7 +317,7 @@ def task_file(tmp_path_factory):
     tiny = make_task(9)
     prompts = [{"clean": c, "corrupt": k, "answer": a, "wrong": w, "positions": p}
                for c, k, a, w, p in zip(tiny.clean, tiny.corrupt, tiny.answers,
-                                        tiny.wrong_answers, tiny.positions)]
+                                        tiny.wrong_answers, tiny.positions, strict=True)]
     path = directory / "task.yaml"
     path.write_text(json.dumps({"name": "tiny", "model": "model", "metric": "logit_diff",
                                 "threshold": 0.01, "prompts": prompts}))

@@ -84,8 +84,11 @@ def task_tensors(task: Task, device: torch.device | str) -> TaskTensors:
     """The tensors of `task` on `device` (padding with token 0: causal attention never lets a
     real position read it)."""
     width = max(len(p) for p in task.clean)
-    pad = lambda rows: torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # noqa: E731
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos], dtype=torch.long)
+    def pad(rows: list[list[int]]) -> torch.Tensor:
+        return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
+                             dtype=torch.long)
     pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
     lengths = torch.tensor([len(p) for p in task.clean], dtype=torch.long)
     return TaskTensors(*(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch,
@@ -194,7 +197,7 @@ class PatchedModel:
             self.ablated = token_mean(corrupt_out, lengths, positional)
             self.ablated_qkv = [token_mean(qkv, lengths, positional) for qkv in corrupt_qkv]
             self.ablated_z = [token_mean(z, lengths, positional)[:, pos_batch, pos_index]
-                              for z in corrupt_z]
+                              for z in corrupt_z or ()]
             del corrupt_out, corrupt_qkv, corrupt_z
         else:  # zero: removed edges carry nothing; removed q/k/v come from a bias-only residual
             self.ablated = None

@@ -138,7 +138,10 @@ def select(scores: torch.Tensor, settings: EapSettings) -> list[bool]:
     if settings.threshold is not None:
         return (size >= settings.threshold).tolist()
     n = len(scores)
-    count = settings.top_n if settings.top_n is not None else round(settings.edges_fraction * n)
+    if settings.top_n is not None:
+        count = settings.top_n
+    else:
+        count = round((settings.edges_fraction or 0.0) * n)
     order = torch.sort(size, descending=True, stable=True).indices[:count]
     kept = torch.zeros(n, dtype=torch.bool)
     kept[order.cpu()] = True

@@ -151,9 +151,13 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
     recorded = None
     if outputs is not None:
         recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    grads = [q.grad for q in qkvs]
+    mlp_grads = [m.grad for m in mlp_inputs]
+    if final.grad is None or any(g is None for g in [*grads, *mlp_grads]):
+        raise RuntimeError("the metric does not depend on every receiver")  # never: all do
     return Gradients([r.detach() for r in residuals], [q.detach() for q in qkvs],
-                     [q.grad for q in qkvs], [m.grad for m in mlp_inputs], final.grad,
-                     float(value.detach()), recorded)
+                     grads, mlp_grads,  # type: ignore[arg-type]
+                     final.grad, float(value.detach()), recorded)
 
 
 def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
@@ -217,7 +221,9 @@ class _Scorer:
         self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model, dtype=self.dtype,
                                   device=self.device)  # + the previous layer's MLP
         # Per layer: (W_r * w)^T as the pushing product wants it, b_r + b @ W_r, and W_r^T w.
-        self.back, self.offsets, self.sums = [], [], []
+        self.back: list[torch.Tensor] = []
+        self.offsets: list[torch.Tensor] = []
+        self.sums: list[torch.Tensor | None] = []
         for lw in self.w.layers:
             gain = lw.ln1_w if kind in ("LN", "RMS") else None
             W = torch.stack([W for W, _ in forward.projections(lw)])  # [3, heads, d, d_head]
@@ -269,9 +275,10 @@ class _Scorer:
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
             e = torch.linalg.vecdot(grads, qkv - self.offsets[layer][:, :, None]) / d_model
-            terms = [(e, x_hat)]
-            if self.sums[layer] is not None:
-                terms.append((grads @ self.sums[layer][..., None] / d_model, None))
+            terms: list[tuple[torch.Tensor, torch.Tensor | None]] = [(e, x_hat)]
+            sums = self.sums[layer]
+            if sums is not None:
+                terms.append((grads @ sums[..., None] / d_model, None))
             for per_token, vector in terms:
                 per_token = per_token.reshape(3, self.n_heads, tokens)
                 if not self.split:
@@ -291,9 +298,8 @@ class _Scorer:
         if previous_mlp is not None:
             scores.index_add_(0, slots.mlps[layer - 1], -weight * total[rows, :n - 1].double())
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
-            clean = self.pm.clean_qkv[layer] if self.pm.clean_qkv is not None else None
-            if clean is None:
+            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
                 raise RuntimeError("the patched model's clean q/k/v were handed over")
-            change = (self.pm.ablated_qkv[layer] - clean).flatten(2)
+            change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
             moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
             scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)
