@@ -269,7 +269,8 @@ def current_rss_mb() -> float:
 
 def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     """One part of the attribution benchmark, in this (fresh) process: `forward` (a plain
-    forward with every activation cached), `eap` or `eap-ig`."""
+    forward with every activation cached), `eap` or `eap-ig`. Times are wall clock and CPU
+    (process) time: on a shared machine the CPU time is the steadier measure of the work."""
     from acdc.core import forward
     from acdc.core.metrics import metric_targets
     from acdc.core.models import LoadedModel
@@ -277,7 +278,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     from acdc.core.tasks import Task
     from acdc.methods.attribution import (EapIgSettings, EapSettings, run_attribution,
                                           select)
-    from acdc.methods.attribution.gradients import edge_scores
+    from acdc.methods.attribution import gradients
 
     torch.set_num_threads(DEFAULT_THREADS)
     torch.manual_seed(seed)
@@ -290,13 +291,26 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
                 metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
                 clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
                 answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
-    with torch.inference_mode():
-        forward_s = median_time(lambda: model(clean), 3)
-    row = {"part": part, "batch": batch, "seq": seq, "threads": DEFAULT_THREADS,
-           "model_rss_mb": model_rss, "forward_s": forward_s}
+
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def plain_forward() -> dict[str, float]:
+        with torch.inference_mode():
+            times = [measure(lambda: model(clean)) for _ in range(3)]
+        return {kind: statistics.median(t[kind] for t in times) for kind in clocks}
+
+    def measure(fn) -> dict[str, float]:
+        start = {kind: clock() for kind, clock in clocks.items()}
+        fn()
+        return {kind: clock() - start[kind] for kind, clock in clocks.items()}
+
+    forward_before = plain_forward()
+    row: dict = {"part": part, "batch": batch, "seq": seq, "threads": DEFAULT_THREADS,
+                 "model_rss_mb": model_rss}
     if part == "forward":
         with torch.inference_mode():
-            row["cache_s"] = time_once(lambda: model.run_with_cache(clean))
+            row["cache"] = measure(lambda: model.run_with_cache(clean))
+        row["forward"] = forward_before
         row["peak_rss_mb"] = peak_rss_mb()
         return row
     settings = (EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig"
@@ -304,39 +318,66 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     common = CommonSettings("logit_diff", "corrupt")
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
     # The phases of run_attribution, timed one by one.
-    start = time.perf_counter()
     weights = extract_weights(model)
     tensors = task_tensors(task, "cpu")
-    with torch.no_grad():
-        patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
-                               tensors.pos_index, "corrupt", tensors.lengths)
-        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
-        metric = build_metric("logit_diff", patched.clean_logits, targets)
-        embedding = forward.embed(weights, tensors.clean)
-    runs_s = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = edge_scores(patched, embedding, metric, settings.alphas)
-    scoring_s = time.perf_counter() - start
-    start = time.perf_counter()
-    kept = graph.connected(select(scores, settings))
-    with torch.no_grad():
-        patched.take_clean_qkv()
-        for edge in graph.edges:
-            if not kept[edge.index]:
-                patched.set_edge(edge, False)
-        float(metric(patched.logits_from(Stage(0))))
-    final_s = time.perf_counter() - start
+    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+    phases: dict[str, dict[str, float]] = {}
+    state: dict = {}
+
+    def passes() -> None:  # every differentiated pass (EAP: the clean run, recorded)
+        if part == "eap":
+            state["clean"] = gradients.differentiate(
+                weights, graph, forward.embed(weights, tensors.clean), tensors.pos_batch,
+                tensors.pos_index, lambda logits: build_metric("logit_diff", logits, targets),
+                record=True)
+        else:
+            state["runs"] = [gradients.differentiate(
+                weights, graph, state["patched"].ablated[0] + alpha * state["patched"].delta[0],
+                tensors.pos_batch, tensors.pos_index, lambda _: state["metric"])
+                for alpha in settings.alphas]
+
+    def record() -> None:  # the patched model: clean (EAP-IG) and ablated runs
+        with torch.no_grad():
+            clean_run = state["clean"].recorded if "clean" in state else None
+            state["patched"] = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
+                                            tensors.pos_batch, tensors.pos_index, "corrupt",
+                                            tensors.lengths, clean_run)
+            state["metric"] = build_metric("logit_diff", state["patched"].clean_logits, targets)
+
+    def contract() -> None:  # the products of the gradients with the deltas
+        scorer = gradients._Scorer(state["patched"])
+        for run in state.get("runs", [state.get("clean")]):
+            scorer.add(run, 1.0 / len(settings.alphas))
+        state["scores"] = scorer.scores
+
+    def final() -> None:
+        patched = state["patched"]
+        kept = graph.connected(select(state["scores"], settings))
+        with torch.no_grad():
+            patched.take_clean_qkv()
+            for edge in graph.edges:
+                if not kept[edge.index]:
+                    patched.set_edge(edge, False)
+            float(state["metric"](patched.logits_from(Stage(0))))
+
+    order = [("passes", passes), ("runs", record)] if part == "eap" else [("runs", record),
+                                                                          ("passes", passes)]
+    for name, fn in [*order, ("contraction", contract)]:
+        phases[name] = measure(fn)
     peak = peak_rss_mb()
-    del patched, scores
+    phases["final"] = measure(final)
+    state.clear()
     loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
-    whole_s = runtime(run_attribution(loaded, task, common, settings, graph))
-    with torch.inference_mode():
-        forward_s = statistics.median([forward_s, median_time(lambda: model(clean), 2)])
-    row.update({"forward_s": forward_s, "edges": len(graph.edges), "runs_s": runs_s,
-                "scoring_s": scoring_s, "final_s": final_s, "whole_s": whole_s,
-                "runs_fpe": runs_s / forward_s, "scoring_fpe": (runs_s + scoring_s) / forward_s,
-                "gradient_fpe": scoring_s / forward_s, "final_fpe": final_s / forward_s,
-                "whole_fpe": whole_s / forward_s, "peak_rss_mb": peak})
+    phases["whole"] = measure(lambda: run_attribution(loaded, task, common, settings, graph))
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    scoring = {kind: sum(phases[p][kind] for p in ("passes", "runs", "contraction"))
+               for kind in clocks}
+    row.update({"forward": unit, "forward_runs": [forward_before, forward_after],
+                "edges": len(graph.edges), "phases": phases, "scoring": scoring,
+                "fpe": {name: {kind: value[kind] / unit[kind] for kind in clocks}
+                        for name, value in {**phases, "scoring": scoring}.items()},
+                "peak_rss_mb": peak})
     return row
 
 
@@ -401,23 +442,28 @@ def markdown(report: dict) -> str:
     if a:
         f = a["forward"]
         lines += [f"Attribution on the GPT-2-small shape, batch {f['batch']} x {f['seq']}, logit "
-                  f"difference, corrupt ablation, {a['eap']['edges']} edges; plain forward "
-                  f"{f['forward_s']:.2f} s; a plain forward caching every activation peaks at "
-                  f"{f['peak_rss_mb']:.0f} MB resident ({f['model_rss_mb']:.0f} MB of it the "
-                  f"model). FPE: time / one plain forward; each method in its own process.", "",
-                  "| method | clean + ablated runs | scoring passes | scores total "
-                  "| final circuit pass | whole run | peak RSS | vs cached forward "
-                  "| activations vs cached |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"difference, corrupt ablation, {a['eap']['edges']} edges, {f['threads']} "
+                  f"threads. FPE: time / one plain TransformerLens forward pass (median of 3 "
+                  f"before and 3 after, in the same process), as wall / CPU time. A plain "
+                  f"forward caching every activation (`run_with_cache`) peaks at "
+                  f"{f['peak_rss_mb']:.0f} MB resident, {f['model_rss_mb']:.0f} MB of it the "
+                  f"model and the libraries; each method runs in its own process.", "",
+                  "| method | differentiated passes | clean/ablated runs | contraction "
+                  "| scores total | final circuit pass | whole run | peak RSS "
+                  "| vs cached forward | above the model, vs cached forward |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for part in ("eap", "eap-ig"):
             r = a[part]
+            fpe = r["fpe"]
+
+            def cell(key: str, fpe: dict = fpe) -> str:
+                return f"{fpe[key]['wall']:.2f} / {fpe[key]['cpu']:.2f}"
+
             name = "EAP" if part == "eap" else "EAP-IG (5 steps)"
-            lines.append(f"| {name} | {r['runs_fpe']:.2f} FPE | {r['gradient_fpe']:.2f} FPE | "
-                         f"{r['scoring_fpe']:.2f} FPE ({r['runs_s'] + r['scoring_s']:.1f} s) | "
-                         f"{r['final_fpe']:.2f} FPE | "
-                         f"{r['whole_fpe']:.2f} FPE ({r['whole_s']:.1f} s) | "
-                         f"{r['peak_rss_mb']:.0f} MB | {r['memory_vs_cache']:.2f}x | "
-                         f"{r['activations_vs_cache']:.2f}x |")
+            lines.append(f"| {name} | {cell('passes')} | {cell('runs')} | {cell('contraction')} "
+                         f"| **{cell('scoring')}** ({r['scoring']['wall']:.1f} s) "
+                         f"| {cell('final')} | {cell('whole')} | {r['peak_rss_mb']:.0f} MB "
+                         f"| {r['memory_vs_cache']:.2f}x | {r['activations_vs_cache']:.2f}x |")
         lines.append("")
     return "\n".join(lines)
 
