@@ -324,17 +324,11 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     phases: dict[str, dict[str, float]] = {}
     state: dict = {}
 
-    def passes() -> None:  # every differentiated pass (EAP: the clean run, recorded)
-        if part == "eap":
-            state["clean"] = gradients.differentiate(
-                weights, graph, forward.embed(weights, tensors.clean), tensors.pos_batch,
-                tensors.pos_index, lambda logits: build_metric("logit_diff", logits, targets),
-                record=True)
-        else:
-            state["runs"] = [gradients.differentiate(
-                weights, graph, state["patched"].ablated[0] + alpha * state["patched"].delta[0],
-                tensors.pos_batch, tensors.pos_index, lambda _: state["metric"])
-                for alpha in settings.alphas]
+    def clean_pass() -> None:  # EAP: the differentiated clean pass, which records the run
+        state["clean"] = gradients.differentiate(
+            weights, graph, forward.embed(weights, tensors.clean), tensors.pos_batch,
+            tensors.pos_index, lambda logits: build_metric("logit_diff", logits, targets),
+            record=True)
 
     def record() -> None:  # the patched model: clean (EAP-IG) and ablated runs
         with torch.no_grad():
@@ -344,11 +338,34 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
                                             tensors.lengths, clean_run)
             state["metric"] = build_metric("logit_diff", state["patched"].clean_logits, targets)
 
-    def contract() -> None:  # the products of the gradients with the deltas
-        scorer = gradients._Scorer(state["patched"])
-        for run in state.get("runs", [state.get("clean")]):
-            scorer.add(run, 1.0 / len(settings.alphas))
-        state["scores"] = scorer.scores
+    def add(name: str, value: dict[str, float]) -> None:
+        phases[name] = {kind: phases.get(name, {}).get(kind, 0.0) + value[kind]
+                        for kind in clocks}
+
+    # The phases in run_attribution's order (each EAP-IG pass scored, then dropped, as there).
+    if part == "eap":
+        add("passes", measure(clean_pass))
+        add("runs", measure(record))
+    else:
+        add("runs", measure(record))
+    made: list = []
+    add("contraction", measure(lambda: made.append(gradients._Scorer(state["patched"]))))
+    scorer, patched = made.pop(), state["patched"]
+    for alpha in settings.alphas:
+        if part == "eap":
+            run = state.pop("clean")
+        else:
+            embedding = patched.ablated[0] + alpha * patched.delta[0]
+            box: list = []
+            add("passes", measure(lambda e=embedding, box=box: box.append(
+                gradients.differentiate(weights, graph, e, tensors.pos_batch, tensors.pos_index,
+                                        lambda _: state["metric"]))))
+            run = box.pop()
+        add("contraction", measure(lambda run=run, scorer=scorer: scorer.add(
+            run, 1.0 / len(settings.alphas))))
+        del run
+    state["scores"] = scorer.scores
+    del scorer, patched
 
     def final() -> None:
         patched = state["patched"]
@@ -360,12 +377,8 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
                     patched.set_edge(edge, False)
             float(state["metric"](patched.logits_from(Stage(0))))
 
-    order = [("passes", passes), ("runs", record)] if part == "eap" else [("runs", record),
-                                                                          ("passes", passes)]
-    for name, fn in [*order, ("contraction", contract)]:
-        phases[name] = measure(fn)
-    peak = peak_rss_mb()
     phases["final"] = measure(final)
+    peak = peak_rss_mb()  # of the scoring and the final pass: what run_attribution does
     state.clear()
     loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
     phases["whole"] = measure(lambda: run_attribution(loaded, task, common, settings, graph))
