@@ -276,8 +276,13 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     from acdc.core.models import LoadedModel
     from acdc.core.patching import task_tensors
     from acdc.core.tasks import Task
-    from acdc.methods.attribution import (EapIgSettings, EapSettings, gradients,
-                                          run_attribution, select)
+    from acdc.methods.attribution import (
+        EapIgSettings,
+        EapSettings,
+        gradients,
+        run_attribution,
+        select,
+    )
 
     torch.set_num_threads(DEFAULT_THREADS)
     torch.manual_seed(seed)
