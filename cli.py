@@ -62,6 +62,8 @@ class Granularity(str, Enum):
 class Ablation(str, Enum):
     corrupt = "corrupt"
     zero = "zero"
+    mean = "mean"
+    mean_positional = "mean-positional"
 
 
 class Dtype(str, Enum):
@@ -132,15 +134,27 @@ TaskOption = Annotated[str | None, typer.Option(
 ModelOption = Annotated[str | None, typer.Option(
     help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. "
          "Default: the task's model.")]
-MethodOption = Annotated[str, typer.Option(help="Discovery method: acdc.")]
+MethodOption = Annotated[str, typer.Option(
+    help="Discovery method: acdc, eap (edge attribution patching) or eap-ig (EAP with "
+         "integrated gradients).")]
 ThresholdOption = Annotated[float | None, typer.Option(
     help="ACDC threshold tau: an edge is removed when removing it raises the metric by less "
-         "than this. Default: the task's.")]
+         "than this; with eap/eap-ig, keep the edges whose |score| is at least this. Default: "
+         "the task's.")]
+TopNOption = Annotated[int | None, typer.Option(
+    min=1, help="eap/eap-ig: keep the N edges with the largest |score| (then prune).")]
+EdgesFractionOption = Annotated[float | None, typer.Option(
+    min=0.0, max=1.0, help="eap/eap-ig: keep this fraction of all edges, largest |score| "
+                           "first (then prune).")]
+IgStepsOption = Annotated[int | None, typer.Option(
+    min=1, help="eap-ig: points on the line from the ablated to the clean input embedding that "
+                "the gradient is averaged over (default 5).")]
 MetricOption = Annotated[str | None, typer.Option(
     help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl).")]
 AblationOption = Annotated[Ablation | None, typer.Option(
-    help="What a removed edge carries: the corrupted run's value, or zero. Default: the "
-         "task's.")]
+    help="What a removed edge carries: the corrupted run's value, zero, or the sender's "
+         "output averaged over the corrupted prompts' tokens (mean) or per position "
+         "(mean-positional). Default: the task's.")]
 GranularityOption = Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)]
 AbsOption = Annotated[bool, typer.Option(
     "--abs", help="Remove an edge when |metric change| < tau (the paper's default is the "
@@ -183,19 +197,20 @@ def discover(
     ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
     abs_: AbsOption = False, reverse_head_order: ReverseOption = False, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
-    candidates: CandidatesOption = 0, max_memory: MaxMemoryOption = None,
-    out: OutOption = None, quiet: QuietOption = False,
+    candidates: CandidatesOption = 0, top_n: TopNOption = None,
+    edges_fraction: EdgesFractionOption = None, ig_steps: IgStepsOption = None,
+    max_memory: MaxMemoryOption = None, out: OutOption = None, quiet: QuietOption = False,
     no_render: NoRenderOption = False, no_score_width: NoScoreWidthOption = False,
     resume: ResumeOption = None,
 ) -> None:
-    """Find the circuit of a task: run a discovery method (ACDC by default), write
-    circuit.json, circuit.dot/.svg, run.yaml and decisions.jsonl (the log that `--resume`
-    continues from)."""
+    """Find the circuit of a task: run a discovery method (ACDC by default, or the attribution
+    methods eap and eap-ig), write circuit.json, circuit.dot/.svg, run.yaml and, for ACDC,
+    decisions.jsonl (the log that `--resume` continues from)."""
     from acdc import run as pipeline
 
     given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
                                  "granularity", "abs_", "reverse_head_order", "seed", "device",
-                                 "dtype", "out"})
+                                 "dtype", "out", "top_n", "edges_fraction", "ig_steps"})
     tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
@@ -247,9 +262,10 @@ def _announce(job, status: _Status) -> None:
                    f"outputs" if done == total else
                    f"resuming {job.out_dir}: {done} of {total} edges decided in "
                    f"{job.method.journal.file_name}")
-    own = ", ".join(f"{key} {value:g}" if isinstance(value, float) else key
+    own = ", ".join(f"{key} {value:g}" if isinstance(value, (int, float))
+                    and not isinstance(value, bool) else key
                     for key, value in _settings_of(settings.settings).items()
-                    if value is not False)
+                    if value is not False and value is not None)
     prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
     status.say(f"task {spec.name}: {prompts}, method {settings.method} ({own}), "
                f"metric {settings.common.metric}, ablation {settings.common.ablation}")
@@ -350,13 +366,17 @@ class _ProgressDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
+        self.started = False
         self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
         self.next_report = 0.1
 
     def __enter__(self) -> _ProgressDisplay:
-        if self.quiet:
-            return self
+        return self
+
+    def _start(self) -> None:
+        """The bar, at the first report (a method that reports no progress shows none)."""
+        self.started = True
         from rich.console import Console
 
         console = Console(stderr=True)
@@ -379,11 +399,12 @@ class _ProgressDisplay:
             self.bar.__enter__()
             self.task_id = self.bar.add_task("acdc", total=None, kept="-", metric="-", edge="",
                                              eta="-")
-        return self
 
     def update(self, progress) -> None:
         if self.quiet:
             return
+        if not self.started:
+            self._start()
         if self.bar is not None:
             self.bar.update(self.task_id, completed=progress.decided, total=progress.total,
                             kept=progress.kept, metric=f"{progress.metric:.4g}", edge=progress.edge,

@@ -17,6 +17,13 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    on a path to the logits), timed at every receiver such a run tests and by receiver layer,
    and the FPE of the whole run projected from those costs; then a whole run at batch
    `--gpt2-run-batch` (100 by default; 0 skips it).
+3. The attribution methods on the GPT-2-small-shaped model (`--attribution`, batch
+   `--attribution-batch` x `--attribution-seq`, 50 x 16 by default): EAP and EAP-IG (5 steps)
+   on logit difference, timed by phase (the clean and ablated runs, the scoring passes, the
+   final circuit's patched pass) in FPE, and their peak memory against a plain forward with
+   every activation cached (`run_with_cache`). Each of the three runs in a fresh process
+   (`--attribution-part`), so that each peak resident set size is its own; the model's own
+   resident size (measured right after it is built) is reported apart.
 
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
@@ -257,6 +264,164 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
             "peak_rss_mb": peak_rss_mb()}
 
 
+# --------------------------------------------------------------------------- attribution
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
+    """One part of the attribution benchmark, in this (fresh) process: `forward` (a plain
+    forward with every activation cached), `eap` or `eap-ig`. Times are wall clock and CPU
+    (process) time: on a shared machine the CPU time is the steadier measure of the work."""
+    from acdc.core import forward
+    from acdc.core.metrics import metric_targets
+    from acdc.core.models import LoadedModel
+    from acdc.core.patching import task_tensors
+    from acdc.core.tasks import Task
+    from acdc.methods.attribution import (
+        EapIgSettings,
+        EapSettings,
+        gradients,
+        run_attribution,
+        select,
+    )
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    model_rss = current_rss_mb()
+    clean = torch.randint(0, 50257, (batch, seq))
+    corrupt = torch.randint(0, 50257, (batch, seq))
+    answers = torch.randint(0, 50257, (batch, 2))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
+
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def plain_forward() -> dict[str, float]:
+        with torch.inference_mode():
+            times = [measure(lambda: model(clean)) for _ in range(3)]
+        return {kind: statistics.median(t[kind] for t in times) for kind in clocks}
+
+    def measure(fn) -> dict[str, float]:
+        start = {kind: clock() for kind, clock in clocks.items()}
+        fn()
+        return {kind: clock() - start[kind] for kind, clock in clocks.items()}
+
+    forward_before = plain_forward()
+    row: dict = {"part": part, "batch": batch, "seq": seq, "threads": DEFAULT_THREADS,
+                 "model_rss_mb": model_rss}
+    if part == "forward":
+        with torch.inference_mode():
+            row["cache"] = measure(lambda: model.run_with_cache(clean))
+        row["forward"] = forward_before
+        row["peak_rss_mb"] = peak_rss_mb()
+        return row
+    settings = (EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig"
+                else EapSettings(top_n=1000))
+    common = CommonSettings("logit_diff", "corrupt")
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    # The phases of run_attribution, timed one by one.
+    weights = extract_weights(model)
+    tensors = task_tensors(task, "cpu")
+    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+    phases: dict[str, dict[str, float]] = {}
+    state: dict = {}
+
+    def clean_pass() -> None:  # EAP: the differentiated clean pass, which records the run
+        state["clean"] = gradients.differentiate(
+            weights, graph, forward.embed(weights, tensors.clean), tensors.pos_batch,
+            tensors.pos_index, lambda logits: build_metric("logit_diff", logits, targets),
+            record=True)
+
+    def record() -> None:  # the patched model: clean (EAP-IG) and ablated runs
+        with torch.no_grad():
+            clean_run = state["clean"].recorded if "clean" in state else None
+            state["patched"] = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
+                                            tensors.pos_batch, tensors.pos_index, "corrupt",
+                                            tensors.lengths, clean_run)
+            state["metric"] = build_metric("logit_diff", state["patched"].clean_logits, targets)
+
+    def add(name: str, value: dict[str, float]) -> None:
+        phases[name] = {kind: phases.get(name, {}).get(kind, 0.0) + value[kind]
+                        for kind in clocks}
+
+    # The phases in run_attribution's order (each EAP-IG pass scored, then dropped, as there).
+    if part == "eap":
+        add("passes", measure(clean_pass))
+        add("runs", measure(record))
+    else:
+        add("runs", measure(record))
+    made: list = []
+    add("contraction", measure(lambda: made.append(gradients._Scorer(state["patched"]))))
+    scorer, patched = made.pop(), state["patched"]
+    for alpha in settings.alphas:
+        if part == "eap":
+            run = state.pop("clean")
+        else:
+            embedding = patched.ablated[0] + alpha * patched.delta[0]
+            box: list = []
+            add("passes", measure(lambda e=embedding, box=box: box.append(
+                gradients.differentiate(weights, graph, e, tensors.pos_batch, tensors.pos_index,
+                                        lambda _: state["metric"]))))
+            run = box.pop()
+        add("contraction", measure(lambda run=run, scorer=scorer: scorer.add(
+            run, 1.0 / len(settings.alphas))))
+        del run
+    state["scores"] = scorer.scores
+    del scorer, patched
+
+    def final() -> None:
+        patched = state["patched"]
+        kept = graph.connected(select(state["scores"], settings))
+        with torch.no_grad():
+            patched.take_clean_qkv()
+            for edge in graph.edges:
+                if not kept[edge.index]:
+                    patched.set_edge(edge, False)
+            float(state["metric"](patched.logits_from(Stage(0))))
+
+    phases["final"] = measure(final)
+    peak = peak_rss_mb()  # of the scoring and the final pass: what run_attribution does
+    state.clear()
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    phases["whole"] = measure(lambda: run_attribution(loaded, task, common, settings, graph))
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    scoring = {kind: sum(phases[p][kind] for p in ("passes", "runs", "contraction"))
+               for kind in clocks}
+    row.update({"forward": unit, "forward_runs": [forward_before, forward_after],
+                "edges": len(graph.edges), "phases": phases, "scoring": scoring,
+                "fpe": {name: {kind: value[kind] / unit[kind] for kind in clocks}
+                        for name, value in {**phases, "scoring": scoring}.items()},
+                "peak_rss_mb": peak})
+    return row
+
+
+def bench_gpt2_attribution(batch: int, seq: int) -> dict:
+    """The three parts, each in a fresh process (peak RSS only grows within a process)."""
+    import subprocess
+
+    rows = {}
+    for part in ("forward", "eap", "eap-ig"):
+        print(f"  {part} ...", flush=True)
+        done = subprocess.run([sys.executable, __file__, "--attribution-part", part,
+                               "--attribution-batch", str(batch), "--attribution-seq", str(seq)],
+                              check=True, capture_output=True, text=True)
+        rows[part] = json.loads(done.stdout.strip().splitlines()[-1])
+    cache = rows["forward"]["peak_rss_mb"] - rows["forward"]["model_rss_mb"]
+    for part in ("eap", "eap-ig"):
+        row = rows[part]
+        row["memory_vs_cache"] = row["peak_rss_mb"] / rows["forward"]["peak_rss_mb"]
+        row["activations_vs_cache"] = (row["peak_rss_mb"] - row["model_rss_mb"]) / cache
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -301,6 +466,33 @@ def markdown(report: dict) -> str:
                   f"threshold {r['threshold']}: "
                   f"{r['run_s']:.0f} s, {r['tested']} edges tested, {r['kept']} kept, "
                   f"{r['fpe_per_test']:.4f} FPE per test; peak RSS {r['peak_rss_mb']:.0f} MB.", ""]
+    a = report.get("gpt2_attribution")
+    if a:
+        f = a["forward"]
+        lines += [f"Attribution on the GPT-2-small shape, batch {f['batch']} x {f['seq']}, logit "
+                  f"difference, corrupt ablation, {a['eap']['edges']} edges, {f['threads']} "
+                  f"threads. FPE: time / one plain TransformerLens forward pass (median of 3 "
+                  f"before and 3 after, in the same process), as wall / CPU time. A plain "
+                  f"forward caching every activation (`run_with_cache`) peaks at "
+                  f"{f['peak_rss_mb']:.0f} MB resident, {f['model_rss_mb']:.0f} MB of it the "
+                  f"model and the libraries; each method runs in its own process.", "",
+                  "| method | differentiated passes | clean/ablated runs | contraction "
+                  "| scores total | final circuit pass | whole run | peak RSS "
+                  "| vs cached forward | above the model, vs cached forward |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for part in ("eap", "eap-ig"):
+            r = a[part]
+            fpe = r["fpe"]
+
+            def cell(key: str, fpe: dict = fpe) -> str:
+                return f"{fpe[key]['wall']:.2f} / {fpe[key]['cpu']:.2f}"
+
+            name = "EAP" if part == "eap" else "EAP-IG (5 steps)"
+            lines.append(f"| {name} | {cell('passes')} | {cell('runs')} | {cell('contraction')} "
+                         f"| **{cell('scoring')}** ({r['scoring']['wall']:.1f} s) "
+                         f"| {cell('final')} | {cell('whole')} | {r['peak_rss_mb']:.0f} MB "
+                         f"| {r['memory_vs_cache']:.2f}x | {r['activations_vs_cache']:.2f}x |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -318,7 +510,31 @@ def main() -> None:
     parser.add_argument("--gpt2-run-batch", type=int, default=100,
                         help="a whole run at this batch (0: none; about 5 minutes at 100)")
     parser.add_argument("--gpt2-run-threshold", type=float, default=0.001)
+    parser.add_argument("--attribution", action="store_true",
+                        help="also time EAP and EAP-IG on the GPT-2 shape (three processes)")
+    parser.add_argument("--attribution-only", action="store_true",
+                        help="only the attribution part (writes attribution.json/.md)")
+    parser.add_argument("--attribution-batch", type=int, default=50)
+    parser.add_argument("--attribution-seq", type=int, default=16)
+    parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
+                        help=argparse.SUPPRESS)  # one part, in this process; prints JSON
     args = parser.parse_args()
+    if args.attribution_part:
+        print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
+                                          args.attribution_seq)))
+        return
+    if args.attribution_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
+                                                            args.attribution_seq)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "attribution.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "attribution.md").write_text(markdown(report) + "\n")
+        print(markdown(report))
+        return
 
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -340,6 +556,10 @@ def main() -> None:
         print("GPT-2 shape, whole run ...", flush=True)
         report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq,
                                             args.gpt2_run_threshold)
+    if args.attribution:
+        print("GPT-2 shape, attribution ...", flush=True)
+        report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
+                                                            args.attribution_seq)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -57,7 +57,7 @@ def timed(fn):
 
 
 def forward_seconds(loaded: LoadedModel, task: Task, repeats: int) -> float:
-    clean = task_tensors(task, loaded.device)[0]
+    clean = task_tensors(task, loaded.device).clean
     with torch.inference_mode():
         loaded.model(clean)  # warm-up
         return statistics.median(timed(lambda: loaded.model(clean))[1] for _ in range(repeats))

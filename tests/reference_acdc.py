@@ -20,7 +20,10 @@ for every removed edge w -> r, (live output of w in this pass - ablated output o
 ablated outputs come from the "ablation run": the forward pass on the corrupt prompts
 (corrupt ablation), or the clean forward pass with every sender output set to zero (zero
 ablation, where the residual is then the bias-only residual and its q/k/v are the bias-only
-q/k/v).
+q/k/v). Mean ablations take the corrupt run and average every sender's output and every
+head's q/k/v over the real tokens of the corrupt prompts, one prompt and position at a time:
+over all of them (`mean`) or per position over the prompts that reach it (`mean-positional`);
+padding after a prompt's end never counts.
 
 Usage: `reference_acdc(model, clean, corrupt, positions, answers, wrong_answers, threshold)`
 returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
@@ -288,14 +291,39 @@ def _layer_head(node: str) -> tuple[int, int]:
     return int(layer), int(head)
 
 
-def ablation_run(model, clean: torch.Tensor, corrupt: torch.Tensor, ablation: str) -> Ablation:
-    """The senders' outputs and q/k/v that removed edges read."""
+def ablation_run(model, clean: torch.Tensor, corrupt: torch.Tensor, ablation: str,
+                 lengths: list[int] | None = None) -> Ablation:
+    """The senders' outputs and q/k/v that removed edges read. `lengths`: the prompts' real
+    lengths (mean ablations average only those tokens; default: the whole width)."""
     with torch.no_grad():
         if ablation == "corrupt":
             return _run(model, corrupt, set(), None, "qkv")[1]
         if ablation == "zero":
             return _run(model, clean, set(), None, "qkv", zero_senders=True)[1]
+        if ablation in ("mean", "mean-positional"):
+            run = _run(model, corrupt, set(), None, "qkv")[1]
+            if lengths is None:
+                lengths = [corrupt.shape[1]] * corrupt.shape[0]
+            positional = ablation == "mean-positional"
+            return Ablation({k: _mean(v, lengths, positional) for k, v in run.senders.items()},
+                            {k: _mean(v, lengths, positional) for k, v in run.qkv.items()})
     raise ValueError(f"unknown ablation {ablation!r}")
+
+
+def _mean(values: torch.Tensor, lengths: list[int], positional: bool) -> torch.Tensor:
+    """values [batch, pos, d] averaged over the real tokens, as a [batch, pos, d] tensor that
+    holds the mean everywhere (`positional`: position p holds the mean over the prompts that
+    are longer than p)."""
+    batch, n_pos, _ = values.shape
+    out = torch.zeros_like(values)
+    if positional:
+        for p in range(n_pos):
+            rows = [values[b, p] for b in range(batch) if p < lengths[b]]
+            out[:, p] = sum(rows) / len(rows)
+        return out
+    tokens = [values[b, p] for b in range(batch) for p in range(lengths[b])]
+    out[:] = sum(tokens) / len(tokens)
+    return out
 
 
 def patched_logits(model, clean: torch.Tensor, ablated: Ablation, removed: set[str],
@@ -362,7 +390,7 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
     shape = shape_of(model)
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
     groups = edge_groups(shape, granularity, reverse_head_order)
-    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation)
+    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation, [len(c) for c in clean])
     with torch.no_grad():
         clean_logits = model(clean_tokens)
 
@@ -398,7 +426,7 @@ def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, rem
                    granularity: str = "qkv") -> float:
     """The metric of the circuit that lacks the edges in `removed`."""
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
-    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation)
+    ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation, [len(c) for c in clean])
     with torch.no_grad():
         clean_logits = model(clean_tokens)
     logits = patched_logits(model, clean_tokens, ablated, removed, granularity)

@@ -211,7 +211,7 @@ def test_discover_token_outside_vocabulary(tmp_path, checkpoint):
 
 
 def test_discover_usage_errors(task_file):
-    assert invoke("discover", "--task", task_file, "--ablation", "mean").exit_code == 2
+    assert invoke("discover", "--task", task_file, "--ablation", "median").exit_code == 2
     assert invoke("discover", "--task", task_file, "--threshold", "abc").exit_code == 2
     assert invoke("discover").exit_code == 2
 

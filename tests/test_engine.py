@@ -165,7 +165,7 @@ def test_replay_of_another_run_is_refused(loaded):
 
 @pytest.mark.parametrize("field, value, message", [
     ("metric", "accuracy", "unknown metric 'accuracy'"),
-    ("ablation", "mean", "unknown ablation 'mean'"),
+    ("ablation", "resample", "unknown ablation 'resample'"),
     ("granularity", "neuron", "unknown granularity 'neuron'"),
     ("threshold", float("nan"), "threshold must be a finite number"),
 ])

@@ -95,6 +95,16 @@ CASES = [
     Case("bidir_mlp3", "l2", "zero", window=True),
     Case("bidir_mlp3", "nll", candidates=3, window=True),
     Case("bidir_attn2", "logit_diff", last_only=True),
+    # mean ablations: one mean per sender, or one per position (prompts of different lengths:
+    # padding must not enter the mean)
+    Case("attn2", ablation="mean"),
+    Case("attn2", ablation="mean-positional", granularity="head"),
+    Case("mlp3", "logit_diff", "mean", granularity="head"),
+    Case("mlp3", ablation="mean-positional"),
+    Case("nonorm2", "nll", "mean-positional"),
+    Case("nonorm2", ablation="mean", granularity="head", candidates=5, low_rank=True),
+    Case("mlp3", "prob_diff", "mean", candidates=8, low_rank=True, window=True),
+    Case("one_head", ablation="mean-positional", candidates=8, low_rank=True),
 ]
 QUANTILES = (0.3, 0.7)
 

@@ -386,7 +386,7 @@ def test_evaluate_errors(run_dir, tmp_path, checkpoint):
     assert result.exit_code == 1 and "prob_diff needs an answer" in error_line(result)
     result = invoke("evaluate", run_dir, "--task", plain, "--quiet")  # kl and l2 only
     assert result.exit_code == 0, result.output
-    result = invoke("evaluate", run_dir, "--ablation", "mean")
+    result = invoke("evaluate", run_dir, "--ablation", "resample")
     assert result.exit_code == 2
     broken = tmp_path / "broken.json"
     broken.write_text("{")

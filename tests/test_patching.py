@@ -154,7 +154,7 @@ def test_bidirectional_attention_refuses_prompts_of_different_lengths():
                 threshold=0.1, ablation="corrupt", seed=0, clean=[[1, 2, 3], [1, 2]],
                 corrupt=[[3, 2, 1], [2, 1]], positions=[[2], [1]], answers=None,
                 wrong_answers=None)
-    clean = task_tensors(task, "cpu")[0]  # causal: right-padded
+    clean = task_tensors(task, "cpu").clean  # causal: right-padded
     assert clean.tolist() == [[1, 2, 3], [1, 2, 0]]
     with pytest.raises(TaskError, match="prompts of 2 to 3 tokens.*bidirectional"):
         task_tensors(task, "cpu", causal=False)
@@ -189,3 +189,36 @@ def test_set_edges_sets_what_set_edge_sets(tiny_models, tiny_tasks):
         for edge in graph.edges:
             patched.set_edge(edge, bool(kept[edge.index]))
     assert all(torch.equal(a, b) for a, b in zip(at_once, masks(), strict=True))
+
+
+@pytest.mark.parametrize("ablation", ["mean", "mean-positional"])
+def test_every_edge_removed_is_the_mean_of_the_corrupted_run(model, ablation):
+    """With every edge removed, `logits` reads every sender's mean, so its input is the mean
+    of the corrupted run's final residual over the real tokens (the biases are the same
+    everywhere): over all of them, or per position. Prompts of lengths 9, 6 and 4: the
+    padding after each must not enter the mean."""
+    torch.manual_seed(2)
+    clean, corrupt = torch.randint(1, 50, (2, 3, 9))
+    lengths = torch.tensor([9, 6, 4])
+    for b, n in enumerate(lengths.tolist()):
+        clean[b, n:] = corrupt[b, n:] = 0
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    pos_batch = torch.tensor([0, 1, 2, 0])
+    pos_index = torch.tensor([8, 5, 3, 2])
+    with torch.inference_mode():
+        patched = PatchedModel(extract_weights(model), graph, clean, corrupt, pos_batch,
+                               pos_index, ablation, lengths)
+        for edge in graph.edges:
+            patched.set_edge(edge, False)
+        logits = patched.logits_from(Stage(0))
+        _, cache = model.run_with_cache(corrupt)
+        resid = cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]  # [batch, pos, d]
+        real = [[resid[b, p] for b in range(3) if p < lengths[b]] for p in range(9)]
+        final = getattr(model, "ln_final", lambda x: x)  # no final norm without normalisation
+        if ablation == "mean":
+            mean = sum(sum(r) for r in real) / int(lengths.sum())
+            expected = model.unembed(final(mean[None, None]))[0, 0].expand(4, -1)
+        else:
+            means = torch.stack([sum(r) / len(r) for r in real])  # [pos, d]
+            expected = model.unembed(final(means[None]))[0][pos_index]
+    assert torch.allclose(logits, expected, atol=1e-4), (logits - expected).abs().max()

@@ -58,7 +58,7 @@ def test_repeat_command_spells_out_every_setting():
     ("abs", 1, "the header's abs is 1"),
     ("metric", "accuracy", "the header's metric is 'accuracy'"),
     ("seed", -1, "seed is -1"),
-    ("method", "eap", "method 'eap' is not one of"),
+    ("method", "path-patching", "method 'path-patching' is not one of"),
 ])
 def test_a_damaged_header_names_its_field(key, value, message):
     record = {**SETTINGS.record(), key: value}
@@ -137,8 +137,9 @@ def test_discover_method_option(tiny_task, tmp_path):
     result = invoke("discover", "--task", tiny_task, "--method", "acdc", "--out", tmp_path / "a",
                     "--quiet", "--no-render")
     assert result.exit_code == 0, result.output
-    result = invoke("discover", "--task", tiny_task, "--method", "eap", "--out", tmp_path / "b")
-    assert result.exit_code == 1 and "unknown method 'eap'" in result.stderr
+    result = invoke("discover", "--task", tiny_task, "--method", "edge-pruning", "--out",
+                    tmp_path / "b")
+    assert result.exit_code == 1 and "unknown method 'edge-pruning'" in result.stderr
     assert not (tmp_path / "b").exists()  # refused before anything was written
 
 

@@ -298,7 +298,8 @@ def test_overrides(tmp_path):
         ("threshold", -1.0, "--threshold: must be a finite number >= 0"),
         ("threshold", float("nan"), "--threshold: must be a finite number >= 0"),
         ("threshold", "abc", "--threshold: expected a number"),
-        ("ablation", "mean", "--ablation: unknown ablation 'mean'; use one of: corrupt, zero"),
+        ("ablation", "resample", "--ablation: unknown ablation 'resample'; use one of: corrupt, "
+                                 "zero, mean, mean-positional"),
         ("seed", 1.5, "--seed: expected a whole number"),
         ("seed", -2, "--seed: must be >= 0"),
         ("model", "", "--model: is empty"),
@@ -456,7 +457,8 @@ def test_missing_corrupt_with_corrupt_ablation(tmp_path):
         (
             "ablation",
             "zeros",
-            "ablation: unknown ablation 'zeros' (did you mean 'zero'?); use one of: corrupt, zero",
+            "ablation: unknown ablation 'zeros' (did you mean 'zero'?); use one of: corrupt, "
+            "zero, mean, mean-positional",
         ),
         (
             "positions",

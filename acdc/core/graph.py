@@ -186,6 +186,43 @@ class Graph:
             dag.add_edge(*edge.endpoints, name=edge.name, kind=edge.kind)
         return dag
 
+    def connected(self, kept: Sequence[bool]) -> list[bool]:
+        """The kept edges that lie on a path from `input` to `logits` through kept edges (the
+        others change nothing: what they carry never reaches the logits, or they carry
+        nothing from the input). A direct edge `a1.h2<q>->a1.h2` is one step of such a path,
+        from the head's q input to the head: without it, edges into `a1.h2<q>` lead nowhere.
+
+        >>> g = build_graph(GraphShape(1, 1, False))
+        >>> kept = [e.name in ("input->a0.h0<q>", "a0.h0->logits") for e in g.edges]
+        >>> [e.name for e in g.edges if g.connected(kept)[e.index]]
+        []
+        >>> kept[g.edge_index["a0.h0<q>->a0.h0"]] = True
+        >>> [e.name for e in g.edges if g.connected(kept)[e.index]]
+        ['input->a0.h0<q>', 'a0.h0<q>->a0.h0', 'a0.h0->logits']
+        """
+        out_of: dict[str, list[Edge]] = {}
+        into: dict[str, list[Edge]] = {}
+        for edge in self.edges:
+            if kept[edge.index]:
+                source, target = edge.endpoints
+                out_of.setdefault(source, []).append(edge)
+                into.setdefault(target, []).append(edge)
+
+        def reached(start: str, step: dict[str, list[Edge]], end: int) -> set[str]:
+            seen, stack = {start}, [start]
+            while stack:
+                for edge in step.get(stack.pop(), []):
+                    node = edge.endpoints[end]
+                    if node not in seen:
+                        seen.add(node)
+                        stack.append(node)
+            return seen
+
+        from_input = reached("input", out_of, 1)
+        to_logits = reached("logits", into, 0)
+        return [bool(kept[e.index]) and e.endpoints[0] in from_input and e.endpoints[1] in to_logits
+                for e in self.edges]
+
     def acdc_order(self, reverse_head_order: bool = False) -> list[tuple[str, list[Edge]]]:
         """Groups of edges in the order ACDC visits them, as (node, incoming edges) pairs.
 

@@ -133,8 +133,10 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
         def kl(logits: torch.Tensor) -> torch.Tensor:
             z = logits - shift
             lse = z.logsumexp(-1)
+            # in place unless differentiated (logsumexp's backward reads z)
+            product = z.mul(clean_probs) if z.requires_grad else z.mul_(clean_probs)
             # torch's sum adds in blocks (a matrix product here loses about 10x more precision)
-            return negative_entropy - z.mul_(clean_probs).sum(-1) + lse
+            return negative_entropy - product.sum(-1) + lse
 
         return kl
     if name == "l2":

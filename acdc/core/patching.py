@@ -5,7 +5,20 @@ Every receiver r reads
     input_r = bias_r + sum over senders s of  ablated_s + mask[r, s] * (live_s - ablated_s)
 
 where `bias_r` is the sum of the `b_O` and `b_out` terms before r, `live_s` is sender s's output
-in this pass and `ablated_s` its output in the corrupted run (or zero under zero ablation).
+in this pass and `ablated_s` what a removed edge carries instead (the ablation):
+
+- `corrupt`: s's output in the corrupted run (same prompt, same position);
+- `zero`: nothing (a removed direct q/k/v edge carries the q/k/v of a bias-only residual);
+- `mean`: s's output in the corrupted run averaged over every real token of every corrupted
+  prompt (one vector per sender, the same at every prompt and position);
+- `mean-positional`: averaged per position, over the corrupted prompts long enough to have it.
+
+Padding never enters a mean: prompts of different lengths are right-padded, and only each
+prompt's own tokens are averaged (a position only some prompts reach is averaged over those).
+A removed direct edge `a1.h2<q>->a1.h2` carries the head's query averaged the same way over the
+corrupted run's queries (the mean of q, not q of the mean residual: like a sender's output, the
+value the head reads is averaged). Means are taken over the corrupted prompts of the task
+(for a mean over other text, make those the task's corrupted prompts).
 With every mask at 1 this is the ordinary forward pass; with every mask at 0 (corrupt
 ablation) it is the corrupted run. We keep `delta_s = live_s - ablated_s` for every sender in one
 tensor `[n_senders, batch, pos, d_model]`, so all of a layer's receiver inputs come from one
@@ -41,7 +54,74 @@ from acdc.errors import TaskError
 if TYPE_CHECKING:
     from acdc.core.tasks import Task
 
+if TYPE_CHECKING:
+    from acdc.core.tasks import Task
+
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
+MEAN_ABLATIONS = ("mean", "mean-positional")
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """An ordinary forward pass as the patched model records one: every sender's output
+    `[senders, batch, pos, d_model]`, every layer's q/k/v `[3, heads, batch, pos, d_head]` and
+    attention output z at the metric positions `[heads, n_positions, d_head]`."""
+
+    outputs: torch.Tensor
+    qkv: tuple[torch.Tensor, ...]
+    z: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class TaskTensors:
+    """A task's prompts as tensors: right-padded clean and corrupt tokens `[batch, pos]`, the
+    flattened metric positions (prompt and position of each) and every prompt's length."""
+
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    pos_batch: torch.Tensor
+    pos_index: torch.Tensor
+    lengths: torch.Tensor
+
+
+def task_tensors(task: Task, device: torch.device | str, causal: bool = True) -> TaskTensors:
+    """The tensors of `task` on `device`, padded with token 0 on the right. Causal attention
+    never reads the padding (it comes after every real token); bidirectional attention
+    (`causal` False) would, so there the prompts must all have one length."""
+    width = max(len(p) for p in task.clean)
+    if not causal and any(len(p) != width for p in task.clean):
+        shortest = min(len(p) for p in task.clean)
+        raise TaskError(f"task {task.name}: prompts of {shortest} to {width} tokens; a model "
+                        f"with bidirectional attention would read the padding of the shorter "
+                        f"ones, so give every prompt the same length")
+
+    def pad(rows: list[list[int]]) -> torch.Tensor:
+        return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
+                             dtype=torch.long)
+    pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
+    lengths = torch.tensor([len(p) for p in task.clean], dtype=torch.long)
+    return TaskTensors(*(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch,
+                                                 pos_index, lengths)))
+
+
+def token_mean(values: torch.Tensor, lengths: torch.Tensor, positional: bool) -> torch.Tensor:
+    """`values` [..., batch, pos, d] averaged over the real tokens (position < the prompt's
+    length): over every prompt and position, or per position (`positional`); returned
+    expanded to the shape of `values` (a view: no copy per prompt)."""
+    n_pos = values.shape[-2]
+    real = (torch.arange(n_pos, device=values.device)[None, :] < lengths[:, None]).to(values.dtype)
+    lead = values.shape[:-3]
+    flat = values.reshape(-1, *values.shape[-3:])
+    means = []
+    for item in flat:  # one sender (or head) at a time: no copy of the whole tensor
+        if positional:
+            means.append(torch.einsum("bpd,bp->pd", item, real) / real.sum(0)[:, None])
+        else:
+            means.append(torch.einsum("bpd,bp->d", item, real)[None] / real.sum())
+    mean = torch.stack(means).view(*lead, 1, -1, values.shape[-1])
+    return mean.expand(values.shape)
 
 
 def every_layer(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
@@ -68,7 +148,12 @@ class PatchedModel:
 
     def __init__(self, weights: Weights, graph: Graph, clean_tokens: torch.Tensor,
                  corrupt_tokens: torch.Tensor, pos_batch: torch.Tensor, pos_index: torch.Tensor,
-                 ablation: str = "corrupt"):
+                 ablation: str = "corrupt", lengths: torch.Tensor | None = None,
+                 clean_run: RecordedRun | None = None):
+        """`lengths` are the prompts' lengths (the mean ablations leave out the padding after
+        them); None: every prompt fills the batch's width. `clean_run`: the clean run as
+        another ordinary forward pass recorded it (the attribution methods' differentiated
+        pass), taken over instead of recording it again."""
         self.w = weights
         self.graph = graph
         self.n_layers = graph.n_layers
@@ -104,16 +189,36 @@ class PatchedModel:
         # pass: [heads, n_positions, d_head] per layer (a head's output there is z @ W_O).
         self.last_z: list[torch.Tensor | None] = [None] * self.n_layers
         self._set_bases(batch, n_pos, d_model)
-        if ablation == "corrupt":
+        if ablation not in ("corrupt", "zero", *MEAN_ABLATIONS):
+            raise ValueError(f"unknown ablation {ablation!r}")
+        self._full_z: list[torch.Tensor] | None = None  # every position's z, when recorded
+        if ablation != "zero":
+            if ablation in MEAN_ABLATIONS:
+                self._full_z = []
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
             self.ablated_z = every_layer(self.last_z)
-        clean_out, clean_qkv = self._record_run(clean_tokens)
+            corrupt_z, self._full_z = self._full_z, None
         # q/k/v of the clean run, taken over (and released) by the incremental engine
-        self.clean_qkv: list[torch.Tensor] | None = clean_qkv
-        self.clean_z = every_layer(self.last_z)
+        self.clean_qkv: list[torch.Tensor] | None
+        if clean_run is None:
+            clean_out, self.clean_qkv = self._record_run(clean_tokens)
+            self.clean_z = every_layer(self.last_z)
+        else:
+            clean_out, self.clean_qkv, self.clean_z = (clean_run.outputs, list(clean_run.qkv),
+                                                       list(clean_run.z))
+            self.delta = clean_out
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
+        elif ablation in MEAN_ABLATIONS:
+            if lengths is None:
+                lengths = torch.full((batch,), n_pos, dtype=torch.long, device=device)
+            positional = ablation == "mean-positional"
+            self.ablated = token_mean(corrupt_out, lengths, positional)
+            self.ablated_qkv = [token_mean(qkv, lengths, positional) for qkv in corrupt_qkv]
+            self.ablated_z = [token_mean(z, lengths, positional)[:, pos_batch, pos_index]
+                              for z in corrupt_z or ()]
+            del corrupt_out, corrupt_qkv, corrupt_z
         else:  # zero: removed edges carry nothing; removed q/k/v come from a bias-only residual
             self.ablated = None
             self.ablated_z = [torch.zeros_like(z) for z in self.clean_z]
@@ -279,6 +384,8 @@ class PatchedModel:
         # [heads, batch, pos, d_head]
         z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
+        if self._full_z is not None:
+            self._full_z.append(z)
         out = forward.head_outputs(lw, z)
         heads = out.shape[0]
         first = self.graph.sender_of_head(layer, 0)
@@ -300,26 +407,3 @@ class PatchedModel:
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
             delta.shape[1:])
         return forward.unembed(self.w, x)
-
-
-def task_tensors(task: Task, device: torch.device | str,
-                 causal: bool = True) -> tuple[torch.Tensor, ...]:
-    """Right-padded clean and corrupt tokens and the flattened metric positions (prompt index,
-    position): the layout `PatchedModel` takes.
-
-    Causal attention never reads the padding (it comes after every real token); bidirectional
-    attention (`causal` False) would, so there the prompts must all have one length."""
-    width = max(len(p) for p in task.clean)
-    if not causal and any(len(p) != width for p in task.clean):
-        lengths = sorted({len(p) for p in task.clean})
-        raise TaskError(f"task {task.name}: prompts of {lengths[0]} to {lengths[-1]} tokens; a "
-                        f"model with bidirectional attention would read the padding of the "
-                        f"shorter ones, so give every prompt the same length")
-
-    def pad(rows: list[list[int]]) -> torch.Tensor:
-        return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-
-    pos_batch = torch.tensor([b for b, pos in enumerate(task.positions) for _ in pos],
-                             dtype=torch.long)
-    pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
-    return tuple(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index))

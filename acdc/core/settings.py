@@ -31,17 +31,19 @@ METRICS: dict[str, str] = {
     "l2": "Euclidean distance between the circuit's and the clean model's logits",
 }
 NEEDS_ANSWER_AND_WRONG = frozenset({"logit_diff", "prob_diff"})
-ABLATIONS: tuple[str, ...] = ("corrupt", "zero")
+ABLATIONS: tuple[str, ...] = ("corrupt", "zero", "mean", "mean-positional")
 UNRECORDED = {"recorded": False}  # field metadata: a knob that never changes a result
 
-Ablation = Literal["corrupt", "zero"]
+Ablation = Literal["corrupt", "zero", "mean", "mean-positional"]
 Granularity = Literal["qkv", "head"]
 
 
 @dataclass(frozen=True)
 class CommonSettings:
     """The metric every method minimises (lower is better), what a removed edge carries
-    (`corrupt`: the corrupted run's value; `zero`: nothing) and the graph's granularity."""
+    (`corrupt`: the corrupted run's value; `zero`: nothing; `mean`: the sender's output
+    averaged over every token of the corrupted prompts; `mean-positional`: averaged per
+    position; see `acdc.core.patching`) and the graph's granularity."""
 
     metric: str = "kl"
     ablation: Ablation = "corrupt"

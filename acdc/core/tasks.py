@@ -403,9 +403,9 @@ def _check_spec_needs(spec: TaskSpec, list_key: str = "prompts") -> None:
         return
     for prompt in spec.prompts:
         where = f"{spec.source}: {list_key}[{prompt.index}]"
-        if prompt.corrupt is None and spec.ablation == "corrupt":
+        if prompt.corrupt is None and spec.ablation != "zero":
             raise TaskError(
-                f"{where}: no corrupt prompt, which ablation 'corrupt' needs; add"
+                f"{where}: no corrupt prompt, which ablation '{spec.ablation}' needs; add"
                 f" corrupt: or use ablation zero"
             )
         if spec.metric in NEEDS_ANSWER_AND_WRONG:

@@ -411,9 +411,11 @@ class CircuitEvaluator:
                 raise AcdcError(_unsupported(name, task.name, allowed))
         self.metrics = [name for name in METRICS if name in chosen]
         with torch.inference_mode():
-            clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
+            tensors = task_tensors(task, device, weights.causal)
+            clean, corrupt, pos_batch, pos_index = (tensors.clean, tensors.corrupt,
+                                                     tensors.pos_batch, tensors.pos_index)
             self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
-                                        ablation)
+                                        ablation, tensors.lengths)
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
                         for name in self.metrics}
         self._prompt_of = pos_batch.cpu()

@@ -1,16 +1,17 @@
 """The discovery methods `circuit discover --method NAME` can run, by name.
 
 >>> sorted(METHODS)
-['acdc']
+['acdc', 'eap', 'eap-ig']
 """
 
 from __future__ import annotations
 
 from acdc.errors import AcdcError, did_you_mean
-from acdc.methods import acdc
+from acdc.methods import acdc, attribution
 from acdc.methods.base import Method
 
-METHODS: dict[str, Method] = {method.name: method for method in (acdc.METHOD,)}
+METHODS: dict[str, Method] = {method.name: method for method in (acdc.METHOD, attribution.EAP,
+                                                               attribution.EAP_IG)}
 DEFAULT_METHOD = "acdc"
 
 

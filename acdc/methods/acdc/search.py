@@ -112,9 +112,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     weights = extract_weights(model.model)
     device = weights.W_E.device
     with torch.inference_mode():
-        clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
-        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
-                               common.ablation)
+        tensors = task_tensors(task, device, weights.causal)
+        clean = tensors.clean
+        patched = PatchedModel(weights, graph, clean, tensors.corrupt, tensors.pos_batch,
+                               tensors.pos_index, common.ablation, tensors.lengths)
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
                                  device)
         metric = build_metric(common.metric, patched.clean_logits, targets)

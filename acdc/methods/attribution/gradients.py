@@ -1,0 +1,305 @@
+"""Every edge's attribution score from a few differentiable forward passes.
+
+The score of an edge u -> v is the first-order estimate of the metric's change when that edge
+alone carries its ablated value (`../shared/EVALUATION.md`, section 5):
+
+    score(u -> v) = (a_u(ablated) - a_u(clean)) . dm/dx_v
+
+summed over prompts, positions and d_model, where a_u is u's output and x_v v's input in the
+patched forward of `acdc.core.patching` (`x_v = bias + sum_s ablated_s + mask[v, s] * delta_s`,
+so the score is minus the derivative of m with respect to the edge's mask at 1). A direct edge
+`a1.h2<q> -> a1.h2` scores `(q(ablated) - q(clean)) . dm/dq` for that head's query.
+
+No mask per edge is made: the gradient with respect to one receiver's input scores every edge
+into it at once (a dot product with every sender's delta, one matrix product per layer). The
+pass itself is the ordinary forward (with every edge present the patched forward is the
+model), differentiated once:
+
+- a head's q/k/v input is its own copy of the residual, normalised on its own: its gradient
+  is `dm/dq_h @ W_Q[h]^T` pushed back through that copy's norm, taken at the shared residual,
+  so no per-head copies of the forward pass are made (head granularity: the sum of the q, k
+  and v terms, one receiver feeding all three). The norm's backward is folded into the
+  products with the deltas instead of being applied to every receiver's gradient (see
+  `_layer_scores`);
+- an MLP's input and the input of `logits` (the final residual at the metric positions) are
+  tensors of their own in the pass, whose gradients autograd keeps.
+
+Plain EAP differentiates at the clean run (alpha = 1); that pass also records the clean run
+for the patched model (`PatchedModel(clean_run=...)`), which then only records the ablated
+run: two forward passes and one backward in all. EAP-IG (inputs) averages the gradients
+over the points `alpha = k / m`, k = 0 .. m - 1, of the straight line from the ablated to the
+clean input embedding (the input sender's ablated value: the corrupted prompts' embedding,
+zero, or its mean), the deltas staying those of the clean run; this is the authors' left
+Riemann sum, which starts at the ablated run and never evaluates the clean one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from acdc.core import forward
+from acdc.core.graph import Graph
+from acdc.core.models import Weights
+from acdc.core.patching import PatchedModel, RecordedRun
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EdgeSlots:
+    """Where each receiver's scores go in the graph's edge order: per layer, the head inputs'
+    edges `[receivers, senders]` (rows q heads, k heads, v heads; one row per head at head
+    granularity), the MLP's `[senders]` and the direct edges `[3, heads]`; the logits'
+    `[senders]`."""
+
+    heads: tuple[torch.Tensor, ...]
+    mlps: tuple[torch.Tensor, ...]
+    direct: tuple[torch.Tensor, ...]
+    logits: torch.Tensor
+
+    @classmethod
+    def of(cls, graph: Graph, device: torch.device) -> EdgeSlots:
+        index = {(e.receiver.name, e.sender.index if e.sender else None): e.index
+                 for e in graph.edges}
+        n_heads = graph.n_heads
+        qkvs = ("q", "k", "v") if graph.granularity == "qkv" else (None,)
+        heads, mlps, direct = [], [], []
+        for layer in range(graph.n_layers):
+            n = graph.senders_before(layer)
+            rows = [[index[(graph_receiver(layer, h, qkv), s)] for s in range(n)]
+                    for qkv in qkvs for h in range(n_heads)]
+            heads.append(torch.tensor(rows, device=device))
+            if graph.shape.has_mlp:
+                mlps.append(torch.tensor([index[(f"m{layer}", s)] for s in range(n + n_heads)],
+                                         device=device))
+            if graph.granularity == "qkv":
+                direct.append(torch.tensor(
+                    [[index[(graph_receiver(layer, h, qkv), None)] for h in range(n_heads)]
+                     for qkv in ("q", "k", "v")], device=device))
+        logits = torch.tensor([index[("logits", s)] for s in range(len(graph.senders))],
+                              device=device)
+        return cls(tuple(heads), tuple(mlps), tuple(direct), logits)
+
+
+def graph_receiver(layer: int, head: int, qkv: str | None) -> str:
+    return f"a{layer}.h{head}" + (f"<{qkv}>" if qkv else "")
+
+
+@dataclass
+class Gradients:
+    """What one differentiated forward pass leaves: per layer the residual the heads read
+    (before their norm), the q/k/v and their gradients and the gradient of the MLP's input;
+    the gradient of the input of `logits` at the metric positions; the metric's value; and,
+    when asked, the pass recorded as the patched model records a run."""
+
+    residuals: list[torch.Tensor]
+    qkv: list[torch.Tensor]
+    qkv_grads: list[torch.Tensor]
+    mlp_grads: list[torch.Tensor]
+    logits_grad: torch.Tensor
+    metric: float
+    recorded: RecordedRun | None = None
+
+
+def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
+                  pos_index: torch.Tensor, metric_of: Callable[[torch.Tensor], Metric],
+                  record: bool = False) -> Gradients:
+    """The ordinary forward pass from the input sender's output `embedding` [batch, pos, d],
+    then one backward pass of the metric `metric_of(logits)` (given this pass's own logits at
+    the metric positions, detached: the clean logits when this pass is the clean run).
+    `record`: also keep every sender's output and z, as `PatchedModel` records a run."""
+    batch, n_pos, d_model = embedding.shape
+    outputs = zs = None
+    if record:
+        outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
+                              device=embedding.device)
+        outputs[0] = embedding
+        zs = []
+    with torch.enable_grad():
+        x = embedding.detach().requires_grad_(True)
+        mask = forward.attention_mask(w, n_pos, x.dtype, x.device)
+        residuals, qkvs, mlp_inputs = [], [], []
+        for layer, lw in enumerate(w.layers):
+            residuals.append(x)
+            h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
+            qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
+            qkv.retain_grad()
+            qkvs.append(qkv)
+            z = forward.attend(qkv[0], qkv[1], qkv[2], w.attn_scale, mask)
+            heads = forward.head_outputs(lw, z)
+            if outputs is not None:
+                first = graph.sender_of_head(layer, 0)
+                outputs[first:first + len(heads)] = heads.detach()
+                zs.append(z.detach()[:, pos_batch, pos_index])
+            x = x + heads.sum(0) + lw.b_O
+            if not w.attn_only:
+                mlp_in = x.view_as(x)  # the MLP's own input: its gradient is the MLP's alone
+                mlp_in.retain_grad()
+                mlp_inputs.append(mlp_in)
+                out = forward.mlp(w, lw, mlp_in)
+                if outputs is not None:
+                    outputs[graph.sender_of_mlp(layer)] = out.detach()
+                x = x + (out if lw.b_out is None else out + lw.b_out)
+        final = x[pos_batch, pos_index]
+        final.retain_grad()
+        logits = forward.unembed(w, final)
+        value = metric_of(logits.detach())(logits)
+        value.backward()
+    recorded = None
+    if outputs is not None:
+        recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    grads = [q.grad for q in qkvs]
+    mlp_grads = [m.grad for m in mlp_inputs]
+    if final.grad is None or any(g is None for g in [*grads, *mlp_grads]):
+        raise RuntimeError("the metric does not depend on every receiver")  # never: all do
+    return Gradients([r.detach() for r in residuals], [q.detach() for q in qkvs],
+                     grads, mlp_grads,  # type: ignore[arg-type]
+                     final.grad, float(value.detach()), recorded)
+
+
+def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
+                clean: Gradients | None = None) -> torch.Tensor:
+    """Every edge's score `[n_edges]` (float64, in the graph's edge order), with the gradient
+    averaged over the passes at `alphas` (1.0 alone: EAP at the clean run; `clean`, when
+    given, is that pass, already made).
+
+    `patched` holds the clean and ablated runs (its masks all present)."""
+    graph, w = patched.graph, patched.w
+    scorer = _Scorer(patched)
+    delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
+    ablated_input = patched.ablated[0] if patched.ablated is not None else None
+    for alpha in alphas:
+        if alpha == 1.0 and clean is not None:
+            run = clean
+        else:
+            if ablated_input is None:
+                embedding = alpha * delta[0]
+            else:
+                embedding = ablated_input + alpha * delta[0]
+            run = differentiate(w, graph, embedding, patched.pos_batch, patched.pos_index,
+                                lambda _: metric)
+        scorer.add(run, 1.0 / len(alphas))
+        del run
+    return scorer.scores
+
+
+class _Scorer:
+    """Adds one pass's scores of every edge, receiver by receiver.
+
+    Head input r reads the residual x through its norm, `h = x_hat * w + b` with
+    `x_hat = centred(x) * inv` (`forward.norm_scale`), and feeds `q_r = h @ W_r + b_r`. With
+    `gw = (dm/dq_r @ W_r^T) * w`, the gradient at x is, per token,
+
+        g_r = inv * (gw - mean(gw) - x_hat * mean(gw * x_hat))    (RMSNorm: no mean(gw) term)
+
+    `inv * gw` is made by pushing the scaled gradient `inv * dm/dq_r` back through `W_r * w`
+    (a d_head-wide product per head); the two per-token scalars `c_r = mean(gw)` and
+    `e_r = mean(gw * x_hat) = dm/dq_r . (q_r - b_r - b @ W_r) / d` come from the d_head-wide
+    gradient and the pass's own q/k/v, so the norm's backward costs two in-place updates of
+    `inv * gw`, and no receiver's gradient at x is ever computed apart. Then one matrix
+    product with the deltas `[senders, tokens * d_model]` scores every edge into the layer's
+    head inputs, and into the previous layer's MLP (its gradient an extra row: the MLP of
+    layer l - 1 reads every sender before layer l but itself).
+    """
+
+    def __init__(self, patched: PatchedModel):
+        self.pm, self.graph, self.w = patched, patched.graph, patched.w
+        delta = patched.delta
+        self.device, self.dtype = delta.device, delta.dtype
+        self.slots = EdgeSlots.of(self.graph, self.device)
+        self.scores = torch.zeros(len(self.graph.edges), dtype=torch.float64, device=self.device)
+        self.split = self.graph.granularity == "qkv"
+        batch, n_pos, self.d_model = delta.shape[1:]
+        self.tokens = batch * n_pos
+        self.n_heads = self.graph.n_heads
+        self.n_rows = self.n_heads * (3 if self.split else 1)  # head receivers per layer
+        kind = self.w.normalization
+        self.kind = kind
+        self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model, dtype=self.dtype,
+                                  device=self.device)  # + the previous layer's MLP
+        # Per layer: (W_r * w)^T as the pushing product wants it, b_r + b @ W_r, and W_r^T w.
+        self.back: list[torch.Tensor] = []
+        self.offsets: list[torch.Tensor] = []
+        self.sums: list[torch.Tensor | None] = []
+        for lw in self.w.layers:
+            gain = lw.ln1_w if kind in ("LN", "RMS") else None
+            W = torch.stack([W for W, _ in forward.projections(lw)])  # [3, heads, d, d_head]
+            if gain is not None:
+                W = W * gain[:, None]
+            d_head = W.shape[-1]
+            if self.split:
+                self.back.append(W.transpose(-1, -2).reshape(self.n_rows, d_head, self.d_model))
+            else:  # [heads, 3 d_head, d]: q, k and v pushed back as one product
+                self.back.append(W.permute(1, 0, 3, 2).reshape(self.n_heads, 3 * d_head,
+                                                               self.d_model))
+            has_bias = kind == "LN" and lw.ln1_b is not None  # q = x_hat w @ W + (b_ln @ W + b)
+            self.offsets.append(torch.stack([b + torch.einsum("d,hdk->hk", lw.ln1_b, Wi)
+                                             if has_bias else b
+                                             for Wi, b in forward.projections(lw)]))
+            self.sums.append(W.sum(2) if kind in ("LN", "LNPre") else None)
+
+    def add(self, run: Gradients, weight: float) -> None:
+        with torch.no_grad():
+            previous_mlp = None
+            for layer in range(self.graph.n_layers):
+                self._layer(run, layer, weight, previous_mlp)
+                previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
+            delta, slots, scores = self.pm.delta, self.slots, self.scores
+            if previous_mlp is not None:  # the last MLP reads every sender but itself
+                m = len(delta) - 1
+                total = delta[:m].reshape(m, -1) @ previous_mlp.reshape(-1)
+                scores.index_add_(0, slots.mlps[-1], -weight * total.double())
+            at_metric = delta[:, self.pm.pos_batch, self.pm.pos_index].flatten(1)
+            total = at_metric @ run.logits_grad.reshape(-1)
+            scores.index_add_(0, slots.logits, -weight * total.double())
+
+    def _layer(self, run: Gradients, layer: int, weight: float,
+               previous_mlp: torch.Tensor | None) -> None:
+        graph, slots, scores = self.graph, self.slots, self.scores
+        tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
+        n = graph.senders_before(layer)
+        grads = run.qkv_grads[layer]  # [3, heads, batch, pos, d_head]
+        d_head = grads.shape[-1]
+        grads = grads.reshape(3, self.n_heads, tokens, d_head)
+        scale = forward.norm_scale(run.residuals[layer].reshape(tokens, d_model), self.kind,
+                                   self.w.eps)
+        scaled = grads if scale is None else grads * scale[0]
+        if not self.split:  # [heads, tokens, 3 d_head]
+            scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
+        pushed = self.pushed[:rows]
+        torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
+        if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
+            inverse, x_hat = scale
+            qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
+            e = torch.linalg.vecdot(grads, qkv - self.offsets[layer][:, :, None]) / d_model
+            terms: list[tuple[torch.Tensor, torch.Tensor | None]] = [(e, x_hat)]
+            sums = self.sums[layer]
+            if sums is not None:
+                terms.append((grads @ sums[..., None] / d_model, None))
+            for per_token, vector in terms:
+                per_token = per_token.reshape(3, self.n_heads, tokens)
+                if not self.split:
+                    per_token = per_token.sum(0)
+                per_token = (per_token.reshape(rows, tokens) * inverse.T)[..., None]
+                if vector is None:
+                    pushed.sub_(per_token)
+                else:
+                    pushed.addcmul_(per_token, vector, value=-1)
+        used = rows
+        if previous_mlp is not None:
+            self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
+            used += 1
+        senders = self.pm.delta[:n].reshape(n, -1)
+        total = self.pushed[:used].reshape(used, -1) @ senders.T  # [receivers, senders]
+        scores.index_put_((slots.heads[layer],), -weight * total[:rows].double(), accumulate=True)
+        if previous_mlp is not None:
+            scores.index_add_(0, slots.mlps[layer - 1], -weight * total[rows, :n - 1].double())
+        if self.split:  # direct edges: the head's q/k/v moved to its ablated value
+            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
+                raise RuntimeError("the patched model's clean q/k/v were handed over")
+            change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
+            moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
+            scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)

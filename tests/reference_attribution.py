@@ -1,0 +1,216 @@
+"""A slow, plain reference for the attribution methods (EAP, EAP-IG), with TransformerLens
+hooks and autograd, sharing no code with `acdc/methods/attribution/`.
+
+Two independent ways to the same scores:
+
+- `scores_by_masks`: every edge gets its own mask (a scalar tensor with `requires_grad`); a
+  hooked forward pass patches each receiver's input to
+  `input - sum over its edges of (1 - mask) * (live sender output - ablated sender output)`
+  (and a head's q/k/v to `ablated + mask * (live - ablated)` for a direct edge), exactly the
+  patched forward of ACDC (`reference_acdc.py`) with fractional masks. EAP's score is minus
+  the metric's derivative with respect to the mask, at every mask 1. `masked_metric` evaluates
+  the metric at any masks (finite differences).
+- `scores_by_gradients`: the authors' construction. Backward hooks read the gradient of the
+  metric with respect to every receiver's input (each head's own q/k/v input copy,
+  `hook_q_input[:, :, h]`, the MLP's `hook_mlp_in`, the last `hook_resid_post`) and of every
+  head's q/k/v (direct edges); the score is (ablated - clean sender output) . gradient. EAP-IG
+  averages the gradients over passes whose input embedding is
+  `ablated + alpha * (clean - ablated)`, alpha = k/m for k = 0 .. m - 1.
+
+Ablated values come from `reference_acdc.ablation_run` (corrupt, zero, mean,
+mean-positional). Metrics are recomputed here in float64 torch, one (prompt, position) pair at
+a time.
+"""
+
+from __future__ import annotations
+
+import reference_acdc as ref
+import torch
+
+
+def metric_tensor(metric: str, logits: torch.Tensor, clean_logits: torch.Tensor,
+                  clean: list[list[int]], positions: list[list[int]],
+                  answers: list[list[int]] | None, wrong: list[list[int]] | None) -> torch.Tensor:
+    """The metric (lower is better) as a differentiable float64 scalar."""
+    values = []
+    for i, prompt_positions in enumerate(positions):
+        for p in prompt_positions:
+            patched = logits[i, p].double()
+            logp = torch.log_softmax(patched, -1)
+            reference = clean_logits[i, p].double()
+            if metric == "kl":
+                ref_logp = torch.log_softmax(reference, -1)
+                values.append((ref_logp.exp() * (ref_logp - logp)).sum())
+            elif metric == "logit_diff":
+                values.append(-(patched[answers[i]].mean() - patched[wrong[i]].mean()))
+            elif metric == "prob_diff":
+                probs = logp.exp()
+                values.append(-(probs[answers[i]].sum() - probs[wrong[i]].sum()))
+            elif metric == "nll":
+                target = clean[i][p + 1] if p + 1 < len(clean[i]) else answers[i][0]
+                values.append(-logp[target])
+            elif metric == "l2":
+                values.append((patched - reference).norm())
+            else:
+                raise ValueError(metric)
+    return torch.stack(values).mean()
+
+
+def _head_receiver(layer: int, head: int, qkv: str, granularity: str) -> str:
+    return f"a{layer}.h{head}<{qkv}>" if granularity == "qkv" else f"a{layer}.h{head}"
+
+
+def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
+                 masks: dict[str, torch.Tensor] | None, input_value: torch.Tensor | None,
+                 grads: dict[str, torch.Tensor] | None):
+    """One hooked forward pass: receivers patched by `masks` (edge name -> scalar; missing:
+    1), the input sender's output replaced by `input_value`, and the gradients of receiver
+    inputs and q/k/v stored into `grads` when the metric is differentiated."""
+    shape = ref.shape_of(model)
+    masks = masks or {}
+    live: dict[str, torch.Tensor] = {}
+    by_receiver: dict[str, list[tuple[str, torch.Tensor]]] = {}
+    direct: dict[tuple[int, int, str], torch.Tensor] = {}
+    for name, mask in masks.items():
+        sender, receiver = name.split("->")
+        if "<" in sender:
+            layer, head = ref._layer_head(receiver)
+            direct[(layer, head, sender[-2])] = mask
+        else:
+            by_receiver.setdefault(receiver, []).append((sender, mask))
+
+    def capture(x: torch.Tensor, key: str) -> torch.Tensor:
+        if grads is not None and x.requires_grad:
+            x.register_hook(lambda g: grads.__setitem__(key, g))
+        return x
+
+    def correction(receiver: str):
+        total = 0
+        for sender, mask in by_receiver.get(receiver, []):
+            total = total + (1 - mask) * (live[sender] - ablated.senders[sender])
+        return total
+
+    def embed_hook(x, hook):
+        live["embed"] = x
+        return x
+
+    def pos_hook(x, hook):
+        if input_value is None:
+            live["input"] = live["embed"] + x
+            return x
+        live["input"] = input_value
+        return input_value - live["embed"]
+
+    def result_hook(x, hook, layer):
+        for h in range(shape.n_heads):
+            live[f"a{layer}.h{h}"] = x[:, :, h]
+        return x
+
+    def mlp_out_hook(x, hook, layer):
+        live[f"m{layer}"] = x - model.blocks[layer].mlp.b_out
+        return x
+
+    def head_input_hook(x, hook, layer, qkv):
+        copies = []
+        for h in range(shape.n_heads):
+            receiver = _head_receiver(layer, h, qkv, granularity)
+            copies.append(capture(x[:, :, h] - correction(receiver), f"{layer}.{h}.{qkv}.in"))
+        return torch.stack(copies, dim=2)
+
+    def qkv_hook(x, hook, layer, qkv):
+        heads = []
+        for h in range(shape.n_heads):
+            value = x[:, :, h]
+            mask = direct.get((layer, h, qkv))
+            if mask is not None:
+                base = ablated.qkv[(layer, h, qkv)]
+                value = base + mask * (value - base)
+            heads.append(capture(value, f"{layer}.{h}.{qkv}"))
+        return torch.stack(heads, dim=2)
+
+    def mlp_in_hook(x, hook, layer):
+        return capture(x - correction(f"m{layer}"), f"m{layer}")
+
+    def resid_post_hook(x, hook):
+        return capture(x - correction("logits"), "logits")
+
+    hooks = [("hook_embed", embed_hook), ("hook_pos_embed", pos_hook)]
+    for layer in range(shape.n_layers):
+        block = f"blocks.{layer}"
+        hooks.append((f"{block}.attn.hook_result", ref._bind(result_hook, layer=layer)))
+        for qkv in ref.QKV:
+            hooks.append((f"{block}.hook_{qkv}_input",
+                          ref._bind(head_input_hook, layer=layer, qkv=qkv)))
+            hooks.append((f"{block}.attn.hook_{qkv}", ref._bind(qkv_hook, layer=layer, qkv=qkv)))
+        if shape.has_mlp:
+            hooks.append((f"{block}.hook_mlp_in", ref._bind(mlp_in_hook, layer=layer)))
+            hooks.append((f"{block}.hook_mlp_out", ref._bind(mlp_out_hook, layer=layer)))
+    hooks.append((f"blocks.{shape.n_layers - 1}.hook_resid_post", resid_post_hook))
+    with ref.hook_flags(model):
+        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+class Problem:
+    """A model, a task and an ablation, with the clean and ablated runs recorded."""
+
+    def __init__(self, model, clean, corrupt, positions, answers, wrong, metric: str,
+                 ablation: str = "corrupt", granularity: str = "qkv"):
+        self.model, self.metric, self.granularity = model, metric, granularity
+        self.clean, self.positions, self.answers, self.wrong = clean, positions, answers, wrong
+        self.tokens = ref.pad(clean)
+        self.ablated = ref.ablation_run(model, self.tokens, ref.pad(corrupt), ablation,
+                                        [len(c) for c in clean])
+        with torch.no_grad():
+            self.clean_logits = model(self.tokens)
+        self.live = ref._run(model, self.tokens, set(), None, "qkv")[1]  # the clean run
+        self.edges = [e for g in ref.edge_groups(ref.shape_of(model), granularity) for e in g.edges]
+
+    def value(self, logits: torch.Tensor) -> torch.Tensor:
+        return metric_tensor(self.metric, logits, self.clean_logits, self.clean, self.positions,
+                             self.answers, self.wrong)
+
+    def masked_metric(self, masks: dict[str, torch.Tensor | float]) -> torch.Tensor:
+        """The metric with each named edge's mask at the given value (others at 1)."""
+        masks = {k: torch.as_tensor(v, dtype=self.clean_logits.dtype) for k, v in masks.items()}
+        logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
+                              None, None)
+        return self.value(logits)
+
+    def scores_by_masks(self) -> dict[str, float]:
+        """EAP: minus d metric / d mask at every mask 1, one mask per edge."""
+        dtype = self.clean_logits.dtype
+        masks = {e.name: torch.ones((), dtype=dtype, requires_grad=True) for e in self.edges}
+        logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
+                              None, None)
+        self.value(logits).backward()
+        self.model.zero_grad(set_to_none=True)
+        return {name: -float(mask.grad) for name, mask in masks.items()}
+
+    def scores_by_gradients(self, alphas=(1.0,)) -> dict[str, float]:
+        """(ablated - clean) . gradient at the receiver, averaged over the passes at alphas."""
+        clean_input = self.live.senders["input"]
+        ablated_input = self.ablated.senders["input"]
+        scores = {e.name: 0.0 for e in self.edges}
+        for alpha in alphas:
+            grads: dict[str, torch.Tensor] = {}
+            value = None if alpha == 1.0 else ablated_input + alpha * (clean_input - ablated_input)
+            logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, {},
+                                  value, grads)
+            self.value(logits).backward()
+            for e in self.edges:
+                if e.sender is None:  # direct edge: the head's q/k/v to its ablated value
+                    key = (e.layer, e.head, e.qkv)
+                    change = self.ablated.qkv[key] - self.live.qkv[key]
+                    grad = grads[f"{e.layer}.{e.head}.{e.qkv}"]
+                else:
+                    change = self.ablated.senders[e.sender] - self.live.senders[e.sender]
+                    if e.receiver == "logits":
+                        grad = grads["logits"]
+                    elif e.receiver.startswith("m"):
+                        grad = grads[e.receiver]
+                    else:
+                        qkvs = (e.qkv,) if self.granularity == "qkv" else ref.QKV
+                        grad = sum(grads[f"{e.layer}.{e.head}.{q}.in"] for q in qkvs)
+                scores[e.name] += float((change * grad).sum()) / len(alphas)
+        self.model.zero_grad(set_to_none=True)
+        return scores

@@ -1,0 +1,358 @@
+"""The attribution methods (EAP, EAP-IG) against slow references, finite differences and the
+exact per-edge patching effect, on tiny random models.
+
+The references (`reference_attribution.py`) share no code with the engine: TransformerLens
+hooks, one mask per edge differentiated by autograd, or the receivers' gradients read by hooks.
+Scores are compared in float64, where both sides agree to rounding, against a tolerance of
+1e-5 relative; one case runs the engine in float32 (the default precision of a run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import reference_acdc as ref
+import reference_attribution as ra
+import torch
+import yaml
+from conftest import make_model, make_task, model_config, randomize
+from typer.testing import CliRunner
+
+import cli
+from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
+from acdc.core.settings import CommonSettings
+from acdc.core.tasks import Task, TaskSpec
+from acdc.errors import AcdcError
+from acdc.methods.attribution import (
+    EAP,
+    EAP_IG,
+    EapIgSettings,
+    EapSettings,
+    run_attribution,
+    select,
+)
+
+RTOL = 1e-5
+# A gated RMSNorm model besides the conftest ones (LayerNorm, none; attention-only, MLPs)
+RMS_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 24,
+              "act_fn": "silu", "gated_mlp": True, "normalization_type": "RMS",
+              "d_vocab": 50, "n_ctx": 16}
+
+_models: dict[tuple[str, torch.dtype], object] = {}
+
+
+def model_of(name: str, dtype: torch.dtype = torch.float64):
+    if (name, dtype) not in _models:
+        if name == "rms_gated":
+            model = build_model(RMS_CONFIG, seed=5)
+            randomize(model, 5)
+        else:
+            model = make_model(name)
+        _models[(name, dtype)] = model.to(dtype, print_details=False)
+    return _models[(name, dtype)]
+
+
+def task_of(name: str, metric: str, ablation: str, seed: int = 0) -> Task:
+    tiny = make_task(200 + seed)
+    return Task(name=f"tiny-{name}", description="random tokens", source="tests", model=None,
+                metric=metric, threshold=0.0, ablation=ablation, seed=0, clean=tiny.clean,
+                corrupt=tiny.corrupt, positions=tiny.positions, answers=tiny.answers,
+                wrong_answers=tiny.wrong_answers)
+
+
+def engine_scores(name: str, metric: str, ablation: str, granularity: str,
+                  settings: EapSettings, dtype: torch.dtype = torch.float64):
+    model = model_of(name, dtype)
+    loaded = LoadedModel(name, model, None, model_shape(model.cfg))
+    circuit = run_attribution(loaded, task_of(name, metric, ablation), CommonSettings(
+        metric, ablation, granularity), settings)
+    return {e.name: circuit.scores[e.index] for e in circuit.graph.edges}, circuit
+
+
+def reference_problem(name: str, metric: str, ablation: str, granularity: str) -> ra.Problem:
+    task = task_of(name, metric, ablation)
+    return ra.Problem(model_of(name), task.clean, task.corrupt, task.positions, task.answers,
+                      task.wrong_answers, metric, ablation, granularity)
+
+
+def assert_close(engine: dict, reference: dict, rtol: float = RTOL, scale_rtol: float = 1e-9):
+    """Every edge's score within rtol of the reference's (plus a floor far below the largest
+    score, for scores that are zero up to rounding)."""
+    assert set(engine) == set(reference)
+    scale = max(abs(v) for v in reference.values())
+    assert scale > 0
+    bad = [(name, engine[name], value) for name, value in reference.items()
+           if abs(engine[name] - value) > rtol * abs(value) + scale_rtol * scale]
+    assert not bad, f"{len(bad)} of {len(reference)} edges differ, e.g. {bad[:5]}"
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    metric: str = "logit_diff"
+    ablation: str = "corrupt"
+    granularity: str = "qkv"
+    ig_steps: int = 0  # 0: EAP
+
+    def __str__(self) -> str:
+        method = f"ig{self.ig_steps}" if self.ig_steps else "eap"
+        return "-".join((self.model, method, self.metric, self.ablation, self.granularity))
+
+
+CASES = [
+    Case("attn2"),
+    Case("attn2", "nll", "zero", "head"),
+    Case("attn2", "kl", ig_steps=5),
+    Case("mlp3"),
+    Case("mlp3", "prob_diff", granularity="head"),
+    Case("mlp3", "kl", "zero", ig_steps=3),
+    Case("mlp3", "l2", "mean", "head", ig_steps=4),
+    Case("mlp3", "logit_diff", "mean-positional"),
+    Case("nonorm2", "logit_diff", "zero"),
+    Case("nonorm2", "kl", "mean-positional", "head", ig_steps=5),
+    Case("one_head", "nll"),
+    Case("one_head", "logit_diff", "mean", ig_steps=2),
+    Case("rms_gated", "logit_diff"),
+    Case("rms_gated", "kl", "corrupt", "head", ig_steps=5),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_scores_match_the_hooked_reference(case):
+    settings = (EapIgSettings(top_n=10, ig_steps=case.ig_steps) if case.ig_steps
+                else EapSettings(top_n=10))
+    engine, _ = engine_scores(case.model, case.metric, case.ablation, case.granularity, settings)
+    problem = reference_problem(case.model, case.metric, case.ablation, case.granularity)
+    alphas = settings.alphas
+    by_gradients = problem.scores_by_gradients(alphas)
+    assert_close(engine, by_gradients)
+    if not case.ig_steps:  # EAP: also minus the derivative of the metric by each edge's mask
+        assert_close(engine, problem.scores_by_masks())
+
+
+def test_float32_scores_match_the_reference():
+    """The default precision: float32 scores within 1e-4 of the largest score."""
+    engine, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", EapSettings(top_n=10),
+                              torch.float32)
+    reference = reference_problem("mlp3", "logit_diff", "corrupt", "qkv").scores_by_masks()
+    assert_close(engine, reference, rtol=0, scale_rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,granularity,ablation", [("attn2", "qkv", "corrupt"),
+                                                       ("mlp3", "head", "mean"),
+                                                       ("one_head", "qkv", "zero")])
+def test_eap_score_is_the_derivative_of_the_metric(name, granularity, ablation):
+    """Each edge's EAP score equals the finite difference of the metric when that edge's mask
+    (and only it) moves from 1 by a small step (central difference, float64)."""
+    engine, _ = engine_scores(name, "logit_diff", ablation, granularity, EapSettings(top_n=1))
+    problem = reference_problem(name, "logit_diff", ablation, granularity)
+    step = 1e-4
+    finite = {}
+    with torch.no_grad():
+        for edge in problem.edges:
+            down = problem.masked_metric({edge.name: 1 - step})
+            up = problem.masked_metric({edge.name: 1 + step})
+            finite[edge.name] = float(down - up) / (2 * step)  # removal moves the mask down
+    assert_close(engine, finite, rtol=1e-6, scale_rtol=1e-8)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        for rank, i in enumerate(order):
+            out[i] = float(rank)
+        return out
+
+    ra_, rb = torch.tensor(ranks(a)), torch.tensor(ranks(b))
+    ra_, rb = ra_ - ra_.mean(), rb - rb.mean()
+    return float((ra_ * rb).sum() / (ra_.norm() * rb.norm()))
+
+
+@pytest.mark.parametrize("name,metric,ablation", [("attn2", "logit_diff", "corrupt"),
+                                                  ("mlp3", "logit_diff", "corrupt"),
+                                                  ("mlp3", "kl", "corrupt"),
+                                                  ("nonorm2", "nll", "mean")])
+def test_scores_beside_the_exact_patching_effect(name, metric, ablation, capsys):
+    """The exact effect of removing each edge alone from the full graph (ACDC's score for an
+    edge of the full graph, from the slow reference) next to EAP's and EAP-IG's estimates: the
+    rank correlation is reported (printed), and only checked to be positive."""
+    task = task_of(name, metric, ablation)
+    model = model_of(name)
+    base = ref.circuit_metric(model, task.clean, task.corrupt, task.positions, task.answers,
+                              task.wrong_answers, set(), metric, ablation)
+    ig, _ = engine_scores(name, metric, ablation, "qkv", EapIgSettings(top_n=1, ig_steps=5))
+    exact = {}
+    for edge in ig:
+        exact[edge] = ref.circuit_metric(model, task.clean, task.corrupt, task.positions,
+                                         task.answers, task.wrong_answers, {edge}, metric,
+                                         ablation) - base
+    names = sorted(exact)
+    truth = [abs(exact[n]) for n in names]
+    line = f"{name} {metric} {ablation}: {len(names)} edges; Spearman(|score|, |exact|)"
+    rho_ig = spearman([abs(ig[n]) for n in names], truth)
+    line += f" EAP-IG(5) {rho_ig:.3f}"
+    assert rho_ig > 0
+    if metric != "kl":
+        eap, _ = engine_scores(name, metric, ablation, "qkv", EapSettings(top_n=1))
+        rho = spearman([abs(eap[n]) for n in names], truth)
+        signed = spearman([eap[n] for n in names], [exact[n] for n in names])
+        line += f", EAP {rho:.3f} (signed scores: {signed:.3f})"
+        assert rho > 0
+    with capsys.disabled():
+        print("\n" + line)
+
+
+def test_eap_ig_converges_as_steps_grow():
+    """The average over m points approaches the integral: the distance to m = 256 shrinks
+    about as 1/m (left Riemann sum)."""
+    limit, _ = engine_scores("mlp3", "kl", "corrupt", "qkv", EapIgSettings(top_n=1, ig_steps=256))
+    scale = math.sqrt(sum(v * v for v in limit.values()))
+    errors = []
+    for steps in (2, 4, 8, 16, 32):
+        scores, _ = engine_scores("mlp3", "kl", "corrupt", "qkv",
+                                  EapIgSettings(top_n=1, ig_steps=steps))
+        errors.append(math.sqrt(sum((scores[n] - limit[n]) ** 2 for n in limit)) / scale)
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert errors[-1] < 0.25 * errors[0] and errors[-1] < 0.05, errors
+
+
+# --------------------------------------------------------------------------- settings, refusal
+
+
+def spec(metric: str = "logit_diff", threshold: float = 0.02) -> TaskSpec:
+    return TaskSpec.from_dict({"threshold": threshold, "metric": metric, "prompts": [
+        {"clean": [1, 2], "corrupt": [1, 3], "answer": 4, "wrong": 5}]})
+
+
+@pytest.mark.parametrize("metric", ["kl", "l2"])
+def test_eap_refuses_a_metric_with_zero_gradient_at_the_clean_run(metric):
+    with pytest.raises(AcdcError) as caught:
+        EAP.make_settings(spec(metric), {"top_n": 5})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "zero gradient at the clean run" in message and "eap-ig" in message
+    assert "logit_diff" in message  # what to use instead
+    with pytest.raises(AcdcError, match="zero gradient"):
+        engine_scores("attn2", metric, "corrupt", "qkv", EapSettings(top_n=5))
+    # EAP-IG takes it, and its scores are not all zero
+    assert EAP_IG.make_settings(spec(metric), {"top_n": 5}) == EapIgSettings(top_n=5)
+    scores, _ = engine_scores("attn2", metric, "corrupt", "qkv", EapIgSettings(top_n=5))
+    assert max(abs(v) for v in scores.values()) > 1e-3
+
+
+def test_settings_take_one_rule():
+    assert EAP.make_settings(spec(), {}) == EapSettings(threshold=0.02)  # the task's
+    assert EAP.make_settings(spec(threshold=0.5), {"threshold": 0.5}) == EapSettings(threshold=0.5)
+    assert EAP.make_settings(spec(), {"top_n": 7}) == EapSettings(top_n=7)
+    assert EAP_IG.make_settings(spec(), {"edges_fraction": 0.1, "ig_steps": 3}) == EapIgSettings(
+        edges_fraction=0.1, ig_steps=3)
+    for options, expected in (({"top_n": 3, "edges_fraction": 0.1}, "two rules"),
+                              ({"top_n": 0}, "top_n must be"),
+                              ({"edges_fraction": 1.5}, "edges_fraction must be"),
+                              ({"ig_steps": 3}, "--ig-steps is not an option of method eap"),
+                              ({"abs": True}, "--abs is not an option")):
+        with pytest.raises(AcdcError, match=expected):
+            EAP.make_settings(spec(), options)
+    with pytest.raises(AcdcError, match="ig_steps must be"):
+        EAP_IG.make_settings(spec(), {"ig_steps": 0})
+    with pytest.raises(AcdcError, match="exactly one"):
+        EapSettings().validate()
+
+
+def test_select_keeps_the_largest_scores():
+    scores = torch.tensor([0.1, -3.0, 2.0, 0.0, -2.0, float("nan")], dtype=torch.float64)
+    assert select(scores, EapSettings(top_n=2)) == [False, True, True, False, False, False]
+    # a tie in |score| goes to the edge earlier in the graph's order
+    assert select(scores, EapSettings(top_n=3)) == [False, True, True, False, True, False]
+    assert select(scores, EapSettings(threshold=0.1)) == [True, True, True, False, True, False]
+    assert sum(select(scores, EapSettings(edges_fraction=0.5))) == 3
+
+
+@pytest.mark.parametrize("granularity", ["qkv", "head"])
+def test_circuit_is_connected_and_its_metric_is_the_reference_circuits(granularity):
+    """The kept edges: among the top n by |score|, every one on a path from input to logits
+    through kept edges (a direct edge is a step of such a path); the circuit's metric is the
+    slow reference's for the same circuit."""
+    import networkx as nx
+
+    scores, circuit = engine_scores("mlp3", "logit_diff", "corrupt", granularity,
+                                    EapSettings(top_n=60))
+    top = set(sorted(scores, key=lambda n: -abs(scores[n]))[:60])
+    kept = {e.name for e in circuit.kept_edges()}
+    assert kept and kept <= top
+    dag = circuit.graph.to_networkx(circuit.kept)
+    for edge in circuit.kept_edges():
+        source, target = edge.endpoints
+        assert nx.has_path(dag, "input", source) and nx.has_path(dag, target, "logits")
+    for edge in circuit.graph.edges:  # nothing connected was dropped
+        if edge.name in top and edge.name not in kept:
+            source, target = edge.endpoints
+            dag.add_edge(source, target)
+            assert not (nx.has_path(dag, "input", source) and nx.has_path(dag, target, "logits"))
+            dag.remove_edge(source, target)
+    task = task_of("mlp3", "logit_diff", "corrupt")
+    removed = {e.name for e in circuit.graph.edges if not circuit.kept[e.index]}
+    expected = ref.circuit_metric(model_of("mlp3"), task.clean, task.corrupt, task.positions,
+                                  task.answers, task.wrong_answers, removed, "logit_diff",
+                                  "corrupt", granularity)
+    assert circuit.metric_circuit == pytest.approx(expected, abs=1e-9)
+    assert circuit.results["partial"] is False and circuit.settings["method"] == "eap"
+    assert circuit.settings["top_n"] == 60 and circuit.settings["threshold"] is None
+
+
+# --------------------------------------------------------------------------- command line
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("eap")
+    config = model_config("mlp3")
+    save_checkpoint(build_model(config, seed=2), directory / "model", config=config)
+    tiny = make_task(9)
+    prompts = [{"clean": c, "corrupt": k, "answer": a, "wrong": w, "positions": p}
+               for c, k, a, w, p in zip(tiny.clean, tiny.corrupt, tiny.answers,
+                                        tiny.wrong_answers, tiny.positions, strict=True)]
+    path = directory / "task.yaml"
+    path.write_text(json.dumps({"name": "tiny", "model": "model", "metric": "logit_diff",
+                                "threshold": 0.01, "prompts": prompts}))
+    return path
+
+
+def test_cli_discover_eap(task_file, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(cli.app, ["discover", "--task", str(task_file), "--method", "eap-ig",
+                                     "--ig-steps", "3", "--top-n", "40", "--ablation",
+                                     "mean-positional", "--out", str(out), "--no-render"])
+    assert result.exit_code == 0, result.output
+    assert "method eap-ig (top_n 40, ig_steps 3)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["circuit.dot", "circuit.json", "run.yaml"]
+    data = json.loads((out / "circuit.json").read_text())
+    assert data["method"] == "eap-ig" and data["ig_steps"] == 3 and data["top_n"] == 40
+    assert data["ablation"] == "mean-positional" and data["partial"] is False
+    assert all(isinstance(e["score"], float) for e in data["edges"])
+    assert 0 < data["n_edges_kept"] <= 40
+    repeat = yaml.safe_load((out / "run.yaml").read_text())["repeat"]
+    assert "--method eap-ig --top-n 40" in repeat and "--ig-steps 3" in repeat
+    render = runner.invoke(cli.app, ["render", str(out / "circuit.json"), "--format", "dot",
+                                     "--out", str(tmp_path / "again.dot")])
+    assert render.exit_code == 0, render.output
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--method", "eap", "--metric", "kl"], "zero gradient at the clean run"),
+    (["--method", "eap", "--top-n", "5", "--threshold", "0.1"], "two rules"),
+    (["--method", "eap", "--ig-steps", "4"], "--ig-steps is not an option of method eap"),
+    (["--top-n", "5"], "--top-n is not an option of method acdc"),
+])
+def test_cli_refusals(task_file, tmp_path, args, expected):
+    result = runner.invoke(cli.app, ["discover", "--task", str(task_file), "--out",
+                                     str(tmp_path / "x"), *args])
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last
