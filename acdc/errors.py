@@ -25,6 +25,8 @@ def did_you_mean(word: str, options) -> str:
     """' (did you mean 'x'?)' for the closest option, or '' when none is close."""
     import difflib
 
+    if len(word) > 100:  # no option is that long, and difflib's time grows with the word
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
