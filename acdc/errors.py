@@ -44,6 +44,16 @@ def kind_of(value) -> str:
     return type(value).__name__
 
 
+def short_repr(value, limit: int = 60) -> str:
+    """A value read from a file, for a one-line message: its repr cut to `limit` characters
+    (lists and mappings by their kind, since they can be any size)."""
+    if isinstance(value, (list, dict)):
+        return kind_of(value)
+    text = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RunWarning(UserWarning):
     """Something a user should know about a run (half precision, a threshold near the rounding
     noise, a fallback); the CLI shows each as one line `warning: ...`."""

@@ -179,7 +179,7 @@ def test_metrics_lists_each_metric_with_what_it_reads_and_its_direction():
     header, *lines = result.stdout.strip().splitlines()
     assert header.split() == ["NAME", "READS", "DIRECTION", "DESCRIPTION"]
     assert [line.split()[0] for line in lines] == list(METRICS) == list(METRIC_INPUTS)
-    for line, (name, description) in zip(lines, METRICS.items()):
+    for line, (name, description) in zip(lines, METRICS.items(), strict=True):
         assert METRIC_INPUTS[name] in line and "lower is better" in line
         assert line.endswith(description)
     assert "answer, wrong" in lines[list(METRICS).index("logit_diff")]

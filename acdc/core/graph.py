@@ -231,7 +231,8 @@ def count_edges(shape: GraphShape) -> dict[str, Any]:
     """
     layers, heads, mlp = shape.n_layers, shape.n_heads, int(shape.has_mlp)
     per_layer = heads + mlp
-    read_by_heads = sum(1 + layer * per_layer for layer in range(layers))  # one head input each
+    # one head input each: sum over layers l of (1 + l * per_layer), in closed form
+    read_by_heads = layers + per_layer * layers * (layers - 1) // 2
     by_receiver: dict[str, int] = {}
     if shape.granularity == "qkv":
         for qkv in QKV:

@@ -157,10 +157,10 @@ class Tokenizer:
         """(id, (start, end)) of each token of `text`, the span in characters of `text`."""
         if self._is_fast_file:
             encoding = self.backend.encode(text, add_special_tokens=False)
-            return list(zip(encoding.ids, encoding.offsets))
+            return list(zip(encoding.ids, encoding.offsets, strict=True))
         if getattr(self.backend, "is_fast", False):
             found = self.backend(text, add_special_tokens=False, return_offsets_mapping=True)
-            return list(zip(found["input_ids"], map(tuple, found["offset_mapping"])))
+            return list(zip(found["input_ids"], map(tuple, found["offset_mapping"]), strict=True))
         # A Python ("slow") tokenizer has no offsets: each whitespace-separated word alone.
         out: list[tuple[int, tuple[int, int]]] = []
         position = 0

@@ -42,8 +42,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from acdc.core.bundled import tasks_dir
-from acdc.core.generators import (GENERATORS, MAX_PROMPTS, MAX_SEED, check_generator,
-                                  generate_prompts)
+from acdc.core.generators import (
+    GENERATORS,
+    MAX_PROMPTS,
+    MAX_SEED,
+    check_generator,
+    generate_prompts,
+)
 from acdc.core.settings import ABLATIONS, METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import RunWarning, TaskError, did_you_mean, kind_of
 
@@ -672,7 +677,7 @@ def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
     metric position, all that attention lets the metric see) gives every edge the same value in
     both runs: removing an edge changes nothing there. On every prompt that is an error (ACDC
     would remove every edge), on some a warning."""
-    same = [i for i, (c, k, p) in enumerate(zip(clean, corrupt, positions))
+    same = [i for i, (c, k, p) in enumerate(zip(clean, corrupt, positions, strict=True))
             if c[: p[-1] + 1] == k[: p[-1] + 1]]
     if not same:
         return
