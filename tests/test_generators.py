@@ -34,6 +34,11 @@ NOUNS = ["voyage", "siege", "reign"]
 
 @pytest.fixture(scope="module")
 def bpe() -> Tokenizer:
+    return make_bpe()
+
+
+def make_bpe() -> Tokenizer:
+    """The byte-level BPE of these tests (no unknown token; `<|endoftext|>` special)."""
     corpus = []
     for _ in range(50):
         corpus += [f"When {n} went to the store, {n} gave a drink to the school." for n in COMMON]

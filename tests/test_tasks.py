@@ -905,16 +905,27 @@ def test_unknown_prompt_words_give_one_warning_naming_the_first(tmp_path, any_to
 def test_no_warning_without_unknown_words_or_without_an_unknown_token(tmp_path, tok):
     import warnings
 
-    from test_generators import bpe as bpe_fixture
+    from test_generators import make_bpe
+    from transformers import PreTrainedTokenizerFast
 
-    bpe = bpe_fixture.__wrapped__()
+    bpe = make_bpe()  # byte-level: every text is known, there is no unknown token
     assert bpe.unk_id is None and bpe.unknown_words("zzyzx") == []
-    prompts = [{"clean": "When John went to the store", "corrupt": "When Mary went to the store"}]
+    # GPT-2's tokenizer names <|endoftext|> its unknown token; byte-level BPE never produces
+    # it from text, and written as such it is the user's choice
+    gpt2_like = Tokenizer(PreTrainedTokenizerFast(tokenizer_object=make_bpe().backend,
+                                                  unk_token="<|endoftext|>"), "gpt2-like")
+    assert gpt2_like.unk_id is not None
+    prompts = [{"clean": "When John went to the store<|endoftext|>",
+                "corrupt": "When Mary went to the store<|endoftext|>",
+                "answer": "<|endoftext|>", "wrong": " John"}]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", RunWarning)
         resolve_task(read_task(str(write(tmp_path, base()))), tok, D_VOCAB, N_CTX)
-        spec = read_task(str(write(tmp_path, ids_task(prompts=prompts, metric="kl"))))
-        resolve_task(spec, bpe, 1000, 64)
+        for tokenizer in (bpe, gpt2_like):
+            spec = read_task(str(write(tmp_path, ids_task(prompts=prompts, metric="logit_diff"))))
+            task = resolve_task(spec, tokenizer, 1000, 64)
+            assert task.answers == [[tokenizer.backend.token_to_id("<|endoftext|>")
+                                     if tokenizer is bpe else gpt2_like.unk_id]]
 
 
 # --------------------------------------------------------------------------- clean = corrupt
