@@ -92,7 +92,7 @@ def fuzz_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(fuzz_dir) -> Path:
-    """The CLI tests' tiny checkpoint (no tokenizer), and one warm-up run through it."""
+    """The CLI tests' tiny checkpoint (no tokenizer)."""
     directory = fuzz_dir / "model"
     save_checkpoint(build_model(TINY_CONFIG, seed=0), directory, config=TINY_CONFIG)
     return directory

@@ -13,7 +13,12 @@ tokenizer) is known, and the model may itself be named by the task file:
    the context, positions inside their prompt, what the metric needs.
 
 Both phases find every problem before any computation and raise `TaskError` with one line that
-names the file, the prompt (`prompts[3]`) and the fix. The schema is documented field by field
+names the file, the prompt (`prompts[3]`) and the fix. Sizes no run can use (the file, the number
+of prompts, their total size, a text far longer than the model's context) are refused before the
+work they would cost: before reading, parsing on or tokenising. Two things that let a run go on
+but skew its result are one `RunWarning` each: prompt words the tokenizer does not know (they all
+become its unknown token; in an answer that is an error) and, with corrupt ablation, prompts
+whose corrupt tokens equal their clean ones (on every prompt that is an error). The schema is documented field by field
 in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the repository root and
 install with the package; `acdc.core.bundled` finds them.
 
@@ -272,7 +277,7 @@ def read_task(ref: str | Path) -> TaskSpec:
 def _load_yaml(text: str, source: str) -> Any:
     """`yaml.safe_load` (through libyaml when installed), every failure one `TaskError`."""
     try:
-        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+        return yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: plain data only
     except yaml.YAMLError as error:
         raise TaskError(f"{source}: not valid YAML ({_yaml_problem(error)})") from None
     except RecursionError:
