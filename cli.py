@@ -4,8 +4,11 @@ Commands: `discover` (find a task's circuit with a discovery method, through `ac
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
 alone), `tasks` (the bundled tasks), `metrics` (what each metric reads and means), `render`
-(re-draw a saved circuit) and `zoo train|eval` (the project's own small models). The library
-does the work; commands parse, call and print.
+(re-draw a saved circuit), `export` (a circuit as a MIB circuit file, GraphML or CSV), `report`
+(one self-contained HTML page of a run or a sweep), `evaluate` (a circuit's faithfulness and its
+complement: evaluation.json, curves), `compare` (two circuits, or circuits and sweeps against a
+reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the project's own small models). The
+library does the work; commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -40,7 +43,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help: no 80-column box, flags without a metavar
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 zoo_app = typer.Typer(help="Train and evaluate the project's own small models.",
                       no_args_is_help=True)
@@ -151,6 +155,9 @@ DtypeOption = Annotated[Dtype, typer.Option(
 ThreadsOption = Annotated[int, typer.Option(
     min=0, help="CPU threads; 0 (default): 1 for small models, where threads only add "
                 "overhead, else PyTorch's default.")]
+MaxMemoryOption = Annotated[float | None, typer.Option(
+    min=0, metavar="GIB", help="Refuse a run whose memory estimate exceeds this many GiB. "
+                               "Default: the memory available now.")]
 CandidatesOption = Annotated[int, typer.Option(
     min=0, help="Edge removals evaluated together, with the decisions of one at a time; 0 "
                 "(default): by model and batch size (more on a GPU, which one test leaves "
@@ -160,6 +167,9 @@ OutOption = Annotated[Path | None, typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
 NoRenderOption = Annotated[bool, typer.Option(
     "--no-render", help="Write circuit.dot but not circuit.svg.")]
+NoScoreWidthOption = Annotated[bool, typer.Option(
+    "--no-score-width", help="Draw every edge at one width (by default a scored circuit's "
+                             "edges are as wide as their |score|).")]
 ResumeOption = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Continue the interrupted run in DIR: its settings and decisions come "
                         "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
@@ -173,8 +183,10 @@ def discover(
     ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
     abs_: AbsOption = False, reverse_head_order: ReverseOption = False, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
-    candidates: CandidatesOption = 0, out: OutOption = None, quiet: QuietOption = False,
-    no_render: NoRenderOption = False, resume: ResumeOption = None,
+    candidates: CandidatesOption = 0, max_memory: MaxMemoryOption = None,
+    out: OutOption = None, quiet: QuietOption = False,
+    no_render: NoRenderOption = False, no_score_width: NoScoreWidthOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Find the circuit of a task: run a discovery method (ACDC by default), write
     circuit.json, circuit.dot/.svg, run.yaml and decisions.jsonl (the log that `--resume`
@@ -184,7 +196,7 @@ def discover(
     given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
                                  "granularity", "abs_", "reverse_head_order", "seed", "device",
                                  "dtype", "out"})
-    tuning = {"candidates": candidates} if candidates else {}
+    tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
         try:
@@ -204,11 +216,12 @@ def discover(
             interrupts.checkpoint()  # a signal received since the last decision stops it here
 
         try:
-            outcome = pipeline.execute(job, on_progress=on_progress, threads=threads)
+            outcome = pipeline.execute(job, on_progress, threads, max_memory)
         except KeyboardInterrupt:
             _err(_interrupted_early(job, interrupts))
             raise typer.Exit(interrupts.exit_code) from None
-        written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
+        written = pipeline.write_outputs(job, outcome, render_svg=not no_render,
+                                         score_width=not no_score_width)
     _summarize(job, outcome.circuit, written, interrupts)
 
 
@@ -237,7 +250,8 @@ def _announce(job, status: _Status) -> None:
     own = ", ".join(f"{key} {value:g}" if isinstance(value, float) else key
                     for key, value in _settings_of(settings.settings).items()
                     if value is not False)
-    status.say(f"task {spec.name}: {spec.n_prompts} prompts, method {settings.method} ({own}), "
+    prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
+    status.say(f"task {spec.name}: {prompts}, method {settings.method} ({own}), "
                f"metric {settings.common.metric}, ablation {settings.common.ablation}")
     status.say(f"loading model {settings.model} ...")
 
@@ -254,7 +268,8 @@ class _Interrupts:
     decision, once it is logged, so that the log and the partial outputs hold the same
     decisions. A second signal while outputs are written waits for them to be complete."""
 
-    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+    NAMES: dict[int, str] = {signal.SIGINT: "interrupted",
+                             signal.SIGTERM: "terminated (SIGTERM)"}
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -304,10 +319,12 @@ def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> No
     from acdc.run import resume_hint
 
     kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
+    noise = circuit.results.get("metric_noise", 0.0)
+    shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
     typer.echo(("partial: " if circuit.partial else "") +
                f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric "
-               f"{job.settings.common.metric} of circuit {circuit.metric_circuit:.4g} (full model "
-               f"{circuit.metric_full:.4g}); {circuit.results['runtime_s']:.1f} s")
+               f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
+               f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if circuit.partial:
         decided = circuit.results.get("n_edges_decided", kept)
@@ -333,7 +350,7 @@ class _ProgressDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bar = None
+        self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
         self.next_report = 0.1
 
@@ -344,8 +361,13 @@ class _ProgressDisplay:
 
         console = Console(stderr=True)
         if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
@@ -414,30 +436,51 @@ def graph(
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
+    A checkpoint or a local Hugging Face directory is read from its config.json alone (Hugging
+    Face families: GPT-2, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen2, Gemma, Gemma 2, OPT,
+    GPT-Neo), without torch. In a parallel block (GPT-NeoX, GPT-J) an MLP does not read its
+    own layer's heads; under grouped-query attention every query head keeps its own q, k and
+    v input, so the counts are those of the MIB graph.
+
     The memory estimate (fp32, corrupt ablation) adds up what a run allocates: parameters;
     2 x senders x batch x seq_len x d_model (every sender's output delta and ablated value);
-    2 x 3 x layers x heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
+    2 x 3 x layers x query heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
     receiver inputs (at most 256 MiB); the unembedding (head-to-vocabulary factors of at most
     256 MiB, logits at one position per prompt); and the largest per-layer
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
     from acdc.core.graph import count_edges
-    from acdc.core.configs import load_shape
+    from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
-    granularity = Granularity(granularity).value
+    chosen = Granularity(granularity).value
     shape = load_shape(model)
-    counts = count_edges(shape.graph_shape(granularity))
+    counts = count_edges(shape.graph_shape(chosen))
     estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
-    n_params = estimate["n_params"]
-    typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
-               f"{shape.d_model}, d_head {shape.d_head}, "
-               f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
-               f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
-    typer.echo(f"parameters: about {_count(n_params)} ({_bytes(4 * n_params)} in fp32)")
-    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
+    heads = f"{shape.n_heads} heads"
+    if shape.n_key_value_heads:
+        heads = f"{shape.n_heads} query heads, {shape.n_key_value_heads} key/value heads"
+    mlp = "attention only"
+    if shape.has_mlp:
+        mlp = f"{'gated ' if shape.mlp_kind == 'gated' else ''}d_mlp {shape.d_mlp}"
+    family = f" ({shape.architecture})" if shape.architecture else ""
+    typer.echo(f"model {model}{family}: {shape.n_layers} layers, {heads}, d_model "
+               f"{shape.d_model}, d_head {shape.d_head}, {mlp}, vocab {shape.d_vocab}, "
+               f"n_ctx {shape.n_ctx}")
+    if shape.features:
+        typer.echo(f"architecture: {'; '.join(shape.features)}")
+    total = shape.n_params_total
+    rest = ("the embeddings, unembedding, biases and norms" if shape.n_params_all is not None
+            else "the embeddings and unembedding")
+    zoo = "" if shape.architecture else " (the count `circuit zoo eval` gives)"
+    typer.echo(f"parameters: about {_count(total)} in all ({_bytes(4 * total)} in fp32): "
+               f"{_count(shape.n_params)} in the blocks' weight matrices{zoo} and "
+               f"{_count(total - shape.n_params)} in {rest}")
+    typer.echo(f"graph ({chosen}): {counts['nodes']} nodes ({counts['senders']} senders: "
                f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
+    if shape.parallel_attn_mlp and shape.has_mlp:
+        typer.echo("parallel blocks: an MLP reads what its layer's heads read, not those heads")
     typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
                f"{counts['direct']:,} direct")
     for kind, n in counts["by_receiver"].items():
@@ -446,8 +489,8 @@ def graph(
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
                f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
                f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
-               f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
-               f"plus the Python runtime")
+               f"{_bytes(estimate['unembedding'])} + temporaries "
+               f"{_bytes(estimate['temporaries'])}, plus the Python runtime")
 
 
 def _bytes(n: float) -> str:
@@ -459,6 +502,8 @@ def _bytes(n: float) -> str:
 
 
 def _count(n: int) -> str:
+    if n >= 1e12:
+        return f"{n / 1e12:.2f}T"
     if n >= 1e9:
         return f"{n / 1e9:.2f}B"
     if n >= 1e6:
@@ -486,7 +531,8 @@ def tasks() -> None:
     header = ("NAME", "METRIC", "THRESHOLD", "MODEL", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+                   + "  " + row[4])
 
 
 @app.command()
@@ -500,7 +546,8 @@ def metrics() -> None:
     header = ("NAME", "READS", "DIRECTION", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                   + "  " + row[3])
 
 
 def _short_model(model: str | None) -> str:
@@ -535,19 +582,260 @@ def render(
         bool,
         typer.Option("--all-edges", help="Draw removed edges too (light grey, dotted)."),
     ] = False,
+    no_score_width: NoScoreWidthOption = False,
 ) -> None:
-    """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
+    """Re-draw a saved circuit (circuit.json or a MIB circuit file) as SVG, PNG or DOT
+    (without the model)."""
     from acdc.core.circuit import load_circuit
-    from acdc.export.dot import circuit_title
+    from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
-    from acdc.export.dot import to_dot
 
-    format = RenderFormat(format).value
+    file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
-    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
-    target = out if out is not None else circuit_json.with_suffix(f".{format}")
-    written = render_dot(source, target, format)
+    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit),
+                    score_width=not no_score_width)
+    target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
+    written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
+
+
+# --------------------------------------------------------------------------- export
+
+
+class ExportFormat(str, Enum):
+    mib = "mib"
+    graphml = "graphml"
+    csv = "csv"
+
+
+@app.command()
+@user_errors
+def export(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR_OR_CIRCUIT_JSON",
+        help="A run directory written by `circuit discover`, a circuit.json or a MIB circuit "
+             "file.")],
+    format: Annotated[ExportFormat, typer.Option(
+        "--format", "-f", help="mib: the MIB circuit track's JSON (residual edges, score and "
+                               "in_graph); graphml: the graph with kept flags and scores "
+                               "(networkx); csv: one row per edge.")],
+    out: Annotated[Path | None, typer.Option(
+        help="File to write. Default: beside the circuit, <stem>.mib.json, .graphml or "
+             ".csv.")] = None,
+    d_model: Annotated[int | None, typer.Option(
+        min=1, help="mib: the model's d_model. Default: from the run's model configuration "
+                    "(run.yaml beside the circuit, else the circuit's model).")] = None,
+) -> None:
+    """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
+    from acdc.export.formats import export_circuit
+
+    written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
+    typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges "
+               f"kept)")
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@user_errors
+def report(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_OR_SWEEP_DIR",
+        help="A run directory (`circuit discover`), a sweep directory (tau-<threshold>/ run "
+             "directories, sweep.json), or a circuit file.")],
+    out: Annotated[Path | None, typer.Option(
+        help="HTML file to write. Default: report.html in the directory (beside a circuit "
+             "file: <name>.html).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Sweep: the threshold whose circuit is drawn and listed. Default: the middle one "
+             "of the sweep's thresholds.")] = None,
+    comparison: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="A `circuit compare` output directory to include (comparison.json, "
+                            "roc.json and their drawings); repeat for several. Default: those "
+                            "found in the directory and its subdirectories.")] = None,
+    no_score_width: NoScoreWidthOption = False,
+) -> None:
+    """Write one self-contained HTML page about a run or a sweep: settings, the circuit
+    drawing, metrics, faithfulness, sweep and ROC plots, and a sortable table of edges."""
+    from acdc.export.report import write_report
+
+    written = write_report(target, out, threshold=threshold, comparisons=comparison,
+                           score_width=not no_score_width)
+    typer.echo(f"wrote {written}")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Annotated[Path, typer.Argument(
+        metavar="A", help="A circuit.json, a run directory, or a sweep directory (tau-<threshold>/ "
+                          "run directories).")],
+    b: Annotated[Path | None, typer.Argument(
+        metavar="[B]", help="A second circuit, run directory or sweep directory.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", "-r", metavar="REF",
+        help="The circuit to score against: a circuit.json, an edge-list file (one edge a line, "
+             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2, tracr-reverse, "
+             "tracr-proportion.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output directory. Default: runs/compare-<YYYYmmdd-HHMMSS>/.")] = None,
+    no_render: NoRenderOption = False,
+) -> None:
+    """Compare two circuits (edges and nodes in both / only in one, Jaccard, a drawing of the
+    union), score circuits against a reference (TPR, FPR, precision at edge and node level),
+    and draw a sweep's ROC curve against the reference with its AUC."""
+    from acdc.evaluation.summary import default_out_dir, summarize, write_outputs
+
+    summary = summarize([a] if b is None else [a, b], reference)
+    for line in _comparison_lines(summary):
+        typer.echo(line)
+    written = write_outputs(summary, out if out is not None else default_out_dir(),
+                            render_svg=not no_render)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _comparison_lines(summary) -> list[str]:
+    from acdc.evaluation.sources import Sweep
+    from acdc.evaluation.summary import SweepScores, describe
+    from acdc.export.dot import circuit_title
+
+    lines = []
+    for item in summary.items:
+        info = describe(item)
+        if isinstance(item.value, Sweep):
+            thresholds = info["thresholds"]
+            lines.append(f"{item.key} {item.name}: sweep of {len(thresholds)} threshold(s), "
+                         f"{min(thresholds):g} to {max(thresholds):g}")
+        else:
+            lines.append(f"{item.key} {item.name}: {info['edges']} edges, {info['nodes']} nodes "
+                         f"({circuit_title(item.value)})")
+    if summary.pair is not None:
+        for level, part in (("edges", summary.pair.edges), ("nodes", summary.pair.nodes)):
+            jaccard = "-" if part.jaccard is None else f"{part.jaccard:.3f}"
+            lines.append(f"{level}: {len(part.both)} in both, {len(part.only_a)} only in A, "
+                         f"{len(part.only_b)} only in B; Jaccard {jaccard}")
+    if summary.reference is None:
+        return lines
+    data = summary.comparison_json()
+    ref, totals = data["reference"], data["totals"]
+    lines.append(f"reference {ref['name']}: {ref['edges']} of {totals['edges']} edges, "
+                 f"{ref['nodes']} of {totals['nodes']} nodes")
+    header = ("", "edge TPR", "edge FPR", "edge prec", "node TPR", "node FPR", "node prec")
+    rows = []
+    for item, scores in zip(summary.items, summary.scores, strict=True):
+        if isinstance(scores, SweepScores):
+            node_auc = "undefined" if scores.node is None else f"{scores.node.auc:.3f}"
+            lines.append(f"{item.key} ROC AUC: edges {scores.edge.auc:.3f}, nodes {node_auc} "
+                         f"(pessimistic staircase)")
+            for run, run_scores in zip(item.value.runs, scores.runs, strict=True):
+                rows.append((f"{item.key} tau {run.threshold:g}", *_score_cells(run_scores)))
+        else:
+            rows.append((item.key, *_score_cells(scores)))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def _score_cells(scores) -> tuple[str, ...]:
+    return tuple(_rate(getattr(getattr(scores, level), what))
+                 for level in ("edge", "node") for what in ("tpr", "fpr", "precision"))
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+@user_errors
+def evaluate(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR_OR_CIRCUIT_JSON",
+        help="A run directory written by `circuit discover`, or a circuit.json.")],
+    task: Annotated[str | None, typer.Option(
+        "--task", "-t", help="Bundled task name or task YAML file to evaluate on. Default: the "
+                             "run's (run.yaml), else the circuit file's task.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. "
+             "Default: the run's.")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        help="Metric to evaluate: kl, logit_diff, prob_diff, nll or l2; repeat it or separate "
+             "by commas for several. Default: every metric the task supports.")] = None,
+    ablation: Annotated[Ablation | None, typer.Option(
+        help="What an ablated edge carries: the corrupted run's value, or zero. Default: the "
+             "run's.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of a generated task. Default: the run's (the task's own with --task).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="cpu, cuda or cuda:N. Default: the run's, else cpu.")] = None,
+    dtype: Annotated[Dtype | None, typer.Option(
+        help="Model precision. Default: the run's, else float32.")] = None,
+    curve: Annotated[bool, typer.Option(
+        "--curve", help="Also evaluate the faithfulness curve of the edges ranked by |score| at "
+                        "the MIB fractions of the edges (CPR, CMD; plotted as SVG and PNG).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="JSON file to write. Default: evaluation.json beside the circuit.")] = None,
+    threads: ThreadsOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Evaluate a circuit: the metrics of the full model, the empty circuit, the circuit and
+    its complement, and the normalised faithfulness f(C), for every metric the task supports;
+    writes evaluation.json beside the circuit."""
+    from acdc.evaluation.evaluate import prepare_evaluation, run_evaluation, write_evaluation
+
+    metrics = ([m.strip() for item in metric for m in item.split(",") if m.strip()]
+               if metric else None)
+    job = prepare_evaluation(
+        target, task=task, model=model, metrics=metrics,
+        ablation=ablation.value if ablation is not None else None, seed=seed, device=device,
+        dtype=dtype.value if dtype is not None else None, out=out, curve=curve)
+    status = _Status(quiet)
+    circuit = job.circuit
+    status.say(f"circuit {job.circuit_path}: {circuit.n_edges_kept} of {len(circuit.graph.edges)} "
+               f"edges; task {job.spec.name} ({job.spec.n_prompts} prompts), ablation "
+               f"{job.ablation}")
+    status.say(f"loading model {job.model} ...")
+    outcome = run_evaluation(job, threads=threads)
+    for line in _evaluation_table(outcome.evaluation):
+        typer.echo(line)
+    if outcome.curve is not None:
+        for name in outcome.curve.cpr:
+            area, gap = outcome.curve.cpr[name], outcome.curve.cmd[name]
+            typer.echo(f"curve {name}: CPR {_num(area)}, CMD {_num(gap)}")
+    written = write_evaluation(job, outcome)
+    typer.echo(f"{outcome.patched_passes} patched passes after {outcome.recorded_runs} recorded "
+               f"runs, {outcome.seconds:.2f} s; wrote " + ", ".join(str(p) for p in written))
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _evaluation_table(evaluation) -> list[str]:
+    """One row per metric: full, empty, circuit, f(C), complement, f(complement)."""
+    header = ("METRIC", "FULL", "EMPTY", "CIRCUIT", "F(C)", "COMPLEMENT", "F(COMPL)")
+    rows = [header]
+    for name, m in evaluation.metrics.items():
+        rows.append((name + (" (higher better)" if m.higher_is_better else ""),
+                     _num(m.full.mean), _num(m.empty.mean), _num(m.circuit.mean),
+                     _num(m.faithfulness), _num(m.complement.mean),
+                     _num(m.complement_faithfulness)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    lines.append(f"means over {evaluation.n_positions} metric positions of "
+                 f"{evaluation.n_prompts} prompts (per-prompt spread in the JSON); "
+                 f"f = (m - empty) / (full - empty)")
+    return lines
 
 
 # --------------------------------------------------------------------------- zoo

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
+from acdc.core.configs import available_memory, check_reachable, model_kind
 from acdc.core.files import disk_error, write_text_atomic
-from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
-                                settings_record)
+from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method
@@ -108,10 +108,17 @@ class RunSettings:
             dtype=_record_choice(record, "dtype", source, DTYPES),
         )
 
-    def repeat_command(self) -> str:
-        """A `circuit discover` command line with every recorded setting spelled out."""
+    def repeat_command(self, typed: Mapping[str, str | None] | None = None,
+                       out: Path | None = None) -> str:
+        """A `circuit discover` command line, on one line, with every recorded setting spelled
+        out. `typed` holds the task and model as the user gave them (a model None: the task
+        file's); without it the task file and model are written as resolved."""
+        record = self.record()
+        if typed is not None:
+            record["task_file"] = typed["task"]
+            record["model"] = typed.get("model")
         args = ["circuit", "discover"]
-        for key, value in self.record().items():
+        for key, value in record.items():
             if key == "task":
                 continue  # the file says more than the name
             flag = "--task" if key == "task_file" else "--" + key.replace("_", "-")
@@ -119,6 +126,8 @@ class RunSettings:
                 args += [flag] if value else []
             elif value is not None:
                 args += [flag, repr(float(value)) if key == "threshold" else str(value)]
+        if out is not None:
+            args += ["--out", str(out)]
         return " ".join(shlex.quote(a) for a in args)
 
     def conflicts(self, given: Mapping[str, Any]) -> list[str]:
@@ -128,7 +137,7 @@ class RunSettings:
         found = []
         for key, value in given.items():
             flag = "--" + key.replace("_", "-")
-            recorded = record.get(key)
+            recorded: Any = record.get(key)
             if key == "task":
                 agrees = value == self.task or same_path(value, self.task_file)
             elif key == "model":
@@ -226,6 +235,7 @@ class Run:
     lock: RunLock
     resume_from: Any = None  # the method's JournalState
     command: tuple[str, ...] | None = None  # the command line as typed, if known
+    typed: Mapping[str, str | None] | None = None  # the task and model as given, if known
 
     def close(self) -> None:
         """Release the run directory (also released when the process ends)."""
@@ -247,6 +257,8 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
                                           ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
+    if model_kind(spec.model) == "name":  # offline and not cached: say so before loading torch
+        check_reachable(spec.model)
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
                             granularity=granularity)  # type: ignore[arg-type]
     common.validate()
@@ -263,7 +275,8 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
     with _released_on_error(lock):
         if chosen.journal is not None:
             chosen.journal.check_new_run(out_dir)
-    return Run(settings, spec, out_dir, chosen, lock, command=command)
+    return Run(settings, spec, out_dir, chosen, lock, command=command,
+               typed={"task": task, "model": model})
 
 
 class ResumeConflict(AcdcError):
@@ -370,9 +383,13 @@ class Outcome:
 
 
 def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
-            threads: int = 0) -> Outcome:
+            threads: int = 0, max_memory: float | None = None) -> Outcome:
     """Load the model, tokenise the task and run the method. `threads` 0: 1 thread for small
-    models on a CPU (their operations are too small to split), else PyTorch's default."""
+    models on a CPU (their operations are too small to split), else PyTorch's default.
+
+    Before the method allocates anything, its memory estimate is checked against the memory
+    available (or against `max_memory` GiB when given): a run that cannot fit is refused with
+    the estimate instead of exhausting the machine."""
     import torch
 
     from acdc.core.models import load_model
@@ -381,6 +398,7 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
     settings = run.settings
     loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
     task = resolve_task(run.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    _check_memory(run, loaded.shape, task, max_memory)
     warning = precision_warning(loaded.model.cfg.dtype, settings.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
@@ -392,6 +410,25 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
                     on_progress=on_progress)
     return Outcome(run.method.discover(job), task.n_prompts)
+
+
+def _check_memory(run: Run, shape: ModelShape, task: Any, max_memory: float | None) -> None:
+    """Refuse a run whose method says it needs more memory than there is (or than allowed)."""
+    if run.method.extra_memory is None:
+        return
+    needed = run.method.extra_memory(shape, run.settings.common, task)
+    if max_memory is not None:
+        limit, what = max_memory * 2**30, f"the --max-memory of {max_memory:g} GiB"
+    else:
+        free = available_memory()
+        if free is None:
+            return
+        limit, what = free, f"the {free / 2**30:.1f} GiB of memory available"
+    if needed > limit:
+        raise AcdcError(
+            f"the run needs about {needed / 2**30:.1f} GiB besides the model's weights "
+            f"({task.n_prompts} prompts of up to {max(len(p) for p in task.clean)} tokens), more "
+            f"than {what}; use fewer or shorter prompts, or pass --max-memory GIB to allow more")
 
 
 def cpu_threads(shape: ModelShape, device: str) -> int | None:
@@ -417,14 +454,16 @@ def precision_warning(dtype: Any, device: str) -> str | None:
 # --------------------------------------------------------------------------- outputs
 
 
-def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[Path]:
-    """Write `circuit.json`, `circuit.dot` (and `.svg`) and `run.yaml` into the run's
-    directory; return every file the run wrote, its journal included."""
+def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True,
+                  score_width: bool = True) -> list[Path]:
+    """Write `circuit.json`, `circuit.dot` (and `.svg`; edge widths by |score| unless
+    `score_width` is False) and `run.yaml` into the run's directory; return every file the run
+    wrote, its journal included."""
     from acdc.export.dot import circuit_title, render, to_dot
 
     out_dir, circuit = run.out_dir, outcome.circuit
     written = [write_circuit(circuit, out_dir / CIRCUIT_JSON)]
-    source = to_dot(circuit, title=circuit_title(circuit))
+    source = to_dot(circuit, title=circuit_title(circuit), score_width=score_width)
     written.append(render(source, out_dir / "circuit.dot", "dot"))
     if render_svg:
         svg = render(source, out_dir / "circuit.svg", "svg")
@@ -439,7 +478,7 @@ def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[P
 def run_yaml(run: Run, outcome: Outcome) -> dict[str, Any]:
     """The contents of `run.yaml`: the recorded settings, the number of prompts, whether the
     run was partial, the command as typed, the repeat command and package versions."""
-    repeat = run.settings.repeat_command()
+    repeat = run.settings.repeat_command(run.typed, run.out_dir)
     command = run.command
     return {
         **run.settings.record(),
@@ -468,5 +507,6 @@ def write_run_yaml(config: Mapping[str, Any], path: Path) -> Path:
     import yaml
 
     header = "# Resolved configuration of a `circuit discover` run; `repeat` runs it again.\n"
-    return write_text_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False,
-                                                           default_flow_style=False))
+    text = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False,
+                          width=float("inf"))  # one line per command, ready to paste
+    return write_text_atomic(path, header + text)

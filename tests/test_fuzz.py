@@ -266,7 +266,16 @@ def malformed_configs(draw) -> bytes:
     config = dict(TINY_CONFIG)
     kind = draw(st.sampled_from(["whole", "bool", "text", "unknown key", "missing key",
                                  "not an object", "bytes", "not utf-8", "deep", "huge number",
-                                 "heads"]))
+                                 "heads", "hugging face"]))
+    if kind == "hugging face":  # a GPT-2 config.json as transformers writes it, one value bad
+        hf = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 20,
+              "n_positions": 12}
+        key = draw(st.sampled_from(["n_layer", "n_head", "n_embd", "vocab_size", "n_positions",
+                                    "model_type"]))
+        hf[key] = draw(JUNK.filter(lambda v, key=key: (
+            not isinstance(v, str) if key == "model_type" else
+            isinstance(v, bool) or not isinstance(v, int) or v < 1)))
+        return json.dumps(hf).encode()
     if kind == "whole":
         key = draw(st.sampled_from(["n_layers", "d_model", "d_head", "n_ctx", "d_vocab",
                                     "n_heads", "d_mlp"]))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from acdc.core.metrics import METRICS, build_metric, metric_targets
+from acdc.core.metrics import METRICS, build_metric, metric_targets, position_metric
 
 CLEAN = [[1, 2, 3, 4], [5, 6, 7, 8, 9]]
 POSITIONS = [[3], [2, 4]]
@@ -45,3 +45,13 @@ def test_task_metrics_read_the_answers():
     metric = build_metric("logit_diff", logits, targets())
     # per position: mean answer logit - mean wrong logit = 2, 0.5, 1.5; negated mean
     assert float(metric(logits)) == pytest.approx(-(2 + 0.5 + 1.5) / 3)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_position_metric_is_the_metric_before_its_mean(name):
+    torch.manual_seed(2)
+    clean_logits = 3 * torch.randn(3, 12)
+    logits = clean_logits + torch.randn(4, 3, 12)
+    per_position = position_metric(name, clean_logits, targets())(logits)
+    assert per_position.shape == (4, 3)
+    assert torch.equal(per_position.mean(-1), build_metric(name, clean_logits, targets())(logits))

@@ -96,7 +96,10 @@ def test_run_yaml_holds_the_resolved_configuration(tiny_task, tmp_path):
     assert data["abs"] is True and data["reverse_head_order"] is False
     assert data["n_prompts"] == 3 and data["partial"] is False and data["method"] == "acdc"
     assert data["command"] == "circuit discover --task x"
-    assert data["repeat"] == job.settings.repeat_command()
+    assert data["repeat"] == job.settings.repeat_command(job.typed, job.out_dir)
+    assert data["repeat"].startswith(f"circuit discover --task {tiny_task} --method acdc")
+    assert "--model" not in data["repeat"]  # the task file names it
+    assert data["repeat"].endswith(f"--out {tmp_path / 'out'}")
     assert set(data["versions"]) >= {"circuit", "torch", "transformer_lens", "python"}
     assert data["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     header = json.loads((tmp_path / "out" / "decisions.jsonl").read_text().splitlines()[0])
@@ -137,3 +140,14 @@ def test_discover_method_option(tiny_task, tmp_path):
     result = invoke("discover", "--task", tiny_task, "--method", "eap", "--out", tmp_path / "b")
     assert result.exit_code == 1 and "unknown method 'eap'" in result.stderr
     assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+def test_a_run_larger_than_the_memory_allowed_is_refused_before_it_starts(tiny_task, tmp_path):
+    result = invoke("discover", "--task", tiny_task, "--out", tmp_path / "a", "--max-memory",
+                    "0.00001")
+    assert result.exit_code == 1
+    assert "the run needs about" in result.stderr and "--max-memory" in result.stderr
+    assert not (tmp_path / "a" / "decisions.jsonl").exists()
+    result = invoke("discover", "--task", tiny_task, "--out", tmp_path / "b", "--max-memory", "1",
+                    "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output

@@ -13,7 +13,8 @@ rebuilt without the model), edge counts, the circuit's nodes, EVERY edge of the 
 order with its kept flag and score, then the results. `from_json` dispatches on the format tag
 (`circuit/1` is the only one so far; a later format adds a reader and keeps this one) and
 checks the file against the rebuilt graph, so a file from another graph shape or a hand-edited
-edge list is refused in one line.
+edge list is refused in one line. A MIB circuit file (the benchmark's format, which has no tag:
+`cfg`, `nodes` and `edges` objects) is read by `acdc.core.mib`.
 
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 2, False))
@@ -38,7 +39,7 @@ from acdc.errors import GraphError, short_repr
 FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
-SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp")
+SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
 V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
                                    "metric_noise", "runtime_s", "partial")
 V1_REQUIRED: tuple[str, ...] = (
@@ -98,6 +99,8 @@ class Circuit:
             "n_layers": graph.n_layers,
             "n_heads": graph.n_heads,
             "has_mlp": graph.shape.has_mlp,
+            # written only for parallel blocks, so files of sequential models are unchanged
+            **({"parallel_attn_mlp": True} if graph.shape.parallel_attn_mlp else {}),
             "n_edges_total": len(graph.edges),
             "n_edges_kept": self.n_edges_kept,
             **counts,
@@ -113,10 +116,13 @@ class Circuit:
         if not isinstance(data, dict):
             raise GraphError(f"{source}: not a circuit file (expected a JSON object)")
         tag = data.get("format")
+        if tag is None and {"cfg", "nodes", "edges"} <= data.keys():
+            tag = "mib"  # MIB's files carry no tag
         reader = READERS.get(tag) if isinstance(tag, str) else None
         if reader is None:
-            raise GraphError(f"{source}: format is {short_repr(tag)}, expected one of "
-                             f"{', '.join(map(repr, READERS))} (write it with `circuit discover`)")
+            raise GraphError(f"{source}: format is {short_repr(data.get('format'))}, expected "
+                             f"{FORMAT!r} (written by `circuit discover`) or a MIB circuit file "
+                             f"(cfg, nodes and edges)")
         return reader(data, source)
 
 
@@ -148,9 +154,10 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be a whole "
                              f"number >= 1")
-    if not isinstance(data["has_mlp"], bool):
-        raise GraphError(f"{source}: has_mlp is {short_repr(data['has_mlp'])}; it must be true "
-                         f"or false")
+    for key in ("has_mlp", "parallel_attn_mlp"):
+        if not isinstance(data.get(key, False), bool):
+            raise GraphError(f"{source}: {key} is {short_repr(data[key])}; it must be true or "
+                             f"false")
     for key in V1_RESULT_KEYS:
         value = data.get(key)
         wanted = bool if key == "partial" else int if key == "n_edges_decided" else (int, float)
@@ -159,7 +166,7 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
             raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be "
                              f"{'true or false' if wanted is bool else 'a number'}")
     shape = GraphShape(data["n_layers"], data["n_heads"], data["has_mlp"],
-                       granularity)  # type: ignore[arg-type]
+                       data["granularity"], data.get("parallel_attn_mlp", False))
     edges = data["edges"]
     n_edges = count_edges(shape)["edges"]  # closed form: a wrong shape builds no graph
     if not isinstance(edges, list) or len(edges) != n_edges:
@@ -188,11 +195,18 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     return Circuit(graph, tuple(kept), tuple(scores), settings, results)
 
 
-READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1}
+def _read_mib(data: dict[str, Any], source: str) -> Circuit:
+    from acdc.core.mib import from_mib  # it builds on this module
+
+    return from_mib(data, source)
+
+
+READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,
+                                                                "mib": _read_mib}
 
 
 def load_circuit(path: str | Path) -> Circuit:
-    """Read a `circuit.json` written by `circuit discover`."""
+    """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -16,6 +16,10 @@ k metrics, one per circuit (the engine evaluates several removals at once).
 
 Task metrics are negated so that "lower is better" holds for all of them, as in the paper.
 
+`position_metric` gives the same metric before the mean: one value per metric position
+`[..., n_positions]` (the evaluation's per-prompt spread is built from these); `build_metric`
+is its mean over the positions.
+
 >>> metric = build_metric("kl", clean_logits=torch.zeros(2, 5), targets=MetricTargets.empty())
 >>> float(metric(torch.zeros(2, 5)))
 0.0
@@ -30,7 +34,6 @@ import torch
 
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError
-
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
@@ -93,9 +96,18 @@ def _masked_mean(values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) ->
 
 
 def build_metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
-    """The metric `name` as a function of the circuit's logits at the metric positions.
+    """The metric `name` as a function of the circuit's logits at the metric positions: the
+    mean over the positions of `position_metric`.
 
     Metrics are computed in float32 at least, whatever the model's dtype.
+    """
+    metric = _metric(name, _at_least_fp32(clean_logits.detach()), targets)
+    return lambda logits: metric(_at_least_fp32(logits)).mean(-1)
+
+
+def position_metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
+    """The metric `name` at every metric position, before the mean: logits
+    `[..., n_positions, d_vocab]` give `[..., n_positions]` (lower is better, as `build_metric`).
     """
     metric = _metric(name, _at_least_fp32(clean_logits.detach()), targets)
     return lambda logits: metric(_at_least_fp32(logits))
@@ -106,6 +118,7 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Metric:
+    """The metric at every position, before the mean: `[..., n_positions]` from the logits."""
     if name not in METRICS:
         raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
     if name == "kl":
@@ -121,25 +134,28 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
             z = logits - shift
             lse = z.logsumexp(-1)
             # torch's sum adds in blocks (a matrix product here loses about 10x more precision)
-            return (negative_entropy - z.mul_(clean_probs).sum(-1) + lse).mean(-1)
+            return negative_entropy - z.mul_(clean_probs).sum(-1) + lse
 
         return kl
     if name == "l2":
-        return lambda logits: (logits - clean_logits).norm(dim=-1).mean(-1)
+        return lambda logits: (logits - clean_logits).norm(dim=-1)
     if name in NEEDS_ANSWER_AND_WRONG:
         if targets.answers is None or targets.wrong is None:
             raise AcdcError(f"metric {name} needs an answer and a wrong answer on every prompt")
+        # the masks come with the token ids (`metric_targets`)
+        assert targets.answer_mask is not None and targets.wrong_mask is not None
         a, am, w, wm = targets.answers, targets.answer_mask, targets.wrong, targets.wrong_mask
         if name == "logit_diff":
-            return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm)).mean(-1)
+            return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm))
 
         def prob_diff(logits: torch.Tensor) -> torch.Tensor:
             probs = logits.softmax(-1)
-            return -((_pick(probs, a) * am).sum(-1) - (_pick(probs, w) * wm).sum(-1)).mean(-1)
+            return -((_pick(probs, a) * am).sum(-1) - (_pick(probs, w) * wm).sum(-1))
 
         return prob_diff
     # nll
     if targets.next_token is None or bool((targets.next_token < 0).any()):
-        raise AcdcError("metric nll needs an answer on every prompt whose last position is a metric position")
+        raise AcdcError("metric nll needs an answer on every prompt whose last position is a "
+                        "metric position")
     target = targets.next_token[:, None]
-    return lambda logits: -_pick(logits.log_softmax(-1), target)[..., 0].mean(-1)
+    return lambda logits: -_pick(logits.log_softmax(-1), target)[..., 0]

@@ -18,9 +18,9 @@ of prompts, their total size, a text far longer than the model's context) are re
 work they would cost: before reading, parsing on or tokenising. Two things that let a run go on
 but skew its result are one `RunWarning` each: prompt words the tokenizer does not know (they all
 become its unknown token; in an answer that is an error) and, with corrupt ablation, prompts
-whose corrupt tokens equal their clean ones (on every prompt that is an error). The schema is documented field by field
-in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the repository root and
-install with the package; `acdc.core.bundled` finds them.
+whose corrupt tokens equal their clean ones (on every prompt that is an error). The schema is
+documented field by field in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the
+repository root and install with the package; `acdc.core.bundled` finds them.
 
 Prompts reach a `TaskSpec` through `parse_prompts`, which turns a list of plain dictionaries
 (as YAML gives them) into `RawPrompt` values. A task may instead name a built-in generator
@@ -388,7 +388,8 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         model=model,
         metric=_check_choice(data.get("metric", "kl"), where("metric"), "metric", METRICS),
         threshold=_check_threshold(data["threshold"], where("threshold")),
-        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation", ABLATIONS),
+        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation",
+                               ABLATIONS),
         seed=_check_seed(data.get("seed", 0), where("seed")),
         prepend_bos=prepend_bos,
         positions=positions,
@@ -440,7 +441,8 @@ class _Budget:
 
 def _parse_prompt(item: Any, index: int, where: str, budget: _Budget) -> RawPrompt:
     if not isinstance(item, Mapping):
-        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {kind_of(item)}")
+        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, "
+                        f"got {kind_of(item)}")
     _check_keys(item, PROMPT_KEYS, where, "prompt key")
     if "clean" not in item:
         raise TaskError(
@@ -839,6 +841,7 @@ class _Resolver:
     def check_tokenizer_vocab(self, ids: list[int], where: str) -> None:
         for j, token in enumerate(ids):
             if not 0 <= token < self.d_vocab:
+                assert self.tokenizer is not None  # the ids are the tokenizer's
                 raise TaskError(
                     f"{where}: token {j} ({self.show([token])[1:-1]}) has id {token},"
                     f" outside the model's vocabulary [0, {self.d_vocab}); the tokenizer"

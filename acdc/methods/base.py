@@ -28,6 +28,7 @@ from acdc.errors import AcdcError
 
 if TYPE_CHECKING:
     from acdc.core.circuit import Circuit
+    from acdc.core.configs import ModelShape
     from acdc.core.models import LoadedModel
     from acdc.core.tasks import Task, TaskSpec
 
@@ -90,6 +91,9 @@ class Method:
     make_settings: Callable[[TaskSpec, Mapping[str, Any]], Any]
     discover: Callable[[Discovery], Circuit]
     journal: Journal | None = None
+    # Bytes a run needs beyond the model's weights, from the model's shape, the settings and
+    # the task's size; None when the method cannot say.
+    extra_memory: Callable[[ModelShape, CommonSettings, Task], int] | None = None
 
 
 def refuse_unknown_options(method: str, options: Mapping[str, Any], known: set[str]) -> None:

@@ -10,21 +10,29 @@ memory from the model's shape.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
-
-from acdc.core.graph import build_graph
+from acdc.core.graph import build_graph, count_edges
+from acdc.core.settings import CommonSettings
 from acdc.errors import RunWarning
-from acdc.methods.acdc.runlog import (DecisionLog, RunLog, check_resumable, make_header,
-                                      task_digest)
+from acdc.methods.acdc.memory import estimate_memory
+from acdc.methods.acdc.runlog import (
+    Decision,
+    DecisionLog,
+    LoggedRun,
+    RunLog,
+    check_resumable,
+    make_header,
+    task_digest,
+)
 from acdc.methods.acdc.settings import AcdcSettings
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 if TYPE_CHECKING:
     from acdc.core.circuit import Circuit
-    from acdc.core.tasks import TaskSpec
+    from acdc.core.configs import ModelShape
+    from acdc.core.tasks import Task, TaskSpec
     from acdc.methods.acdc.search import Progress
 
 OPTIONS = {"threshold", "abs", "reverse_head_order", "engine", "candidates"}
@@ -43,12 +51,15 @@ def discover(job: Discovery) -> Circuit:
     from acdc.methods.acdc import search  # torch: only once a run starts
 
     graph = build_graph(job.model.shape.graph_shape(job.common.granularity))
-    log, replay = None, ()
+    log: RunLog | None = None
+    replay: Sequence[Decision] = ()
     if job.out_dir is not None:
         digest = task_digest(job.task)
         if job.resume_from is not None:
-            check_resumable(job.resume_from, len(graph.edges), digest)
-            log, replay = RunLog.reopen(job.resume_from), job.resume_from.decisions
+            logged = job.resume_from
+            assert isinstance(logged, LoggedRun)  # what this method's journal read
+            check_resumable(logged, len(graph.edges), digest)
+            log, replay = RunLog.reopen(logged), logged.decisions
         else:
             log = RunLog.create(job.out_dir, make_header(job.record, len(graph.edges), digest))
 
@@ -73,6 +84,16 @@ def discover(job: Discovery) -> Circuit:
     return circuit
 
 
+def extra_memory(shape: ModelShape, common: CommonSettings, task: Task) -> int:
+    """Bytes an ACDC run allocates besides the weights (`memory.estimate_memory`)."""
+    graph = count_edges(shape.graph_shape(common.granularity))
+    bytes_per_number = 4  # float32; half precision needs less, float64 twice as much
+    estimate = estimate_memory(shape, graph["senders"], task.n_prompts,
+                               max(len(p) for p in task.clean), bytes_per_number,
+                               common.ablation, sum(len(p) for p in task.positions))
+    return estimate["total"] - estimate["params"]
+
+
 METHOD = Method(
     name="acdc",
     description="ACDC (Conmy et al. 2023): test every edge, from the logits back, and remove "
@@ -81,4 +102,5 @@ METHOD = Method(
     make_settings=make_settings,
     discover=discover,
     journal=DecisionLog(),
+    extra_memory=extra_memory,
 )

@@ -1,0 +1,319 @@
+"""`circuit evaluate`: from a run directory or a circuit file to `evaluation.json`.
+
+Three calls, as for a run (`acdc.run`), each usable from Python as from the CLI:
+
+1. `prepare_evaluation(target, ...)`: find the circuit (`target` is a run directory or a
+   `circuit.json`), read the run's `run.yaml` beside it when there is one, resolve every
+   setting and read the task; nothing heavy is loaded, so mistakes are reported at once.
+   Each setting comes from the option given, else the run's `run.yaml` (task_file, model,
+   ablation, seed, device, dtype), else the circuit file's settings (model, task, ablation),
+   else the task file. The graph's granularity is the circuit's own.
+2. `run_evaluation(job, curve=...)`: load the model, tokenise the task, evaluate the circuit
+   (`acdc.evaluation.faithfulness`), and with `curve` its faithfulness curve over the edges
+   ranked by the circuit's scores.
+3. `write_evaluation(job, outcome)`: `evaluation.json` (format `evaluation/1`) and, with a
+   curve, its plot as SVG and PNG (`<out stem>-curve.svg`/`.png`).
+
+When the task, model, ablation and seed are the run's, the evaluated value of the run's own
+metric must equal `metric_circuit` in `circuit.json` (to float rounding: ten times the run's
+measured `metric_noise`, or 1e-5 relative); `evaluation.json` records both, and a mismatch
+(an edited task file, another model under the same path) is reported as a warning.
+
+>>> job = prepare_evaluation(Path("runs/demo"))  # doctest: +SKIP
+>>> outcome = run_evaluation(job, curve=True)  # doctest: +SKIP
+>>> write_evaluation(job, outcome)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.tasks import TaskSpec, read_task
+from acdc.errors import AcdcError, RunWarning
+from acdc.evaluation.faithfulness import (
+    MIB_FRACTIONS,
+    CircuitEvaluator,
+    Evaluation,
+    FaithfulnessCurve,
+    ranking_from_scores,
+)
+from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warning
+
+EVALUATION_JSON = "evaluation.json"
+FORMAT = "evaluation/1"
+ACDC_RANKING = "ACDC scores (the metric change when an edge was tested), untested edges last"
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """An evaluation ready to run: the circuit, the resolved settings and where results go.
+    `same_as_run` is True when the task, model, ablation and seed are the run's own."""
+
+    circuit_path: Path
+    circuit: Circuit
+    spec: TaskSpec
+    task_file: str
+    model: str
+    ablation: str
+    seed: int
+    device: str
+    dtype: str
+    metrics: tuple[str, ...] | None  # None: every metric the task supports
+    out: Path
+    run_yaml: Path | None
+    same_as_run: bool
+    curve: bool = False
+
+
+@dataclass(frozen=True)
+class RunMetricCheck:
+    """The run's own metric (minimised, as circuit.json holds it): recorded and evaluated."""
+
+    metric: str
+    recorded: float
+    evaluated: float
+    tolerance: float
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.evaluated - self.recorded) <= self.tolerance
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "metric_circuit": self.recorded,
+                "evaluated": self.evaluated, "difference": self.evaluated - self.recorded,
+                "tolerance": self.tolerance, "agrees": self.agrees}
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    evaluation: Evaluation
+    curve: FaithfulnessCurve | None
+    run_check: RunMetricCheck | None
+    recorded_runs: int  # ordinary forward passes recorded (clean, and corrupt)
+    patched_passes: int
+    seconds: float  # evaluating, after the model was loaded and the task tokenised
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def find_circuit(target: Path) -> tuple[Path, Path | None]:
+    """The circuit file a target names, and the run's run.yaml beside it (None if absent)."""
+    target = Path(target)
+    if target.is_dir():
+        path = target / CIRCUIT_JSON
+        if not path.is_file():
+            raise AcdcError(f"{target}: has no {CIRCUIT_JSON}; give a run directory written by "
+                            f"`circuit discover` or a circuit file")
+    elif target.is_file():
+        path = target
+    else:
+        raise AcdcError(f"{target}: no such run directory or circuit file")
+    run_yaml = path.parent / RUN_YAML
+    return path, run_yaml if run_yaml.is_file() else None
+
+
+def read_run_yaml(path: Path) -> dict[str, Any]:
+    """The settings of a run's run.yaml that an evaluation reuses, each checked."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise AcdcError(f"{path}: cannot read ({reason})") from None
+    except yaml.YAMLError:
+        raise AcdcError(f"{path}: not valid YAML; pass --task and --model instead") from None
+    if not isinstance(data, dict):
+        raise AcdcError(f"{path}: expected the mapping `circuit discover` writes")
+    record = {}
+    for key, kind in (("task", str), ("task_file", str), ("model", str), ("ablation", str),
+                      ("device", str), ("dtype", str), ("seed", int)):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise AcdcError(f"{path}: {key} is {value!r}, expected "
+                            f"{'a whole number' if kind is int else 'text'}; pass "
+                            f"--{key.removesuffix('_file')} instead")
+        record[key] = value
+    return record
+
+
+def prepare_evaluation(target: Path, *, task: str | None = None, model: str | None = None,
+                       metrics: Sequence[str] | None = None, ablation: str | None = None,
+                       seed: int | None = None, device: str | None = None,
+                       dtype: str | None = None, out: Path | None = None,
+                       curve: bool = False) -> EvaluationJob:
+    """Resolve an evaluation of the circuit `target` names (see the module docstring)."""
+    from acdc.core.settings import ABLATIONS, METRICS
+
+    circuit_path, run_yaml = find_circuit(target)
+    circuit = load_circuit(circuit_path)
+    record = read_run_yaml(run_yaml) if run_yaml is not None else {}
+    settings = circuit.settings
+    task_ref = task or record.get("task_file") or record.get("task") or settings.get("task")
+    if not isinstance(task_ref, str) or not task_ref:
+        raise AcdcError(f"{circuit_path}: names no task and there is no {RUN_YAML} beside it; "
+                        f"pass --task")
+    spec = read_task(task_ref)
+    model = model or record.get("model") or settings.get("model") or spec.model
+    if not isinstance(model, str) or not model:
+        raise AcdcError(f"{circuit_path}: no model is named by the circuit, its run or the task; "
+                        f"pass --model")
+    ablation = ablation or record.get("ablation") or settings.get("ablation") or spec.ablation
+    if ablation not in ABLATIONS:
+        raise AcdcError(f"unknown ablation {ablation!r}: use one of {', '.join(ABLATIONS)}")
+    if seed is None:
+        seed = record.get("seed", spec.seed) if task is None else spec.seed
+    spec = spec.with_overrides(model=model, ablation=ablation, seed=seed)
+    device = device or record.get("device") or "cpu"
+    dtype = dtype or record.get("dtype") or "float32"
+    if dtype not in DTYPES:
+        raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if metrics is not None:
+        metrics = tuple(dict.fromkeys(metrics))
+        if not metrics:
+            raise AcdcError(f"--metric: give one or more of {', '.join(METRICS)}")
+        for name in metrics:
+            if name not in METRICS:
+                raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
+    if curve and all(score is None for score in circuit.scores):
+        raise AcdcError(f"{circuit_path}: no edge has a score, so there is no ranking to draw a "
+                        f"curve from; leave out --curve")
+    if out is None:  # a MIB file exported into a run directory keeps the run's own results
+        out = circuit_path.parent / (EVALUATION_JSON if circuit.settings.get("method") != "mib"
+                                     else circuit_path.name.removesuffix(".json")
+                                     + f".{EVALUATION_JSON}")
+    out = Path(out)
+    if out.is_dir():
+        raise AcdcError(f"--out {out}: is a directory; give the JSON file to write")
+    same = task is None and ablation == settings.get("ablation", ablation) and (
+        model == settings.get("model", model)) and seed == record.get("seed", seed)
+    return EvaluationJob(circuit_path=circuit_path, circuit=circuit, spec=spec,
+                         task_file=spec.source, model=model, ablation=ablation, seed=seed,
+                         device=device, dtype=dtype, metrics=metrics, out=out,
+                         run_yaml=run_yaml, same_as_run=same, curve=curve)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
+    """Load the model, tokenise the task, evaluate the circuit (and its curve)."""
+    import torch
+
+    from acdc.core.models import load_model
+    from acdc.core.tasks import resolve_task
+    from acdc.evaluation.faithfulness import check_graph_fits
+
+    loaded = load_model(job.model, device=job.device, dtype=job.dtype)
+    check_graph_fits(job.circuit.graph, loaded, str(job.circuit_path))
+    task = resolve_task(job.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    warning = precision_warning(loaded.model.cfg.dtype, job.device)
+    if warning:
+        warnings.warn(warning, RunWarning, stacklevel=2)
+    chosen = threads or cpu_threads(loaded.shape, job.device)
+    if chosen:
+        torch.set_num_threads(chosen)
+    start = time.perf_counter()
+    evaluator = CircuitEvaluator(loaded, task, job.circuit.graph, job.ablation, job.metrics)
+    evaluation = evaluator.evaluate(job.circuit.kept)
+    curve = (evaluator.curve(ranking_from_scores(job.circuit.scores), MIB_FRACTIONS)
+             if job.curve else None)
+    seconds = time.perf_counter() - start
+    check = run_metric_check(job.circuit, evaluation)
+    if check is not None and not check.agrees and job.same_as_run:
+        warnings.warn(f"{check.metric} of the circuit evaluates to {check.evaluated:.6g}, but "
+                      f"{job.circuit_path} records metric_circuit {check.recorded:.6g}: the task "
+                      f"file, its seed or the model differ from the run's", RunWarning,
+                      stacklevel=2)
+    return EvaluationOutcome(evaluation, curve, check,
+                             recorded_runs=2 if job.ablation == "corrupt" else 1,
+                             patched_passes=evaluator.passes, seconds=seconds)
+
+
+def run_metric_check(circuit: Circuit, evaluation: Evaluation) -> RunMetricCheck | None:
+    """The run's own metric as recorded and as evaluated; None when it was not evaluated or
+    the circuit records none."""
+    name = circuit.settings.get("metric")
+    recorded = circuit.results.get("metric_circuit")
+    if (not isinstance(name, str) or name not in evaluation.metrics
+            or not isinstance(recorded, (int, float))):
+        return None
+    metric = evaluation.metrics[name]
+    noise = circuit.results.get("metric_noise")
+    noise = float(noise) if isinstance(noise, (int, float)) and math.isfinite(noise) else 0.0
+    tolerance = max(10 * noise, 1e-5 * max(1.0, abs(float(recorded))))
+    return RunMetricCheck(name, float(recorded), metric.minimised(metric.circuit.mean), tolerance)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def evaluation_record(job: EvaluationJob, outcome: EvaluationOutcome) -> dict[str, Any]:
+    """The contents of evaluation.json."""
+    circuit = job.circuit
+    curve = outcome.curve
+    return {
+        "format": FORMAT,
+        "circuit": str(job.circuit_path),
+        "task": job.spec.name,
+        "task_file": job.task_file,
+        "model": job.model,
+        "ablation": job.ablation,
+        "granularity": circuit.graph.granularity,
+        "seed": job.seed,
+        "device": job.device,
+        "dtype": job.dtype,
+        "run_metric": outcome.run_check.to_json() if outcome.run_check is not None else None,
+        **outcome.evaluation.to_json(),
+        "curve": None if curve is None else {"ranking": ACDC_RANKING, **curve.to_json()},
+        "cost": {"recorded_runs": outcome.recorded_runs,
+                 "patched_passes": outcome.patched_passes, "seconds": outcome.seconds},
+    }
+
+
+def curve_stem(out: Path) -> Path:
+    """Where the curve's plots go: `<out stem>-curve` beside the JSON file."""
+    return out.with_name(f"{out.stem}-curve")
+
+
+def write_evaluation(job: EvaluationJob, outcome: EvaluationOutcome) -> list[Path]:
+    """Write evaluation.json and, with a curve, its SVG and PNG plots; return the files."""
+    from acdc.evaluation.plots import plot_curve
+
+    try:
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        job.out.write_text(json.dumps(_strict(evaluation_record(job, outcome)), indent=1) + "\n")
+    except OSError as error:
+        raise AcdcError(f"--out {job.out}: cannot write ({error.strerror or error})") from None
+    written = [job.out]
+    if outcome.curve is not None:
+        title = f"task {job.spec.name}, model {_short(job.model)}: faithfulness by circuit size"
+        written += plot_curve(outcome.curve, curve_stem(job.out), title, ACDC_RANKING)
+    return written
+
+
+def _strict(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _short(model: str) -> str:
+    """A model as a title names it: a directory's last part, or the name."""
+    return Path(model).name or model

@@ -1,0 +1,503 @@
+"""Faithfulness: how much of the model's behaviour on a task a circuit's edges carry.
+
+For a circuit C (a set of kept edges) and a metric m (`shared/EVALUATION.md`, section 1):
+
+- m(M), the full model: every edge kept;
+- m(empty), the empty circuit: every edge ablated (under corrupt ablation, the corrupted run);
+- m(C), the circuit: kept edges carry their clean values, every other edge its ablated value;
+- m(complement): C's edges ablated, every other edge kept (the completeness check: a circuit
+  that explains the behaviour leaves little of it behind);
+- f(C) = (m(C) - m(empty)) / (m(M) - m(empty)), the normalised faithfulness: 1 when the circuit
+  does what the model does, 0 when it does no better than everything ablated. f of the
+  complement is read the same way (near 0: little is left outside the circuit). f is None
+  when m(M) = m(empty) (the task does not tell the model from its ablation).
+
+**Signs.** The project's metrics are minimised (`acdc.core.metrics`: `logit_diff` is *minus*
+the logit difference). Here values are reported as people read them: `logit_diff` and
+`prob_diff` are the differences themselves (higher is better; positive for a model that does
+the task), `kl`, `nll` and `l2` are what they are (lower is better; `kl` and `l2` are 0 for the
+full model). f is the same in either convention (negating m negates both differences).
+`METRIC_SIGN[name]` times a reported value gives the minimised one, as `circuit.json`'s
+`metric_circuit` holds it.
+
+**Which metrics.** `kl` and `l2` always (they compare with the model's own logits, which every
+task has; `l2` is the metric of compiled models such as tracr's, but it moves with a constant
+shift of the logits that changes no probability, so on language models read `kl`);
+`logit_diff` and `prob_diff` when every prompt has answers and wrong answers; `nll` when every
+metric position has a next token (the clean prompt's next token, or its first answer at its
+end). All of them come from the same logits, so each extra metric costs nothing.
+
+**Mean and spread.** A metric is one mean over every (prompt, position) pair, exactly as the
+search computes it, so the `mean` of a circuit's own metric equals its `metric_circuit` (to
+float rounding). The spread is over prompts: a prompt's value is the mean over its own metric
+positions, and `std` (population, ddof 0), `min` and `max` are taken over those. With one
+metric position per prompt, `mean` is also the mean of the per-prompt values.
+
+**Cost.** One `PatchedModel` records the clean and the corrupted runs (two ordinary forward
+passes); the full model's logits are the clean recording; the empty circuit needs only the
+unembedding (with every edge into the logits ablated nothing upstream matters); every other
+circuit is one patched pass, with all of its masks written at once. Evaluating a circuit with
+its complement: the two recordings plus two patched passes.
+
+**Curves** (`shared/EVALUATION.md`, section 2, the MIB circuit track): for a ranking of the
+edges (any list of (edge index, score); the top-k are taken by |score|, edges without a score
+last), the circuit of the top k = fraction x total edges at each fraction of `MIB_FRACTIONS`,
+pruned (`prune_circuit`: an edge is kept only on a path from `input` to `logits`), gives one
+point f(k). CPR is the trapezoid area under f over the fractions (higher is better; f, and so
+CPR, can exceed 1), CMD the trapezoid area of |1 - f| (0 is best). A curve costs one patched
+pass per distinct pruned circuit (at most one per fraction; all edges and no edge are free).
+Fractions are of all the graph's edges, its direct q/k/v -> head edges included (MIB counts
+only the residual edges and always keeps the direct ones); at head granularity there are none.
+
+For an ACDC circuit the scores are the metric changes measured when each edge was tested, each
+in the circuit of that moment (kept edges scored at least the threshold; removed edges below,
+some negative: their removal helped the metric); edges removed untested because their node was
+dead have none and rank last. Ranked by |score|, these mix contexts: every score was measured
+against a different circuit, and an edge removed with a large negative score ranks near the
+top. A sweep's rank score, the largest threshold at which an edge is still kept (+inf when kept
+at every threshold: auto-circuit's convention), ranks edges by how firmly ACDC keeps them and
+is the better ranking for ACDC; `CircuitEvaluator.curve` takes any ranking, so a sweep's plugs in.
+
+>>> evaluator = CircuitEvaluator(loaded_model, task, circuit.graph, "corrupt")  # doctest: +SKIP
+>>> result = evaluator.evaluate(circuit.kept)  # doctest: +SKIP
+>>> result.metrics["kl"].faithfulness  # doctest: +SKIP
+0.97
+>>> evaluator.curve(ranking_from_scores(circuit.scores)).cpr["kl"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from acdc.core.graph import Graph
+from acdc.core.metrics import MetricTargets, metric_targets, position_metric
+from acdc.core.models import extract_weights
+from acdc.core.patching import PatchedModel, Stage, task_tensors
+from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
+from acdc.errors import AcdcError, GraphError
+
+if TYPE_CHECKING:
+    from acdc.core.models import LoadedModel
+    from acdc.core.tasks import Task
+
+MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Fractions of the graph's edges at which a faithfulness curve is evaluated (MIB)."""
+
+HIGHER_IS_BETTER = frozenset({"logit_diff", "prob_diff"})
+METRIC_SIGN: dict[str, float] = {name: -1.0 if name in HIGHER_IS_BETTER else 1.0
+                                  for name in METRICS}
+"""Reported value x METRIC_SIGN = the minimised value of `acdc.core.metrics` (circuit.json)."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One metric of one circuit: the mean over metric positions, and per-prompt values
+    (the mean over each prompt's positions) with their std (ddof 0), min and max."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    per_prompt: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
+                "per_prompt": list(self.per_prompt)}
+
+
+def normalised(value: float, full: float, empty: float) -> float | None:
+    """(value - empty) / (full - empty); None when full = empty.
+
+    >>> normalised(3.0, full=4.0, empty=0.0)
+    0.75
+    """
+    span = full - empty
+    if span == 0 or not math.isfinite(span):
+        return None
+    return (value - empty) / span
+
+
+@dataclass(frozen=True)
+class MetricEvaluation:
+    """One metric, reported with its usual sign (see the module docstring), for the full model,
+    the empty circuit, the circuit and its complement."""
+
+    metric: str
+    full: Spread
+    empty: Spread
+    circuit: Spread
+    complement: Spread
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+    @property
+    def faithfulness(self) -> float | None:
+        """f(C) from the means."""
+        return normalised(self.circuit.mean, self.full.mean, self.empty.mean)
+
+    @property
+    def complement_faithfulness(self) -> float | None:
+        """f of the complement: how much of the behaviour the edges outside C carry alone."""
+        return normalised(self.complement.mean, self.full.mean, self.empty.mean)
+
+    def minimised(self, value: float) -> float:
+        """A reported value in the minimised convention of `acdc.core.metrics`."""
+        return value * METRIC_SIGN[self.metric]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"higher_is_better": self.higher_is_better, "description": METRICS[self.metric],
+                "faithfulness": self.faithfulness,
+                "complement_faithfulness": self.complement_faithfulness,
+                **{name: getattr(self, name).to_json()
+                   for name in ("full", "empty", "circuit", "complement")}}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every evaluated metric of one circuit (in the order of `acdc.core.settings.METRICS`)."""
+
+    metrics: Mapping[str, MetricEvaluation]
+    n_edges_total: int
+    n_edges_kept: int
+    n_prompts: int
+    n_positions: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n_edges_total": self.n_edges_total, "n_edges_kept": self.n_edges_kept,
+                "n_prompts": self.n_prompts, "n_positions": self.n_positions,
+                "metrics": {name: m.to_json() for name, m in self.metrics.items()}}
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One circuit size of a faithfulness curve: the top `n_edges` of the ranking, of which
+    `n_edges_kept` survive pruning; each metric's mean (reported sign) and f."""
+
+    fraction: float
+    n_edges: int
+    n_edges_kept: int
+    values: Mapping[str, float]
+    faithfulness: Mapping[str, float | None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "n_edges": self.n_edges,
+                "n_edges_kept": self.n_edges_kept, "values": dict(self.values),
+                "faithfulness": dict(self.faithfulness)}
+
+
+@dataclass(frozen=True)
+class FaithfulnessCurve:
+    """f at each fraction of the edges, and per metric the curve's CPR and CMD (None where
+    some f is undefined)."""
+
+    points: tuple[CurvePoint, ...]
+    cpr: Mapping[str, float | None]
+    cmd: Mapping[str, float | None]
+    n_edges_total: int
+    n_scored: int  # edges with a score; the others were ranked last
+    pruned: bool
+
+    @property
+    def fractions(self) -> list[float]:
+        return [p.fraction for p in self.points]
+
+    def faithfulness(self, metric: str) -> list[float | None]:
+        return [p.faithfulness[metric] for p in self.points]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fractions": self.fractions, "n_edges_total": self.n_edges_total,
+                "n_scored": self.n_scored, "pruned": self.pruned, "cpr": dict(self.cpr),
+                "cmd": dict(self.cmd), "points": [p.to_json() for p in self.points]}
+
+
+# --------------------------------------------------------------------------- areas
+
+
+def _trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
+    return sum((x1 - x0) * (y0 + y1) / 2
+               for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False))
+
+
+def _check_curve(fractions: Sequence[float], f: Sequence[float | None]) -> bool:
+    if len(fractions) != len(f) or len(fractions) < 2:
+        raise ValueError(f"a curve needs at least two points and one f per fraction, got "
+                         f"{len(fractions)} fractions and {len(f)} values")
+    if any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)):
+        raise ValueError(f"fractions must increase, got {list(fractions)}")
+    return all(v is not None and math.isfinite(v) for v in f)
+
+
+def cpr(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
+    """Area under f over the fractions (trapezoid rule); None if some f is undefined.
+
+    >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    0.5
+    """
+    if not _check_curve(fractions, f):
+        return None
+    return _trapezoid(fractions, f)  # type: ignore[arg-type]
+
+
+def cmd(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
+    """Area of |1 - f| over the fractions (trapezoid rule on |1 - f| at the points); None if
+    some f is undefined.
+
+    >>> cmd([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    0.5
+    """
+    if not _check_curve(fractions, f):
+        return None
+    return _trapezoid(fractions, [abs(1 - v) for v in f])  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- rankings
+
+
+Ranking = Sequence[tuple[int, "float | None"]]
+
+
+def ranking_from_scores(scores: Sequence[float | None]) -> list[tuple[int, float | None]]:
+    """A ranking from per-edge scores in graph order (a `Circuit`'s `scores`)."""
+    return list(enumerate(scores))
+
+
+def rank_edges(ranking: Ranking, n_edges: int) -> tuple[list[int], int]:
+    """Edge indices best first: by |score| descending (ties keep the ranking's order), then the
+    edges without a score (None or NaN), then the edges the ranking does not name (graph
+    order). Returns the order and how many edges had a score."""
+    scored: list[tuple[float, int]] = []
+    unscored: list[int] = []
+    seen: set[int] = set()
+    for position, (index, score) in enumerate(ranking):
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_edges:
+            raise GraphError(f"ranking entry {position}: edge index {index!r} is not one of the "
+                             f"graph's 0..{n_edges - 1}")
+        if index in seen:
+            raise GraphError(f"ranking entry {position}: edge {index} is ranked twice")
+        seen.add(index)
+        if score is None or math.isnan(score):
+            unscored.append(index)
+        else:
+            scored.append((abs(float(score)), index))
+    order = [index for _, index in sorted(scored, key=lambda item: -item[0])]  # stable
+    order += unscored + [i for i in range(n_edges) if i not in seen]
+    return order, len(scored)
+
+
+def edges_at(fraction: float, n_edges: int) -> int:
+    """The number of edges at `fraction` of `n_edges`, rounded to the nearest (halves up).
+
+    >>> edges_at(0.001, 32923), edges_at(1.0, 32923)
+    (33, 32923)
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"a fraction of the edges must lie in [0, 1], got {fraction}")
+    return min(n_edges, math.floor(fraction * n_edges + 0.5))
+
+
+def prune_circuit(graph: Graph, kept: Sequence[bool]) -> list[bool]:
+    """The kept edges that lie on a path from `input` to `logits` through kept edges.
+
+    An edge u -> v is on such a path exactly when u is reachable from `input` and `logits` is
+    reachable from v, so one forward and one backward search decide every edge: a node with no
+    path from the input or none to the logits loses all its edges. Nodes are the graph's names
+    (`edge.endpoints`): a head's q/k/v inputs are nodes of their own, joined to the head by its
+    direct edges.
+
+    >>> from acdc.core.graph import GraphShape, build_graph
+    >>> g = build_graph(GraphShape(1, 1, False, "head"))
+    >>> keep = [e.name in ("input->a0.h0", "a0.h0->logits") for e in g.edges]
+    >>> [e.name for e, k in zip(g.edges, prune_circuit(g, keep)) if k]
+    ['input->a0.h0', 'a0.h0->logits']
+    >>> keep = [e.name == "a0.h0->logits" for e in g.edges]  # the head reads nothing
+    >>> any(prune_circuit(g, keep))
+    False
+    """
+    if len(kept) != len(graph.edges):
+        raise ValueError(f"{len(kept)} kept flags for a graph of {len(graph.edges)} edges")
+    forward: dict[str, list[str]] = {}
+    backward: dict[str, list[str]] = {}
+    for edge in graph.edges:
+        if kept[edge.index]:
+            source, target = edge.endpoints
+            forward.setdefault(source, []).append(target)
+            backward.setdefault(target, []).append(source)
+    from_input = _reachable("input", forward)
+    to_logits = _reachable("logits", backward)
+    return [bool(kept[e.index]) and e.endpoints[0] in from_input and e.endpoints[1] in to_logits
+            for e in graph.edges]
+
+
+def _reachable(start: str, adjacency: Mapping[str, list[str]]) -> set[str]:
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in adjacency.get(stack.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+# --------------------------------------------------------------------------- the evaluator
+
+
+def supported_metrics(targets: MetricTargets) -> list[str]:
+    """The metrics a task's targets allow, in `METRICS` order (see the module docstring)."""
+    has_answers = targets.answers is not None and targets.wrong is not None
+    has_next = targets.next_token is not None and not bool((targets.next_token < 0).any())
+    allowed = {"kl", "l2"} | (set(NEEDS_ANSWER_AND_WRONG) if has_answers else set()) | (
+        {"nll"} if has_next else set())
+    return [name for name in METRICS if name in allowed]
+
+
+def _unsupported(name: str, task_name: str, allowed: list[str]) -> str:
+    need = ("an answer and a wrong answer on every prompt" if name in NEEDS_ANSWER_AND_WRONG
+            else "a next token at every metric position (an answer where a prompt ends)")
+    return (f"metric {name} needs {need}, which task {task_name} does not give; use one of "
+            f"{', '.join(allowed)}")
+
+
+def check_graph_fits(graph: Graph, model: LoadedModel, source: str = "the circuit") -> None:
+    """Refuse, in one line, a circuit whose graph is not the model's."""
+    expected = model.shape.graph_shape(graph.granularity)
+    if graph.shape != expected:
+        raise GraphError(f"{source}: its graph ({_describe(graph.shape)}) is not the graph of "
+                         f"model {model.name} ({_describe(expected)}); evaluate it with the model "
+                         f"it was found on (--model)")
+
+
+def _describe(shape) -> str:
+    mlps = "MLPs" if shape.has_mlp else "attention only"
+    return f"{shape.n_layers} layers, {shape.n_heads} heads, {mlps}"
+
+
+class CircuitEvaluator:
+    """A task's clean and corrupted runs on one model, ready to evaluate any number of circuits
+    of `graph` (one patched pass each).
+
+    `metrics` None evaluates every metric the task supports; naming one it does not support is
+    an `AcdcError`. `passes` counts the patched passes run so far (the recordings not included).
+    """
+
+    def __init__(self, model: LoadedModel, task: Task, graph: Graph, ablation: str,
+                 metrics: Sequence[str] | None = None):
+        check_graph_fits(graph, model)
+        self.graph = graph
+        self.n_edges = len(graph.edges)
+        self.n_prompts = task.n_prompts
+        self.passes = 0
+        weights = extract_weights(model.model)
+        device = weights.W_E.device
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
+                                 device)
+        allowed = supported_metrics(targets)
+        chosen = allowed if metrics is None else list(dict.fromkeys(metrics))
+        if not chosen:
+            raise AcdcError(f"no metric to evaluate: use one or more of {', '.join(allowed)}")
+        for name in chosen:
+            if name not in METRICS:
+                raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
+            if name not in allowed:
+                raise AcdcError(_unsupported(name, task.name, allowed))
+        self.metrics = [name for name in METRICS if name in chosen]
+        with torch.inference_mode():
+            clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
+            self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
+                                        ablation)
+        self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
+                        for name in self.metrics}
+        self._prompt_of = pos_batch.cpu()
+        self._per_prompt_count = torch.bincount(self._prompt_of, minlength=self.n_prompts).double()
+        self.n_positions = len(pos_batch)
+        self._cache: dict[bytes, dict[str, Spread]] = {}
+        self.full = self.spreads(torch.ones(self.n_edges, dtype=torch.bool))
+        self.empty = self.spreads(torch.zeros(self.n_edges, dtype=torch.bool))
+
+    # ------------------------------------------------------------------ circuits
+
+    def _kept(self, kept: Sequence[bool] | torch.Tensor) -> torch.Tensor:
+        flags = torch.as_tensor(kept if isinstance(kept, torch.Tensor) else list(kept))
+        if flags.shape != (self.n_edges,):
+            raise GraphError(f"a circuit of this graph needs {self.n_edges} kept flags, got "
+                             f"{tuple(flags.shape)}")
+        return flags.to(device="cpu", dtype=torch.bool)
+
+    def logits(self, kept: Sequence[bool] | torch.Tensor) -> torch.Tensor:
+        """The circuit's logits at the metric positions `[n_positions, d_vocab]`."""
+        flags = self._kept(kept)
+        with torch.inference_mode():
+            if bool(flags.all()):
+                return self.patched.clean_logits
+            self.patched.set_edges(flags)
+            if not bool(flags.any()):  # every edge into the logits ablated: upstream is moot
+                return self.patched.logits_from(Stage(self.graph.n_layers))
+            self.passes += 1
+            return self.patched.logits_from(Stage(0))
+
+    def spreads(self, kept: Sequence[bool] | torch.Tensor) -> dict[str, Spread]:
+        """Every metric of the circuit, reported with its usual sign (cached per circuit)."""
+        flags = self._kept(kept)
+        key = flags.numpy().tobytes()
+        if key not in self._cache:
+            logits = self.logits(flags)
+            with torch.inference_mode():
+                self._cache[key] = {name: self._spread(name, logits) for name in self.metrics}
+        return self._cache[key]
+
+    def _spread(self, name: str, logits: torch.Tensor) -> Spread:
+        sign = METRIC_SIGN[name]  # +-1: minimised = reported * sign, and the other way round
+        values = self._metric[name](logits)
+        # The mean as the search takes it (same dtype and reduction), so it equals the run's
+        # metric_circuit; the spread over prompts in float64.
+        mean = float(values.mean(-1)) * sign
+        per_position = values.double().cpu() * sign
+        per_prompt = torch.zeros(self.n_prompts, dtype=torch.float64).index_add_(
+            0, self._prompt_of, per_position) / self._per_prompt_count
+        return Spread(mean=mean, std=float(per_prompt.std(correction=0)),
+                      min=float(per_prompt.min()), max=float(per_prompt.max()),
+                      per_prompt=tuple(per_prompt.tolist()))
+
+    def evaluate(self, kept: Sequence[bool] | torch.Tensor) -> Evaluation:
+        """The full model, the empty circuit, the circuit and its complement, every metric."""
+        flags = self._kept(kept)
+        circuit = self.spreads(flags)
+        complement = self.spreads(~flags)
+        metrics = {name: MetricEvaluation(name, self.full[name], self.empty[name], circuit[name],
+                                          complement[name]) for name in self.metrics}
+        return Evaluation(metrics, self.n_edges, int(flags.sum()), self.n_prompts,
+                          self.n_positions)
+
+    def curve(self, ranking: Ranking, fractions: Sequence[float] = MIB_FRACTIONS,
+              prune: bool = True) -> FaithfulnessCurve:
+        """f of the top-k edges of `ranking` at each fraction of the graph's edges (pruned
+        unless `prune` is False), and each metric's CPR and CMD."""
+        order, n_scored = rank_edges(ranking, self.n_edges)
+        points = []
+        for fraction in fractions:
+            n = edges_at(fraction, self.n_edges)
+            kept = [False] * self.n_edges
+            for index in order[:n]:
+                kept[index] = True
+            if prune:
+                kept = prune_circuit(self.graph, kept)
+            spreads = self.spreads(kept)
+            values = {name: spreads[name].mean for name in self.metrics}
+            f = {name: normalised(values[name], self.full[name].mean, self.empty[name].mean)
+                 for name in self.metrics}
+            points.append(CurvePoint(float(fraction), n, sum(kept), values, f))
+        xs = [p.fraction for p in points]
+        return FaithfulnessCurve(
+            points=tuple(points),
+            cpr={name: cpr(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
+            cmd={name: cmd(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
+            n_edges_total=self.n_edges, n_scored=n_scored, pruned=prune)

@@ -1,0 +1,316 @@
+"""The `circuit compare` job: read the inputs, compare and score them, write the results.
+
+`summarize` takes one or two inputs (circuits, run directories or sweep directories, see
+`acdc.evaluation.sources`) and an optional reference, and returns a `CompareSummary`:
+
+- two circuits: edges and nodes in both / only in A / only in B and Jaccard (`pair`);
+- with a reference, every circuit's TPR, FPR and precision at edge and node level, and every
+  sweep's ROC curve and pessimistic AUC at both levels (`scores`).
+
+`write_outputs` writes what was computed into a directory: `comparison.json` (the inputs, the
+pair, the reference and every circuit's scores), `union.dot`/`union.svg` (two circuits, or one
+circuit against its reference, drawn together by `acdc.export.union`), and for sweeps
+`roc.json`, `roc.svg` and, when matplotlib is installed, `roc.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acdc.core.circuit import Circuit
+from acdc.core.files import write_text_atomic
+from acdc.core.graph import Graph
+from acdc.errors import AcdcError, GraphError, RunWarning
+from acdc.evaluation.canonical import CANONICAL_NAMES
+from acdc.evaluation.compare import (
+    LEVELS,
+    CircuitComparison,
+    Confusion,
+    check_same_graph,
+    compare_circuits,
+    confusion,
+    kept_nodes,
+    node_names,
+)
+from acdc.evaluation.roc import RocCurve, sweep_roc
+from acdc.evaluation.sources import Reference, Sweep, load_input, load_reference
+
+COMPARISON_FORMAT = "circuit-comparison/1"
+ROC_FORMAT = "circuit-roc/1"
+LABELS = ("A", "B")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input as the user named it: a circuit or a sweep."""
+
+    key: str  # "A" or "B"
+    name: str
+    value: Circuit | Sweep
+
+    @property
+    def graph(self) -> Graph:
+        return self.value.graph
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A circuit against the reference, at edge and node level."""
+
+    edge: Confusion
+    node: Confusion
+
+    def to_json(self) -> dict[str, Any]:
+        return {"edge": self.edge.to_json(), "node": self.node.to_json()}
+
+
+@dataclass(frozen=True)
+class SweepScores:
+    """A sweep against the reference: every run's scores and the ROC curve at both levels."""
+
+    runs: tuple[Scores, ...]
+    edge: RocCurve
+    node: RocCurve | None  # None when the reference touches every node
+
+
+@dataclass(frozen=True)
+class CompareSummary:
+    items: tuple[Item, ...]
+    graph: Graph
+    pair: CircuitComparison | None
+    reference: Reference | None
+    scores: tuple[Scores | SweepScores | None, ...]
+
+    @property
+    def has_sweep(self) -> bool:
+        return any(isinstance(item.value, Sweep) for item in self.items)
+
+    def comparison_json(self) -> dict[str, Any]:
+        """The `comparison.json` dictionary."""
+        data: dict[str, Any] = {"format": COMPARISON_FORMAT,
+                                "inputs": {item.key: describe(item) for item in self.items},
+                                "totals": totals(self.graph)}
+        if self.pair is not None:
+            data.update(self.pair.to_json())
+        if self.reference is not None:
+            data["reference"] = describe_reference(self.reference, self.graph)
+            data["scores"] = {item.key: scores.to_json() if isinstance(scores, Scores)
+                              else {"roc": "roc.json"}
+                              for item, scores in zip(self.items, self.scores, strict=True)}
+        return data
+
+    def roc_json(self) -> dict[str, Any]:
+        """The `roc.json` dictionary (sweeps only)."""
+        assert self.reference is not None
+        sweeps = []
+        for item, scores in zip(self.items, self.scores, strict=True):
+            if not isinstance(scores, SweepScores):
+                continue
+            sweep = item.value
+            assert isinstance(sweep, Sweep)
+            runs = [{"threshold": run.threshold, "path": str(run.path),
+                     "edges": run.circuit.n_edges_kept,
+                     "nodes": sum(kept_nodes(run.circuit.graph, run.circuit.kept)),
+                     **run_scores.to_json()}
+                    for run, run_scores in zip(sweep.runs, scores.runs, strict=True)]
+            sweeps.append({"key": item.key, "name": item.name, "path": str(sweep.path),
+                           "auc": {"edge": scores.edge.auc,
+                                   "node": scores.node.auc if scores.node else None},
+                           "edge": scores.edge.to_json(),
+                           "node": scores.node.to_json() if scores.node else None,
+                           "runs": runs})
+        return {"format": ROC_FORMAT,
+                "reference": describe_reference(self.reference, self.graph),
+                "totals": totals(self.graph), "sweeps": sweeps}
+
+
+def totals(graph: Graph) -> dict[str, int]:
+    return {"edges": len(graph.edges), "nodes": len(node_names(graph))}
+
+
+def describe(item: Item) -> dict[str, Any]:
+    """An input in comparison.json: what it is and its size."""
+    value = item.value
+    shape = item.graph.shape
+    data: dict[str, Any] = {"name": item.name, "n_layers": shape.n_layers,
+                            "n_heads": shape.n_heads, "has_mlp": shape.has_mlp,
+                            "granularity": shape.granularity}
+    if isinstance(value, Sweep):
+        data.update(kind="sweep", path=str(value.path),
+                    thresholds=[run.threshold for run in value.runs])
+        return data
+    settings = value.settings
+    data.update(kind="circuit", **{key: settings.get(key) for key in
+                                   ("task", "model", "method", "threshold", "metric",
+                                    "ablation")},
+                edges=value.n_edges_kept, nodes=sum(kept_nodes(value.graph, value.kept)),
+                partial=value.partial)
+    return data
+
+
+def describe_reference(reference: Reference, graph: Graph) -> dict[str, Any]:
+    return {"name": reference.name, "edges": sum(reference.kept),
+            "nodes": sum(kept_nodes(graph, reference.kept))}
+
+
+def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> CompareSummary:
+    """Compare one or two inputs and score them against `reference` (see the module doc).
+
+    Raises `GraphError` for inputs of different graph shapes, for a sweep or a single
+    circuit without a reference, and for anything `load_input`/`load_reference` refuses.
+    """
+    if not 1 <= len(inputs) <= len(LABELS):
+        raise GraphError(f"compare takes one or two inputs, got {len(inputs)}")
+    items = tuple(Item(key, str(path), load_input(path))
+                  for key, path in zip(LABELS, inputs, strict=False))
+    for item in items[1:]:
+        check_same_graph(items[0].graph, item.graph, str(items[0].name), str(item.name))
+    for item in items:
+        if isinstance(item.value, Circuit) and item.value.partial:
+            warnings.warn(f"{item.name} is a partial run: its undecided edges count as kept",
+                          RunWarning, stacklevel=2)
+    graph = items[0].graph
+    circuits = [(item.name, item.value) for item in items if isinstance(item.value, Circuit)]
+    known = ", ".join(CANONICAL_NAMES)
+    if reference is None:
+        if any(isinstance(item.value, Sweep) for item in items):
+            raise GraphError(f"a sweep is judged against a reference: add --reference (a "
+                             f"circuit.json, an edge list, or one of {known})")
+        if len(items) == 1:
+            raise GraphError(f"nothing to compare {items[0].name} with: give a second circuit "
+                             f"or --reference (a circuit.json, an edge list, or one of {known})")
+    pair = None
+    if len(circuits) == 2:
+        (a_name, a), (b_name, b) = circuits
+        pair = compare_circuits(a, b, a_name, b_name)
+    ref = load_reference(reference, graph) if reference is not None else None
+    levels = roc_levels(graph, ref) if ref is not None else ()
+    scores: list[Scores | SweepScores | None] = []
+    for item in items:
+        value = item.value
+        if ref is None:
+            scores.append(None)
+        elif isinstance(value, Sweep):
+            runs = tuple(score(graph, run.circuit.kept, ref.kept) for run in value.runs)
+            sweep = [(run.threshold, run.circuit.kept) for run in value.runs]
+            node_curve = sweep_roc(graph, sweep, ref.kept, "node") if "node" in levels else None
+            scores.append(SweepScores(runs, sweep_roc(graph, sweep, ref.kept, "edge"), node_curve))
+        else:
+            scores.append(score(graph, value.kept, ref.kept))
+    return CompareSummary(items, graph, pair, ref, tuple(scores))
+
+
+def roc_levels(graph: Graph, reference: Reference) -> tuple[str, ...]:
+    """The levels at which a ROC against `reference` is defined (it needs a negative).
+
+    A reference of every edge is refused; one touching every node (common on tiny graphs)
+    gives no node-level ROC, with a warning."""
+    empty = [False] * len(graph.edges)
+    levels = tuple(level for level in LEVELS
+                   if confusion(graph, empty, reference.kept, level).fpr is not None)
+    if "edge" not in levels:
+        raise GraphError(f"reference {reference.name}: holds every edge of the graph, so there "
+                         f"is no negative and FPR is undefined")
+    if "node" not in levels:
+        warnings.warn(f"reference {reference.name} touches every node of the graph: no "
+                      f"node-level FPR or ROC", RunWarning, stacklevel=3)
+    return levels
+
+
+def score(graph: Graph, kept: Sequence[bool], reference: Sequence[bool]) -> Scores:
+    return Scores(confusion(graph, kept, reference, "edge"),
+                  confusion(graph, kept, reference, "node"))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_outputs(summary: CompareSummary, out_dir: str | Path,
+                  render_svg: bool = True) -> list[Path]:
+    """Write comparison.json, the union drawing and, for sweeps, roc.json and the ROC plot."""
+    from acdc.evaluation.roc_plot import roc_png, roc_svg
+    from acdc.export.dot import render
+    from acdc.export.union import union_to_dot
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AcdcError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AcdcError(f"--out {out_dir}: cannot create directory "
+                        f"({error.strerror or error})") from None
+    written = [_write_json(out_dir / "comparison.json", summary.comparison_json())]
+    drawing = union_sets(summary)
+    if drawing is not None:
+        (a_name, a), (b_name, b) = drawing
+        title = f"{a_name} (A) vs {b_name} (B)"
+        source = union_to_dot(summary.graph, a, b, a_name, b_name, title)
+        written.append(render(source, out_dir / "union.dot", "dot"))
+        if render_svg:
+            svg = render(source, out_dir / "union.svg", "svg")
+            if svg.suffix == ".svg":
+                written.append(svg)
+    if summary.has_sweep:
+        written.append(_write_json(out_dir / "roc.json", summary.roc_json()))
+        panels = roc_panels(summary)
+        assert summary.reference is not None  # a sweep needs one (summarize)
+        title = f"ROC against {summary.reference.name}"
+        written.append(write_text_atomic(out_dir / "roc.svg", roc_svg(panels, title)))
+        png = roc_png(panels, title, out_dir / "roc.png")
+        if png is not None:
+            written.append(png)
+    return written
+
+
+def union_sets(summary: CompareSummary) -> tuple[tuple[str, Sequence[bool]], ...] | None:
+    """((name, kept), (name, kept)) to draw: the two circuits, or the circuit and the
+    reference; None when there is nothing to draw (sweeps)."""
+    circuits = [(item.name, item.value.kept) for item in summary.items
+                if isinstance(item.value, Circuit)]
+    if len(circuits) == 2:
+        return circuits[0], circuits[1]
+    if len(summary.items) == 1 and circuits and summary.reference is not None:
+        return circuits[0], (f"reference {summary.reference.name}", summary.reference.kept)
+    return None
+
+
+def roc_panels(summary: CompareSummary):
+    """The ROC plot's panels (edges, nodes): a series per sweep and a point per circuit."""
+    from acdc.evaluation.roc import RocPoint
+    from acdc.evaluation.roc_plot import RocSeries
+
+    panels = []
+    for level, title in (("edge", "edges"), ("node", "nodes")):
+        series = []
+        for item, scores in zip(summary.items, summary.scores, strict=True):
+            if isinstance(scores, SweepScores):
+                curve = getattr(scores, level)
+                if curve is None:
+                    continue
+                series.append(RocSeries(item.name, curve.points, curve.front, curve.auc))
+            elif isinstance(scores, Scores) and isinstance(item.value, Circuit):
+                counts = getattr(scores, level)
+                if counts.fpr is None:
+                    continue
+                threshold = item.value.settings.get("threshold")
+                point = RocPoint(counts.fpr, counts.tpr,
+                                 threshold if isinstance(threshold, (int, float)) else None)
+                series.append(RocSeries(item.name, (point,)))
+        if series:
+            panels.append((title, series))
+    return panels
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,193 @@
+"""Benchmark of `circuit evaluate`: faithfulness of the bundled tasks' circuits, and its cost.
+
+Run from the repository root (one process; writes `OUT/evaluation.json` and `OUT/evaluation.md`):
+
+    python benchmarks/evaluation.py --out benchmarks/results
+
+1. Every bundled task whose model is present: ACDC at the task's defaults (as `circuit discover
+   --task X` does), then the circuit's evaluation (every metric the task supports: f(C) and
+   f of the complement) and its faithfulness curve over the ACDC scores (CPR, CMD). Costs are
+   in forward-pass equivalents (FPE: seconds / the median time of one plain, unhooked
+   TransformerLens forward pass on the same clean batch): the recordings (building the
+   evaluator), the evaluation of the circuit with its complement, and the curve.
+2. A GPT-2-small-shaped model (random weights, 32,923 edges) on a batch of `--batch` x 15
+   random tokens: the same three costs for a random circuit of 1% of the edges and a curve over
+   random scores, and the time to write a whole circuit's masks at once against 32,923
+   `set_edge` calls.
+
+Threads: as `circuit evaluate` uses them (1 for small models, PyTorch's default otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does; before torch loads
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from acdc.core.graph import build_graph  # noqa: E402
+from acdc.core.models import LoadedModel, build_model, load_model, model_shape  # noqa: E402
+from acdc.core.patching import task_tensors  # noqa: E402
+from acdc.core.settings import CommonSettings  # noqa: E402
+from acdc.core.tasks import Task, list_tasks, resolve_task  # noqa: E402
+from acdc.evaluation.faithfulness import CircuitEvaluator, ranking_from_scores  # noqa: E402
+from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
+from acdc.run import cpu_threads  # noqa: E402
+
+DEFAULT_THREADS = torch.get_num_threads()
+GPT2_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
+                   n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def forward_seconds(loaded: LoadedModel, task: Task, repeats: int) -> float:
+    clean = task_tensors(task, loaded.device)[0]
+    with torch.inference_mode():
+        loaded.model(clean)  # warm-up
+        return statistics.median(timed(lambda: loaded.model(clean))[1] for _ in range(repeats))
+
+
+def costs(loaded: LoadedModel, task: Task, graph, ablation: str, kept, ranking,
+          forward_s: float) -> tuple[dict, object, object]:
+    evaluator, build_s = timed(lambda: CircuitEvaluator(loaded, task, graph, ablation))
+    evaluation, evaluate_s = timed(lambda: evaluator.evaluate(kept))
+    passes = evaluator.passes
+    curve, curve_s = timed(lambda: evaluator.curve(ranking))
+    row = {"forward_s": forward_s, "recordings_s": build_s, "evaluate_s": evaluate_s,
+           "curve_s": curve_s, "evaluate_passes": passes,
+           "curve_passes": evaluator.passes - passes,
+           "recordings_fpe": build_s / forward_s, "evaluate_fpe": evaluate_s / forward_s,
+           "curve_fpe": curve_s / forward_s,
+           "evaluate_total_fpe": (build_s + evaluate_s) / forward_s,
+           "curve_total_fpe": (build_s + curve_s) / forward_s}
+    return row, evaluation, curve
+
+
+def bench_task(spec) -> dict:
+    loaded = load_model(spec.model)
+    task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    torch.set_num_threads(cpu_threads(loaded.shape, "cpu") or DEFAULT_THREADS)
+    circuit = run_acdc(loaded, task, CommonSettings(task.metric, task.ablation),
+                       AcdcSettings(task.threshold))
+    row, evaluation, curve = costs(loaded, task, circuit.graph, task.ablation, circuit.kept,
+                                   ranking_from_scores(circuit.scores),
+                                   forward_seconds(loaded, task, 7))
+    own = evaluation.metrics[task.metric]
+    return {
+        "task": spec.name, "model": Path(spec.model).name, "prompts": task.n_prompts,
+        "metric": task.metric, "threshold": task.threshold, "edges": len(circuit.graph.edges),
+        "kept": circuit.n_edges_kept, "metric_circuit": circuit.metric_circuit,
+        "evaluated": own.minimised(own.circuit.mean),
+        "metrics": {name: {"full": m.full.mean, "empty": m.empty.mean, "circuit": m.circuit.mean,
+                           "circuit_std": m.circuit.std, "complement": m.complement.mean,
+                           "f": m.faithfulness, "f_complement": m.complement_faithfulness}
+                    for name, m in evaluation.metrics.items()},
+        "cpr": dict(curve.cpr), "cmd": dict(curve.cmd), **row,
+    }
+
+
+def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
+    torch.set_num_threads(DEFAULT_THREADS)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    rng = random.Random(seed)
+    clean = [[rng.randrange(50257) for _ in range(seq)] for _ in range(batch)]
+    corrupt = [row[:5] + [rng.randrange(50257) for _ in range(seq - 5)] for row in clean]
+    task = Task("gpt2-shape", "", "benchmark", None, "kl", 0.01, "corrupt", 0, clean, corrupt,
+                [[seq - 1]] * batch, [[rng.randrange(50257)] for _ in range(batch)],
+                [[rng.randrange(50257)] for _ in range(batch)])
+    graph = build_graph(loaded.shape.graph_shape())
+    kept = [rng.random() < 0.01 for _ in graph.edges]
+    ranking = [(i, rng.random()) for i in range(len(graph.edges))]
+    row, _, curve = costs(loaded, task, graph, "corrupt", kept, ranking,
+                          forward_seconds(loaded, task, 3))
+    evaluator = CircuitEvaluator(loaded, task, graph, "corrupt", metrics=["kl"])
+    flags = torch.tensor(kept)
+    with torch.inference_mode():
+        _, write_s = timed(lambda: evaluator.patched.set_edges(flags))
+        _, loop_s = timed(lambda: [evaluator.patched.set_edge(edge, present)
+                                   for edge, present in zip(graph.edges, kept, strict=True)])
+    return {"batch": batch, "seq": seq, "edges": len(graph.edges), "kept": sum(kept),
+            "threads": DEFAULT_THREADS, **row, "mask_write_s": write_s, "set_edge_loop_s": loop_s,
+            "cpr_kl": curve.cpr["kl"]}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Benchmark: `python benchmarks/evaluation.py --out benchmarks/results` "
+             f"({report['machine']}, torch {report['torch']}, {report['date']})", "",
+             "| task | edges kept | metric | full | empty | circuit (std) | f(C) | complement | "
+             "f(complement) |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["tasks"]:
+        for name, m in row["metrics"].items():
+            lines.append(f"| {row['task']} | {row['kept']} of {row['edges']} | {name} | "
+                         f"{m['full']:.4g} | {m['empty']:.4g} | {m['circuit']:.4g} "
+                         f"({m['circuit_std']:.3g}) | {_f(m['f'])} | {m['complement']:.4g} | "
+                         f"{_f(m['f_complement'])} |")
+    lines += ["", "| task | run's metric: circuit.json / evaluated | CPR (run's metric) | CMD | "
+              "forward | recordings | evaluate (2 passes) | curve | evaluate total | curve total |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["tasks"]:
+        lines.append(
+            f"| {row['task']} | {row['metric_circuit']:.6g} / {row['evaluated']:.6g} | "
+            f"{_f(row['cpr'][row['metric']])} | {_f(row['cmd'][row['metric']])} | "
+            f"{1000 * row['forward_s']:.1f} ms | {row['recordings_fpe']:.2f} FPE | "
+            f"{row['evaluate_fpe']:.2f} FPE | {row['curve_fpe']:.2f} FPE ({row['curve_passes']} "
+            f"passes) | {row['evaluate_total_fpe']:.2f} FPE | {row['curve_total_fpe']:.2f} FPE |")
+    g = report.get("gpt2")
+    if g:
+        lines += ["", f"GPT-2-small shape (random weights), batch {g['batch']} x {g['seq']}, "
+                      f"{g['threads']} threads, a random circuit of {g['kept']} of {g['edges']} "
+                      f"edges: plain forward {g['forward_s']:.2f} s; recordings "
+                      f"{g['recordings_fpe']:.2f} FPE; circuit and complement "
+                      f"{g['evaluate_fpe']:.2f} FPE ({g['evaluate_passes']} passes); whole "
+                      f"evaluation {g['evaluate_total_fpe']:.2f} FPE; 10-point curve over random "
+                      f"scores {g['curve_fpe']:.2f} FPE ({g['curve_passes']} passes), "
+                      f"{g['curve_total_fpe']:.2f} FPE with the recordings. Writing a whole "
+                      f"circuit's masks: {1000 * g['mask_write_s']:.2f} ms at once, "
+                      f"{1000 * g['set_edge_loop_s']:.0f} ms as {g['edges']} set_edge calls."]
+    return "\n".join(lines) + "\n"
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--batch", type=int, default=100, help="GPT-2-shape batch (0: skip)")
+    args = parser.parse_args()
+    report = {"machine": platform.machine(), "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d"), "tasks": []}
+    for spec in list_tasks():
+        if spec.model is None or not Path(spec.model).is_dir():
+            continue
+        report["tasks"].append(bench_task(spec))
+        print(f"{spec.name}: done", file=sys.stderr)
+    if args.batch:
+        report["gpt2"] = bench_gpt2(args.batch, 15)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (args.out / "evaluation.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
