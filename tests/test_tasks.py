@@ -938,7 +938,7 @@ def test_corrupt_identical_to_clean_everywhere_is_an_error(tmp_path, tok):
     assert message == (
         f"{path}: prompts[0]: corrupt is the same tokens as clean, so ablating an edge with the"
         f" corrupt run changes nothing and every edge would be removed; make each corrupt prompt"
-        f" differ from its clean one before its metric positions, or use ablation zero")
+        f" differ from its clean one, or use ablation zero")
     prompts = [{"clean": [1, 2, 3], "corrupt": [1, 2, 3]}, {"clean": [4, 5], "corrupt": [4, 5]}]
     message, path = resolve_error(tmp_path, ids_task(prompts=prompts))
     assert message.startswith(
@@ -948,10 +948,11 @@ def test_corrupt_identical_to_clean_everywhere_is_an_error(tmp_path, tok):
     assert resolve_task(spec, None, D_VOCAB, N_CTX).n_prompts == 2
 
 
-def test_corrupt_differing_only_after_the_metric_positions_counts_as_identical(tmp_path):
+def test_corrupt_differing_anywhere_is_enough(tmp_path):
+    """Even after the metric positions: a bidirectional model reads those tokens too."""
     prompts = [{"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 1]}]
-    message, path = resolve_error(tmp_path, ids_task(prompts=prompts))
-    assert message.startswith(f"{path}: prompts[0]: corrupt is the same tokens as clean")
+    spec = read_task(str(write(tmp_path, ids_task(prompts=prompts))))
+    assert resolve_task(spec, None, D_VOCAB, N_CTX).corrupt == [[1, 2, 4]]
 
 
 def test_corrupt_identical_on_some_prompts_gives_one_warning(tmp_path):
@@ -962,8 +963,8 @@ def test_corrupt_identical_on_some_prompts_gives_one_warning(tmp_path):
         resolve_task(read_task(str(path)), None, D_VOCAB, N_CTX)
     assert [str(w.message) for w in caught if w.category is RunWarning] == [
         f"{path}: prompts: on 3 of 4 prompts (first prompts[1]) corrupt is the same tokens as"
-        f" clean up to the metric positions, so ablating an edge changes nothing there and only"
-        f" dilutes the metric; make their corrupt prompts differ or remove them"]
+        f" clean, so ablating an edge changes nothing there and only dilutes the metric; make"
+        f" their corrupt prompts differ or remove them"]
 
 
 # --------------------------------------------------------------------------- limits

@@ -659,7 +659,7 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
         answers.append(a)
         wrong.append(w)
     if spec.ablation == "corrupt":
-        _check_corrupt_differs(spec, key, clean, corrupt, positions)
+        _check_corrupt_differs(spec, key, clean, corrupt)
     resolver.warn_unknown_words()
     return Task(
         name=spec.name,
@@ -679,13 +679,13 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
 
 
 def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
-                           corrupt: list[list[int]], positions: list[list[int]]) -> None:
-    """With corrupt ablation, a prompt whose corrupt tokens equal its clean ones (up to its last
-    metric position, all that attention lets the metric see) gives every edge the same value in
-    both runs: removing an edge changes nothing there. On every prompt that is an error (ACDC
-    would remove every edge), on some a warning."""
-    same = [i for i, (c, k, p) in enumerate(zip(clean, corrupt, positions, strict=True))
-            if c[: p[-1] + 1] == k[: p[-1] + 1]]
+                           corrupt: list[list[int]]) -> None:
+    """With corrupt ablation, a prompt whose corrupt tokens equal its clean ones gives every
+    edge the same value in both runs: removing an edge changes nothing there. On every prompt
+    that is an error (ACDC would remove every edge), on some a warning. (Whole prompts are
+    compared: on a causal model tokens after the last metric position are not seen either, but
+    on a bidirectional one they are.)"""
+    same = [i for i, (c, k) in enumerate(zip(clean, corrupt, strict=True)) if c == k]
     if not same:
         return
     first = f"{key}[{same[0]}]"
@@ -694,14 +694,12 @@ def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
         raise TaskError(
             f"{spec.source}: {where}: corrupt is the same tokens as clean, so ablating an edge"
             f" with the corrupt run changes nothing and every edge would be removed; make each"
-            f" corrupt prompt differ from its clean one before its metric positions, or use"
-            f" ablation zero"
+            f" corrupt prompt differ from its clean one, or use ablation zero"
         )
     warnings.warn(
         f"{spec.source}: {key}: on {len(same)} of {len(clean)} prompts (first {first}) corrupt"
-        f" is the same tokens as clean up to the metric positions, so ablating an edge changes"
-        f" nothing there and only dilutes the metric; make their corrupt prompts differ or"
-        f" remove them",
+        f" is the same tokens as clean, so ablating an edge changes nothing there and only"
+        f" dilutes the metric; make their corrupt prompts differ or remove them",
         RunWarning, stacklevel=3,
     )
 
