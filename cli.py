@@ -3,12 +3,12 @@
 Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
-alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `export` (a circuit as
-a MIB circuit file, GraphML or CSV), `report` (one self-contained HTML page of a run or a
-sweep), `evaluate` (a circuit's faithfulness and its complement: evaluation.json, curves),
-`compare` (two circuits, or circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and
-`zoo train|eval` (the project's own small models). The library does the work; commands parse,
-call and print.
+alone), `tasks` (the bundled tasks), `metrics` (what each metric reads and means), `render`
+(re-draw a saved circuit), `export` (a circuit as a MIB circuit file, GraphML or CSV), `report`
+(one self-contained HTML page of a run or a sweep), `evaluate` (a circuit's faithfulness and its
+complement: evaluation.json, curves), `compare` (two circuits, or circuits and sweeps against a
+reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the project's own small models). The
+library does the work; commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -554,6 +554,21 @@ def tasks() -> None:
     for row in [header, *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
                    + "  " + row[4])
+
+
+@app.command()
+@user_errors
+def metrics() -> None:
+    """List the metrics a run can minimise: name, what it reads besides the circuit's logits
+    (the clean model's logits, the task's answers, or the next token), direction, meaning."""
+    from acdc.core.settings import METRIC_INPUTS, METRICS
+
+    rows = [(name, METRIC_INPUTS[name], "lower is better", text) for name, text in METRICS.items()]
+    header = ("NAME", "READS", "DIRECTION", "DESCRIPTION")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                   + "  " + row[3])
 
 
 def _short_model(model: str | None) -> str:

@@ -25,6 +25,8 @@ def did_you_mean(word: str, options) -> str:
     """' (did you mean 'x'?)' for the closest option, or '' when none is close."""
     import difflib
 
+    if len(word) > 100:  # no option is that long, and difflib's time grows with the word
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -40,6 +42,16 @@ def kind_of(value) -> str:
         if isinstance(value, kind):
             return name
     return type(value).__name__
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """A value read from a file, for a one-line message: its repr cut to `limit` characters
+    (lists and mappings by their kind, since they can be any size)."""
+    if isinstance(value, (list, dict)):
+        return kind_of(value)
+    text = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunWarning(UserWarning):

@@ -168,6 +168,33 @@ def test_tasks_lists_the_bundled_demo():
     assert any(line.split()[0] == "demo" for line in result.stdout.splitlines()[1:])
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+def test_metrics_lists_each_metric_with_what_it_reads_and_its_direction():
+    from acdc.core.settings import METRIC_INPUTS, METRICS
+
+    result = invoke("metrics")
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split() == ["NAME", "READS", "DIRECTION", "DESCRIPTION"]
+    assert [line.split()[0] for line in lines] == list(METRICS) == list(METRIC_INPUTS)
+    for line, (name, description) in zip(lines, METRICS.items(), strict=True):
+        assert METRIC_INPUTS[name] in line and "lower is better" in line
+        assert line.endswith(description)
+    assert "answer, wrong" in lines[list(METRICS).index("logit_diff")]
+
+
+def test_metrics_does_not_import_torch():
+    code = ("import sys, cli; sys.argv = ['circuit', 'metrics']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(cli.__file__).parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "kl" in done.stdout
+
+
 # --------------------------------------------------------------------------- discover: errors
 
 

@@ -107,6 +107,14 @@ def test_circuit_1_files_written_before_stay_readable(tmp_path):
         (lambda d: d["edges"][3].update(name="a9.h9->logits"), "expected"),
         (lambda d: d["edges"][3].update(kept="yes"), "kept"),
         (lambda d: d.update(granularity="neuron"), "granularity"),
+        (lambda d: d.update(n_layers=2.0), "n_layers is 2.0; it must be a whole number >= 1"),
+        (lambda d: d.update(n_heads=float("inf")), "n_heads is inf; it must be a whole number"),
+        (lambda d: d.update(has_mlp="no"), "has_mlp is 'no'; it must be true or false"),
+        (lambda d: d.update(metric_circuit="low"), "metric_circuit is 'low'; it must be a number"),
+        (lambda d: d.update(partial=0), "partial is 0; it must be true or false"),
+        # an edit to a size nobody can run: refused from the counts, no graph is built
+        (lambda d: d.update(n_layers=10**6, n_heads=10**4), "graph has 150,"),
+        (lambda d: d.update(n_layers=2**70), "-layer 2-head qkv graph has"),
     ],
 )
 def test_bad_circuit_files_are_one_line_graph_errors(tmp_path, qkv_result, mutate, message):
@@ -127,6 +135,12 @@ def test_unreadable_circuit_files(tmp_path):
     with pytest.raises(GraphError, match="not valid JSON"):
         load_circuit(bad)
     bad.write_text("[1, 2]")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(GraphError, match="nested too deeply"):
+        load_circuit(tmp_path / "deep.json")
+    (tmp_path / "long.json").write_text('{"n_layers": ' + "9" * 5000 + "}")
+    with pytest.raises(GraphError, match="a number too long to read"):
+        load_circuit(tmp_path / "long.json")
     with pytest.raises(GraphError, match="not a circuit file"):
         load_circuit(bad)
 

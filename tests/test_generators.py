@@ -34,6 +34,11 @@ NOUNS = ["voyage", "siege", "reign"]
 
 @pytest.fixture(scope="module")
 def bpe() -> Tokenizer:
+    return make_bpe()
+
+
+def make_bpe() -> Tokenizer:
+    """The byte-level BPE of these tests (no unknown token; `<|endoftext|>` special)."""
     corpus = []
     for _ in range(50):
         corpus += [f"When {n} went to the store, {n} gave a drink to the school." for n in COMMON]
@@ -288,7 +293,7 @@ def test_defaults_are_complete_and_valid():
     ({"kind": "ioi", "nmes": []}, "unknown key 'nmes' for kind ioi (did you mean 'names'?);"
      " valid keys: kind, n, seed, orders, templates, names, places, objects"),
     ({"kind": "ioi", "n": "10"}, "n: expected a whole number, got '10'"),
-    ({"kind": "ioi", "n": 0}, "n: must be >= 1, got 0"),
+    ({"kind": "ioi", "n": 0}, "n: must be from 1 to 10,000, got 0"),
     ({"kind": "ioi", "names": "John"}, "names: expected a list of names, got 'John'"),
     ({"kind": "ioi", "names": ["A", "B"]}, "names: has 2 names, needs at least 5"),
     ({"kind": "ioi", "names": ["A", "B", 3, "D", "E"]},
@@ -309,10 +314,24 @@ def test_defaults_are_complete_and_valid():
     ({"kind": "greater-than", "yy_range": [5, 99]}, "yy_range[1]: must be from 0 to 98, got 99"),
     ({"kind": "greater-than", "yy_range": [50, 10]}, "yy_range: first 50 is greater than last 10"),
     ({"kind": "greater-than", "centuries": [9]}, "centuries[0]: must be from 10 to 99, got 9"),
-    ({"kind": "induction", "n": 1}, "n: must be >= 2, got 1"),
+    ({"kind": "induction", "n": 1}, "n: must be from 2 to 10,000, got 1"),
     ({"kind": "induction", "span_length": 3},
      "span_length: expected [first, last] (two whole numbers), got 3"),
     ({"kind": "induction", "token_max": "all"}, "token_max: expected a whole number, got 'all'"),
+    # sizes nobody can run, refused before generating anything
+    ({"kind": "induction", "n": 100_000_000},
+     "n: must be from 2 to 10,000 (more prompts than any run can use), got 100000000"),
+    ({"kind": "ioi", "seed": 2**32}, "seed: must be from 0 to 4,294,967,295 (2**32 - 1), got"),
+    ({"kind": "induction", "seq_len": 10**6},
+     "seq_len: must be from 4 to 65,536 (longer than any model's context), got 1000000"),
+    ({"kind": "induction", "n": 10_000, "seq_len": 300},
+     "n x seq_len is 10,000 x 300 = 3,000,000 tokens, more than the 1,000,000 a run can hold;"
+     " lower n or seq_len"),
+    ({"kind": "ioi", "names": [f"n{i}" for i in range(1001)]},
+     "names: has 1,001 names, more than the 1,000 a generator takes; shorten the list"),
+    ({"kind": "ioi", "places": ["x" * 101]}, "places[0]: 101 characters; a word has at most 100"),
+    ({"kind": "ioi", "templates": ["When [A] and [B] met, [B] said to" + " x" * 500]},
+     "templates[0]: 1,033 characters; a template has at most 1,000 (one prompt's text)"),
 ])
 def test_bad_generator_mappings(data, expected):
     message = error_of(check_generator, data, "t.yaml")

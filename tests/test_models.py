@@ -110,6 +110,9 @@ def test_checkpoint_keys_are_those_transformer_lens_takes():
     ({"d_model": True}, "d_model is True; it must be a whole number"),
     ({"attn_only": "yes"}, "attn_only is 'yes'; it must be true or false"),
     ({"n_layrs": 2}, "unknown key 'n_layrs' .did you mean 'n_layers'"),
+    ({"n_layers": None}, "n_layers is null; give a whole number"),
+    ({"n_heads": None}, "n_heads is null; give a whole number"),
+    ({"d_model": [64] * 100_000}, "d_model is a list; it must be a whole number"),
 ])
 def test_config_values_are_checked_before_any_library_sees_them(tmp_path, change, message):
     (tmp_path / "config.json").write_text(json.dumps({**CONFIG, **change}))
@@ -127,6 +130,12 @@ def test_a_model_larger_than_memory_is_refused_before_it_is_built(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelError, match="its weights alone need about"):
         load_model(str(tmp_path))
+
+
+def test_a_deeply_nested_config_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match="nested too deeply"):
+        load_shape(str(tmp_path))
 
 
 def test_a_config_that_is_not_text_is_one_line(tmp_path):

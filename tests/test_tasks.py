@@ -14,6 +14,7 @@ from acdc.core import tasks as tasks_module
 from acdc.core.generators import IOI_NAMES
 from acdc.core.models import Tokenizer
 from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
+from acdc.errors import RunWarning
 
 WORDS = [
     "<bos>",
@@ -301,7 +302,8 @@ def test_overrides(tmp_path):
         ("ablation", "resample", "--ablation: unknown ablation 'resample'; use one of: corrupt, "
                                  "zero, mean, mean-positional"),
         ("seed", 1.5, "--seed: expected a whole number"),
-        ("seed", -2, "--seed: must be >= 0"),
+        ("seed", -2, "--seed: must be from 0 to 4294967295 (2**32 - 1), got -2"),
+        ("seed", 2**32, "--seed: must be from 0 to 4294967295 (2**32 - 1), got 4294967296"),
         ("model", "", "--model: is empty"),
     ],
 )
@@ -441,7 +443,7 @@ def test_missing_corrupt_with_corrupt_ablation(tmp_path):
         ("threshold", ".nan", "threshold: must be a finite number >= 0"),
         ("seed", 1.5, "seed: expected a whole number such as 0, got 1.5"),
         ("seed", "1", "seed: expected a whole number such as 0, got '1'"),
-        ("seed", -1, "seed: must be >= 0, got -1"),
+        ("seed", -1, "seed: must be from 0 to 4294967295 (2**32 - 1), got -1"),
         ("prepend_bos", "no way", "prepend_bos: expected true or false, got 'no way'"),
         ("name", 3, "name: expected a task name (a string), got 3"),
         ("name", "  ", "name: is empty; give a task name"),
@@ -670,8 +672,8 @@ def test_nll_needs_an_answer_at_the_last_position(tmp_path):
     data = ids_task(
         metric="nll",
         prompts=[
-            {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 1]},
-            {"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 2]},
+            {"clean": [1, 2, 3], "corrupt": [4, 2, 4], "positions": [0, 1]},
+            {"clean": [1, 2, 3], "corrupt": [4, 2, 4], "positions": [0, 2]},
         ],
     )
     message, path = resolve_error(tmp_path, data)
@@ -729,7 +731,8 @@ def test_readme_example_is_a_valid_task(tok):
     readme = Path(tasks_module.__file__).resolve().parents[2] / "tasks" / "README.md"
     example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = TaskSpec.from_dict(yaml.safe_load(example), str(readme))
-    task = resolve_task(spec, tok, d_vocab=50, n_ctx=N_CTX)
+    with pytest.warns(RunWarning, match="does not know 'and'"):  # not in this test's vocabulary
+        task = resolve_task(spec, tok, d_vocab=50, n_ctx=N_CTX)
     assert task.positions == [[13], [1, 3]]
     assert task.answers == [[ID["Mary"]], [5]] and task.wrong_answers == [[ID["John"]], [6, 7]]
 
@@ -828,3 +831,220 @@ def test_metric_override_checked_against_the_generator(tmp_path):
     spec = read_task(str(write(tmp_path, {"threshold": 0.1, "generator": {"kind": "induction"}})))
     message = error_of(spec.with_overrides, metric="prob_diff")
     assert "metric prob_diff needs answer and wrong tokens" in message
+
+
+# --------------------------------------------------------------------------- unknown words
+
+
+def hf_tokenizers(tmp_path: Path) -> dict[str, Tokenizer]:
+    """The test vocabulary as a Hugging Face fast tokenizer and as a Python ("slow") one."""
+    from transformers import BertTokenizer, PreTrainedTokenizerFast
+
+    raw = RawTokenizer(models.WordLevel(ID, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", bos_token="<bos>")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(WORDS) + "\n")
+    slow = BertTokenizer(str(vocab), do_lower_case=False, unk_token="[UNK]")
+    return {"hf-fast": Tokenizer(fast, "hf-fast"), "hf-slow": Tokenizer(slow, "hf-slow")}
+
+
+@pytest.fixture(params=["tokenizers", "hf-fast", "hf-slow"])
+def any_tok(request, tok, tmp_path) -> Tokenizer:
+    """The test vocabulary in each tokenizer flavour the project reads."""
+    return tok if request.param == "tokenizers" else hf_tokenizers(tmp_path)[request.param]
+
+
+@pytest.mark.parametrize("key", ["answer", "wrong"])
+def test_an_answer_the_tokenizer_does_not_know_is_an_error(tmp_path, any_tok, key):
+    data = base()
+    data["prompts"][1][key] = [" Mary", " zzyzx"] if key == "wrong" else " zzyzx"
+    message, path = resolve_error(tmp_path, data, any_tok)
+    at = f"{key}[1]" if key == "wrong" else key
+    assert message.startswith(
+        f"{path}: prompts[1]: {at}: ' zzyzx' is not in the vocabulary of the tokenizer"
+        f" ({any_tok.source}): it becomes the unknown token '[UNK]'"
+    ), message
+    assert "or the id 1 to mean the unknown token itself" in message
+
+
+def test_the_unknown_token_by_id_or_its_own_text_is_accepted(tmp_path, tmp_path_factory):
+    data = base()
+    data["prompts"][0]["answer"] = ID["[UNK]"]
+    spec = read_task(str(write(tmp_path, data)))
+    task = resolve_task(spec, make_tokenizer(), D_VOCAB, N_CTX)
+    assert task.answers[0] == [ID["[UNK]"]]
+    # written as its own text: an added special token, as Hugging Face tokenizers keep it
+    hf = hf_tokenizers(tmp_path_factory.mktemp("hf"))["hf-fast"]
+    data["prompts"][0]["answer"] = "[UNK]"
+    data["prompts"][0]["clean"] = IOI_CLEAN.replace("Mary", "[UNK]")
+    spec = read_task(str(write(tmp_path, data)))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = resolve_task(spec, hf, D_VOCAB, N_CTX)
+    assert task.answers[0] == [ID["[UNK]"]] and ID["[UNK]"] in task.clean[0]
+
+
+def test_unknown_prompt_words_give_one_warning_naming_the_first(tmp_path, any_tok):
+    data = base()
+    data["prompts"][0]["corrupt"] = IOI_CORRUPT.replace("store", "zzyzx")
+    data["prompts"][1]["clean"] = data["prompts"][1]["clean"].replace("drink", "qwerty").replace(
+        "store", "xyzzy")
+    path = write(tmp_path, data)
+    with pytest.warns(RunWarning) as caught:
+        task = resolve_task(read_task(str(path)), any_tok, D_VOCAB, N_CTX)
+    caught = [w for w in caught if w.category is RunWarning]
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        f"{path}: the tokenizer ({any_tok.source}) does not know 'zzyzx' (prompts[0]: corrupt):"
+        f" 2 of 2 prompts have words it does not know, 3 tokens in all, each read as the unknown"
+        f" token '[UNK]', which the model cannot tell apart; check the spelling or use words in"
+        f" its vocabulary")
+    assert task.corrupt[0][6] == ID["[UNK]"]
+
+
+def test_no_warning_without_unknown_words_or_without_an_unknown_token(tmp_path, tok):
+    import warnings
+
+    from test_generators import make_bpe
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = make_bpe()  # byte-level: every text is known, there is no unknown token
+    assert bpe.unk_id is None and bpe.unknown_words("zzyzx") == []
+    # GPT-2's tokenizer names <|endoftext|> its unknown token; byte-level BPE never produces
+    # it from text, and written as such it is the user's choice
+    gpt2_like = Tokenizer(PreTrainedTokenizerFast(tokenizer_object=make_bpe().backend,
+                                                  unk_token="<|endoftext|>"), "gpt2-like")
+    assert gpt2_like.unk_id is not None
+    prompts = [{"clean": "When John went to the store<|endoftext|>",
+                "corrupt": "When Mary went to the store<|endoftext|>",
+                "answer": "<|endoftext|>", "wrong": " John"}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RunWarning)
+        resolve_task(read_task(str(write(tmp_path, base()))), tok, D_VOCAB, N_CTX)
+        for tokenizer in (bpe, gpt2_like):
+            spec = read_task(str(write(tmp_path, ids_task(prompts=prompts, metric="logit_diff"))))
+            task = resolve_task(spec, tokenizer, 1000, 64)
+            assert task.answers == [[tokenizer.backend.token_to_id("<|endoftext|>")
+                                     if tokenizer is bpe else gpt2_like.unk_id]]
+
+
+# --------------------------------------------------------------------------- clean = corrupt
+
+
+def test_corrupt_identical_to_clean_everywhere_is_an_error(tmp_path, tok):
+    prompts = [{"clean": IOI_CLEAN, "corrupt": IOI_CLEAN, "answer": " Mary", "wrong": " John"}]
+    message, path = resolve_error(tmp_path, base(prompts=prompts), tok)
+    assert message == (
+        f"{path}: prompts[0]: corrupt is the same tokens as clean, so ablating an edge with the"
+        f" corrupt run changes nothing and every edge would be removed; make each corrupt prompt"
+        f" differ from its clean one, or use ablation zero")
+    prompts = [{"clean": [1, 2, 3], "corrupt": [1, 2, 3]}, {"clean": [4, 5], "corrupt": [4, 5]}]
+    message, path = resolve_error(tmp_path, ids_task(prompts=prompts))
+    assert message.startswith(
+        f"{path}: prompts: on every prompt (2 of 2): corrupt is the same tokens as clean")
+    # zero ablation does not read the corrupt prompts
+    spec = read_task(str(write(tmp_path, ids_task(prompts=prompts, ablation="zero"))))
+    assert resolve_task(spec, None, D_VOCAB, N_CTX).n_prompts == 2
+
+
+def test_corrupt_differing_anywhere_is_enough(tmp_path):
+    """Even after the metric positions: a bidirectional model reads those tokens too."""
+    prompts = [{"clean": [1, 2, 3], "corrupt": [1, 2, 4], "positions": [0, 1]}]
+    spec = read_task(str(write(tmp_path, ids_task(prompts=prompts))))
+    assert resolve_task(spec, None, D_VOCAB, N_CTX).corrupt == [[1, 2, 4]]
+
+
+def test_corrupt_identical_on_some_prompts_gives_one_warning(tmp_path):
+    prompts = [{"clean": [1, 2, 3], "corrupt": [1, 2, 4]}] + [
+        {"clean": [5, 6, i], "corrupt": [5, 6, i]} for i in range(3)]
+    path = write(tmp_path, ids_task(prompts=prompts))
+    with pytest.warns(RunWarning) as caught:
+        resolve_task(read_task(str(path)), None, D_VOCAB, N_CTX)
+    assert [str(w.message) for w in caught if w.category is RunWarning] == [
+        f"{path}: prompts: on 3 of 4 prompts (first prompts[1]) corrupt is the same tokens as"
+        f" clean, so ablating an edge changes nothing there and only dilutes the metric; make"
+        f" their corrupt prompts differ or remove them"]
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_a_task_file_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks_module, "MAX_TASK_BYTES", 1000)
+    path = write(tmp_path, ids_task(description="x" * 2000))
+    message = error_of(read_task, str(path))
+    assert message.startswith(f"{path}: larger than ") and "far more than a task file" in message
+
+
+def test_the_real_size_limit_is_tens_of_megabytes():
+    assert 16 * 2**20 <= tasks_module.MAX_TASK_BYTES <= 64 * 2**20
+
+
+def test_a_device_is_not_a_task_file():
+    message = error_of(read_task, "/dev/zero")
+    assert message == "/dev/zero: is not a regular file (a device or a pipe); give a task YAML file"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("threshold: 0.1\nprompts: " + "[" * 2000 + "]" * 2000, "not valid YAML ("),
+    ("threshold: 0.1\nseed: " + "9" * 5000 + "\nprompts: [{clean: [1]}]",
+     "not valid YAML (a whole number of more than 4300 digits)"),
+])
+def test_yaml_that_python_cannot_hold(tmp_path, text, expected):
+    message, path = read_error(tmp_path, text)
+    assert message.startswith(f"{path}: {expected}"), message
+
+
+def test_too_many_prompts(tmp_path):
+    prompts = [{"clean": [1], "corrupt": [2]}] * 10_001
+    message, path = read_error(tmp_path, ids_task(prompts=prompts))
+    assert message == (f"{path}: prompts: 10,001 prompts, more than the 10,000 a run can use"
+                       f" (ACDC's tasks have 50 to a few hundred); use fewer prompts")
+
+
+def test_aliases_cannot_multiply_a_small_file_into_a_huge_task(tmp_path):
+    text = "x " * 50_000
+    body = "\n".join(["  - &p {clean: '" + text + "', corrupt: '" + text + "'}"] +
+                     ["  - *p"] * 120)
+    path = write(tmp_path, "threshold: 0.1\nprompts:\n" + body + "\n")
+    assert path.stat().st_size < 300_000
+    message = error_of(read_task, str(path))
+    assert message == (f"{path}: prompts: more than 10,000,000 characters, token ids, answers"
+                       f" and positions in all (reached at prompts[50]: clean); no run can use"
+                       f" that much data: use fewer or shorter prompts")
+
+
+class _CountingTokenizer:
+    """The test tokenizer, recording the length of every text it is asked to encode."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.inner, self.lengths = tokenizer, []
+        self.source, self.bos_id, self.unk_id = "counting", tokenizer.bos_id, tokenizer.unk_id
+
+    def encode(self, text: str) -> list[int]:
+        self.lengths.append(len(text))
+        return self.inner.encode(text)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_prompt_far_longer_than_the_context_is_refused_before_tokenising(tmp_path, tok):
+    counting = _CountingTokenizer(tok)
+    data = base(prompts=[{"clean": "Mary " * 1000, "corrupt": "John " * 1000,
+                          "answer": " Mary", "wrong": " John"}])
+    message, path = resolve_error(tmp_path, data, counting)
+    assert message == (
+        f"{path}: prompts[0]: clean: 5,000 characters, far more than the model's context of"
+        f" {N_CTX} tokens holds (text longer than 64 characters per token is refused before"
+        f" tokenising); shorten the prompt")
+    assert counting.lengths == []
+    data = base(prompts=[{"clean": "Mary John", "corrupt": "John Mary", "answer": "x" * 300,
+                          "wrong": " John"}])
+    message, path = resolve_error(tmp_path, data, counting)
+    assert message.endswith("answer: 300 characters, longer than any token; an answer must be"
+                            " exactly one token (a word, or its id)")
+    assert max(counting.lengths) < 20

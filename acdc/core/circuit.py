@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.files import write_text_atomic
-from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph
-from acdc.errors import GraphError
+from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, count_edges
+from acdc.errors import GraphError, short_repr
 
 FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
@@ -118,9 +118,9 @@ class Circuit:
         tag = data.get("format")
         if tag is None and {"cfg", "nodes", "edges"} <= data.keys():
             tag = "mib"  # MIB's files carry no tag
-        reader = READERS.get(tag)  # type: ignore[arg-type]
+        reader = READERS.get(tag) if isinstance(tag, str) else None
         if reader is None:
-            raise GraphError(f"{source}: format is {data.get('format')!r}, expected "
+            raise GraphError(f"{source}: format is {short_repr(data.get('format'))}, expected "
                              f"{FORMAT!r} (written by `circuit discover`) or a MIB circuit file "
                              f"(cfg, nodes and edges)")
         return reader(data, source)
@@ -146,36 +146,47 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     if missing:
         raise GraphError(f"{source}: missing key(s) {', '.join(missing)}")
     granularity = data["granularity"]
-    if granularity not in GRANULARITIES:
-        raise GraphError(f"{source}: granularity {granularity!r} is not one of "
+    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
+        raise GraphError(f"{source}: granularity {short_repr(granularity)} is not one of "
                          f"{', '.join(GRANULARITIES)}")
-    parallel = data.get("parallel_attn_mlp", False)
-    if not isinstance(parallel, bool):
-        raise GraphError(f"{source}: parallel_attn_mlp is {parallel!r}; it must be true or false")
-    try:
-        shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]),
-                           granularity, parallel)
-    except (TypeError, ValueError):
-        raise GraphError(f"{source}: n_layers and n_heads must be integers") from None
-    graph = build_graph(shape)
+    for key in ("n_layers", "n_heads"):
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be a whole "
+                             f"number >= 1")
+    for key in ("has_mlp", "parallel_attn_mlp"):
+        if not isinstance(data.get(key, False), bool):
+            raise GraphError(f"{source}: {key} is {short_repr(data[key])}; it must be true or "
+                             f"false")
+    for key in V1_RESULT_KEYS:
+        value = data.get(key)
+        wanted = bool if key == "partial" else int if key == "n_edges_decided" else (int, float)
+        if key in data and value is not None and (
+                not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool))):
+            raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be "
+                             f"{'true or false' if wanted is bool else 'a number'}")
+    shape = GraphShape(data["n_layers"], data["n_heads"], data["has_mlp"],
+                       data["granularity"], data.get("parallel_attn_mlp", False))
     edges = data["edges"]
-    if not isinstance(edges, list) or len(edges) != len(graph.edges):
-        got = len(edges) if isinstance(edges, list) else type(edges).__name__
+    n_edges = count_edges(shape)["edges"]  # closed form: a wrong shape builds no graph
+    if not isinstance(edges, list) or len(edges) != n_edges:
+        got = len(edges) if isinstance(edges, list) else short_repr(edges)
         raise GraphError(f"{source}: has {got} edges, a {shape.n_layers}-layer "
-                         f"{shape.n_heads}-head {granularity} graph has {len(graph.edges)}")
+                         f"{shape.n_heads}-head {granularity} graph has {n_edges:,}")
+    graph = build_graph(shape)
     kept: list[bool] = []
     scores: list[float | None] = []
     for i, (entry, edge) in enumerate(zip(edges, graph.edges, strict=True)):
         if not isinstance(entry, dict) or entry.get("name") != edge.name:
             name = entry.get("name") if isinstance(entry, dict) else entry
-            raise GraphError(f"{source}: edge {i} is {name!r}, expected {edge.name!r} (edges must "
-                             f"be every edge of the graph, in graph order)")
+            raise GraphError(f"{source}: edge {i} is {short_repr(name)}, expected {edge.name!r} "
+                             f"(edges must be every edge of the graph, in graph order)")
         if not isinstance(entry.get("kept"), bool):
             raise GraphError(f"{source}: edge {edge.name!r} needs 'kept': true or false")
         score = entry.get("score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-            raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number "
-                             f"or null")
+            raise GraphError(f"{source}: edge {edge.name!r} has score {short_repr(score)}; use a "
+                             f"number or null")
         kept.append(entry["kept"])
         scores.append(None if score is None else float(score))
     derived = {"format", *SHAPE_KEYS, "n_edges_total", "n_edges_kept", "nodes", "edges"}
@@ -209,7 +220,13 @@ def load_circuit(path: str | Path) -> Circuit:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise GraphError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    except ValueError:  # an integer of thousands of digits
+        raise GraphError(f"{path}: not a circuit file (a number too long to read)") from None
+    except RecursionError:
+        raise GraphError(f"{path}: not a circuit file (lists or objects nested too "
+                         f"deeply)") from None
     return Circuit.from_json(data, str(path))
+
 
 
 def write_circuit(circuit: Circuit, path: str | Path) -> Path:

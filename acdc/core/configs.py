@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.graph import GraphShape
-from acdc.errors import ModelError, did_you_mean
+from acdc.errors import ModelError, did_you_mean, short_repr
 
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -61,6 +61,7 @@ CHECKPOINT_KEYS: frozenset[str] = frozenset({
 WHOLE_KEYS: dict[str, int] = {"n_layers": 1, "d_model": 1, "d_head": 1, "n_ctx": 1,
                               "d_vocab": 1, "n_heads": -1, "d_mlp": 1, "d_vocab_out": -1,
                               "n_key_value_heads": 1, "seed": 0}
+NULLABLE_KEYS: tuple[str, ...] = ("d_mlp", "n_key_value_heads", "seed")  # null: the default
 BOOL_KEYS: tuple[str, ...] = ("attn_only", "gated_mlp", "parallel_attn_mlp", "use_attn_result",
                               "use_split_qkv_input", "final_rms", "use_local_attn")
 TEXT_KEYS: tuple[str, ...] = ("act_fn", "normalization_type", "positional_embedding_type",
@@ -152,7 +153,10 @@ def read_config(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ModelError(f"{path}: not a text file; a model configuration is JSON") from None
     except (OSError, ValueError) as error:
-        raise ModelError(f"{path}: cannot read JSON ({error})") from None
+        raise ModelError(f"{path}: cannot read JSON ({str(error).split(';')[0]})") from None
+    except RecursionError:
+        raise ModelError(f"{path}: cannot read JSON (arrays or objects nested too "
+                         f"deeply)") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: expected a JSON object of config keys")
     return data
@@ -164,23 +168,27 @@ def check_checkpoint_config(config: dict[str, Any], source: str) -> None:
     for key in config:
         if key not in CHECKPOINT_KEYS:
             hint = did_you_mean(str(key), CHECKPOINT_KEYS)
-            raise ModelError(f"{source}: unknown key {key!r}{hint}; keys must be "
-                             f"HookedTransformerConfig arguments")
+            raise ModelError(f"{source}: unknown key {short_repr(key)}{hint}; "
+                             f"keys must be HookedTransformerConfig arguments")
     for key, least in WHOLE_KEYS.items():
         value = config.get(key)
         if value is None:
+            if key in config and key not in NULLABLE_KEYS:
+                raise ModelError(f"{source}: {key} is null; give a whole number (or leave the key "
+                                 f"out where it has a default)")
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ModelError(f"{source}: {key} is {value!r}; it must be a whole number")
+            raise ModelError(f"{source}: {key} is {short_repr(value)}; it must be a whole number")
         if value < least or (least == -1 and value == 0):
             bound = f">= {least}" if least >= 0 else "a positive number (or -1 to derive it)"
             raise ModelError(f"{source}: {key} is {value}; it must be {bound}")
     for key in BOOL_KEYS:
         if key in config and not isinstance(config[key], bool):
-            raise ModelError(f"{source}: {key} is {config[key]!r}; it must be true or false")
+            raise ModelError(f"{source}: {key} is {short_repr(config[key])}; it must be true "
+                             f"or false")
     for key in TEXT_KEYS:
         if config.get(key) is not None and not isinstance(config[key], str):
-            raise ModelError(f"{source}: {key} is {config[key]!r}; it must be a string")
+            raise ModelError(f"{source}: {key} is {short_repr(config[key])}; it must be a string")
     for key in ("n_layers", "d_model", "n_ctx"):
         if key not in config:
             raise ModelError(f"{source}: missing {key}; a checkpoint's config needs n_layers, "

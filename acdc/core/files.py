@@ -44,6 +44,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with contextlib.suppress(OSError):  # mkstemp's 0600 would hide outputs from others
+            os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
     except OSError as error:
         raise disk_error(path, error) from None
@@ -56,6 +58,12 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

@@ -53,6 +53,16 @@ Build = Callable[[dict[str, Any], "Tokenizer | None", int, str], list[dict[str, 
 IOI_MIN_NAMES = 5  # A and B, and three other names for the ABC corruption
 ORDERS: tuple[str, ...] = ("ABBA", "BABA")
 
+# Sizes nobody can run, refused when the file is read, before any work (tasks/README.md).
+MAX_PROMPTS = 10_000  # prompts of a task, written or generated (ACDC's tasks: 50 to a few 100)
+MAX_SEED = 2**32 - 1  # seeds of a task and of a generator
+MAX_SEQ_LEN = 65_536  # tokens of an induction sequence (the paper: 300)
+MAX_TOKENS = 1_000_000  # n x seq_len of an induction task: beyond what a run can hold
+MAX_ITEMS = 1_000  # words or templates in one list (the bundled lists: at most 120)
+MAX_WORD_CHARS = 100
+MAX_TEMPLATE_CHARS = 1_000
+MAX_IDS = 1_000_000  # token ids in `exclude`: more than any vocabulary has
+
 
 # --------------------------------------------------------------------------- data
 
@@ -220,13 +230,16 @@ def generate_prompts(
 # --------------------------------------------------------------------------- checks
 
 
-def _whole(minimum: int, maximum: int | None = None) -> Check:
+def _whole(minimum: int, maximum: int | None = None, why: str = "") -> Check:
+    """A whole number in [minimum, maximum]; `why` says what the maximum stands for."""
+
     def check(value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TaskError(f"{where}: expected a whole number, got {_show(value)}")
         if value < minimum or (maximum is not None and value > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-            raise TaskError(f"{where}: must be {bound}, got {value}")
+            bound = f"from {minimum} to {maximum:,}" if maximum is not None else f">= {minimum}"
+            reason = f" ({why})" if why and maximum is not None and value > maximum else ""
+            raise TaskError(f"{where}: must be {bound}{reason}, got {_show(value)}")
         return value
 
     return check
@@ -241,13 +254,19 @@ def _optional_whole(minimum: int) -> Check:
     return check
 
 
-def _list_of(item: Check, min_items: int, what: str, unique: bool = True) -> Check:
+def _list_of(item: Check, min_items: int, what: str, unique: bool = True,
+             max_items: int = MAX_ITEMS) -> Check:
     def check(value: Any, where: str) -> list[Any]:
         if not isinstance(value, list):
             raise TaskError(f"{where}: expected a list of {what}, got {_show(value)}")
         if len(value) < min_items:
             raise TaskError(
                 f"{where}: has {len(value)} {what}, needs at least {min_items}"
+            )
+        if len(value) > max_items:
+            raise TaskError(
+                f"{where}: has {len(value):,} {what}, more than the {max_items:,} a generator"
+                f" takes; shorten the list"
             )
         out = [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
         if unique:
@@ -267,6 +286,10 @@ def _list_of(item: Check, min_items: int, what: str, unique: bool = True) -> Che
 def _word(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise TaskError(f"{where}: expected a word (a string), got {_show(value)}")
+    if len(value) > MAX_WORD_CHARS:
+        raise TaskError(
+            f"{where}: {len(value):,} characters; a word has at most {MAX_WORD_CHARS}"
+        )
     if not value.strip() or value != value.strip():
         raise TaskError(
             f"{where}: {value!r} is empty or has spaces around it; write the word alone (the"
@@ -305,6 +328,11 @@ def _template(value: Any, where: str, slots: tuple[str, ...]) -> str:
         raise TaskError(f"{where}: expected a template (a string), got {_show(value)}")
     if not value.strip():
         raise TaskError(f"{where}: is empty; give a template")
+    if len(value) > MAX_TEMPLATE_CHARS:
+        raise TaskError(
+            f"{where}: {len(value):,} characters; a template has at most"
+            f" {MAX_TEMPLATE_CHARS:,} (one prompt's text)"
+        )
     for slot in _SLOT.findall(value):
         if slot not in slots:
             raise TaskError(
@@ -676,6 +704,12 @@ def derangement(n: int, rng: random.Random) -> list[int]:
 
 
 def _induction_together(params: dict[str, Any], where: str) -> None:
+    if params["n"] * params["seq_len"] > MAX_TOKENS:
+        raise TaskError(
+            f"{where}: n x seq_len is {params['n']:,} x {params['seq_len']:,} ="
+            f" {params['n'] * params['seq_len']:,} tokens, more than the {MAX_TOKENS:,} a run"
+            f" can hold; lower n or seq_len"
+        )
     longest = params["span_length"][1]
     if 2 * longest * params["repeats"] > params["seq_len"]:
         raise TaskError(
@@ -693,7 +727,8 @@ def _induction_together(params: dict[str, Any], where: str) -> None:
 
 
 def _common(n: int, minimum_n: int = 1) -> dict[str, Param]:
-    return {"n": Param(n, _whole(minimum_n)), "seed": Param(0, _whole(0))}
+    return {"n": Param(n, _whole(minimum_n, MAX_PROMPTS, "more prompts than any run can use")),
+            "seed": Param(0, _whole(0, MAX_SEED, "2**32 - 1"))}
 
 
 GENERATORS: dict[str, Generator] = {
@@ -734,12 +769,12 @@ GENERATORS: dict[str, Generator] = {
         description="random tokens with repeated spans, corrupted by shuffling the batch",
         params={
             **_common(40, minimum_n=2),
-            "seq_len": Param(48, _whole(4)),
+            "seq_len": Param(48, _whole(4, MAX_SEQ_LEN, "longer than any model's context")),
             "repeats": Param(2, _whole(1)),
             "span_length": Param([2, 8], _range(2, 10_000)),
             "token_min": Param(0, _whole(0)),
             "token_max": Param(None, _optional_whole(0)),
-            "exclude": Param([], _list_of(_whole(0), 0, "token ids")),
+            "exclude": Param([], _list_of(_whole(0), 0, "token ids", max_items=MAX_IDS)),
         },
         build=_induction,
         gives_answers=False,

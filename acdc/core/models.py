@@ -146,6 +146,42 @@ class Tokenizer:
             return self.backend.token_to_id(token) if token else None
         return self.backend.unk_token_id
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The pieces of `text` that become the unknown token, one per unknown token, in order;
+        the unknown token's own text, written as such, does not count. Empty for vocabularies
+        without an unknown token (byte-level BPE).
+
+        >>> from tokenizers import Tokenizer as Raw, models, pre_tokenizers
+        >>> raw = Raw(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+        >>> raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        >>> Tokenizer(raw, "demo").unknown_words("a zzyzx a [UNK]")
+        ['zzyzx']
+        """
+        unk = self.unk_id
+        if unk is None:
+            return []
+        literal = self.token_strings([unk])[0]
+        words = [text[start:end].strip() or text[start:end]
+                 for token, (start, end) in self._with_offsets(text) if token == unk]
+        return [word for word in words if word != literal]
+
+    def _with_offsets(self, text: str) -> list[tuple[int, tuple[int, int]]]:
+        """(id, (start, end)) of each token of `text`, the span in characters of `text`."""
+        if self._is_fast_file:
+            encoding = self.backend.encode(text, add_special_tokens=False)
+            return list(zip(encoding.ids, encoding.offsets, strict=True))
+        if getattr(self.backend, "is_fast", False):
+            found = self.backend(text, add_special_tokens=False, return_offsets_mapping=True)
+            return list(zip(found["input_ids"], map(tuple, found["offset_mapping"]), strict=True))
+        # A Python ("slow") tokenizer has no offsets: each whitespace-separated word alone.
+        out: list[tuple[int, tuple[int, int]]] = []
+        position = 0
+        for word in text.split():
+            start = text.index(word, position)
+            position = start + len(word)
+            out += [(token, (start, position)) for token in self.encode(word)]
+        return out
+
 
 # --------------------------------------------------------------------------- shapes
 

@@ -30,6 +30,16 @@ METRICS: dict[str, str] = {
     "nll": "negative log-probability of the clean next token (of the answer at a prompt's end)",
     "l2": "Euclidean distance between the circuit's and the clean model's logits",
 }
+METRIC_INPUTS: dict[str, str] = {
+    "kl": "clean logits",
+    "logit_diff": "answer, wrong",
+    "prob_diff": "answer, wrong",
+    "nll": "next token",
+    "l2": "clean logits",
+}
+"""What each metric reads besides the circuit's logits: the clean model's logits at the metric
+positions, the task's answer and wrong-answer tokens, or the clean prompt's next token. Every
+metric is lower-is-better."""
 NEEDS_ANSWER_AND_WRONG = frozenset({"logit_diff", "prob_diff"})
 ABLATIONS: tuple[str, ...] = ("corrupt", "zero", "mean", "mean-positional")
 UNRECORDED = {"recorded": False}  # field metadata: a knob that never changes a result

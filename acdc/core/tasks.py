@@ -13,9 +13,14 @@ tokenizer) is known, and the model may itself be named by the task file:
    the context, positions inside their prompt, what the metric needs.
 
 Both phases find every problem before any computation and raise `TaskError` with one line that
-names the file, the prompt (`prompts[3]`) and the fix. The schema is documented field by field
-in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the repository root and
-install with the package; `acdc.core.bundled` finds them.
+names the file, the prompt (`prompts[3]`) and the fix. Sizes no run can use (the file, the number
+of prompts, their total size, a text far longer than the model's context) are refused before the
+work they would cost: before reading, parsing on or tokenising. Two things that let a run go on
+but skew its result are one `RunWarning` each: prompt words the tokenizer does not know (they all
+become its unknown token; in an answer that is an error) and, with corrupt ablation, prompts
+whose corrupt tokens equal their clean ones (on every prompt that is an error). The schema is
+documented field by field in `tasks/README.md`. Bundled tasks live in `tasks/<name>.yaml` at the
+repository root and install with the package; `acdc.core.bundled` finds them.
 
 Prompts reach a `TaskSpec` through `parse_prompts`, which turns a list of plain dictionaries
 (as YAML gives them) into `RawPrompt` values. A task may instead name a built-in generator
@@ -32,6 +37,8 @@ tokenizer is known, then go through the same checks as written ones.
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,9 +47,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from acdc.core.bundled import tasks_dir
-from acdc.core.generators import GENERATORS, check_generator, generate_prompts
+from acdc.core.generators import (
+    GENERATORS,
+    MAX_PROMPTS,
+    MAX_SEED,
+    check_generator,
+    generate_prompts,
+)
 from acdc.core.settings import ABLATIONS, METRICS, NEEDS_ANSWER_AND_WRONG
-from acdc.errors import TaskError, did_you_mean, kind_of
+from acdc.errors import RunWarning, TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
     from acdc.core.models import Tokenizer
@@ -68,6 +81,13 @@ REQUIRED_KEYS: tuple[str, ...] = ("threshold",)
 PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions")
 OVERRIDABLE: tuple[str, ...] = ("metric", "threshold", "ablation", "seed", "model")
 SHOWN_TOKENS = 12  # tokens shown in an error message before "..."
+
+# Sizes nobody can run, refused before the work they would cost (tasks/README.md, "Limits").
+MAX_TASK_BYTES = 32 * 2**20  # a task file; the bundled ones are a few kilobytes
+MAX_TASK_ITEMS = 10_000_000  # text characters, token ids, answers and positions, all prompts
+MAX_CHARS_PER_TOKEN = 64  # text longer than this per token of the context cannot fit in it
+MAX_ANSWER_CHARS = 256  # longer than any single token of any tokenizer
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 70x faster, same safety
 
 Text = str | tuple[int, ...]  # a prompt as written: text, or token ids
 Token = str | int  # an answer as written: text of one token, or its id
@@ -237,16 +257,35 @@ def read_task(ref: str | Path) -> TaskSpec:
     path = _find_task_file(str(ref))
     source = str(ref) if Path(str(ref)).is_file() else str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TaskError(f"{source}: not a text file; a task is a YAML file") from None
+        with open(path, "rb") as stream:  # read at most the limit, whatever stat says
+            raw = stream.read(MAX_TASK_BYTES + 1)
     except OSError as error:
         raise TaskError(f"{source}: cannot read ({error.strerror or error})") from None
+    if len(raw) > MAX_TASK_BYTES:
+        raise TaskError(
+            f"{source}: larger than {MAX_TASK_BYTES // 2**20} MiB, far more than a task file"
+            f" holds (the bundled ones are a few kilobytes); use fewer or shorter prompts, or a"
+            f" generator"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TaskError(f"{source}: not a text file; a task is a YAML file") from None
+    return _spec_from_dict(_load_yaml(text, source), source, path.resolve().parent)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load` (through libyaml when installed), every failure one `TaskError`."""
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: plain data only
     except yaml.YAMLError as error:
         raise TaskError(f"{source}: not valid YAML ({_yaml_problem(error)})") from None
-    return _spec_from_dict(data, source, path.resolve().parent)
+    except RecursionError:
+        raise TaskError(f"{source}: not valid YAML (lists or mappings nested too deeply)") from None
+    except ValueError as error:  # a whole number of thousands of digits, a date out of range
+        problem = (f"a whole number of more than {sys.get_int_max_str_digits()} digits"
+                   if "digits" in str(error) else _clip(str(error), 100))
+        raise TaskError(f"{source}: not valid YAML ({problem})") from None
 
 
 def list_tasks() -> list[TaskSpec]:
@@ -269,6 +308,8 @@ def _find_task_file(ref: str) -> Path:
         return path
     if path.is_dir():
         raise TaskError(f"{ref}: is a directory; give a task YAML file or a bundled task name")
+    if path.exists():
+        raise TaskError(f"{ref}: is not a regular file (a device or a pipe); give a task YAML file")
     looks_like_path = ref.endswith((".yaml", ".yml")) or "/" in ref or "\\" in ref
     if not looks_like_path:
         for suffix in (".yaml", ".yml"):
@@ -368,10 +409,37 @@ def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPromp
         )
     if not raw:
         raise TaskError(f"{source}: {key}: the list is empty; give at least one prompt")
-    return tuple(_parse_prompt(item, i, f"{source}: {key}[{i}]") for i, item in enumerate(raw))
+    if len(raw) > MAX_PROMPTS:
+        raise TaskError(
+            f"{source}: {key}: {len(raw):,} prompts, more than the {MAX_PROMPTS:,} a run can"
+            f" use (ACDC's tasks have 50 to a few hundred); use fewer prompts"
+        )
+    budget = _Budget(f"{source}: {key}")
+    return tuple(
+        _parse_prompt(item, i, f"{source}: {key}[{i}]", budget) for i, item in enumerate(raw)
+    )
 
 
-def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
+class _Budget:
+    """Counts what the prompts hold (characters, ids, answers, positions) as they are checked,
+    so that a file that is small on disk but large once parsed (YAML aliases repeat one list
+    any number of times) is refused before the work its size would cost."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.used = 0
+
+    def spend(self, value: Any, at: str) -> None:
+        self.used += len(value) if isinstance(value, (str, list)) else 1
+        if self.used > MAX_TASK_ITEMS:
+            raise TaskError(
+                f"{self.where}: more than {MAX_TASK_ITEMS:,} characters, token ids, answers and"
+                f" positions in all (reached at {at}); no run can use that much data: use"
+                f" fewer or shorter prompts"
+            )
+
+
+def _parse_prompt(item: Any, index: int, where: str, budget: _Budget) -> RawPrompt:
     if not isinstance(item, Mapping):
         raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, "
                         f"got {kind_of(item)}")
@@ -380,6 +448,9 @@ def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
         raise TaskError(
             f"{where}: missing required key 'clean'; give the prompt as text or token ids"
         )
+    for key in PROMPT_KEYS:
+        if key in item:
+            budget.spend(item[key], f"{where.rsplit(': ', 1)[-1]}: {key}")
     clean = _check_text(item["clean"], f"{where}: clean")
     corrupt = _check_text(item["corrupt"], f"{where}: corrupt") if "corrupt" in item else None
     answers = _check_tokens(item["answer"], f"{where}: answer") if "answer" in item else None
@@ -429,8 +500,8 @@ def _check_spec_needs(spec: TaskSpec, list_key: str = "prompts") -> None:
 def _check_keys(data: Mapping, valid: Sequence[str], where: str, what: str) -> None:
     for key in data:
         if key not in valid:
-            shown = key if isinstance(key, str) else repr(key)
-            hint = did_you_mean(str(key), valid)
+            shown = _clip(key if isinstance(key, str) else repr(key))
+            hint = did_you_mean(str(key)[:100], valid)
             raise TaskError(
                 f"{where}: unknown {what} '{shown}'{hint}; valid keys: {', '.join(valid)}"
             )
@@ -474,8 +545,8 @@ def _check_threshold(value: Any, where: str) -> float:
 def _check_seed(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TaskError(f"{where}: expected a whole number such as 0, got {_show(value)}")
-    if value < 0:
-        raise TaskError(f"{where}: must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise TaskError(f"{where}: must be from 0 to {MAX_SEED} (2**32 - 1), got {_show(value)}")
     return value
 
 
@@ -554,7 +625,9 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
 
     A task with a generator has its prompts generated here (they need the tokenizer); messages
     about them name `generated prompts[i]`. Raises `TaskError` for the first problem found,
-    naming the prompt and the fix.
+    naming the prompt and the fix. Issues at most one `RunWarning` for words of the prompts
+    that the tokenizer does not know (they become its unknown token) and one for prompts whose
+    corrupt tokens equal their clean ones (with corrupt ablation, when some prompts differ).
     """
     key = "prompts"
     if spec.generator is not None:
@@ -585,6 +658,9 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
         positions.append(p)
         answers.append(a)
         wrong.append(w)
+    if spec.ablation == "corrupt":
+        _check_corrupt_differs(spec, key, clean, corrupt)
+    resolver.warn_unknown_words()
     return Task(
         name=spec.name,
         description=spec.description,
@@ -602,6 +678,32 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
     )
 
 
+def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
+                           corrupt: list[list[int]]) -> None:
+    """With corrupt ablation, a prompt whose corrupt tokens equal its clean ones gives every
+    edge the same value in both runs: removing an edge changes nothing there. On every prompt
+    that is an error (ACDC would remove every edge), on some a warning. (Whole prompts are
+    compared: on a causal model tokens after the last metric position are not seen either, but
+    on a bidirectional one they are.)"""
+    same = [i for i, (c, k) in enumerate(zip(clean, corrupt, strict=True)) if c == k]
+    if not same:
+        return
+    first = f"{key}[{same[0]}]"
+    if len(same) == len(clean):
+        where = first if len(same) == 1 else f"{key}: on every prompt ({len(same)} of {len(same)})"
+        raise TaskError(
+            f"{spec.source}: {where}: corrupt is the same tokens as clean, so ablating an edge"
+            f" with the corrupt run changes nothing and every edge would be removed; make each"
+            f" corrupt prompt differ from its clean one, or use ablation zero"
+        )
+    warnings.warn(
+        f"{spec.source}: {key}: on {len(same)} of {len(clean)} prompts (first {first}) corrupt"
+        f" is the same tokens as clean, so ablating an edge changes nothing there and only"
+        f" dilutes the metric; make their corrupt prompts differ or remove them",
+        RunWarning, stacklevel=3,
+    )
+
+
 @dataclass
 class _Resolver:
     spec: TaskSpec
@@ -610,14 +712,22 @@ class _Resolver:
     n_ctx: int
     bos: list[int]
     key: str = "prompts"
+    unk: int | None = field(init=False)
+    unknown_prompts: set[int] = field(init=False, default_factory=set)
+    unknown_tokens: int = field(init=False, default=0)
+    first_unknown: tuple[str, str] | None = field(init=False, default=None)  # (word, where)
+    answer_cache: dict[str, int] = field(init=False, default_factory=dict)  # checked answers
+
+    def __post_init__(self) -> None:
+        self.unk = self.tokenizer.unk_id if self.tokenizer is not None else None
 
     def prompt(self, prompt: RawPrompt):
         where = f"{self.spec.source}: {self.key}[{prompt.index}]"
-        clean = self.ids(prompt.clean, f"{where}: clean")
+        clean = self.ids(prompt.clean, f"{where}: clean", prompt.index)
         if prompt.corrupt is None:
             corrupt = list(clean)
         else:
-            corrupt = self.ids(prompt.corrupt, f"{where}: corrupt")
+            corrupt = self.ids(prompt.corrupt, f"{where}: corrupt", prompt.index)
             if len(clean) != len(corrupt):
                 raise TaskError(
                     f"{where}: clean has {len(clean)} tokens {self.show(clean)}, corrupt"
@@ -652,18 +762,62 @@ class _Resolver:
             wrong,
         )
 
-    def ids(self, text: Text, where: str) -> list[int]:
+    def ids(self, text: Text, where: str, index: int) -> list[int]:
         if isinstance(text, str):
+            room = max(self.n_ctx - len(self.bos), 1)
+            if len(text) > room * MAX_CHARS_PER_TOKEN:
+                raise TaskError(
+                    f"{where}: {len(text):,} characters, far more than the model's context of"
+                    f" {self.n_ctx} tokens holds (text longer than {MAX_CHARS_PER_TOKEN}"
+                    f" characters per token is refused before tokenising); shorten the prompt"
+                )
             ids = self.encode(text, where)
             if not ids:
                 raise TaskError(
-                    f"{where}: {text!r} tokenises to no tokens; give a non-empty prompt"
+                    f"{where}: {_clip(repr(text)) if len(text) > 50 else repr(text)} tokenises"
+                    f" to no tokens; give a non-empty prompt"
                 )
             self.check_tokenizer_vocab(ids, where)
+            if self.unk is not None and self.unk in ids:
+                self.note_unknown(text, where, index)
         else:
             ids = list(text)
         self.check_vocab(ids, where)
         return ids
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` that became the unknown token (not the token's own text)."""
+        assert self.tokenizer is not None
+        return self.tokenizer.unknown_words(text)
+
+    def note_unknown(self, text: str, where: str, index: int) -> None:
+        words = self.unknown_words(text)
+        if not words:
+            return  # the unknown token written as itself
+        self.unknown_prompts.add(index)
+        self.unknown_tokens += len(words)
+        if self.first_unknown is None:
+            self.first_unknown = (words[0], where.removeprefix(f"{self.spec.source}: "))
+
+    def warn_unknown_words(self) -> None:
+        """One warning for every prompt word the tokenizer does not know."""
+        if self.first_unknown is None:
+            return
+        assert self.tokenizer is not None
+        word, where = self.first_unknown
+        n, total, tokens = len(self.unknown_prompts), len(self.spec.prompts), self.unknown_tokens
+        warnings.warn(
+            f"{self.spec.source}: the tokenizer ({self.tokenizer.source}) does not know"
+            f" {_clip(repr(word))} ({where}): {n} of {total} prompts ha{'s' if n == 1 else 've'}"
+            f" words it does not know, {tokens} token{'s' if tokens > 1 else ''} in all,"
+            f" each read as the unknown token {self.unknown_text()}, which the model cannot"
+            f" tell apart; check the spelling or use words in its vocabulary",
+            RunWarning, stacklevel=3,
+        )
+
+    def unknown_text(self) -> str:
+        assert self.tokenizer is not None and self.unk is not None
+        return repr(self.tokenizer.token_strings([self.unk])[0])
 
     def encode(self, text: str, where: str) -> list[int]:
         if self.tokenizer is None:
@@ -697,16 +851,35 @@ class _Resolver:
         for j, token in enumerate(tokens):
             at = f"{where}[{j}]" if len(tokens) > 1 else where
             if isinstance(token, str):
+                if len(token) > MAX_ANSWER_CHARS:
+                    raise TaskError(
+                        f"{at}: {len(token):,} characters, longer than any token; an answer"
+                        f" must be exactly one token (a word, or its id)"
+                    )
+                if token in self.answer_cache:  # the same answers recur across prompts
+                    out.append(self.answer_cache[token])
+                    continue
                 ids = self.encode(token, at)
                 if len(ids) != 1:
                     raise TaskError(
                         f"{at}: {token!r} is {len(ids)} tokens {self.show(ids)}; an answer"
                         f" must be exactly one token (try another word, or its id)"
                     )
+                if ids[0] == self.unk and self.unknown_words(token):
+                    assert self.tokenizer is not None
+                    raise TaskError(
+                        f"{at}: {token!r} is not in the vocabulary of the tokenizer"
+                        f" ({self.tokenizer.source}): it becomes the unknown token"
+                        f" {self.unknown_text()}, so the metric would read that token; use a"
+                        f" word the tokenizer knows (or the id {self.unk} to mean the unknown"
+                        f" token itself)"
+                    )
                 self.check_tokenizer_vocab(ids, at)
+                self.check_vocab(ids, at)
+                self.answer_cache[token] = ids[0]
             else:
                 ids = [token]
-            self.check_vocab(ids, at)
+                self.check_vocab(ids, at)
             out.extend(ids)
         return out
 
@@ -759,8 +932,8 @@ def _show(value: Any) -> str:
 
 
 def _clip(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    short = " ".join(text[: 4 * limit].split())  # a huge text is never split whole
+    return short if len(short) <= limit and len(text) <= 4 * limit else short[: limit - 3] + "..."
 
 
 def _plain(value: Any) -> Any:

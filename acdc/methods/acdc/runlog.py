@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from acdc.core.files import disk_error
+from acdc.core.files import disk_error, write_text_atomic
 from acdc.errors import AcdcError
 
 
@@ -113,12 +113,11 @@ class RunLog:
 
     @classmethod
     def create(cls, directory: Path, header: dict[str, Any]) -> RunLog:
-        """Start a new log in `directory` (replacing any there) with `header`."""
+        """Start a new log in `directory` (replacing any there) with `header`. The header is
+        written atomically: on a full disk no empty or truncated log is left behind."""
         path = Path(directory) / LOG_NAME
-        stream = _open(path, "w")
-        log = cls(path, stream)
-        log._write(json.dumps(header) + "\n")
-        return log
+        write_text_atomic(path, json.dumps(header) + "\n")
+        return cls(path, _open(path, "a"))
 
     @classmethod
     def reopen(cls, logged: LoggedRun) -> RunLog:
