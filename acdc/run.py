@@ -254,6 +254,27 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
     """A new run of `task` (a bundled name or a YAML file). Values given as None take the task
     file's; `options` are the method's own (ACDC: threshold, abs, reverse_head_order,
     candidates). The output directory is checked and created here."""
+    spec, settings = resolve_settings(task, method=method, model=model, metric=metric,
+                                      ablation=ablation, granularity=granularity, seed=seed,
+                                      device=device, dtype=dtype, **options)
+    chosen = get_method(settings.method)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
+    prepare_out_dir(out_dir)
+    lock = RunLock(out_dir)
+    with _released_on_error(lock):
+        if chosen.journal is not None:
+            chosen.journal.check_new_run(out_dir)
+    return Run(settings, spec, out_dir, chosen, lock, command=command,
+               typed={"task": task, "model": model})
+
+
+def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
+                     metric: str | None = None, ablation: str | None = None,
+                     granularity: str = "qkv", seed: int | None = None, device: str = "cpu",
+                     dtype: str = "float32", **options: Any) -> tuple[TaskSpec, RunSettings]:
+    """The task as read and the settings of a run of it (what `start_run` resolves before it
+    touches the output directory)."""
     chosen = get_method(method)
     if dtype not in DTYPES:
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -272,15 +293,7 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
         model=spec.model, method=chosen.name, settings=chosen.make_settings(spec, options),
         common=common, seed=spec.seed, device=device, dtype=dtype,
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-    prepare_out_dir(out_dir)
-    lock = RunLock(out_dir)
-    with _released_on_error(lock):
-        if chosen.journal is not None:
-            chosen.journal.check_new_run(out_dir)
-    return Run(settings, spec, out_dir, chosen, lock, command=command,
-               typed={"task": task, "model": model})
+    return spec, settings
 
 
 class ResumeConflict(AcdcError):
