@@ -805,6 +805,10 @@ def evaluate(
         "--curve", help="Also evaluate the faithfulness curve of the edges ranked by |score| at "
                         "the MIB fractions of the edges (CPR, CMD; plotted as SVG and PNG).")
     ] = False,
+    ranking: Annotated[Path | None, typer.Option(
+        metavar="SWEEP_DIR",
+        help="Rank the curve's edges by a sweep's rank scores (the largest threshold whose "
+             "circuit keeps an edge) instead of the circuit's scores; implies --curve.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="JSON file to write. Default: evaluation.json beside the circuit.")] = None,
     threads: ThreadsOption = 0,
@@ -820,7 +824,8 @@ def evaluate(
     job = prepare_evaluation(
         target, task=task, model=model, metrics=metrics,
         ablation=ablation.value if ablation is not None else None, seed=seed, device=device,
-        dtype=dtype.value if dtype is not None else None, out=out, curve=curve)
+        dtype=dtype.value if dtype is not None else None, out=out, curve=curve,
+        ranking=ranking)
     status = _Status(quiet)
     circuit = job.circuit
     status.say(f"circuit {job.circuit_path}: {circuit.n_edges_kept} of {len(circuit.graph.edges)} "

@@ -24,6 +24,7 @@ loaded) stops the sweep: no new threshold starts, those running finish, and the 
 from __future__ import annotations
 
 import collections
+import logging
 import multiprocessing
 import os
 import signal
@@ -223,11 +224,13 @@ def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
             raise AcdcError(f"--ray {address}: nothing answers at {target[0]}:{target[1]} "
                             f"({reason.lower()}); start the cluster (`ray start --head`) or "
                             f"check the address") from None
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address == "local":
-        kwargs["include_dashboard"] = False
-    else:
-        kwargs["address"] = address
+        # In this thread: the processes of a local instance die with the thread that starts
+        # them (Linux's parent-death signal), and starting one needs no bounded wait.
+        ray.init(include_dashboard=False, **kwargs)
+        return True
+    kwargs["address"] = address
     result: dict[str, BaseException] = {}
 
     def init() -> None:
@@ -248,7 +251,9 @@ def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
         if address == "auto" and isinstance(error, ConnectionError):
             raise AcdcError("--ray auto: no running Ray cluster found from this machine; start "
                             "one (`ray start --head`), give its ADDRESS, or use --ray local")
-        raise AcdcError(f"--ray {address}: cannot connect ({lines[0]})")
+        raise AcdcError(f"--ray {address}: cannot connect ({lines[0]}); a cluster with token "
+                        f"authentication also needs RAY_AUTH_MODE=token here (and its token: "
+                        f"`ray get-auth-token`)")
     return True
 
 
