@@ -15,7 +15,7 @@ from typing import Any
 
 from acdc.sweep.backends import (Failure, run_here, run_in_processes, run_on_ray)
 from acdc.sweep.plan import SweepPlan, ThresholdJob
-from acdc.sweep.results import PLOT_STEM, plot_sweep, write_sweep_json
+from acdc.sweep.results import PLOT_STEM, SweepRecords, plot_sweep
 from acdc.sweep.worker import RunOptions, ThresholdOutcome
 
 OnThreshold = Callable[[ThresholdJob, ThresholdOutcome], None]
@@ -44,8 +44,11 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int = 1,
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
 
+    records = SweepRecords(plan.settings, plan.out_dir)
+
     def finished_one(job: ThresholdJob, outcome: ThresholdOutcome) -> None:
-        write_sweep_json(plan.settings, plan.out_dir)
+        records.refresh(job.threshold)
+        records.write()
         if on_threshold is not None:
             on_threshold(job, outcome)
 
@@ -60,7 +63,9 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int = 1,
         else:
             failures = run_here(plan.jobs, options, finished_one)
     finally:
-        path, record = write_sweep_json(plan.settings, plan.out_dir)
+        for failure in failures:
+            records.refresh(failure.threshold)
+        path, record = records.write()
     written = [path, *plot_sweep(record, plan.out_dir / PLOT_STEM, sweep_title(record))]
     return SweepOutcome(record, tuple(failures), tuple(written))
 

@@ -83,37 +83,53 @@ def run_record(threshold: float, directory: Path,
     return record
 
 
-def sweep_record(settings: SweepSettings, out_dir: Path) -> dict[str, Any]:
-    """The whole of sweep.json, from what the run directories hold now."""
-    runs, circuits = [], []
-    for threshold in settings.grid.thresholds:
-        directory = out_dir / run_dir_name(threshold)
+class SweepRecords:
+    """sweep.json's contents, kept up to date one threshold at a time (each run directory is
+    read when it changes, not at every update: a GPT-2 circuit.json has 32,923 edges)."""
+
+    def __init__(self, settings: SweepSettings, out_dir: Path):
+        self.settings, self.out_dir = settings, out_dir
+        self.runs: dict[float, dict[str, Any]] = {}
+        self.kept: dict[float, tuple[bool, ...]] = {}
+        self.graph: Any = None
+        for threshold in settings.grid.thresholds:
+            self.refresh(threshold)
+
+    def refresh(self, threshold: float) -> None:
+        """Read the run directory of `threshold` again."""
+        directory = self.out_dir / run_dir_name(threshold)
         found = read_run(directory)
-        runs.append(run_record(threshold, directory, found))
+        self.runs[threshold] = run_record(threshold, directory, found)
+        self.kept.pop(threshold, None)
         if found is not None:
-            circuits.append((threshold, found[0]))
-    finished = len(circuits) == len(settings.grid.thresholds)
-    graph = circuits[0][1].graph if circuits else None
-    scores = None
-    if finished and graph is not None:
-        values = rank_scores([t for t, _ in circuits], [c.kept for _, c in circuits])
-        scores = [{"edge": edge.name, "score": encode_score(score)}
-                  for edge, score in zip(graph.edges, values, strict=True)]
-    return {
-        **settings.record(),
-        "finished": finished,
-        "n_edges_total": len(graph.edges) if graph is not None else None,
-        "n_nodes_total": len(node_names(graph)) if graph is not None else None,
-        "runs": runs,
-        "rank_scores": scores,
-    }
+            self.kept[threshold] = found[0].kept
+            self.graph = self.graph or found[0].graph
 
+    def to_json(self) -> dict[str, Any]:
+        """The whole of sweep.json."""
+        thresholds = self.settings.grid.thresholds
+        finished = len(self.kept) == len(thresholds)
+        graph = self.graph
+        scores = None
+        if finished and graph is not None:
+            values = rank_scores(list(thresholds), [self.kept[t] for t in thresholds])
+            scores = [{"edge": edge.name, "score": encode_score(score)}
+                      for edge, score in zip(graph.edges, values, strict=True)]
+        return {
+            **self.settings.record(),
+            "finished": finished,
+            "n_edges_total": len(graph.edges) if graph is not None else None,
+            "n_nodes_total": len(node_names(graph)) if graph is not None else None,
+            "runs": [self.runs[t] for t in thresholds],
+            "rank_scores": scores,
+        }
 
-def write_sweep_json(settings: SweepSettings, out_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Write sweep.json (atomically) from the run directories; return it and its contents."""
-    record = sweep_record(settings, out_dir)
-    path = write_text_atomic(out_dir / SWEEP_JSON, json.dumps(_strict(record), indent=1) + "\n")
-    return path, record
+    def write(self) -> tuple[Path, dict[str, Any]]:
+        """Write sweep.json (atomically); return it and its contents."""
+        record = self.to_json()
+        path = write_text_atomic(self.out_dir / SWEEP_JSON,
+                                 json.dumps(_strict(record), indent=1) + "\n")
+        return path, record
 
 
 def _strict(value: Any) -> Any:
