@@ -435,7 +435,8 @@ def sweep(
     """Run ACDC at every threshold of a grid: one run directory per threshold (DIR/tau-<t>/,
     each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
     f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png)."""
-    from acdc.sweep import GridError, RunOptions, SweepConflict, resume_sweep, run_sweep, start_sweep
+    from acdc.sweep import (GridError, RunOptions, SweepConflict, resume_sweep, run_sweep,
+                            start_sweep)
 
     if ray is not None and jobs > 1:
         raise typer.BadParameter("with --ray the cluster runs the thresholds; leave out --jobs",
@@ -532,7 +533,8 @@ def _sweep_table(record: dict[str, Any]) -> list[str]:
                      *[_num(r["faithfulness"][n]) for n in names], f"{r['runtime_s']:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
     total = record.get("n_edges_total")
     lines.append(f"edges and nodes kept of {total} edges and {record.get('n_nodes_total')} nodes; "
                  f"f = (m - empty) / (full - empty)" if total else "no threshold finished yet")

@@ -80,6 +80,6 @@ def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recor
     `graph` (two ordinary forward passes, or one)."""
     weights = extract_weights(model.model)
     with torch.inference_mode():
-        tensors = task_tensors(task, weights.W_E.device)
-        patched = PatchedModel(weights, graph, *tensors, ablation)
-    return Recordings(patched, *tensors, ablation=ablation)
+        clean, corrupt, pos_batch, pos_index = task_tensors(task, weights.W_E.device)
+        patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index, ablation)
+    return Recordings(patched, clean, corrupt, pos_batch, pos_index, ablation)

@@ -21,7 +21,7 @@ A sweep directory:
     DIR/tau-0.0001/             an ordinary run directory (circuit.json, circuit.dot/.svg,
     DIR/tau-0.000178/ ...       run.yaml, decisions.jsonl) plus evaluation.json
 
->>> plan = start_sweep("demo", thresholds="1e-3:1e-1:5", out=Path("runs/demo-sweep"))  # doctest: +SKIP
+>>> plan = start_sweep("demo", thresholds="1e-3:1e-1:5", out=Path("runs/sweep"))  # doctest: +SKIP
 >>> outcome = run_sweep(plan)  # doctest: +SKIP
 >>> [run["n_edges_kept"] for run in outcome.record["runs"]]  # doctest: +SKIP
 """

@@ -33,12 +33,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from acdc.errors import AcdcError
 from acdc.sweep.plan import ThresholdJob
-from acdc.sweep.worker import (RunOptions, ThresholdOutcome, land, run_threshold,
-                               run_threshold_elsewhere)
+from acdc.sweep.worker import (
+    RunOptions,
+    ThresholdOutcome,
+    land,
+    run_threshold,
+    run_threshold_elsewhere,
+)
 
 OnOutcome = Callable[[ThresholdJob, ThresholdOutcome], None]
 RAY_MISSING = "Ray is not installed: pip install 'circuit[ray]'"
@@ -130,15 +135,16 @@ def run_in_processes(jobs: list[ThresholdJob], options: RunOptions, n: int,
         for _ in range(min(n, len(pending))):
             feed(*start())
         while busy:
-            for conn in wait(list(busy)):
-                process, job = busy.pop(conn)  # type: ignore[index]
+            for ready in wait(list(busy)):
+                conn = cast(Connection, ready)  # wait returns what it was given
+                process, job = busy.pop(conn)
                 try:
-                    kind, value = conn.recv()  # type: ignore[union-attr]
+                    kind, value = conn.recv()
                 except (EOFError, OSError):
                     process.join(STOP_TIMEOUT_S)
                     failures.append(Failure(job.threshold, f"its worker process died "
                                                            f"({_exit_reason(process.exitcode)})"))
-                    conn.close()  # type: ignore[union-attr]
+                    conn.close()
                     if pending and stop is None:
                         feed(*start())
                     continue
@@ -148,9 +154,9 @@ def run_in_processes(jobs: list[ThresholdJob], options: RunOptions, n: int,
                     stop = stop or ThresholdError(job.threshold, value)
                 else:
                     failures.append(Failure(job.threshold, value))
-                feed(conn, process)  # type: ignore[arg-type]
+                feed(conn, process)
     finally:
-        for conn, process in idle:
+        for conn, _ in idle:
             _send_stop(conn)
         for process, _ in busy.values():
             process.terminate()  # Ctrl-C or an error here: the logs are on disk
@@ -246,9 +252,9 @@ def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
         raise AcdcError(f"--ray {address}: Ray did not answer within {timeout:g} s; check that a "
                         f"Ray cluster of this Ray version runs there")
     if "error" in result:
-        error = result["error"]
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        if address == "auto" and isinstance(error, ConnectionError):
+        failure = result["error"]
+        lines = str(failure).strip().splitlines() or [type(failure).__name__]
+        if address == "auto" and isinstance(failure, ConnectionError):
             raise AcdcError("--ray auto: no running Ray cluster found from this machine; start "
                             "one (`ray start --head`), give its ADDRESS, or use --ray local")
         raise AcdcError(f"--ray {address}: cannot connect ({lines[0]}); a cluster with token "

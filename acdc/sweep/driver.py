@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acdc.sweep.backends import (Failure, run_here, run_in_processes, run_on_ray)
+from acdc.sweep.backends import Failure, run_here, run_in_processes, run_on_ray
 from acdc.sweep.plan import SweepPlan, ThresholdJob
 from acdc.sweep.results import PLOT_STEM, SweepRecords, plot_sweep
 from acdc.sweep.worker import RunOptions, ThresholdOutcome

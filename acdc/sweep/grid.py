@@ -112,7 +112,7 @@ def _parse_log_grid(text: str) -> tuple[float, ...]:
     if n > 1 and lo == hi:
         raise GridError(f"--thresholds {text}: LO = HI gives one threshold, not {n}")
     grid = log_grid(lo, hi, n)
-    for a, b in zip(grid, grid[1:]):
+    for a, b in zip(grid, grid[1:], strict=False):
         if a == b:
             raise GridError(f"--thresholds {text}: too dense: two thresholds round to {a:g} at "
                             f"{SIGNIFICANT_DIGITS} significant digits; use a smaller N")

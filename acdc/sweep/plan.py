@@ -30,8 +30,14 @@ from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.methods.registry import get_method
-from acdc.run import (CIRCUIT_JSON, RunLock, RunSettings, prepare_out_dir, resolve_settings,
-                      same_path)
+from acdc.run import (
+    CIRCUIT_JSON,
+    RunLock,
+    RunSettings,
+    prepare_out_dir,
+    resolve_settings,
+    same_path,
+)
 from acdc.sweep.grid import RUN_PREFIX, Grid, default_grid, parse_grid, run_dir_name
 
 SWEEP_JSON = "sweep.json"
@@ -152,9 +158,9 @@ def resume_sweep(out_dir: Path, given: Mapping[str, Any] | None = None, candidat
     conflicts = _grid_conflict(given.pop("thresholds", None), grid)
     conflicts += run.conflicts(given)
     if conflicts:
-        raise SweepConflict(f"{'; '.join(conflicts)}: contradict{'s' if len(conflicts) == 1 else ''}"
-                            f" the sweep in {out_dir} ({SWEEP_JSON}); leave them out, or start a "
-                            f"new sweep with --out")
+        verb = "contradicts" if len(conflicts) == 1 else "contradict"
+        raise SweepConflict(f"{'; '.join(conflicts)} {verb} the sweep in {out_dir} "
+                            f"({SWEEP_JSON}); leave them out, or start a new sweep with --out")
     spec = read_task(run.task_file).with_overrides(
         metric=run.common.metric, ablation=run.common.ablation, seed=run.seed, model=run.model,
         threshold=grid.thresholds[0])

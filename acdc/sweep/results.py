@@ -199,7 +199,7 @@ def _faithfulness_panel(ax: Any, runs: Sequence[dict[str, Any]],
         points = sorted((r["n_edges_kept"], r["faithfulness"][name]) for r in runs
                         if r["faithfulness"].get(name) is not None)
         if points:
-            ax.plot(*zip(*points), marker="o", markersize=4, label=name)
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=4, label=name)
     _count_axis(ax.xaxis, [r["n_edges_kept"] for r in runs], ax.set_xscale)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)

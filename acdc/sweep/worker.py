@@ -26,11 +26,26 @@ from typing import Any, Literal
 from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.files import atomic_path
 from acdc.errors import RunWarning
-from acdc.evaluation.evaluate import (EVALUATION_JSON, EvaluationJob, EvaluationOutcome,
-                                      run_metric_check, write_evaluation)
+from acdc.evaluation.evaluate import (
+    EVALUATION_JSON,
+    EvaluationJob,
+    EvaluationOutcome,
+    run_metric_check,
+    write_evaluation,
+)
 from acdc.methods.registry import get_method
-from acdc.run import (CIRCUIT_JSON, RUN_YAML, Run, RunLock, SharedInputs, execute, load_shared,
-                      run_yaml, write_outputs, write_run_yaml)
+from acdc.run import (
+    CIRCUIT_JSON,
+    RUN_YAML,
+    Run,
+    RunLock,
+    SharedInputs,
+    execute,
+    load_shared,
+    run_yaml,
+    write_outputs,
+    write_run_yaml,
+)
 from acdc.sweep.plan import ThresholdJob
 
 Status = Literal["finished", "interrupted"]
