@@ -195,11 +195,12 @@ def _edges_panel(ax: Any, runs: Sequence[dict[str, Any]], record: dict[str, Any]
 def _faithfulness_panel(ax: Any, runs: Sequence[dict[str, Any]],
                         record: dict[str, Any]) -> None:
     names = list(runs[0]["faithfulness"])
-    for name in names:
+    for name, marker in zip(names, "osD^v<>", strict=False):
         points = sorted((r["n_edges_kept"], r["faithfulness"][name]) for r in runs
                         if r["faithfulness"].get(name) is not None)
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=4, label=name)
+        if points:  # distinct markers: two metrics can coincide (kl and nll often do)
+            ax.plot(*zip(*points, strict=True), marker=marker, markersize=4, label=name,
+                    linewidth=2.2 if name == record.get("metric") else 1.2)
     _count_axis(ax.xaxis, [r["n_edges_kept"] for r in runs], ax.set_xscale)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
