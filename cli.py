@@ -4,7 +4,9 @@ Commands: `discover` (find a task's circuit with a discovery method, through `ac
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
 alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `evaluate` (a
-circuit's faithfulness and its complement: evaluation.json, curves), `compare` (two circuits, or
+circuit's faithfulness and its complement: evaluation.json, curves), `sweep` (ACDC at every
+threshold of a grid, sharing the model and recordings: a run directory per threshold,
+sweep.json, plots; local worker processes or Ray), `compare` (two circuits, or
 circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the
 project's own small models). The library does the work; commands parse, call and print.
 
