@@ -361,7 +361,7 @@ def test_ray_address_that_does_not_answer(task, tmp_path):
 @pytest.mark.slow
 def test_ray_sweep_gives_the_local_circuits(task, swept, independent, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'circuit[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
     try:
         out = tmp_path / "sweep"

@@ -234,7 +234,7 @@ def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     if address == "local":
         # In this thread: the processes of a local instance die with the thread that starts
         # them (Linux's parent-death signal), and starting one needs no bounded wait.
-        ray.init(include_dashboard=False, **kwargs)
+        ray.init(address="local", include_dashboard=False, **kwargs)
         return True
     kwargs["address"] = address
     result: dict[str, BaseException] = {}
