@@ -327,6 +327,7 @@ def test_worker_processes_and_a_killed_worker(task, independent, tmp_path):
     assert_same_runs(out, independent)
 
 
+@pytest.mark.slow
 def test_jobs_option_end_to_end(task, independent, tmp_path):
     result = sweep(task, tmp_path / "sweep", "--jobs", "2")
     assert result.exit_code == 0, result.output
