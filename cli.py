@@ -3,10 +3,11 @@
 Commands: `discover` (find a task's circuit with a discovery method, through `acdc.run`:
 circuit.json, circuit.dot/.svg, run.yaml, and ACDC's decision log that `discover --resume DIR`
 continues from), `graph` (node and edge counts and a memory estimate from a model's config
-alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `evaluate` (a
-circuit's faithfulness and its complement: evaluation.json, curves), `sweep` (ACDC at every
-threshold of a grid, sharing the model and recordings: a run directory per threshold,
-sweep.json, plots; local worker processes or Ray), `compare` (two circuits, or
+alone), `tasks` (the bundled tasks), `render` (re-draw a saved circuit), `export` (a circuit as
+a MIB circuit file, GraphML or CSV), `report` (one self-contained HTML page of a run or a
+sweep), `evaluate` (a circuit's faithfulness and its complement: evaluation.json, curves),
+`sweep` (ACDC at every threshold of a grid, sharing the model and recordings: a run directory
+per threshold, sweep.json, plots; local worker processes or Ray), `compare` (two circuits, or
 circuits and sweeps against a reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the
 project's own small models). The library does the work; commands parse, call and print.
 
@@ -168,6 +169,9 @@ OutOption = Annotated[Path | None, typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
 NoRenderOption = Annotated[bool, typer.Option(
     "--no-render", help="Write circuit.dot but not circuit.svg.")]
+NoScoreWidthOption = Annotated[bool, typer.Option(
+    "--no-score-width", help="Draw every edge at one width (by default a scored circuit's "
+                             "edges are as wide as their |score|).")]
 ResumeOption = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Continue the interrupted run in DIR: its settings and decisions come "
                         "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
@@ -183,7 +187,8 @@ def discover(
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
     candidates: CandidatesOption = 0, max_memory: MaxMemoryOption = None,
     out: OutOption = None, quiet: QuietOption = False,
-    no_render: NoRenderOption = False, resume: ResumeOption = None,
+    no_render: NoRenderOption = False, no_score_width: NoScoreWidthOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Find the circuit of a task: run a discovery method (ACDC by default), write
     circuit.json, circuit.dot/.svg, run.yaml and decisions.jsonl (the log that `--resume`
@@ -193,7 +198,7 @@ def discover(
     given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
                                  "granularity", "abs_", "reverse_head_order", "seed", "device",
                                  "dtype", "out"})
-    tuning = {"candidates": candidates} if candidates else {}
+    tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
         try:
@@ -217,7 +222,8 @@ def discover(
         except KeyboardInterrupt:
             _err(_interrupted_early(job, interrupts))
             raise typer.Exit(interrupts.exit_code) from None
-        written = pipeline.write_outputs(job, outcome, render_svg=not no_render)
+        written = pipeline.write_outputs(job, outcome, render_svg=not no_render,
+                                         score_width=not no_score_width)
     _summarize(job, outcome.circuit, written, interrupts)
 
 
@@ -264,7 +270,8 @@ class _Interrupts:
     decision, once it is logged, so that the log and the partial outputs hold the same
     decisions. A second signal while outputs are written waits for them to be complete."""
 
-    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+    NAMES: dict[int, str] = {signal.SIGINT: "interrupted",
+                             signal.SIGTERM: "terminated (SIGTERM)"}
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -345,7 +352,7 @@ class _ProgressDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bar = None
+        self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
         self.next_report = 0.1
 
@@ -356,8 +363,13 @@ class _ProgressDisplay:
 
         console = Console(stderr=True)
         if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
@@ -437,8 +449,14 @@ def sweep(
     """Run ACDC at every threshold of a grid: one run directory per threshold (DIR/tau-<t>/,
     each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
     f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png)."""
-    from acdc.sweep import (GridError, RunOptions, SweepConflict, resume_sweep, run_sweep,
-                            start_sweep)
+    from acdc.sweep import (
+        GridError,
+        RunOptions,
+        SweepConflict,
+        resume_sweep,
+        run_sweep,
+        start_sweep,
+    )
 
     if ray is not None and jobs > 1:
         raise typer.BadParameter("with --ray the cluster runs the thresholds; leave out --jobs",
@@ -568,32 +586,51 @@ def graph(
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
+    A checkpoint or a local Hugging Face directory is read from its config.json alone (Hugging
+    Face families: GPT-2, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen2, Gemma, Gemma 2, OPT,
+    GPT-Neo), without torch. In a parallel block (GPT-NeoX, GPT-J) an MLP does not read its
+    own layer's heads; under grouped-query attention every query head keeps its own q, k and
+    v input, so the counts are those of the MIB graph.
+
     The memory estimate (fp32, corrupt ablation) adds up what a run allocates: parameters;
     2 x senders x batch x seq_len x d_model (every sender's output delta and ablated value);
-    2 x 3 x layers x heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
+    2 x 3 x layers x query heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
     receiver inputs (at most 256 MiB); the unembedding (head-to-vocabulary factors of at most
     256 MiB, logits at one position per prompt); and the largest per-layer
     temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
     """
     from acdc.core.graph import count_edges
-    from acdc.core.configs import load_shape
+    from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
-    granularity = Granularity(granularity).value
+    chosen = Granularity(granularity).value
     shape = load_shape(model)
-    counts = count_edges(shape.graph_shape(granularity))
+    counts = count_edges(shape.graph_shape(chosen))
     estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
-    n_params = estimate["n_params"]
-    typer.echo(f"model {model}: {shape.n_layers} layers, {shape.n_heads} heads, d_model "
-               f"{shape.d_model}, d_head {shape.d_head}, "
-               f"{'d_mlp ' + str(shape.d_mlp) if shape.has_mlp else 'attention only'}, "
-               f"vocab {shape.d_vocab}, n_ctx {shape.n_ctx}")
-    typer.echo(f"parameters: about {_count(n_params)} in all ({_bytes(4 * n_params)} in fp32): "
-               f"{_count(shape.n_params)} in the blocks (the count `circuit zoo eval` gives) and "
-               f"{_count(n_params - shape.n_params)} in the embeddings and unembedding")
-    typer.echo(f"graph ({granularity}): {counts['nodes']} nodes ({counts['senders']} senders: "
+    heads = f"{shape.n_heads} heads"
+    if shape.n_key_value_heads:
+        heads = f"{shape.n_heads} query heads, {shape.n_key_value_heads} key/value heads"
+    mlp = "attention only"
+    if shape.has_mlp:
+        mlp = f"{'gated ' if shape.mlp_kind == 'gated' else ''}d_mlp {shape.d_mlp}"
+    family = f" ({shape.architecture})" if shape.architecture else ""
+    typer.echo(f"model {model}{family}: {shape.n_layers} layers, {heads}, d_model "
+               f"{shape.d_model}, d_head {shape.d_head}, {mlp}, vocab {shape.d_vocab}, "
+               f"n_ctx {shape.n_ctx}")
+    if shape.features:
+        typer.echo(f"architecture: {'; '.join(shape.features)}")
+    total = shape.n_params_total
+    rest = ("the embeddings, unembedding, biases and norms" if shape.n_params_all is not None
+            else "the embeddings and unembedding")
+    zoo = "" if shape.architecture else " (the count `circuit zoo eval` gives)"
+    typer.echo(f"parameters: about {_count(total)} in all ({_bytes(4 * total)} in fp32): "
+               f"{_count(shape.n_params)} in the blocks' weight matrices{zoo} and "
+               f"{_count(total - shape.n_params)} in {rest}")
+    typer.echo(f"graph ({chosen}): {counts['nodes']} nodes ({counts['senders']} senders: "
                f"1 input, "
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
+    if shape.parallel_attn_mlp and shape.has_mlp:
+        typer.echo("parallel blocks: an MLP reads what its layer's heads read, not those heads")
     typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
                f"{counts['direct']:,} direct")
     for kind, n in counts["by_receiver"].items():
@@ -602,8 +639,8 @@ def graph(
                f"{_bytes(estimate['total'])} = parameters {_bytes(estimate['params'])} + sender "
                f"caches {_bytes(estimate['caches'])} + q/k/v caches {_bytes(estimate['qkv'])} + "
                f"receiver inputs {_bytes(estimate['inputs'])} + unembedding "
-               f"{_bytes(estimate['unembedding'])} + temporaries {_bytes(estimate['temporaries'])}, "
-               f"plus the Python runtime")
+               f"{_bytes(estimate['unembedding'])} + temporaries "
+               f"{_bytes(estimate['temporaries'])}, plus the Python runtime")
 
 
 def _bytes(n: float) -> str:
@@ -644,7 +681,8 @@ def tasks() -> None:
     header = ("NAME", "METRIC", "THRESHOLD", "MODEL", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+                   + "  " + row[4])
 
 
 def _short_model(model: str | None) -> str:
@@ -679,19 +717,87 @@ def render(
         bool,
         typer.Option("--all-edges", help="Draw removed edges too (light grey, dotted)."),
     ] = False,
+    no_score_width: NoScoreWidthOption = False,
 ) -> None:
-    """Re-draw a saved circuit as SVG, PNG or DOT (without the model)."""
+    """Re-draw a saved circuit (circuit.json or a MIB circuit file) as SVG, PNG or DOT
+    (without the model)."""
     from acdc.core.circuit import load_circuit
-    from acdc.export.dot import circuit_title
+    from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
-    from acdc.export.dot import to_dot
 
-    format = RenderFormat(format).value
+    file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
-    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit))
-    target = out if out is not None else circuit_json.with_suffix(f".{format}")
-    written = render_dot(source, target, format)
+    source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit),
+                    score_width=not no_score_width)
+    target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
+    written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
+
+
+# --------------------------------------------------------------------------- export
+
+
+class ExportFormat(str, Enum):
+    mib = "mib"
+    graphml = "graphml"
+    csv = "csv"
+
+
+@app.command()
+@user_errors
+def export(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR_OR_CIRCUIT_JSON",
+        help="A run directory written by `circuit discover`, a circuit.json or a MIB circuit "
+             "file.")],
+    format: Annotated[ExportFormat, typer.Option(
+        "--format", "-f", help="mib: the MIB circuit track's JSON (residual edges, score and "
+                               "in_graph); graphml: the graph with kept flags and scores "
+                               "(networkx); csv: one row per edge.")],
+    out: Annotated[Path | None, typer.Option(
+        help="File to write. Default: beside the circuit, <stem>.mib.json, .graphml or "
+             ".csv.")] = None,
+    d_model: Annotated[int | None, typer.Option(
+        min=1, help="mib: the model's d_model. Default: from the run's model configuration "
+                    "(run.yaml beside the circuit, else the circuit's model).")] = None,
+) -> None:
+    """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
+    from acdc.export.formats import export_circuit
+
+    written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
+    typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges "
+               f"kept)")
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@user_errors
+def report(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_OR_SWEEP_DIR",
+        help="A run directory (`circuit discover`), a sweep directory (tau-<threshold>/ run "
+             "directories, sweep.json), or a circuit file.")],
+    out: Annotated[Path | None, typer.Option(
+        help="HTML file to write. Default: report.html in the directory (beside a circuit "
+             "file: <name>.html).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Sweep: the threshold whose circuit is drawn and listed. Default: the middle one "
+             "of the sweep's thresholds.")] = None,
+    comparison: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="A `circuit compare` output directory to include (comparison.json, "
+                            "roc.json and their drawings); repeat for several. Default: those "
+                            "found in the directory and its subdirectories.")] = None,
+    no_score_width: NoScoreWidthOption = False,
+) -> None:
+    """Write one self-contained HTML page about a run or a sweep: settings, the circuit
+    drawing, metrics, faithfulness, sweep and ROC plots, and a sortable table of edges."""
+    from acdc.export.report import write_report
+
+    written = write_report(target, out, threshold=threshold, comparisons=comparison,
+                           score_width=not no_score_width)
+    typer.echo(f"wrote {written}")
 
 
 # --------------------------------------------------------------------------- compare
@@ -708,7 +814,8 @@ def compare(
     reference: Annotated[str | None, typer.Option(
         "--reference", "-r", metavar="REF",
         help="The circuit to score against: a circuit.json, an edge-list file (one edge a line, "
-             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2.")] = None,
+             "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2, tracr-reverse, "
+             "tracr-proportion.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Output directory. Default: runs/compare-<YYYYmmdd-HHMMSS>/.")] = None,
     no_render: NoRenderOption = False,
@@ -863,7 +970,8 @@ def _evaluation_table(evaluation) -> list[str]:
                      _num(m.complement_faithfulness)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
     lines.append(f"means over {evaluation.n_positions} metric positions of "
                  f"{evaluation.n_prompts} prompts (per-prompt spread in the JSON); "
                  f"f = (m - empty) / (full - empty)")

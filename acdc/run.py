@@ -38,8 +38,7 @@ from typing import TYPE_CHECKING, Any
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import available_memory, check_reachable, model_kind
 from acdc.core.files import disk_error, write_text_atomic
-from acdc.core.settings import (ABLATIONS, METRICS, CommonSettings, recorded_fields,
-                                settings_record)
+from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method
@@ -141,7 +140,7 @@ class RunSettings:
         found = []
         for key, value in given.items():
             flag = "--" + key.replace("_", "-")
-            recorded = record.get(key)
+            recorded: Any = record.get(key)
             if key == "task":
                 agrees = value == self.task or same_path(value, self.task_file)
             elif key == "model":
@@ -518,14 +517,16 @@ def precision_warning(dtype: Any, device: str) -> str | None:
 # --------------------------------------------------------------------------- outputs
 
 
-def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True) -> list[Path]:
-    """Write `circuit.json`, `circuit.dot` (and `.svg`) and `run.yaml` into the run's
-    directory; return every file the run wrote, its journal included."""
+def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True,
+                  score_width: bool = True) -> list[Path]:
+    """Write `circuit.json`, `circuit.dot` (and `.svg`; edge widths by |score| unless
+    `score_width` is False) and `run.yaml` into the run's directory; return every file the run
+    wrote, its journal included."""
     from acdc.export.dot import circuit_title, render, to_dot
 
     out_dir, circuit = run.out_dir, outcome.circuit
     written = [write_circuit(circuit, out_dir / CIRCUIT_JSON)]
-    source = to_dot(circuit, title=circuit_title(circuit))
+    source = to_dot(circuit, title=circuit_title(circuit), score_width=score_width)
     written.append(render(source, out_dir / "circuit.dot", "dot"))
     if render_svg:
         svg = render(source, out_dir / "circuit.svg", "svg")

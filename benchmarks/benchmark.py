@@ -43,15 +43,15 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.core.settings import CommonSettings  # noqa: E402
-from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
-from acdc.run import cpu_threads  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
 from acdc.core.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
 from acdc.core.patching import PatchedModel, Stage  # noqa: E402
-from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
+from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
+from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
+from acdc.run import cpu_threads  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 ACDC_RUNS = 3  # whole runs per bundled task, the best one reported (each under a second)
@@ -101,13 +101,15 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
     with torch.inference_mode():
         forward_s = median_time(lambda: loaded.model(clean), 7)
     common = CommonSettings(task.metric, task.ablation)
-    results = [run_acdc(loaded, task, common, AcdcSettings(task.threshold)) for _ in range(ACDC_RUNS)]
+    results = [run_acdc(loaded, task, common, AcdcSettings(task.threshold))
+               for _ in range(ACDC_RUNS)]
     result = min(results, key=runtime)
     row = {
-        "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean), "threads": threads,
-        "metric": task.metric, "threshold": task.threshold,
+        "task": spec.name, "model": Path(spec.model).name, "prompts": len(task.clean),
+        "threads": threads, "metric": task.metric, "threshold": task.threshold,
         "edges": len(result.graph.edges), "tested": n_tested(result), "kept": result.n_edges_kept,
-        "forward_s": forward_s, "acdc_s": runtime(result), "acdc_runs_s": [runtime(r) for r in results],
+        "forward_s": forward_s, "acdc_s": runtime(result),
+        "acdc_runs_s": [runtime(r) for r in results],
         "fpe_per_test": runtime(result) / forward_s / max(n_tested(result), 1),
     }
     if with_reference:
@@ -121,7 +123,8 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
             runs.append(time.perf_counter() - start)
         row["reference_s"], row["reference_runs_s"] = min(runs), runs
         row["speedup"] = row["reference_s"] / runtime(result)
-        mismatched = [e.name for e in result.graph.edges if reference[e.name][0] != result.kept[e.index]]
+        mismatched = [e.name for e in result.graph.edges
+                      if reference[e.name][0] != result.kept[e.index]]
         row["decisions_match"] = not mismatched
         row["mismatched_edges"] = mismatched[:10]
     row["peak_rss_mb"] = peak_rss_mb()
@@ -142,7 +145,8 @@ def sparse_circuit(graph, rng: random.Random, node_fraction: float, edge_keep: f
         if edge.kind == "direct":
             if target in nodes:
                 kept.add(edge.name)
-        elif edge.sender.name in nodes and (target in nodes or target == "logits") and rng.random() < edge_keep:
+        elif (edge.sender.name in nodes and (target in nodes or target == "logits")
+              and rng.random() < edge_keep):
             kept.add(edge.name)
     by_name = {e.name: e for e in graph.edges}
     while True:  # drop edges into nodes whose output nothing reads, until none is left
@@ -194,7 +198,8 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
                     return float(metric(logits))
 
                 sample = edges[:tests_per_receiver]
-                test_s = median_time(lambda it=iter(sample * 3): one_test(next(it)), len(sample))
+                tests = iter(sample * 3)
+                test_s = median_time(lambda tests=tests: one_test(next(tests)), len(sample))
                 receivers.append({"receiver": node, "layer": layer, "edges": len(edges),
                                   "test_s": test_s, "fpe": test_s / layer_forward_s})
             # then decide the group as the circuit says (bookkeeping only: timing needs the
@@ -259,35 +264,41 @@ def markdown(report: dict) -> str:
     lines = [f"Benchmark: `{report['command']}` ({report['machine']}, torch {report['torch']}, "
              f"{report['threads']} threads, {report['date']})", ""]
     if report["tasks"]:
-        lines += ["| task | model | prompts | threads | edges | tested | kept | forward | ACDC | reference | speedup | FPE/test | same decisions | peak RSS |",
+        lines += ["| task | model | prompts | threads | edges | tested | kept | forward | ACDC | "
+                  "reference | speedup | FPE/test | same decisions | peak RSS |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in report["tasks"]:
             ref = f"{r['reference_s']:.1f} s" if "reference_s" in r else "-"
             speed = f"{r['speedup']:.0f}x" if "speedup" in r else "-"
             same = {True: "yes", False: "NO"}.get(r.get("decisions_match"), "-")
-            lines.append(f"| {r['task']} | {r['model']} | {r['prompts']} | {r['threads']} | {r['edges']} | {r['tested']} | "
-                         f"{r['kept']} | {r['forward_s'] * 1000:.1f} ms | {r['acdc_s']:.2f} s | {ref} | "
-                         f"{speed} | {r['fpe_per_test']:.3f} | {same} | {r['peak_rss_mb']:.0f} MB |")
+            lines.append(f"| {r['task']} | {r['model']} | {r['prompts']} | {r['threads']} | "
+                         f"{r['edges']} | {r['tested']} | {r['kept']} | "
+                         f"{r['forward_s'] * 1000:.1f} ms | {r['acdc_s']:.2f} s | {ref} | "
+                         f"{speed} | {r['fpe_per_test']:.3f} | {same} | "
+                         f"{r['peak_rss_mb']:.0f} MB |")
         lines += ["", f"ACDC: best of {ACDC_RUNS} whole runs; reference: best of {REFERENCE_RUNS} "
                   "(every run's time is in benchmark.json).", ""]
     g = report.get("gpt2_edge_cost")
     if g:
         lines += [f"GPT-2-small shape, batch {g['batch']} x {g['seq']} tokens, random weights; "
-                  f"plain forward {g['forward_s']:.2f} s (median, measured next to each layer's tests); "
-                  f"random sparse circuit of {g['circuit_edges']} of {g['graph_edges']} edges, every node "
-                  f"on a path to the logits; {g['tested_edges']} edges into its live receivers (the "
-                  f"edges a run tests); setup (clean + corrupted caches, the final full patched pass) "
-                  f"{g['setup_fpe']:.1f} FPE.", "",
-                  "| receiver layer | live receivers | edges tested | one edge test | FPE |", "|---|---|---|---|---|"]
+                  f"plain forward {g['forward_s']:.2f} s (median, measured next to each layer's "
+                  f"tests); random sparse circuit of {g['circuit_edges']} of {g['graph_edges']} "
+                  f"edges, every node on a path to the logits; {g['tested_edges']} edges into its "
+                  f"live receivers (the edges a run tests); setup (clean + corrupted caches, the "
+                  f"final full patched pass) {g['setup_fpe']:.1f} FPE.", "",
+                  "| receiver layer | live receivers | edges tested | one edge test | FPE |",
+                  "|---|---|---|---|---|"]
         for r in g["layers"]:
             name = "logits" if r["layer"] == GPT2_CONFIG["n_layers"] else r["layer"]
-            lines.append(f"| {name} | {r['receivers']} | {r['tested']} | {r['test_ms']:.1f} ms | {r['fpe']:.4f} |")
+            lines.append(f"| {name} | {r['receivers']} | {r['tested']} | {r['test_ms']:.1f} ms | "
+                         f"{r['fpe']:.4f} |")
         lines += ["", f"Projected whole run: {g['projected_run_s'] / 60:.1f} min, "
                   f"{g['projected_fpe_per_test']:.4f} FPE per edge test (setup included); "
                   f"peak RSS {g['peak_rss_mb']:.0f} MB.", ""]
     r = report.get("gpt2_run")
     if r:
-        lines += [f"Whole GPT-2-shape run, batch {r['batch']} x {r['seq']}, threshold {r['threshold']}: "
+        lines += [f"Whole GPT-2-shape run, batch {r['batch']} x {r['seq']}, "
+                  f"threshold {r['threshold']}: "
                   f"{r['run_s']:.0f} s, {r['tested']} edges tested, {r['kept']} kept, "
                   f"{r['fpe_per_test']:.4f} FPE per test; peak RSS {r['peak_rss_mb']:.0f} MB.", ""]
     return "\n".join(lines)
@@ -301,7 +312,8 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference")
     parser.add_argument("--gpt2-batch", type=int, default=100)
     parser.add_argument("--gpt2-seq", type=int, default=15)
-    parser.add_argument("--gpt2-tests", type=int, default=3, help="edge tests timed per live receiver")
+    parser.add_argument("--gpt2-tests", type=int, default=3,
+                        help="edge tests timed per live receiver")
     parser.add_argument("--no-gpt2", action="store_true")
     parser.add_argument("--gpt2-run-batch", type=int, default=100,
                         help="a whole run at this batch (0: none; about 5 minutes at 100)")
@@ -321,11 +333,13 @@ def main() -> None:
         print(json.dumps(report["tasks"][-1]), flush=True)
     if not args.no_gpt2:
         print("GPT-2 shape, edge test costs ...", flush=True)
-        report["gpt2_edge_cost"] = bench_gpt2_edge_cost(args.gpt2_batch, args.gpt2_seq, args.gpt2_tests)
+        report["gpt2_edge_cost"] = bench_gpt2_edge_cost(args.gpt2_batch, args.gpt2_seq,
+                                                        args.gpt2_tests)
         print(json.dumps(report["gpt2_edge_cost"]), flush=True)
     if args.gpt2_run_batch:
         print("GPT-2 shape, whole run ...", flush=True)
-        report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq, args.gpt2_run_threshold)
+        report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq,
+                                            args.gpt2_run_threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.models import LoadedModel, build_model, load_model, model_shape  # noqa: E402
+from acdc.core.patching import task_tensors  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks import Task, list_tasks, resolve_task  # noqa: E402
-from acdc.core.patching import task_tensors  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator, ranking_from_scores  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
@@ -122,7 +122,7 @@ def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     with torch.inference_mode():
         _, write_s = timed(lambda: evaluator.patched.set_edges(flags))
         _, loop_s = timed(lambda: [evaluator.patched.set_edge(edge, present)
-                                   for edge, present in zip(graph.edges, kept)])
+                                   for edge, present in zip(graph.edges, kept, strict=True)])
     return {"batch": batch, "seq": seq, "edges": len(graph.edges), "kept": sum(kept),
             "threads": DEFAULT_THREADS, **row, "mask_write_s": write_s, "set_edge_loop_s": loop_s,
             "cpr_kl": curve.cpr["kl"]}

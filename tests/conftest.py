@@ -36,11 +36,21 @@ MODEL_CONFIGS: dict[str, dict] = {
     # 1 layer, 1 head: small enough to check by hand
     "one_head": {"n_layers": 1, "d_model": 8, "n_heads": 1, "d_head": 4, "attn_only": True,
                  "normalization_type": "LN"},
+    # bidirectional attention (tracr's compiled models): every query reads every key
+    "bidir_attn2": {"n_layers": 2, "d_model": 16, "n_heads": 3, "d_head": 4, "attn_only": True,
+                    "normalization_type": "LN", "attention_dir": "bidirectional"},
+    "bidir_mlp3": {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_head": 6, "d_mlp": 24,
+                   "act_fn": "relu", "normalization_type": None,
+                   "attention_dir": "bidirectional"},
 }
-MODEL_SEEDS = {"attn2": 1, "mlp3": 2, "nonorm2": 3, "one_head": 4}
+MODEL_SEEDS = {"attn2": 1, "mlp3": 2, "nonorm2": 3, "one_head": 4, "bidir_attn2": 5,
+               "bidir_mlp3": 6}
 # Weight scale: without normalisation the residual grows layer by layer, so that model gets
 # smaller weights to keep its logits (and KL scores) in a sensible range.
-MODEL_GAINS = {"attn2": 1.5, "mlp3": 1.5, "nonorm2": 0.6, "one_head": 1.5}
+MODEL_GAINS = {"attn2": 1.5, "mlp3": 1.5, "nonorm2": 0.6, "one_head": 1.5, "bidir_attn2": 1.5,
+               "bidir_mlp3": 0.6}
+# Bidirectional attention reads every position, padding included: their prompts share a length.
+EQUAL_LENGTHS = frozenset({"bidir_attn2", "bidir_mlp3"})
 
 
 def model_config(name: str) -> dict:
@@ -115,8 +125,11 @@ def tiny_models() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_tasks() -> dict[str, TinyTask]:
-    """name -> a random task for the model of that name (seeded per model)."""
-    return {name: make_task(100 + MODEL_SEEDS[name]) for name in MODEL_CONFIGS}
+    """name -> a random task for the model of that name (seeded per model); prompts of one
+    length for the bidirectional models."""
+    return {name: make_task(100 + MODEL_SEEDS[name], **({"min_len": 8, "max_len": 8}
+                                                        if name in EQUAL_LENGTHS else {}))
+            for name in MODEL_CONFIGS}
 
 
 def error_of(fn, *args, **kwargs) -> str:

@@ -177,7 +177,8 @@ def hook_flags(model) -> Iterator[None]:
 
 
 def pad(prompts: list[list[int]], value: int = 0) -> torch.Tensor:
-    """Right-pad token lists into one [batch, pos] tensor (causal attention ignores the pad)."""
+    """Right-pad token lists into one [batch, pos] tensor (causal attention ignores the pad;
+    bidirectional models get prompts of one length)."""
     width = max(len(p) for p in prompts)
     return torch.tensor([list(p) + [value] * (width - len(p)) for p in prompts], dtype=torch.long)
 

@@ -4,10 +4,10 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.core.settings import CommonSettings
-from acdc.methods.acdc.search import AcdcSettings, run_acdc
 from acdc.core.models import load_model
+from acdc.core.settings import CommonSettings
 from acdc.core.tasks import list_tasks, read_task, resolve_task
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 BUILT_IN = ["ioi", "greater-than", "induction"]
 
@@ -24,7 +24,7 @@ def test_built_in_task_runs_end_to_end_at_small_n(name):
     model = load_model(spec.model)
     task = resolve_task(spec, model.tokenizer, model.shape.d_vocab, model.shape.n_ctx)
     assert len(task.clean) == 12
-    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt, strict=True))
     result = run_acdc(model, task, CommonSettings(spec.metric, spec.ablation),
                       AcdcSettings(threshold=spec.threshold))
     total = len(result.graph.edges)

@@ -7,7 +7,8 @@ import pytest
 from acdc.methods.acdc import candidates
 
 
-def sequential(n_edges: int, metric_of, current: float, threshold: float) -> list[tuple[int, float, bool]]:
+def sequential(n_edges: int, metric_of, current: float, threshold: float
+               ) -> list[tuple[int, float, bool]]:
     """ACDC over one receiver's edges, one test at a time."""
     removed, steps = set(), []
     for j in range(n_edges):
@@ -71,4 +72,4 @@ def test_plan_follows_the_keep_rate():
     kept = candidates.plan(10, 4, keep_rate=1.0)  # always kept: nothing earlier removed
     assert kept == [candidates.Candidate(j, 0) for j in range(4)]
     tree = candidates.plan(10, 7, keep_rate=0.5)  # a full binary tree of depth 3
-    assert sorted((c.edge for c in tree)) == [0, 1, 1, 2, 2, 2, 2]
+    assert sorted(c.edge for c in tree) == [0, 1, 1, 2, 2, 2, 2]

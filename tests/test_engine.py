@@ -7,13 +7,13 @@ import random
 
 import pytest
 import torch
-
-from acdc.core.settings import CommonSettings
-from acdc.methods.acdc.search import AcdcSettings, run_acdc
-from acdc.errors import AcdcError
-from acdc.core.models import LoadedModel, build_model, model_shape
-from acdc.core.tasks import Task
 from conftest import make_task, randomize
+
+from acdc.core.models import LoadedModel, build_model, model_shape
+from acdc.core.settings import CommonSettings
+from acdc.core.tasks import Task
+from acdc.errors import AcdcError
+from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
           "n_ctx": 20, "act_fn": "gelu", "normalization_type": "LN"}
@@ -101,7 +101,35 @@ def test_every_edge_kept_and_every_edge_removed(loaded):
     assert nothing.n_edges_kept == 0
 
 
-@pytest.mark.parametrize("engine, candidates", [("incremental", 1), ("incremental", 6), ("full", 0)])
+def test_bidirectional_every_edge_kept_is_the_model_and_removed_is_the_corrupted_run():
+    """On a bidirectional model (prompts of one length): the full circuit's metric is the
+    model's own (0), the empty circuit's is the corrupted run's, computed by TransformerLens."""
+    from acdc.core.metrics import build_metric, metric_targets
+
+    model = build_model({**CONFIG, "attention_dir": "bidirectional"}, seed=13)
+    randomize(model, seed=13, gain=1.2)
+    loaded = LoadedModel("bidirectional", model, None, model_shape(model.cfg))
+    t = make_task(6, n_prompts=6, min_len=12, max_len=12, d_vocab=60)
+    task = Task(name="t", description="", source="test", model=None, metric="kl", threshold=0.0,
+                ablation="corrupt", seed=0, clean=t.clean, corrupt=t.corrupt,
+                positions=t.positions, answers=None, wrong_answers=None)
+    everything = run_acdc(loaded, task, CommonSettings(), AcdcSettings(threshold=-1e9))
+    assert everything.n_edges_kept == len(everything.graph.edges)
+    assert everything.metric_circuit < 1e-6
+    nothing = run_acdc(loaded, task, CommonSettings(), AcdcSettings(threshold=1e9))
+    assert nothing.n_edges_kept == 0
+    with torch.inference_mode():
+        clean, corrupt = model(torch.tensor(t.clean)), model(torch.tensor(t.corrupt))
+    rows = torch.tensor([b for b, pos in enumerate(t.positions) for _ in pos])
+    cols = torch.tensor([p for pos in t.positions for p in pos])
+    metric = build_metric("kl", clean[rows, cols], metric_targets(t.clean, t.positions, None, None))
+    corrupted = float(metric(corrupt[rows, cols]))
+    assert corrupted > 0.1
+    assert math.isclose(nothing.metric_circuit, corrupted, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("engine, candidates",
+                         [("incremental", 1), ("incremental", 6), ("full", 0)])
 def test_interrupt_then_replay_gives_the_uninterrupted_circuit(loaded, engine, candidates):
     """Also in the middle of a walk over several candidates (its later decisions are lost)."""
     task = task_of(5)

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import pytest
-
 import reference_acdc as ref
 from conftest import TinyTask
 
@@ -42,7 +41,8 @@ class Case:
     def __str__(self) -> str:
         flags = [self.model, self.metric, self.ablation, self.granularity]
         flags += ["abs"] * self.use_abs + ["reverse"] * self.reverse_head_order
-        flags += [f"candidates{self.candidates}"] * bool(self.candidates) + ["lowrank"] * self.low_rank
+        flags += [f"candidates{self.candidates}"] * bool(self.candidates)
+        flags += ["lowrank"] * self.low_rank
         flags += ["window"] * self.window + ["lastonly"] * self.last_only
         return "-".join(flags)
 
@@ -82,6 +82,19 @@ CASES = [
     Case("mlp3", "nll", candidates=5, low_rank=True, window=True),
     Case("mlp3", last_only=True),
     Case("attn2", "logit_diff", candidates=4, last_only=True),
+    # bidirectional attention: every position reads every other, so no window
+    Case("bidir_attn2"),
+    Case("bidir_attn2", ablation="zero"),
+    Case("bidir_attn2", "logit_diff", granularity="head"),
+    Case("bidir_attn2", ablation="zero", granularity="head", candidates=5, low_rank=True),
+    Case("bidir_mlp3"),
+    Case("bidir_mlp3", "l2", "zero"),
+    Case("bidir_mlp3", ablation="zero", granularity="head"),
+    Case("bidir_mlp3", "logit_diff", granularity="head", candidates=8, low_rank=True),
+    Case("bidir_attn2", window=True),
+    Case("bidir_mlp3", "l2", "zero", window=True),
+    Case("bidir_mlp3", "nll", candidates=3, window=True),
+    Case("bidir_attn2", "logit_diff", last_only=True),
 ]
 QUANTILES = (0.3, 0.7)
 
@@ -92,9 +105,9 @@ def windowed(tiny: TinyTask, prefix: int = 3) -> TinyTask:
     """The task with corrupt prompts that repeat the first `prefix` clean tokens, no metric
     position among them, and the longest prompts' metric positions off their last two."""
     longest = max(len(c) for c in tiny.clean)
-    corrupt = [c[:prefix] + k[prefix:] for c, k in zip(tiny.clean, tiny.corrupt)]
+    corrupt = [c[:prefix] + k[prefix:] for c, k in zip(tiny.clean, tiny.corrupt, strict=True)]
     positions = [[p for p in pos if p >= prefix and (len(c) < longest or p < longest - 2)]
-                 or [longest - 3] for c, pos in zip(tiny.clean, tiny.positions)]
+                 or [longest - 3] for c, pos in zip(tiny.clean, tiny.positions, strict=True)]
     return TinyTask(tiny.clean, corrupt, positions, tiny.answers, tiny.wrong_answers)
 
 
@@ -169,10 +182,10 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 @pytest.mark.parametrize("quantile", QUANTILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
-    from acdc.methods.acdc import propagation
-    from acdc.core.settings import CommonSettings
-    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.settings import CommonSettings
+    from acdc.methods.acdc import propagation
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     if case.low_rank:
         monkeypatch.setattr(propagation, "LOW_RANK_MIN_WORK", 0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from reference_acdc import circuit_metric
 from typer.testing import CliRunner
 
 import cli
@@ -23,10 +24,18 @@ from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
 from acdc.core.tasks import Task
 from acdc.errors import AcdcError, GraphError
-from acdc.evaluation.faithfulness import (METRIC_SIGN, MIB_FRACTIONS, CircuitEvaluator,
-                                          cmd, cpr, edges_at, normalised,
-                                          prune_circuit, rank_edges, ranking_from_scores)
-from reference_acdc import circuit_metric
+from acdc.evaluation.faithfulness import (
+    METRIC_SIGN,
+    MIB_FRACTIONS,
+    CircuitEvaluator,
+    cmd,
+    cpr,
+    edges_at,
+    normalised,
+    prune_circuit,
+    rank_edges,
+    ranking_from_scores,
+)
 
 runner = CliRunner()
 

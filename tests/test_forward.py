@@ -15,6 +15,8 @@ CONFIGS = {
     "rms-gated": {**SHAPE, "d_mlp": 64, "normalization_type": "RMS", "gated_mlp": True,
                   "act_fn": "silu"},
     "ln-pre": {**SHAPE, "n_layers": 1, "d_mlp": 32, "normalization_type": "LNPre"},
+    "bidirectional": {**SHAPE, "d_mlp": 48, "normalization_type": None, "act_fn": "relu",
+                      "attention_dir": "bidirectional"},
 }
 
 
@@ -34,7 +36,10 @@ def test_full_forward_is_the_model(model):
         assert torch.allclose(logits, model(tokens), atol=1e-5)
     assert patterns.shape == (model.cfg.n_layers, 3, model.cfg.n_heads, 10, 10)
     assert torch.allclose(patterns.sum(-1), torch.ones(()), atol=1e-6)
-    assert not patterns.triu(1).any()  # causal: no weight on later keys
+    if model.cfg.attention_dir == "causal":
+        assert not patterns.triu(1).any()  # causal: no weight on later keys
+    else:
+        assert (patterns > 0).all()  # bidirectional: weight on every key
 
 
 def test_attention_at_scattered_positions_equals_the_full_attention():
@@ -46,6 +51,10 @@ def test_attention_at_scattered_positions_equals_the_full_attention():
     future = torch.arange(7)[None, :] > position[:, None]
     full = forward.attend(q, k, v, 2.0, mask)[..., prompt, position, :]
     scattered = forward.attend_at(q[..., prompt, position, :], k, v, 2.0, prompt, future)
+    assert torch.allclose(scattered, full, atol=1e-6)
+    # bidirectional: no mask, every key
+    full = forward.attend(q, k, v, 2.0, torch.zeros(7, 7))[..., prompt, position, :]
+    scattered = forward.attend_at(q[..., prompt, position, :], k, v, 2.0, prompt, None)
     assert torch.allclose(scattered, full, atol=1e-6)
 
 

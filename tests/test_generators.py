@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -24,7 +25,6 @@ from acdc.core.generators import (
     predictable_positions,
 )
 from acdc.core.models import Tokenizer
-from conftest import error_of
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
 COMMON = ["John", "Mary", "Anna", "Paul", "Lisa", "Mark", "Emma"]
@@ -108,7 +108,7 @@ def test_ioi_prompts_and_abc_corruption(bpe):
         assert clean.index(s) < len(clean) - 1 - clean[::-1].index(s)  # S named, then repeated
         orders.append("ABBA" if clean.index(io) < clean.index(s) else "BABA")
         # same template, place and object: the prompts differ exactly at the three name slots
-        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b]
+        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt, strict=False)) if a != b]
         assert len(clean) == len(corrupt) and len(differ) == 3
         assert sorted(clean[i] for i in differ) == sorted([io, s, s])
         fresh = [corrupt[i] for i in differ]
@@ -275,7 +275,7 @@ def test_induction_parameter_problems(params, expected):
 
 
 def test_defaults_are_complete_and_valid():
-    for kind, generator in GENERATORS.items():
+    for generator in GENERATORS.values():
         defaults = generator.defaults()
         assert list(defaults) == ["kind", *generator.params]
         assert check_generator(defaults, "x") == defaults
@@ -337,14 +337,14 @@ def test_bundled_generated_tasks_resolve(bpe, name):
     task = resolve_task(spec, bpe, d_vocab=bpe.vocab_size, n_ctx=64)
     assert task.n_prompts == spec.n_prompts == {"ioi": 100, "greater-than": 100,
                                                 "induction": 40}[name]
-    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+    assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt, strict=True))
 
 
 def test_generated_induction_task_runs_end_to_end(tiny_models):
-    from acdc.core.settings import CommonSettings
-    from acdc.methods.acdc.search import AcdcSettings, run_acdc
     from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.settings import CommonSettings
     from acdc.core.tasks import TaskSpec, resolve_task
+    from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     model = tiny_models["attn2"]
     spec = TaskSpec.from_dict({
@@ -355,4 +355,5 @@ def test_generated_induction_task_runs_end_to_end(tiny_models):
     task = resolve_task(spec, None, model.cfg.d_vocab, model.cfg.n_ctx)
     loaded = LoadedModel("attn2", model, None, model_shape(model.cfg))
     result = run_acdc(loaded, task, CommonSettings("nll"), AcdcSettings(threshold=0.05))
-    assert any(score is not None for score in result.scores) and 0 <= result.n_edges_kept <= len(result.graph.edges)
+    assert any(score is not None for score in result.scores)
+    assert 0 <= result.n_edges_kept <= len(result.graph.edges)

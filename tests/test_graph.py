@@ -2,8 +2,8 @@
 
 import pytest
 
-from acdc.errors import GraphError
 from acdc.core.graph import GraphShape, build_graph, count_edges
+from acdc.errors import GraphError
 
 GPT2 = GraphShape(n_layers=12, n_heads=12, has_mlp=True)
 
@@ -72,7 +72,8 @@ def test_names_follow_the_shared_convention():
 
 def test_senders_are_numbered_in_forward_order():
     graph = build_graph(GraphShape(3, 4, True))
-    assert [s.name for s in graph.senders[:7]] == ["input", "a0.h0", "a0.h1", "a0.h2", "a0.h3", "m0", "a1.h0"]
+    assert [s.name for s in graph.senders[:7]] == ["input", "a0.h0", "a0.h1", "a0.h2", "a0.h3",
+                                                   "m0", "a1.h0"]
     assert graph.senders_before(2) == 11
     assert graph.senders[graph.sender_of_mlp(1)].name == "m1"
     assert graph.senders[graph.sender_of_head(2, 3)].name == "a2.h3"
@@ -83,19 +84,22 @@ def test_acdc_order_is_the_authors_order():
     order = [(node, [e.name for e in edges]) for node, edges in graph.acdc_order()]
     assert order[0] == ("logits", ["m1->logits", "a1.h1->logits", "a1.h0->logits", "m0->logits",
                                    "a0.h1->logits", "a0.h0->logits", "input->logits"])
-    assert order[1] == ("m1", ["a1.h1->m1", "a1.h0->m1", "m0->m1", "a0.h1->m1", "a0.h0->m1", "input->m1"])
+    assert order[1] == ("m1", ["a1.h1->m1", "a1.h0->m1", "m0->m1", "a0.h1->m1", "a0.h0->m1",
+                               "input->m1"])
     assert [n for n, _ in order[2:8]] == ["a1.h1", "a1.h0"] * 3
     assert [es[0] for _, es in order[2:8]] == [
         "a1.h1<v>->a1.h1", "a1.h0<v>->a1.h0", "a1.h1<k>->a1.h1", "a1.h0<k>->a1.h0",
         "a1.h1<q>->a1.h1", "a1.h0<q>->a1.h0"]
-    assert [n for n, _ in order[8:14]] == ["a1.h1<v>", "a1.h0<v>", "a1.h1<k>", "a1.h0<k>", "a1.h1<q>", "a1.h0<q>"]
+    assert [n for n, _ in order[8:14]] == ["a1.h1<v>", "a1.h0<v>", "a1.h1<k>", "a1.h0<k>",
+                                           "a1.h1<q>", "a1.h0<q>"]
     assert order[8][1] == ["m0->a1.h1<v>", "a0.h1->a1.h1<v>", "a0.h0->a1.h1<v>", "input->a1.h1<v>"]
     assert order[14][0] == "m0"
 
 
 def test_reverse_head_order_visits_heads_upwards():
     graph = build_graph(GraphShape(2, 2, True))
-    order = [(node, [e.name for e in edges]) for node, edges in graph.acdc_order(reverse_head_order=True)]
+    order = [(node, [e.name for e in edges])
+             for node, edges in graph.acdc_order(reverse_head_order=True)]
     assert order[0][1][:3] == ["m1->logits", "a1.h0->logits", "a1.h1->logits"]
     assert [n for n, _ in order[2:4]] == ["a1.h0", "a1.h1"]
 

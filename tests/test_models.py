@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from acdc.errors import ModelError
-from acdc.core.configs import load_shape
 from acdc.core.models import build_model, load_model, save_checkpoint
+from acdc.core.shapes import load_shape
+from acdc.errors import ModelError
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=50)
 
@@ -65,19 +65,24 @@ def test_unsupported_architectures_are_refused(tmp_path):
 def test_local_hugging_face_directory_loads_offline(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=60, n_positions=32)).eval()
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=60,
+                                    n_positions=32)).eval()
     hf.save_pretrained(tmp_path / "hf")
     assert load_shape(str(tmp_path / "hf")).n_heads == 4
     loaded = load_model(str(tmp_path / "hf"))
     tokens = torch.randint(0, 60, (2, 7))
     with torch.no_grad():
         assert torch.allclose(loaded.model(tokens), hf(tokens).logits, atol=1e-5)
-    assert "n_ctx" not in json.loads((tmp_path / "hf" / "config.json").read_text())  # left as it was
+    # left as it was
+    assert "n_ctx" not in json.loads((tmp_path / "hf" / "config.json").read_text())
 
 
 def test_model_names(monkeypatch):
-    with pytest.raises(ModelError, match="unknown model 'gpt7'"):
-        load_shape("gpt7")
+    with monkeypatch.context() as online:  # the name is checked against TransformerLens' list
+        online.setattr("acdc.core.configs.hub_reachable", lambda: True)
+        online.setattr("acdc.core.models.hub_reachable", lambda: True)
+        with pytest.raises(ModelError, match="unknown model 'gpt7'"):
+            load_shape("gpt7")
 
     def no_network(*args, **kwargs):
         raise OSError("no route")

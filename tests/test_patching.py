@@ -8,12 +8,16 @@ from acdc.core.models import build_model, extract_weights, model_shape
 from acdc.core.patching import PatchedModel, Stage
 
 CONFIGS = {
-    "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, attn_only=True),
+    "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50,
+                      attn_only=True),
     "mlp-ln": dict(n_layers=3, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, d_mlp=64),
-    "no-norm-relu": dict(n_layers=2, d_model=24, n_heads=3, d_head=5, n_ctx=16, d_vocab=50, d_mlp=48,
-                         normalization_type=None, act_fn="relu"),
+    "no-norm-relu": dict(n_layers=2, d_model=24, n_heads=3, d_head=5, n_ctx=16, d_vocab=50,
+                         d_mlp=48, normalization_type=None, act_fn="relu"),
     "rms-gated": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50, d_mlp=64,
                       normalization_type="RMS", gated_mlp=True, act_fn="silu"),
+    "bidirectional": dict(n_layers=2, d_model=24, n_heads=3, d_head=8, n_ctx=16, d_vocab=50,
+                          d_mlp=48, normalization_type=None, act_fn="relu",
+                          attention_dir="bidirectional"),
 }
 
 
@@ -30,7 +34,8 @@ def _patched(model, granularity, ablation, clean, corrupt):
     batch, n_pos = clean.shape
     pos_batch = torch.arange(batch).repeat_interleave(n_pos)
     pos_index = torch.arange(n_pos).repeat(batch)
-    return graph, PatchedModel(extract_weights(model), graph, clean, corrupt, pos_batch, pos_index, ablation)
+    return graph, PatchedModel(extract_weights(model), graph, clean, corrupt, pos_batch,
+                               pos_index, ablation)
 
 
 @pytest.fixture(params=list(CONFIGS))
@@ -57,7 +62,8 @@ def test_every_edge_removed_is_the_corrupted_run(model, granularity):
         graph, patched = _patched(model, granularity, "corrupt", clean, corrupt)
         for edge in graph.edges:
             patched.set_edge(edge, False)
-        assert torch.allclose(patched.logits_from(Stage(0)), model(corrupt).flatten(0, 1), atol=1e-5)
+        assert torch.allclose(patched.logits_from(Stage(0)), model(corrupt).flatten(0, 1),
+                              atol=1e-5)
 
 
 def test_zero_ablation_of_everything_leaves_only_biases(model):
@@ -70,7 +76,8 @@ def test_zero_ablation_of_everything_leaves_only_biases(model):
             patched.set_edge(edge, False)
         logits = patched.logits_from(Stage(0))
         assert torch.allclose(logits, logits[:1].expand_as(logits), atol=1e-5)
-        residual = sum(b.attn.b_O + (0 if model.cfg.attn_only else b.mlp.b_out) for b in model.blocks)
+        residual = sum(b.attn.b_O + (0 if model.cfg.attn_only else b.mlp.b_out)
+                       for b in model.blocks)
         if hasattr(model, "ln_final"):
             residual = model.ln_final(residual[None, None])[0, 0]
         expected = model.unembed(residual[None, None])[0, 0]
@@ -83,7 +90,8 @@ def test_a_pass_from_a_later_stage_equals_a_full_pass():
     model = _model(CONFIGS["mlp-ln"])
     torch.manual_seed(3)
     clean, corrupt = torch.randint(0, 50, (2, 4, 9))
-    names = ["input->logits", "m1->m2", "a2.h1<q>->a2.h1", "a0.h3->a2.h0<k>", "a1.h2->m1", "m0->a1.h0<v>"]
+    names = ["input->logits", "m1->m2", "a2.h1<q>->a2.h1", "a0.h3->a2.h0<k>", "a1.h2->m1",
+             "m0->a1.h0<v>"]
     with torch.inference_mode():
         graph, patched = _patched(model, "qkv", "corrupt", clean, corrupt)
         for i, name in enumerate(names):
@@ -124,6 +132,32 @@ def test_changing_positions_span_first_difference_to_last_metric_position():
     assert changing_positions(delta, torch.tensor([9, 2, 7])) == (2, 9)
     # nothing differs: from the first metric position on
     assert changing_positions(torch.zeros(3, 2, 10, 4), torch.tensor([5, 7])) == (5, 7)
+
+
+def test_changing_positions_are_every_position_under_bidirectional_attention():
+    """Later keys reach the metric positions and earlier queries read later keys: with
+    bidirectional attention no position is left out, whatever delta and the positions say."""
+    from acdc.methods.acdc.propagation import changing_positions
+
+    delta = torch.zeros(3, 2, 10, 4)
+    delta[1, 0, 8] = 1.0
+    assert changing_positions(delta, torch.tensor([8, 7]), causal=False) == (0, 9)
+
+
+def test_bidirectional_attention_refuses_prompts_of_different_lengths():
+    """The padding of a shorter prompt would be read by every query of a bidirectional model."""
+    from acdc.core.patching import task_tensors
+    from acdc.core.tasks import Task
+    from acdc.errors import TaskError
+
+    task = Task(name="ragged", description="", source="test", model=None, metric="kl",
+                threshold=0.1, ablation="corrupt", seed=0, clean=[[1, 2, 3], [1, 2]],
+                corrupt=[[3, 2, 1], [2, 1]], positions=[[2], [1]], answers=None,
+                wrong_answers=None)
+    clean = task_tensors(task, "cpu")[0]  # causal: right-padded
+    assert clean.tolist() == [[1, 2, 3], [1, 2, 0]]
+    with pytest.raises(TaskError, match="prompts of 2 to 3 tokens.*bidirectional"):
+        task_tensors(task, "cpu", causal=False)
 
 
 def test_set_edges_sets_what_set_edge_sets(tiny_models, tiny_tasks):

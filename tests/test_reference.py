@@ -4,9 +4,9 @@ against computations done by hand from the model's weights."""
 from __future__ import annotations
 
 import pytest
+import reference_acdc as ref
 import torch
 
-import reference_acdc as ref
 from acdc.core.graph import GraphShape, build_graph
 
 MODELS = ["attn2", "mlp3", "nonorm2", "one_head"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_cli import TINY_CONFIG, error_line, invoke, write_task
 
-from acdc.methods.acdc import runlog
 from acdc.core.models import build_model, save_checkpoint
+from acdc.methods.acdc import runlog
 
 THRESHOLD = 0.01  # on the tiny model: some edges kept, some removed, some nodes dead
 GRANULARITIES = ("qkv", "head")
@@ -83,7 +83,7 @@ def assert_same_circuit(out: Path, reference: Path, replayed: int = 0) -> None:
     assert [(name, kept) for name, kept, _ in got] == [(name, kept) for name, kept, _ in expected]
     assert [score is None for _, _, score in got] == [score is None for _, _, score in expected]
     exact = {d["edge"] for d in log_lines(reference)[1:][:replayed]}
-    for (name, _, score), (_, _, want) in zip(got, expected):
+    for (name, _, score), (_, _, want) in zip(got, expected, strict=True):
         if score is None:
             continue
         if name in exact:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
 from acdc.core import tasks as tasks_module
 from acdc.core.generators import IOI_NAMES
 from acdc.core.models import Tokenizer
-from conftest import error_of
 from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
 
 WORDS = [
@@ -768,9 +768,11 @@ def test_users_copy_of_the_ioi_task_with_edited_lists(tmp_path):
     assert spec.model == str(DEMO_DIR) and spec.prepend_bos
     task = resolve_task(spec, demo, d_vocab=91, n_ctx=32)
     assert task.n_prompts == 12 and task.metric == "kl"
-    assert all(c[0] == demo.bos_id and len(c) == len(k) for c, k in zip(task.clean, task.corrupt))
+    assert all(c[0] == demo.bos_id and len(c) == len(k)
+               for c, k in zip(task.clean, task.corrupt, strict=True))
     assert task.positions == [[len(c) - 1] for c in task.clean]
-    assert all(len(a) == 1 and len(w) == 1 for a, w in zip(task.answers, task.wrong_answers))
+    assert all(len(a) == 1 and len(w) == 1
+               for a, w in zip(task.answers, task.wrong_answers, strict=True))
     again = resolve_task(read_task(str(path)), demo, d_vocab=91, n_ctx=32)
     assert again.clean == task.clean and again.corrupt == task.corrupt
     logit_diff = resolve_task(spec.with_overrides(metric="logit_diff"), demo, 91, 32)
@@ -800,7 +802,7 @@ def test_users_copy_of_the_induction_task(tmp_path):
     task = resolve_task(spec, None, d_vocab=40, n_ctx=24)
     assert [len(c) for c in task.clean] == [24] * 5 and task.answers is None
     assert all(p and p[-1] < 23 for p in task.positions)  # nll reads next tokens in the prompt
-    assert all(c != k for c, k in zip(task.clean, task.corrupt))
+    assert all(c != k for c, k in zip(task.clean, task.corrupt, strict=True))
 
 
 @pytest.mark.parametrize(("change", "expected"), [

@@ -57,7 +57,7 @@ def test_demo_data_is_the_ioi_generators_task():
     for prompt in sample_prompts(words, words.pair_split()[0], 50, rng):
         clean, corrupt = prompt.text.split(), corrupt_prompt(words, prompt, rng).split()
         assert clean.count(prompt.answer) == 1 and clean.count(prompt.wrong) == 2
-        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b]
+        differ = [i for i, (a, b) in enumerate(zip(clean, corrupt, strict=False)) if a != b]
         assert len(clean) == len(corrupt) and len(differ) == 3
         fresh = {corrupt[i] for i in differ}
         assert len(fresh) == 3 and not {prompt.answer, prompt.wrong} & fresh
@@ -94,8 +94,8 @@ def test_demo_model_solves_its_task(demo, task):
 @pytest.mark.slow
 def test_training_is_deterministic_and_loadable(tmp_path):
     first = train_model("demo", tmp_path / "a", seed=3, steps=4)
-    second = train_model("demo", tmp_path / "b", seed=3, steps=4)
-    other = train_model("demo", tmp_path / "c", seed=4, steps=4)
+    train_model("demo", tmp_path / "b", seed=3, steps=4)
+    train_model("demo", tmp_path / "c", seed=4, steps=4)
     assert first["steps"] == 4 and set(first["files"]) == {"config.json", "model.safetensors",
                                                            "tokenizer.json"}
     a, b, c = (load_file(str(tmp_path / d / "model.safetensors")) for d in "abc")
@@ -191,7 +191,8 @@ def test_induction_circuit_has_the_k_composition():
 @pytest.mark.parametrize("name", ("ioi", "induction"))
 def test_attention_patterns_forward_equals_the_model(bundled, name):
     loaded = bundled[name]
-    tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12),
+                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, patterns = attention_patterns(loaded.model, tokens)
         expected = loaded.model(tokens)

@@ -13,7 +13,8 @@ rebuilt without the model), edge counts, the circuit's nodes, EVERY edge of the 
 order with its kept flag and score, then the results. `from_json` dispatches on the format tag
 (`circuit/1` is the only one so far; a later format adds a reader and keeps this one) and
 checks the file against the rebuilt graph, so a file from another graph shape or a hand-edited
-edge list is refused in one line.
+edge list is refused in one line. A MIB circuit file (the benchmark's format, which has no tag:
+`cfg`, `nodes` and `edges` objects) is read by `acdc.core.mib`.
 
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 2, False))
@@ -38,7 +39,7 @@ from acdc.errors import GraphError
 FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
-SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp")
+SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
 V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
                                    "metric_noise", "runtime_s", "partial")
 V1_REQUIRED: tuple[str, ...] = (
@@ -98,6 +99,8 @@ class Circuit:
             "n_layers": graph.n_layers,
             "n_heads": graph.n_heads,
             "has_mlp": graph.shape.has_mlp,
+            # written only for parallel blocks, so files of sequential models are unchanged
+            **({"parallel_attn_mlp": True} if graph.shape.parallel_attn_mlp else {}),
             "n_edges_total": len(graph.edges),
             "n_edges_kept": self.n_edges_kept,
             **counts,
@@ -112,10 +115,14 @@ class Circuit:
         """A circuit from a `circuit.json` dictionary, checked against the rebuilt graph."""
         if not isinstance(data, dict):
             raise GraphError(f"{source}: not a circuit file (expected a JSON object)")
-        reader = READERS.get(data.get("format"))  # type: ignore[arg-type]
+        tag = data.get("format")
+        if tag is None and {"cfg", "nodes", "edges"} <= data.keys():
+            tag = "mib"  # MIB's files carry no tag
+        reader = READERS.get(tag)  # type: ignore[arg-type]
         if reader is None:
-            raise GraphError(f"{source}: format is {data.get('format')!r}, expected one of "
-                             f"{', '.join(map(repr, READERS))} (write it with `circuit discover`)")
+            raise GraphError(f"{source}: format is {data.get('format')!r}, expected "
+                             f"{FORMAT!r} (written by `circuit discover`) or a MIB circuit file "
+                             f"(cfg, nodes and edges)")
         return reader(data, source)
 
 
@@ -142,9 +149,12 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     if granularity not in GRANULARITIES:
         raise GraphError(f"{source}: granularity {granularity!r} is not one of "
                          f"{', '.join(GRANULARITIES)}")
+    parallel = data.get("parallel_attn_mlp", False)
+    if not isinstance(parallel, bool):
+        raise GraphError(f"{source}: parallel_attn_mlp is {parallel!r}; it must be true or false")
     try:
         shape = GraphShape(int(data["n_layers"]), int(data["n_heads"]), bool(data["has_mlp"]),
-                           granularity)
+                           granularity, parallel)
     except (TypeError, ValueError):
         raise GraphError(f"{source}: n_layers and n_heads must be integers") from None
     graph = build_graph(shape)
@@ -155,7 +165,7 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                          f"{shape.n_heads}-head {granularity} graph has {len(graph.edges)}")
     kept: list[bool] = []
     scores: list[float | None] = []
-    for i, (entry, edge) in enumerate(zip(edges, graph.edges)):
+    for i, (entry, edge) in enumerate(zip(edges, graph.edges, strict=True)):
         if not isinstance(entry, dict) or entry.get("name") != edge.name:
             name = entry.get("name") if isinstance(entry, dict) else entry
             raise GraphError(f"{source}: edge {i} is {name!r}, expected {edge.name!r} (edges must "
@@ -174,11 +184,18 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     return Circuit(graph, tuple(kept), tuple(scores), settings, results)
 
 
-READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1}
+def _read_mib(data: dict[str, Any], source: str) -> Circuit:
+    from acdc.core.mib import from_mib  # it builds on this module
+
+    return from_mib(data, source)
+
+
+READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,
+                                                                "mib": _read_mib}
 
 
 def load_circuit(path: str | Path) -> Circuit:
-    """Read a `circuit.json` written by `circuit discover`."""
+    """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -8,9 +8,9 @@ key, never a traceback from deep inside a library.
 
 `--model` names one of three things, told apart here (`model_kind`): a checkpoint directory
 in the project's format (`config.json` holding `HookedTransformerConfig` keyword arguments), a
-local Hugging Face directory (`config.json` with `model_type` or `architectures`), or a
-TransformerLens model name. The last two are read through TransformerLens
-(`acdc.core.models`), imported only then.
+local Hugging Face directory (`config.json` with `model_type` or `architectures`, whose shape
+`acdc.core.hf_configs` reads), or a TransformerLens model name, whose shape is read through
+TransformerLens (`acdc.core.models`), imported only then.
 
 >>> checkpoint_shape({"n_layers": 2, "d_model": 64, "n_heads": 4, "d_head": 16,
 ...                   "n_ctx": 32, "d_vocab": 100}).d_mlp
@@ -71,8 +71,17 @@ TEXT_KEYS: tuple[str, ...] = ("act_fn", "normalization_type", "positional_embedd
 class ModelShape:
     """The facts about a model that the graph and the memory estimates need.
 
-    `n_params` counts the blocks' weights (attention and MLP matrices), as TransformerLens
-    does; `n_params_total` adds the embeddings and the unembedding."""
+    `n_heads` counts query heads; `n_key_value_heads` is None when every query head has its
+    own key and value head, else the number of shared ones (grouped-query attention; 1 is
+    multi-query). `parallel_attn_mlp`: attention and MLP read the same residual (GPT-NeoX,
+    GPT-J). `mlp_kind` "gated" is W_out(act(x W_gate) * x W_in) (SwiGLU, GeGLU).
+
+    `n_params` counts the blocks' weight matrices (attention and MLP, no biases or norms), as
+    TransformerLens does (but with the key/value matrices at their real size under grouped-query
+    attention). `n_params_total` counts every parameter: given exactly by a Hugging Face
+    configuration (`n_params_all`: biases, norms, a tied unembedding once), else estimated as
+    the blocks plus embedding, positions and unembedding. `architecture` and `features` describe
+    a Hugging Face model for people (its family, and how it differs from GPT-2)."""
 
     n_layers: int
     n_heads: int
@@ -82,17 +91,37 @@ class ModelShape:
     d_vocab: int
     n_ctx: int
     n_params: int
+    n_key_value_heads: int | None = None
+    parallel_attn_mlp: bool = False
+    mlp_kind: str = "plain"  # "plain" or "gated"
+    n_params_all: int | None = None
+    tied_embeddings: bool = False
+    architecture: str | None = None
+    features: tuple[str, ...] = ()
 
     @property
     def has_mlp(self) -> bool:
         return self.d_mlp is not None
 
     @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: `n_heads` unless they are shared."""
+        return self.n_key_value_heads or self.n_heads
+
+    @property
     def n_params_total(self) -> int:
+        if self.n_params_all is not None:
+            return self.n_params_all
         return self.n_params + (2 * self.d_vocab + self.n_ctx) * self.d_model
 
+    @property
+    def n_params_loaded(self) -> int:
+        """Parameters a run holds: a tied unembedding becomes its own copy when loaded."""
+        return self.n_params_total + (self.d_vocab * self.d_model if self.tied_embeddings else 0)
+
     def graph_shape(self, granularity: str = "qkv") -> GraphShape:
-        return GraphShape(self.n_layers, self.n_heads, self.has_mlp, granularity)  # type: ignore[arg-type]
+        return GraphShape(self.n_layers, self.n_heads, self.has_mlp, granularity,  # type: ignore[arg-type]
+                          self.parallel_attn_mlp)
 
 
 def model_kind(spec: str) -> str:
@@ -134,8 +163,9 @@ def check_checkpoint_config(config: dict[str, Any], source: str) -> None:
     line per fault."""
     for key in config:
         if key not in CHECKPOINT_KEYS:
-            raise ModelError(f"{source}: unknown key {key!r}{did_you_mean(str(key), CHECKPOINT_KEYS)}; "
-                             f"keys must be HookedTransformerConfig arguments")
+            hint = did_you_mean(str(key), CHECKPOINT_KEYS)
+            raise ModelError(f"{source}: unknown key {key!r}{hint}; keys must be "
+                             f"HookedTransformerConfig arguments")
     for key, least in WHOLE_KEYS.items():
         value = config.get(key)
         if value is None:
@@ -175,26 +205,19 @@ def checkpoint_shape(config: dict[str, Any], source: str = "config") -> ModelSha
     attn_only = config.get("attn_only", False)
     d_mlp = None if attn_only else config.get("d_mlp") or 4 * d_model
     n_layers = config["n_layers"]
-    n_params = n_layers * d_model * d_head * n_heads * 4
+    n_kv = config.get("n_key_value_heads") or n_heads
+    if n_heads % n_kv:
+        raise ModelError(f"{source}: n_heads {n_heads} is not a multiple of n_key_value_heads "
+                         f"{n_kv}")
+    gated = bool(config.get("gated_mlp"))
+    n_params = n_layers * d_model * d_head * (2 * n_heads + 2 * n_kv)
     if d_mlp is not None:
-        n_params += n_layers * d_model * d_mlp * (3 if config.get("gated_mlp") else 2)
+        n_params += n_layers * d_model * d_mlp * (3 if gated else 2)
     return ModelShape(n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head,
                       d_mlp=d_mlp, d_vocab=config["d_vocab"], n_ctx=config["n_ctx"],
-                      n_params=n_params)
-
-
-def load_shape(spec: str) -> ModelShape:
-    """The shape of a model from its configuration alone (no weights are read). Checkpoints are
-    read here; Hugging Face directories and names through TransformerLens."""
-    kind = model_kind(spec)
-    if kind == "checkpoint":
-        path = Path(spec) / CHECKPOINT_CONFIG
-        return checkpoint_shape(read_config(path), str(path))
-    if kind == "name":
-        check_reachable(spec)
-    from acdc.core.models import transformer_lens_shape
-
-    return transformer_lens_shape(spec, kind)
+                      n_params=n_params, n_key_value_heads=None if n_kv == n_heads else n_kv,
+                      parallel_attn_mlp=bool(config.get("parallel_attn_mlp")),
+                      mlp_kind="gated" if gated else "plain")
 
 
 def hub_reachable() -> bool:

@@ -2,8 +2,9 @@
 
 Every computation the project makes with a model's weights is written here once: the token
 and position embedding, LayerNorm / RMSNorm, the per-head query, key and value projections,
-causal attention, the head outputs `z @ W_O`, the MLP and the unembedding. The three callers
-differ only in what they feed these functions:
+attention (causal, or bidirectional as in tracr's compiled models), the head outputs
+`z @ W_O`, the MLP and the unembedding. The three callers differ only in what they feed these
+functions:
 
 - `full_forward`: the ordinary forward pass (the residual stream is a running sum), returning
   logits and every attention pattern; the zoo reads attention through it, with no hook names.
@@ -57,6 +58,15 @@ def causal_mask(n_pos: int, dtype: torch.dtype, device: torch.device | str) -> t
     return torch.triu(full, diagonal=1)
 
 
+def attention_mask(w: Weights, n_pos: int, dtype: torch.dtype,
+                   device: torch.device | str) -> torch.Tensor:
+    """The model's additive [n_pos, n_pos] mask: `causal_mask`, or zeros when every query
+    reads every key (`attention_dir: bidirectional`; adding 0 changes no score)."""
+    if w.causal:
+        return causal_mask(n_pos, dtype, device)
+    return torch.zeros(n_pos, n_pos, dtype=dtype, device=device)
+
+
 def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
          eps: float) -> torch.Tensor:
     """LayerNorm / RMSNorm over the last dimension, as TransformerLens defines them (fused
@@ -102,7 +112,7 @@ def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tens
 def attention_pattern(q: torch.Tensor, k: torch.Tensor, scale: float,
                       mask: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / scale + mask) over the keys: [..., queries, keys]. `mask` is the slice
-    of `causal_mask` for these queries and keys."""
+    of `attention_mask` for these queries and keys."""
     return torch.softmax(q @ k.transpose(-1, -2) / scale + mask, dim=-1)
 
 
@@ -114,17 +124,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
 
 
 def attend_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-              prompt: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+              prompt: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
     """z at scattered query positions: q [..., n, d_head] holds n queries, query j from prompt
     `prompt[j]`; k, v [..., batch, keys, d_head] every prompt's keys; `future` [n, keys] is True
-    for the keys after query j. Returns [..., n, d_head].
+    for the keys after query j (None: bidirectional attention, every key is read). Returns
+    [..., n, d_head].
 
     The incremental engine reads most nodes at the metric positions only; gathering each
     query's own prompt turns n single-row attentions into one batched product.
     """
     keys = k[..., prompt, :, :]  # [..., n, keys, d_head]: each query's prompt
     scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, keys]
-    scores = scores.masked_fill(future, float("-inf"))
+    if future is not None:
+        scores = scores.masked_fill(future, float("-inf"))
     return (torch.softmax(scores, dim=-1)[..., None, :] @ v[..., prompt, :, :])[..., 0, :]
 
 
@@ -147,6 +159,8 @@ def mlp(w: Weights, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
     """The MLP's output from its un-normalised input x [..., d_model], without `b_out` (a bias,
     not part of the sender). Gated (`act(x W_gate) * (x W_in) + b_in`) when the model has
     `W_gate`, else `act(x W_in + b_in)`."""
+    # a layer with an MLP
+    assert lw.W_in is not None and lw.b_in is not None and lw.W_out is not None
     x = norm(x, lw.ln2_w, lw.ln2_b, w.normalization, w.eps)
     if lw.W_gate is not None:
         hidden = w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
@@ -175,8 +189,10 @@ class Unembedding:
         self.centre = self.kind in ("LN", "LNPre")
         self.gain = w.ln_final_w if self.kind in ("LN", "RMS") else None
         self.W_U = w.W_U
-        has_bias = self.kind == "LN" and w.ln_final_b is not None
-        self.c = w.ln_final_b @ w.W_U + w.b_U if has_bias else w.b_U
+        if self.kind == "LN" and w.ln_final_b is not None:  # the final norm has a bias
+            self.c = w.ln_final_b @ w.W_U + w.b_U
+        else:
+            self.c = w.b_U
 
     def centred(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if self.centre else x
@@ -209,7 +225,7 @@ def full_forward(w: Weights, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.
     The logits equal the model's own up to rounding (a test checks it against TransformerLens).
     """
     x = embed(w, tokens)
-    mask = causal_mask(tokens.shape[-1], x.dtype, x.device)
+    mask = attention_mask(w, tokens.shape[-1], x.dtype, x.device)
     patterns = []
     for lw in w.layers:
         h = norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)

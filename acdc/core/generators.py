@@ -392,7 +392,8 @@ def _keep(
     """The words all of whose `forms` ("{}" with or without a leading space) are single known
     tokens (or, with single=False, tokenise without the unknown token)."""
     test = vocab.single if single else (lambda text: text if vocab.known(text) else None)
-    kept, dropped = [], []
+    kept: list[str] = []
+    dropped: list[str] = []
     for word in words:
         bad = [form.format(word) for form in forms if test(form.format(word)) is None]
         (dropped if bad else kept).append(bad[0] if bad else word)
@@ -516,6 +517,7 @@ def _two_digit(k: int) -> str:
 
 def _greater_than(params: dict[str, Any], tokenizer: Tokenizer | None, d_vocab: int, where: str):
     vocab = _vocab(tokenizer, where, "greater-than")
+    assert tokenizer is not None  # `_vocab` refuses None
     not_single = [_two_digit(k) for k in range(100) if vocab.single(_two_digit(k)) is None]
     if not_single:
         raise TaskError(

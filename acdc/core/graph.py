@@ -7,6 +7,15 @@ every MLP `m{l}` (without `b_out`). Receivers read it: the query, key and value 
 head (`a{l}.h{h}<q>` ...), every MLP input `m{l}` and `logits`. With `granularity="head"` a
 head has one receiver, the head itself, that feeds its q, k and v alike.
 
+A head reads every sender of earlier layers; an MLP also reads the heads of its own layer,
+except in a *parallel* block (`parallel_attn_mlp`: GPT-NeoX/Pythia, GPT-J), where attention and
+MLP both read the residual stream as it enters the layer, so the MLP of layer l reads exactly
+what the heads of layer l read. Under grouped-query (or multi-query) attention several query
+heads share one key/value projection; the graph still has one k and one v input per *query*
+head, as the MIB graph does: `a2.h3<k>` is the residual that query head 3's key projection
+reads (the projection's weights are shared with the other query heads of its group, the input
+is that head's own copy), so edge counts do not depend on the number of key/value heads.
+
 Besides the residual edges, the q/k/v-split graph has one *direct* edge per head and input
 (`a2.h3<q>->a2.h3`): removing it replaces the head's whole query (key, value) by its ablated
 value.
@@ -37,12 +46,14 @@ QKV = ("q", "k", "v")
 
 @dataclass(frozen=True)
 class GraphShape:
-    """What the graph depends on: a model's layer and head counts and whether it has MLPs."""
+    """What the graph depends on: a model's layer and (query) head counts, whether it has
+    MLPs and whether its blocks are parallel (the MLP reads the residual the heads read)."""
 
     n_layers: int
     n_heads: int
     has_mlp: bool
     granularity: Granularity = "qkv"
+    parallel_attn_mlp: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class Edge:
     def endpoints(self) -> tuple[str, str]:
         """The (source, target) node names; a direct edge goes q/k/v input -> head."""
         if self.sender is None:
+            assert self.receiver.head is not None  # a direct edge goes into a head
             return self.receiver.name, head_name(self.receiver.layer, self.receiver.head)
         return self.sender.name, self.receiver.name
 
@@ -149,6 +161,11 @@ class Graph:
     def sender_of_mlp(self, layer: int) -> int:
         return self.senders_before(layer) + self.n_heads
 
+    def senders_of_mlp(self, layer: int) -> int:
+        """Number of senders the MLP of `layer` reads: those its heads read, and in a
+        sequential block the heads of `layer` too."""
+        return self.senders_before(layer) + (0 if self.shape.parallel_attn_mlp else self.n_heads)
+
     def node_names(self) -> list[str]:
         """Every node: senders, then receivers that are not also senders (`logits`, q/k/v)."""
         names = [s.name for s in self.senders]
@@ -183,7 +200,7 @@ class Graph:
         if not reverse_head_order:
             heads.reverse()
         by_receiver: dict[str, list[Edge]] = {}
-        direct: dict[tuple[int, int, str], Edge] = {}
+        direct: dict[tuple[int, int | None, str | None], Edge] = {}
         for edge in self.edges:
             if edge.kind == "direct":
                 direct[(edge.receiver.layer, edge.receiver.head, edge.qkv)] = edge
@@ -192,9 +209,14 @@ class Graph:
 
         def sender_key(edge: Edge) -> tuple[int, int, int]:
             s = edge.sender
+            assert s is not None  # only residual edges are sorted
             if s.kind == "input":
                 return (1, 0, 0)
-            in_layer = -1 if s.kind == "mlp" else heads.index(s.head)
+            if s.kind == "mlp":
+                in_layer = -1
+            else:
+                assert s.head is not None  # a head sender
+                in_layer = heads.index(s.head)
             return (0, -s.layer, in_layer)
 
         groups: list[tuple[str, list[Edge]]] = []
@@ -228,18 +250,21 @@ def count_edges(shape: GraphShape) -> dict[str, Any]:
 
     >>> count_edges(GraphShape(12, 12, True))["edges"]
     32923
+    >>> count_edges(GraphShape(6, 8, True, parallel_attn_mlp=True))["residual"]  # Pythia-70m
+    3580
     """
     layers, heads, mlp = shape.n_layers, shape.n_heads, int(shape.has_mlp)
     per_layer = heads + mlp
-    read_by_heads = sum(1 + layer * per_layer for layer in range(layers))  # one head input each
+    # sum over layers l of the senders one head input reads, 1 + l * per_layer
+    read_by_heads = layers + per_layer * layers * (layers - 1) // 2
     by_receiver: dict[str, int] = {}
     if shape.granularity == "qkv":
         for qkv in QKV:
             by_receiver[f"head {qkv} inputs"] = heads * read_by_heads
     else:
         by_receiver["heads"] = heads * read_by_heads
-    if mlp:
-        by_receiver["MLPs"] = read_by_heads + layers * heads
+    if mlp:  # an MLP reads what its layer's heads read, and in a sequential block those heads
+        by_receiver["MLPs"] = read_by_heads + (0 if shape.parallel_attn_mlp else layers * heads)
     n_senders = 1 + layers * per_layer
     by_receiver["logits"] = n_senders
     direct = 3 * layers * heads if shape.granularity == "qkv" else 0
@@ -290,7 +315,8 @@ def build_graph(shape: GraphShape) -> Graph:
     def add_residual(receiver: Receiver, n_senders: int) -> None:
         for sender in senders[:n_senders]:
             edges.append(
-                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender, None)
+                Edge(f"{sender.name}->{receiver.name}", len(edges), "residual", receiver, sender,
+                     None)
             )
 
     per_layer = shape.n_heads + int(shape.has_mlp)
@@ -306,11 +332,12 @@ def build_graph(shape: GraphShape) -> Graph:
         if shape.has_mlp:
             r = Receiver(mlp_name(layer), "mlp", layer, None, None)
             layer_receivers.append(r)
-            add_residual(r, before + shape.n_heads)
+            add_residual(r, before + (0 if shape.parallel_attn_mlp else shape.n_heads))
         receivers += layer_receivers
         if shape.granularity == "qkv":
             for r in layer_receivers:
                 if r.kind == "head":
+                    assert r.head is not None  # a head receiver
                     name = f"{r.name}->{head_name(layer, r.head)}"
                     edges.append(Edge(name, len(edges), "direct", r, None, r.qkv))
     logits = Receiver("logits", "logits", shape.n_layers, None, None)

@@ -35,7 +35,6 @@ import torch
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError
 
-
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -143,6 +142,8 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
     if name in NEEDS_ANSWER_AND_WRONG:
         if targets.answers is None or targets.wrong is None:
             raise AcdcError(f"metric {name} needs an answer and a wrong answer on every prompt")
+        # the masks come with the token ids (`metric_targets`)
+        assert targets.answer_mask is not None and targets.wrong_mask is not None
         a, am, w, wm = targets.answers, targets.answer_mask, targets.wrong, targets.wrong_mask
         if name == "logit_diff":
             return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm))
@@ -154,6 +155,7 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
         return prob_diff
     # nll
     if targets.next_token is None or bool((targets.next_token < 0).any()):
-        raise AcdcError("metric nll needs an answer on every prompt whose last position is a metric position")
+        raise AcdcError("metric nll needs an answer on every prompt whose last position is a "
+                        "metric position")
     target = targets.next_token[:, None]
     return lambda logits: -_pick(logits.log_softmax(-1), target)[..., 0]

@@ -11,8 +11,8 @@
 
 Weights are read only through safetensors or `torch.load(weights_only=True)`. Everything the
 engine needs from a model is copied into a plain `Weights` value, so that the patched forward
-in `forward.py` and `patching.py` never touches transformer_lens and a move to its 4.x `TransformerBridge`
-changes this module alone.
+in `forward.py` and `patching.py` never touches transformer_lens and a move to its 4.x
+`TransformerBridge` changes this module alone.
 
 >>> model = build_model({"n_layers": 2, "d_model": 32, "n_heads": 4, "d_head": 8,
 ...                      "n_ctx": 16, "d_vocab": 50, "attn_only": True})
@@ -33,9 +33,20 @@ from typing import Any
 
 import torch
 
-from acdc.core.configs import (CHECKPOINT_CONFIG, CHECKPOINT_TOKENIZER, CHECKPOINT_WEIGHTS,
-                               ModelShape, available_memory, check_checkpoint_config,
-                               check_reachable, hub_reachable, model_kind, read_config)
+from acdc.core.configs import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_TOKENIZER,
+    CHECKPOINT_WEIGHTS,
+    ModelShape,
+    available_memory,
+    check_checkpoint_config,
+    check_reachable,
+    checkpoint_shape,
+    hub_reachable,
+    model_kind,
+    read_config,
+)
+from acdc.core.hf_configs import hf_shape
 from acdc.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -47,7 +58,8 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 # TransformerLens' activations as single fused kernels (gelu_new and gelu_fast are the tanh
 # approximation of GELU, written out in several operations there).
 ACTIVATIONS = {
-    "relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
+    "relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
     "gelu_new": _gelu_tanh, "gelu_fast": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh,
 }
 SUPPORTED_ACTIVATIONS = tuple(ACTIVATIONS)
@@ -141,9 +153,13 @@ class Tokenizer:
 def model_shape(cfg: Any) -> ModelShape:
     """The shape of a `HookedTransformerConfig`."""
     d_mlp = None if cfg.attn_only else cfg.d_mlp
+    n_kv = getattr(cfg, "n_key_value_heads", None)
     return ModelShape(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
         d_mlp=d_mlp, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, n_params=int(cfg.n_params or 0),
+        n_key_value_heads=None if n_kv in (None, cfg.n_heads) else n_kv,
+        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        mlp_kind="gated" if getattr(cfg, "gated_mlp", False) else "plain",
     )
 
 
@@ -158,12 +174,14 @@ def make_config(config: dict[str, Any], source: str = "config") -> Any:
     try:
         return tl.HookedTransformerConfig(**config)
     except TypeError as error:
-        raise ModelError(f"{source}: {error}; keys must be HookedTransformerConfig arguments") from None
+        raise ModelError(f"{source}: {error}; keys must be HookedTransformerConfig "
+                         f"arguments") from None
     except (ValueError, AssertionError) as error:
         raise ModelError(f"{source}: invalid model configuration ({error})") from None
 
 
-def build_model(config: dict[str, Any], tokenizer: Tokenizer | None = None, seed: int | None = None):
+def build_model(config: dict[str, Any], tokenizer: Tokenizer | None = None,
+                seed: int | None = None):
     """A `HookedTransformer` with freshly initialised weights (tests, training)."""
     tl = _transformer_lens()
     if seed is not None:
@@ -220,7 +238,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.cfg.device if isinstance(self.model.cfg.device, torch.device) else torch.device(self.model.cfg.device)
+        return (self.model.cfg.device if isinstance(self.model.cfg.device, torch.device)
+                else torch.device(self.model.cfg.device))
 
 
 def transformer_lens_shape(spec: str, kind: str) -> ModelShape:
@@ -251,7 +270,8 @@ def _hub_or_local_config(spec: str, kind: str):
     except Exception as error:  # the hub client raises many types; all mean "not here"
         if kind == "name":
             raise ModelError(_offline_message(spec, error)) from None
-        raise ModelError(f"{spec}: TransformerLens cannot read this model directory ({_first_line(error)})") from None
+        raise ModelError(f"{spec}: TransformerLens cannot read this model directory "
+                         f"({_first_line(error)})") from None
     finally:
         del tl
 
@@ -270,8 +290,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def _offline_message(spec: str, error: BaseException) -> str:
-    reason = ("no network and not in the local Hugging Face cache" if os.environ.get("HF_HUB_OFFLINE") == "1"
-              else _first_line(error))
+    reason = ("no network and not in the local Hugging Face cache"
+              if os.environ.get("HF_HUB_OFFLINE") == "1" else _first_line(error))
     return (f"cannot fetch model {spec!r} from the hub ({reason}); offline, pass a checkpoint "
             f"directory (config.json + model.safetensors) or a local Hugging Face model "
             f"directory with --model")
@@ -283,8 +303,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     _check_device(device)
     kind = model_kind(spec)
-    if kind == "checkpoint":
-        _check_fits(spec, dtype)
+    if kind in ("checkpoint", "hf"):
+        _check_fits(spec, kind, dtype)
     elif kind == "name":
         check_reachable(spec)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to"
@@ -300,12 +320,13 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     return LoadedModel(spec, model, tokenizer, model_shape(model.cfg))
 
 
-def _check_fits(spec: str, dtype: str) -> None:
-    """Refuse, before allocating, a checkpoint whose weights alone exceed the free memory."""
-    from acdc.core.configs import load_shape
-
-    shape = load_shape(spec)
-    needed = shape.n_params_total * DTYPES[dtype].itemsize
+def _check_fits(spec: str, kind: str, dtype: str) -> None:
+    """Refuse, before allocating, a model whose weights alone exceed the free memory (and,
+    for a Hugging Face directory, a mixture-of-experts, encoder-decoder or unknown family)."""
+    path = Path(spec) / CHECKPOINT_CONFIG
+    config = read_config(path)
+    shape = hf_shape(config, str(path)) if kind == "hf" else checkpoint_shape(config, str(path))
+    needed = shape.n_params_loaded * DTYPES[dtype].itemsize
     free = available_memory()
     if free is not None and needed > free:
         raise ModelError(f"{spec}: its weights alone need about {needed / 2**30:.1f} GiB in "
@@ -337,13 +358,15 @@ def _load_checkpoint(directory: Path):
     try:
         state = load_file(str(weights))
     except Exception as error:  # safetensors raises its own error types
-        raise ModelError(f"{weights}: cannot read safetensors file ({_first_line(error)})") from None
+        raise ModelError(f"{weights}: cannot read safetensors file "
+                         f"({_first_line(error)})") from None
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not _is_buffer_key(k))
     unexpected = sorted(k for k in state if k not in expected)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ModelError(f"{weights}: state dict does not match {directory / CHECKPOINT_CONFIG} ({what})")
+        raise ModelError(f"{weights}: state dict does not match "
+                         f"{directory / CHECKPOINT_CONFIG} ({what})")
     for key, value in state.items():
         if value.shape != expected[key].shape:
             raise ModelError(f"{weights}: {key} has shape {tuple(value.shape)}, config implies "
@@ -386,9 +409,11 @@ def _load_hf_directory(directory: Path):
             hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
             state = loading.get_pretrained_state_dict(str(directory), cfg, hf_model=hf_model)
     except Exception as error:  # transformers raises many types for unreadable directories
-        raise ModelError(f"{directory}: cannot load Hugging Face weights ({_first_line(error)})") from None
+        raise ModelError(f"{directory}: cannot load Hugging Face weights "
+                         f"({_first_line(error)})") from None
     tokenizer = None
-    if any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+    if any((directory / f).is_file()
+           for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         from transformers import AutoTokenizer
 
         hf_tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -418,7 +443,8 @@ def check_supported(cfg: Any, source: str) -> None:
     """Refuse, in one line, the architectures whose graph or forward the engine does not model."""
     problems = []
     if cfg.positional_embedding_type != "standard":
-        problems.append(f"positional_embedding_type {cfg.positional_embedding_type!r} (only 'standard')")
+        problems.append(f"positional_embedding_type {cfg.positional_embedding_type!r} "
+                        f"(only 'standard')")
     if cfg.normalization_type not in SUPPORTED_NORMS:
         problems.append(f"normalization_type {cfg.normalization_type!r}")
     if not cfg.attn_only and cfg.act_fn not in SUPPORTED_ACTIVATIONS:
@@ -427,11 +453,12 @@ def check_supported(cfg: Any, source: str) -> None:
         problems.append("parallel attention and MLP")
     if cfg.n_key_value_heads not in (None, cfg.n_heads):
         problems.append("grouped-query attention")
-    if cfg.attention_dir != "causal":
-        problems.append(f"attention_dir {cfg.attention_dir!r}")
+    if cfg.attention_dir not in ("causal", "bidirectional"):
+        problems.append(f"attention_dir {cfg.attention_dir!r} (only 'causal' and 'bidirectional')")
     if getattr(cfg, "use_normalization_before_and_after", False):
         problems.append("normalization after each sublayer")
-    if getattr(cfg, "attn_scores_soft_cap", -1) > 0 or getattr(cfg, "output_logits_soft_cap", -1) > 0:
+    if (getattr(cfg, "attn_scores_soft_cap", -1) > 0
+            or getattr(cfg, "output_logits_soft_cap", -1) > 0):
         problems.append("logit soft-capping")
     if getattr(cfg, "use_local_attn", False):
         problems.append("local attention")
@@ -485,6 +512,7 @@ class Weights:
     act: Any  # the MLP activation, a fused equivalent of the model's
     n_heads: int
     attn_only: bool
+    causal: bool = True  # attention_dir "causal"; False: "bidirectional" (every key, every query)
 
 
 def extract_weights(model) -> Weights:
@@ -508,15 +536,22 @@ def extract_weights(model) -> Weights:
             ln1_w, ln1_b, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V,
             attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out,
         ))
-    ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final") else (None, None))
-    detached = lambda t: None if t is None else t.detach()  # noqa: E731
-    layers = tuple(LayerWeights(*(detached(getattr(lw, f)) for f in LayerWeights.__dataclass_fields__)) for lw in layers)
+    ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final")
+                              else (None, None))
+
+    def detached(t: Any) -> Any:  # a tensor or None, per field
+        return None if t is None else t.detach()
+
+    detached_layers = tuple(LayerWeights(*(detached(getattr(lw, f))
+                                           for f in LayerWeights.__dataclass_fields__))
+                            for lw in layers)
     return Weights(
-        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(), layers=layers,
+        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(),
+        layers=detached_layers,
         ln_final_w=detached(ln_final_w), ln_final_b=detached(ln_final_b),
         W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
         normalization=cfg.normalization_type, eps=cfg.eps,
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
         act=None if cfg.attn_only else ACTIVATIONS[cfg.act_fn],
-        n_heads=cfg.n_heads, attn_only=cfg.attn_only,
+        n_heads=cfg.n_heads, attn_only=cfg.attn_only, causal=cfg.attention_dir == "causal",
     )

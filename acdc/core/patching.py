@@ -36,11 +36,19 @@ from acdc.core import forward
 from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.models import Weights
+from acdc.errors import TaskError
 
 if TYPE_CHECKING:
     from acdc.core.tasks import Task
 
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
+
+
+def every_layer(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """A copy of `last_qkv` or `last_z` after a pass that computed every layer."""
+    filled = [x for x in per_layer if x is not None]
+    assert len(filled) == len(per_layer)
+    return filled
 
 
 @dataclass(frozen=True, order=True)
@@ -73,7 +81,7 @@ class PatchedModel:
         dtype, device = weights.W_E.dtype, weights.W_E.device
         batch, n_pos = clean_tokens.shape
         d_model = weights.W_E.shape[1]
-        self.causal_mask = forward.causal_mask(n_pos, dtype, device)
+        self.attention_mask = forward.attention_mask(weights, n_pos, dtype, device)
 
         # Biases every receiver reads: b_O and b_out of every earlier sublayer.
         self.bias_heads, self.bias_mlp = [], []
@@ -98,9 +106,11 @@ class PatchedModel:
         self._set_bases(batch, n_pos, d_model)
         if ablation == "corrupt":
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)
-            self.ablated_z = list(self.last_z)
-        clean_out, self.clean_qkv = self._record_run(clean_tokens)
-        self.clean_z = list(self.last_z)
+            self.ablated_z = every_layer(self.last_z)
+        clean_out, clean_qkv = self._record_run(clean_tokens)
+        # q/k/v of the clean run, taken over (and released) by the incremental engine
+        self.clean_qkv: list[torch.Tensor] | None = clean_qkv
+        self.clean_z = every_layer(self.last_z)
         self.clean_logits = self.logits_from(Stage(self.n_layers))
         if ablation == "corrupt":
             self.ablated, self.ablated_qkv = corrupt_out, corrupt_qkv
@@ -122,7 +132,8 @@ class PatchedModel:
         dtype, device = self.w.W_E.dtype, self.w.W_E.device
         g = self.graph
         self.head_masks = [
-            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype, device=device)
+            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype,
+                       device=device)
             for layer in range(self.n_layers)
         ]
         self.mlp_masks = [
@@ -131,24 +142,29 @@ class PatchedModel:
         ] if self.has_mlp else []
         self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
         self.direct_masks = [
-            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device) for _ in range(self.n_layers)
+            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device)
+            for _ in range(self.n_layers)
         ]
 
     def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
         r = edge.receiver
         if edge.kind == "direct":
+            assert r.head is not None  # a direct edge goes into a head
             return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, 0, 0, 0)
+        assert edge.sender is not None  # a residual edge
         s = edge.sender.index
         if r.kind == "logits":
             return self.logit_mask, (s,)
         if r.kind == "mlp":
             return self.mlp_masks[r.layer], (s,)
+        assert r.head is not None  # a head input
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
 
     def take_clean_qkv(self) -> list[torch.Tensor]:
         """Every layer's q/k/v of the clean run, handed over: the model keeps no reference
         (the incremental engine updates them in place as its committed state)."""
         qkv, self.clean_qkv = self.clean_qkv, None
+        assert qkv is not None, "the clean q/k/v were handed over already"
         return qkv
 
     def take_last_qkv(self) -> list[torch.Tensor | None]:
@@ -176,8 +192,8 @@ class PatchedModel:
                                   torch.tensor(offsets, device=device))
                                  for tensor, edges, offsets in groups.values()]
         flags = kept.to(self.w.W_E.device)
-        for tensor, edges, offsets in self._mask_groups:
-            tensor.view(-1)[offsets] = flags[edges].to(tensor.dtype)
+        for tensor, edge_ids, flat_ids in self._mask_groups:
+            tensor.view(-1)[flat_ids] = flags[edge_ids].to(tensor.dtype)
 
     @staticmethod
     def stage_of(edge: Edge) -> Stage:
@@ -260,7 +276,8 @@ class PatchedModel:
         if self.ablated_qkv is not None:
             qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
         q, k, v = qkv
-        z = forward.attend(q, k, v, self.w.attn_scale, self.causal_mask)  # [heads, batch, pos, dh]
+        # [heads, batch, pos, d_head]
+        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         out = forward.head_outputs(lw, z)
         heads = out.shape[0]
@@ -280,14 +297,24 @@ class PatchedModel:
 
     def _logits(self) -> torch.Tensor:
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
-        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(delta.shape[1:])
+        x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
+            delta.shape[1:])
         return forward.unembed(self.w, x)
 
 
-def task_tensors(task: Task, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+def task_tensors(task: Task, device: torch.device | str,
+                 causal: bool = True) -> tuple[torch.Tensor, ...]:
     """Right-padded clean and corrupt tokens and the flattened metric positions (prompt index,
-    position): the layout `PatchedModel` takes."""
+    position): the layout `PatchedModel` takes.
+
+    Causal attention never reads the padding (it comes after every real token); bidirectional
+    attention (`causal` False) would, so there the prompts must all have one length."""
     width = max(len(p) for p in task.clean)
+    if not causal and any(len(p) != width for p in task.clean):
+        lengths = sorted({len(p) for p in task.clean})
+        raise TaskError(f"task {task.name}: prompts of {lengths[0]} to {lengths[-1]} tokens; a "
+                        f"model with bidirectional attention would read the padding of the "
+                        f"shorter ones, so give every prompt the same length")
 
     def pad(rows: list[list[int]]) -> torch.Tensor:
         return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)

@@ -80,6 +80,7 @@ def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recor
     `graph` (two ordinary forward passes, or one)."""
     weights = extract_weights(model.model)
     with torch.inference_mode():
-        clean, corrupt, pos_batch, pos_index = task_tensors(task, weights.W_E.device)
+        clean, corrupt, pos_batch, pos_index = task_tensors(task, weights.W_E.device,
+                                                            weights.causal)
         patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index, ablation)
     return Recordings(patched, clean, corrupt, pos_batch, pos_index, ablation)

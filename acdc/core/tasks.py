@@ -347,7 +347,8 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         model=model,
         metric=_check_choice(data.get("metric", "kl"), where("metric"), "metric", METRICS),
         threshold=_check_threshold(data["threshold"], where("threshold")),
-        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation", ABLATIONS),
+        ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation",
+                               ABLATIONS),
         seed=_check_seed(data.get("seed", 0), where("seed")),
         prepend_bos=prepend_bos,
         positions=positions,
@@ -372,7 +373,8 @@ def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPromp
 
 def _parse_prompt(item: Any, index: int, where: str) -> RawPrompt:
     if not isinstance(item, Mapping):
-        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, got {kind_of(item)}")
+        raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, "
+                        f"got {kind_of(item)}")
     _check_keys(item, PROMPT_KEYS, where, "prompt key")
     if "clean" not in item:
         raise TaskError(
@@ -683,6 +685,7 @@ class _Resolver:
     def check_tokenizer_vocab(self, ids: list[int], where: str) -> None:
         for j, token in enumerate(ids):
             if not 0 <= token < self.d_vocab:
+                assert self.tokenizer is not None  # the ids are the tokenizer's
                 raise TaskError(
                     f"{where}: token {j} ({self.show([token])[1:-1]}) has id {token},"
                     f" outside the model's vocabulary [0, {self.d_vocab}); the tokenizer"

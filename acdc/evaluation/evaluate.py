@@ -38,8 +38,13 @@ from typing import Any
 from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
-from acdc.evaluation.faithfulness import (MIB_FRACTIONS, CircuitEvaluator, Evaluation,
-                                          FaithfulnessCurve, ranking_from_scores)
+from acdc.evaluation.faithfulness import (
+    MIB_FRACTIONS,
+    CircuitEvaluator,
+    Evaluation,
+    FaithfulnessCurve,
+    ranking_from_scores,
+)
 from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warning
 
 EVALUATION_JSON = "evaluation.json"
@@ -199,7 +204,11 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
     elif curve and all(score is None for score in circuit.scores):
         raise AcdcError(f"{circuit_path}: no edge has a score, so there is no ranking to draw a "
                         f"curve from; leave out --curve")
-    out = Path(out) if out is not None else circuit_path.parent / EVALUATION_JSON
+    if out is None:  # a MIB file exported into a run directory keeps the run's own results
+        out = circuit_path.parent / (EVALUATION_JSON if circuit.settings.get("method") != "mib"
+                                     else circuit_path.name.removesuffix(".json")
+                                     + f".{EVALUATION_JSON}")
+    out = Path(out)
     if out.is_dir():
         raise AcdcError(f"--out {out}: is a directory; give the JSON file to write")
     same = task is None and ablation == settings.get("ablation", ablation) and (
@@ -254,7 +263,8 @@ def run_metric_check(circuit: Circuit, evaluation: Evaluation) -> RunMetricCheck
     the circuit records none."""
     name = circuit.settings.get("metric")
     recorded = circuit.results.get("metric_circuit")
-    if name not in evaluation.metrics or not isinstance(recorded, (int, float)):
+    if (not isinstance(name, str) or name not in evaluation.metrics
+            or not isinstance(recorded, (int, float))):
         return None
     metric = evaluation.metrics[name]
     noise = circuit.results.get("metric_noise")

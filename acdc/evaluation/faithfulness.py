@@ -225,14 +225,15 @@ class FaithfulnessCurve:
 
 
 def _trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
-    return sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]))
+    return sum((x1 - x0) * (y0 + y1) / 2
+               for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False))
 
 
 def _check_curve(fractions: Sequence[float], f: Sequence[float | None]) -> bool:
     if len(fractions) != len(f) or len(fractions) < 2:
         raise ValueError(f"a curve needs at least two points and one f per fraction, got "
                          f"{len(fractions)} fractions and {len(f)} values")
-    if any(b <= a for a, b in zip(fractions, fractions[1:])):
+    if any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)):
         raise ValueError(f"fractions must increase, got {list(fractions)}")
     return all(v is not None and math.isfinite(v) for v in f)
 
@@ -413,7 +414,7 @@ class CircuitEvaluator:
                 raise AcdcError(_unsupported(name, task.name, allowed))
         self.metrics = [name for name in METRICS if name in chosen]
         with torch.inference_mode():
-            clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
+            clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
             if recordings is None:
                 self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
                                             ablation)

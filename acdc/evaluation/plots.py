@@ -45,12 +45,13 @@ def plot_curve(curve: FaithfulnessCurve, stem: Path, title: str = "",
     try:
         xs = curve.fractions
         for name in curve.cpr:
-            points = [(x, f) for x, f in zip(xs, curve.faithfulness(name)) if f is not None]
+            points = [(x, f) for x, f in zip(xs, curve.faithfulness(name), strict=True)
+                      if f is not None]
             if not points:
                 continue
             area = (f"CPR {curve.cpr[name]:.3g}, CMD {curve.cmd[name]:.3g}"
                     if curve.cpr[name] is not None else "f undefined at some sizes")
-            ax.plot(*zip(*points), marker="o", markersize=4, label=f"{name} ({area})")
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=4, label=f"{name} ({area})")
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")

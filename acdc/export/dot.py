@@ -6,7 +6,15 @@ At `qkv` granularity a head's query, key and value inputs are small circles labe
 residual edges into them and the direct edge from them into the head are coloured by input
 (q blue, k green, v red, each with its own line style); edges into MLPs and `logits` are
 black. At `head` granularity residual edges go straight into the head, in grey. Only kept
-edges are drawn unless `all_edges` is set (removed edges are then light grey and dashed).
+edges are drawn unless `all_edges` is set (removed edges are then light grey and dotted).
+
+In a scored circuit each kept edge's pen width grows with its |score| (`score_width`, on by
+default): from `MIN_WIDTH` for 0 to `MAX_WIDTH` for the largest |score| drawn, by the square
+root of |score| / max |score|, so that a circuit whose scores span orders of magnitude still
+shows its weaker edges. Edges without a score keep the default width. A width set this way
+overrides Graphviz's `bold` style, so v edges, bold otherwise, are drawn dotted. The title names
+the model as the user did: a model name as given, a checkpoint directory by its last part
+(`model_label`).
 
 `render` turns DOT into SVG or PNG with the Graphviz `dot` binary when it is on PATH; without
 it the DOT is written and exactly one warning names the install command.
@@ -14,20 +22,25 @@ it the DOT is written and exactly one warning names the install command.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from acdc.core.circuit import Circuit
 from acdc.core.files import atomic_path, write_text_atomic
-from acdc.core.graph import Graph, head_name
+from acdc.core.graph import Edge, Graph, head_name
 from acdc.errors import GraphError, RunWarning
 
 RENDER_FORMATS: tuple[str, ...] = ("svg", "png", "dot")
 INSTALL_HINT = "apt-get install -y graphviz"
 QKV_COLORS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728"}
 QKV_STYLES = {"q": "solid", "k": "dashed", "v": "bold"}
+# With score widths `bold` means nothing (an explicit width wins), so v is dotted instead.
+QKV_STYLES_SCORED = {"q": "solid", "k": "dashed", "v": "dotted"}
+MIN_WIDTH, MAX_WIDTH = 0.6, 5.0
 
 
 class RenderWarning(RunWarning):
@@ -46,13 +59,29 @@ def _fmt_score(score: float | None) -> str:
     return "untested" if score is None else f"{score:.4g}"
 
 
+def model_label(model: object) -> str:
+    """A model as the user named it, short: a name as given (`gpt2`, `EleutherAI/pythia-70m`),
+    a directory by its last part (`/home/me/models/demo` -> `demo`).
+
+    >>> model_label("/work/models/demo"), model_label("gpt2"), model_label("./ckpt/")
+    ('demo', 'gpt2', 'ckpt')
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_absolute() or text.startswith((".", "~")) or (len(path.parts) > 1 and path.is_dir()):
+        return path.resolve().name or text
+    return text
+
+
 def circuit_title(circuit: Circuit) -> str:
-    """`task on model, method metric threshold t` from the circuit's settings."""
+    """`task on model, method metric threshold t` from the circuit's settings (a MIB file's
+    circuit: `MIB circuit file, L layers x H heads`)."""
     settings = circuit.settings
-    model = str(settings.get("model"))
-    if "/" in model and Path(model).is_absolute():
-        model = Path(model).name  # the checkpoint's directory name, not the machine's path
-    title = f"{settings.get('task')} on {model}, "
+    if "task" not in settings and "model" not in settings:
+        graph = circuit.graph
+        what = "MIB circuit file" if settings.get("method") == "mib" else "circuit"
+        return f"{what}, {graph.n_layers} layers x {graph.n_heads} heads"
+    title = f"{settings.get('task')} on {model_label(settings.get('model'))}, "
     if settings.get("method", "acdc") != "acdc":
         title += f"{settings['method']} "
     title += f"{settings.get('metric')}"
@@ -64,8 +93,32 @@ def circuit_title(circuit: Circuit) -> str:
     return title
 
 
-def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) -> str:
-    """DOT source of a circuit (kept edges only unless `all_edges`).
+def score_widths(circuit: Circuit, edges: Sequence[Edge]) -> dict[int, float]:
+    """Pen widths of the kept `edges` that have a score, by edge index: `MIN_WIDTH` +
+    (`MAX_WIDTH` - `MIN_WIDTH`) * sqrt(|score| / max |score|). Empty when no such edge has a
+    nonzero score (nothing to scale by).
+
+    >>> from acdc.core.graph import GraphShape, build_graph
+    >>> graph = build_graph(GraphShape(1, 1, False))
+    >>> scores = [0.0] * len(graph.edges); scores[0], scores[1] = 4.0, -1.0
+    >>> widths = score_widths(Circuit(graph, (True,) * len(scores), tuple(scores)), graph.edges)
+    >>> widths[0], widths[1], widths[2]
+    (5.0, 2.8, 0.6)
+    """
+    scored = {e.index: abs(s) for e in edges
+              if circuit.kept[e.index] and (s := circuit.scores[e.index]) is not None
+              and math.isfinite(s)}
+    top = max(scored.values(), default=0.0)
+    if top <= 0:
+        return {}
+    return {index: round(MIN_WIDTH + (MAX_WIDTH - MIN_WIDTH) * math.sqrt(value / top), 3)
+            for index, value in scored.items()}
+
+
+def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
+           score_width: bool = True) -> str:
+    """DOT source of a circuit (kept edges only unless `all_edges`); with `score_width` (and
+    scores to scale by) each kept edge's width follows its |score|.
 
     >>> from acdc.core.graph import GraphShape, build_graph
     >>> graph = build_graph(GraphShape(1, 1, False))
@@ -80,13 +133,19 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
     nodes: set[str] = set()
     for edge in drawn:
         nodes.update(edge.endpoints)
+    widths = score_widths(circuit, drawn) if score_width else {}
+    styles = QKV_STYLES_SCORED if widths else QKV_STYLES
     dot = graphviz.Digraph("circuit")
     dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
     dot.attr("node", fontname="Helvetica", fontsize="11")
     dot.attr("edge", arrowsize="0.6")
-    legend = "edges into q: blue solid, k: green dashed, v: red bold; MLP/logits inputs: black"
+    legend = (f"edges into q: blue solid, k: green dashed, v: red {styles['v']}; MLP/logits "
+              f"inputs: black")
     if graph.granularity == "head":
         legend = "edges into heads: grey; into MLPs and logits: black"
+    if widths:
+        top = max(abs(circuit.scores[i]) for i in widths)  # type: ignore[arg-type]
+        legend += f"\nwidth: |score| (widest {top:.3g})"
     if all_edges:
         legend += "; removed edges: light grey dotted"
     kept_count = sum(circuit.kept)
@@ -103,11 +162,13 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None) 
         if not circuit.kept[edge.index]:
             attrs.update(color="#cccccc", style="dotted")
         elif qkv is not None:
-            attrs.update(color=QKV_COLORS[qkv], style=QKV_STYLES[qkv])
+            attrs.update(color=QKV_COLORS[qkv], style=styles[qkv])
         elif edge.receiver.kind == "head":
             attrs.update(color="#666666")
         else:
             attrs.update(color="black")
+        if edge.index in widths:
+            attrs["penwidth"] = f"{widths[edge.index]:g}"
         dot.edge(node_id(source), node_id(target), **attrs)
     return dot.source
 

@@ -72,6 +72,7 @@ class IoiWords:
     @torch.no_grad()
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
         """Top-1 accuracy (arg-max over the vocabulary) and mean logit difference IO - S."""
+        assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         prompts = sample_prompts(self, self.pair_split()[1], n, random.Random(0))
         correct, diffs = 0, []

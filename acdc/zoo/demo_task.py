@@ -8,11 +8,11 @@ it reads back to what `demo_task_yaml` writes.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from acdc.zoo.demo_ioi import corrupt_prompt, ioi_prompt
+from acdc.zoo.demo_ioi import IoiWords, corrupt_prompt, ioi_prompt
 from acdc.zoo.recipes import get_recipe
 
 
@@ -22,7 +22,7 @@ def demo_task_prompts(name: str = "demo", n: int = 24, seed: int = 0) -> list[di
     Deterministic. One prompt per template in turn, alternating BABA/ABBA name orders; the
     corruption is ABC (three fresh names), so clean and corrupt tokenise to the same length.
     """
-    words = get_recipe(name).task
+    words = cast(IoiWords, get_recipe(name).task)  # the demo recipe's data
     _, held_out = words.pair_split()
     rng = random.Random(seed)
     prompts = []
@@ -38,7 +38,8 @@ def demo_task(name: str = "demo", n: int = 24, seed: int = 0) -> dict[str, Any]:
     """The task mapping of `tasks/<name>.yaml`, in the task-file schema."""
     return {
         "name": name,
-        "description": "word-level indirect-object identification on the bundled 2-layer demo model",
+        "description": "word-level indirect-object identification on the bundled 2-layer demo "
+                       "model",
         "model": f"../models/{name}",
         "metric": "kl",
         "threshold": 0.03,

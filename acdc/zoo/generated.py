@@ -81,6 +81,7 @@ class GeneratedIoi:
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
         """On `n` held-out-pair prompts: `accuracy` (logit of IO > logit of S), `top1` (IO is
         the arg-max over the vocabulary) and the mean `logit_diff` IO - S."""
+        assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         prompts = self._prompts(tokenizer, n, 10**6, held_out=True)
         tokens, last, answers, wrong = self._tensors(tokenizer, prompts)
@@ -155,11 +156,14 @@ class GeneratedGreaterThan:
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
         """On `n` prompts with held-out nouns and years: `prob_diff` (mean P(YY' > YY) -
         P(YY' <= YY) over the two-digit tokens), `accuracy` (the arg-max is a later year)."""
+        assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         prompts = self._prompts(tokenizer, n, 10**6, held_out=True)
         tokens, last, later, years = self._tensors(tokenizer, prompts)
         probs = answer_logits(loaded.model, tokens, last).softmax(-1)
         diff = (probs * later).sum(-1) - (probs * (years - later)).sum(-1)
         top = probs.argmax(-1)
-        return {"prompts": len(prompts), "accuracy": float(later[torch.arange(len(top)), top].mean()),
-                "prob_diff": float(diff.mean()), "year_mass": float((probs * years).sum(-1).mean())}
+        return {"prompts": len(prompts),
+                "accuracy": float(later[torch.arange(len(top)), top].mean()),
+                "prob_diff": float(diff.mean()),
+                "year_mass": float((probs * years).sum(-1).mean())}

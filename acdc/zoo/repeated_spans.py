@@ -81,12 +81,16 @@ class RepeatedSpans:
         for tokens in (self._copied(tokenizer, copied, rng), spans):
             if len(tokens):
                 logits = model(tokens, return_type="logits")
-                losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
-                                               reduction="sum"), tokens[:, 1:].numel()))
-        return sum(l for l, _ in losses) / sum(c for _, c in losses)
+                losses.append((F.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                               tokens[:, 1:].flatten(), reduction="sum"),
+                               tokens[:, 1:].numel()))
+        mean = sum(loss for loss, _ in losses) / sum(c for _, c in losses)
+        assert isinstance(mean, torch.Tensor)  # a batch has at least one part
+        return mean
 
     @torch.no_grad()
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]:
+        assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         tokens, positions = self._sequences(tokenizer, self.eval_params, n, 10**6)
         logits, patterns = attention_patterns(loaded.model, tokens)
@@ -106,13 +110,15 @@ class RepeatedSpans:
         _, rep_patterns = attention_patterns(loaded.model, repeated)
         query = torch.arange(length + 1, 2 * length + 1)
         induction = rep_patterns[:, :, :, query, query - length + 1].mean((1, 3))
-        names = [f"a{layer}.h{head}" for layer in range(prev.shape[0]) for head in range(prev.shape[1])]
-        prev_scores = dict(zip(names, (round(float(s), 3) for s in prev.flatten())))
-        induction_scores = dict(zip(names, (round(float(s), 3) for s in induction.flatten())))
+        names = [f"a{layer}.h{head}" for layer in range(prev.shape[0])
+                 for head in range(prev.shape[1])]
+        prev_scores = dict(zip(names, (round(float(s), 3) for s in prev.flatten()), strict=True))
+        induction_scores = dict(zip(names, (round(float(s), 3) for s in induction.flatten()),
+                                    strict=True))
         return {
             "prompts": n, "accuracy": float(correct[hits].float().mean()),
             "nll_predictable": float(nll[hits].mean()), "nll_other": float(nll[~hits].mean()),
-            "best_previous_token_head": max(prev_scores, key=prev_scores.get),
-            "best_induction_head": max(induction_scores, key=induction_scores.get),
+            "best_previous_token_head": max(prev_scores, key=prev_scores.__getitem__),
+            "best_induction_head": max(induction_scores, key=induction_scores.__getitem__),
             "previous_token_scores": prev_scores, "induction_scores": induction_scores,
         }

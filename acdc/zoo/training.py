@@ -95,7 +95,8 @@ def train_model(name: str, out_dir: str | Path, seed: int = 0, steps: int | None
         model = build_model(recipe.config, seed=seed)
         model.train()
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "W_pos" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "W_pos" not in n)]
+        no_decay = [p for n, p in model.named_parameters()
+                    if not (p.ndim >= 2 and "W_pos" not in n)]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": recipe.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
@@ -117,7 +118,8 @@ def train_model(name: str, out_dir: str | Path, seed: int = 0, steps: int | None
                 final_loss = sum(window) / len(window)
                 window.clear()
                 if on_progress is not None:
-                    on_progress(TrainingProgress(done, steps, final_loss, time.perf_counter() - start))
+                    on_progress(TrainingProgress(done, steps, final_loss,
+                                                 time.perf_counter() - start))
         model.eval()
     train_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,23 +1,34 @@
-"""The canonical circuits of GPT-2 small, as edge lists of the project's graph.
+"""The canonical circuits, as edge lists of the project's graph.
 
-Two circuits found by hand are the references the ACDC paper measures its ROC against
-(`shared/EVALUATION.md`, section 4): IOI (Wang et al. 2022) and greater-than (Hanna et al.
-2023). The papers give heads and their roles, not edges; the ACDC authors turned them into
-edge sets with a few construction rules, and their sets have 1,041 and 262 edges of the
-32,923-edge GPT-2 small graph (direct q/k/v edges of kept heads counted). This module states
-those rules in the project's naming, one `Rule` at a time, and the files `ioi-gpt2.txt` and
-`greater-than-gpt2.txt` beside it are generated from them (`python -m acdc.evaluation.canonical`
+Circuits found by hand, or known by construction, are the references the ACDC paper measures
+its ROC against (`shared/EVALUATION.md`, sections 4 and 7):
+
+- GPT-2 small: IOI (Wang et al. 2022) and greater-than (Hanna et al. 2023). The papers give
+  heads and their roles, not edges; the ACDC authors turned them into edge sets with a few
+  construction rules, and their sets have 1,041 and 262 edges of the 32,923-edge GPT-2 small
+  graph (direct q/k/v edges of kept heads counted).
+- tracr (the bundled `models/tracr-reverse` and `models/tracr-proportion`, compiled from RASP
+  by `scripts/build_tracr.py`): the compiler places every operation of the program in a known
+  head or MLP, so the circuit follows from the program. The authors list its edges with token
+  and position embeddings as two senders; this project's graph has one `input` node, so an
+  edge from both into one receiver is one edge here (reverse: 14 edges of 89; proportion: 8
+  of 29).
+
+This module states each construction in the project's naming, one `Rule` at a time, and the
+files `<name>.txt` beside it are generated from them (`python -m acdc.evaluation.canonical`
 writes them; `--check` verifies the shipped ones). Each file's header shows the counting: the
-head list, every rule with the edges it adds, and which rules the short summary in
-EVALUATION.md section 4 leaves out (they are the authors' construction all the same; without
-them the counts would be 692 and 224, not 1,041 and 262).
+components, every rule with the edges it adds, and which rules the short summary in
+EVALUATION.md leaves out (they are the authors' construction all the same; without them the
+GPT-2 counts would be 692 and 224, not 1,041 and 262).
 
-`load_canonical(name, graph)` reads a shipped file; `circuit compare ... --reference ioi-gpt2`
-uses it.
+`load_canonical(name, graph)` reads a shipped file against the graph of its model;
+`circuit compare ... --reference ioi-gpt2` (or `tracr-reverse`) uses it.
 
 >>> graph = build_graph(GPT2_SMALL)
 >>> sum(load_canonical("greater-than-gpt2", graph))
 262
+>>> sum(load_canonical("tracr-reverse", build_graph(TRACR_REVERSE)))
+14
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from acdc.errors import GraphError, did_you_mean
 from acdc.evaluation.edge_list import describe_shape, format_edge_list, parse_edge_list
 
 GPT2_SMALL = GraphShape(12, 12, True)
+TRACR_REVERSE = GraphShape(4, 1, True)  # models/tracr-reverse
+TRACR_PROPORTION = GraphShape(2, 1, True)  # models/tracr-proportion
 Head = tuple[int, int]
 
 IOI_CLASSES: dict[str, tuple[Head, ...]] = {
@@ -84,6 +97,9 @@ class Canonical:
     heads: tuple[str, ...]
     authors_count: int
     rules: Callable[[Graph], list[Rule]]
+    model: str = "GPT-2 small"  # the model whose graph the circuit is of, for people
+    shape: GraphShape = GPT2_SMALL
+    section: int = 4  # the section of shared/EVALUATION.md that summarises it
 
 
 # --------------------------------------------------------------------------- naming helpers
@@ -203,6 +219,44 @@ def greater_than_rules(graph: Graph) -> list[Rule]:
     ]
 
 
+# --------------------------------------------------------------------------- tracr
+
+
+def tracr_reverse_rules(graph: Graph) -> list[Rule]:
+    """`make_reverse` as tracr compiles it (models/tracr-reverse): one rule per operation."""
+    return [
+        Rule("length = SelectorWidth(Select(tokens, tokens, TRUE)): a0.h0 attends to every "
+             "position and BOS alike (its query and key do not matter) and reads the BOS "
+             "indicator in its value; m0 turns the attention weight into the length",
+             True, ("input->a0.h0<v>", "a0.h0<v>->a0.h0", "a0.h0->m0", "input->m0")),
+        Rule("opp_idx = length - indices: m1 reads the length and the positions "
+             "(the authors' embed -> m1 and pos -> m1 are one edge here)",
+             True, ("m0->m1", "input->m1")),
+        Rule("opp_idx - 1: m2", True, ("m1->m2",)),
+        Rule("reverse = Aggregate(Select(indices, opp_idx, EQ), tokens): a3.h0's query reads "
+             "opp_idx - 1, its key the positions, its value the tokens; it writes the output",
+             True, ("m2->a3.h0<q>", "input->a3.h0<k>", "input->a3.h0<v>", "a3.h0<q>->a3.h0",
+                    "a3.h0<k>->a3.h0", "a3.h0<v>->a3.h0", "a3.h0->logits")),
+    ]
+
+
+def tracr_proportion_rules(graph: Graph) -> list[Rule]:
+    """`make_frac_prevs(tokens == "x")` as tracr compiles it (models/tracr-proportion)."""
+    return [
+        Rule('bools = numerical(tokens == "x"): m0 reads the tokens', True, ("input->m0",)),
+        Rule("frac_prevs = numerical(Aggregate(Select(indices, indices, LEQ), bools)): "
+             "a1.h0's query and key read the positions (the authors' embed and pos edges into "
+             "each are one edge here), its value reads m0; it writes the output",
+             True, ("input->a1.h0<q>", "input->a1.h0<k>", "m0->a1.h0<v>", "a1.h0<q>->a1.h0",
+                    "a1.h0<k>->a1.h0", "a1.h0<v>->a1.h0", "a1.h0->logits")),
+    ]
+
+
+TRACR_SOURCE = ("the program compiled by tracr (Lindner et al. 2023), the ACDC paper's ground",
+                "truth (Conmy et al. 2023, section 4; the authors' edge list in their repository,",
+                "acdc/tracr_task/utils.py, with token and position embeddings as one `input`",
+                "node), restated from shared/EVALUATION.md section 7.")
+
 CANONICAL: dict[str, Canonical] = {
     "ioi-gpt2": Canonical(
         "ioi-gpt2", "IOI circuit of GPT-2 small",
@@ -220,6 +274,15 @@ CANONICAL: dict[str, Canonical] = {
         ("early heads: 0.1 0.3 0.5; early MLPs: 0 1 2 3",
          "middle heads: 5.5 6.1 6.9 7.10 8.11 9.1; late MLPs: 8 9 10 11"),
         262, greater_than_rules),
+    "tracr-reverse": Canonical(
+        "tracr-reverse", "circuit of tracr's reverse program", TRACR_SOURCE,
+        ("a0.h0, m0: length; m1, m2: opp_idx; a3.h0: reverse (layers 1-2 attention and m3 "
+         "are empty)",),
+        14, tracr_reverse_rules, "tracr-reverse", TRACR_REVERSE, 7),
+    "tracr-proportion": Canonical(
+        "tracr-proportion", "circuit of tracr's proportion-of-x program", TRACR_SOURCE,
+        ("m0: tokens == x; a1.h0: the running mean (a0.h0 and m1 are empty)",),
+        8, tracr_proportion_rules, "tracr-proportion", TRACR_PROPORTION, 7),
 }
 CANONICAL_NAMES: tuple[str, ...] = tuple(CANONICAL)
 
@@ -235,7 +298,7 @@ def canonical_spec(name: str) -> Canonical:
 def build_canonical(name: str) -> tuple[Graph, list[Rule], tuple[bool, ...]]:
     """The graph, the rules and the kept flags (graph order) of a canonical circuit."""
     spec = canonical_spec(name)
-    graph = build_graph(GPT2_SMALL)
+    graph = build_graph(spec.shape)
     rules = spec.rules(graph)
     kept = [False] * len(graph.edges)
     for rule in rules:
@@ -253,11 +316,11 @@ def canonical_text(name: str) -> str:
               "Generated by `python -m acdc.evaluation.canonical` from the rules in",
               "acdc/evaluation/canonical/__init__.py; do not edit by hand.",
               "", "Source:", *(f"  {line}" for line in spec.source),
-              "", f"Graph: GPT-2 small, {describe_shape(graph)}: {len(graph.edges):,} edges "
+              "", f"Graph: {spec.model}, {describe_shape(graph)}: {len(graph.edges):,} edges "
                   f"(direct q/k/v edges counted).",
               "", "Components:", *(f"  {line}" for line in spec.heads),
               "", "Counting, rule by rule (an edge counts for the first rule naming it;",
-              "* = stated in the summary of shared/EVALUATION.md section 4):",
+              f"* = stated in the summary of shared/EVALUATION.md section {spec.section}):",
               "      new  named  rule"]
     seen: set[str] = set()
     summary_total = 0
@@ -287,12 +350,12 @@ def canonical_file(name: str):
 def load_canonical(name: str, graph: Graph) -> tuple[bool, ...]:
     """The kept flags (in `graph`'s order) of a shipped canonical circuit.
 
-    `graph` must be the GPT-2 small graph with q/k/v split (the circuits' graph).
+    `graph` must be the circuit's own graph (its model's, q/k/v split).
     """
-    canonical_spec(name)
-    if graph.shape != GPT2_SMALL:
-        gpt2 = describe_shape(build_graph(GPT2_SMALL))
-        raise GraphError(f"{name} is a circuit of GPT-2 small's {gpt2} graph, not of the "
+    spec = canonical_spec(name)
+    if graph.shape != spec.shape:
+        own = describe_shape(build_graph(spec.shape))
+        raise GraphError(f"{name} is a circuit of {spec.model}'s {own} graph, not of the "
                          f"{describe_shape(graph)} graph")
     try:
         text = canonical_file(name).read_text(encoding="utf-8")

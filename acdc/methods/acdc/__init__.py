@@ -10,18 +10,23 @@ memory from the model's shape.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from typing import Any
-
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from acdc.core.graph import build_graph, count_edges
+from acdc.core.settings import CommonSettings
 from acdc.errors import RunWarning
 from acdc.methods.acdc.memory import estimate_memory
-from acdc.methods.acdc.runlog import (DecisionLog, RunLog, check_resumable, make_header,
-                                      task_digest)
+from acdc.methods.acdc.runlog import (
+    Decision,
+    DecisionLog,
+    LoggedRun,
+    RunLog,
+    check_resumable,
+    make_header,
+    task_digest,
+)
 from acdc.methods.acdc.settings import AcdcSettings
-from acdc.core.settings import CommonSettings
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 if TYPE_CHECKING:
@@ -47,12 +52,15 @@ def discover(job: Discovery) -> Circuit:
 
     graph = (job.recordings.graph if job.recordings is not None
              else build_graph(job.model.shape.graph_shape(job.common.granularity)))
-    log, replay = None, ()
+    log: RunLog | None = None
+    replay: Sequence[Decision] = ()
     if job.out_dir is not None:
         digest = task_digest(job.task)
         if job.resume_from is not None:
-            check_resumable(job.resume_from, len(graph.edges), digest)
-            log, replay = RunLog.reopen(job.resume_from), job.resume_from.decisions
+            logged = job.resume_from
+            assert isinstance(logged, LoggedRun)  # what this method's journal read
+            check_resumable(logged, len(graph.edges), digest)
+            log, replay = RunLog.reopen(logged), logged.decisions
         else:
             log = RunLog.create(job.out_dir, make_header(job.record, len(graph.edges), digest))
 

@@ -10,31 +10,33 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
                     ablation: str = "corrupt", n_positions: int | None = None) -> dict[str, int]:
     """Bytes a run holds, from the tensors this module and `propagation.py` allocate.
 
-    `shape` is a `models.ModelShape`. Counted: parameters; every sender's output delta and
-    its ablated value `[senders, batch, pos, d_model]` (one of them under zero ablation); every
-    head's committed and ablated q/k/v `[3, layers, heads, batch, pos, d_head]`; the cache of
-    committed receiver inputs (bounded); and the largest per-layer temporaries (the q/k/v
-    inputs' normalised residual copies, an MLP's hidden layer, one layer's attention
+    `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is
+    its own copy; key/value matrices at their size under grouped-query attention, a gated
+    MLP's three matrices); every sender's output delta and its ablated value
+    `[senders, batch, pos, d_model]` (one of them under zero ablation); every head's committed
+    and ablated q/k/v `[3, layers, heads, batch, pos, d_head]` (one k and v per query head also
+    under grouped-query attention: each query head's k/v input is its own residual copy, so
+    its k and v differ once an edge into it is removed); the cache of committed receiver
+    inputs (bounded); the largest per-layer temporaries (the q/k/v inputs' normalised residual
+    copies, an MLP's hidden layer, three of them for a gated MLP, one layer's attention
     patterns); the unembedding (the cache of head-to-vocabulary factors, bounded, and three
     logits-sized tensors at the metric positions, one per prompt unless `n_positions` says
     otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB resident).
     """
     tokens = batch * seq_len
-    per_layer = 4 * shape.n_heads * shape.d_model * shape.d_head
-    if shape.has_mlp:
-        per_layer += 2 * shape.d_model * shape.d_mlp
-    n_params = shape.n_layers * per_layer + (2 * shape.d_vocab + shape.n_ctx) * shape.d_model
+    n_params = shape.n_params_loaded
     caches = (1 if ablation == "zero" else 2) * n_senders * tokens * shape.d_model
     qkv = 2 * 3 * shape.n_layers * shape.n_heads * tokens * shape.d_head
     temporaries = max(3 * 3 * shape.n_heads * tokens * shape.d_model,
-                      2 * tokens * (shape.d_mlp or 0),
+                      (3 if shape.mlp_kind == "gated" else 2) * tokens * (shape.d_mlp or 0),
                       2 * shape.n_heads * batch * seq_len * seq_len)
     n_receivers = shape.n_layers * (3 * shape.n_heads + int(shape.has_mlp)) + 1
     unembedding = 3 * (n_positions or batch) * shape.d_vocab
     sizes = {"params": n_params, "caches": caches, "qkv": qkv, "temporaries": temporaries,
              "unembedding": unembedding}
     result = {name: count * bytes_per_number for name, count in sizes.items()}
-    result["inputs"] = min(INPUT_CACHE_BYTES, n_receivers * tokens * shape.d_model * bytes_per_number)
+    result["inputs"] = min(INPUT_CACHE_BYTES,
+                           n_receivers * tokens * shape.d_model * bytes_per_number)
     factors = shape.n_layers * shape.n_heads * shape.d_head * shape.d_vocab * bytes_per_number
     result["unembedding"] += min(FACTOR_CACHE_BYTES, factors)
     result["n_params"] = n_params

@@ -38,8 +38,8 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
+from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, every_layer
 from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
-from acdc.core.patching import QKV_INDEX, PatchedModel, Stage
 
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
@@ -67,12 +67,26 @@ class _Tentative:
         return self.coefficients.shape[0]
 
 
-def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor) -> tuple[int, int]:
+def _sender_index(edge: Edge) -> int:
+    """The sender of a residual edge (the edges tested together are residual ones)."""
+    assert edge.sender is not None
+    return edge.sender.index
+
+
+def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor,
+                       causal: bool = True) -> tuple[int, int]:
     """The positions that removing edges can change, as a range: from the first where some
     sender's clean and ablated outputs differ (`delta`: before it every input is the same in
     every circuit; greater-than's prompts differ from position 8 of 13) to the last metric
     position (attention is causal: later positions reach no metric position). Every metric
-    position is in the range, even one before any difference."""
+    position is in the range, even one before any difference.
+
+    Under bidirectional attention every position reads every other: a later position's keys
+    and values reach the metric positions, and an earlier position whose clean and ablated
+    outputs agree can still change in a circuit (its queries read the later keys). The range
+    is then the whole sequence."""
+    if not causal:
+        return 0, delta.shape[2] - 1
     first, last = int(metric_positions.min()), int(metric_positions.max())
     for position in range(first):  # one position at a time: no full-size temporary
         if bool((delta[:, :, position] != 0).any()):
@@ -87,7 +101,7 @@ class IncrementalPatcher:
         self.pm = patched
         self.graph: Graph = patched.graph
         self.w = patched.w
-        self.first, self.last = changing_positions(patched.delta, patched.pos_index)
+        self.first, self.last = changing_positions(patched.delta, patched.pos_index, self.w.causal)
         self.window = slice(self.first, self.last + 1)
         # Committed sender deltas over the window (a view: shared with pm, which is not run
         # again until the end); "every position" below means every position of the window.
@@ -107,6 +121,7 @@ class IncrementalPatcher:
         self.owner: list[int | None] = []  # sender index of the node each receiver feeds
         for r in g.receivers:
             if r.kind == "head":
+                assert r.head is not None  # a head input
                 self.owner.append(g.sender_of_head(r.layer, r.head))
             elif r.kind == "mlp":
                 self.owner.append(g.sender_of_mlp(r.layer))
@@ -116,13 +131,17 @@ class IncrementalPatcher:
         self.kept_out: list[set[int]] = [set() for _ in g.senders]
         for edge in g.edges:
             if edge.kind == "residual":
+                assert edge.sender is not None  # a residual edge has one
                 rid = self.receiver_id[edge.receiver]
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
-        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head" for i in range(3)}
-        self._index_cache: dict[int, torch.Tensor] = {}  # receiver -> kept senders, on device
+        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head"
+                            for i in range(3)}
+        # receiver -> kept senders, on device (None: it keeps none)
+        self._index_cache: dict[int, torch.Tensor | None] = {}
+        # keys after each metric position (None: bidirectional attention reads them all)
         self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
-                       > self.grid_index[:, None])  # keys after each metric position
+                       > self.grid_index[:, None]) if self.w.causal else None
         self.needs_all = [True] * len(g.senders)
         self.stage: tuple[int, int] | None = None
         # Committed input of receivers, at the positions they are read, kept up to date on
@@ -144,8 +163,8 @@ class IncrementalPatcher:
         """Rebuild the committed state from the masks with one full patched pass (after
         decisions were replayed from a log without computing them)."""
         self.pm.logits_from(Stage(0))
-        self.qkv = self.pm.take_last_qkv()
-        self.z = [z.clone() for z in self.pm.last_z]
+        self.qkv = every_layer(self.pm.take_last_qkv())
+        self.z = [z.clone() for z in every_layer(self.pm.last_z)]
         self._clear_inputs()
         self.stage = None
 
@@ -208,12 +227,15 @@ class IncrementalPatcher:
         is 1 (default: one candidate removing every edge given). The edges go into one
         receiver; a direct edge is tested alone."""
         if coefficients is None:
-            coefficients = torch.ones(1, len(edges), dtype=self.delta.dtype, device=self.delta.device)
+            coefficients = torch.ones(1, len(edges), dtype=self.delta.dtype,
+                                      device=self.delta.device)
         t = _Tentative(edges, coefficients)
         edge = edges[0]
         queue: list[int] = []
         affected: dict[int, set[int]] = {}  # node -> changed input receivers
+        owner: int | None
         if edge.kind == "direct":
+            assert edge.receiver.head is not None  # a direct edge goes into a head
             owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
             affected[owner] = {self.receiver_id[edge.receiver]}
             queue.append(owner)
@@ -224,8 +246,10 @@ class IncrementalPatcher:
                 t.logits_input = self._committed_input(rid) - removed
             else:
                 t.receiver_input = self._committed_input(rid) - removed
-                affected[self.owner[rid]] = {rid}
-                queue.append(self.owner[rid])
+                owner = self.owner[rid]
+                assert owner is not None  # every receiver but logits feeds a node
+                affected[owner] = {rid}
+                queue.append(owner)
         seen = set(queue)
         while queue:
             node = heapq.heappop(queue)
@@ -240,12 +264,14 @@ class IncrementalPatcher:
                     heapq.heappush(queue, owner)
         if t.logits_input is None:
             x = self._input(self.logits_id, False, t)
-            t.logits_input = x if x.dim() == 3 else x.expand(t.width, *x.shape)  # nothing reached it
+            # a 2-d x: nothing reached it
+            t.logits_input = x if x.dim() == 3 else x.expand(t.width, *x.shape)
         return self._logits(t), t
 
-    def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool) -> torch.Tensor:
+    def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool
+                 ) -> torch.Tensor:
         """What each candidate subtracts from the receiver's input: [k, ...] ."""
-        senders = [e.sender.index for e in edges[:coefficients.shape[1]]]
+        senders = [_sender_index(e) for e in edges[:coefficients.shape[1]]]
         index = torch.tensor(senders, device=self.delta.device)
         if all_positions:
             deltas = self.delta.index_select(0, index)
@@ -262,6 +288,7 @@ class IncrementalPatcher:
             x = self._input_for(rid, all_positions, t)
             out = forward.mlp(self.w, self.w.layers[sender.layer], x)
         else:
+            assert sender.head is not None  # a head
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
         if self.ablated is not None:
             ablated = self.ablated[node]
@@ -279,11 +306,13 @@ class IncrementalPatcher:
         committed = self.qkv[layer][:, head]  # [3, B, P, dh]
         new: dict[int, torch.Tensor] = {}
         edge = t.edges[0]
-        direct_removed = edge.kind == "direct" and node == self.owner[self.receiver_id[edge.receiver]]
+        direct_removed = (edge.kind == "direct"
+                          and node == self.owner[self.receiver_id[edge.receiver]])
         for rid in changed_inputs:
             r = self.graph.receivers[rid]
             inputs = (QKV_INDEX[r.qkv],) if self.split else (0, 1, 2)
             if direct_removed:  # the tested direct edge: its q/k/v becomes the ablated one
+                assert self.pm.ablated_qkv is not None  # set up with the patched model
                 i = QKV_INDEX[edge.qkv]
                 ablated = self.pm.ablated_qkv[layer][i, head][None]
                 new[i] = ablated[..., self.window, :] if i == 0 else ablated[..., :self.last + 1, :]
@@ -322,21 +351,24 @@ class IncrementalPatcher:
         before = committed[:, :self.first].expand(*value.shape[:-3], -1, -1, -1)
         return torch.cat((before, value), dim=-2)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool
+                ) -> torch.Tensor:
         """z over the window (all_positions) or at the metric positions only."""
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
-            mask = self.pm.causal_mask[self.window, :self.last + 1]
+            mask = self.pm.attention_mask[self.window, :self.last + 1]
             return forward.attend(q, k, v, self.w.attn_scale, mask)
         return forward.attend_at(q, k, v, self.w.attn_scale, self.pos_batch, self.future)
 
     # ------------------------------------------------------------------ the unembedding
 
     def _logits(self, t: _Tentative) -> torch.Tensor:
+        assert t.logits_input is not None  # set by `evaluate`
         centred = self.unembedding.centred(t.logits_input)
         terms = self._low_rank_terms(t) if self.low_rank else None
         if terms is None:
             t.projected = self.unembedding.project_centred(centred)
         else:
+            assert self.projected is not None  # else there would be no terms
             projected = self.projected.expand(t.width, *self.projected.shape)
             for i, (dz, factor) in enumerate(terms):
                 factor = factor.expand(t.width, *factor.shape)
@@ -363,7 +395,7 @@ class IncrementalPatcher:
         senders = self.graph.senders
         under_test = edge.kind == "residual" and edge.receiver.kind == "logits"
         if under_test:  # removing edges into logits
-            window = [e.sender.index for e in t.edges[:t.coefficients.shape[1]]]
+            window = [_sender_index(e) for e in t.edges[:t.coefficients.shape[1]]]
             if any(senders[s].kind != "head" for s in window):
                 return None
             changes = [(s, -t.coefficients[:, j, None, None] * self._committed_dz(s))
@@ -448,7 +480,8 @@ class IncrementalPatcher:
             if all_positions:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
-                x = x + self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]].sum(0)
+                x = x + self.delta[index[:, None], self.pos_batch[None],
+                                   self.pos_index[None]].sum(0)
         size = x.numel() * x.element_size()
         if self.input_bytes + size <= INPUT_CACHE_BYTES:
             self.inputs[rid] = x
@@ -506,18 +539,22 @@ class IncrementalPatcher:
         if self.low_rank:
             self.updates = self.updates + 1 if t.low_rank else 0
             if self.updates >= REFRESH_EVERY:  # from the candidate's logits input: exact again
+                assert t.logits_input is not None  # set by `evaluate`
                 self.projected = self.unembedding.project(t.logits_input[candidate])
                 self.updates = 0
             else:
+                assert t.projected is not None  # set by `evaluate` (`_logits`)
                 self.projected = t.projected[candidate]
 
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""
         self.pm.set_edge(edge, False)
         if edge.kind == "direct":
+            assert edge.receiver.head is not None  # a direct edge goes into a head
             owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
             self.direct_kept[(owner, QKV_INDEX[edge.qkv])] = False
         else:
+            assert edge.sender is not None  # a residual edge
             rid = self.receiver_id[edge.receiver]
             if rid in self.inputs:
                 self.inputs[rid] = self.inputs[rid] - self._committed_delta(

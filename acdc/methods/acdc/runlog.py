@@ -33,14 +33,14 @@ import contextlib
 import hashlib
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from collections.abc import Mapping
-
 from acdc.core.files import disk_error
 from acdc.errors import AcdcError
+
 
 @dataclass(frozen=True)
 class Decision:

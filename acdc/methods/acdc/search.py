@@ -13,17 +13,17 @@ library call: it returns a `Circuit`, reports progress through a callback, print
 writes no files. Ctrl-C (KeyboardInterrupt) during a run returns the decisions made so far,
 with `partial` set in the results; undecided edges stay in the circuit.
 
->>> circuit = run_acdc(loaded_model, task, CommonSettings(), AcdcSettings(threshold=0.01))  # doctest: +SKIP
+>>> circuit = run_acdc(loaded_model, task, CommonSettings(),
+...                    AcdcSettings(threshold=0.01))  # doctest: +SKIP
 >>> circuit.n_edges_kept, circuit.metric_circuit  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -77,7 +77,8 @@ MAX_CANDIDATES = 32
 OVERHEAD_BOUND_NUMBERS = {"cpu": 2**17, "cuda": 2**24}
 
 
-def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: int, device: str) -> int:
+def candidate_width(settings: AcdcSettings, batch: int, seq_len: int, d_model: int,
+                    device: torch.device | str) -> int:
     """How many candidate removals one evaluation holds (`candidates.py`): the configured
     number, or as many as fit in an evaluation that costs about as much as one test."""
     if settings.engine == "full":
@@ -117,15 +118,17 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     weights = patched.w
     device = weights.W_E.device
     with torch.inference_mode():
-        clean, corrupt, pos_batch, pos_index = task_tensors(task, device)
+        clean, corrupt, pos_batch, pos_index = task_tensors(task, device, weights.causal)
         if recordings is not None:
             recordings.check(graph, (clean, corrupt, pos_batch, pos_index), common.ablation)
-        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
+                                 device)
         metric = build_metric(common.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
         evaluator: Evaluator = (IncrementalPatcher(patched) if settings.engine == "incremental"
                                 else FullRecompute(patched, metric, metric_full))
-        width = candidate_width(settings, *clean.shape, weights.W_E.shape[1], device)
+        batch, seq_len = clean.shape
+        width = candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
         search = _Search(graph, evaluator, metric, settings, metric_full, on_progress, start,
                          replay, width)
         partial = search.run()
@@ -159,7 +162,8 @@ class _Search:
         self.on_progress, self.start, self.replay = on_progress, start, list(replay)
         n = len(graph.edges)
         if len(self.replay) > n:
-            raise AcdcError(f"cannot resume: the log has {len(self.replay)} decisions, the graph {n} edges")
+            raise AcdcError(f"cannot resume: the log has {len(self.replay)} decisions, "
+                            f"the graph {n} edges")
         self.kept = torch.ones(n, dtype=torch.bool)
         self.scores = torch.full((n,), float("nan"), dtype=torch.float64)
         self.current = metric_full
@@ -199,8 +203,8 @@ class _Search:
     def _replay(self, edge: Edge, decision: Decision) -> None:
         if decision.edge != edge.name:
             raise AcdcError(
-                f"cannot resume: decision {self.n_decided} of the log is {decision.edge!r}, this run "
-                f"visits {edge.name!r} there; the log was written with other settings"
+                f"cannot resume: decision {self.n_decided} of the log is {decision.edge!r}, "
+                f"this run visits {edge.name!r} there; the log was written with other settings"
             )
         if not decision.kept:
             self._remove(edge)
@@ -262,7 +266,8 @@ class _Search:
             self.on_progress(Progress(
                 decision=decision, decided=self.n_decided, tested=self.n_tested,
                 total=len(self.graph.edges), kept=self.n_kept,
-                elapsed_s=time.perf_counter() - self.start, eta_s=self.clock.eta(), replayed=replayed,
+                elapsed_s=time.perf_counter() - self.start, eta_s=self.clock.eta(),
+                replayed=replayed,
             ))
 
 

@@ -32,6 +32,8 @@ class AcdcSettings:
         if self.engine not in ENGINES:
             raise AcdcError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if not isinstance(self.candidates, int) or self.candidates < 0:
-            raise AcdcError(f"candidates must be 0 (automatic) or a positive number, got {self.candidates!r}")
+            raise AcdcError(f"candidates must be 0 (automatic) or a positive number, got "
+                            f"{self.candidates!r}")
         if self.candidates > 1 and self.engine == "full":
-            raise AcdcError("the full engine tests one edge at a time: use candidates 0 or 1 with it")
+            raise AcdcError("the full engine tests one edge at a time: use candidates 0 or 1 "
+                            "with it")

@@ -1,0 +1,168 @@
+"""The MIB circuit file: the circuit track's JSON (EAP-IG's `Graph.to_json`), both ways.
+
+The MIB benchmark (`../shared/EVALUATION.md`, section 6) exchanges circuits as one JSON object:
+
+- `cfg`: `n_layers`, `n_heads`, `parallel_attn_mlp`, `d_model`;
+- `nodes`: `{name: {"in_graph": bool}}` over `input`, every head `a{l}.h{h}`, every MLP `m{l}`
+  and `logits`;
+- `edges`: `{"a0.h1->a2.h3<q>": {"score": float, "in_graph": bool}}` over the residual edges
+  only. MIB's graph has no direct q/k/v -> head edges: a head always reads its own query, key
+  and value inputs there.
+
+The names are this project's (`acdc.core.graph`), so a residual edge maps one to one. What the
+two graphs do not share:
+
+- Direct edges. Writing drops them. Reading keeps all three direct edges of every head that
+  touches a kept residual edge (as sender or receiver), and removes those of the other heads.
+  That is MIB's meaning of the file: a head of the circuit reads its inputs (ablated where no
+  kept edge feeds them) and a head outside it carries nothing anyway. It is also how the
+  canonical circuits count edges. Under corrupt ablation the circuit read back computes exactly
+  what the circuit written did, since a removed direct edge and a query fed only by removed
+  edges both give the corrupted run's query. Under zero ablation they can differ: one zeroes
+  the query, the other computes it from a zeroed residual.
+- Scores. MIB needs a number. An edge without a score (ACDC: removed untested because its node
+  was dead) is written with score 0, and read back as 0.
+- Granularity. MIB's heads have q, k and v inputs. A `head`-granularity circuit is written with
+  each edge into a head as three edges (q, k and v) that share its score and kept flag; it reads
+  back as a `qkv` circuit.
+- MLPs. MIB's graph always has an MLP per layer, so a circuit of an attention-only model
+  cannot be written. Parallel blocks (`parallel_attn_mlp`: MLP l reads what the heads of layer
+  l read, not their outputs) are the same graph in both projects, and carried both ways.
+- Node flags. A node is `in_graph` when it touches a kept residual edge (its q/k/v inputs
+  count as the head); `logits` is always in the graph, as EAP-IG writes it. Reading ignores
+  the node flags: the edges say which nodes a circuit uses.
+
+`d_model` is not part of a circuit; the caller supplies it (`circuit export` reads it from the
+run's model configuration).
+
+>>> from acdc.core.graph import GraphShape, build_graph
+>>> graph = build_graph(GraphShape(1, 1, True))
+>>> kept = tuple(e.name in ("input->a0.h0<q>", "a0.h0->logits") for e in graph.edges)
+>>> data = to_mib(Circuit(graph, kept, (0.5,) * len(kept)), d_model=8)
+>>> data["edges"]["input->a0.h0<q>"], data["nodes"]["a0.h0"]
+({'score': 0.5, 'in_graph': True}, {'in_graph': True})
+>>> from_mib(data).kept[graph.edge_index["a0.h0<q>->a0.h0"]]  # the direct edge of a kept head
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from acdc.core.circuit import Circuit
+from acdc.core.graph import Edge, Graph, GraphShape, build_graph, count_edges
+from acdc.errors import GraphError
+
+CFG_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "parallel_attn_mlp", "d_model")
+SHOWN = 3  # unknown or missing edge names named in an error
+
+
+def mib_edge_count(n_layers: int, n_heads: int, parallel_attn_mlp: bool = False) -> int:
+    """The residual edges of MIB's graph of a model shape (32,491 for GPT-2 small).
+
+    >>> mib_edge_count(12, 12)
+    32491
+    """
+    shape = GraphShape(n_layers, n_heads, True, parallel_attn_mlp=parallel_attn_mlp)
+    return count_edges(shape)["residual"]
+
+
+def _mib_edges(edge: Edge, graph: Graph) -> list[str]:
+    """The MIB edge names of one residual edge: itself, or at head granularity the three
+    edges into the head's q, k and v inputs."""
+    if edge.receiver.kind == "head" and edge.receiver.qkv is None:
+        assert edge.sender is not None
+        return [f"{edge.sender.name}->{edge.receiver.name}<{qkv}>" for qkv in ("q", "k", "v")]
+    return [edge.name]
+
+
+def _node_of(name: str) -> str:
+    """The MIB node of a graph node: a head's q/k/v input is the head."""
+    return name.split("<", 1)[0]
+
+
+def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
+    """The MIB circuit file of `circuit` as a dictionary (see the module docstring)."""
+    graph = circuit.graph
+    if not graph.shape.has_mlp:
+        raise GraphError("MIB's graph has an MLP in every layer, so a circuit of an attention-only "
+                         "model cannot be written as a MIB file")
+    if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+        raise GraphError(f"d_model is {d_model!r}; it must be a positive whole number")
+    touched: set[str] = set()
+    edges: dict[str, dict[str, Any]] = {}
+    for edge in graph.edges:
+        if edge.kind == "direct":
+            continue
+        kept = circuit.kept[edge.index]
+        if kept:
+            touched.update(_node_of(name) for name in edge.endpoints)
+        score = circuit.scores[edge.index]
+        value = 0.0 if score is None or not math.isfinite(score) else float(score)
+        for name in _mib_edges(edge, graph):
+            edges[name] = {"score": value, "in_graph": bool(kept)}
+    nodes = {name: {"in_graph": name in touched or name == "logits"}
+             for name in graph.node_names() if "<" not in name}
+    return {"cfg": {"n_layers": graph.n_layers, "n_heads": graph.n_heads,
+                    "parallel_attn_mlp": graph.shape.parallel_attn_mlp, "d_model": d_model},
+            "nodes": nodes, "edges": edges}
+
+
+def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
+    """A `qkv` circuit from a MIB circuit file's dictionary, checked against the graph its
+    `cfg` describes (sequential or parallel blocks): every residual edge must be there, and
+    nothing else."""
+    cfg = data.get("cfg")
+    if not isinstance(cfg, Mapping):
+        raise GraphError(f"{source}: a MIB circuit file needs a 'cfg' object")
+    for key in ("n_layers", "n_heads"):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GraphError(f"{source}: cfg {key} is {value!r}; it must be a positive whole "
+                             f"number")
+    parallel = cfg.get("parallel_attn_mlp", False)
+    if not isinstance(parallel, bool):
+        raise GraphError(f"{source}: cfg parallel_attn_mlp is {parallel!r}; it must be true or "
+                         f"false")
+    graph = build_graph(GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]), True, "qkv",
+                                   parallel))
+    entries = data.get("edges")
+    if not isinstance(entries, Mapping):
+        raise GraphError(f"{source}: a MIB circuit file needs an 'edges' object")
+    residual = [e for e in graph.edges if e.kind == "residual"]
+    names = {e.name for e in residual}
+    unknown = [name for name in entries if name not in names]
+    if unknown:
+        direct = " (direct q/k/v edges are not part of a MIB file)" if any(
+            name in graph.edge_index for name in unknown) else ""
+        blocks = "parallel blocks" if parallel else "MLPs"
+        raise GraphError(f"{source}: {len(unknown)} edge name(s) not in the residual edges of a "
+                         f"{graph.n_layers}-layer {graph.n_heads}-head graph with {blocks}: "
+                         f"{', '.join(map(repr, unknown[:SHOWN]))}{direct}")
+    missing = [e.name for e in residual if e.name not in entries]
+    if missing:
+        raise GraphError(f"{source}: has {len(entries)} edges, a {graph.n_layers}-layer "
+                         f"{graph.n_heads}-head MIB graph has {len(residual)}; missing "
+                         f"{', '.join(map(repr, missing[:SHOWN]))}")
+    kept = [False] * len(graph.edges)
+    scores: list[float | None] = [None] * len(graph.edges)
+    heads: set[str] = set()
+    for edge in residual:
+        entry = entries[edge.name]
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("in_graph"), bool):
+            raise GraphError(f"{source}: edge {edge.name!r} needs 'in_graph': true or false")
+        score = entry.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number")
+        scores[edge.index] = float(score)
+        if entry["in_graph"]:
+            kept[edge.index] = True
+            heads.update(_node_of(name) for name in edge.endpoints)
+    for edge in graph.edges:
+        if edge.kind == "direct":
+            kept[edge.index] = _node_of(edge.receiver.name) in heads
+    settings = {"method": "mib", "granularity": "qkv",
+                "mib_cfg": {key: cfg.get(key) for key in CFG_KEYS}}
+    return Circuit(graph, tuple(kept), tuple(scores), settings, {})

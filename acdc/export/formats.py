@@ -1,0 +1,204 @@
+"""`circuit export`: a circuit as a MIB circuit file, GraphML or CSV.
+
+- `mib`: the MIB benchmark's circuit-track JSON (`acdc.core.mib`: residual edges only, with
+  score and `in_graph`). It needs the model's `d_model`, which a circuit does not hold: it is
+  taken from `--d-model` when given, else from a MIB file's own `cfg`, else from the
+  configuration of the run's model (`run.yaml` beside the circuit, else the circuit's `model`),
+  read without loading weights (`acdc.core.shapes.load_shape`: a checkpoint's `config.json`, a
+  local Hugging Face directory, or a TransformerLens name when online or cached). When none of
+  these can be read the export stops and says to pass `--d-model`.
+- `graphml`: the whole graph through networkx (`Graph.to_networkx`), every edge with its `name`,
+  `kind` (residual or direct), `kept` and `score` (left out where the edge has none: GraphML
+  has no null), every node with its `kind`, `layer` and whether it is in the circuit, and the
+  circuit's scalar settings as graph attributes.
+- `csv`: one row per edge of the graph, in graph order: `name, source, target, kind, kept,
+  score` (kept `true`/`false`, score empty where the edge has none), from the same networkx
+  graph.
+
+The input is a `circuit.json`, a MIB circuit file, or a run directory holding a
+`circuit.json`. By default the output goes beside the circuit: `<stem>.mib.json`,
+`<stem>.graphml` or `<stem>.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.files import write_text_atomic
+from acdc.errors import AcdcError, GraphError
+
+EXPORT_FORMATS: tuple[str, ...] = ("mib", "graphml", "csv")
+SUFFIXES = {"mib": ".mib.json", "graphml": ".graphml", "csv": ".csv"}
+CSV_COLUMNS: tuple[str, ...] = ("name", "source", "target", "kind", "kept", "score")
+CIRCUIT_FILE = "circuit.json"  # what `circuit discover` writes into a run directory
+RUN_FILE = "run.yaml"
+
+
+def find_circuit_file(target: str | Path) -> Path:
+    """The circuit file `target` names: itself, or the circuit.json of a run directory."""
+    target = Path(target)
+    if target.is_dir():
+        path = target / CIRCUIT_FILE
+        if path.is_file():
+            return path
+        if any(sub.is_dir() and sub.name.startswith("tau-") for sub in target.iterdir()):
+            raise AcdcError(f"{target}: is a sweep directory, not a run; give one of its runs, "
+                            f"e.g. {target / 'tau-<threshold>'}")
+        raise AcdcError(f"{target}: has no {CIRCUIT_FILE}; give a run directory written by "
+                        f"`circuit discover`, a circuit.json or a MIB circuit file")
+    if not target.exists():
+        raise AcdcError(f"{target}: no such run directory or circuit file")
+    return target
+
+
+def default_out(circuit_path: Path, format: str) -> Path:
+    """`<stem><suffix>` beside the circuit (`circuit.json` -> `circuit.mib.json`)."""
+    stem = circuit_path.name.removesuffix(".json").removesuffix(".mib")
+    return circuit_path.with_name(stem + SUFFIXES[format])
+
+
+# --------------------------------------------------------------------------- d_model
+
+
+def run_model(circuit_path: Path, circuit: Circuit) -> str | None:
+    """The model of the run beside the circuit (run.yaml), else the circuit's own."""
+    run_yaml = circuit_path.parent / RUN_FILE
+    if run_yaml.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(run_yaml.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            return data["model"]
+    model = circuit.settings.get("model")
+    return model if isinstance(model, str) and model else None
+
+
+def find_d_model(circuit_path: Path, circuit: Circuit) -> int:
+    """The model's d_model for a MIB file (see the module docstring), or one line saying how
+    to give it."""
+    cfg = circuit.settings.get("mib_cfg")
+    if isinstance(cfg, dict) and isinstance(cfg.get("d_model"), int):
+        return int(cfg["d_model"])
+    model = run_model(circuit_path, circuit)
+    hint = "pass --d-model N (the model's residual width: 768 for GPT-2 small)"
+    if model is None:
+        raise AcdcError(f"{circuit_path}: names no model and has no {RUN_FILE} beside it, so "
+                        f"d_model is unknown; {hint}")
+    from acdc.core.shapes import load_shape
+
+    try:
+        shape = load_shape(model)
+    except AcdcError as error:
+        raise AcdcError(f"cannot read d_model from the run's model {model!r} ({error}); "
+                        f"{hint}") from None
+    graph = circuit.graph
+    if shape.graph_shape(graph.granularity) != graph.shape:
+        raise AcdcError(f"the run's model {model!r} has {shape.n_layers} layers and "
+                        f"{shape.n_heads} heads, the circuit {graph.n_layers} and "
+                        f"{graph.n_heads} (or they differ in MLPs or parallel blocks); {hint}")
+    return shape.d_model
+
+
+# --------------------------------------------------------------------------- networkx
+
+
+def circuit_to_networkx(circuit: Circuit):
+    """The circuit's whole graph as a `networkx.DiGraph`: edges with `name`, `kind`, `kept`
+    and `score` (absent where the edge has none), nodes with `kind`, `layer` (`head` for
+    heads) and `in_circuit`, and the circuit's scalar settings as graph attributes."""
+    graph = circuit.graph
+    dag = graph.to_networkx()
+    for edge in graph.edges:
+        data = dag.edges[edge.endpoints]
+        data["kept"] = circuit.kept[edge.index]
+        score = circuit.scores[edge.index]
+        if score is not None and math.isfinite(score):
+            data["score"] = float(score)
+    in_circuit = set(circuit.nodes())
+    kinds: dict[str, tuple[str, int, int | None]] = {
+        s.name: (s.kind, s.layer, s.head) for s in graph.senders}
+    for r in graph.receivers:
+        if r.name not in kinds:
+            kind = "logits" if r.kind == "logits" else f"{r.qkv} input"
+            kinds[r.name] = (kind, r.layer, r.head)
+    for name, data in dag.nodes(data=True):
+        kind, layer, head = kinds[name]
+        data.update(kind=kind, layer=layer, in_circuit=name in in_circuit)
+        if head is not None:
+            data["head"] = head
+    for key, value in circuit.settings.items():
+        if isinstance(value, (str, int, float, bool)):
+            dag.graph[key] = value
+    dag.graph.update(n_edges_total=len(graph.edges), n_edges_kept=circuit.n_edges_kept)
+    return dag
+
+
+def to_graphml(circuit: Circuit) -> str:
+    """GraphML of the circuit's networkx graph (see `circuit_to_networkx`)."""
+    import networkx as nx
+
+    return "\n".join(nx.generate_graphml(circuit_to_networkx(circuit))) + "\n"
+
+
+def to_csv(circuit: Circuit) -> str:
+    """One row per edge, in graph order: name, source, target, kind, kept, score."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    dag = circuit_to_networkx(circuit)
+    for edge in circuit.graph.edges:  # networkx iterates by node; the file keeps graph order
+        source, target = edge.endpoints
+        data = dag.edges[source, target]
+        score = data.get("score")
+        writer.writerow((data["name"], source, target, data["kind"],
+                         "true" if data["kept"] else "false",
+                         "" if score is None else repr(score)))
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_circuit(target: str | Path, format: str, out: str | Path | None = None,
+                   d_model: int | None = None) -> tuple[Path, Circuit]:
+    """Write the circuit `target` names as `format`; return the file written and the circuit.
+
+    >>> export_circuit("runs/demo", "mib")  # doctest: +SKIP
+    (PosixPath('runs/demo/circuit.mib.json'), Circuit(...))
+    """
+    from acdc.core.mib import to_mib
+
+    if format not in EXPORT_FORMATS:
+        raise AcdcError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    path = find_circuit_file(target)
+    circuit = load_circuit(path)
+    out = Path(out) if out is not None else default_out(path, format)
+    if out.is_dir():
+        raise AcdcError(f"--out {out}: is a directory; give the file to write")
+    if out.resolve() == path.resolve():
+        raise AcdcError(f"--out {out}: is the circuit being exported; choose another file")
+    text: str
+    if format == "mib":
+        width = d_model if d_model is not None else find_d_model(path, circuit)
+        try:
+            text = json.dumps(to_mib(circuit, width)) + "\n"
+        except GraphError as error:
+            raise AcdcError(f"{path}: {error}") from None
+    elif format == "graphml":
+        text = to_graphml(circuit)
+    else:
+        text = to_csv(circuit)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(out, text), circuit
+    except OSError as error:
+        raise AcdcError(f"--out {out}: cannot write ({error.strerror or error})") from None
+
