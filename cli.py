@@ -6,9 +6,11 @@ continues from), `graph` (node and edge counts and a memory estimate from a mode
 alone), `tasks` (the bundled tasks), `metrics` (what each metric reads and means), `render`
 (re-draw a saved circuit), `export` (a circuit as a MIB circuit file, GraphML or CSV), `report`
 (one self-contained HTML page of a run or a sweep), `evaluate` (a circuit's faithfulness and its
-complement: evaluation.json, curves), `compare` (two circuits, or circuits and sweeps against a
-reference: Jaccard, TPR/FPR, ROC) and `zoo train|eval` (the project's own small models). The
-library does the work; commands parse, call and print.
+complement: evaluation.json, curves), `sweep` (ACDC at every threshold of a grid, sharing the
+model and recordings: a run directory per threshold, sweep.json, plots; local worker processes
+or Ray), `compare` (two circuits, or circuits and sweeps against a reference: Jaccard, TPR/FPR,
+ROC) and `zoo train|eval` (the project's own small models). The library does the work;
+commands parse, call and print.
 
 Exit codes: 0 success; 1 a user error (`AcdcError`: bad task file, missing model, unknown
 metric ...), reported as one line `error: ...` on stderr with no traceback; 2 a usage error
@@ -25,6 +27,7 @@ import functools
 import io
 import math
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -432,6 +435,154 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+# --------------------------------------------------------------------------- sweep
+
+
+@app.command()
+@user_errors
+def sweep(
+    ctx: typer.Context, task: TaskOption = None,
+    thresholds: Annotated[str | None, typer.Option(
+        metavar="LO:HI:N|T1,T2,...",
+        help="The thresholds: N log-spaced from LO to HI (1e-4:1e-1:13), or a list "
+             "(0.001,0.01,0.1). Default: the ACDC paper's grid for the task (ioi, greater-than, "
+             "induction, tracr), else 1e-4:1e-1:13.")] = None,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="Local worker processes running thresholds side by side.")] = 1,
+    ray: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="Run each threshold as a task on the Ray cluster at ADDRESS "
+                                "(HOST:PORT), `auto` (the cluster this machine belongs to) or "
+                                "`local` (start one here); needs pip install 'circuit[ray]'.")
+    ] = None,
+    model: ModelOption = None, metric: MetricOption = None, ablation: AblationOption = None,
+    granularity: GranularityOption = Granularity.qkv, abs_: AbsOption = False,
+    reverse_head_order: ReverseOption = False, seed: SeedOption = None,
+    device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
+    candidates: CandidatesOption = 0,
+    out: Annotated[Path | None, typer.Option(
+        help="Sweep directory. Default: runs/<task>-sweep-<YYYYmmdd-HHMMSS>/. A directory that "
+             "holds this same sweep is continued.")] = None,
+    quiet: QuietOption = False, no_render: NoRenderOption = False,
+    resume: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Continue the sweep in DIR with the settings of DIR/sweep.json: "
+                            "finished thresholds are kept, unfinished runs resume from their "
+                            "decision logs.")] = None,
+) -> None:
+    """Run ACDC at every threshold of a grid: one run directory per threshold (DIR/tau-<t>/,
+    each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
+    f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png)."""
+    from acdc.sweep import (
+        GridError,
+        RunOptions,
+        SweepConflict,
+        resume_sweep,
+        run_sweep,
+        start_sweep,
+    )
+
+    if ray is not None and jobs > 1:
+        raise typer.BadParameter("with --ray the cluster runs the thresholds; leave out --jobs",
+                                 ctx=ctx, param_hint="--jobs")
+    given = _given_options(ctx, {"task", "model", "threshold", "metric", "ablation",
+                                 "granularity", "abs_", "reverse_head_order", "seed", "device",
+                                 "dtype", "thresholds"} & set(ctx.params))
+    command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
+    status = _Status(quiet)
+    try:
+        if resume is not None:
+            if out is not None and not _same_dir(out, resume):
+                raise typer.BadParameter(f"--out {out} is not the sweep's directory {resume}",
+                                         ctx=ctx, param_hint="--out")
+            plan = resume_sweep(resume, given, candidates, command)
+        elif task is None:
+            raise typer.BadParameter("required unless --resume DIR is given", ctx=ctx,
+                                     param_hint="'--task' / '-t'")
+        else:
+            given.pop("task")
+            plan = start_sweep(task, **given, candidates=candidates, out=out, command=command)
+    except GridError as error:
+        raise typer.BadParameter(str(error).removeprefix("--thresholds "), ctx=ctx,
+                                 param_hint="--thresholds") from None
+    except SweepConflict as conflict:
+        raise typer.BadParameter(str(conflict), ctx=ctx,
+                                 param_hint="--resume" if resume else "--out") from None
+    total = len(plan.settings.grid.thresholds)
+    with contextlib.closing(plan), _Interrupts() as interrupts:
+        _announce_sweep(plan, status)
+        counter = [len(plan.done)]
+
+        def on_threshold(job, outcome) -> None:
+            counter[0] += outcome.status == "finished"
+            for message in outcome.warnings:
+                _err(f"warning: tau {job.threshold:g}: {_one_line(message)}")
+            status.say(f"tau {job.threshold:g}: kept {outcome.n_edges_kept} of "
+                       f"{outcome.n_edges_total} edges, {outcome.seconds:.1f} s "
+                       f"[{counter[0]}/{total}]")
+
+        try:
+            result = run_sweep(plan, RunOptions(threads, not no_render), jobs=jobs, ray=ray,
+                               on_threshold=on_threshold)
+        except KeyboardInterrupt:
+            _err(f"{interrupts.name}: {counter[0]} of {total} thresholds finished; resume with "
+                 f"`circuit sweep --resume {shlex.quote(str(plan.out_dir))}`")
+            raise typer.Exit(interrupts.exit_code) from None
+    for line in _sweep_table(result.record):
+        typer.echo(line)
+    typer.echo("wrote " + ", ".join(str(p) for p in result.written) +
+               f" and {total} run directories {plan.out_dir / 'tau-*'}")
+    if result.failures:
+        first = result.failures[0]
+        more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        _err(f"error: threshold {first.threshold:g} did not finish: {first.message}{more}; "
+             f"resume with `circuit sweep --resume {shlex.quote(str(plan.out_dir))}`")
+        raise typer.Exit(1)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    from acdc.run import same_path
+
+    return same_path(a, b)
+
+
+def _announce_sweep(plan, status: _Status) -> None:
+    settings, grid = plan.settings, plan.settings.grid
+    run = settings.run
+    if plan.resumed:
+        status.say(f"resuming the sweep in {plan.out_dir}: {len(plan.done)} of "
+                   f"{len(grid.thresholds)} thresholds finished")
+    own = ", ".join(key for key in ("abs", "reverse_head_order")
+                    if getattr(run.settings, key, False))
+    status.say(f"sweep of task {settings.spec.name} ({settings.spec.n_prompts} prompts): "
+               f"{len(grid.thresholds)} thresholds from {grid.thresholds[0]:g} to "
+               f"{grid.thresholds[-1]:g} ({grid.source}{': ' + grid.spec if grid.spec else ''}), "
+               f"metric {run.common.metric}, ablation {run.common.ablation}"
+               f"{', ' + own if own else ''}; {len(plan.jobs)} to run")
+    if plan.jobs:
+        status.say(f"loading model {run.model} ...")
+
+
+def _sweep_table(record: dict[str, Any]) -> list[str]:
+    """One row per threshold: edges, nodes, f(C) per metric, the search's runtime."""
+    runs = record["runs"]
+    names = next((list(r["faithfulness"]) for r in runs if r["status"] == "finished"), [])
+    header = ("TAU", "EDGES", "NODES", *[f"F({n})" for n in names], "SEARCH S")
+    rows = [header]
+    for r in runs:
+        if r["status"] != "finished":
+            rows.append((f"{r['threshold']:g}", "-", "-", *["-"] * len(names), "unfinished"))
+            continue
+        rows.append((f"{r['threshold']:g}", str(r["n_edges_kept"]), str(r["n_nodes_kept"]),
+                     *[_num(r["faithfulness"][n]) for n in names], f"{r['runtime_s']:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    total = record.get("n_edges_total")
+    lines.append(f"edges and nodes kept of {total} edges and {record.get('n_nodes_total')} nodes; "
+                 f"f = (m - empty) / (full - empty)" if total else "no threshold finished yet")
+    return lines
+
+
 # --------------------------------------------------------------------------- graph
 
 
@@ -802,6 +953,10 @@ def evaluate(
         "--curve", help="Also evaluate the faithfulness curve of the edges ranked by |score| at "
                         "the MIB fractions of the edges (CPR, CMD; plotted as SVG and PNG).")
     ] = False,
+    ranking: Annotated[Path | None, typer.Option(
+        metavar="SWEEP_DIR",
+        help="Rank the curve's edges by a sweep's rank scores (the largest threshold whose "
+             "circuit keeps an edge) instead of the circuit's scores; implies --curve.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="JSON file to write. Default: evaluation.json beside the circuit.")] = None,
     threads: ThreadsOption = 0,
@@ -817,7 +972,8 @@ def evaluate(
     job = prepare_evaluation(
         target, task=task, model=model, metrics=metrics,
         ablation=ablation.value if ablation is not None else None, seed=seed, device=device,
-        dtype=dtype.value if dtype is not None else None, out=out, curve=curve)
+        dtype=dtype.value if dtype is not None else None, out=out, curve=curve,
+        ranking=ranking)
     status = _Status(quiet)
     circuit = job.circuit
     status.say(f"circuit {job.circuit_path}: {circuit.n_edges_kept} of {len(circuit.graph.edges)} "

@@ -46,6 +46,9 @@ from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
+    from acdc.core.models import LoadedModel
+    from acdc.core.recordings import Recordings
+    from acdc.core.tasks import Task
 
 DEVICES_HELP = "cpu, cuda or cuda:N"
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
@@ -250,6 +253,27 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
     """A new run of `task` (a bundled name or a YAML file). Values given as None take the task
     file's; `options` are the method's own (ACDC: threshold, abs, reverse_head_order,
     candidates). The output directory is checked and created here."""
+    spec, settings = resolve_settings(task, method=method, model=model, metric=metric,
+                                      ablation=ablation, granularity=granularity, seed=seed,
+                                      device=device, dtype=dtype, **options)
+    chosen = get_method(settings.method)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
+    prepare_out_dir(out_dir)
+    lock = RunLock(out_dir)
+    with _released_on_error(lock):
+        if chosen.journal is not None:
+            chosen.journal.check_new_run(out_dir)
+    return Run(settings, spec, out_dir, chosen, lock, command=command,
+               typed={"task": task, "model": model})
+
+
+def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
+                     metric: str | None = None, ablation: str | None = None,
+                     granularity: str = "qkv", seed: int | None = None, device: str = "cpu",
+                     dtype: str = "float32", **options: Any) -> tuple[TaskSpec, RunSettings]:
+    """The task as read and the settings of a run of it (what `start_run` resolves before it
+    touches the output directory)."""
     chosen = get_method(method)
     if dtype not in DTYPES:
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -268,15 +292,7 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
         model=spec.model, method=chosen.name, settings=chosen.make_settings(spec, options),
         common=common, seed=spec.seed, device=device, dtype=dtype,
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-    prepare_out_dir(out_dir)
-    lock = RunLock(out_dir)
-    with _released_on_error(lock):
-        if chosen.journal is not None:
-            chosen.journal.check_new_run(out_dir)
-    return Run(settings, spec, out_dir, chosen, lock, command=command,
-               typed={"task": task, "model": model})
+    return spec, settings
 
 
 class ResumeConflict(AcdcError):
@@ -382,33 +398,80 @@ class Outcome:
     n_prompts: int
 
 
-def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
-            threads: int = 0, max_memory: float | None = None) -> Outcome:
-    """Load the model, tokenise the task and run the method. `threads` 0: 1 thread for small
-    models on a CPU (their operations are too small to split), else PyTorch's default.
+@dataclass(frozen=True)
+class SharedInputs:
+    """What several runs of one model on one task share (a sweep's runs, which differ only in
+    the method's own settings): the loaded model, the tokenised task and the task's clean and
+    corrupted runs recorded over the graph (`acdc.core.recordings`)."""
 
-    Before the method allocates anything, its memory estimate is checked against the memory
-    available (or against `max_memory` GiB when given): a run that cannot fit is refused with
-    the estimate instead of exhausting the machine."""
-    import torch
+    model: LoadedModel
+    task: Task
+    recordings: Recordings
 
+
+def load_shared(run: Run, threads: int = 0) -> SharedInputs:
+    """Load the model, tokenise the task and record its runs, as `execute` would for `run`
+    (with the same number of threads, so that the recordings are the same to the bit)."""
+    from acdc.core.graph import build_graph
+    from acdc.core.recordings import record
+
+    loaded, task = _load_inputs(run)
+    _set_threads(loaded.shape, run.settings.device, threads)
+    common = run.settings.common
+    graph = build_graph(loaded.shape.graph_shape(common.granularity))
+    return SharedInputs(loaded, task, record(loaded, task, graph, common.ablation))
+
+
+def _load_inputs(run: Run) -> tuple[LoadedModel, Task]:
     from acdc.core.models import load_model
     from acdc.core.tasks import resolve_task
 
     settings = run.settings
     loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)
     task = resolve_task(run.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    return loaded, task
+
+
+def _set_threads(shape: ModelShape, device: str, threads: int) -> None:
+    import torch
+
+    chosen = threads or cpu_threads(shape, device)
+    if chosen:
+        torch.set_num_threads(chosen)
+
+
+def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
+            threads: int = 0, max_memory: float | None = None,
+            shared: SharedInputs | None = None) -> Outcome:
+    """Load the model, tokenise the task and run the method. `threads` 0: 1 thread for small
+    models on a CPU (their operations are too small to split), else PyTorch's default.
+    `shared` holds the model, task and recordings already loaded for this run's model, task,
+    ablation and granularity (`load_shared`): nothing is loaded or recorded again.
+
+    Before the method allocates anything, its memory estimate is checked against the memory
+    available (or against `max_memory` GiB when given): a run that cannot fit is refused with
+    the estimate instead of exhausting the machine."""
+    import torch
+
+    settings = run.settings
+    if shared is None:
+        loaded, task = _load_inputs(run)
+    else:
+        loaded, task = shared.model, shared.task
+        if (loaded.name, str(loaded.model.cfg.dtype)) != (
+                settings.model, f"torch.{settings.dtype}"):
+            raise ValueError(f"shared inputs of model {loaded.name} ({loaded.model.cfg.dtype}) "
+                             f"handed to a run of {settings.model} ({settings.dtype})")
     _check_memory(run, loaded.shape, task, max_memory)
     warning = precision_warning(loaded.model.cfg.dtype, settings.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
     torch.manual_seed(settings.seed)
-    chosen = threads or cpu_threads(loaded.shape, settings.device)
-    if chosen:
-        torch.set_num_threads(chosen)
+    _set_threads(loaded.shape, settings.device, threads)
     job = Discovery(model=loaded, task=task, common=settings.common, settings=settings.settings,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
-                    on_progress=on_progress)
+                    on_progress=on_progress,
+                    recordings=None if shared is None else shared.recordings)
     return Outcome(run.method.discover(job), task.n_prompts)
 
 

@@ -50,6 +50,7 @@ from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warn
 EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
 ACDC_RANKING = "ACDC scores (the metric change when an edge was tested), untested edges last"
+SWEEP_RANKING = "rank scores (the largest threshold that keeps an edge)"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class EvaluationJob:
     run_yaml: Path | None
     same_as_run: bool
     curve: bool = False
+    # The curve's ranking: (edge index, score) for every edge, and what it is; None: the
+    # circuit's own scores.
+    ranking: tuple[tuple[int, float | None], ...] | None = None
+    ranking_name: str = ACDC_RANKING
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,10 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
                        metrics: Sequence[str] | None = None, ablation: str | None = None,
                        seed: int | None = None, device: str | None = None,
                        dtype: str | None = None, out: Path | None = None,
-                       curve: bool = False) -> EvaluationJob:
-    """Resolve an evaluation of the circuit `target` names (see the module docstring)."""
+                       curve: bool = False, ranking: Path | None = None) -> EvaluationJob:
+    """Resolve an evaluation of the circuit `target` names (see the module docstring).
+    `ranking` is a sweep directory whose rank scores rank the edges of the curve (implies
+    `curve`; `acdc.evaluation.rank_scores`)."""
     from acdc.core.settings import ABLATIONS, METRICS
 
     circuit_path, run_yaml = find_circuit(target)
@@ -186,7 +193,15 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
         for name in metrics:
             if name not in METRICS:
                 raise AcdcError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
-    if curve and all(score is None for score in circuit.scores):
+    ranked = None
+    if ranking is not None:
+        from acdc.evaluation.compare import check_same_graph
+        from acdc.evaluation.rank_scores import sweep_ranking
+
+        graph, scores = sweep_ranking(ranking)
+        check_same_graph(circuit.graph, graph, str(circuit_path), f"sweep {ranking}")
+        ranked, curve = tuple(scores), True
+    elif curve and all(score is None for score in circuit.scores):
         raise AcdcError(f"{circuit_path}: no edge has a score, so there is no ranking to draw a "
                         f"curve from; leave out --curve")
     if out is None:  # a MIB file exported into a run directory keeps the run's own results
@@ -201,7 +216,9 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
     return EvaluationJob(circuit_path=circuit_path, circuit=circuit, spec=spec,
                          task_file=spec.source, model=model, ablation=ablation, seed=seed,
                          device=device, dtype=dtype, metrics=metrics, out=out,
-                         run_yaml=run_yaml, same_as_run=same, curve=curve)
+                         run_yaml=run_yaml, same_as_run=same, curve=curve, ranking=ranked,
+                         ranking_name=ACDC_RANKING if ranked is None else
+                         f"{SWEEP_RANKING} of {ranking}")
 
 
 # --------------------------------------------------------------------------- running
@@ -227,8 +244,8 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     start = time.perf_counter()
     evaluator = CircuitEvaluator(loaded, task, job.circuit.graph, job.ablation, job.metrics)
     evaluation = evaluator.evaluate(job.circuit.kept)
-    curve = (evaluator.curve(ranking_from_scores(job.circuit.scores), MIB_FRACTIONS)
-             if job.curve else None)
+    ranking = job.ranking if job.ranking is not None else ranking_from_scores(job.circuit.scores)
+    curve = evaluator.curve(ranking, MIB_FRACTIONS) if job.curve else None
     seconds = time.perf_counter() - start
     check = run_metric_check(job.circuit, evaluation)
     if check is not None and not check.agrees and job.same_as_run:
@@ -276,7 +293,7 @@ def evaluation_record(job: EvaluationJob, outcome: EvaluationOutcome) -> dict[st
         "dtype": job.dtype,
         "run_metric": outcome.run_check.to_json() if outcome.run_check is not None else None,
         **outcome.evaluation.to_json(),
-        "curve": None if curve is None else {"ranking": ACDC_RANKING, **curve.to_json()},
+        "curve": None if curve is None else {"ranking": job.ranking_name, **curve.to_json()},
         "cost": {"recorded_runs": outcome.recorded_runs,
                  "patched_passes": outcome.patched_passes, "seconds": outcome.seconds},
     }
@@ -299,7 +316,7 @@ def write_evaluation(job: EvaluationJob, outcome: EvaluationOutcome) -> list[Pat
     written = [job.out]
     if outcome.curve is not None:
         title = f"task {job.spec.name}, model {_short(job.model)}: faithfulness by circuit size"
-        written += plot_curve(outcome.curve, curve_stem(job.out), title, ACDC_RANKING)
+        written += plot_curve(outcome.curve, curve_stem(job.out), title, job.ranking_name)
     return written
 
 

@@ -78,6 +78,7 @@ from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, Stage, task_tensors
+from acdc.core.recordings import Recordings
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError, GraphError
 
@@ -387,10 +388,12 @@ class CircuitEvaluator:
 
     `metrics` None evaluates every metric the task supports; naming one it does not support is
     an `AcdcError`. `passes` counts the patched passes run so far (the recordings not included).
+    `recordings` are the task's runs on this model and graph when already recorded
+    (`acdc.core.recordings`: a sweep records once for its searches and their evaluations).
     """
 
     def __init__(self, model: LoadedModel, task: Task, graph: Graph, ablation: str,
-                 metrics: Sequence[str] | None = None):
+                 metrics: Sequence[str] | None = None, recordings: Recordings | None = None):
         check_graph_fits(graph, model)
         self.graph = graph
         self.n_edges = len(graph.edges)
@@ -412,15 +415,18 @@ class CircuitEvaluator:
         self.metrics = [name for name in METRICS if name in chosen]
         with torch.inference_mode():
             tensors = task_tensors(task, device, weights.causal)
-            clean, corrupt, pos_batch, pos_index = (tensors.clean, tensors.corrupt,
-                                                     tensors.pos_batch, tensors.pos_index)
-            self.patched = PatchedModel(weights, graph, clean, corrupt, pos_batch, pos_index,
-                                        ablation, tensors.lengths)
+            if recordings is None:
+                self.patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
+                                            tensors.pos_batch, tensors.pos_index, ablation,
+                                            tensors.lengths)
+            else:
+                recordings.check(graph, tensors, ablation)
+                self.patched = recordings.fresh()
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
                         for name in self.metrics}
-        self._prompt_of = pos_batch.cpu()
+        self._prompt_of = tensors.pos_batch.cpu()
         self._per_prompt_count = torch.bincount(self._prompt_of, minlength=self.n_prompts).double()
-        self.n_positions = len(pos_batch)
+        self.n_positions = len(tensors.pos_batch)
         self._cache: dict[bytes, dict[str, Spread]] = {}
         self.full = self.spreads(torch.ones(self.n_edges, dtype=torch.bool))
         self.empty = self.spreads(torch.zeros(self.n_edges, dtype=torch.bool))

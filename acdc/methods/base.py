@@ -68,7 +68,9 @@ class Discovery:
 
     `record` is the run's settings as the run records them (a journal's header);
     `out_dir` is where a resumable method keeps its journal (None: keep none);
-    `resume_from` is the journal read back when the run is being resumed."""
+    `resume_from` is the journal read back when the run is being resumed;
+    `recordings` the task's clean and corrupted runs on this model, recorded once for several
+    runs (`acdc.core.recordings`; a sweep), or None: a method that records runs makes its own."""
 
     model: LoadedModel
     task: Task
@@ -78,6 +80,7 @@ class Discovery:
     out_dir: Path | None = None
     resume_from: JournalState | None = None
     on_progress: Callable[[Any], None] | None = None
+    recordings: Any = None
 
 
 @dataclass(frozen=True)

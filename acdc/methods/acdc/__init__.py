@@ -50,7 +50,8 @@ def discover(job: Discovery) -> Circuit:
     """Run ACDC, keeping its decision log in `job.out_dir` (appended to when resuming)."""
     from acdc.methods.acdc import search  # torch: only once a run starts
 
-    graph = build_graph(job.model.shape.graph_shape(job.common.granularity))
+    graph = (job.recordings.graph if job.recordings is not None
+             else build_graph(job.model.shape.graph_shape(job.common.granularity)))
     log: RunLog | None = None
     replay: Sequence[Decision] = ()
     if job.out_dir is not None:
@@ -71,7 +72,7 @@ def discover(job: Discovery) -> Circuit:
 
     try:
         circuit = search.run_acdc(job.model, job.task, job.common, job.settings, on_progress=record,
-                           replay=replay, graph=graph)
+                           replay=replay, graph=graph, recordings=job.recordings)
     finally:
         if log is not None:
             log.close()

@@ -30,8 +30,8 @@ import torch
 from acdc.core.circuit import Circuit, score_or_none
 from acdc.core.graph import Edge, Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
-from acdc.core.models import extract_weights
-from acdc.core.patching import PatchedModel, Stage, task_tensors
+from acdc.core.patching import Stage, task_tensors
+from acdc.core.recordings import Recordings, record
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.errors import AcdcError
 from acdc.methods.acdc import candidates
@@ -96,26 +96,32 @@ def _source_node(edge: Edge) -> str:
 
 def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: AcdcSettings,
              on_progress: ProgressCallback | None = None, replay: Sequence[Decision] = (),
-             graph: Graph | None = None) -> Circuit:
+             graph: Graph | None = None, recordings: Recordings | None = None) -> Circuit:
     """Run ACDC on `task` (clean/corrupt tokens, metric positions, answers).
 
     `replay` resumes an interrupted run: the logged decisions are applied without testing
     (their edge names must follow this run's order) and the search goes on from there.
     `graph` is the model's graph at `common.granularity`, when the caller already built it.
+    `recordings` are the task's clean and corrupted runs on this model and graph, recorded
+    once for several runs (a sweep, `acdc.core.recordings`): the search works on a fresh copy
+    of them instead of recording its own, with the same decisions.
     """
     common.validate()
     settings.validate()
     start = time.perf_counter()
     if graph is None:
-        graph = build_graph(model.shape.graph_shape(common.granularity))
+        graph = (recordings.graph if recordings is not None
+                 else build_graph(model.shape.graph_shape(common.granularity)))
     torch.manual_seed(task.seed)
-    weights = extract_weights(model.model)
+    patched = (record(model, task, graph, common.ablation).patched if recordings is None
+               else recordings.fresh())
+    weights = patched.w
     device = weights.W_E.device
     with torch.inference_mode():
         tensors = task_tensors(task, device, weights.causal)
         clean = tensors.clean
-        patched = PatchedModel(weights, graph, clean, tensors.corrupt, tensors.pos_batch,
-                               tensors.pos_index, common.ablation, tensors.lengths)
+        if recordings is not None:
+            recordings.check(graph, tensors, common.ablation)
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
                                  device)
         metric = build_metric(common.metric, patched.clean_logits, targets)

@@ -1,0 +1,84 @@
+"""Recordings: a task's clean and corrupted runs on one model, made once, handed out as copies.
+
+Every search and every evaluation starts from the same state: a `PatchedModel` fresh from its
+constructor, which runs the clean and the corrupted prompts through the model (two ordinary
+forward passes) and sets every mask to "kept". A threshold sweep runs many searches on one
+model and task, and evaluates every circuit they find; recording once and giving each of them
+an independent copy of that state (`Recordings.fresh`) saves the recordings of every run
+after the first, and changes nothing: the copy is the recorded state bit for bit, and recording
+again would repeat the same arithmetic on the same inputs.
+
+A copy shares the model's weights and the graph (nothing writes them) and copies everything a
+pass or a search writes (sender outputs, q/k/v, masks), keeping which tensors are views of
+which. A copy costs one memory copy of the recorded activations, far less than two forward
+passes.
+
+>>> recordings = record(loaded_model, task, graph, "corrupt")  # doctest: +SKIP
+>>> run_acdc(loaded_model, task, common, settings, recordings=recordings)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from acdc.core.graph import Graph
+from acdc.core.models import Weights, extract_weights
+from acdc.core.patching import PatchedModel, TaskTensors, task_tensors
+
+if TYPE_CHECKING:
+    from acdc.core.models import LoadedModel
+    from acdc.core.tasks import Task
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """The state of a `PatchedModel` fresh from its constructor (`patched`, never run or
+    changed), with the tensors it was built from (right-padded tokens, metric positions)."""
+
+    patched: PatchedModel
+    tensors: TaskTensors
+    ablation: str
+
+    @property
+    def graph(self) -> Graph:
+        return self.patched.graph
+
+    @property
+    def weights(self) -> Weights:
+        return self.patched.w
+
+    def fresh(self) -> PatchedModel:
+        """An independent copy of the recorded state, sharing only the weights and the graph."""
+        shared = {id(self.patched.w): self.patched.w, id(self.patched.graph): self.patched.graph}
+        with torch.inference_mode():
+            return copy.deepcopy(self.patched, memo=shared)
+
+    def check(self, graph: Graph, tensors: TaskTensors, ablation: str) -> None:
+        """Refuse (ValueError: a caller's mistake, not a user's) recordings of another graph,
+        another task or another ablation than the run they are handed to."""
+        if graph.shape != self.graph.shape:
+            raise ValueError(f"recordings of a {self.graph.shape} graph handed to a run on "
+                             f"{graph.shape}")
+        if ablation != self.ablation:
+            raise ValueError(f"recordings with {self.ablation} ablation handed to a run with "
+                             f"{ablation} ablation")
+        mine, theirs = dataclasses.astuple(self.tensors), dataclasses.astuple(tensors)
+        if any(a.shape != b.shape or not torch.equal(a, b.to(a.device))
+               for a, b in zip(mine, theirs, strict=True)):
+            raise ValueError("recordings of other prompts handed to a run")
+
+
+def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recordings:
+    """Record `task`'s clean (and, under corrupt ablation, corrupted) run on `model` over
+    `graph` (two ordinary forward passes, or one)."""
+    weights = extract_weights(model.model)
+    with torch.inference_mode():
+        tensors = task_tensors(task, weights.W_E.device, weights.causal)
+        patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
+                               tensors.pos_index, ablation, tensors.lengths)
+    return Recordings(patched, tensors, ablation)

@@ -1,0 +1,77 @@
+"""Running a planned sweep: hand its thresholds to a backend, keep sweep.json up to date, plot.
+
+`run_sweep(plan, ...)` runs every job left on the chosen backend (`acdc.sweep.backends`),
+rewrites `sweep.json` as each threshold finishes (a killed sweep leaves a file that says what
+is done) and, at the end, writes `sweep.json` with the rank scores once every threshold is
+finished, and the plots. It returns a `SweepOutcome`; the CLI prints from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acdc.sweep.backends import Failure, run_here, run_in_processes, run_on_ray
+from acdc.sweep.plan import SweepPlan, ThresholdJob
+from acdc.sweep.results import PLOT_STEM, SweepRecords, plot_sweep
+from acdc.sweep.worker import RunOptions, ThresholdOutcome
+
+OnThreshold = Callable[[ThresholdJob, ThresholdOutcome], None]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A sweep as it stands after this invocation: sweep.json's contents, the thresholds this
+    invocation could not finish, the files written."""
+
+    record: dict[str, Any]
+    failures: tuple[Failure, ...]
+    written: tuple[Path, ...]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.record["finished"])
+
+
+def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int = 1,
+              ray: str | None = None, on_threshold: OnThreshold | None = None) -> SweepOutcome:
+    """Run the plan's jobs here (`jobs` 1), on `jobs` worker processes, or on the Ray cluster at
+    `ray`; then write sweep.json and the plots. KeyboardInterrupt stops it after writing
+    sweep.json (the finished thresholds stay finished)."""
+    options = options or RunOptions()
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+
+    records = SweepRecords(plan.settings, plan.out_dir)
+
+    def finished_one(job: ThresholdJob, outcome: ThresholdOutcome) -> None:
+        records.refresh(job.threshold)
+        records.write()
+        if on_threshold is not None:
+            on_threshold(job, outcome)
+
+    failures: list[Failure] = []
+    try:
+        if not plan.jobs:
+            pass
+        elif ray is not None:
+            failures = run_on_ray(plan.jobs, options, ray, finished_one)
+        elif jobs > 1 and len(plan.jobs) > 1:
+            failures = run_in_processes(plan.jobs, options, jobs, finished_one)
+        else:
+            failures = run_here(plan.jobs, options, finished_one)
+    finally:
+        for failure in failures:
+            records.refresh(failure.threshold)
+        path, record = records.write()
+    written = [path, *plot_sweep(record, plan.out_dir / PLOT_STEM, sweep_title(record))]
+    return SweepOutcome(record, tuple(failures), tuple(written))
+
+
+def sweep_title(record: dict[str, Any]) -> str:
+    """`task ioi, model ioi: ACDC sweep (kl, corrupt ablation), 13 thresholds`."""
+    model = Path(str(record.get("model"))).name or record.get("model")
+    return (f"task {record.get('task')}, model {model}: ACDC sweep ({record.get('metric')}, "
+            f"{record.get('ablation')} ablation), {len(record['runs'])} thresholds")
