@@ -20,9 +20,9 @@ import yaml
 from typer.testing import CliRunner
 
 import cli
-from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.circuit import Circuit, from_mib, load_circuit
 from acdc.core.graph import GraphShape, build_graph, head_name
-from acdc.core.mib import from_mib, mib_edge_count, to_mib
+from acdc.core.mib import mib_edge_count, to_mib
 from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import GraphError
 from acdc.export.dot import MAX_WIDTH, MIN_WIDTH, circuit_title, model_label, to_dot

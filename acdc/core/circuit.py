@@ -34,6 +34,7 @@ from typing import Any
 
 from acdc.core.files import write_text_atomic
 from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, count_edges
+from acdc.core.mib import read_mib
 from acdc.errors import GraphError, short_repr
 
 FORMAT = "circuit/1"
@@ -195,14 +196,14 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     return Circuit(graph, tuple(kept), tuple(scores), settings, results)
 
 
-def _read_mib(data: dict[str, Any], source: str) -> Circuit:
-    from acdc.core.mib import from_mib  # it builds on this module
-
-    return from_mib(data, source)
+def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
+    """A circuit from a MIB circuit file's dictionary (`acdc.core.mib`)."""
+    graph, kept, scores, settings = read_mib(data, source)
+    return Circuit(graph, kept, scores, settings, {})
 
 
 READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,
-                                                                "mib": _read_mib}
+                                                                "mib": from_mib}
 
 
 def load_circuit(path: str | Path) -> Circuit:

@@ -35,6 +35,7 @@ two graphs do not share:
 `d_model` is not part of a circuit; the caller supplies it (`circuit export` reads it from the
 run's model configuration).
 
+>>> from acdc.core.circuit import Circuit, from_mib
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 1, True))
 >>> kept = tuple(e.name in ("input->a0.h0<q>", "a0.h0->logits") for e in graph.edges)
@@ -49,11 +50,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acdc.core.circuit import Circuit
 from acdc.core.graph import Edge, Graph, GraphShape, build_graph, count_edges
 from acdc.errors import GraphError
+
+if TYPE_CHECKING:
+    from acdc.core.circuit import Circuit
 
 CFG_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "parallel_attn_mlp", "d_model")
 SHOWN = 3  # unknown or missing edge names named in an error
@@ -110,10 +113,12 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
             "nodes": nodes, "edges": edges}
 
 
-def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
-    """A `qkv` circuit from a MIB circuit file's dictionary, checked against the graph its
-    `cfg` describes (sequential or parallel blocks): every residual edge must be there, and
-    nothing else."""
+def read_mib(data: Mapping[str, Any], source: str = "MIB file"
+             ) -> tuple[Graph, tuple[bool, ...], tuple[float | None, ...], dict[str, Any]]:
+    """The graph, kept flags, scores and settings of a `qkv` circuit from a MIB circuit file's
+    dictionary, checked against the graph its `cfg` describes (sequential or parallel blocks):
+    every residual edge must be there, and nothing else. `acdc.core.circuit.from_mib` makes
+    the `Circuit`."""
     cfg = data.get("cfg")
     if not isinstance(cfg, Mapping):
         raise GraphError(f"{source}: a MIB circuit file needs a 'cfg' object")
@@ -165,4 +170,4 @@ def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
             kept[edge.index] = _node_of(edge.receiver.name) in heads
     settings = {"method": "mib", "granularity": "qkv",
                 "mib_cfg": {key: cfg.get(key) for key in CFG_KEYS}}
-    return Circuit(graph, tuple(kept), tuple(scores), settings, {})
+    return graph, tuple(kept), tuple(scores), settings
