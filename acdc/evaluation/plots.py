@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from acdc.core.files import atomic_path
 from acdc.errors import RunWarning
 
 if TYPE_CHECKING:
@@ -64,14 +65,20 @@ def plot_curve(curve: FaithfulnessCurve, stem: Path, title: str = "",
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        written = []
-        for suffix in FORMATS:
-            path = stem.with_name(f"{stem.name}.{suffix}")
-            fig.savefig(path, format=suffix, metadata=_metadata(suffix))
-            written.append(path)
-        return written
+        return save_figure(fig, stem)
     finally:
         plt.close(fig)
+
+
+def save_figure(fig: Any, stem: Path) -> list[Path]:
+    """`stem.svg` and `stem.png` of a figure, each written atomically."""
+    written = []
+    for suffix in FORMATS:
+        path = stem.with_name(f"{stem.name}.{suffix}")
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format=suffix, metadata=_metadata(suffix))
+        written.append(path)
+    return written
 
 
 def _metadata(suffix: str) -> dict[str, str | None]:

@@ -150,7 +150,7 @@ def plot_sweep(record: dict[str, Any], stem: Path, title: str = "") -> list[Path
     """Two panels, written to `stem`.svg and `stem`.png: edges kept against the threshold
     (log x), and f(C) of every metric against the edges kept (log x). Returns the files
     (none without matplotlib, with one warning)."""
-    from acdc.evaluation.plots import FORMATS, _metadata, _pyplot  # the shared off-screen set-up
+    from acdc.evaluation.plots import _pyplot, save_figure  # the shared off-screen set-up
 
     runs = [r for r in record["runs"] if r["status"] == "finished"]
     if not runs:
@@ -165,12 +165,7 @@ def plot_sweep(record: dict[str, Any], stem: Path, title: str = "") -> list[Path
         if title:
             fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        written = []
-        for suffix in FORMATS:
-            path = stem.with_name(f"{stem.name}.{suffix}")
-            fig.savefig(path, format=suffix, metadata=_metadata(suffix))
-            written.append(path)
-        return written
+        return save_figure(fig, stem)
     finally:
         plt.close(fig)
 
