@@ -39,7 +39,8 @@ from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import available_memory, check_reachable, model_kind
 from acdc.core.files import disk_error, write_text_atomic
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
-from acdc.core.tasks import TaskSpec, read_task
+from acdc.core.shapes import local_shape
+from acdc.core.tasks import TaskSpec, check_prompt_lengths, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
@@ -281,8 +282,11 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
                                           ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
-    if model_kind(spec.model) == "name":  # offline and not cached: say so before loading torch
+    kind = model_kind(spec.model)
+    if kind == "name":  # offline and not cached: say so before loading torch
         check_reachable(spec.model)
+    else:  # a prompt too long for the context: say so before loading anything
+        check_prompt_lengths(spec, local_shape(spec.model, kind).n_ctx)
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
                             granularity=granularity)  # type: ignore[arg-type]
     common.validate()

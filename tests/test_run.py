@@ -152,3 +152,14 @@ def test_a_run_larger_than_the_memory_allowed_is_refused_before_it_starts(tiny_t
     result = invoke("discover", "--task", tiny_task, "--out", tmp_path / "b", "--max-memory", "1",
                     "--quiet", "--no-render")
     assert result.exit_code == 0, result.output
+
+
+def test_a_prompt_too_long_for_the_context_is_refused_before_the_model_loads(tmp_path):
+    """The model's context comes from its config.json: no weights are read (there are none)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(TINY_CONFIG))  # config only: no weights
+    task = write_task(tmp_path / "long.yaml", model=str(model),
+                      prompts=[{"clean": "x " * 5000, "corrupt": "y " * 5000}])
+    with pytest.raises(AcdcError, match=r"prompts\[0\]: clean: 10,000 characters, far more"):
+        pipeline.start_run(str(task), out=tmp_path / "out")

@@ -704,6 +704,26 @@ def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
     )
 
 
+def check_prompt_lengths(spec: TaskSpec, n_ctx: int) -> None:
+    """Refuse, before the model loads, written prompts whose text cannot fit the model's
+    context (`resolve_task` checks the same, and the token counts, once it can tokenise)."""
+    bos = 1 if spec.prepend_bos else 0
+    for prompt in spec.prompts:
+        where = f"{spec.source}: prompts[{prompt.index}]"
+        for name, text in (("clean", prompt.clean), ("corrupt", prompt.corrupt)):
+            if isinstance(text, str):
+                _check_text_length(text, f"{where}: {name}", n_ctx, bos)
+
+
+def _check_text_length(text: str, where: str, n_ctx: int, n_bos: int) -> None:
+    if len(text) > max(n_ctx - n_bos, 1) * MAX_CHARS_PER_TOKEN:
+        raise TaskError(
+            f"{where}: {len(text):,} characters, far more than the model's context of"
+            f" {n_ctx} tokens holds (text longer than {MAX_CHARS_PER_TOKEN}"
+            f" characters per token is refused before tokenising); shorten the prompt"
+        )
+
+
 @dataclass
 class _Resolver:
     spec: TaskSpec
@@ -764,13 +784,7 @@ class _Resolver:
 
     def ids(self, text: Text, where: str, index: int) -> list[int]:
         if isinstance(text, str):
-            room = max(self.n_ctx - len(self.bos), 1)
-            if len(text) > room * MAX_CHARS_PER_TOKEN:
-                raise TaskError(
-                    f"{where}: {len(text):,} characters, far more than the model's context of"
-                    f" {self.n_ctx} tokens holds (text longer than {MAX_CHARS_PER_TOKEN}"
-                    f" characters per token is refused before tokenising); shorten the prompt"
-                )
+            _check_text_length(text, where, self.n_ctx, len(self.bos))
             ids = self.encode(text, where)
             if not ids:
                 raise TaskError(
