@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acdc.core.files import write_text_atomic
+from acdc.core.files import read_text, write_text_atomic
 from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, count_edges
 from acdc.core.mib import read_mib
 from acdc.errors import GraphError, short_repr
@@ -209,14 +209,7 @@ READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1
 def load_circuit(path: str | Path) -> Circuit:
     """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise GraphError(f"{path}: not a text file; a circuit is a JSON file") from None
-    except OSError as error:
-        raise GraphError(f"{path}: cannot read ({error.strerror or error})") from None
+    text = read_text(path, "a circuit is a JSON file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

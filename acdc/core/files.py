@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, GraphError
 
 CAUSES = {
     errno.ENOSPC: "no space left on the device; free some space and run the command again",
@@ -29,6 +29,19 @@ CAUSES = {
     errno.EACCES: "permission denied; choose a directory you can write to",
     errno.ELOOP: "too many levels of symbolic links (a symlink loop)",
 }
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or one `GraphError` line: missing, not text (`what` says
+    what the file should be), unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise GraphError(f"{path}: not a text file; {what}") from None
+    except OSError as error:
+        raise GraphError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def disk_error(path: Path | str, error: OSError, doing: str = "cannot write") -> AcdcError:

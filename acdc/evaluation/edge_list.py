@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from acdc.core.files import read_text
 from acdc.core.graph import Graph
 from acdc.errors import GraphError, did_you_mean
 
@@ -55,15 +56,7 @@ def parse_edge_list(text: str, graph: Graph, source: str = "edge list") -> tuple
 def read_edge_list(path: str | Path, graph: Graph) -> tuple[bool, ...]:
     """`parse_edge_list` of a file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise GraphError(f"{path}: not a text file; an edge list has one edge name a "
-                         f"line") from None
-    except OSError as error:
-        raise GraphError(f"{path}: cannot read ({error.strerror or error})") from None
+    text = read_text(path, "an edge list has one edge name a line")
     return parse_edge_list(text, graph, str(path))
 
 
