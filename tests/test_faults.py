@@ -3,7 +3,8 @@ run directory that a live run holds.
 
 The signal tests run `circuit discover` as a real subprocess on a tiny model with enough edges
 (6,829, of which about 1,900 are tested) for the search to last a second or two, and send SIGTERM or
-SIGINT at a random moment after its first logged decision. The log, the partial circuit.json
+SIGINT once a random number of its decisions are logged (at most a third of them, so that the
+signal always lands inside the search, however fast the machine). The log, the partial circuit.json
 and the message must then describe the same decisions, and `--resume` must complete the run to
 the circuit of an uninterrupted one. The full-disk tests use a small tmpfs where the test can
 mount one (as root), else they simulate ENOSPC in the writes.
@@ -101,24 +102,26 @@ class Interrupted:
     """A real run stopped by a signal at a random moment, as the fixture left it."""
 
     out: Path
-    delay: float  # seconds between the first logged decision (or SIGCONT) and the signal
+    after: int  # decisions logged when the signal was sent
     returncode: int
     stderr: str
     refusals: list[Any] = field(default_factory=list)  # commands run while it was paused
 
     def why(self) -> str:
-        return f"signal {self.delay:.3f} s into the search; stderr: {self.stderr}"
+        return f"signal after {self.after} logged decisions; stderr: {self.stderr}"
 
 
 @pytest.fixture(scope="module")
-def interrupted(fault_task, tmp_path_factory) -> dict[signal.Signals, Interrupted]:
+def interrupted(fault_task, fault_reference, tmp_path_factory
+                ) -> dict[signal.Signals, Interrupted]:
     """Two `circuit discover` processes, run side by side: one is paused (SIGSTOP) after its
     first decision, while a resume and a new run on its directory are tried, then continued
-    (SIGCONT) and sent SIGTERM a random moment later; the other is sent SIGINT a random moment
-    after its first decision."""
+    (SIGCONT) and sent SIGTERM once a random number of decisions are logged; the other is sent
+    SIGINT likewise."""
     root = tmp_path_factory.mktemp("signals")
-    rng = random.Random()  # random moments; each is in the failure messages, to replay it
-    delays = {sig: rng.uniform(0.0, 0.4) for sig in (signal.SIGTERM, signal.SIGINT)}
+    rng = random.Random()  # random points; each is in the failure messages, to replay it
+    n_decisions = len(log_lines(fault_reference)) - 1
+    delays = {sig: rng.randint(2, n_decisions // 3) for sig in (signal.SIGTERM, signal.SIGINT)}
     outs = {sig: root / sig.name for sig in delays}
     processes = {sig: start_discover(fault_task, outs[sig]) for sig in delays}
     refusals: list[Any] = []
@@ -135,7 +138,7 @@ def interrupted(fault_task, tmp_path_factory) -> dict[signal.Signals, Interrupte
                 refusals.append((out / runlog.LOG_NAME).read_text() == before)
             finally:
                 process.send_signal(signal.SIGCONT)
-        time.sleep(delays[sig])
+        wait_for_decisions(process, out, delays[sig])
         process.send_signal(sig)
 
     with ThreadPoolExecutor(1) as pool:  # SIGINT's run aside; the CLI runs in the main thread
