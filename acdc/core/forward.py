@@ -48,7 +48,10 @@ Q, K, V = 0, 1, 2  # index of a head input in the q/k/v dimension
 
 
 def embed(w: Weights, tokens: torch.Tensor) -> torch.Tensor:
-    """The `input` sender: token plus position embedding, [batch, pos] -> [batch, pos, d_model]."""
+    """The `input` sender: token plus position embedding, [batch, pos] -> [batch, pos, d_model]
+    (token embedding alone with rotary positions, which enter at the attention)."""
+    if w.W_pos is None:
+        return w.W_E[tokens]
     return w.W_E[tokens] + w.W_pos[:tokens.shape[-1]]
 
 
@@ -58,13 +61,30 @@ def causal_mask(n_pos: int, dtype: torch.dtype, device: torch.device | str) -> t
     return torch.triu(full, diagonal=1)
 
 
-def attention_mask(w: Weights, n_pos: int, dtype: torch.dtype,
-                   device: torch.device | str) -> torch.Tensor:
+def attention_mask(w: Weights, n_pos: int, dtype: torch.dtype, device: torch.device | str,
+                   window: int | None = None) -> torch.Tensor:
     """The model's additive [n_pos, n_pos] mask: `causal_mask`, or zeros when every query
-    reads every key (`attention_dir: bidirectional`; adding 0 changes no score)."""
-    if w.causal:
-        return causal_mask(n_pos, dtype, device)
-    return torch.zeros(n_pos, n_pos, dtype=dtype, device=device)
+    reads every key (`attention_dir: bidirectional`; adding 0 changes no score). A local
+    layer's `window` also hides the keys `window` or more positions before the query."""
+    mask = (causal_mask(n_pos, dtype, device) if w.causal
+            else torch.zeros(n_pos, n_pos, dtype=dtype, device=device))
+    if window is not None:
+        mask = mask.masked_fill(hidden_keys(torch.arange(n_pos, device=device), n_pos, True,
+                                            window), float("-inf"))
+    return mask
+
+
+def hidden_keys(queries: torch.Tensor, n_keys: int, causal: bool,
+                window: int | None) -> torch.Tensor:
+    """[n_queries, n_keys] bool, True for the keys a query at position `queries[j]` does not
+    read: later ones (causal attention), and those `window` or more positions back (a local
+    layer)."""
+    keys = torch.arange(n_keys, device=queries.device)[None, :]
+    hidden = keys > queries[:, None] if causal else torch.zeros(
+        len(queries), n_keys, dtype=torch.bool, device=queries.device)
+    if window is not None:
+        hidden = hidden | (keys <= queries[:, None] - window)
+    return hidden
 
 
 def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: str | None,
@@ -122,35 +142,73 @@ def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tens
     return x @ W[head] + b[head]
 
 
-def attention_pattern(q: torch.Tensor, k: torch.Tensor, scale: float,
-                      mask: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / scale + mask) over the keys: [..., queries, keys]. `mask` is the slice
-    of `attention_mask` for these queries and keys."""
-    return torch.softmax(q @ k.transpose(-1, -2) / scale + mask, dim=-1)
+def rotate(w: Weights, lw: LayerWeights, x: torch.Tensor, positions: torch.Tensor
+           ) -> torch.Tensor:
+    """Rotary positions: queries or keys x [..., n, d_head] at `positions` [n] (absolute
+    positions in their prompts), rotated on their first `rotary_dim` dimensions, in pairs of
+    (i, i + rotary_dim / 2) (NeoX layout) or adjacent pairs (GPT-J layout). Identity without
+    rotary positions.
+
+    The engine keeps q and k unrotated (TransformerLens' `hook_q`, `hook_k`) and rotates them
+    where attention reads them, so that an ablated query (a removed direct edge, a mean over
+    positions) is rotated at the position that reads it."""
+    if lw.rotary_sin is None or lw.rotary_cos is None:
+        return x
+    dim = w.rotary_dim
+    part, rest = x[..., :dim], x[..., dim:]
+    if w.rotary_adjacent:
+        pairs = part.unflatten(-1, (-1, 2))
+        flipped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    else:
+        half = dim // 2
+        flipped = torch.cat((-part[..., half:], part[..., :half]), dim=-1)
+    rotated = part * lw.rotary_cos[positions] + flipped * lw.rotary_sin[positions]
+    return torch.cat((rotated, rest), dim=-1) if rest.shape[-1] else rotated
+
+
+def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """`cap * tanh(x / cap)` (Gemma 2's attention scores and logits); identity for cap 0."""
+    return cap * torch.tanh(x / cap) if cap > 0 else x
+
+
+def attention_pattern(q: torch.Tensor, k: torch.Tensor, scale: float, mask: torch.Tensor,
+                      cap: float = 0.0) -> torch.Tensor:
+    """softmax(cap(q k^T / scale) + mask) over the keys: [..., queries, keys]. `mask` is the
+    slice of `attention_mask` for these queries and keys; q and k are rotated already."""
+    return torch.softmax(soft_cap(q @ k.transpose(-1, -2) / scale, cap) + mask, dim=-1)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-           mask: torch.Tensor) -> torch.Tensor:
+           mask: torch.Tensor, cap: float = 0.0) -> torch.Tensor:
     """z, the attention-weighted values [..., queries, d_head], for q [..., queries, d_head] and
-    k, v [..., keys, d_head] of the same prompts."""
-    return attention_pattern(q, k, scale, mask) @ v
+    k, v [..., keys, d_head] of the same prompts (q and k rotated already)."""
+    return attention_pattern(q, k, scale, mask, cap) @ v
 
 
 def attend_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-              prompt: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
+              prompt: torch.Tensor, hidden: torch.Tensor | None, cap: float = 0.0
+              ) -> torch.Tensor:
     """z at scattered query positions: q [..., n, d_head] holds n queries, query j from prompt
-    `prompt[j]`; k, v [..., batch, keys, d_head] every prompt's keys; `future` [n, keys] is True
-    for the keys after query j (None: bidirectional attention, every key is read). Returns
-    [..., n, d_head].
+    `prompt[j]`; k, v [..., batch, keys, d_head] every prompt's keys; `hidden` [n, keys] is True
+    for the keys query j does not read (`hidden_keys`; None: every key is read). q and k are
+    rotated already. Returns [..., n, d_head].
 
     The incremental engine reads most nodes at the metric positions only; gathering each
     query's own prompt turns n single-row attentions into one batched product.
     """
     keys = k[..., prompt, :, :]  # [..., n, keys, d_head]: each query's prompt
-    scores = (keys @ q[..., None])[..., 0] / scale  # [..., n, keys]
-    if future is not None:
-        scores = scores.masked_fill(future, float("-inf"))
+    scores = soft_cap((keys @ q[..., None])[..., 0] / scale, cap)  # [..., n, keys]
+    if hidden is not None:
+        scores = scores.masked_fill(hidden, float("-inf"))
     return (torch.softmax(scores, dim=-1)[..., None, :] @ v[..., prompt, :, :])[..., 0, :]
+
+
+def attention_out(w: Weights, lw: LayerWeights, heads: torch.Tensor) -> torch.Tensor:
+    """What a layer's attention adds to the residual stream, from the sum of its heads'
+    outputs [..., d_model]: `heads + b_O`, normalised first with post-attention norms."""
+    if w.post_norm:
+        return norm(heads + lw.b_O, lw.ln1_post_w, lw.ln1_post_b, w.normalization, w.eps)
+    return heads + lw.b_O
 
 
 def head_outputs(lw: LayerWeights, z: torch.Tensor) -> torch.Tensor:
@@ -170,8 +228,9 @@ def head_output(lw: LayerWeights, z: torch.Tensor, head: int) -> torch.Tensor:
 
 def mlp(w: Weights, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
     """The MLP's output from its un-normalised input x [..., d_model], without `b_out` (a bias,
-    not part of the sender). Gated (`act(x W_gate) * (x W_in) + b_in`) when the model has
-    `W_gate`, else `act(x W_in + b_in)`."""
+    not part of the sender; `mlp_bias`). Gated (`act(x W_gate) * (x W_in) + b_in`) when the
+    model has `W_gate`, else `act(x W_in + b_in)`. With post-MLP norms the output is
+    `norm(... + b_out)`, all of what the MLP adds to the residual stream."""
     # a layer with an MLP
     assert lw.W_in is not None and lw.b_in is not None and lw.W_out is not None
     x = norm(x, lw.ln2_w, lw.ln2_b, w.normalization, w.eps)
@@ -179,13 +238,30 @@ def mlp(w: Weights, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
         hidden = w.act(x @ lw.W_gate) * (x @ lw.W_in) + lw.b_in
     else:
         hidden = w.act(x @ lw.W_in + lw.b_in)
+    if w.post_norm:
+        out = hidden @ lw.W_out
+        if lw.b_out is not None:
+            out = out + lw.b_out
+        return norm(out, lw.ln2_post_w, lw.ln2_post_b, w.normalization, w.eps)
     return hidden @ lw.W_out
+
+
+def mlp_bias(w: Weights, lw: LayerWeights) -> torch.Tensor | None:
+    """The MLP's bias `b_out` as a term of the residual stream apart from the MLP's output
+    (None: no bias, or one inside the post-MLP norm)."""
+    return None if w.post_norm else lw.b_out
+
+
+def attention_bias(w: Weights, lw: LayerWeights) -> torch.Tensor | None:
+    """The attention's `b_O` as a term of the residual stream apart from its heads (None with
+    post-attention norms: it is inside the norm, `attention_out`)."""
+    return None if w.post_norm else lw.b_O
 
 
 def unembed(w: Weights, x: torch.Tensor) -> torch.Tensor:
     """Logits [..., d_vocab] from the final residual x [..., d_model]: final norm, W_U, b_U."""
     x = norm(x, w.ln_final_w, w.ln_final_b, w.normalization, w.eps)
-    return x @ w.W_U + w.b_U
+    return soft_cap(x @ w.W_U + w.b_U, w.logit_soft_cap)
 
 
 class Unembedding:
@@ -198,7 +274,7 @@ class Unembedding:
     """
 
     def __init__(self, w: Weights):
-        self.kind, self.eps = w.normalization, w.eps
+        self.kind, self.eps, self.cap = w.normalization, w.eps, w.logit_soft_cap
         self.centre = self.kind in ("LN", "LNPre")
         self.gain = w.ln_final_w if self.kind in ("LN", "RMS") else None
         self.W_U = w.W_U
@@ -223,9 +299,9 @@ class Unembedding:
     def logits(self, projected: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
         """The logits from P and the centred input x (the scale's only use of x)."""
         if self.kind is None:
-            return projected + self.c
+            return soft_cap(projected + self.c, self.cap)
         inverse_scale = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
-        return torch.addcmul(self.c, projected, inverse_scale)
+        return soft_cap(torch.addcmul(self.c, projected, inverse_scale), self.cap)
 
 
 # --------------------------------------------------------------------------- the plain forward
@@ -238,15 +314,22 @@ def full_forward(w: Weights, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.
     The logits equal the model's own up to rounding (a test checks it against TransformerLens).
     """
     x = embed(w, tokens)
-    mask = attention_mask(w, tokens.shape[-1], x.dtype, x.device)
+    n_pos = tokens.shape[-1]
+    positions = torch.arange(n_pos, device=x.device)
     patterns = []
     for lw in w.layers:
+        mask = attention_mask(w, n_pos, x.dtype, x.device, lw.window)
         h = norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
         q, k, v = qkv(lw, h[None, None])  # one residual copy for every head and input
-        pattern = attention_pattern(q, k, w.attn_scale, mask)  # [n_heads, batch, query, key]
+        q, k = rotate(w, lw, q, positions), rotate(w, lw, k, positions)
+        # [n_heads, batch, query, key]
+        pattern = attention_pattern(q, k, w.attn_scale, mask, w.attn_soft_cap)
         patterns.append(pattern)
-        x = x + head_outputs(lw, pattern @ v).sum(0) + lw.b_O
+        attention = attention_out(w, lw, head_outputs(lw, pattern @ v).sum(0))
         if not w.attn_only:
-            out = mlp(w, lw, x)
-            x = x + (out if lw.b_out is None else out + lw.b_out)
+            out = mlp(w, lw, x if w.parallel else x + attention)
+            bias = mlp_bias(w, lw)
+            x = x + attention + (out if bias is None else out + bias)
+        else:
+            x = x + attention
     return unembed(w, x), torch.stack(patterns).transpose(1, 2)

@@ -476,32 +476,53 @@ def _load_hub(name: str):
 
 
 def check_supported(cfg: Any, source: str) -> None:
-    """Refuse, in one line, the architectures whose graph or forward the engine does not model."""
+    """Refuse, in one line, the architectures whose graph or forward the engine does not model.
+
+    Modelled: learned or rotary positions (TransformerLens' own sin/cos tables, any base or
+    scaling it computes them with), grouped- and multi-query attention, parallel blocks,
+    local attention, attention and final-logit soft-capping, and norms after each sublayer
+    (Gemma 2). Gemma's RMSNorm offset and scaled embeddings arrive folded into the weights by
+    TransformerLens' conversion."""
     problems = []
-    if cfg.positional_embedding_type != "standard":
+    if cfg.positional_embedding_type not in ("standard", "rotary"):
         problems.append(f"positional_embedding_type {cfg.positional_embedding_type!r} "
-                        f"(only 'standard')")
+                        f"(only 'standard' and 'rotary')")
     if cfg.normalization_type not in SUPPORTED_NORMS:
         problems.append(f"normalization_type {cfg.normalization_type!r}")
     if not cfg.attn_only and cfg.act_fn not in SUPPORTED_ACTIVATIONS:
         problems.append(f"act_fn {cfg.act_fn!r} (supported: {', '.join(SUPPORTED_ACTIVATIONS)})")
-    if getattr(cfg, "parallel_attn_mlp", False):
-        problems.append("parallel attention and MLP")
-    if cfg.n_key_value_heads not in (None, cfg.n_heads):
-        problems.append("grouped-query attention")
+    if cfg.n_key_value_heads is not None and cfg.n_heads % cfg.n_key_value_heads:
+        problems.append(f"{cfg.n_heads} query heads do not divide into {cfg.n_key_value_heads} "
+                        f"key/value heads")
     if cfg.attention_dir not in ("causal", "bidirectional"):
         problems.append(f"attention_dir {cfg.attention_dir!r} (only 'causal' and 'bidirectional')")
-    if getattr(cfg, "use_normalization_before_and_after", False):
-        problems.append("normalization after each sublayer")
-    if (getattr(cfg, "attn_scores_soft_cap", -1) > 0
-            or getattr(cfg, "output_logits_soft_cap", -1) > 0):
-        problems.append("logit soft-capping")
-    if getattr(cfg, "use_local_attn", False):
-        problems.append("local attention")
-    if getattr(cfg, "num_experts", None):
-        problems.append("mixture of experts")
+    if getattr(cfg, "use_local_attn", False) and not isinstance(cfg.window_size, int):
+        problems.append("local attention without an integer window_size")
+    unsupported_flags = {
+        "use_qk_norm": "query/key norms", "use_logn_attn": "log-length query scaling",
+        "use_dynamic_ntk_rope": "dynamic NTK rotary scaling",
+        "post_embedding_ln": "a norm after the embedding",
+        "scale_attn_by_inverse_layer_idx": "attention scaled by layer index",
+        "use_attention_sinks": "attention sinks", "load_in_4bit": "4-bit weights",
+        "num_experts": "mixture of experts",
+    }
+    problems += [what for flag, what in unsupported_flags.items() if getattr(cfg, flag, None)]
+    if getattr(cfg, "clip_qkv", None) is not None:
+        problems.append("clipped q/k/v")
+    if cfg.original_architecture in _post_norm_architectures():
+        problems.append(f"post-norm blocks ({cfg.original_architecture})")
     if problems:
         raise ModelError(f"{source}: not supported by the ACDC engine: {'; '.join(problems)}")
+
+
+def _post_norm_architectures() -> frozenset[str]:
+    """Architectures whose blocks normalise after the residual addition (OLMo 2): TransformerLens
+    applies their norms inside the sublayer, which the engine does not model."""
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # an older TransformerLens knows none
+        return frozenset()
+    return frozenset(POST_NORM_ARCHITECTURES)
 
 
 # --------------------------------------------------------------------------- weights
@@ -528,6 +549,14 @@ class LayerWeights:
     W_gate: torch.Tensor | None
     W_out: torch.Tensor | None  # [d_mlp, d_model]
     b_out: torch.Tensor | None
+    # norms after the attention and the MLP (Gemma 2), applied before the residual addition
+    ln1_post_w: torch.Tensor | None = None
+    ln1_post_b: torch.Tensor | None = None
+    ln2_post_w: torch.Tensor | None = None
+    ln2_post_b: torch.Tensor | None = None
+    rotary_sin: torch.Tensor | None = None  # [n_ctx, rotary_dim]: TransformerLens' tables
+    rotary_cos: torch.Tensor | None = None
+    window: int | None = None  # local attention: a query reads the `window` latest keys
 
 
 @dataclass(frozen=True)
@@ -535,7 +564,7 @@ class Weights:
     """Everything the patched forward needs, detached from the framework."""
 
     W_E: torch.Tensor  # [d_vocab, d_model]
-    W_pos: torch.Tensor  # [n_ctx, d_model]
+    W_pos: torch.Tensor | None  # [n_ctx, d_model]; None with rotary positions
     layers: tuple[LayerWeights, ...]
     ln_final_w: torch.Tensor | None
     ln_final_b: torch.Tensor | None
@@ -549,15 +578,30 @@ class Weights:
     n_heads: int
     attn_only: bool
     causal: bool = True  # attention_dir "causal"; False: "bidirectional" (every key, every query)
+    rotary_dim: int = 0  # rotary positions on the first rotary_dim of d_head; 0: none
+    rotary_adjacent: bool = False  # GPT-J's layout (adjacent pairs); else NeoX's (two halves)
+    attn_soft_cap: float = 0.0  # scores -> cap * tanh(scores / cap) when > 0
+    logit_soft_cap: float = 0.0  # logits -> cap * tanh(logits / cap) when > 0
+    parallel: bool = False  # the MLP reads the block's input, as its heads do
+    post_norm: bool = False  # sublayer outputs are normalised before the residual addition
 
 
 def extract_weights(model) -> Weights:
-    """Copy (by reference) a HookedTransformer's parameters into a `Weights` value."""
+    """Copy (by reference) a HookedTransformer's parameters into a `Weights` value.
+
+    Grouped-query attention is ungrouped here: `W_K`, `W_V` (and their biases) come per query
+    head, each the copy of its key/value head's, so that every query head has its own k and v
+    input (the shared projection applied to that head's residual copy)."""
     cfg = model.cfg
 
     def norm_params(module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return getattr(module, "w", None), getattr(module, "b", None)
 
+    def detached(t: Any) -> Any:  # a tensor or None
+        return None if t is None else t.detach()
+
+    rotary = cfg.positional_embedding_type == "rotary"
+    tables: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
     layers = []
     for block in model.blocks:
         attn = block.attn
@@ -568,26 +612,48 @@ def extract_weights(model) -> Weights:
             mlp = block.mlp
             W_in, b_in, W_out, b_out = mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out
             W_gate = getattr(mlp, "W_gate", None)
-        layers.append(LayerWeights(
+        post = [None, None, None, None]
+        if getattr(cfg, "use_normalization_before_and_after", False):
+            post = [*norm_params(block.ln1_post),
+                    *(norm_params(block.ln2_post) if not cfg.attn_only else (None, None))]
+        sin = cos = None
+        if rotary:
+            sin, cos = _rotary_tables(attn, cfg, tables)
+        window = cfg.window_size if getattr(attn, "attn_type", "global") == "local" else None
+        layers.append(LayerWeights(*(detached(t) for t in (
             ln1_w, ln1_b, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V,
-            attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out,
-        ))
+            attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out, *post,
+            sin, cos)), window=window))
     ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final")
                               else (None, None))
-
-    def detached(t: Any) -> Any:  # a tensor or None, per field
-        return None if t is None else t.detach()
-
-    detached_layers = tuple(LayerWeights(*(detached(getattr(lw, f))
-                                           for f in LayerWeights.__dataclass_fields__))
-                            for lw in layers)
     return Weights(
-        W_E=model.embed.W_E.detach(), W_pos=model.pos_embed.W_pos.detach(),
-        layers=detached_layers,
+        W_E=model.embed.W_E.detach(),
+        W_pos=model.pos_embed.W_pos.detach() if hasattr(model, "pos_embed") else None,
+        layers=tuple(layers),
         ln_final_w=detached(ln_final_w), ln_final_b=detached(ln_final_b),
         W_U=model.unembed.W_U.detach(), b_U=model.unembed.b_U.detach(),
         normalization=cfg.normalization_type, eps=cfg.eps,
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
         act=None if cfg.attn_only else ACTIVATIONS[cfg.act_fn],
         n_heads=cfg.n_heads, attn_only=cfg.attn_only, causal=cfg.attention_dir == "causal",
+        rotary_dim=cfg.rotary_dim or 0 if rotary else 0,
+        rotary_adjacent=bool(getattr(cfg, "rotary_adjacent_pairs", False)),
+        attn_soft_cap=max(float(getattr(cfg, "attn_scores_soft_cap", -1.0) or 0.0), 0.0),
+        logit_soft_cap=max(float(getattr(cfg, "output_logits_soft_cap", -1.0) or 0.0), 0.0),
+        parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        post_norm=bool(getattr(cfg, "use_normalization_before_and_after", False)),
     )
+
+
+def _rotary_tables(attn, cfg, tables: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's rotary sin and cos for every position of the context, as TransformerLens
+    computes them (its buffers may cover only the first positions; layers with one base share
+    one table)."""
+    base = attn._rotary_base() if hasattr(attn, "_rotary_base") else cfg.rotary_base
+    if base not in tables:
+        sin, cos = attn.rotary_sin, attn.rotary_cos
+        if sin.shape[0] < cfg.n_ctx:
+            sin, cos = attn.calculate_sin_cos_rotary(cfg.rotary_dim, cfg.n_ctx, base=base,
+                                                     dtype=sin.dtype)
+        tables[base] = (sin.to(attn.W_Q.device).detach(), cos.to(attn.W_Q.device).detach())
+    return tables[base]

@@ -54,9 +54,6 @@ from acdc.errors import TaskError
 if TYPE_CHECKING:
     from acdc.core.tasks import Task
 
-if TYPE_CHECKING:
-    from acdc.core.tasks import Task
-
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
 MEAN_ABLATIONS = ("mean", "mean-positional")
 
@@ -166,17 +163,28 @@ class PatchedModel:
         dtype, device = weights.W_E.dtype, weights.W_E.device
         batch, n_pos = clean_tokens.shape
         d_model = weights.W_E.shape[1]
-        self.attention_mask = forward.attention_mask(weights, n_pos, dtype, device)
+        self.attention_masks = [forward.attention_mask(weights, n_pos, dtype, device, lw.window)
+                                for lw in weights.layers]
+        self.positions = torch.arange(n_pos, device=device)
+        self.post_norm = weights.post_norm
+        self.head_senders = [slice(graph.sender_of_head(layer, 0),
+                                   graph.sender_of_head(layer, 0) + self.n_heads)
+                             for layer in range(self.n_layers)]
 
-        # Biases every receiver reads: b_O and b_out of every earlier sublayer.
+        # Biases every receiver reads: b_O and b_out of every earlier sublayer (none with
+        # post-norms: they are inside the norms). A parallel block's MLP reads its block's
+        # input, without the layer's b_O.
         self.bias_heads, self.bias_mlp = [], []
         running = torch.zeros(d_model, dtype=dtype, device=device)
-        for layer in weights.layers:
+        for lw in weights.layers:
             self.bias_heads.append(running)
-            running = running + layer.b_O
-            self.bias_mlp.append(running)
-            if layer.b_out is not None:
-                running = running + layer.b_out
+            attention_bias = forward.attention_bias(weights, lw)
+            after_heads = running if attention_bias is None else running + attention_bias
+            self.bias_mlp.append(running if weights.parallel else after_heads)
+            running = after_heads
+            mlp_bias = forward.mlp_bias(weights, lw)
+            if mlp_bias is not None:
+                running = running + mlp_bias
         self.bias_logits = running
 
         # Clean and ablated runs, computed by this same code with every edge present and
@@ -242,7 +250,7 @@ class PatchedModel:
             for layer in range(self.n_layers)
         ]
         self.mlp_masks = [
-            torch.full((g.senders_before(layer) + self.n_heads,), value, dtype=dtype, device=device)
+            torch.full((g.senders_of_mlp(layer),), value, dtype=dtype, device=device)
             for layer in range(self.n_layers)
         ] if self.has_mlp else []
         self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
@@ -321,9 +329,13 @@ class PatchedModel:
         for layer in range(self.n_layers):
             first = g.senders_before(layer)
             self.base_heads.append(self.bias_heads[layer] + running)
-            running += self.ablated[first:first + self.n_heads].sum(0)
-            if self.has_mlp:
+            if self.has_mlp and self.w.parallel:
                 self.base_mlp.append(self.bias_mlp[layer] + running)
+            if not self.post_norm:  # else the heads enter through their layer's norm (`_mix`)
+                running += self.ablated[first:first + self.n_heads].sum(0)
+            if self.has_mlp:
+                if not self.w.parallel:
+                    self.base_mlp.append(self.bias_mlp[layer] + running)
                 running += self.ablated[first + self.n_heads]
         self.base_logits = self.bias_logits + running[self.pos_batch, self.pos_index]
 
@@ -349,11 +361,48 @@ class PatchedModel:
                 self._mlp(layer)
         return self._logits()
 
-    def _mix(self, mask: torch.Tensor, n_senders: int) -> torch.Tensor:
-        """mask [..., n_senders] times delta[:n_senders] -> [..., batch, pos, d_model]."""
+    def _mix(self, mask: torch.Tensor, n_senders: int, at_metric: bool = False
+             ) -> torch.Tensor:
+        """mask [..., n_senders] times delta[:n_senders] -> [..., batch, pos, d_model] (at the
+        metric positions only: [..., n_positions, d_model]).
+
+        With post-attention norms a layer's heads reach the residual stream through
+        `norm(b_O + sum of their outputs)`: each receiver gets, per earlier layer, that norm of
+        the sum it reads (ablated outputs plus its kept heads' deltas), recomputed for every
+        mask. The other senders (input, MLPs: their norms are their own) add as usual."""
         delta = self.delta[:n_senders]
-        flat = mask.reshape(-1, n_senders) @ delta.reshape(n_senders, -1)
+        if at_metric:
+            delta = delta[:, self.pos_batch, self.pos_index]
+        if not self.post_norm:
+            flat = mask.reshape(-1, n_senders) @ delta.reshape(n_senders, -1)
+            return flat.view(*mask.shape[:-1], *delta.shape[1:])
+        rows = mask.reshape(-1, n_senders)
+        linear = rows.clone()
+        total = None
+        for layer in range(self.n_layers):
+            senders = self.head_senders[layer]
+            if senders.stop > n_senders:
+                break
+            linear[:, senders] = 0
+            ablated = self._ablated_heads(layer, at_metric)
+            mixed = ablated + (rows[:, senders] @ delta[senders].flatten(1)).view(
+                len(rows), *delta.shape[1:])
+            lw = self.w.layers[layer]
+            term = forward.attention_out(self.w, lw, mixed)
+            total = term if total is None else total + term
+        flat = (linear @ delta.reshape(n_senders, -1)).view(len(rows), *delta.shape[1:])
+        if total is not None:
+            flat = flat + total
         return flat.view(*mask.shape[:-1], *delta.shape[1:])
+
+    def _ablated_heads(self, layer: int, at_metric: bool) -> torch.Tensor:
+        """The sum of a layer's ablated head outputs (zero for zero ablation)."""
+        if self.ablated is None:
+            shape = (len(self.pos_batch),) if at_metric else self.delta.shape[1:3]
+            return torch.zeros(*shape, self.delta.shape[-1], dtype=self.delta.dtype,
+                               device=self.delta.device)
+        heads = self.ablated[self.head_senders[layer]].sum(0)
+        return heads[self.pos_batch, self.pos_index] if at_metric else heads
 
     def _head_inputs(self, layer: int) -> torch.Tensor:
         """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d].
@@ -381,8 +430,11 @@ class PatchedModel:
         if self.ablated_qkv is not None:
             qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
         q, k, v = qkv
+        q = forward.rotate(self.w, lw, q, self.positions)
+        k = forward.rotate(self.w, lw, k, self.positions)
         # [heads, batch, pos, d_head]
-        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_mask)
+        z = forward.attend(q, k, v, self.w.attn_scale, self.attention_masks[layer],
+                           self.w.attn_soft_cap)
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         if self._full_z is not None:
             self._full_z.append(z)
@@ -398,11 +450,14 @@ class PatchedModel:
     def _mlp(self, layer: int) -> None:
         lw = self.w.layers[layer]
         index = self.graph.sender_of_mlp(layer)
-        x = self.base_mlp[layer] + self._mix(self.mlp_masks[layer], index)
+        x = self.base_mlp[layer] + self._mix(self.mlp_masks[layer], len(self.mlp_masks[layer]))
         out = forward.mlp(self.w, lw, x)  # b_out is a bias, not part of the sender
         self.delta[index] = out if self.ablated is None else out - self.ablated[index]
 
     def _logits(self) -> torch.Tensor:
+        if self.post_norm:
+            x = self.base_logits + self._mix(self.logit_mask, self.n_senders, at_metric=True)
+            return forward.unembed(self.w, x)
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
             delta.shape[1:])

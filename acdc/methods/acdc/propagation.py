@@ -139,9 +139,19 @@ class IncrementalPatcher:
                             for i in range(3)}
         # receiver -> kept senders, on device (None: it keeps none)
         self._index_cache: dict[int, torch.Tensor | None] = {}
-        # keys after each metric position (None: bidirectional attention reads them all)
-        self.future = (torch.arange(self.last + 1, device=self.delta.device)[None, :]
-                       > self.grid_index[:, None]) if self.w.causal else None
+        if self.w.post_norm:
+            raise ValueError("post-sublayer norms make head outputs non-additive: use the "
+                             "full-recompute evaluator")
+        # keys each metric position does not read, per local window (None: every key)
+        self.hidden: dict[int | None, torch.Tensor | None] = {}
+        for lw in self.w.layers:
+            if lw.window not in self.hidden:
+                self.hidden[lw.window] = (
+                    forward.hidden_keys(self.grid_index, self.last + 1, self.w.causal,
+                                        lw.window)
+                    if self.w.causal or lw.window is not None else None)
+        self.window_positions = torch.arange(self.first, self.last + 1, device=self.device)
+        self.key_positions = torch.arange(self.last + 1, device=self.device)
         self.needs_all = [True] * len(g.senders)
         self.stage: tuple[int, int] | None = None
         # Committed input of receivers, at the positions they are read, kept up to date on
@@ -338,7 +348,7 @@ class IncrementalPatcher:
             q = q[..., self.pos_batch, self.pos_index, :]
         k = new.get(1, committed[1][:, :self.last + 1])
         v = new.get(2, committed[2][:, :self.last + 1])
-        z = self._attend(q, k, v, all_positions)
+        z = self._attend(layer, q, k, v, all_positions)
         if not new:  # every changed input is one whose direct edge is gone: nothing changes
             z = z.expand(t.width, *z.shape)
         t.z[node] = z[..., self.pos_batch, self.pos_index, :] if all_positions else z
@@ -351,13 +361,18 @@ class IncrementalPatcher:
         before = committed[:, :self.first].expand(*value.shape[:-3], -1, -1, -1)
         return torch.cat((before, value), dim=-2)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, all_positions: bool
-                ) -> torch.Tensor:
+    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                all_positions: bool) -> torch.Tensor:
         """z over the window (all_positions) or at the metric positions only."""
+        w, lw = self.w, self.w.layers[layer]
+        k = forward.rotate(w, lw, k, self.key_positions)
         if all_positions:  # q [..., B, window, dh]; k, v [..., B, keys up to the window's end, dh]
-            mask = self.pm.attention_mask[self.window, :self.last + 1]
-            return forward.attend(q, k, v, self.w.attn_scale, mask)
-        return forward.attend_at(q, k, v, self.w.attn_scale, self.pos_batch, self.future)
+            q = forward.rotate(w, lw, q, self.window_positions)
+            mask = self.pm.attention_masks[layer][self.window, :self.last + 1]
+            return forward.attend(q, k, v, w.attn_scale, mask, w.attn_soft_cap)
+        q = forward.rotate(w, lw, q, self.grid_index)
+        return forward.attend_at(q, k, v, w.attn_scale, self.pos_batch, self.hidden[lw.window],
+                                 w.attn_soft_cap)
 
     # ------------------------------------------------------------------ the unembedding
 
