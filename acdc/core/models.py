@@ -612,7 +612,7 @@ def extract_weights(model) -> Weights:
             mlp = block.mlp
             W_in, b_in, W_out, b_out = mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out
             W_gate = getattr(mlp, "W_gate", None)
-        post = [None, None, None, None]
+        post: list[torch.Tensor | None] = [None, None, None, None]
         if getattr(cfg, "use_normalization_before_and_after", False):
             post = [*norm_params(block.ln1_post),
                     *(norm_params(block.ln2_post) if not cfg.attn_only else (None, None))]
@@ -620,10 +620,13 @@ def extract_weights(model) -> Weights:
         if rotary:
             sin, cos = _rotary_tables(attn, cfg, tables)
         window = cfg.window_size if getattr(attn, "attn_type", "global") == "local" else None
-        layers.append(LayerWeights(*(detached(t) for t in (
-            ln1_w, ln1_b, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V,
-            attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out, *post,
-            sin, cos)), window=window))
+        tensors = (ln1_w, ln1_b, attn.W_Q, attn.b_Q, attn.W_K, attn.b_K, attn.W_V, attn.b_V,
+                   attn.W_O, attn.b_O, ln2_w, ln2_b, W_in, b_in, W_gate, W_out, b_out, *post,
+                   sin, cos)
+        names = [f for f in LayerWeights.__dataclass_fields__ if f != "window"]
+        layers.append(LayerWeights(**{name: detached(t) for name, t in zip(names, tensors,
+                                                                           strict=True)},
+                                   window=window))
     ln_final_w, ln_final_b = (norm_params(model.ln_final) if hasattr(model, "ln_final")
                               else (None, None))
     return Weights(
