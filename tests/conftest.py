@@ -42,13 +42,40 @@ MODEL_CONFIGS: dict[str, dict] = {
     "bidir_mlp3": {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_head": 6, "d_mlp": 24,
                    "act_fn": "relu", "normalization_type": None,
                    "attention_dir": "bidirectional"},
+    # the model families (FAMILIES below): GPT-NeoX (partial rotary, parallel blocks)
+    "neox2": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,
+              "act_fn": "gelu", "normalization_type": "LN", "positional_embedding_type": "rotary",
+              "rotary_dim": 4, "parallel_attn_mlp": True},
+    # GPT-J: rotary on adjacent pairs of the first 6 of 8 dimensions, parallel blocks
+    "gptj2": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 24,
+              "act_fn": "gelu_new", "normalization_type": "LN",
+              "positional_embedding_type": "rotary", "rotary_dim": 6,
+              "rotary_adjacent_pairs": True, "parallel_attn_mlp": True},
+    # Llama / Mistral / Qwen2: RMSNorm, rotary, SwiGLU, 4 query heads sharing 2 key/value heads
+    "llama2": {"n_layers": 2, "d_model": 16, "n_heads": 4, "n_key_value_heads": 2, "d_head": 4,
+               "d_mlp": 24, "act_fn": "silu", "gated_mlp": True, "normalization_type": "RMS",
+               "positional_embedding_type": "rotary", "rotary_dim": 4},
+    # Gemma 2: one key/value head, GeGLU, norms after each sublayer, soft-capping, a local
+    # layer (window 3) then a global one
+    "gemma2": {"n_layers": 2, "d_model": 16, "n_heads": 2, "n_key_value_heads": 1, "d_head": 8,
+               "d_mlp": 24, "act_fn": "gelu_pytorch_tanh", "gated_mlp": True,
+               "normalization_type": "RMS", "positional_embedding_type": "rotary",
+               "rotary_dim": 8, "use_normalization_before_and_after": True,
+               "attn_scores_soft_cap": 4.0, "output_logits_soft_cap": 6.0,
+               "use_local_attn": True, "window_size": 3, "attn_types": ["local", "global"]},
+    # GPT-Neo: learned positions, a global layer then a local one (window 3)
+    "neo2": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,
+             "act_fn": "gelu_new", "normalization_type": "LN", "use_local_attn": True,
+             "window_size": 3, "attn_types": ["global", "local"]},
 }
+FAMILIES = ("neox2", "gptj2", "llama2", "gemma2", "neo2")
 MODEL_SEEDS = {"attn2": 1, "mlp3": 2, "nonorm2": 3, "one_head": 4, "bidir_attn2": 5,
-               "bidir_mlp3": 6}
+               "bidir_mlp3": 6, "neox2": 7, "gptj2": 8, "llama2": 9, "gemma2": 10, "neo2": 11}
 # Weight scale: without normalisation the residual grows layer by layer, so that model gets
 # smaller weights to keep its logits (and KL scores) in a sensible range.
 MODEL_GAINS = {"attn2": 1.5, "mlp3": 1.5, "nonorm2": 0.6, "one_head": 1.5, "bidir_attn2": 1.5,
-               "bidir_mlp3": 0.6}
+               "bidir_mlp3": 0.6, "neox2": 1.5, "gptj2": 1.5, "llama2": 1.5, "gemma2": 1.5,
+               "neo2": 1.5}
 # Bidirectional attention reads every position, padding included: their prompts share a length.
 EQUAL_LENGTHS = frozenset({"bidir_attn2", "bidir_mlp3"})
 

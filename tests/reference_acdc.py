@@ -6,7 +6,7 @@ on the clean prompts. Nothing here is clever; everything is spelled out.
 
 The graph (ACDC.md section 1):
 
-- senders: `input` (hook_embed + hook_pos_embed), every head `a{l}.h{h}` (its
+- senders: `input` (hook_embed + hook_pos_embed; hook_embed alone with rotary positions), every head `a{l}.h{h}` (its
   `hook_result`, which excludes b_O) and every MLP `m{l}` (hook_mlp_out minus b_out);
 - receivers, all read before their LayerNorm: `a{l}.h{h}<q|k|v>` (the head's own residual copy
   `blocks.l.hook_q_input[:, :, h]` ...), or at head granularity `a{l}.h{h}` (one patched copy
@@ -25,6 +25,21 @@ head's q/k/v over the real tokens of the corrupt prompts, one prompt and positio
 over all of them (`mean`) or per position over the prompts that reach it (`mean-positional`);
 padding after a prompt's end never counts.
 
+Model families (ACDC.md's graph, carried over):
+
+- parallel blocks (`parallel_attn_mlp`): `m{l}` reads the block's input, not its own layer's
+  heads;
+- grouped-query attention: every query head has its own k and v input, the shared key/value
+  projection applied to that head's residual copy. The reference runs on the equivalent model
+  with one key/value head per query head (`ungrouped`), whose hooks give those inputs;
+- norms after each sublayer (`use_normalization_before_and_after`, Gemma 2): a layer's heads
+  reach the residual as `ln1_post(b_O + sum of their results)`, so a receiver with removed
+  edges from heads of layer L reads `ln1_post(S_L - D)` in place of `ln1_post(S_L)` (S_L the
+  live sum, D the removed heads' live - ablated outputs); an MLP sender is its whole
+  `hook_mlp_out` (b_out is inside the norm);
+- rotary positions, local attention and soft-capping are TransformerLens' own forward: a
+  removed direct edge replaces `hook_q` / `hook_k`, before the rotation.
+
 Usage: `reference_acdc(model, clean, corrupt, positions, answers, wrong_answers, threshold)`
 returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
 """
@@ -32,6 +47,8 @@ returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,11 +85,42 @@ class RefShape:
     n_layers: int
     n_heads: int
     has_mlp: bool
+    parallel: bool = False
 
 
 def shape_of(model) -> RefShape:
     cfg = model.cfg
-    return RefShape(cfg.n_layers, cfg.n_heads, not cfg.attn_only)
+    return RefShape(cfg.n_layers, cfg.n_heads, not cfg.attn_only, bool(cfg.parallel_attn_mlp))
+
+
+_UNGROUPED: dict[int, tuple[object, object]] = {}  # id(model) -> (model, its ungrouped copy)
+
+
+def ungrouped(model):
+    """The same model with one key/value head per query head (each a copy of the key/value
+    head it shares): its `hook_k_input` / `hook_v_input` hold one residual copy per query
+    head. A model without grouped-query attention is returned as it is."""
+    cfg = model.cfg
+    if cfg.n_key_value_heads in (None, cfg.n_heads):
+        return model
+    known = _UNGROUPED.get(id(model))
+    if known is not None and known[0] is model:
+        return known[1]
+    repeat = cfg.n_heads // cfg.n_key_value_heads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # HookedTransformer in TL 3.x
+        copy = type(model)(dataclasses.replace(cfg, n_key_value_heads=None))
+    state = {}
+    for name, value in model.state_dict().items():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("_W_K", "_W_V", "_b_K", "_b_V"):
+            name = name[:-len(leaf)] + leaf[1:]
+            value = value.repeat_interleave(repeat, dim=0)
+        state[name] = value
+    copy.load_state_dict(state, strict=False)
+    copy.eval()
+    _UNGROUPED[id(model)] = (model, copy)
+    return copy
 
 
 def _heads(shape: RefShape, reverse_head_order: bool) -> list[int]:
@@ -89,7 +137,7 @@ def _senders_read_by(shape: RefShape, layer: int, kind: str, reverse_head_order:
     "logits" (layer = n_layers, reads everything).
     """
     names: list[str] = []
-    last = layer if kind == "mlp" else layer - 1
+    last = layer if kind == "mlp" and not shape.parallel else layer - 1
     for sender_layer in range(last, -1, -1):
         if shape.has_mlp and sender_layer < layer:
             names.append(f"m{sender_layer}")
@@ -201,6 +249,7 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
     `removed` names the removed edges (patched against `ablation`). With `zero_senders`, every
     sender's output is replaced by zero (this is the zero-ablation run).
     """
+    model = ungrouped(model)
     shape = shape_of(model)
     live: dict[str, torch.Tensor] = {}
     live_qkv: dict[tuple[int, int, str], torch.Tensor] = {}
@@ -214,14 +263,27 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
         else:
             removed_into.setdefault(receiver, []).append(sender)
 
+    post_norm = bool(model.cfg.use_normalization_before_and_after)
+    head_sums: dict[int, torch.Tensor] = {}  # layer -> b_O + sum of its live head results
+
     def correction(receiver: str) -> torch.Tensor | int:
-        total = 0
+        total: torch.Tensor | int = 0
+        by_layer: dict[int, list[str]] = {}
         for sender in removed_into.get(receiver, []):
-            total = total + (live[sender] - ablation.senders[sender])
+            if post_norm and sender.startswith("a"):
+                by_layer.setdefault(_layer_head(sender)[0], []).append(sender)
+            else:
+                total = total + (live[sender] - ablation.senders[sender])
+        for layer, heads in by_layer.items():
+            live_sum = head_sums[layer]
+            removed_change = sum(live[h] - ablation.senders[h] for h in heads)
+            post = model.blocks[layer].ln1_post
+            total = total + (post(live_sum) - post(live_sum - removed_change))
         return total
 
     def embed_hook(x, hook):
         live["embed"] = torch.zeros_like(x) if zero_senders else x
+        live["input"] = live["embed"]  # with rotary positions, nothing else is added
         return live["embed"]
 
     def pos_embed_hook(x, hook):
@@ -234,10 +296,11 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
             x = torch.zeros_like(x)
         for h in range(shape.n_heads):
             live[f"a{layer}.h{h}"] = x[:, :, h]
+        head_sums[layer] = x.sum(2) + model.blocks[layer].attn.b_O
         return x
 
     def mlp_out_hook(x, hook, layer):
-        b_out = model.blocks[layer].mlp.b_out
+        b_out = 0 if post_norm else model.blocks[layer].mlp.b_out  # inside the post-MLP norm
         if zero_senders:
             x = torch.zeros_like(x) + b_out
         live[f"m{layer}"] = x - b_out
@@ -264,7 +327,9 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
     def resid_post_hook(x, hook):
         return x - correction("logits")
 
-    hooks = [("hook_embed", embed_hook), ("hook_pos_embed", pos_embed_hook)]
+    hooks = [("hook_embed", embed_hook)]
+    if model.cfg.positional_embedding_type != "rotary":
+        hooks.append(("hook_pos_embed", pos_embed_hook))
     for layer in range(shape.n_layers):
         block = f"blocks.{layer}"
         hooks.append((f"{block}.attn.hook_result", _bind(result_hook, layer=layer)))
@@ -387,6 +452,7 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
     This keeps two implementations on the same path after a float-rounding tie, so that every
     later edge is still compared like for like.
     """
+    model = ungrouped(model)
     shape = shape_of(model)
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
     groups = edge_groups(shape, granularity, reverse_head_order)
@@ -425,6 +491,7 @@ def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, rem
                    metric: str = "kl", ablation: str = "corrupt",
                    granularity: str = "qkv") -> float:
     """The metric of the circuit that lacks the edges in `removed`."""
+    model = ungrouped(model)
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
     ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation, [len(c) for c in clean])
     with torch.no_grad():

@@ -105,6 +105,18 @@ CASES = [
     Case("nonorm2", ablation="mean", granularity="head", candidates=5, low_rank=True),
     Case("mlp3", "prob_diff", "mean", candidates=8, low_rank=True, window=True),
     Case("one_head", ablation="mean-positional", candidates=8, low_rank=True),
+    # the model families: rotary (NeoX and GPT-J layouts), parallel blocks, grouped- and
+    # multi-query attention, gated MLPs, local attention, soft-capping, post-sublayer norms
+    *(Case(family, metric, ablation, granularity, candidates=candidates, low_rank=low_rank)
+      for family in ("neox2", "gptj2", "llama2", "gemma2", "neo2")
+      for metric, ablation, granularity, candidates, low_rank in (
+          ("kl", "corrupt", "qkv", 0, False),
+          ("logit_diff", "zero", "head", 0, False),
+          ("nll", "mean-positional", "qkv", 5, True),
+      )),
+    Case("llama2", "nll", "mean", window=True),
+    Case("neox2", "prob_diff", "zero", candidates=8, low_rank=True, window=True),
+    Case("gemma2", "kl", "zero", "qkv"),
 ]
 QUANTILES = (0.3, 0.7)
 

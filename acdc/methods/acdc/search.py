@@ -132,7 +132,8 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         evaluator: Evaluator = (IncrementalPatcher(patched) if incremental
                                 else FullRecompute(patched, metric, metric_full))
         batch, seq_len = clean.shape
-        width = candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
+        width = (candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
+                 if incremental else 1)
         search = _Search(graph, evaluator, metric, settings, metric_full, on_progress, start,
                          replay, width)
         partial = search.run()
