@@ -29,12 +29,14 @@ N_CTX = 32
 WINDOW = 8  # every sliding or local window; shorter than the prompts
 PROMPT_LENGTH = 20  # tokens per test prompt: longer than every window
 SEED = 0
+# GPT-2, GPT-J and GPT-Neo default to token 50256, outside the tiny vocabulary
+_IDS = {"bos_token_id": 0, "eos_token_id": 0}
 
 
 def _gpt2() -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, n_inner=48,
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, n_inner=48, **_IDS,
                                       n_positions=N_CTX, vocab_size=VOCAB))
 
 
@@ -50,7 +52,7 @@ def _gpt_neox() -> Any:
 def _gptj() -> Any:
     from transformers import GPTJConfig, GPTJForCausalLM
 
-    return GPTJForCausalLM(GPTJConfig(n_layer=2, n_head=4, n_embd=64, rotary_dim=8,
+    return GPTJForCausalLM(GPTJConfig(n_layer=2, n_head=4, n_embd=64, rotary_dim=8, **_IDS,
                                       n_positions=N_CTX, vocab_size=VOCAB))
 
 
@@ -117,7 +119,7 @@ def _gpt_neo() -> Any:
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     return GPTNeoForCausalLM(GPTNeoConfig(
-        num_layers=2, num_heads=4, hidden_size=32, vocab_size=VOCAB,
+        num_layers=2, num_heads=4, hidden_size=32, vocab_size=VOCAB, **_IDS,
         max_position_embeddings=N_CTX, attention_types=[[["global", "local"], 1]],
         window_size=WINDOW))
 

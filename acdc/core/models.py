@@ -6,7 +6,9 @@
    `HookedTransformerConfig`), `model.safetensors` (the `HookedTransformer` state dict) and an
    optional `tokenizer.json` (Hugging Face `tokenizers` format);
 2. a local Hugging Face model directory (`config.json` with `model_type`, weights, tokenizer
-   files if any) of an architecture TransformerLens supports;
+   files if any) of a family `hf_configs` reads: transformers loads it, `hooked_config` maps
+   its config to TransformerLens' and TransformerLens' converter for the family maps its
+   weights (offline: nothing is fetched);
 3. a TransformerLens model name such as `gpt2`, fetched from the hub when online.
 
 Weights are read only through safetensors or `torch.load(weights_only=True)`. Everything the
