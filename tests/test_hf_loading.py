@@ -246,3 +246,26 @@ def test_variants_transformer_lens_cannot_convert_are_refused_in_one_line(family
     with pytest.raises(ModelError, match=message) as caught:
         models.hooked_config(config, family, "here")
     assert str(caught.value).startswith("here: ") and "\n" not in str(caught.value)
+
+
+def test_a_directory_with_a_tokenizer_loads_it(directories, tmp_path):
+    """A tokenizer saved next to the weights is read and handed to the HookedTransformer."""
+    import shutil
+
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import models as tokenizer_models
+    from tokenizers import pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<bos>", "[UNK]"] + [f"w{i}" for i in range(hf_families.VOCAB - 2)]
+    raw = RawTokenizer(tokenizer_models.WordLevel({w: i for i, w in enumerate(words)},
+                                                  unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    for name in ("gpt2", "llama"):
+        directory = shutil.copytree(directories[name], tmp_path / name)
+        PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]",
+                                bos_token="<bos>").save_pretrained(directory)
+        model, tokenizer = models._load_hf_directory(Path(directory))
+        assert tokenizer is not None and tokenizer.encode("w3 w5 zz") == [5, 7, 1]
+        assert tokenizer.bos_id == 0 and model.tokenizer is not None
+        assert model.to_tokens("w3", prepend_bos=False).tolist() == [[5]]

@@ -286,8 +286,12 @@ def transformer_lens_shape(spec: str, kind: str) -> ModelShape:
     if kind == "hf":
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(spec)
         family = hf_family(read_config(Path(spec) / CHECKPOINT_CONFIG), spec)
+        try:
+            config = AutoConfig.from_pretrained(spec)
+        except Exception as error:  # transformers raises many types for unreadable configs
+            raise ModelError(f"{spec}: transformers cannot read this config "
+                             f"({_first_line(error)})") from None
         return model_shape(make_config(hooked_config(config, family, spec), spec))
     return model_shape(_hub_or_local_config(spec, kind))
 
