@@ -6,8 +6,9 @@ on the clean prompts. Nothing here is clever; everything is spelled out.
 
 The graph (ACDC.md section 1):
 
-- senders: `input` (hook_embed + hook_pos_embed; hook_embed alone with rotary positions), every head `a{l}.h{h}` (its
-  `hook_result`, which excludes b_O) and every MLP `m{l}` (hook_mlp_out minus b_out);
+- senders: `input` (hook_embed + hook_pos_embed; hook_embed alone with rotary positions),
+  every head `a{l}.h{h}` (its `hook_result`, which excludes b_O) and every MLP `m{l}`
+  (hook_mlp_out minus b_out);
 - receivers, all read before their LayerNorm: `a{l}.h{h}<q|k|v>` (the head's own residual copy
   `blocks.l.hook_q_input[:, :, h]` ...), or at head granularity `a{l}.h{h}` (one patched copy
   feeding q, k and v alike), `m{l}` (`blocks.l.hook_mlp_in`) and `logits`
@@ -35,7 +36,8 @@ Model families (ACDC.md's graph, carried over):
 - norms after each sublayer (`use_normalization_before_and_after`, Gemma 2): a layer's heads
   reach the residual as `ln1_post(b_O + sum of their results)`, so a receiver with removed
   edges from heads of layer L reads `ln1_post(S_L - D)` in place of `ln1_post(S_L)` (S_L the
-  live sum, D the removed heads' live - ablated outputs); an MLP sender is its whole
+  live sum, D the removed heads' live - ablated outputs; the patched sum is added up from the
+  kept heads' live and the removed heads' ablated outputs); an MLP sender is its whole
   `hook_mlp_out` (b_out is inside the norm);
 - rotary positions, local attention and soft-capping are TransformerLens' own forward: a
   removed direct edge replaces `hook_q` / `hook_k`, before the rotation.
@@ -275,10 +277,13 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
             else:
                 total = total + (live[sender] - ablation.senders[sender])
         for layer, heads in by_layer.items():
-            live_sum = head_sums[layer]
-            removed_change = sum(live[h] - ablation.senders[h] for h in heads)
+            # the sum this receiver reads, written out (not live_sum - changes: a norm of
+            # rounding noise, where every head is zero-ablated, is far from the norm of zero)
+            patched_sum = model.blocks[layer].attn.b_O + sum(
+                ablation.senders[h] if h in heads else live[h]
+                for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
             post = model.blocks[layer].ln1_post
-            total = total + (post(live_sum) - post(live_sum - removed_change))
+            total = total + (post(head_sums[layer]) - post(patched_sum))
         return total
 
     def embed_hook(x, hook):

@@ -54,12 +54,24 @@ def test_checkpoint_problems_are_one_line_errors(checkpoint, tmp_path):
         load_shape(str(directory))
 
 
-def test_unsupported_architectures_are_refused(tmp_path):
+@pytest.mark.parametrize(("extra", "reason"), [
+    ({"positional_embedding_type": "alibi"}, "positional_embedding_type 'alibi'"),
+    ({"positional_embedding_type": "rotary", "rotary_dim": 8, "use_qk_norm": True},
+     "query/key norms"),
+])
+def test_unsupported_architectures_are_refused(tmp_path, extra, reason):
+    config = {**CONFIG, **extra}
+    model = build_model(config, seed=0)
+    directory = save_checkpoint(model, tmp_path / "model", config=config)
+    with pytest.raises(ModelError, match=f"not supported by the ACDC engine: {reason}"):
+        load_model(str(directory))
+
+
+def test_rotary_checkpoint_loads(tmp_path):
     config = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 8}
     model = build_model(config, seed=0)
     directory = save_checkpoint(model, tmp_path / "rotary", config=config)
-    with pytest.raises(ModelError, match="positional_embedding_type 'rotary'"):
-        load_model(str(directory))
+    assert load_model(str(directory)).model.cfg.rotary_dim == 8
 
 
 def test_local_hugging_face_directory_loads_offline(tmp_path):
