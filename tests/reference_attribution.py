@@ -17,6 +17,11 @@ Two independent ways to the same scores:
   averages the gradients over passes whose input embedding is
   `ablated + alpha * (clean - ablated)`, alpha = k/m for k = 0 .. m - 1.
 
+With norms after each sublayer (Gemma 2) a head's delta reaches a receiver through its
+layer's norm of the summed heads (`reference_acdc.py`), which the receiver's gradient alone
+does not score: there `scores_by_masks` is the reference. Its EAP-IG passes keep the clean
+run's deltas (`fixed`), as the method defines them.
+
 Ablated values come from `reference_acdc.ablation_run` (corrupt, zero, mean,
 mean-positional). Metrics are recomputed here in float64 torch, one (prompt, position) pair at
 a time.
@@ -62,11 +67,17 @@ def _head_receiver(layer: int, head: int, qkv: str, granularity: str) -> str:
 
 def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
                  masks: dict[str, torch.Tensor] | None, input_value: torch.Tensor | None,
-                 grads: dict[str, torch.Tensor] | None):
+                 grads: dict[str, torch.Tensor] | None, fixed: ref.Ablation | None = None):
     """One hooked forward pass: receivers patched by `masks` (edge name -> scalar; missing:
     1), the input sender's output replaced by `input_value`, and the gradients of receiver
-    inputs and q/k/v stored into `grads` when the metric is differentiated."""
+    inputs and q/k/v stored into `grads` when the metric is differentiated. `fixed`: the
+    sender outputs whose difference from the ablated ones a mask scales (default: this
+    pass's own)."""
+    model = ref.ungrouped(model)
     shape = ref.shape_of(model)
+    post_norm = bool(model.cfg.use_normalization_before_and_after)
+    rotary = model.cfg.positional_embedding_type == "rotary"
+    head_sums: dict[int, torch.Tensor] = {}
     masks = masks or {}
     live: dict[str, torch.Tensor] = {}
     by_receiver: dict[str, list[tuple[str, torch.Tensor]]] = {}
@@ -84,14 +95,33 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
             x.register_hook(lambda g: grads.__setitem__(key, g))
         return x
 
+    def delta(sender: str) -> torch.Tensor:
+        return (live if fixed is None else fixed.senders)[sender] - ablated.senders[sender]
+
     def correction(receiver: str):
         total = 0
+        by_layer: dict[int, dict[str, torch.Tensor]] = {}
         for sender, mask in by_receiver.get(receiver, []):
-            total = total + (1 - mask) * (live[sender] - ablated.senders[sender])
+            if post_norm and sender.startswith("a"):
+                by_layer.setdefault(ref._layer_head(sender)[0], {})[sender] = mask
+            else:
+                total = total + (1 - mask) * delta(sender)
+        for layer, heads in by_layer.items():
+            patched_sum = model.blocks[layer].attn.b_O + sum(
+                live[h] - (1 - heads[h]) * delta(h) if h in heads else live[h]
+                for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
+            post = model.blocks[layer].ln1_post
+            total = total + (post(head_sums[layer]) - post(patched_sum))
         return total
 
     def embed_hook(x, hook):
         live["embed"] = x
+        if rotary:  # the embedding is the whole input sender
+            if input_value is None:
+                live["input"] = x
+            else:  # x - x: still a function of the weights, so receivers have gradients
+                live["input"] = input_value + (x - x.detach())
+            return live["input"]
         return x
 
     def pos_hook(x, hook):
@@ -104,10 +134,11 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
     def result_hook(x, hook, layer):
         for h in range(shape.n_heads):
             live[f"a{layer}.h{h}"] = x[:, :, h]
+        head_sums[layer] = x.sum(2) + model.blocks[layer].attn.b_O
         return x
 
     def mlp_out_hook(x, hook, layer):
-        live[f"m{layer}"] = x - model.blocks[layer].mlp.b_out
+        live[f"m{layer}"] = x if post_norm else x - model.blocks[layer].mlp.b_out
         return x
 
     def head_input_hook(x, hook, layer, qkv):
@@ -124,7 +155,10 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
             mask = direct.get((layer, h, qkv))
             if mask is not None:
                 base = ablated.qkv[(layer, h, qkv)]
-                value = base + mask * (value - base)
+                if fixed is None:
+                    value = base + mask * (value - base)
+                else:
+                    value = value - (1 - mask) * (fixed.qkv[(layer, h, qkv)] - base)
             heads.append(capture(value, f"{layer}.{h}.{qkv}"))
         return torch.stack(heads, dim=2)
 
@@ -134,7 +168,9 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
     def resid_post_hook(x, hook):
         return capture(x - correction("logits"), "logits")
 
-    hooks = [("hook_embed", embed_hook), ("hook_pos_embed", pos_hook)]
+    hooks = [("hook_embed", embed_hook)]
+    if not rotary:
+        hooks.append(("hook_pos_embed", pos_hook))
     for layer in range(shape.n_layers):
         block = f"blocks.{layer}"
         hooks.append((f"{block}.attn.hook_result", ref._bind(result_hook, layer=layer)))
@@ -176,15 +212,25 @@ class Problem:
                               None, None)
         return self.value(logits)
 
-    def scores_by_masks(self) -> dict[str, float]:
-        """EAP: minus d metric / d mask at every mask 1, one mask per edge."""
+    def scores_by_masks(self, alphas=(1.0,)) -> dict[str, float]:
+        """Minus d metric / d mask at every mask 1, one mask per edge, averaged over the passes
+        whose input is `ablated + alpha * (clean - ablated)` (the masks scaling the clean
+        run's deltas): EAP at alpha 1 alone, EAP-IG otherwise."""
         dtype = self.clean_logits.dtype
-        masks = {e.name: torch.ones((), dtype=dtype, requires_grad=True) for e in self.edges}
-        logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
-                              None, None)
-        self.value(logits).backward()
+        clean_input = self.live.senders["input"]
+        ablated_input = self.ablated.senders["input"]
+        scores = {e.name: 0.0 for e in self.edges}
+        for alpha in alphas:
+            masks = {e.name: torch.ones((), dtype=dtype, requires_grad=True) for e in self.edges}
+            value = None if alpha == 1.0 else ablated_input + alpha * (clean_input - ablated_input)
+            logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
+                                  value, None, fixed=self.live)
+            self.value(logits).backward()
+            for name, mask in masks.items():
+                scores[name] -= float(mask.grad) / len(alphas)
         self.model.zero_grad(set_to_none=True)
-        return {name: -float(mask.grad) for name, mask in masks.items()}
+        ref.ungrouped(self.model).zero_grad(set_to_none=True)
+        return scores
 
     def scores_by_gradients(self, alphas=(1.0,)) -> dict[str, float]:
         """(ablated - clean) . gradient at the receiver, averaged over the passes at alphas."""

@@ -73,7 +73,8 @@ class EdgeSlots:
                     for qkv in qkvs for h in range(n_heads)]
             heads.append(torch.tensor(rows, device=device))
             if graph.shape.has_mlp:
-                mlps.append(torch.tensor([index[(f"m{layer}", s)] for s in range(n + n_heads)],
+                mlps.append(torch.tensor([index[(f"m{layer}", s)]
+                                          for s in range(graph.senders_of_mlp(layer))],
                                          device=device))
             if graph.granularity == "qkv":
                 direct.append(torch.tensor(
@@ -102,6 +103,7 @@ class Gradients:
     logits_grad: torch.Tensor
     metric: float
     recorded: RecordedRun | None = None
+    head_sums: list[torch.Tensor] | None = None  # per layer b_O + its heads, with post-norms
 
 
 def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
@@ -120,29 +122,39 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
         zs = []
     with torch.enable_grad():
         x = embedding.detach().requires_grad_(True)
-        mask = forward.attention_mask(w, n_pos, x.dtype, x.device)
-        residuals, qkvs, mlp_inputs = [], [], []
+        positions = torch.arange(n_pos, device=x.device)
+        residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
         for layer, lw in enumerate(w.layers):
             residuals.append(x)
             h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
             qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
             qkv.retain_grad()
             qkvs.append(qkv)
-            z = forward.attend(qkv[0], qkv[1], qkv[2], w.attn_scale, mask)
+            mask = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
+            q, k = (forward.rotate(w, lw, qkv[i], positions) for i in (0, 1))
+            z = forward.attend(q, k, qkv[2], w.attn_scale, mask, w.attn_soft_cap)
             heads = forward.head_outputs(lw, z)
             if outputs is not None:
                 first = graph.sender_of_head(layer, 0)
                 outputs[first:first + len(heads)] = heads.detach()
                 zs.append(z.detach()[:, pos_batch, pos_index])
-            x = x + heads.sum(0) + lw.b_O
+            block_input = x
+            if w.post_norm:
+                head_sums.append((heads.sum(0) + lw.b_O).detach())
+                x = x + forward.attention_out(w, lw, heads.sum(0))
+            else:
+                x = x + heads.sum(0) + lw.b_O
             if not w.attn_only:
-                mlp_in = x.view_as(x)  # the MLP's own input: its gradient is the MLP's alone
+                # the MLP's own input (its gradient is the MLP's alone): the block's input in
+                # a parallel block, else the residual after the heads
+                mlp_in = (block_input if w.parallel else x).view_as(x)
                 mlp_in.retain_grad()
                 mlp_inputs.append(mlp_in)
                 out = forward.mlp(w, lw, mlp_in)
                 if outputs is not None:
                     outputs[graph.sender_of_mlp(layer)] = out.detach()
-                x = x + (out if lw.b_out is None else out + lw.b_out)
+                bias = forward.mlp_bias(w, lw)
+                x = x + (out if bias is None else out + bias)
         final = x[pos_batch, pos_index]
         final.retain_grad()
         logits = forward.unembed(w, final)
@@ -157,7 +169,8 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
         raise RuntimeError("the metric does not depend on every receiver")  # never: all do
     return Gradients([r.detach() for r in residuals], [q.detach() for q in qkvs],
                      grads, mlp_grads,  # type: ignore[arg-type]
-                     final.grad, float(value.detach()), recorded)
+                     final.grad, float(value.detach()), recorded,
+                     head_sums if w.post_norm else None)
 
 
 def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
@@ -202,7 +215,8 @@ class _Scorer:
     `inv * gw`, and no receiver's gradient at x is ever computed apart. Then one matrix
     product with the deltas `[senders, tokens * d_model]` scores every edge into the layer's
     head inputs, and into the previous layer's MLP (its gradient an extra row: the MLP of
-    layer l - 1 reads every sender before layer l but itself).
+    layer l - 1 reads senders before layer l only: all but itself, or in a parallel block
+    those before layer l - 1).
     """
 
     def __init__(self, patched: PatchedModel):
@@ -248,13 +262,13 @@ class _Scorer:
                 self._layer(run, layer, weight, previous_mlp)
                 previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
             delta, slots, scores = self.pm.delta, self.slots, self.scores
-            if previous_mlp is not None:  # the last MLP reads every sender but itself
-                m = len(delta) - 1
-                total = delta[:m].reshape(m, -1) @ previous_mlp.reshape(-1)
+            if previous_mlp is not None:  # the last MLP
+                m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
+                grad = previous_mlp.reshape(1, self.tokens, self.d_model)
+                total = self._against_senders(grad, m, run)[0]
                 scores.index_add_(0, slots.mlps[-1], -weight * total.double())
-            at_metric = delta[:, self.pm.pos_batch, self.pm.pos_index].flatten(1)
-            total = at_metric @ run.logits_grad.reshape(-1)
-            scores.index_add_(0, slots.logits, -weight * total.double())
+            total = self._against_senders(run.logits_grad[None], len(delta), run, at_metric=True)
+            scores.index_add_(0, slots.logits, -weight * total[0].double())
 
     def _layer(self, run: Gradients, layer: int, weight: float,
                previous_mlp: torch.Tensor | None) -> None:
@@ -292,14 +306,48 @@ class _Scorer:
         if previous_mlp is not None:
             self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
             used += 1
-        senders = self.pm.delta[:n].reshape(n, -1)
-        total = self.pushed[:used].reshape(used, -1) @ senders.T  # [receivers, senders]
+        total = self._against_senders(self.pushed[:used], n, run)  # [receivers, senders]
         scores.index_put_((slots.heads[layer],), -weight * total[:rows].double(), accumulate=True)
         if previous_mlp is not None:
-            scores.index_add_(0, slots.mlps[layer - 1], -weight * total[rows, :n - 1].double())
+            read = graph.senders_of_mlp(layer - 1)
+            scores.index_add_(0, slots.mlps[layer - 1], -weight * total[rows, :read].double())
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
             if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
                 raise RuntimeError("the patched model's clean q/k/v were handed over")
             change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
             moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
             scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)
+
+    def _against_senders(self, grads: torch.Tensor, n: int, run: Gradients,
+                         at_metric: bool = False) -> torch.Tensor:
+        """[receivers, n]: each receiver's input gradient `grads` [receivers, tokens, d]
+        (at the metric positions: [receivers, n_positions, d]) against the first n senders'
+        deltas.
+
+        With post-attention norms a head of layer L reaches a receiver through
+        `norm_L(b_O + sum of L's heads)`: its delta is scored against the gradient pulled back
+        through that norm at this pass's sum (a vector-Jacobian product per receiver and
+        layer), every other sender's against the receiver's own gradient."""
+        delta = self.pm.delta[:n]
+        if at_metric:
+            delta = delta[:, self.pm.pos_batch, self.pm.pos_index]
+        senders = delta.reshape(n, -1)
+        rows = grads.reshape(len(grads), -1)
+        total = rows @ senders.T
+        if run.head_sums is None:
+            return total
+        for layer, lw in enumerate(self.w.layers):
+            first = self.graph.sender_of_head(layer, 0)
+            if first + self.n_heads > n:
+                break
+            head_sum = run.head_sums[layer]
+            if at_metric:
+                head_sum = head_sum[self.pm.pos_batch, self.pm.pos_index]
+            with torch.enable_grad():
+                point = head_sum.expand(len(grads), *head_sum.shape).clone().requires_grad_(True)
+                out = forward.norm(point, lw.ln1_post_w, lw.ln1_post_b, self.w.normalization,
+                                   self.w.eps)
+                (pulled,) = torch.autograd.grad(out, point, grads.view_as(point))
+            heads = slice(first, first + self.n_heads)
+            total[:, heads] = pulled.reshape(len(grads), -1) @ senders[heads].T
+        return total
