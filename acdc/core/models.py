@@ -329,11 +329,22 @@ def _make_config_4(config: dict[str, Any], source: str) -> Any:
                          f"4 (its native model always scales attention scores)")
     try:
         return TransformerBridgeConfig(**config)
-    except TypeError as error:
-        raise ModelError(f"{source}: {error}; keys must be HookedTransformerConfig "
-                         f"arguments") from None
+    except TypeError as error:  # a 3.x key the bridge's config does not take
+        raise ModelError(f"{source}: {error}; TransformerLens 4's TransformerBridgeConfig does "
+                         f"not take this HookedTransformerConfig key (install "
+                         f"transformer-lens<4 for it)") from None
     except (ValueError, AssertionError) as error:
         raise ModelError(f"{source}: invalid model configuration ({error})") from None
+
+
+def _official_name_4(name: str) -> str:
+    """The Hugging Face name of a TransformerLens model name or alias (`gpt2`)."""
+    from transformer_lens.supported_models import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        raise ModelError(_unknown_model_message(name)) from None
 
 
 def _build_model_4(config: dict[str, Any], tokenizer: Tokenizer | None, seed: int | None):
@@ -387,8 +398,9 @@ def _tl_state_dict(model) -> dict[str, torch.Tensor]:
     if transformer_lens_major() < 4:
         return model.state_dict()
     cfg = model.cfg
-    state: dict[str, torch.Tensor] = {"embed.W_E": model.embed.W_E,
-                                      "pos_embed.W_pos": model.pos_embed.W_pos}
+    state: dict[str, torch.Tensor] = {"embed.W_E": model.embed.W_E}
+    if hasattr(model, "pos_embed"):  # none with rotary positions
+        state["pos_embed.W_pos"] = model.pos_embed.W_pos
 
     def add(prefix: str, module, names: tuple[str, ...]) -> None:
         for name in names:
@@ -437,11 +449,12 @@ def _load_hf_directory_4(directory: Path):
 
 def _load_hub_4(name: str):
     tl = _transformer_lens_4()
+    official = _official_name_4(name)
     _go_offline_without_network()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = tl.TransformerBridge.boot_transformers(name, device="cpu")
+            model = tl.TransformerBridge.boot_transformers(official, device="cpu")
     except Exception as error:  # network and hub errors come in many types
         raise ModelError(_offline_message(name, error)) from None
     _expose_attn_scale(model)
@@ -455,11 +468,13 @@ def _shape_4(spec: str, kind: str) -> ModelShape:
     if kind == "hf":
         path = Path(spec) / CHECKPOINT_CONFIG
         return hf_shape(read_config(path), str(path))
+    _transformer_lens_4()
+    official = _official_name_4(spec)
     _go_offline_without_network()
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(spec)
+        config = AutoConfig.from_pretrained(official)
     except Exception as error:  # the hub client raises many types; all mean "not here"
         raise ModelError(_offline_message(spec, error)) from None
     return hf_shape(config.to_dict(), spec)
@@ -501,11 +516,7 @@ def _hub_or_local_config(spec: str, kind: str):
         try:
             loading.get_official_model_name(spec)
         except ValueError:
-            raise ModelError(
-                f"unknown model {spec!r}: give a checkpoint directory (config.json + "
-                f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
-                f"model name such as gpt2"
-            ) from None
+            raise ModelError(_unknown_model_message(spec)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -517,6 +528,12 @@ def _hub_or_local_config(spec: str, kind: str):
                          f"({_first_line(error)})") from None
     finally:
         del tl
+
+
+def _unknown_model_message(spec: str) -> str:
+    return (f"unknown model {spec!r}: give a checkpoint directory (config.json + "
+            f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
+            f"model name such as gpt2")
 
 
 def _go_offline_without_network() -> None:
