@@ -9,6 +9,9 @@ import torch
 
 from acdc.core.graph import GraphShape, build_graph
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 MODELS = ["attn2", "mlp3", "nonorm2", "one_head"]
 
 

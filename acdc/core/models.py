@@ -327,6 +327,10 @@ def _make_config_4(config: dict[str, Any], source: str) -> Any:
         # HookedTransformer then divides scores by 1; the native model always scales them.
         raise ModelError(f"{source}: use_attn_scale false is not supported with TransformerLens "
                          f"4 (its native model always scales attention scores)")
+    if config.get("gated_mlp"):
+        # HookedTransformer's gated MLP has b_in and b_out; the native one has no biases.
+        raise ModelError(f"{source}: gated MLPs are not supported with TransformerLens 4 (its "
+                         f"native model's gated MLP has no biases b_in, b_out)")
     try:
         return TransformerBridgeConfig(**config)
     except TypeError as error:  # a 3.x key the bridge's config does not take
@@ -339,7 +343,10 @@ def _make_config_4(config: dict[str, Any], source: str) -> Any:
 
 def _official_name_4(name: str) -> str:
     """The Hugging Face name of a TransformerLens model name or alias (`gpt2`)."""
-    from transformer_lens.supported_models import get_official_model_name
+    # 4.x only (3.x has it in loading_from_pretrained): mypy checks against 3.x.
+    from transformer_lens.supported_models import (  # type: ignore[attr-defined, unused-ignore]
+        get_official_model_name,
+    )
 
     try:
         return get_official_model_name(name)
