@@ -15,7 +15,26 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from acdc.core.models import build_model
+from acdc.core.models import build_model, transformer_lens_major
+
+# Under TransformerLens 4 the `hooked_transformer` tests skip, saying why: they build models
+# from configs and compare with the slow references, which run HookedTransformer's per-head
+# hooks. TransformerLens 4 has no HookedTransformer; its bridge around a model built from a
+# config (`boot_native`) refuses `set_use_split_qkv_input` (NotImplementedError: no hook before
+# the q/k/v projections of its AttentionBridge) and names its parameters differently.
+HOOKED_TRANSFORMER_SKIP = (
+    "needs TransformerLens 3.x's HookedTransformer: its per-head hooks (set_use_split_qkv_input) "
+    "are not offered by TransformerLens 4's native TransformerBridge")
+
+
+def pytest_collection_modifyitems(config, items):
+    if transformer_lens_major() < 4:
+        return
+    skip = pytest.mark.skip(reason=HOOKED_TRANSFORMER_SKIP)
+    for item in items:
+        if "hooked_transformer" in item.keywords:
+            item.add_marker(skip)
+
 
 # The models are tiny: one thread is many times faster than several contending for 2 cores.
 torch.set_num_threads(1)

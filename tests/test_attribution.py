@@ -35,6 +35,9 @@ from acdc.methods.attribution import (
     select,
 )
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 RTOL = 1e-5
 # A gated RMSNorm model besides the conftest ones (LayerNorm, none; attention-only, MLPs)
 RMS_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 24,

@@ -15,6 +15,9 @@ from acdc.core.tasks import Task
 from acdc.errors import AcdcError
 from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "d_vocab": 60,
           "n_ctx": 20, "act_fn": "gelu", "normalization_type": "LN"}
 

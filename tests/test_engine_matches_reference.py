@@ -20,6 +20,9 @@ import pytest
 import reference_acdc as ref
 from conftest import TinyTask
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 TIE = 1e-5  # relative to max(1, |threshold|)
 SCORE_ATOL = 1e-4
 SCORE_RTOL = 1e-4

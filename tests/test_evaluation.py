@@ -37,6 +37,9 @@ from acdc.evaluation.faithfulness import (
     ranking_from_scores,
 )
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 runner = CliRunner()
 
 

@@ -39,6 +39,9 @@ import acdc.core.files
 from acdc.core.models import build_model, save_checkpoint
 from acdc.methods.acdc import runlog
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 ROOT = Path(__file__).resolve().parent.parent
 # 8 layers of 8 heads and MLPs, 6,829 edges, with conftest's larger random weights; at this
 # threshold (far above the metric's float32 noise, so a resumed run decides every edge as an

@@ -359,6 +359,7 @@ def test_bundled_generated_tasks_resolve(bpe, name):
     assert all(len(c) == len(k) for c, k in zip(task.clean, task.corrupt, strict=True))
 
 
+@pytest.mark.hooked_transformer  # conftest's tiny random models (HookedTransformer names)
 def test_generated_induction_task_runs_end_to_end(tiny_models):
     from acdc.core.models import LoadedModel, model_shape
     from acdc.core.settings import CommonSettings

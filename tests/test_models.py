@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from acdc.core.models import build_model, load_model, save_checkpoint
+from acdc.core.models import (
+    build_model,
+    extract_weights,
+    load_model,
+    make_config,
+    save_checkpoint,
+    transformer_lens_major,
+)
 from acdc.core.shapes import load_shape
 from acdc.errors import ModelError
 
@@ -25,6 +32,27 @@ def test_checkpoint_round_trip(checkpoint):
     assert torch.equal(loaded.model(tokens), model(tokens))
     assert loaded.tokenizer is None
     assert loaded.shape.n_layers == 2 and loaded.shape.d_mlp == 64
+
+
+def test_extracted_weights_are_the_checkpoint_tensors():
+    # Whichever TransformerLens loads it (3.x HookedTransformer, 4.x TransformerBridge), the
+    # engine's weights are the bundled checkpoint's tensors, in HookedTransformer's layouts.
+    from safetensors.torch import load_file
+
+    from acdc.core.bundled import model_dir
+
+    directory = model_dir("ioi")
+    state = load_file(str(directory / "model.safetensors"))
+    weights = extract_weights(load_model(str(directory)).model)
+    assert torch.equal(weights.W_E, state["embed.W_E"])
+    assert torch.equal(weights.W_U, state["unembed.W_U"])
+    assert torch.equal(weights.b_U, state["unembed.b_U"])
+    for i, layer in enumerate(weights.layers):
+        for field, key in (("W_Q", "attn.W_Q"), ("b_K", "attn.b_K"), ("W_O", "attn.W_O"),
+                           ("b_O", "attn.b_O"), ("ln1_w", "ln1.w"), ("W_in", "mlp.W_in"),
+                           ("W_out", "mlp.W_out"), ("b_out", "mlp.b_out")):
+            assert torch.equal(getattr(layer, field), state[f"blocks.{i}.{key}"]), (i, field)
+    assert weights.attn_scale == 4.0  # sqrt(d_head 16)
 
 
 def test_shape_from_config_alone(tmp_path):
@@ -105,6 +133,8 @@ def test_model_names(monkeypatch):
         load_shape("gpt2")
 
 
+@pytest.mark.skipif(transformer_lens_major() >= 4, reason="TransformerLens 4 removed "
+                    "HookedTransformerConfig; the checkpoint keys stay those of its 3.x version")
 def test_checkpoint_keys_are_those_transformer_lens_takes():
     import dataclasses
 
@@ -114,6 +144,14 @@ def test_checkpoint_keys_are_those_transformer_lens_takes():
 
     fields = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
     assert CHECKPOINT_KEYS == fields
+
+
+@pytest.mark.skipif(transformer_lens_major() < 4, reason="TransformerLens 4 only")
+def test_transformer_lens_4_refuses_keys_its_config_lacks_in_one_line():
+    # The checkpoint format stays HookedTransformerConfig's (3.x) keys; the few that
+    # TransformerBridgeConfig does not take are refused by name.
+    with pytest.raises(ModelError, match="use_yarn_rope.*TransformerBridgeConfig does not take"):
+        make_config({**CONFIG, "use_yarn_rope": False})
 
 
 @pytest.mark.parametrize("change, message", [

@@ -7,6 +7,10 @@ from acdc.core.graph import build_graph
 from acdc.core.models import build_model, extract_weights, model_shape
 from acdc.core.patching import PatchedModel, Stage
 
+# Gated-MLP models among the configurations need TransformerLens 3.x (4.x's native gated MLP
+# has no biases; see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 CONFIGS = {
     "attn-only": dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50,
                       attn_only=True),

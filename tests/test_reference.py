@@ -10,6 +10,9 @@ from conftest import FAMILIES
 
 from acdc.core.graph import GraphShape, build_graph
 
+# The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 MODELS = ["attn2", "mlp3", "nonorm2", "one_head", *FAMILIES]
 # the checks by hand below compute LayerNorm models (or none) with biases outside the norms
 BY_HAND = ["attn2", "mlp3", "nonorm2", "one_head"]

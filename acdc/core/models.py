@@ -11,6 +11,13 @@
    weights (offline: nothing is fetched);
 3. a TransformerLens model name such as `gpt2`, fetched from the hub when online.
 
+With TransformerLens 3.x the model is a `HookedTransformer`. TransformerLens 4 removed that
+class; there the model is a `TransformerBridge` (see the section "TransformerLens 4" below):
+`boot_native` around the project's checkpoints (their `HookedTransformer` state dict converted
+by TransformerLens' own `convert_tl_checkpoint`) and `boot_transformers` around Hugging Face
+models. Both expose the same per-head weight views (`blocks[i].attn.W_Q`, `embed.W_E`, ...), so
+`extract_weights` reads either. Which version is installed is decided here and nowhere else.
+
 Weights are read only through safetensors or `torch.load(weights_only=True)`. Everything the
 engine needs from a model is copied into a plain `Weights` value, so that the patched forward
 in `forward.py` and `patching.py` never touches transformer_lens and a move to its 4.x
@@ -25,8 +32,10 @@ in `forward.py` and `patching.py` never touches transformer_lens and a move to i
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -71,6 +80,8 @@ SUPPORTED_NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
 
 def _transformer_lens():
     """Import transformer_lens lazily: it costs seconds and `--help` should not pay them."""
+    if transformer_lens_major() >= 4:
+        return _transformer_lens_4()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import transformer_lens
@@ -207,6 +218,8 @@ def model_shape(cfg: Any) -> ModelShape:
 
 def make_config(config: dict[str, Any], source: str = "config") -> Any:
     """A `HookedTransformerConfig` from its keyword arguments, with a readable error."""
+    if transformer_lens_major() >= 4:
+        return _make_config_4(config, source)
     tl = _transformer_lens()
     config = dict(config)
     config.setdefault("act_fn", "relu" if config.get("attn_only") else "gelu")
@@ -221,7 +234,10 @@ def make_config(config: dict[str, Any], source: str = "config") -> Any:
 
 def build_model(config: dict[str, Any], tokenizer: Tokenizer | None = None,
                 seed: int | None = None):
-    """A `HookedTransformer` with freshly initialised weights (tests, training)."""
+    """A `HookedTransformer` with freshly initialised weights (tests, training); with
+    TransformerLens 4, a `TransformerBridge` around its native model."""
+    if transformer_lens_major() >= 4:
+        return _build_model_4(config, tokenizer, seed)
     tl = _transformer_lens()
     if seed is not None:
         config = {**config, "seed": seed}
@@ -256,11 +272,222 @@ def save_checkpoint(model, directory: str | Path, tokenizer_file: str | Path | N
     if config is None:
         raise ModelError("save_checkpoint needs the config dictionary the model was built from")
     (directory / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in _tl_state_dict(model).items()}
     save_file(state, str(directory / CHECKPOINT_WEIGHTS))
     if tokenizer_file is not None:
         (directory / CHECKPOINT_TOKENIZER).write_bytes(Path(tokenizer_file).read_bytes())
     return directory
+
+
+# --------------------------------------------------------------------------- TransformerLens 4
+#
+# TransformerLens 4.0 deleted `HookedTransformer`, `HookedTransformerConfig`, `loading_from_
+# pretrained` and `components`; `TransformerBridge` replaces them. What this module needs from it:
+#
+# - `TransformerBridge.boot_native(TransformerBridgeConfig)`: a bridge around TransformerLens' own
+#   small model (`model_bridge/sources/native`), built from config fields that are those of
+#   `HookedTransformerConfig`; no hub, no transformers model;
+# - `utilities.tl_checkpoint_conversion.convert_tl_checkpoint`: a `HookedTransformer` state dict
+#   (our checkpoints' `model.safetensors`) to the native bridge's keys and layouts;
+# - `TransformerBridge.boot_transformers(<local directory>)`: a bridge around a Hugging Face model
+#   with its raw (unprocessed) weights;
+# - on every bridge, `blocks[i].attn.W_Q` [n_heads, d_model, d_head], `W_O` [n_heads, d_head,
+#   d_model], `b_Q` [n_heads, d_head], `mlp.W_in` [d_model, d_mlp], `ln1.w`, `embed.W_E`,
+#   `pos_embed.W_pos`, `unembed.W_U` [d_model, d_vocab], `unembed.b_U`: the HookedTransformer
+#   layouts `extract_weights` reads. The one attribute a bridge lacks is `attn.attn_scale`.
+
+
+@functools.cache
+def transformer_lens_major() -> int:
+    """The installed TransformerLens' major version, from its package metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("transformer-lens").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 3  # not installed: the import that follows says so
+
+
+def _transformer_lens_4():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import transformer_lens
+        from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return transformer_lens
+
+
+def _make_config_4(config: dict[str, Any], source: str) -> Any:
+    """A `TransformerBridgeConfig` from `HookedTransformerConfig` keyword arguments."""
+    _transformer_lens_4()
+    from transformer_lens.config import TransformerBridgeConfig
+
+    config = dict(config)
+    config.setdefault("act_fn", "relu" if config.get("attn_only") else "gelu")
+    if config.get("use_attn_scale") is False:
+        # HookedTransformer then divides scores by 1; the native model always scales them.
+        raise ModelError(f"{source}: use_attn_scale false is not supported with TransformerLens "
+                         f"4 (its native model always scales attention scores)")
+    if config.get("gated_mlp"):
+        # HookedTransformer's gated MLP has b_in and b_out; the native one has no biases.
+        raise ModelError(f"{source}: gated MLPs are not supported with TransformerLens 4 (its "
+                         f"native model's gated MLP has no biases b_in, b_out)")
+    try:
+        return TransformerBridgeConfig(**config)
+    except TypeError as error:  # a 3.x key the bridge's config does not take
+        raise ModelError(f"{source}: {error}; TransformerLens 4's TransformerBridgeConfig does "
+                         f"not take this HookedTransformerConfig key (install "
+                         f"transformer-lens<4 for it)") from None
+    except (ValueError, AssertionError) as error:
+        raise ModelError(f"{source}: invalid model configuration ({error})") from None
+
+
+def _official_name_4(name: str) -> str:
+    """The Hugging Face name of a TransformerLens model name or alias (`gpt2`)."""
+    # 4.x only (3.x has it in loading_from_pretrained): mypy checks against 3.x.
+    from transformer_lens.supported_models import (  # type: ignore[attr-defined, unused-ignore]
+        get_official_model_name,
+    )
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        raise ModelError(_unknown_model_message(name)) from None
+
+
+def _build_model_4(config: dict[str, Any], tokenizer: Tokenizer | None, seed: int | None):
+    tl = _transformer_lens_4()
+    if seed is not None:
+        config = {**config, "seed": seed}
+    cfg = _make_config_4(config, "config")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tl.TransformerBridge.boot_native(
+                cfg, tokenizer=_hf_tokenizer(tokenizer) if tokenizer else None)
+    except (ValueError, NotImplementedError) as error:
+        raise ModelError(f"config: TransformerLens 4 cannot build this model "
+                         f"({_first_line(error)})") from None
+    model.cfg.n_params = checkpoint_shape(config).n_params  # HookedTransformerConfig's count
+    _expose_attn_scale(model)
+    model.eval()
+    return model
+
+
+def _expose_attn_scale(bridge) -> None:
+    """Give each attention bridge HookedTransformer's `attn_scale`: the divisor of its scores."""
+    cfg = bridge.cfg
+    configured = ((cfg.attn_scale if cfg.attn_scale > 0 else math.sqrt(cfg.d_head))
+                  if cfg.use_attn_scale else 1.0)
+    from transformer_lens.model_bridge.sources.native import NativeAttention
+
+    for block in bridge.blocks:
+        module = block.attn.original_component
+        # The native model keeps the divisor it uses; Hugging Face modules follow the config.
+        block.attn.attn_scale = (float(module.scale) if isinstance(module, NativeAttention)
+                                 else float(configured))
+
+
+def _bridge_state_dict(model, state: dict[str, torch.Tensor], fault: str
+                       ) -> dict[str, torch.Tensor]:
+    """A `HookedTransformer` state dict in the native bridge's keys and layouts."""
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    try:
+        return convert_tl_checkpoint({k: v for k, v in state.items() if not _is_buffer_key(k)},
+                                     model.cfg)
+    except ValueError as error:
+        raise ModelError(f"{fault} ({_first_line(error).removeprefix('convert_tl_checkpoint: ')})"
+                         ) from None
+
+
+def _tl_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's parameters as a `HookedTransformer` state dict (the checkpoint format)."""
+    if transformer_lens_major() < 4:
+        return model.state_dict()
+    cfg = model.cfg
+    state: dict[str, torch.Tensor] = {"embed.W_E": model.embed.W_E}
+    if hasattr(model, "pos_embed"):  # none with rotary positions
+        state["pos_embed.W_pos"] = model.pos_embed.W_pos
+
+    def add(prefix: str, module, names: tuple[str, ...]) -> None:
+        for name in names:
+            value = getattr(module, name, None)
+            if isinstance(value, torch.Tensor):
+                state[f"{prefix}.{name}"] = value
+
+    for i, block in enumerate(model.blocks):
+        add(f"blocks.{i}.ln1", block.ln1, ("w", "b"))
+        add(f"blocks.{i}.attn", block.attn,
+            ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"))
+        if not cfg.attn_only:
+            add(f"blocks.{i}.ln2", block.ln2, ("w", "b"))
+            add(f"blocks.{i}.mlp", block.mlp, ("W_in", "W_gate", "W_out", "b_in", "b_out"))
+    add("ln_final", model.ln_final, ("w", "b"))
+    add("unembed", model.unembed, ("W_U", "b_U"))
+    return state
+
+
+def _hf_directory_tokenizer(directory: Path) -> Tokenizer | None:
+    if not any((directory / f).is_file()
+               for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return Tokenizer(AutoTokenizer.from_pretrained(str(directory)), str(directory))
+
+
+def _load_hf_directory_4(directory: Path):
+    tl = _transformer_lens_4()
+    tokenizer = _hf_directory_tokenizer(directory)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tl.TransformerBridge.boot_transformers(
+                str(directory), device="cpu", dtype=torch.float32,
+                tokenizer=tokenizer.backend if tokenizer else None)
+    except Exception as error:  # transformers raises many types for unreadable directories
+        raise ModelError(f"{directory}: cannot load Hugging Face weights "
+                         f"({_first_line(error)})") from None
+    path = directory / CHECKPOINT_CONFIG
+    model.cfg.n_params = hf_shape(read_config(path), str(path)).n_params
+    _expose_attn_scale(model)
+    return model, tokenizer
+
+
+def _load_hub_4(name: str):
+    tl = _transformer_lens_4()
+    official = _official_name_4(name)
+    _go_offline_without_network()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tl.TransformerBridge.boot_transformers(official, device="cpu")
+    except Exception as error:  # network and hub errors come in many types
+        raise ModelError(_offline_message(name, error)) from None
+    _expose_attn_scale(model)
+    tokenizer = Tokenizer(model.tokenizer, name) if model.tokenizer is not None else None
+    return model, tokenizer
+
+
+def _shape_4(spec: str, kind: str) -> ModelShape:
+    """A name's (or directory's) shape from its Hugging Face config: TransformerLens 4 no longer
+    has a configuration table of its own."""
+    if kind == "hf":
+        path = Path(spec) / CHECKPOINT_CONFIG
+        return hf_shape(read_config(path), str(path))
+    _transformer_lens_4()
+    official = _official_name_4(spec)
+    _go_offline_without_network()
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(official)
+    except Exception as error:  # the hub client raises many types; all mean "not here"
+        raise ModelError(_offline_message(spec, error)) from None
+    return hf_shape(config.to_dict(), spec)
 
 
 # --------------------------------------------------------------------------- loading
@@ -283,6 +510,8 @@ class LoadedModel:
 
 def transformer_lens_shape(spec: str, kind: str) -> ModelShape:
     """The shape of a Hugging Face directory or a TransformerLens name, from its config."""
+    if transformer_lens_major() >= 4:
+        return _shape_4(spec, kind)
     if kind == "hf":
         from transformers import AutoConfig
 
@@ -305,11 +534,7 @@ def _hub_or_local_config(spec: str, kind: str):
         try:
             loading.get_official_model_name(spec)
         except ValueError:
-            raise ModelError(
-                f"unknown model {spec!r}: give a checkpoint directory (config.json + "
-                f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
-                f"model name such as gpt2"
-            ) from None
+            raise ModelError(_unknown_model_message(spec)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -321,6 +546,12 @@ def _hub_or_local_config(spec: str, kind: str):
                          f"({_first_line(error)})") from None
     finally:
         del tl
+
+
+def _unknown_model_message(spec: str) -> str:
+    return (f"unknown model {spec!r}: give a checkpoint directory (config.json + "
+            f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
+            f"model name such as gpt2")
 
 
 def _go_offline_without_network() -> None:
@@ -407,6 +638,9 @@ def _load_checkpoint(directory: Path):
     except Exception as error:  # safetensors raises its own error types
         raise ModelError(f"{weights}: cannot read safetensors file "
                          f"({_first_line(error)})") from None
+    if transformer_lens_major() >= 4:
+        state = _bridge_state_dict(model, state, f"{weights}: state dict does not match "
+                                                 f"{directory / CHECKPOINT_CONFIG}")
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not _is_buffer_key(k))
     unexpected = sorted(k for k in state if k not in expected)
@@ -430,6 +664,8 @@ def _load_hf_directory(directory: Path):
     """A local Hugging Face directory as a HookedTransformer: transformers reads the weights,
     `hooked_config` maps its config, TransformerLens' converter for the family maps the
     weights. Unprocessed (no folding or centring), so its forward equals the original's."""
+    if transformer_lens_major() >= 4:
+        return _load_hf_directory_4(directory)
     tl = _transformer_lens()
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM
@@ -647,6 +883,8 @@ _HOOKED_CONFIGS: dict[str, Callable[[Any, str], dict[str, Any]]] = {
 
 
 def _load_hub(name: str):
+    if transformer_lens_major() >= 4:
+        return _load_hub_4(name)
     tl = _transformer_lens()
     _hub_or_local_config(name, "name")  # validates the name, fails fast offline
     try:
