@@ -29,6 +29,9 @@ from acdc.core.graph import build_graph
 from acdc.core.models import LoadedModel, extract_weights, load_model
 from acdc.core.patching import PatchedModel, Stage
 
+# Families are read through TransformerLens 3's conversion (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 NAMES = sorted(hf_families.FAMILIES)
 TOLERANCE = 1e-4
 

@@ -30,6 +30,9 @@ from acdc.core.graph import count_edges
 from acdc.core.shapes import load_shape
 from acdc.errors import ModelError
 
+# Families are read through TransformerLens 3's conversion (see conftest).
+pytestmark = pytest.mark.hooked_transformer
+
 runner = CliRunner()
 NAMES = sorted(hf_families.FAMILIES)
 TOLERANCE = 1e-4

@@ -82,6 +82,11 @@ def test_checkpoint_problems_are_one_line_errors(checkpoint, tmp_path):
         load_shape(str(directory))
 
 
+TL3_ONLY = pytest.mark.skipif(transformer_lens_major() >= 4, reason="the model families are "
+                              "read from TransformerLens 3's HookedTransformer")
+
+
+@TL3_ONLY
 @pytest.mark.parametrize(("extra", "reason"), [
     ({"positional_embedding_type": "alibi"}, "positional_embedding_type 'alibi'"),
     ({"positional_embedding_type": "rotary", "rotary_dim": 8, "use_qk_norm": True},
@@ -95,6 +100,7 @@ def test_unsupported_architectures_are_refused(tmp_path, extra, reason):
         load_model(str(directory))
 
 
+@TL3_ONLY
 def test_rotary_checkpoint_loads(tmp_path):
     config = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 8}
     model = build_model(config, seed=0)
@@ -152,6 +158,20 @@ def test_transformer_lens_4_refuses_keys_its_config_lacks_in_one_line():
     # TransformerBridgeConfig does not take are refused by name.
     with pytest.raises(ModelError, match="use_yarn_rope.*TransformerBridgeConfig does not take"):
         make_config({**CONFIG, "use_yarn_rope": False})
+
+
+@pytest.mark.skipif(transformer_lens_major() < 4, reason="TransformerLens 4 only")
+def test_transformer_lens_4_refuses_the_families_in_one_line(tmp_path):
+    rotary = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 8}
+    with pytest.raises(ModelError, match="positional_embedding_type rotary need TransformerLens 3"):
+        make_config(rotary)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=16,
+                                 intermediate_size=32, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="llama models are read through TransformerLens 3") as e:
+        load_model(str(tmp_path))
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -330,6 +330,17 @@ def _make_config_4(config: dict[str, Any], source: str) -> Any:
         # HookedTransformer then divides scores by 1; the native model always scales them.
         raise ModelError(f"{source}: use_attn_scale false is not supported with TransformerLens "
                          f"4 (its native model always scales attention scores)")
+    beyond = [key for key in ("use_local_attn", "parallel_attn_mlp", "n_key_value_heads",
+                              "use_normalization_before_and_after", "attn_scores_soft_cap",
+                              "output_logits_soft_cap")
+              if config.get(key) not in (None, False, -1, -1.0)]
+    if config.get("positional_embedding_type", "standard") != "standard":
+        beyond.insert(0, f"positional_embedding_type {config['positional_embedding_type']}")
+    if beyond:
+        # the bridge keeps rotary tables, windows and post-norms elsewhere than HookedTransformer
+        raise ModelError(f"{source}: {', '.join(beyond)} need TransformerLens 3 (its "
+                         f"HookedTransformer is what the engine reads these from); install "
+                         f"'transformer-lens>=3.9,<4'")
     if config.get("gated_mlp"):
         # HookedTransformer's gated MLP has b_in and b_out; the native one has no biases.
         raise ModelError(f"{source}: gated MLPs are not supported with TransformerLens 4 (its "
@@ -439,7 +450,20 @@ def _hf_directory_tokenizer(directory: Path) -> Tokenizer | None:
     return Tokenizer(AutoTokenizer.from_pretrained(str(directory)), str(directory))
 
 
+# Families whose TransformerLens 4 bridge gives every weight `extract_weights` needs, in its
+# layouts. The others expose rotary tables, local windows and post-sublayer norms on other
+# attributes (or none), and OPT's position table keeps its offset of 2 rows.
+BRIDGE_FAMILIES = ("gpt2",)
+
+
 def _load_hf_directory_4(directory: Path):
+    path = directory / CHECKPOINT_CONFIG
+    family = hf_family(read_config(path), str(path))
+    if family not in BRIDGE_FAMILIES:
+        raise ModelError(f"{directory}: {family} models are read through TransformerLens 3's "
+                         f"weight conversion; TransformerLens 4 is installed, whose bridge does "
+                         f"not give this family's weights in the engine's layout (rotary tables, "
+                         f"local windows, post-norms); install 'transformer-lens>=3.9,<4'")
     tl = _transformer_lens_4()
     tokenizer = _hf_directory_tokenizer(directory)
     try:
@@ -467,6 +491,10 @@ def _load_hub_4(name: str):
             model = tl.TransformerBridge.boot_transformers(official, device="cpu")
     except Exception as error:  # network and hub errors come in many types
         raise ModelError(_offline_message(name, error)) from None
+    family = getattr(getattr(model.original_model, "config", None), "model_type", None)
+    if family not in BRIDGE_FAMILIES:
+        raise ModelError(f"{name}: {family} models need TransformerLens 3's weight conversion; "
+                         f"install 'transformer-lens>=3.9,<4'")
     _expose_attn_scale(model)
     tokenizer = Tokenizer(model.tokenizer, name) if model.tokenizer is not None else None
     return model, tokenizer
