@@ -65,6 +65,11 @@ ACDC_RUNS = 3  # whole runs per bundled task, the best one reported (each under 
 REFERENCE_RUNS = 2  # ... of the slow reference (up to 20 s each)
 GPT2_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
                    n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
+# Llama's architecture at GPT-2 small's size: RMSNorm, rotary positions, 12 query heads sharing
+# 4 key/value heads, a SwiGLU MLP of 2048 (as many MLP parameters as GPT-2's 3072), no biases
+LLAMA_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, n_key_value_heads=4, d_head=64,
+                    d_mlp=2048, d_vocab=50257, n_ctx=1024, act_fn="silu", gated_mlp=True,
+                    normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=64)
 
 
 def peak_rss_mb() -> float:
@@ -164,15 +169,17 @@ def sparse_circuit(graph, rng: random.Random, node_fraction: float, edge_keep: f
         kept -= dead
 
 
-def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: int = 0) -> dict:
+def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: int = 0,
+                         config: dict | None = None) -> dict:
     """Time the edge tests a whole run with a sparse circuit makes: walk the ACDC order with
     the decisions of a random sparse circuit and, at every live receiver (one whose node keeps
     an outgoing edge: ACDC tests only those), time a few of its edge tests; weight each
-    receiver by its number of incoming edges (every one is tested in a real run)."""
+    receiver by its number of incoming edges (every one is tested in a real run). `config`:
+    the model (default the GPT-2-small shape)."""
     torch.set_num_threads(DEFAULT_THREADS)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    model = build_model(GPT2_CONFIG, seed=seed)
+    model = build_model(config or GPT2_CONFIG, seed=seed)
     clean = torch.randint(0, 50257, (batch, seq))
     corrupt = torch.randint(0, 50257, (batch, seq))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
@@ -460,6 +467,18 @@ def markdown(report: dict) -> str:
         lines += ["", f"Projected whole run: {g['projected_run_s'] / 60:.1f} min, "
                   f"{g['projected_fpe_per_test']:.4f} FPE per edge test (setup included); "
                   f"peak RSS {g['peak_rss_mb']:.0f} MB.", ""]
+    llama = report.get("llama_edge_cost")
+    if g and llama:
+        lines += ["Model families at GPT-2 small's size, the same batch, the same kind of random "
+                  "sparse circuit; FPE against each model's own plain forward:", "",
+                  "| shape | plain forward | edges tested | FPE per edge test | against GPT-2 |",
+                  "|---|---|---|---|---|"]
+        for name, row in (("GPT-2 (LayerNorm, learned positions, GELU)", g),
+                          ("Llama (RMSNorm, rotary, 12 heads on 4 k/v heads, SwiGLU)", llama)):
+            lines.append(f"| {name} | {row['forward_s']:.2f} s | {row['tested_edges']} | "
+                         f"{row['projected_fpe_per_test']:.4f} | "
+                         f"{row['projected_fpe_per_test'] / g['projected_fpe_per_test']:.2f}x |")
+        lines.append("")
     r = report.get("gpt2_run")
     if r:
         lines += [f"Whole GPT-2-shape run, batch {r['batch']} x {r['seq']}, "
@@ -507,6 +526,9 @@ def main() -> None:
     parser.add_argument("--gpt2-tests", type=int, default=3,
                         help="edge tests timed per live receiver")
     parser.add_argument("--no-gpt2", action="store_true")
+    parser.add_argument("--llama", action="store_true",
+                        help="also time the edge tests on a Llama-shaped model of GPT-2 small's "
+                             "size (GQA, rotary, SwiGLU, RMSNorm), side by side with GPT-2's")
     parser.add_argument("--gpt2-run-batch", type=int, default=100,
                         help="a whole run at this batch (0: none; about 5 minutes at 100)")
     parser.add_argument("--gpt2-run-threshold", type=float, default=0.001)
@@ -552,6 +574,11 @@ def main() -> None:
         report["gpt2_edge_cost"] = bench_gpt2_edge_cost(args.gpt2_batch, args.gpt2_seq,
                                                         args.gpt2_tests)
         print(json.dumps(report["gpt2_edge_cost"]), flush=True)
+        if args.llama:
+            print("Llama shape, edge test costs ...", flush=True)
+            report["llama_edge_cost"] = bench_gpt2_edge_cost(
+                args.gpt2_batch, args.gpt2_seq, args.gpt2_tests, config=LLAMA_CONFIG)
+            print(json.dumps(report["llama_edge_cost"]), flush=True)
     if args.gpt2_run_batch:
         print("GPT-2 shape, whole run ...", flush=True)
         report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq,

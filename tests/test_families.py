@@ -111,8 +111,9 @@ def test_memory_estimate_grows_with_gated_mlps_and_shrinks_with_shared_key_value
 
     shape = load_shape(str(PUBLISHED / "llama-3.1-8b"))
     estimate = estimate_memory(shape, count_edges(shape.graph_shape())["senders"], 50, 32)
-    # the weights as a run holds them: the published count (untied: no extra copy)
-    assert estimate["params"] == 4 * 8_030_261_248
+    # the weights as a run holds them: the published count (untied: no extra copy), plus the
+    # key/value projections copied per query head: 32 layers x 2 x (32 - 8) heads x 4096 x 128
+    assert estimate["params"] == 4 * (8_030_261_248 + 32 * 2 * 24 * 4096 * 128)
     tied = load_shape(str(PUBLISHED / "llama-3.2-1b"))
     assert tied.n_params_loaded == 1_235_814_400 + 128_256 * 2048  # the unembedding's own copy
     assert estimate["total"] > 90 * 2**30

@@ -123,6 +123,23 @@ def test_memory_estimate_counts_the_caches_a_run_allocates():
     assert estimate["qkv"] == 4 * qkv
 
 
+def test_memory_estimate_counts_the_ungrouped_key_value_weights():
+    """The parameters as a run holds them: the model's, plus the per-query-head copies of the
+    shared key/value projections that `extract_weights` makes."""
+    from acdc.core.models import extract_weights
+    from acdc.methods.acdc.memory import estimate_memory
+
+    config = {**CONFIGS["mlp-ln"], "n_heads": 4, "n_key_value_heads": 2}
+    model = _model(config)
+    weights = extract_weights(model)
+    assert weights.layers[0].W_K.shape[0] == 4
+    grouped = sum(b.attn._W_K.numel() + b.attn._W_V.numel() for b in model.blocks)
+    ungrouped = sum(lw.W_K.numel() + lw.W_V.numel() for lw in weights.layers)
+    shape = model_shape(model.cfg)
+    estimate = estimate_memory(shape, 1 + 5 * shape.n_layers, batch=1, seq_len=1)
+    assert estimate["n_params"] - shape.n_params_loaded == ungrouped - grouped > 0
+
+
 def test_changing_positions_span_first_difference_to_last_metric_position():
     """The window the incremental engine works in: from the first position where any sender's
     delta is non-zero (or an earlier metric position) to the last metric position."""

@@ -957,6 +957,8 @@ def check_supported(cfg: Any, source: str) -> None:
         "num_experts": "mixture of experts",
     }
     problems += [what for flag, what in unsupported_flags.items() if getattr(cfg, flag, None)]
+    if getattr(cfg, "final_rms", False) and cfg.normalization_type in ("LN", "LNPre"):
+        problems.append("an RMS final norm after LayerNorm blocks (final_rms)")
     if getattr(cfg, "clip_qkv", None) is not None:
         problems.append("clipped q/k/v")
     if cfg.original_architecture in _post_norm_architectures():

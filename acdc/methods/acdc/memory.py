@@ -11,8 +11,8 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     """Bytes a run holds, from the tensors this module and `propagation.py` allocate.
 
     `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is
-    its own copy; key/value matrices at their size under grouped-query attention, a gated
-    MLP's three matrices); every sender's output delta and its ablated value
+    its own copy; key/value matrices at their size under grouped-query attention plus their
+    per-query-head copies the engine computes with, a gated MLP's three matrices); every sender's output delta and its ablated value
     `[senders, batch, pos, d_model]` (one of them under zero ablation); every head's committed
     and ablated q/k/v `[3, layers, heads, batch, pos, d_head]` (one k and v per query head also
     under grouped-query attention: each query head's k/v input is its own residual copy, so
@@ -24,7 +24,10 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB resident).
     """
     tokens = batch * seq_len
-    n_params = shape.n_params_loaded
+    # the key/value projections ungrouped: a copy per query head (`models.extract_weights`)
+    ungrouped = (2 * shape.n_layers * (shape.n_heads - shape.n_kv_heads) * shape.d_model
+                 * shape.d_head)
+    n_params = shape.n_params_loaded + ungrouped
     caches = (1 if ablation == "zero" else 2) * n_senders * tokens * shape.d_model
     qkv = 2 * 3 * shape.n_layers * shape.n_heads * tokens * shape.d_head
     temporaries = max(3 * 3 * shape.n_heads * tokens * shape.d_model,
