@@ -12,8 +12,8 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
 
     `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is
     its own copy; key/value matrices at their size under grouped-query attention plus their
-    per-query-head copies the engine computes with, a gated MLP's three matrices); every sender's output delta and its ablated value
-    `[senders, batch, pos, d_model]` (one of them under zero ablation); every head's committed
+    per-query-head copies the engine computes with, a gated MLP's three matrices); every
+    sender's output delta and its ablated value `[senders, batch, pos, d_model]` (one of them under zero ablation); every head's committed
     and ablated q/k/v `[3, layers, heads, batch, pos, d_head]` (one k and v per query head also
     under grouped-query attention: each query head's k/v input is its own residual copy, so
     its k and v differ once an edge into it is removed); the cache of committed receiver
