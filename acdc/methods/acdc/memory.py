@@ -10,18 +10,19 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
                     ablation: str = "corrupt", n_positions: int | None = None) -> dict[str, int]:
     """Bytes a run holds, from the tensors this module and `propagation.py` allocate.
 
-    `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is
-    its own copy; key/value matrices at their size under grouped-query attention plus their
-    per-query-head copies the engine computes with, a gated MLP's three matrices); every
-    sender's output delta and its ablated value `[senders, batch, pos, d_model]` (one of them under zero ablation); every head's committed
-    and ablated q/k/v `[3, layers, heads, batch, pos, d_head]` (one k and v per query head also
-    under grouped-query attention: each query head's k/v input is its own residual copy, so
-    its k and v differ once an edge into it is removed); the cache of committed receiver
-    inputs (bounded); the largest per-layer temporaries (the q/k/v inputs' normalised residual
-    copies, an MLP's hidden layer, three of them for a gated MLP, one layer's attention
-    patterns); the unembedding (the cache of head-to-vocabulary factors, bounded, and three
-    logits-sized tensors at the metric positions, one per prompt unless `n_positions` says
-    otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB resident).
+    `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is its
+    own copy; key/value matrices at their size under grouped-query attention plus their
+    per-query-head copies the engine computes with, a gated MLP's three matrices); every sender's
+    output delta and its ablated value `[senders, batch, pos, d_model]` (one of them under zero
+    ablation); every head's committed and ablated q/k/v `[3, layers, heads, batch, pos, d_head]`
+    (one k and v per query head also under grouped-query attention: each query head's k/v input
+    is its own residual copy, so its k and v differ once an edge into it is removed); the cache
+    of committed receiver inputs (bounded); the largest per-layer temporaries (the q/k/v inputs'
+    normalised residual copies, an MLP's hidden layer, three of them for a gated MLP, one
+    layer's attention patterns); the unembedding (the cache of head-to-vocabulary factors,
+    bounded, and three logits-sized tensors at the metric positions, one per prompt unless
+    `n_positions` says otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB
+    resident).
     """
     tokens = batch * seq_len
     # the key/value projections ungrouped: a copy per query head (`models.extract_weights`)
