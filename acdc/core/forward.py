@@ -2,8 +2,9 @@
 
 Every computation the project makes with a model's weights is written here once: the token
 and position embedding, LayerNorm / RMSNorm, the per-head query, key and value projections,
-attention (causal, or bidirectional as in tracr's compiled models), the head outputs
-`z @ W_O`, the MLP and the unembedding. The three callers differ only in what they feed these
+rotary positions, attention (causal, local windows, or bidirectional as in tracr's compiled
+models; soft-capped scores), the head outputs `z @ W_O`, the norms after a sublayer (Gemma 2),
+the MLP and the unembedding (soft-capped logits). The three callers differ only in what they feed these
 functions:
 
 - `full_forward`: the ordinary forward pass (the residual stream is a running sum), returning
@@ -69,8 +70,8 @@ def attention_mask(w: Weights, n_pos: int, dtype: torch.dtype, device: torch.dev
     mask = (causal_mask(n_pos, dtype, device) if w.causal
             else torch.zeros(n_pos, n_pos, dtype=dtype, device=device))
     if window is not None:
-        mask = mask.masked_fill(hidden_keys(torch.arange(n_pos, device=device), n_pos, True,
-                                            window), float("-inf"))
+        mask = mask.masked_fill(hidden_keys(torch.arange(n_pos, device=device), n_pos,
+                                            w.causal, window), float("-inf"))
     return mask
 
 
