@@ -4,8 +4,8 @@ Every computation the project makes with a model's weights is written here once:
 and position embedding, LayerNorm / RMSNorm, the per-head query, key and value projections,
 rotary positions, attention (causal, local windows, or bidirectional as in tracr's compiled
 models; soft-capped scores), the head outputs `z @ W_O`, the norms after a sublayer (Gemma 2),
-the MLP and the unembedding (soft-capped logits). The three callers differ only in what they feed these
-functions:
+the MLP and the unembedding (soft-capped logits). The three callers differ only in what they
+feed these functions:
 
 - `full_forward`: the ordinary forward pass (the residual stream is a running sum), returning
   logits and every attention pattern; the zoo reads attention through it, with no hook names.
