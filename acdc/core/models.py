@@ -550,28 +550,26 @@ def transformer_lens_shape(spec: str, kind: str) -> ModelShape:
             raise ModelError(f"{spec}: transformers cannot read this config "
                              f"({_first_line(error)})") from None
         return model_shape(make_config(hooked_config(config, family, spec), spec))
-    return model_shape(_hub_or_local_config(spec, kind))
+    return model_shape(_name_config(spec))
 
 
-def _hub_or_local_config(spec: str, kind: str):
+def _name_config(name: str):
+    """The `HookedTransformerConfig` of a TransformerLens model name, from the hub (or its
+    local cache): an unknown name or no network fails fast, in one line."""
     tl = _transformer_lens()
     from transformer_lens import loading_from_pretrained as loading
 
-    if kind == "name":
-        _go_offline_without_network()
-        try:
-            loading.get_official_model_name(spec)
-        except ValueError:
-            raise ModelError(_unknown_model_message(spec)) from None
+    _go_offline_without_network()
+    try:
+        loading.get_official_model_name(name)
+    except ValueError:
+        raise ModelError(_unknown_model_message(name)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return loading.get_pretrained_model_config(spec, device="cpu")
+            return loading.get_pretrained_model_config(name, device="cpu")
     except Exception as error:  # the hub client raises many types; all mean "not here"
-        if kind == "name":
-            raise ModelError(_offline_message(spec, error)) from None
-        raise ModelError(f"{spec}: TransformerLens cannot read this model directory "
-                         f"({_first_line(error)})") from None
+        raise ModelError(_offline_message(name, error)) from None
     finally:
         del tl
 
@@ -914,7 +912,7 @@ def _load_hub(name: str):
     if transformer_lens_major() >= 4:
         return _load_hub_4(name)
     tl = _transformer_lens()
-    _hub_or_local_config(name, "name")  # validates the name, fails fast offline
+    _name_config(name)  # validates the name, fails fast offline
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
