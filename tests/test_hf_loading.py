@@ -24,7 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 import cli
-from acdc.core import models
+from acdc.core import hf_mapping, models
 from acdc.core.configs import model_kind
 from acdc.core.graph import count_edges
 from acdc.core.shapes import load_shape
@@ -242,7 +242,7 @@ def test_variants_transformer_lens_cannot_convert_are_refused_in_one_line(family
 
     config = transformers.AutoConfig.for_model(family, **change)
     with pytest.raises(ModelError, match=message) as caught:
-        models.hooked_config(config, family, "here")
+        hf_mapping.hooked_config(config, family, "here")
     assert str(caught.value).startswith("here: ") and "\n" not in str(caught.value)
 
 
