@@ -333,7 +333,8 @@ def _make_config_4(config: dict[str, Any], source: str) -> Any:
     beyond = [key for key in ("use_local_attn", "parallel_attn_mlp", "n_key_value_heads",
                               "use_normalization_before_and_after", "attn_scores_soft_cap",
                               "output_logits_soft_cap")
-              if config.get(key) not in (None, False, -1, -1.0)]
+              if config.get(key) not in (None, False, 0, -1)
+              and not (key == "n_key_value_heads" and config[key] == config.get("n_heads"))]
     if config.get("positional_embedding_type", "standard") != "standard":
         beyond.insert(0, f"positional_embedding_type {config['positional_embedding_type']}")
     if beyond:
@@ -475,7 +476,6 @@ def _load_hf_directory_4(directory: Path):
     except Exception as error:  # transformers raises many types for unreadable directories
         raise ModelError(f"{directory}: cannot load Hugging Face weights "
                          f"({_first_line(error)})") from None
-    path = directory / CHECKPOINT_CONFIG
     model.cfg.n_params = hf_shape(read_config(path), str(path)).n_params
     _expose_attn_scale(model)
     return model, tokenizer
@@ -713,13 +713,7 @@ def _load_hf_directory(directory: Path):
         raise ModelError(f"{directory}: TransformerLens cannot convert these weights "
                          f"({_first_line(error)})") from None
     del hf_model
-    tokenizer = None
-    if any((directory / f).is_file()
-           for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        from transformers import AutoTokenizer
-
-        hf_tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        tokenizer = Tokenizer(hf_tokenizer, str(directory))
+    tokenizer = _hf_directory_tokenizer(directory)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = tl.HookedTransformer(cfg, tokenizer=tokenizer.backend if tokenizer else None)
@@ -909,7 +903,7 @@ def extract_weights(model) -> Weights:
         attn_scale=float(model.blocks[0].attn.attn_scale), act_fn=cfg.act_fn,
         act=None if cfg.attn_only else ACTIVATIONS[cfg.act_fn],
         n_heads=cfg.n_heads, attn_only=cfg.attn_only, causal=cfg.attention_dir == "causal",
-        rotary_dim=cfg.rotary_dim or 0 if rotary else 0,
+        rotary_dim=(cfg.rotary_dim or 0) if rotary else 0,
         rotary_adjacent=bool(getattr(cfg, "rotary_adjacent_pairs", False)),
         attn_soft_cap=max(float(getattr(cfg, "attn_scores_soft_cap", -1.0) or 0.0), 0.0),
         logit_soft_cap=max(float(getattr(cfg, "output_logits_soft_cap", -1.0) or 0.0), 0.0),
