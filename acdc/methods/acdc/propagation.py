@@ -98,6 +98,9 @@ class IncrementalPatcher:
     """The committed circuit state plus tentative, forward-propagated edge removals."""
 
     def __init__(self, patched: PatchedModel):
+        if patched.w.post_norm:
+            raise ValueError("post-sublayer norms make head outputs non-additive: use the "
+                             "full-recompute evaluator")
         self.pm = patched
         self.graph: Graph = patched.graph
         self.w = patched.w
@@ -139,9 +142,6 @@ class IncrementalPatcher:
                             for i in range(3)}
         # receiver -> kept senders, on device (None: it keeps none)
         self._index_cache: dict[int, torch.Tensor | None] = {}
-        if self.w.post_norm:
-            raise ValueError("post-sublayer norms make head outputs non-additive: use the "
-                             "full-recompute evaluator")
         # keys each metric position does not read, per local window (None: every key)
         self.hidden: dict[int | None, torch.Tensor | None] = {}
         for lw in self.w.layers:
