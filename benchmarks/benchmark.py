@@ -70,6 +70,16 @@ GPT2_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, 
 LLAMA_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, n_key_value_heads=4, d_head=64,
                     d_mlp=2048, d_vocab=50257, n_ctx=1024, act_fn="silu", gated_mlp=True,
                     normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=64)
+# Gemma 2's architecture at the same size: as Llama with GeGLU, norms after attention and MLP
+# (the engine re-sums a receiver's inputs per evaluation there), soft caps, local/global layers
+GEMMA2_CONFIG = dict(LLAMA_CONFIG, act_fn="gelu_pytorch_tanh",
+                     use_normalization_before_and_after=True, attn_scores_soft_cap=50.0,
+                     output_logits_soft_cap=30.0, use_local_attn=True, window_size=4096,
+                     attn_types=["local", "global"] * 6)
+FAMILY_SHAPES = {
+    "llama": ("Llama (RMSNorm, rotary, 12 heads on 4 k/v heads, SwiGLU)", LLAMA_CONFIG),
+    "gemma2": ("Gemma 2 (as Llama, GeGLU, post-norms, soft caps, local layers)", GEMMA2_CONFIG),
+}
 
 
 def peak_rss_mb() -> float:
@@ -467,14 +477,14 @@ def markdown(report: dict) -> str:
         lines += ["", f"Projected whole run: {g['projected_run_s'] / 60:.1f} min, "
                   f"{g['projected_fpe_per_test']:.4f} FPE per edge test (setup included); "
                   f"peak RSS {g['peak_rss_mb']:.0f} MB.", ""]
-    llama = report.get("llama_edge_cost")
-    if g and llama:
+    families = [(label, report[f"{family}_edge_cost"])
+                for family, (label, _) in FAMILY_SHAPES.items() if f"{family}_edge_cost" in report]
+    if g and families:
         lines += ["Model families at GPT-2 small's size, the same batch, the same kind of random "
                   "sparse circuit; FPE against each model's own plain forward:", "",
                   "| shape | plain forward | edges tested | FPE per edge test | against GPT-2 |",
                   "|---|---|---|---|---|"]
-        for name, row in (("GPT-2 (LayerNorm, learned positions, GELU)", g),
-                          ("Llama (RMSNorm, rotary, 12 heads on 4 k/v heads, SwiGLU)", llama)):
+        for name, row in (("GPT-2 (LayerNorm, learned positions, GELU)", g), *families):
             lines.append(f"| {name} | {row['forward_s']:.2f} s | {row['tested_edges']} | "
                          f"{row['projected_fpe_per_test']:.4f} | "
                          f"{row['projected_fpe_per_test'] / g['projected_fpe_per_test']:.2f}x |")
@@ -526,9 +536,10 @@ def main() -> None:
     parser.add_argument("--gpt2-tests", type=int, default=3,
                         help="edge tests timed per live receiver")
     parser.add_argument("--no-gpt2", action="store_true")
-    parser.add_argument("--llama", action="store_true",
-                        help="also time the edge tests on a Llama-shaped model of GPT-2 small's "
-                             "size (GQA, rotary, SwiGLU, RMSNorm), side by side with GPT-2's")
+    parser.add_argument("--families", nargs="*", choices=sorted(FAMILY_SHAPES), default=[],
+                        help="also time the edge tests on these architectures at GPT-2 small's "
+                             "size (llama: GQA, rotary, SwiGLU, RMSNorm; gemma2: and post-norms, "
+                             "soft caps, local layers), side by side with GPT-2's")
     parser.add_argument("--gpt2-run-batch", type=int, default=100,
                         help="a whole run at this batch (0: none; about 5 minutes at 100)")
     parser.add_argument("--gpt2-run-threshold", type=float, default=0.001)
@@ -574,11 +585,11 @@ def main() -> None:
         report["gpt2_edge_cost"] = bench_gpt2_edge_cost(args.gpt2_batch, args.gpt2_seq,
                                                         args.gpt2_tests)
         print(json.dumps(report["gpt2_edge_cost"]), flush=True)
-        if args.llama:
-            print("Llama shape, edge test costs ...", flush=True)
-            report["llama_edge_cost"] = bench_gpt2_edge_cost(
-                args.gpt2_batch, args.gpt2_seq, args.gpt2_tests, config=LLAMA_CONFIG)
-            print(json.dumps(report["llama_edge_cost"]), flush=True)
+        for family in args.families:
+            print(f"{family} shape, edge test costs ...", flush=True)
+            report[f"{family}_edge_cost"] = bench_gpt2_edge_cost(
+                args.gpt2_batch, args.gpt2_seq, args.gpt2_tests, config=FAMILY_SHAPES[family][1])
+            print(json.dumps(report[f"{family}_edge_cost"]), flush=True)
     if args.gpt2_run_batch:
         print("GPT-2 shape, whole run ...", flush=True)
         report["gpt2_run"] = bench_gpt2_run(args.gpt2_run_batch, args.gpt2_seq,

@@ -68,6 +68,39 @@ def test_incremental_engine_equals_full_recompute(loaded, granularity, ablation,
     assert fast.results["metric_noise"] < 1e-5 * max(1.0, abs(fast.metric_circuit))
 
 
+# 4-layer models of the families: Gemma 2 (post-sublayer norms, soft caps, local/global, one
+# key/value head; its inputs are re-summed per test) and GPT-NeoX (partial rotary, parallel)
+FAMILY_CONFIGS = {
+    "gemma2": {**CONFIG, "normalization_type": "RMS", "act_fn": "gelu_pytorch_tanh",
+               "gated_mlp": True, "n_key_value_heads": 1, "positional_embedding_type": "rotary",
+               "rotary_dim": 8, "use_normalization_before_and_after": True,
+               "attn_scores_soft_cap": 5.0, "output_logits_soft_cap": 8.0,
+               "use_local_attn": True, "window_size": 4,
+               "attn_types": ["local", "global", "local", "global"]},
+    "neox": {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 4,
+             "parallel_attn_mlp": True},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+@pytest.mark.parametrize("granularity, ablation, candidates", [("qkv", "corrupt", 0),
+                                                               ("head", "zero", 4)])
+def test_incremental_engine_equals_full_recompute_on_the_families(family, granularity, ablation,
+                                                                  candidates):
+    model = build_model(FAMILY_CONFIGS[family], seed=7)
+    randomize(model, seed=7, gain=1.2)
+    loaded = LoadedModel(family, model, None, model_shape(model.cfg))
+    task = task_of(3, "kl")
+    common = CommonSettings("kl", ablation, granularity)
+    fast = run_acdc(loaded, task, common, AcdcSettings(0.01, candidates=candidates))
+    full = run_acdc(loaded, task, common, AcdcSettings(0.01, engine="full"))
+    assert 0 < fast.n_edges_kept < len(fast.graph.edges)
+    assert fast.kept == full.kept
+    fast_scores, full_scores, _ = scores_of_tested(fast, full)
+    assert torch.allclose(fast_scores, full_scores, atol=1e-5)
+    assert fast.results["metric_noise"] < 1e-5 * max(1.0, abs(fast.metric_circuit))
+
+
 @pytest.mark.parametrize("normalization", ["LN", "LNPre", "RMS", None])
 @pytest.mark.parametrize("candidates", [1, 6])
 def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candidates, monkeypatch):

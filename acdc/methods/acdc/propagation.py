@@ -98,9 +98,6 @@ class IncrementalPatcher:
     """The committed circuit state plus tentative, forward-propagated edge removals."""
 
     def __init__(self, patched: PatchedModel):
-        if patched.w.post_norm:
-            raise ValueError("post-sublayer norms make head outputs non-additive: use the "
-                             "full-recompute evaluator")
         self.pm = patched
         self.graph: Graph = patched.graph
         self.w = patched.w
@@ -162,8 +159,13 @@ class IncrementalPatcher:
         # precision would accumulate rounding in P over many commits, so it is float32+ only.
         self.unembedding = Unembedding(self.w)
         d_model, d_vocab = self.w.W_U.shape
+        # With post-sublayer norms (Gemma 2) a head reaches a receiver through its layer's norm
+        # of the summed heads: inputs are re-summed per evaluation (`_post_norm_input`), not
+        # updated by differences, and the logits are not linear in a head's z.
+        self.post_norm = self.w.post_norm
         self.low_rank = (len(self.pos_batch) * d_model * d_vocab >= LOW_RANK_MIN_WORK
-                         and self.delta.dtype in (torch.float32, torch.float64))
+                         and self.delta.dtype in (torch.float32, torch.float64)
+                         and not self.post_norm)
         self.projected: torch.Tensor | None = None  # committed P [n_positions, d_vocab]
         self.updates = 0  # low-rank commits since P was computed from scratch
         self.factors: dict[int, torch.Tensor] = {}  # head sender -> factor, heads feeding logits
@@ -251,11 +253,18 @@ class IncrementalPatcher:
             queue.append(owner)
         else:
             rid = self.receiver_id[edge.receiver]
-            removed = self._removed(edges, coefficients, self._receiver_all_positions(rid))
-            if rid == self.logits_id:
-                t.logits_input = self._committed_input(rid) - removed
+            all_positions = self._receiver_all_positions(rid)
+            if self.post_norm:
+                dropped = dict(zip((_sender_index(e) for e in edges), coefficients.T,
+                                   strict=False))
+                new_input = self._post_norm_input(rid, all_positions, None, dropped)
             else:
-                t.receiver_input = self._committed_input(rid) - removed
+                new_input = (self._committed_input(rid)
+                             - self._removed(edges, coefficients, all_positions))
+            if rid == self.logits_id:
+                t.logits_input = new_input
+            else:
+                t.receiver_input = new_input
                 owner = self.owner[rid]
                 assert owner is not None  # every receiver but logits feeds a node
                 affected[owner] = {rid}
@@ -485,6 +494,8 @@ class IncrementalPatcher:
 
     def _committed_input(self, rid: int) -> torch.Tensor:
         """A receiver's input in the committed circuit: base + its kept senders' deltas."""
+        if self.post_norm:
+            return self._post_norm_input(rid, self._receiver_all_positions(rid), None)
         x = self.inputs.get(rid)
         if x is not None:
             return x
@@ -506,6 +517,8 @@ class IncrementalPatcher:
     def _input(self, rid: int, all_positions: bool, t: _Tentative | None) -> torch.Tensor:
         """A receiver's input with the tentative change of the senders that changed
         ([k, ...] then; the committed input, without the candidate dimension, if none did)."""
+        if self.post_norm:
+            return self._post_norm_input(rid, all_positions, t)
         x = self._committed_input(rid)
         if t is not None:
             changed = sorted(self.kept_in[rid] & t.delta.keys())
@@ -514,6 +527,68 @@ class IncrementalPatcher:
                 for s in changed[1:]:
                     x.add_(self._change(t, s, all_positions))
         return x
+
+    def _post_norm_input(self, rid: int, all_positions: bool, t: _Tentative | None,
+                         dropped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """A receiver's input under post-sublayer norms, summed afresh: its base, its kept
+        non-head senders' deltas, and per earlier layer `norm(b_O + ablated heads + its kept
+        heads' deltas)`. Deltas are the tentative ones where `t` changed them; `dropped` maps
+        senders of the edges under test to their coefficients [k] (candidate i removes the
+        edge where its coefficient is 1). [k, ...] when anything tentative entered, else [...].
+        """
+        x = self._base(rid, all_positions)
+        dropped = dropped or {}
+        n_read = self._senders_read(rid)
+        kept = self.kept_in[rid]
+        head_terms: dict[int, list[torch.Tensor]] = {}
+        for s in sorted(kept):
+            value = self._delta_of(s, all_positions, t, dropped)
+            sender = self.graph.senders[s]
+            if sender.kind == "head":
+                head_terms.setdefault(sender.layer, []).append(value)
+            else:
+                x = x + value
+        for layer, lw in enumerate(self.w.layers):
+            first = self.graph.sender_of_head(layer, 0)
+            if first + self.graph.n_heads > n_read:
+                break
+            total = self._ablated_heads(layer, all_positions)
+            for value in head_terms.get(layer, []):
+                total = total + value
+            x = x + forward.attention_out(self.w, lw, total)
+        return x
+
+    def _senders_read(self, rid: int) -> int:
+        """How many senders (a prefix of the graph's order) a receiver reads."""
+        r = self.graph.receivers[rid]
+        if r.kind == "logits":
+            return len(self.graph.senders)
+        if r.kind == "mlp":
+            return self.graph.senders_of_mlp(r.layer)
+        return self.graph.senders_before(r.layer)
+
+    def _delta_of(self, sender: int, all_positions: bool, t: _Tentative | None,
+                  dropped: dict[int, torch.Tensor]) -> torch.Tensor:
+        """A kept sender's delta at the receiver's positions: tentative if `t` changed it,
+        scaled by 1 - coefficient for an edge under test ([k, ...] then)."""
+        if t is not None and sender in t.delta:
+            value = t.delta[sender] if all_positions else self._at_metric(t.delta[sender], sender)
+        else:
+            value = self._committed_delta(sender, all_positions)
+        coefficient = dropped.get(sender)
+        if coefficient is not None:  # the receiver under test: its senders' committed deltas
+            keep = (1 - coefficient).view(-1, *([1] * value.dim()))
+            value = keep * value
+        return value
+
+    def _ablated_heads(self, layer: int, all_positions: bool) -> torch.Tensor:
+        """The sum of a layer's ablated head outputs at the receiver's positions (zero for
+        zero ablation)."""
+        first = self.graph.sender_of_head(layer, 0)
+        if self.ablated is None:
+            return torch.zeros((), dtype=self.dtype, device=self.device)
+        heads = self.ablated[first:first + self.graph.n_heads].sum(0)
+        return heads if all_positions else heads[self.pos_batch, self.pos_index]
 
     def _change(self, t: _Tentative, sender: int, all_positions: bool) -> torch.Tensor:
         """A changed sender's new - committed delta, at the positions a receiver reads (once

@@ -126,14 +126,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
                                  device)
         metric = build_metric(common.metric, patched.clean_logits, targets)
         metric_full = float(metric(patched.clean_logits))
-        # Post-sublayer norms (Gemma 2) make a head's contribution non-additive, which the
-        # incremental engine's updates rely on: such models rerun the patched forward per test.
-        incremental = settings.engine == "incremental" and not weights.post_norm
-        evaluator: Evaluator = (IncrementalPatcher(patched) if incremental
+        evaluator: Evaluator = (IncrementalPatcher(patched) if settings.engine == "incremental"
                                 else FullRecompute(patched, metric, metric_full))
         batch, seq_len = clean.shape
-        width = (candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
-                 if incremental else 1)
+        width = candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
         search = _Search(graph, evaluator, metric, settings, metric_full, on_progress, start,
                          replay, width)
         partial = search.run()
