@@ -35,9 +35,8 @@ Model families (ACDC.md's graph, carried over):
   with one key/value head per query head (`ungrouped`), whose hooks give those inputs;
 - norms after each sublayer (`use_normalization_before_and_after`, Gemma 2): a layer's heads
   reach the residual as `ln1_post(b_O + sum of their results)`, so a receiver with removed
-  edges from heads of layer L reads `ln1_post(S_L - D)` in place of `ln1_post(S_L)` (S_L the
-  live sum, D the removed heads' live - ablated outputs; the patched sum is added up from the
-  kept heads' live and the removed heads' ablated outputs); an MLP sender is its whole
+  edges from heads of layer L reads `ln1_post(b_O + the kept heads' live results + the removed
+  heads' ablated results)` in place of the live `ln1_post(...)`; an MLP sender is its whole
   `hook_mlp_out` (b_out is inside the norm);
 - rotary positions, local attention and soft-capping are TransformerLens' own forward: a
   removed direct edge replaces `hook_q` / `hook_k`, before the rotation.
