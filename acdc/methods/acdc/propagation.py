@@ -215,6 +215,10 @@ class IncrementalPatcher:
         self.inputs.clear()
         self.input_bytes = 0
 
+    def _forget_input(self, rid: int) -> None:
+        x = self.inputs.pop(rid)
+        self.input_bytes -= x.numel() * x.element_size()
+
     def _update_needs(self) -> None:
         """Which senders' outputs are read at every position (else only at metric positions)."""
         needs = self.needs_all
@@ -494,15 +498,15 @@ class IncrementalPatcher:
 
     def _committed_input(self, rid: int) -> torch.Tensor:
         """A receiver's input in the committed circuit: base + its kept senders' deltas."""
-        if self.post_norm:
-            return self._post_norm_input(rid, self._receiver_all_positions(rid), None)
         x = self.inputs.get(rid)
         if x is not None:
             return x
         all_positions = self._receiver_all_positions(rid)
         x = self._base(rid, all_positions)
         index = self._kept_index(rid)
-        if index is not None:
+        if self.post_norm:
+            x = self._post_norm_sum(rid, all_positions)
+        elif index is not None:
             if all_positions:
                 x = x + self.delta.index_select(0, index).sum(0)
             else:
@@ -528,34 +532,60 @@ class IncrementalPatcher:
                     x.add_(self._change(t, s, all_positions))
         return x
 
+    def _post_norm_sum(self, rid: int, all_positions: bool) -> torch.Tensor:
+        """A receiver's committed input under post-sublayer norms, summed afresh: its base, its
+        kept non-head senders' deltas, and per earlier layer `norm(b_O + ablated heads + its
+        kept heads' deltas)`."""
+        x = self._base(rid, all_positions)
+        for s in sorted(self.kept_in[rid]):
+            if self.graph.senders[s].kind != "head":
+                x = x + self._committed_delta(s, all_positions)
+        n_read = self._senders_read(rid)
+        for layer, lw in enumerate(self.w.layers):
+            if self.graph.sender_of_head(layer, 0) + self.graph.n_heads > n_read:
+                break
+            x = x + forward.attention_out(self.w, lw, self._head_sum(rid, layer, all_positions))
+        return x
+
+    def _head_sum(self, rid: int, layer: int, all_positions: bool) -> torch.Tensor:
+        """The sum a receiver reads of a layer's heads (post-sublayer norms): the ablated
+        outputs plus the deltas of the heads it keeps, committed."""
+        total = self._ablated_heads(layer, all_positions)
+        first = self.graph.sender_of_head(layer, 0)
+        for s in sorted(self.kept_in[rid] & set(range(first, first + self.graph.n_heads))):
+            total = total + self._committed_delta(s, all_positions)
+        return total
+
     def _post_norm_input(self, rid: int, all_positions: bool, t: _Tentative | None,
                          dropped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """A receiver's input under post-sublayer norms, summed afresh: its base, its kept
-        non-head senders' deltas, and per earlier layer `norm(b_O + ablated heads + its kept
-        heads' deltas)`. Deltas are the tentative ones where `t` changed them; `dropped` maps
-        senders of the edges under test to their coefficients [k] (candidate i removes the
-        edge where its coefficient is 1). [k, ...] when anything tentative entered, else [...].
-        """
-        x = self._base(rid, all_positions)
+        """A receiver's input under post-sublayer norms with the tentative changes of `t` (or,
+        for the receiver under test, its edges dropped: `dropped` maps their senders to the
+        candidates' coefficients [k]). A non-head sender's change adds; a layer whose heads
+        changed replaces its term, `norm(S + change) - norm(S)` with S the committed sum this
+        receiver reads. [k, ...] when anything changed, else the committed input."""
+        x = self._committed_input(rid)
         dropped = dropped or {}
-        n_read = self._senders_read(rid)
-        kept = self.kept_in[rid]
-        head_terms: dict[int, list[torch.Tensor]] = {}
-        for s in sorted(kept):
-            value = self._delta_of(s, all_positions, t, dropped)
+        head_changes: dict[int, torch.Tensor] = {}
+        for s in sorted(self.kept_in[rid]):
+            if s in dropped:  # the receiver under test: nothing tentative yet
+                committed = self._committed_delta(s, all_positions)
+                change = -dropped[s].view(-1, *([1] * committed.dim())) * committed
+            elif t is not None and s in t.delta:
+                change = self._change(t, s, all_positions)
+            else:
+                continue
             sender = self.graph.senders[s]
             if sender.kind == "head":
-                head_terms.setdefault(sender.layer, []).append(value)
+                layer = sender.layer
+                head_changes[layer] = (change if layer not in head_changes
+                                       else head_changes[layer] + change)
             else:
-                x = x + value
-        for layer, lw in enumerate(self.w.layers):
-            first = self.graph.sender_of_head(layer, 0)
-            if first + self.graph.n_heads > n_read:
-                break
-            total = self._ablated_heads(layer, all_positions)
-            for value in head_terms.get(layer, []):
-                total = total + value
-            x = x + forward.attention_out(self.w, lw, total)
+                x = x + change
+        for layer, change in sorted(head_changes.items()):
+            lw = self.w.layers[layer]
+            committed = self._head_sum(rid, layer, all_positions)
+            x = x + (forward.attention_out(self.w, lw, committed + change)
+                     - forward.attention_out(self.w, lw, committed))
         return x
 
     def _senders_read(self, rid: int) -> int:
@@ -566,20 +596,6 @@ class IncrementalPatcher:
         if r.kind == "mlp":
             return self.graph.senders_of_mlp(r.layer)
         return self.graph.senders_before(r.layer)
-
-    def _delta_of(self, sender: int, all_positions: bool, t: _Tentative | None,
-                  dropped: dict[int, torch.Tensor]) -> torch.Tensor:
-        """A kept sender's delta at the receiver's positions: tentative if `t` changed it,
-        scaled by 1 - coefficient for an edge under test ([k, ...] then)."""
-        if t is not None and sender in t.delta:
-            value = t.delta[sender] if all_positions else self._at_metric(t.delta[sender], sender)
-        else:
-            value = self._committed_delta(sender, all_positions)
-        coefficient = dropped.get(sender)
-        if coefficient is not None:  # the receiver under test: its senders' committed deltas
-            keep = (1 - coefficient).view(-1, *([1] * value.dim()))
-            value = keep * value
-        return value
 
     def _ablated_heads(self, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum of a layer's ablated head outputs at the receiver's positions (zero for
@@ -606,7 +622,9 @@ class IncrementalPatcher:
         edges it removed)."""
         for s in t.delta:  # cached inputs first: they need the old deltas
             for rid in self.kept_out[s]:
-                if rid in self.inputs:
+                if rid in self.inputs and self.post_norm:  # not additive: summed again later
+                    self._forget_input(rid)
+                elif rid in self.inputs:
                     change = self._change(t, s, self._receiver_all_positions(rid))[candidate]
                     self.inputs[rid] = self.inputs[rid] + change
         for s, value in t.delta.items():
@@ -646,7 +664,9 @@ class IncrementalPatcher:
         else:
             assert edge.sender is not None  # a residual edge
             rid = self.receiver_id[edge.receiver]
-            if rid in self.inputs:
+            if rid in self.inputs and self.post_norm:
+                self._forget_input(rid)
+            elif rid in self.inputs:
                 self.inputs[rid] = self.inputs[rid] - self._committed_delta(
                     edge.sender.index, self._receiver_all_positions(rid))
             self.kept_in[rid].discard(edge.sender.index)
