@@ -160,9 +160,15 @@ class IncrementalPatcher:
         self.unembedding = Unembedding(self.w)
         d_model, d_vocab = self.w.W_U.shape
         # With post-sublayer norms (Gemma 2) a head reaches a receiver through its layer's norm
-        # of the summed heads: inputs are re-summed per evaluation (`_post_norm_input`), not
-        # updated by differences, and the logits are not linear in a head's z.
+        # of the summed heads (`_post_norm_input`): a committed input is summed again rather
+        # than updated by differences, and the logits are not linear in a head's z.
         self.post_norm = self.w.post_norm
+        self.ablated_head_sums: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.post_norm and self.ablated is not None:
+            for layer in range(g.n_layers):
+                first = g.sender_of_head(layer, 0)
+                heads = self.ablated[first:first + g.n_heads].sum(0)  # over the window
+                self.ablated_head_sums.append((heads, heads[self.pos_batch, self.pos_index]))
         self.low_rank = (len(self.pos_batch) * d_model * d_vocab >= LOW_RANK_MIN_WORK
                          and self.delta.dtype in (torch.float32, torch.float64)
                          and not self.post_norm)
@@ -600,11 +606,10 @@ class IncrementalPatcher:
     def _ablated_heads(self, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum of a layer's ablated head outputs at the receiver's positions (zero for
         zero ablation)."""
-        first = self.graph.sender_of_head(layer, 0)
         if self.ablated is None:
             return torch.zeros((), dtype=self.dtype, device=self.device)
-        heads = self.ablated[first:first + self.graph.n_heads].sum(0)
-        return heads if all_positions else heads[self.pos_batch, self.pos_index]
+        everywhere, at_metric = self.ablated_head_sums[layer]
+        return everywhere if all_positions else at_metric
 
     def _change(self, t: _Tentative, sender: int, all_positions: bool) -> torch.Tensor:
         """A changed sender's new - committed delta, at the positions a receiver reads (once
