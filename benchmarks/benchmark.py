@@ -25,6 +25,10 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    (`--attribution-part`), so that each peak resident set size is its own; the model's own
    resident size (measured right after it is built) is reported apart.
 
+4. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
+   at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
+   circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
+
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
 uses PyTorch's default. Peak memory is the process's peak resident set size after each part
@@ -71,7 +75,8 @@ LLAMA_CONFIG = dict(n_layers=12, d_model=768, n_heads=12, n_key_value_heads=4, d
                     d_mlp=2048, d_vocab=50257, n_ctx=1024, act_fn="silu", gated_mlp=True,
                     normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=64)
 # Gemma 2's architecture at the same size: as Llama with GeGLU, norms after attention and MLP
-# (the engine re-sums a receiver's inputs per evaluation there), soft caps, local/global layers
+# (a receiver's input is not additive there), soft caps, local/global layers (Gemma 2's window
+# of 4096: longer than the batch's prompts, so the local mask hides nothing here)
 GEMMA2_CONFIG = dict(LLAMA_CONFIG, act_fn="gelu_pytorch_tanh",
                      use_normalization_before_and_after=True, attn_scores_soft_cap=50.0,
                      output_logits_soft_cap=30.0, use_local_attn=True, window_size=4096,
