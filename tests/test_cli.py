@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_helpers import error_line, invoke
 
 import cli
 from acdc.core.models import build_model, save_checkpoint
 
-runner = CliRunner()
 HAS_DOT = shutil.which("dot") is not None
 TINY_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,
                "act_fn": "gelu", "normalization_type": "LN", "d_vocab": 20, "n_ctx": 12}
@@ -33,19 +32,6 @@ PROMPTS = [
 ]
 
 
-def invoke(*args: str):
-    return runner.invoke(cli.app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one-line message of a user error: the last line on stderr, the only one starting
-    with `error:` (status lines may come before it), and no traceback."""
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error")]
-    assert errors == lines[-1:] and lines[-1].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output and result.exception is None or isinstance(
-        result.exception, SystemExit)
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-import cli
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.graph import GraphShape, build_graph
 from acdc.errors import GraphError
@@ -31,7 +30,6 @@ from acdc.evaluation.roc import RocPoint, pessimistic_auc, roc_front, sweep_roc
 from acdc.evaluation.roc_plot import staircase
 from acdc.evaluation.sources import load_input, load_reference, load_sweep
 
-runner = CliRunner()
 HAS_DOT = shutil.which("dot") is not None
 TINY = GraphShape(2, 2, True)  # 58 edges; nodes input, a0.h0, a0.h1, m0, a1.h0, a1.h1, m1, logits
 REFERENCE = ["input->a0.h0<q>", "a0.h0<q>->a0.h0", "a0.h0->m0", "m0->logits"]
@@ -55,9 +53,6 @@ def write_run(directory: Path, names, **kwargs) -> Path:
     write_circuit(make_circuit(names, **kwargs), directory / "circuit.json")
     return directory
 
-
-def invoke(*args):
-    return runner.invoke(cli.app, [str(a) for a in args])
 
 
 def error_line(result) -> str:

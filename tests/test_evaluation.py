@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import error_line, invoke
 from reference_acdc import circuit_metric
-from typer.testing import CliRunner
 
-import cli
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
 from acdc.core.tasks import Task
@@ -40,7 +39,6 @@ from acdc.evaluation.faithfulness import (
 # The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
 pytestmark = pytest.mark.hooked_transformer
 
-runner = CliRunner()
 
 
 def as_task(tiny, name: str = "t") -> Task:
@@ -270,16 +268,6 @@ PROMPTS = [
 ]
 
 
-def invoke(*args):
-    return runner.invoke(cli.app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.output
-    assert [line for line in lines if line.startswith("error")] == lines[-1:]
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_helpers import error_line, invoke
 
-import cli
 from acdc.core.circuit import Circuit, from_mib, load_circuit
 from acdc.core.graph import GraphShape, build_graph, head_name
 from acdc.core.mib import mib_edge_count, to_mib
@@ -28,7 +27,6 @@ from acdc.errors import GraphError
 from acdc.export.dot import MAX_WIDTH, MIN_WIDTH, circuit_title, model_label, to_dot
 from acdc.export.formats import CSV_COLUMNS, circuit_to_networkx, to_csv, to_graphml
 
-runner = CliRunner()
 HAS_DOT = shutil.which("dot") is not None
 TINY_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,
                "act_fn": "gelu", "normalization_type": "LN", "d_vocab": 20, "n_ctx": 12}
@@ -39,16 +37,6 @@ PROMPTS = [
 ]
 
 
-def invoke(*args):
-    return runner.invoke(cli.app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one line of a user error (exit 1): `error: ...`, last on stderr, no traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 def random_circuit(shape: GraphShape, seed: int = 0, p: float = 0.05,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
 import cli
 from acdc.core.circuit import Circuit
@@ -24,7 +24,6 @@ from acdc.core.shapes import load_shape
 from acdc.errors import ModelError
 
 PUBLISHED = Path(__file__).parent / "data" / "published"
-runner = CliRunner()
 
 # name: (layers, query heads, key/value heads, d_head, d_mlp, parallel, MLP kind,
 #        residual edges, direct edges, parameters)
@@ -41,9 +40,6 @@ COUNTS = {
 # The MIB benchmark's residual-edge counts (its graph: one q, k and v input per query head).
 MIB = {"gpt2": 32_491, "qwen2.5-0.5b": 179_749, "gemma-2-2b": 74_218, "llama-3.1-8b": 1_592_881}
 
-
-def invoke(*args) -> object:
-    return runner.invoke(cli.app, [str(a) for a in args])
 
 
 def write_config(directory: Path, config: dict) -> Path:

@@ -20,14 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_helpers import error_line, invoke
 
-import cli
 from acdc.core.circuit import load_circuit
 from acdc.core.models import build_model, save_checkpoint
 from acdc.export.report import edge_data, rank_scores, read_source, sweep_runs
 
-runner = CliRunner()
 HAS_DOT = shutil.which("dot") is not None
 NO_DOT = "Graphviz `dot` missing (apt-get install -y graphviz): the report has no drawing"
 TINY_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,
@@ -44,15 +42,6 @@ PLOT_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100" '
             'fill="none" stroke="#1f77b4"/><text x="10" y="20">edges kept</text></svg>\n')
 
 
-def invoke(*args):
-    return runner.invoke(cli.app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 def png(width: int = 4, height: int = 3) -> bytes:
