@@ -319,6 +319,9 @@ class PatchedModel:
     def _set_bases(self, batch: int, n_pos: int, d_model: int) -> None:
         """Each receiver group's input with every edge removed: bias + sum of ablated outputs."""
         g = self.graph
+        # post-sublayer norms: each layer's ablated head outputs summed once (see `_mix`)
+        self.ablated_head_sums = ([self.ablated[heads].sum(0) for heads in self.head_senders]
+                                  if self.post_norm and self.ablated is not None else None)
         if self.ablated is None:
             self.base_heads = [b.expand(batch, n_pos, d_model) for b in self.bias_heads]
             self.base_mlp = [b.expand(batch, n_pos, d_model) for b in self.bias_mlp]
@@ -397,11 +400,9 @@ class PatchedModel:
 
     def _ablated_heads(self, layer: int, at_metric: bool) -> torch.Tensor:
         """The sum of a layer's ablated head outputs (zero for zero ablation)."""
-        if self.ablated is None:
-            shape = (len(self.pos_batch),) if at_metric else self.delta.shape[1:3]
-            return torch.zeros(*shape, self.delta.shape[-1], dtype=self.delta.dtype,
-                               device=self.delta.device)
-        heads = self.ablated[self.head_senders[layer]].sum(0)
+        if self.ablated_head_sums is None:
+            return torch.zeros((), dtype=self.delta.dtype, device=self.delta.device)
+        heads = self.ablated_head_sums[layer]
         return heads[self.pos_batch, self.pos_index] if at_metric else heads
 
     def _head_inputs(self, layer: int) -> torch.Tensor:

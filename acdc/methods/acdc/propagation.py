@@ -163,12 +163,9 @@ class IncrementalPatcher:
         # of the summed heads (`_post_norm_input`): a committed input is summed again rather
         # than updated by differences, and the logits are not linear in a head's z.
         self.post_norm = self.w.post_norm
-        self.ablated_head_sums: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if self.post_norm and self.ablated is not None:
-            for layer in range(g.n_layers):
-                first = g.sender_of_head(layer, 0)
-                heads = self.ablated[first:first + g.n_heads].sum(0)  # over the window
-                self.ablated_head_sums.append((heads, heads[self.pos_batch, self.pos_index]))
+        # each layer's ablated head sum over the window and at the metric positions
+        self.ablated_head_sums = [(heads[:, self.window], heads[:, self.window][
+            self.pos_batch, self.pos_index]) for heads in patched.ablated_head_sums or ()]
         self.low_rank = (len(self.pos_batch) * d_model * d_vocab >= LOW_RANK_MIN_WORK
                          and self.delta.dtype in (torch.float32, torch.float64)
                          and not self.post_norm)
@@ -606,7 +603,7 @@ class IncrementalPatcher:
     def _ablated_heads(self, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum of a layer's ablated head outputs at the receiver's positions (zero for
         zero ablation)."""
-        if self.ablated is None:
+        if not self.ablated_head_sums:
             return torch.zeros((), dtype=self.dtype, device=self.device)
         everywhere, at_metric = self.ablated_head_sums[layer]
         return everywhere if all_positions else at_metric
