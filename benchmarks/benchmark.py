@@ -530,6 +530,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_report(out: Path, stem: str, report: dict) -> None:
+    """`OUT/<stem>.json` and `OUT/<stem>.md`, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results", help="folder for benchmark.json/.md")
@@ -567,11 +575,7 @@ def main() -> None:
                   "date": time.strftime("%Y-%m-%d"), "tasks": []}
         report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
                                                             args.attribution_seq)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "attribution.json").write_text(json.dumps(report, indent=1) + "\n")
-        (out / "attribution.md").write_text(markdown(report) + "\n")
-        print(markdown(report))
+        write_report(Path(args.out), "attribution", report)
         return
 
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
@@ -603,11 +607,7 @@ def main() -> None:
         print("GPT-2 shape, attribution ...", flush=True)
         report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
                                                             args.attribution_seq)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "benchmark.md").write_text(markdown(report) + "\n")
-    print(markdown(report))
+    write_report(Path(args.out), "benchmark", report)
 
 
 if __name__ == "__main__":
