@@ -29,7 +29,7 @@ from acdc.errors import AcdcError
 if TYPE_CHECKING:
     from acdc.core.circuit import Circuit
     from acdc.core.configs import ModelShape
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks import Task, TaskSpec
 
 

@@ -78,7 +78,7 @@ def discover(job: Discovery) -> Circuit:
             log.close()
     noise, threshold = circuit.results["metric_noise"], job.settings.threshold
     if noise * 10 > abs(threshold):
-        dtype = str(job.model.model.cfg.dtype).removeprefix("torch.")
+        dtype = str(job.model.dtype).removeprefix("torch.")
         warnings.warn(f"the metric's rounding noise in {dtype} is {noise:.1e}, within a factor 10 "
                       f"of the threshold {threshold:g}: decisions near it are noise", RunWarning,
                       stacklevel=2)

@@ -46,7 +46,6 @@ from acdc.core import forward
 from acdc.core.circuit import Circuit, score_or_none
 from acdc.core.graph import Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
-from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, Stage, task_tensors
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.core.tasks import TaskSpec
@@ -55,7 +54,7 @@ from acdc.methods.attribution.gradients import differentiate, edge_scores
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
 if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks import Task
 
 RULES: tuple[str, ...] = ("top_n", "threshold", "edges_fraction")
@@ -159,7 +158,7 @@ def run_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     start = time.perf_counter()
     if graph is None:
         graph = build_graph(model.shape.graph_shape(common.granularity))
-    weights = extract_weights(model.model)
+    weights = model.weights
     device = weights.W_E.device
     tensors = task_tensors(task, device, weights.causal)
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
