@@ -99,18 +99,13 @@ def test_unsupported_architectures_are_refused(tmp_path, extra, reason):
 
 
 def test_rotary_checkpoint_loads(tmp_path):
-    """Written by hand: a family's checkpoint loads under either TransformerLens."""
-    from safetensors.torch import save_file
-
-    from acdc.core.architecture import HookedConfig, parameter_shapes
+    """Written without TransformerLens: a family's checkpoint loads under either version."""
+    from test_loading import write_random_checkpoint
 
     config = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 6,
               "n_key_value_heads": 2, "normalization_type": "RMS", "gated_mlp": True,
               "act_fn": "silu"}
-    shapes = parameter_shapes(HookedConfig.from_keys(config))
-    save_file({key: torch.randn(shape) for key, shape in shapes.items()},
-              str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_random_checkpoint(tmp_path, config)
     weights = load_model(str(tmp_path)).weights
     assert weights.rotary_dim == 6 and weights.layers[0].W_K.shape == (4, 32, 8)
     assert weights.layers[0].rotary_sin.shape == (16, 6)
