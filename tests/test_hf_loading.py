@@ -30,7 +30,7 @@ from acdc.core.architecture import HookedConfig, model_shape
 from acdc.core.configs import model_kind
 from acdc.core.forward import full_forward
 from acdc.core.graph import count_edges
-from acdc.core.hf_weights import read_hf_directory
+from acdc.core.hf_weights import read_hf_config, read_hf_state
 from acdc.core.loading import LoadedModel, load_model
 from acdc.core.shapes import load_shape
 from acdc.core.weights import weights_from_state_dict
@@ -90,7 +90,11 @@ def test_transformer_lens_model_gives_the_hugging_face_logits(loaded, directorie
 
 @pytest.fixture(scope="module")
 def converted(directories) -> dict[str, tuple[HookedConfig, dict[str, torch.Tensor]]]:
-    return {name: read_hf_directory(directory) for name, directory in directories.items()}
+    out = {}
+    for name, directory in directories.items():
+        family, cfg = read_hf_config(directory)
+        out[name] = (cfg, read_hf_state(directory, family, cfg))
+    return out
 
 
 # What each family's features become in the HookedTransformerConfig.
@@ -227,7 +231,7 @@ def test_mixture_of_experts_and_encoder_decoder_directories_are_refused(tmp_path
     for index, (reason, config) in enumerate(refused_configs().items()):
         directory = tmp_path / f"m{index}"
         config.save_pretrained(directory)
-        for load in (lambda d: load_model(str(d)), read_hf_directory):
+        for load in (lambda d: load_model(str(d)), read_hf_config):
             with pytest.raises(ModelError, match=reason) as caught:
                 load(directory)
             assert "\n" not in str(caught.value) and "not supported" in str(caught.value)

@@ -129,7 +129,6 @@ def test_local_hugging_face_directory_loads_offline(tmp_path):
 def test_model_names(monkeypatch):
     with monkeypatch.context() as online:  # the name is checked against TransformerLens' list
         online.setattr("acdc.core.configs.hub_reachable", lambda: True)
-        online.setattr("acdc.core.models.hub_reachable", lambda: True)
         with pytest.raises(ModelError, match="unknown model 'gpt7'"):
             load_shape("gpt7")
 

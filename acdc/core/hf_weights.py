@@ -35,17 +35,30 @@ from acdc.errors import ModelError, first_line
 State = dict[str, torch.Tensor]
 
 
-def read_hf_directory(directory: Path) -> tuple[HookedConfig, State]:
-    """A Hugging Face directory's `HookedConfig` and `HookedTransformer` state dict (offline;
-    float32). Unknown families, variants the mapping refuses and unreadable weights are one
-    line each."""
+def read_hf_config(directory: Path) -> tuple[str, HookedConfig]:
+    """A Hugging Face directory's family and `HookedConfig` (transformers reads the config, with
+    its class's defaults); unknown families and variants the mapping refuses are one line."""
+    from transformers import AutoConfig
+
+    family = hf_family(read_config(directory / CHECKPOINT_CONFIG), str(directory))
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except Exception as error:  # transformers raises many types for unreadable configs
+        raise ModelError(f"{directory}: transformers cannot read this config "
+                         f"({first_line(error)})") from None
+    return family, HookedConfig.from_keys(hooked_config(config, family, str(directory)),
+                                          str(directory))
+
+
+def read_hf_state(directory: Path, family: str, cfg: HookedConfig) -> State:
+    """A Hugging Face directory's weights as a `HookedTransformer` state dict (offline,
+    float32); unreadable weights are one line."""
     import warnings
 
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in our output
-    family = hf_family(read_config(directory / CHECKPOINT_CONFIG), str(directory))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -53,9 +66,7 @@ def read_hf_directory(directory: Path) -> tuple[HookedConfig, State]:
     except Exception as error:  # transformers raises many types for unreadable directories
         raise ModelError(f"{directory}: cannot load Hugging Face weights "
                          f"({first_line(error)})") from None
-    cfg = HookedConfig.from_keys(hooked_config(hf_model.config, family, str(directory)),
-                                 str(directory))
-    return cfg, hooked_state_dict(family, hf_model.state_dict(), cfg)
+    return hooked_state_dict(family, hf_model.state_dict(), cfg)
 
 
 def hooked_state_dict(family: str, hf_state: State, cfg: HookedConfig) -> State:

@@ -85,10 +85,11 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         state = read_checkpoint_state(directory, cfg)
         tokenizer = read_checkpoint_tokenizer(directory)
     else:
-        from acdc.core.hf_weights import read_hf_directory
+        from acdc.core.hf_weights import read_hf_config, read_hf_state
 
-        cfg, state = read_hf_directory(directory)
+        family, cfg = read_hf_config(directory)
         check_supported(cfg, spec)
+        state = read_hf_state(directory, family, cfg)
         tokenizer = hf_directory_tokenizer(directory)
     weights = weights_from_state_dict(cfg, state, DTYPES[dtype], device)
     return LoadedModel(spec, weights, tokenizer, shape)

@@ -40,7 +40,6 @@ import contextlib
 import functools
 import io
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,10 @@ from acdc.core.configs import (
     CHECKPOINT_CONFIG,
     ModelShape,
     checkpoint_shape,
-    hub_reachable,
+    go_offline_without_network,
+    offline_message,
     read_config,
+    unknown_model_message,
 )
 from acdc.core.hf_configs import hf_family, hf_shape
 from acdc.core.hf_mapping import hooked_config
@@ -237,28 +238,6 @@ def _rotary_tables(attn, cfg, tables: dict) -> tuple[torch.Tensor, torch.Tensor]
 # --------------------------------------------------------------------------- names and the hub
 
 
-def _unknown_model_message(spec: str) -> str:
-    return (f"unknown model {spec!r}: give a checkpoint directory (config.json + "
-            f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
-            f"model name such as gpt2")
-
-
-def _go_offline_without_network() -> None:
-    """Offline, make the hub's client use its local cache only (and fail at once)."""
-    if not hub_reachable():
-        import huggingface_hub.constants
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import time otherwise
-
-
-def _offline_message(spec: str, error: BaseException) -> str:
-    reason = ("no network and not in the local Hugging Face cache"
-              if os.environ.get("HF_HUB_OFFLINE") == "1" else first_line(error))
-    return (f"cannot fetch model {spec!r} from the hub ({reason}); offline, pass a checkpoint "
-            f"directory (config.json + model.safetensors) or a local Hugging Face model "
-            f"directory with --model")
-
-
 def _quietly_import() -> Any:
     """Import transformer_lens (its deprecation notices and transformers' progress bars off)."""
     with warnings.catch_warnings():
@@ -340,7 +319,7 @@ class HookedBackend:
                 model = self.tl.HookedTransformer.from_pretrained_no_processing(name,
                                                                                 device="cpu")
         except Exception as error:  # network and hub errors come in many types
-            raise ModelError(_offline_message(name, error)) from None
+            raise ModelError(offline_message(name, error)) from None
         return model, Tokenizer(model.tokenizer, name) if model.tokenizer is not None else None
 
     def name_shape(self, name: str) -> ModelShape:
@@ -351,17 +330,17 @@ class HookedBackend:
         unknown name or no network fails fast, in one line."""
         from transformer_lens import loading_from_pretrained as loading
 
-        _go_offline_without_network()
+        go_offline_without_network()
         try:
             loading.get_official_model_name(name)
         except ValueError:
-            raise ModelError(_unknown_model_message(name)) from None
+            raise ModelError(unknown_model_message(name)) from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return loading.get_pretrained_model_config(name, device="cpu")
         except Exception as error:  # the hub client raises many types; all mean "not here"
-            raise ModelError(_offline_message(name, error)) from None
+            raise ModelError(offline_message(name, error)) from None
 
 
 # --------------------------------------------------------------------------- TransformerLens 4
@@ -469,13 +448,13 @@ class BridgeBackend:
 
     def named(self, name: str) -> tuple[Any, Tokenizer | None]:
         official = self._official_name(name)
-        _go_offline_without_network()
+        go_offline_without_network()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = self.bridge.boot_transformers(official, device="cpu")
         except Exception as error:  # network and hub errors come in many types
-            raise ModelError(_offline_message(name, error)) from None
+            raise ModelError(offline_message(name, error)) from None
         family = getattr(getattr(model.original_model, "config", None), "model_type", None)
         if family not in BRIDGE_FAMILIES:
             raise ModelError(f"{name}: {family} models need TransformerLens 3's weight "
@@ -486,13 +465,13 @@ class BridgeBackend:
     def name_shape(self, name: str) -> ModelShape:
         """From the name's Hugging Face config: TransformerLens 4 has no configuration table."""
         official = self._official_name(name)
-        _go_offline_without_network()
+        go_offline_without_network()
         from transformers import AutoConfig
 
         try:
             config = AutoConfig.from_pretrained(official)
         except Exception as error:  # the hub client raises many types; all mean "not here"
-            raise ModelError(_offline_message(name, error)) from None
+            raise ModelError(offline_message(name, error)) from None
         return hf_shape(config.to_dict(), name)
 
     @staticmethod
@@ -506,7 +485,7 @@ class BridgeBackend:
         try:
             return get_official_model_name(name)
         except ValueError:
-            raise ModelError(_unknown_model_message(name)) from None
+            raise ModelError(unknown_model_message(name)) from None
 
     @staticmethod
     def _expose_attn_scale(bridge) -> None:
