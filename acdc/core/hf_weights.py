@@ -30,6 +30,7 @@ from acdc.core.architecture import HookedConfig
 from acdc.core.configs import CHECKPOINT_CONFIG, read_config
 from acdc.core.hf_configs import hf_family
 from acdc.core.hf_mapping import hooked_config
+from acdc.core.weights import check_state_dict
 from acdc.errors import ModelError, first_line
 
 State = dict[str, torch.Tensor]
@@ -52,7 +53,7 @@ def read_hf_config(directory: Path) -> tuple[str, HookedConfig]:
 
 def read_hf_state(directory: Path, family: str, cfg: HookedConfig) -> State:
     """A Hugging Face directory's weights as a `HookedTransformer` state dict (offline,
-    float32); unreadable weights are one line."""
+    float32), checked against `cfg`; unreadable weights are one line."""
     import warnings
 
     from transformers import AutoModelForCausalLM
@@ -66,7 +67,9 @@ def read_hf_state(directory: Path, family: str, cfg: HookedConfig) -> State:
     except Exception as error:  # transformers raises many types for unreadable directories
         raise ModelError(f"{directory}: cannot load Hugging Face weights "
                          f"({first_line(error)})") from None
-    return hooked_state_dict(family, hf_model.state_dict(), cfg)
+    state = hooked_state_dict(family, hf_model.state_dict(), cfg)
+    check_state_dict(cfg, state, str(directory), str(directory / CHECKPOINT_CONFIG))
+    return state
 
 
 def hooked_state_dict(family: str, hf_state: State, cfg: HookedConfig) -> State:

@@ -7,9 +7,9 @@ plus the constants of the architecture (norm kind, attention scale, rotary layou
 soft caps). Nothing in it refers to a framework.
 
 `weights_from_state_dict` builds it from a `HookedTransformer` state dict (a checkpoint's
-`model.safetensors`, or a Hugging Face model converted by `hf_weights`) and the model's
-`HookedConfig`, without TransformerLens: it checks the state dict's keys and shapes, ungroups
-grouped-query attention (every query head gets its own copy of its key/value head's
+`model.safetensors`, or a Hugging Face model converted by `hf_weights`; `check_state_dict`
+checks its keys and shapes first) and the model's `HookedConfig`, without TransformerLens: it
+ungroups grouped-query attention (every query head gets its own copy of its key/value head's
 projection, as TransformerLens' `W_K` property does) and computes the rotary sin/cos tables with
 TransformerLens' formulas (default, Llama 3's NTK-by-parts and YaRN scaling, a local base, a
 linear factor on global layers), in float32, before the whole is cast to the run's dtype.
