@@ -294,3 +294,23 @@ def test_the_tokenizer_is_handed_to_transformer_lens(directories, tmp_path, name
     model, tokenizer = load_hooked(str(with_tokenizer(directories[name], tmp_path)))
     assert tokenizer is not None and model.tokenizer is not None
     assert model.to_tokens("w3", prepend_bos=False).tolist() == [[5]]
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "gemma"])
+def test_as_many_key_value_heads_as_query_heads_load(tmp_path, family):
+    """Ungrouped attention in families usually grouped (TransformerLens 3.9's converters for
+    them assume grouped heads and fail)."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(
+        family, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        hidden_size=64, head_dim=16, intermediate_size=96, vocab_size=hf_families.VOCAB,
+        max_position_embeddings=hf_families.N_CTX)
+    hf_model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    hf_families.randomize(hf_model)
+    hf_model.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))
+    assert loaded.shape.n_key_value_heads is None
+    with torch.no_grad():
+        expected = hf_model(hf_families.prompts()).logits
+    assert (logits(loaded) - expected).abs().max().item() < TOLERANCE
