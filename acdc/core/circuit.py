@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acdc.core.files import read_text, write_text_atomic
+from acdc.core.files import MAX_GRAPH_FILE_BYTES, read_json, write_text_atomic
 from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, count_edges
 from acdc.core.mib import read_mib
 from acdc.errors import GraphError, short_repr
@@ -207,20 +207,11 @@ READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1
 
 
 def load_circuit(path: str | Path) -> Circuit:
-    """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file."""
-    path = Path(path)
-    text = read_text(path, "a circuit is a JSON file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise GraphError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
-    except ValueError:  # an integer of thousands of digits
-        raise GraphError(f"{path}: not a circuit file (a number too long to read)") from None
-    except RecursionError:
-        raise GraphError(f"{path}: not a circuit file (lists or objects nested too "
-                         f"deeply)") from None
+    """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file (through
+    the bounded reader of `acdc.core.files`)."""
+    data = read_json(path, "a circuit is a JSON file (circuit.json or a MIB circuit file)",
+                     MAX_GRAPH_FILE_BYTES)
     return Circuit.from_json(data, str(path))
-
 
 
 def write_circuit(circuit: Circuit, path: str | Path) -> Path:

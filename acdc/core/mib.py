@@ -131,11 +131,19 @@ def read_mib(data: Mapping[str, Any], source: str = "MIB file"
     if not isinstance(parallel, bool):
         raise GraphError(f"{source}: cfg parallel_attn_mlp is {parallel!r}; it must be true or "
                          f"false")
-    graph = build_graph(GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]), True, "qkv",
-                                   parallel))
+    shape = GraphShape(int(cfg["n_layers"]), int(cfg["n_heads"]), True, "qkv", parallel)
     entries = data.get("edges")
     if not isinstance(entries, Mapping):
         raise GraphError(f"{source}: a MIB circuit file needs an 'edges' object")
+    # The closed-form count first: a cfg far larger than the file's edges builds no graph (a
+    # near miss does, so that the unknown or missing edges can be named).
+    n_residual = count_edges(shape)["residual"]
+    if n_residual > 2 * len(entries) + 1000:
+        blocks = "parallel blocks" if parallel else "MLPs"
+        raise GraphError(f"{source}: has {len(entries):,} edges, but the {shape.n_layers}-layer "
+                         f"{shape.n_heads}-head MIB graph with {blocks} its cfg describes has "
+                         f"{n_residual:,}")
+    graph = build_graph(shape)
     residual = [e for e in graph.edges if e.kind == "residual"]
     names = {e.name for e in residual}
     unknown = [name for name in entries if name not in names]
