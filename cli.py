@@ -392,8 +392,11 @@ def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> No
     kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
     noise = circuit.results.get("metric_noise", 0.0)
     shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
+    selected = circuit.results.get("n_edges_selected")
+    pruned = (f"; {selected} selected, {selected - kept} of them pruned: on no path from input "
+              f"to logits" if isinstance(selected, int) and selected != kept else "")
     typer.echo(("partial: " if circuit.partial else "") +
-               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric "
+               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%{pruned}); metric "
                f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
                f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))

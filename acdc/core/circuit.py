@@ -41,8 +41,8 @@ FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
 SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
-V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
-                                   "metric_noise", "runtime_s", "partial")
+V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "n_edges_selected", "metric_circuit",
+                                   "metric_full", "metric_noise", "runtime_s", "partial")
 V1_REQUIRED: tuple[str, ...] = (
     "format", "model", "task", "method", "threshold", "metric", "ablation", "granularity",
     "n_layers", "n_heads", "has_mlp", "n_edges_total", "n_edges_kept", "nodes", "edges",
@@ -161,7 +161,8 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                              f"false")
     for key in V1_RESULT_KEYS:
         value = data.get(key)
-        wanted = bool if key == "partial" else int if key == "n_edges_decided" else (int, float)
+        wanted = (bool if key == "partial" else int if key.startswith("n_edges_")
+                  else (int, float))
         if key in data and value is not None and (
                 not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool))):
             raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be "
