@@ -814,7 +814,7 @@ def render(
     """Re-draw a saved circuit (circuit.json or a MIB circuit file) as SVG, PNG or DOT
     (without the model)."""
     from acdc.core.circuit import load_circuit
-    from acdc.core.files import check_output
+    from acdc.core.files import check_output, new_directories
     from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
 
@@ -824,7 +824,8 @@ def render(
                     score_width=not no_score_width)
     target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
     check_output(target, "--out" if out is not None else "", [circuit_json])
-    written = render_dot(source, target, file_format)
+    with new_directories(target.parent):
+        written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
 
 

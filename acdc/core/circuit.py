@@ -207,6 +207,32 @@ READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1
                                                                 "mib": from_mib}
 
 
+CIRCUIT_FILE = "circuit.json"  # what `circuit discover` writes into a run directory
+
+
+def circuit_path(target: str | Path) -> Path:
+    """The circuit file a command's argument names: the `circuit.json` of a run directory, or
+    the file itself (a circuit.json or a MIB file; `load_circuit` refuses anything that is not
+    a regular file). One line when there is none."""
+    target = Path(target)
+    if target.is_dir():
+        path = target / CIRCUIT_FILE
+        if path.is_file():
+            return path
+        try:
+            sweep = any(sub.name.startswith("tau-") and sub.is_dir() for sub in target.iterdir())
+        except OSError:
+            sweep = False
+        if sweep:
+            raise GraphError(f"{target}: is a sweep directory, not a run; give one of its runs, "
+                             f"e.g. {target / 'tau-<threshold>'}")
+        raise GraphError(f"{target}: has no {CIRCUIT_FILE}; give a run directory written by "
+                         f"`circuit discover`, a circuit.json or a MIB circuit file")
+    if not target.exists() and not target.is_symlink():
+        raise GraphError(f"{target}: no such run directory or circuit file")
+    return target
+
+
 def load_circuit(path: str | Path) -> Circuit:
     """Read a `circuit.json` written by `circuit discover`, or a MIB circuit file (through
     the bounded reader of `acdc.core.files`)."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.circuit import Circuit, circuit_path, load_circuit
 from acdc.core.configs import check_threads
 from acdc.core.files import check_output, new_directories, read_yaml, write_json_atomic
 from acdc.core.tasks import TaskSpec, read_task
@@ -47,7 +47,7 @@ from acdc.evaluation.faithfulness import (
     ranking_from_scores,
 )
 from acdc.evaluation.plots import FORMATS as PLOT_FORMATS
-from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warning
+from acdc.run import DTYPES, RUN_YAML, cpu_threads, precision_warning
 
 EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
@@ -114,16 +114,7 @@ class EvaluationOutcome:
 
 def find_circuit(target: Path) -> tuple[Path, Path | None]:
     """The circuit file a target names, and the run's run.yaml beside it (None if absent)."""
-    target = Path(target)
-    if target.is_dir():
-        path = target / CIRCUIT_JSON
-        if not path.is_file():
-            raise AcdcError(f"{target}: has no {CIRCUIT_JSON}; give a run directory written by "
-                            f"`circuit discover` or a circuit file")
-    elif target.is_file():
-        path = target
-    else:
-        raise AcdcError(f"{target}: no such run directory or circuit file")
+    path = circuit_path(target)
     run_yaml = path.parent / RUN_YAML
     return path, run_yaml if run_yaml.is_file() else None
 

@@ -28,32 +28,14 @@ import io
 import json
 from pathlib import Path
 
-from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.circuit import Circuit, circuit_path, load_circuit
 from acdc.core.files import check_output, new_directories, read_yaml, write_text_atomic
 from acdc.errors import AcdcError, GraphError, short_repr
 
 EXPORT_FORMATS: tuple[str, ...] = ("mib", "graphml", "csv")
 SUFFIXES = {"mib": ".mib.json", "graphml": ".graphml", "csv": ".csv"}
 CSV_COLUMNS: tuple[str, ...] = ("name", "source", "target", "kind", "kept", "score")
-CIRCUIT_FILE = "circuit.json"  # what `circuit discover` writes into a run directory
 RUN_FILE = "run.yaml"
-
-
-def find_circuit_file(target: str | Path) -> Path:
-    """The circuit file `target` names: itself, or the circuit.json of a run directory."""
-    target = Path(target)
-    if target.is_dir():
-        path = target / CIRCUIT_FILE
-        if path.is_file():
-            return path
-        if any(sub.is_dir() and sub.name.startswith("tau-") for sub in target.iterdir()):
-            raise AcdcError(f"{target}: is a sweep directory, not a run; give one of its runs, "
-                            f"e.g. {target / 'tau-<threshold>'}")
-        raise AcdcError(f"{target}: has no {CIRCUIT_FILE}; give a run directory written by "
-                        f"`circuit discover`, a circuit.json or a MIB circuit file")
-    if not target.exists():
-        raise AcdcError(f"{target}: no such run directory or circuit file")
-    return target
 
 
 def default_out(circuit_path: Path, format: str) -> Path:
@@ -178,7 +160,7 @@ def export_circuit(target: str | Path, format: str, out: str | Path | None = Non
 
     if format not in EXPORT_FORMATS:
         raise AcdcError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    path = find_circuit_file(target)
+    path = circuit_path(target)
     circuit = load_circuit(path)
     out = Path(out) if out is not None else default_out(path, format)
     run_yaml = path.parent / RUN_FILE
