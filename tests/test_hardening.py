@@ -358,3 +358,22 @@ def test_edge_list_errors_show_at_most_a_few_names(tmp_path):
     path.write_text("nope\n" * 100_000)
     with pytest.raises(Exception, match="100000 name"):
         read_edge_list(path, graph)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "render"])
+def test_an_interrupted_write_keeps_the_old_file(run_copy, monkeypatch, command):
+    args, written = {"evaluate": (["evaluate", run_copy, "--quiet"], "evaluation.json"),
+                     "export": (["export", run_copy, "-f", "csv"], "circuit.csv"),
+                     "render": (["render", run_copy / "circuit.json", "-f", "dot"],
+                                "circuit.dot")}[command]
+    assert invoke(*args).exit_code == 0
+    before = (run_copy / written).read_bytes()
+
+    def interrupted(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "replace", interrupted)
+    result = invoke(*args)
+    assert result.exit_code != 0
+    assert (run_copy / written).read_bytes() == before
+    assert not [p for p in run_copy.iterdir() if p.name.endswith(".tmp")]
