@@ -321,8 +321,11 @@ def _announce(job, status: _Status) -> None:
                     and not isinstance(value, bool) else key
                     for key, value in _settings_of(settings.settings).items()
                     if value is not False and value is not None)
+    if settings.selection is not None:
+        own += ("; " if own else "") + settings.selection.describe()
     prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
-    status.say(f"task {spec.name}: {prompts}, method {settings.method} ({own}), "
+    status.say(f"task {spec.name}: {prompts}, method {settings.method}"
+               f"{f' ({own})' if own else ''}, "
                f"metric {settings.common.metric}, ablation {settings.common.ablation}")
     status.say(f"loading model {settings.model} ...")
 
@@ -389,18 +392,20 @@ def _interrupted_early(job, interrupts: _Interrupts) -> str:
 def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> None:
     from acdc.run import resume_hint
 
-    kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
     noise = circuit.results.get("metric_noise", 0.0)
     shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
     selected = circuit.results.get("n_edges_selected")
-    pruned = (f"; {selected} selected, {selected - kept} of them pruned: on no path from input "
-              f"to logits" if isinstance(selected, int) and selected != kept else "")
+    pruned = (f"; {selected:,} selected by {job.settings.selection.describe()}, "
+              f"{selected - circuit.n_residual_kept:,} of them pruned: on no path from input to "
+              f"logits" if isinstance(selected, int) and job.settings.selection is not None
+              else "")
     typer.echo(("partial: " if circuit.partial else "") +
-               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%{pruned}); metric "
-               f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
-               f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
+               f"kept {circuit.size()}{pruned}; metric {job.settings.common.metric} of circuit "
+               f"{shown(circuit.metric_circuit)} (full model {shown(circuit.metric_full)}); "
+               f"{circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if circuit.partial:
+        kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
         decided = circuit.results.get("n_edges_decided", kept)
         _err(f"{interrupts.name}: {decided} of {total} edges decided; undecided edges are kept "
              f"and the files are marked partial; {resume_hint(job.out_dir)}")
