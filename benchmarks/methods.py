@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acdc.core.models import load_model  # noqa: E402
+from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
 from acdc.evaluation.compare import confusion  # noqa: E402
@@ -57,7 +58,6 @@ from acdc.evaluation.faithfulness import (  # noqa: E402
     ranking_from_scores,
     ranking_scores,
 )
-from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
 from acdc.evaluation.roc import RocPoint, roc_curve  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
