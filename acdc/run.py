@@ -37,12 +37,20 @@ from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import available_memory, check_reachable, model_kind
-from acdc.core.files import disk_error, write_text_atomic
+from acdc.core.files import (
+    check_output_dir,
+    make_directories,
+    remove_if_empty,
+    unique_directory,
+    write_text_atomic,
+)
+from acdc.core.graph import build_graph
+from acdc.core.selection import RULES, Selection
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
 from acdc.core.tasks import TaskSpec, check_prompt_lengths, read_task
 from acdc.errors import AcdcError, RunWarning
-from acdc.methods.base import Discovery, Method
+from acdc.methods.base import Discovery, Method, finish, make_selection, make_settings
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
@@ -74,12 +82,16 @@ class RunSettings:
     seed: int
     device: str = "cpu"
     dtype: str = "float32"
+    selection: Selection | None = None  # a ranking method's rule (top_n, edges_fraction, ...)
 
     def record(self) -> dict[str, Any]:
         """The settings as key/value pairs, in the order every file writes them."""
+        rule = ({key: value for key, value in settings_record(self.selection).items()
+                 if value is not None} if self.selection is not None else {})
         return {"task": self.task, "task_file": self.task_file, "model": self.model,
-                "method": self.method, **settings_record(self.settings, self.common),
-                "seed": self.seed, "device": self.device, "dtype": self.dtype}
+                "method": self.method, **settings_record(self.settings), **rule,
+                **settings_record(self.common), "seed": self.seed, "device": self.device,
+                "dtype": self.dtype}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], source: str,
@@ -89,9 +101,20 @@ class RunSettings:
         method = _record_value(record, "method", source, str, DEFAULT_METHOD)
         if method not in METHODS:
             raise AcdcError(f"{source}: method {method!r} is not one of {', '.join(METHODS)}")
-        settings_type = get_method(method).settings_type
+        chosen = get_method(method)
+        settings_type = chosen.settings_type
         own = {f.name: _record_value(record, f.name, source, _kind(f.type)) for f in
                recorded_fields(settings_type)}
+        selection = None
+        if chosen.ranks:
+            rules = {rule: _record_value(record, rule, source, _kind(kind))
+                     for rule, kind in (("top_n", "int"), ("edges_fraction", "float"),
+                                        ("threshold", "float")) if rule in record}
+            selection = Selection(**rules)
+            try:
+                selection.validate()
+            except AcdcError as error:
+                raise AcdcError(f"{source}: {error}") from None
         common = CommonSettings(
             metric=_record_choice(record, "metric", source, METRICS),
             ablation=_record_choice(record, "ablation", source, ABLATIONS),  # type: ignore[arg-type]
@@ -110,6 +133,7 @@ class RunSettings:
             seed=seed,
             device=_record_value(record, "device", source, str),
             dtype=_record_choice(record, "dtype", source, DTYPES),
+            selection=selection,
         )
 
     def repeat_command(self, typed: Mapping[str, str | None] | None = None,
@@ -240,10 +264,13 @@ class Run:
     resume_from: Any = None  # the method's JournalState
     command: tuple[str, ...] | None = None  # the command line as typed, if known
     typed: Mapping[str, str | None] | None = None  # the task and model as given, if known
+    created: tuple[Path, ...] = ()  # directories made for this run (removed by close if empty)
 
     def close(self) -> None:
-        """Release the run directory (also released when the process ends)."""
+        """Release the run directory (also released when the process ends) and remove the
+        directories this run created if it wrote nothing into them (it failed early)."""
         self.lock.release()
+        remove_if_empty(list(self.created))
 
 
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
@@ -259,14 +286,20 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
                                       device=device, dtype=dtype, **options)
     chosen = get_method(settings.method)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-    prepare_out_dir(out_dir)
-    lock = RunLock(out_dir)
-    with _released_on_error(lock):
+    if out is None:
+        out_dir, created = unique_directory(Path("runs") / f"{_safe(spec.name)}-{stamp}")
+    else:
+        out_dir, created = out, prepare_out_dir(out)
+    try:
+        lock = RunLock(out_dir)
+    except AcdcError:
+        remove_if_empty(created)
+        raise
+    with _released_on_error(lock, created):
         if chosen.journal is not None:
             chosen.journal.check_new_run(out_dir)
     return Run(settings, spec, out_dir, chosen, lock, command=command,
-               typed={"task": task, "model": model})
+               typed={"task": task, "model": model}, created=tuple(created))
 
 
 def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
@@ -278,8 +311,11 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     chosen = get_method(method)
     if dtype not in DTYPES:
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    spec = read_task(task).with_overrides(metric=metric, threshold=options.get("threshold"),
-                                          ablation=ablation, seed=seed, model=model)
+    options = dict(options)
+    rules = {rule: options.pop(rule, None) for rule in RULES} if chosen.ranks else {}
+    spec = read_task(task).with_overrides(
+        metric=metric, threshold=options.get("threshold", rules.get("threshold")),
+        ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
     kind = model_kind(spec.model)
@@ -290,11 +326,14 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
                             granularity=granularity)  # type: ignore[arg-type]
     common.validate()
+    own = make_settings(chosen, spec, options)
+    if chosen.check is not None:
+        chosen.check(own, common)
     source = Path(spec.source)
     settings = RunSettings(
         task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
-        model=spec.model, method=chosen.name, settings=chosen.make_settings(spec, options),
-        common=common, seed=spec.seed, device=device, dtype=dtype,
+        model=spec.model, method=chosen.name, settings=own, common=common, seed=spec.seed,
+        device=device, dtype=dtype, selection=make_selection(chosen, spec, rules),
     )
     return spec, settings
 
@@ -343,12 +382,14 @@ def resume_run(out_dir: Path, given: Mapping[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def _released_on_error(lock: RunLock) -> Iterator[None]:
-    """Release the directory's lock if preparing the run fails."""
+def _released_on_error(lock: RunLock, created: list[Path] | None = None) -> Iterator[None]:
+    """Release the directory's lock (and remove the directories made for it, if empty) if
+    preparing the run fails."""
     try:
         yield
     except BaseException:
         lock.release()
+        remove_if_empty(created or [])
         raise
 
 
@@ -365,22 +406,17 @@ def _journal_method(out_dir: Path) -> Method:
                     f"`circuit discover`)")
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create the output directory, or say in one line why it cannot be (the real cause: a
-    file in the way, a symlink loop, no permission, a full disk)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        try:
-            out_dir.stat()  # a dangling or looping symlink says why here
-        except OSError as error:
-            raise disk_error(f"--out {out_dir}", error, "cannot use it") from None
-        raise AcdcError(f"--out {out_dir}: exists and is not a directory") from None
-    except OSError as error:
-        raise disk_error(f"--out {out_dir}", error, "cannot create the directory") from None
+def prepare_out_dir(out_dir: Path) -> list[Path]:
+    """Create the output directory, or say in one line why it cannot be (a symbolic link, a
+    file in the way, a symlink loop, no permission, a full disk); return the directories
+    created (`acdc.core.files.remove_if_empty` removes them when the command fails)."""
+    check_output_dir(out_dir)
+    created = make_directories(out_dir)
     if not os.access(out_dir, os.W_OK | os.X_OK):
+        remove_if_empty(created)
         raise AcdcError(f"--out {out_dir}: cannot write in this directory (permission denied); "
                         f"choose another --out")
+    return created
 
 
 def _safe(name: str) -> str:
@@ -439,7 +475,9 @@ def _load_inputs(run: Run) -> tuple[LoadedModel, Task]:
 def _set_threads(shape: ModelShape, device: str, threads: int) -> None:
     import torch
 
-    chosen = threads or cpu_threads(shape, device)
+    from acdc.core.configs import check_threads
+
+    chosen = check_threads(threads) or cpu_threads(shape, device)
     if chosen:
         torch.set_num_threads(chosen)
 
@@ -471,11 +509,15 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
         warnings.warn(warning, RunWarning, stacklevel=2)
     torch.manual_seed(settings.seed)
     _set_threads(loaded.shape, settings.device, threads)
-    job = Discovery(model=loaded, task=task, common=settings.common, settings=settings.settings,
+    graph = (shared.recordings.graph if shared is not None
+             else build_graph(loaded.shape.graph_shape(settings.common.granularity)))
+    job = Discovery(model=loaded, task=task, graph=graph, common=settings.common,
+                    settings=settings.settings, seed=settings.seed, selection=settings.selection,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
                     on_progress=on_progress,
                     recordings=None if shared is None else shared.recordings)
-    return Outcome(run.method.discover(job), task.n_prompts)
+    started = time.perf_counter()
+    return Outcome(finish(job, run.method, run.method.run(job), started), task.n_prompts)
 
 
 def _check_memory(run: Run, shape: ModelShape, task: Any, max_memory: float | None) -> None:

@@ -20,7 +20,7 @@ from cli_helpers import invoke
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.graph import GraphShape, build_graph
-from acdc.errors import GraphError
+from acdc.errors import AcdcError, GraphError
 from acdc.evaluation import canonical
 from acdc.evaluation.canonical.__main__ import main as canonical_main
 from acdc.evaluation.canonical.__main__ import stale_files
@@ -225,11 +225,11 @@ def test_edge_list_errors_name_the_first_unknown_edges(tmp_path):
     assert message.startswith("ref.txt: 5 name(s) are not edges of the 2-layer 2-head (MLPs, q/k/v")
     assert "line 2: 'a0.h0->logit' (did you mean 'a0.h0->logits'?)" in message
     assert "line 3: 'foo'" in message and "and 2 more" in message and "baz" not in message
-    with pytest.raises(GraphError, match="no such file"):
+    with pytest.raises(AcdcError, match="no such file"):
         read_edge_list(tmp_path / "missing.txt", graph)
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(GraphError, match="not a text file"):
+    with pytest.raises(AcdcError, match="not a text file"):
         read_edge_list(binary, graph)
 
 

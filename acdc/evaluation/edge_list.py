@@ -24,6 +24,7 @@ from acdc.core.graph import Graph
 from acdc.errors import GraphError, did_you_mean
 
 SHOWN_UNKNOWN = 3  # unknown names named in the error message
+BYTES_PER_EDGE = 200  # an edge list's size limit per edge of the graph: names and comments
 
 
 def parse_edge_list(text: str, graph: Graph, source: str = "edge list") -> tuple[bool, ...]:
@@ -35,20 +36,23 @@ def parse_edge_list(text: str, graph: Graph, source: str = "edge list") -> tuple
     index = graph.edge_index
     kept = [False] * len(graph.edges)
     unknown: list[tuple[int, str]] = []
+    n_unknown = 0
     for number, line in enumerate(text.splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
         position = index.get(name)
         if position is None:
-            unknown.append((number, name))
+            n_unknown += 1
+            if len(unknown) < SHOWN_UNKNOWN:
+                unknown.append((number, name[:200]))
         else:
             kept[position] = True
     if unknown:
         shown = "; ".join(f"line {number}: {name!r}{did_you_mean(name, index)}"
-                          for number, name in unknown[:SHOWN_UNKNOWN])
-        more = f" and {len(unknown) - SHOWN_UNKNOWN} more" if len(unknown) > SHOWN_UNKNOWN else ""
-        raise GraphError(f"{source}: {len(unknown)} name(s) are not edges of the "
+                          for number, name in unknown)
+        more = f" and {n_unknown - SHOWN_UNKNOWN} more" if n_unknown > SHOWN_UNKNOWN else ""
+        raise GraphError(f"{source}: {n_unknown} name(s) are not edges of the "
                          f"{describe_shape(graph)} graph: {shown}{more}")
     return tuple(kept)
 
@@ -56,7 +60,8 @@ def parse_edge_list(text: str, graph: Graph, source: str = "edge list") -> tuple
 def read_edge_list(path: str | Path, graph: Graph) -> tuple[bool, ...]:
     """`parse_edge_list` of a file."""
     path = Path(path)
-    text = read_text(path, "an edge list has one edge name a line")
+    limit = max(1 << 20, BYTES_PER_EDGE * len(graph.edges))
+    text = read_text(path, "an edge list has one edge name a line", limit)
     return parse_edge_list(text, graph, str(path))
 
 
