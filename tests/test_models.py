@@ -7,7 +7,13 @@ import torch
 from same_weights import differences
 
 from acdc.core.loading import load_model
-from acdc.core.models import build_model, extract_weights, make_config, save_checkpoint, transformer_lens_major
+from acdc.core.models import (
+    build_model,
+    extract_weights,
+    make_config,
+    save_checkpoint,
+    transformer_lens_major,
+)
 from acdc.core.shapes import load_shape
 from acdc.errors import ModelError
 
