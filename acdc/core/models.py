@@ -4,12 +4,9 @@ Runs on checkpoints and Hugging Face directories need no TransformerLens (`loadi
 needed, and imported (seconds) only then, for:
 
 - models named by TransformerLens (`gpt2`), fetched from the hub: `load_name`, `name_shape`;
-- models built from a config with fresh weights (`build_model`: the tests, the zoo's training),
-  written as checkpoints by `save_checkpoint`;
+- models built from a config (`build_model`: tests, zoo training), saved by `save_checkpoint`;
 - TransformerLens' own model of a checkpoint, a Hugging Face directory or a name
-  (`load_hooked`): what the tests' slow hooked references run, and the reference the
-  project's own conversion is held to.
-
+  (`load_hooked`): what the tests' hooked references run, the reference of our conversion.
 `extract_weights` reads the engine's `Weights` off any of these models.
 
 Which TransformerLens is installed is decided once, by `backend()`. With 3.x a model is a
