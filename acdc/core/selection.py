@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from acdc.core.graph import Edge, Graph
+from acdc.core.settings import option
 from acdc.errors import AcdcError
 
 RULES: tuple[str, ...] = ("top_n", "edges_fraction", "threshold")
@@ -48,9 +49,17 @@ class Selection:
     the module docstring). For node scores `top_n` counts nodes and `edges_fraction` is the
     fraction of the scored nodes."""
 
-    top_n: int | None = None
-    edges_fraction: float | None = None
-    threshold: float | None = None
+    top_n: int | None = option(
+        None, help="Ranking methods: keep the N residual edges (or nodes) with the largest "
+                   "|score| (counted as MIB counts; direct q/k/v edges follow their inputs), "
+                   "then prune.")
+    edges_fraction: float | None = option(
+        None, help="Ranking methods: keep this fraction of the residual edges (or nodes), "
+                   "largest |score| first, then prune.")
+    threshold: float | None = option(
+        None, help="ACDC: tau, an edge is removed when removing it raises the metric by less "
+                   "than this. Ranking methods: keep the edges whose |score| is at least this. "
+                   "Default: the task's.")
 
     def validate(self) -> None:
         given = [rule for rule in RULES if getattr(self, rule) is not None]

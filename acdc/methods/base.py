@@ -50,7 +50,8 @@ from acdc.core.selection import (
     select_edges,
     select_nodes,
 )
-from acdc.core.settings import CommonSettings, settings_record
+from acdc.core.settings import CommonSettings, option_flag, settings_record
+from acdc.core.settings import option as option  # re-exported: methods declare options with it
 from acdc.errors import AcdcError
 
 if TYPE_CHECKING:
@@ -62,20 +63,6 @@ if TYPE_CHECKING:
 
 
 # --------------------------------------------------------------------------- options
-
-
-def option(default: Any, help: str, *, recorded: bool = True, from_task: str | None = None,
-           flag: str | None = None) -> Any:
-    """A field of a method's settings dataclass, declared once: `default`, the `help` the
-    command line shows, whether a run `recorded`s it (False: a knob that changes speed, never
-    a result), the task key whose value is the default (`from_task`), the command-line `flag`
-    (default `--name-with-dashes`)."""
-    return field(default=default, metadata={"help": help, "recorded": recorded,
-                                            "from_task": from_task, "flag": flag})
-
-
-def option_flag(item: dataclasses.Field) -> str:
-    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
 
 
 @dataclass(frozen=True)
