@@ -24,7 +24,9 @@ from cli_helpers import error_line, invoke
 
 from acdc.core.circuit import load_circuit
 from acdc.core.models import build_model, save_checkpoint
-from acdc.export.report import edge_data, rank_scores, read_source, sweep_runs
+from acdc.evaluation.rank_scores import encode_score, rank_scores
+from acdc.evaluation.sources import load_sweep
+from acdc.report import edge_data, read_source
 
 HAS_DOT = shutil.which("dot") is not None
 NO_DOT = "Graphviz `dot` missing (apt-get install -y graphviz): the report has no drawing"
