@@ -39,6 +39,7 @@ MAX_ROWS = 10_000  # rows of a table read from a file (a sweep has at most 1,000
 MAX_COLUMNS = 40
 MAX_SETTINGS_VALUES = 10_000  # values in run.yaml once aliases are expanded (a run has ~50)
 MAX_TEXT = 10_000  # characters of one text value shown
+MAX_WHOLE = 10**15  # a count read from a file (edges, prompts): more is no count of ours
 LEVELS = ("edge", "node")
 INPUT_KEYS = ("A", "B")
 
@@ -76,12 +77,13 @@ class Record:
         return number
 
     def whole(self, key: str) -> int | None:
-        """A whole number >= 0, or None."""
+        """A whole number from 0 to `MAX_WHOLE` (a count of edges, prompts), or None."""
         value = self.data.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.wrong(key, "a whole number >= 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WHOLE:
+            raise self.wrong(key, "a whole number >= 0" if isinstance(value, int) and value < 0
+                             else f"a whole number from 0 to {MAX_WHOLE:.0e}")
         return value
 
     def text(self, key: str) -> str | None:
@@ -123,23 +125,24 @@ class Record:
 
     def metrics(self, key: str) -> Iterator[tuple[str, Record]]:
         """The (metric, object) pairs of the object under `key`; a metric must be known."""
+        record = self._metric_record(key)
+        if record is None:
+            return
+        for name, value in record.data.items():
+            yield name, Record(value, self.source, f"{record.where}{name}.")
+
+    def metric_numbers(self, key: str, low: float = -math.inf) -> dict[str, float | None]:
+        """{metric: number or None} of the object under `key`."""
+        record = self._metric_record(key)
+        return {} if record is None else {name: record.number(name, low) for name in record.data}
+
+    def _metric_record(self, key: str) -> Record | None:
         record = self.record(key)
         for name in record.data if record is not None else ():
             if name not in METRICS:
                 raise FileError(f"{self.source}: {self.where}{key} names the metric "
                                 f"{short_repr(name)}, not one of {', '.join(METRICS)}")
-            yield name, Record(record.data[name], self.source, f"{record.where}{name}.")
-
-    def metric_numbers(self, key: str, low: float = -math.inf) -> dict[str, float | None]:
-        """{metric: number or None} of the object under `key`."""
-        record = self.record(key)
-        if record is None:
-            return {}
-        for name in record.data:
-            if name not in METRICS:
-                raise FileError(f"{self.source}: {self.where}{key} names the metric "
-                                f"{short_repr(name)}, not one of {', '.join(METRICS)}")
-        return {name: record.number(name, low) for name in record.data}
+        return record
 
 
 # --------------------------------------------------------------------------- evaluation.json
@@ -396,14 +399,18 @@ def read_comparison(path: Path) -> Comparison:
         score = given.record(key) if given is not None else None
         if score is None or score.record("edge") is None:  # a sweep's scores are in roc.json
             continue
-        rates = []
-        for level in LEVELS:
-            counts = score.record(level)
-            rates.append(tuple(counts.number(what, 0.0, 1.0) if counts is not None else None
-                               for what in ("tpr", "fpr", "precision")))
-        scores.append(Score(key, rates[0], rates[1]))
+        edge, node = (_rates(score.record(level)) for level in LEVELS)
+        scores.append(Score(key, edge, node))
     return Comparison(tuple(inputs), tuple(overlap),
                       reference.text("name") if reference is not None else None, tuple(scores))
+
+
+def _rates(counts: Record | None) -> tuple[float | None, float | None, float | None]:
+    """(tpr, fpr, precision) of a level's confusion counts."""
+    if counts is None:
+        return None, None, None
+    return (counts.number("tpr", 0.0, 1.0), counts.number("fpr", 0.0, 1.0),
+            counts.number("precision", 0.0, 1.0))
 
 
 @dataclass(frozen=True)

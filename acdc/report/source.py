@@ -137,13 +137,15 @@ def read_source(target: str | Path, threshold: float | None = None,
     if sweep is not None:
         data = optional(directory / SWEEP_FILE, read_sweep_json)
         if data is not None:
-            source.sweep_table = optional_value(
-                lambda: read_sweep_table(data, str(directory / SWEEP_FILE)), notes)
-            source.sweep_plot = optional_value(
-                lambda: read_sweep_plot(data, str(directory / SWEEP_FILE)), notes)
-            if source.sweep_table is None:
-                notes.append(f"{directory / SWEEP_FILE}: no list of rows with a 'threshold'; "
-                             f"the sweep table is made from the runs' circuits")
+            where = str(directory / SWEEP_FILE)
+            try:
+                source.sweep_table = read_sweep_table(data, where)
+                if source.sweep_table is None:
+                    notes.append(f"{where}: no list of rows with a 'threshold'; the sweep "
+                                 f"table is made from the runs' circuits")
+            except FileError as error:
+                notes.append(f"{error}; left out")
+            source.sweep_plot = optional_value(lambda: read_sweep_plot(data, where), notes)
     for path in (Path(p) for p in comparisons) if comparisons else find_comparisons(directory):
         if comparisons and not any(_present(path / name) for name in COMPARISON_FILES):
             raise AcdcError(f"--comparison {path}: not a `circuit compare` output directory "
