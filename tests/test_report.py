@@ -566,7 +566,8 @@ def _outputs(run: Path, tmp_path: Path) -> dict[str, Path]:
              "a directory": tmp_path, "its circuit": run / "circuit.json",
              "its run.yaml": run / "run.yaml", "its evaluation": run / "evaluation.json",
              "a decision log": tmp_path / "decisions.jsonl",
-             "a sweep's record": tmp_path / "sweep.json"}
+             "a sweep's record": tmp_path / "sweep.json",
+             "a run file's name": tmp_path / "new" / "run.yaml"}
     (tmp_path / "decisions.jsonl").write_text("{}\n")
     (tmp_path / "sweep.json").write_text("{}\n")
     try:
@@ -588,9 +589,9 @@ def test_outputs_that_are_no_place_for_a_page_are_refused(evaluated_run, tmp_pat
         assert line.startswith(f"error: --out {out}: "), (what, line)
         assert any(words in line for words in (
             "symbolic link", "not a regular file", "is a directory", "is this command's input",
-            "would overwrite a run's")), (what, line)
+            "would overwrite a run's", "is the name of a run's file")), (what, line)
     assert {p: p.read_bytes() for p in run.iterdir()} == before
-    assert not (tmp_path / "elsewhere.html").exists()
+    assert not (tmp_path / "elsewhere.html").exists() and not (tmp_path / "new").exists()
     # The default report.html, when it is a link, is refused too.
     (run / "report.html").unlink(missing_ok=True)
     (run / "report.html").symlink_to(tmp_path / "elsewhere.html")
@@ -920,3 +921,33 @@ def test_the_content_security_policy_blocks_what_might_get_past(recorder, run_di
     assert not _ran(done.stdout) and requests == [], requests
     assert 'data-report-ready="1"' in done.stdout  # the page's own script, allowed by hash
     assert any("Content Security Policy" in line for line in console(done)), done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- its layer
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_report_sits_above_evaluation_and_sweep_and_nothing_below_imports_it():
+    root = Path(__file__).resolve().parent.parent
+    for path in [*sorted((root / "acdc").rglob("*.py")), root / "cli.py"]:
+        where = path.relative_to(root).as_posix()
+        imported = _imports(path)
+        if not where.startswith(("acdc/report/", "cli.py")):
+            assert not any(m == "acdc.report" or m.startswith("acdc.report.")
+                           for m in imported), where
+        if where.startswith(("acdc/export/", "acdc/core/")):  # below evaluation
+            assert not any(m.startswith(("acdc.evaluation", "acdc.sweep"))
+                           for m in imported), where
+    report = set().union(*(_imports(p) for p in (root / "acdc" / "report").glob("*.py")))
+    assert {"acdc.evaluation.sources", "acdc.evaluation.rank_scores"} <= report  # no copies

@@ -70,17 +70,13 @@ def curve_drawing(evaluation: Evaluation, prefix: str) -> str | None:
 
 def sweep_drawing(record: dict[str, Any], prefix: str) -> str | None:
     """The sweep's plot, as `circuit sweep` draws it, from the checked `sweep.json` values."""
+    from acdc.sweep.driver import sweep_title
     from acdc.sweep.results import plot_sweep
 
-    runs = record["runs"]
-    if not any(run["status"] == "finished" for run in runs):
+    if not any(run["status"] == "finished" for run in record["runs"]):
         return None
-    model = Path(record["model"]).name if record.get("model") else "?"
-    title = (f"task {record.get('task') or '?'}, model {model}: ACDC sweep "
-             f"({record.get('metric') or '?'}, {record.get('ablation') or '?'} ablation), "
-             f"{len(runs)} thresholds")
     with _drawn() as stem:
-        return _cleaned(plot_sweep(record, stem, title), prefix)
+        return _cleaned(plot_sweep(record, stem, sweep_title(record)), prefix)
 
 
 def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | None:

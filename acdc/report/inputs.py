@@ -299,10 +299,13 @@ def _finite(value: Any) -> float | None:
 
 
 def read_sweep_plot(data: Any, source: str) -> dict[str, Any] | None:
-    """What `acdc.sweep.results.plot_sweep` draws, from a `sweep.json` that `circuit sweep`
-    wrote (format `circuit-sweep/1`), checked; None for another layout."""
+    """What `acdc.sweep.results.plot_sweep` draws (and `acdc.sweep.driver.sweep_title` names),
+    from a `sweep.json` that `circuit sweep` wrote (format `circuit-sweep/1`), checked; None
+    for another layout."""
+    from acdc.sweep.plan import FORMAT
+
     if not (isinstance(data, dict) and isinstance(data.get("runs"), list)
-            and data.get("format") == "circuit-sweep/1"):
+            and data.get("format") == FORMAT):
         return None
     record = Record(data, source)
     runs = []
@@ -319,6 +322,8 @@ def read_sweep_plot(data: Any, source: str) -> dict[str, Any] | None:
                 raise run.wrong("n_edges_kept", "a whole number >= 0")
             runs.append({"threshold": threshold, "status": status, "n_edges_kept": kept,
                          "faithfulness": run.metric_numbers("faithfulness")})
+        else:
+            runs.append({"threshold": threshold, "status": status})
     metric = record.text("metric")
     if metric is not None and metric not in METRICS:
         raise record.wrong("metric", f"one of {', '.join(METRICS)}")

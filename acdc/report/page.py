@@ -23,8 +23,14 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from acdc.core.files import FileError, check_output, new_directories, write_text_atomic
-from acdc.errors import RunWarning, short_repr
+from acdc.core.files import (
+    RUN_FILES,
+    FileError,
+    check_output,
+    new_directories,
+    write_text_atomic,
+)
+from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.rank_scores import encode_score, rank_scores
 from acdc.report.figures import (
     circuit_drawing,
@@ -513,7 +519,11 @@ def write_report(target: str | Path, out: str | Path | None = None, *,
         check_output(out, "--out")  # before any work
     source = read_source(target, threshold, comparisons)
     path = Path(out) if out is not None else default_out(target, source)
-    check_output(path, "--out" if out is not None else "", inputs=source.inputs)
+    option = "--out" if out is not None else ""
+    check_output(path, option, inputs=source.inputs)
+    if path.name in RUN_FILES:  # absent now, but the next command would read it as one
+        raise AcdcError(f"{option} {path}: is the name of a run's file ({path.name}); choose "
+                        f"another file name".lstrip())
     page = build_report(source, score_width)
     with new_directories(path.parent):
         write_text_atomic(path, page)
