@@ -362,7 +362,7 @@ def hostile_svg(server: str) -> str:
 
 
 HOSTILE_NAME = "<img src=x onerror=\"" + PLANTED.replace("'", "`") + "\">"
-HOSTILE_TEXT = f"</title><script>{PLANTED}</script>\"' javascript:{PLANTED} <!--"
+HOSTILE_TEXT = f"</title><script>{PLANTED}</script>\"' javascript:{PLANTED} <!-- $\\sqrt{{$"
 
 
 def hand_circuit(seed: int, threshold=0.01, **settings) -> Circuit:

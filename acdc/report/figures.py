@@ -13,16 +13,14 @@ Two drawings cannot be made again from what is on disk: the union drawing of `ci
 (comparison.json does not list the reference's edges, nor whether the model's blocks are
 parallel), and the circuit without Graphviz (then the run's own `circuit.svg` is all there is).
 Those files, like every drawing above, go through the allow-list of `acdc.report.svg` before
-they reach the page. matplotlib draws text as given (`text.parse_math` off), so no name in a
-file is read as a formula.
+they reach the page. A `$` in a name from a file is escaped for matplotlib, which would read
+`$...$` as a formula.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +61,9 @@ def curve_drawing(evaluation: Evaluation, prefix: str) -> str | None:
         return None
     model = Path(evaluation.model).name if evaluation.model else "?"
     title = f"task {evaluation.task or '?'}, model {model}: faithfulness by circuit size"
-    with _drawn() as stem:
-        written = plot_curve(curve, stem, title, evaluation.ranking)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = plot_curve(curve, Path(tmp) / "plot", _as_text(title),
+                             _as_text(evaluation.ranking))
         return _cleaned(written, prefix)
 
 
@@ -75,8 +74,10 @@ def sweep_drawing(record: dict[str, Any], prefix: str) -> str | None:
 
     if not any(run["status"] == "finished" for run in record["runs"]):
         return None
-    with _drawn() as stem:
-        return _cleaned(plot_sweep(record, stem, sweep_title(record)), prefix)
+    named = {key: _as_text(value) if isinstance(value, str) else value
+             for key, value in record.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        return _cleaned(plot_sweep(named, Path(tmp) / "plot", sweep_title(named)), prefix)
 
 
 def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | None:
@@ -113,18 +114,9 @@ def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | N
     return clean_svg(svg, prefix, "the ROC plot")
 
 
-@contextlib.contextmanager
-def _drawn() -> Iterator[Path]:
-    """A stem in a temporary directory for a plot function to write to, with matplotlib
-    reading text as text (no `$...$` formulas)."""
-    try:
-        import matplotlib
-    except ImportError:  # the plot function says so
-        context: Any = contextlib.nullcontext()
-    else:
-        context = matplotlib.rc_context({"text.parse_math": False})
-    with tempfile.TemporaryDirectory() as tmp, context:
-        yield Path(tmp) / "plot"
+def _as_text(text: str) -> str:
+    """`text` for matplotlib, which reads `$...$` as a formula (and fails on a bad one)."""
+    return text.replace("$", r"\$")
 
 
 def _cleaned(written: list[Path], prefix: str) -> str | None:

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
@@ -125,7 +126,7 @@ def drawing(source: Source, score_width: bool) -> str:
     legend += " Hover over an edge for its name and score."
     if svg is None and not _graphviz():
         saved = source.circuit_path.with_suffix(".svg")
-        if saved.is_file():
+        if os.path.lexists(saved):
             source.inputs.append(saved)
             svg = _drawn(saved_drawing, source.notes, saved, "circuit")
             if svg is not None:

@@ -196,19 +196,12 @@ def find_comparisons(directory: Path) -> list[Path]:
     try:
         with os.scandir(directory) as entries:
             names = sorted(entry.name for entry in entries
-                           if not entry.name.startswith(RUN_PREFIX) and _entry_is_dir(entry))
+                           if not entry.name.startswith(RUN_PREFIX) and entry.is_dir())
     except OSError as error:
         raise disk_error(directory, error, "cannot read the directory") from None
     found = [candidate for candidate in [directory, *(directory / name for name in names)]
              if any(_present(candidate / name) for name in COMPARISON_FILES)]
     return found[:MAX_COMPARISONS]
-
-
-def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
 
 
 def _present(path: Path) -> bool:
