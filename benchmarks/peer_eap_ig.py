@@ -13,7 +13,7 @@ imports it from the environment. Install it into a separate virtual environment:
     pip install -e /tmp/eap-ig --no-deps    # it imports torch, transformer_lens, einops, tqdm,
                                             # numpy and matplotlib, all there by now
     pip install -e .                        # this project, from the repository root
-    python benchmarks/peer_eap_ig.py --out benchmarks/results
+    python benchmarks/peer_eap_ig.py --out benchmarks/results --library-ref COMMIT
 
 What is compared, on the bundled `ioi` task and model (`tasks/ioi.yaml`, `models/ioi`; the
 checkpoint loaded as the project loads it, `acdc.core.models.load_model`, one copy per tool):
@@ -513,7 +513,11 @@ def markdown(report: dict[str, Any]) -> str:
              "(the library's `patching`). Scores: the tool's `--per-prompt` against the "
              "library with the task as one batch; \"default\" is the tool without "
              "`--per-prompt`; \"batch 20\" the library in MIB's batches of 20. Relative "
-             "differences are per edge, over the edges above 1e-3 of the largest |score|.", ""]
+             "differences are per edge, over the edges above 1e-3 of the largest |score|. "
+             "\"gap at n\": the tool's n-th largest |score| minus the next one, against the "
+             "largest score difference between the tools: how far the top-n selection is from "
+             "a tie. f: MIB's faithfulness of the circuit (mean logit difference), "
+             "\"tool(library)\" = the tool's f of the library's circuit.", ""]
     for block in report["runs"]:
         lines += [f"## {block['dtype']}", "",
                   f"Edges: {block['edges']['library']} residual edges in both graphs "
@@ -532,14 +536,19 @@ def markdown(report: dict[str, Any]) -> str:
                              f"{s['max_diff_over_max_score']:.2e} | {s['max_rel_diff']:.2e} | "
                              f"{s['ratio_lstsq']:.8g} ({s['ratio_min']:.8g}..{s['ratio_max']:.8g})"
                              f" |")
+        seconds = ", ".join(f"{label} tool {row['seconds']['tool']:.2f} s, library "
+                            f"{row['seconds']['library']:.2f} s"
+                            for label, row in block["scores"].items())
+        lines += ["", f"Scoring time (one run each, the shared machine; indicative only): "
+                      f"{seconds}."]
         base = block["baselines"]
         lines += ["", f"Baselines (mean logit difference): tool full {base['tool']['full']:.7f}, "
                       f"empty {base['tool']['empty']:.7f}; library full "
                       f"{base['library']['full']:.7f}, empty {base['library']['empty']:.7f}.", "",
                   "| method | n | same selection | same circuit | edges tool / library | "
                   "f tool(tool) | f library(tool) | f library(library) | f tool(library) | "
-                  "max |f diff| | per-prompt LD max diff |", "|---|---|---|---|---|---|---|---|---|"
-                  "---|---|"]
+                  "max |f diff| | per-prompt LD max diff | gap at n / score diff |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, sizes in block["top_n"].items():
             for n, row in sizes.items():
                 f = row["f"]
@@ -549,15 +558,20 @@ def markdown(report: dict[str, Any]) -> str:
                              f"{row['tool_edges']} / {row['library_edges']} | "
                              f"{f['tool_on_tool']:.9f} | {f['library_on_tool']:.9f} | "
                              f"{f['library_on_library']:.9f} | {f['tool_on_library']:.9f} | "
-                             f"{diff:.1e} | {row['per_prompt_max_abs_diff']:.1e} |")
-        lines += ["", "Where a selection differs, the edges in one and not the other:"]
-        for label, sizes in block["top_n"].items():
-            for n, row in sizes.items():
-                for d in row["selected_differences"]:
-                    lines.append(f"- {label} n={n}: `{d['edge']}` only in the {d['in']}'s "
-                                 f"(tool {d['tool_score']:.9g}, library {d['library_score']:.9g};"
-                                 f" boundary |score| tool {row['boundary_tool']['nth']:.9g} / "
-                                 f"{row['boundary_tool']['next']:.9g})")
+                             f"{diff:.1e} | {row['per_prompt_max_abs_diff']:.1e} | "
+                             f"{row['boundary_tool']['gap']:.2e} / "
+                             f"{block['scores'][label]['per_prompt_vs_library']['max_abs_diff']:.1e}"
+                             f" |")
+        differences = [(label, n, row) for label, sizes in block["top_n"].items()
+                       for n, row in sizes.items() if row["selected_differences"]]
+        lines += ["", "Selections that differ (edges in one and not the other): "
+                      + ("none." if not differences else "")]
+        for label, n, row in differences:
+            for d in row["selected_differences"]:
+                lines.append(f"- {label} n={n}: `{d['edge']}` only in the {d['in']}'s "
+                             f"(tool {d['tool_score']:.9g}, library {d['library_score']:.9g};"
+                             f" boundary |score| tool {row['boundary_tool']['nth']:.9g} / "
+                             f"{row['boundary_tool']['next']:.9g})")
         lines += ["", "MIB files in process (every n): the tool's `to_mib` read by "
                       "`Graph.from_json`, the library's `to_json` read by `load_circuit`.", "",
                   "| method | n | tool -> library: names, in_graph count (tool), flags, "
@@ -606,13 +620,24 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true",
                         help="skip the command-line round trips (about a minute)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--library-ref", default="",
+                        help="the library's commit, recorded beside its version (a snapshot "
+                             "installed from an archive has no git metadata to read it from)")
+    parser.add_argument("--markdown-from", type=Path, metavar="JSON",
+                        help="only rewrite the .md beside a .json this script wrote")
     args = parser.parse_args()
+    if args.markdown_from is not None:
+        report = json.loads(args.markdown_from.read_text())
+        args.markdown_from.with_suffix(".md").write_text(markdown(report))
+        return
     torch.set_num_threads(args.threads)
     from importlib.metadata import version
 
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
-        "transformer_lens": version("transformer-lens"), "library": version("eap"),
+        "transformer_lens": version("transformer-lens"),
+        "library": version("eap") + (f" (hannamw/EAP-IG {args.library_ref})"
+                                     if args.library_ref else ""),
         "date": time.strftime("%Y-%m-%d"), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in args.dtype or ["float32", "float64"]:
