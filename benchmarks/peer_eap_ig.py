@@ -16,7 +16,9 @@ imports it from the environment. Install it into a separate virtual environment:
     python benchmarks/peer_eap_ig.py --out benchmarks/results --library-ref COMMIT
 
 What is compared, on the bundled `ioi` task and model (`tasks/ioi.yaml`, `models/ioi`; the
-checkpoint loaded as the project loads it, `acdc.core.models.load_model`, one copy per tool):
+checkpoint loaded by the project, `acdc.core.loading.load_model`, for the tool, and as the
+TransformerLens `HookedTransformer` the project builds of it, `acdc.core.models.load_hooked`,
+for the library):
 
 - the library's dataloader is the task's own prompts: the generator's clean and corrupted
   texts, tokenised by the library (`model.to_tokens`, BOS prepended, right padding) into
@@ -77,8 +79,9 @@ from acdc.core.circuit import Circuit, load_circuit  # noqa: E402
 from acdc.core.generators import generate_prompts  # noqa: E402
 from acdc.core.graph import Graph as ToolGraph  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
+from acdc.core.loading import DTYPES, LoadedModel, load_model  # noqa: E402
 from acdc.core.mib import to_mib  # noqa: E402
-from acdc.core.models import LoadedModel, load_model  # noqa: E402
+from acdc.core.models import load_hooked  # noqa: E402
 from acdc.core.selection import (  # noqa: E402
     Selection,
     prune,
@@ -119,24 +122,26 @@ class _TorchOnDevice:
         return torch.zeros(*args, device=self._device if device == "cuda" else device, **kwargs)
 
 
-def library_model(dtype: str) -> LoadedModel:
-    """The bundled ioi model as the library needs it: loaded as the project loads it, with the
-    hooks it reads switched on and a tokenizer for `to_tokens`."""
+def library_model(dtype: str) -> Any:
+    """The bundled ioi model as the library needs it: TransformerLens' `HookedTransformer` of
+    the checkpoint as the project builds it (`acdc.core.models.load_hooked`, whose weights the
+    project's own loading equals bit for bit), in `dtype`, with the hooks the library reads
+    switched on and a tokenizer for `to_tokens`."""
     from transformers import PreTrainedTokenizerFast
 
-    loaded = load_model(str(ROOT / "models" / "ioi"), dtype=dtype)
-    model = loaded.model
+    model, tokenizer = load_hooked(str(ROOT / "models" / "ioi"))
+    model = model.to(DTYPES[dtype], print_details=False)
     model.set_use_attn_result(True)
     model.set_use_split_qkv_input(True)
     model.set_use_hook_mlp_in(True)
-    assert loaded.tokenizer is not None
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=loaded.tokenizer.backend, bos_token="<bos>", pad_token="<pad>",
-        unk_token="<unk>", name_or_path=str(ROOT / "models" / "ioi"))
-    model.set_tokenizer(tokenizer, default_padding_side="right")
-    if model.cfg.device is None or not torch.cuda.is_available():
-        eap_attribute.torch = _TorchOnDevice(loaded.device)  # type: ignore[assignment]
-    return loaded
+    assert tokenizer is not None
+    model.set_tokenizer(PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend, bos_token="<bos>", pad_token="<pad>",
+        unk_token="<unk>", name_or_path=str(ROOT / "models" / "ioi")),
+        default_padding_side="right")
+    if not torch.cuda.is_available():
+        eap_attribute.torch = _TorchOnDevice(model.cfg.device)  # type: ignore[assignment]
+    return model
 
 
 def library_data(task: Task, texts: list[dict[str, Any]], model: Any,
@@ -308,8 +313,7 @@ def run(dtype: str, cli_dir: Path | None) -> dict[str, Any]:
     assert spec.generator is not None
     texts = generate_prompts(spec.generator["kind"], spec.generator, tool.tokenizer,
                              tool.shape.d_vocab, spec.source)
-    lib = library_model(dtype)
-    model = lib.model
+    model = library_model(dtype)
     data = library_data(task, texts, model, batch_size=task.n_prompts)
     data_mib = library_data(task, texts, model, batch_size=MIB_BATCH)
 
@@ -392,7 +396,7 @@ def run(dtype: str, cli_dir: Path | None) -> dict[str, Any]:
             }
         if cli_dir is not None:
             report["mib_files"][label] = cli_round_trip(
-                label, tool, model, lib_graph, evaluator, library_eval, cli_dir / dtype)
+                label, dtype, model, lib_graph, evaluator, library_eval, cli_dir / dtype)
     return report
 
 
@@ -452,7 +456,7 @@ def file_check_tool(back: Circuit, lib_graph: Graph, graph: ToolGraph,
             "tool_f": tool_evaluate(evaluator, list(back.kept))["f"]}
 
 
-def cli_round_trip(label: str, tool: LoadedModel, model: Any, lib_graph: Graph,
+def cli_round_trip(label: str, dtype: str, model: Any, lib_graph: Graph,
                    evaluator: CircuitEvaluator, library_eval: LibraryEvaluator,
                    out: Path) -> dict[str, Any]:
     """Through the command line, at n = CLI_SIZE: `circuit discover` + `circuit export -f mib`
@@ -460,8 +464,7 @@ def cli_round_trip(label: str, tool: LoadedModel, model: Any, lib_graph: Graph,
     method = CLI_METHOD[label]
     run_dir = out / f"{method}-top{CLI_SIZE}"
     extra = ["--ig-steps", str(IG_STEPS)] if label == "EAP-IG" else []
-    dtype = tool.model.cfg.dtype
-    dtype_flag = ["--dtype", str(dtype).removeprefix("torch.")]
+    dtype_flag = ["--dtype", dtype]
     commands = [
         ["discover", "--task", str(TASK_FILE), "--method", method, "--metric", "logit_diff",
          "--top-n", str(CLI_SIZE), "--per-prompt", *extra, *dtype_flag, "--out", str(run_dir),

@@ -19,7 +19,8 @@ threshold and to `exact` patching). The EAP-IG library (MIB) differentiates the 
 of each batch of its dataloader, adds the batches up and divides by the number of prompts N:
 its score is this one divided by its batch size B. `per_prompt` divides by N, which is the
 library's score when it reads the prompts as one batch (B = N; `benchmarks/peer_eap_ig.py`
-compares the two); with MIB's batches of 20 the library's scores are N/20 times these. The ranking, and so every circuit a rule chooses, is the same either way.
+compares the two); with MIB's batches of 20 the library's scores are N/20 times these. The
+ranking, and so every circuit a rule chooses, is the same either way.
 
 The circuit is chosen from the scores by the pipeline's one selection rule
 (`acdc.core.selection`: `--top-n`, `--edges-fraction`, `--threshold`, counted in residual
