@@ -953,8 +953,15 @@ def export(
     from acdc.export.formats import export_circuit
 
     written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
-    typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges "
-               f"kept)")
+    if ExportFormat(format) is ExportFormat.mib:  # counted as the file (and MIB) counts them
+        from acdc.core.mib import mib_edge_counts
+
+        kept, total = mib_edge_counts(circuit)
+        typer.echo(f"wrote {written} ({kept} of {total} edges in_graph: MIB counts the "
+                   f"residual edges only)")
+    else:
+        typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} "
+                   f"edges kept)")
 
 
 # --------------------------------------------------------------------------- report

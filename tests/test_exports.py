@@ -21,7 +21,7 @@ from cli_helpers import error_line, invoke
 
 from acdc.core.circuit import Circuit, from_mib, load_circuit
 from acdc.core.graph import GraphShape, build_graph
-from acdc.core.mib import mib_edge_count, to_mib
+from acdc.core.mib import mib_edge_count, mib_edge_counts, to_mib
 from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import GraphError
 from acdc.export.dot import MAX_WIDTH, MIN_WIDTH, circuit_title, model_label, to_dot
@@ -135,6 +135,9 @@ def test_mib_head_granularity_is_written_as_q_k_and_v_edges():
             assert all(data["edges"][n]["in_graph"] is circuit.kept[edge.index] for n in names)
     back = from_mib(data)
     assert back.graph.granularity == "qkv"
+    assert mib_edge_counts(circuit) == (sum(e["in_graph"] for e in data["edges"].values()),
+                                        len(data["edges"]))
+    assert mib_edge_counts(back) == mib_edge_counts(circuit)
 
 
 def test_mib_refuses_what_it_cannot_hold():
@@ -297,6 +300,10 @@ def test_export_mib_reads_d_model_from_the_runs_model(run_dir, tmp_path):
     assert data["cfg"]["d_model"] == TINY_CONFIG["d_model"]
     assert data == to_mib(circuit, TINY_CONFIG["d_model"])
     assert f"wrote {out}" in result.stdout
+    # the message counts what the file holds, as the EAP-IG library counts it (residual edges)
+    n_in_graph = sum(entry["in_graph"] for entry in data["edges"].values())
+    assert n_in_graph == circuit.n_residual_kept < circuit.n_edges_kept
+    assert f"({n_in_graph} of {len(data['edges'])} edges in_graph" in result.stdout
     result = invoke("export", run_dir / "circuit.json", "-f", "mib", "--out", out, "--d-model", 99)
     assert result.exit_code == 0 and json.loads(out.read_text())["cfg"]["d_model"] == 99
 

@@ -88,6 +88,20 @@ def _node_of(name: str) -> str:
     return name.split("<", 1)[0]
 
 
+def mib_edge_counts(circuit: Circuit) -> tuple[int, int]:
+    """(in_graph, all) edges of the circuit's MIB file, as the library counts them
+    (`count_included_edges`): residual edges only, an edge into a head of a `head`-granularity
+    circuit three times (its q, k and v edges)."""
+    kept = total = 0
+    for edge in circuit.graph.edges:
+        if edge.kind == "direct":
+            continue
+        copies = len(_mib_edges(edge, circuit.graph))
+        total += copies
+        kept += copies if circuit.kept[edge.index] else 0
+    return kept, total
+
+
 def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
     """The MIB circuit file of `circuit` as a dictionary (see the module docstring)."""
     graph = circuit.graph

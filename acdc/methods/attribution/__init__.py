@@ -15,9 +15,12 @@ scores; see its docstring for how.
 
 **Normalisation.** A score is summed over prompts and metric positions of the metric's mean,
 so it is the estimated change of the run's metric itself, in its units (comparable to ACDC's
-threshold and to `exact` patching). The EAP-IG library (MIB) divides its scores by the number
-of prompts once more: `per_prompt` gives exactly those (a MIB threshold then means the same in
-both tools); the ranking is the same either way.
+threshold and to `exact` patching). The EAP-IG library (MIB) differentiates the mean metric
+of each batch of its dataloader, adds the batches up and divides by the number of prompts N:
+its score is this one divided by its batch size B. `per_prompt` divides by N, which is the
+library's score when it reads the prompts as one batch (B = N; `benchmarks/peer_eap_ig.py`
+compares the two); with MIB's batches of 20 the library's scores are N/20 times these. The
+ranking, and so every circuit a rule chooses, is the same either way.
 
 The circuit is chosen from the scores by the pipeline's one selection rule
 (`acdc.core.selection`: `--top-n`, `--edges-fraction`, `--threshold`, counted in residual
@@ -55,9 +58,10 @@ class EapSettings:
     """EAP's settings: how scores are normalised."""
 
     per_prompt: bool = option(
-        False, help="eap/eap-ig: divide every score by the number of prompts, as the EAP-IG "
-                    "library (MIB) does; by default a score is the estimated change of the "
-                    "metric itself, in its units (as ACDC's threshold).")
+        False, help="eap/eap-ig: divide every score by the number of prompts N: the EAP-IG "
+                    "library's scores when it reads the prompts as one batch (in batches of B "
+                    "its scores are N/B times these). By default a score is the estimated "
+                    "change of the metric itself, in its units (as ACDC's threshold).")
 
     @property
     def alphas(self) -> tuple[float, ...]:
