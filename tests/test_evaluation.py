@@ -194,7 +194,7 @@ def test_rankings_become_scores_unscored_and_unnamed_edges_last():
         ranking_scores([(0, 1.0), (0, 2.0)], 3)
     with pytest.raises(GraphError, match="not one of the graph's 0..2"):
         ranking_scores([(3, 1.0)], 3)
-    assert [edges_at(f, 32491) for f in (0.001, 0.002, 0.5, 1.0)] == [32, 65, 16246, 32491]
+    assert [edges_at(f, 32491) for f in (0.001, 0.002, 0.5, 1.0)] == [32, 64, 16245, 32491]
     assert edges_at(0.001, 58) == 0
 
 

@@ -5,7 +5,7 @@ node scores) returns scores; this module turns them into a circuit, the same way
 them and for the faithfulness curves:
 
 - **Selection** (`Selection`): exactly one rule, `top_n` (the n edges with the largest
-  |score|), `edges_fraction` (that fraction of the edges, rounded to the nearest count) or
+  |score|), `edges_fraction` (that fraction of the edges, truncated as MIB does) or
   `threshold` (every edge with |score| >= it). Edges are counted as the MIB benchmark counts
   them: the residual edges only. A head's direct q/k/v edges (`a1.h2<q>->a1.h2`, this graph's
   own) are not ranked: each follows its input, kept exactly when some kept residual edge feeds
@@ -94,8 +94,20 @@ class Selection:
         if self.top_n is not None:
             return min(self.top_n, n_items)
         if self.edges_fraction is not None:
-            return round(self.edges_fraction * n_items)
+            return edges_at(self.edges_fraction, n_items)
         return None
+
+
+def edges_at(fraction: float, n_edges: int) -> int:
+    """The number of edges at `fraction` of `n_edges` as the MIB benchmark takes it:
+    `int(fraction * n_edges)`, truncated (its evaluation code does so at every circuit size).
+
+    >>> edges_at(0.001, 32491), edges_at(0.002, 32491), edges_at(1.0, 32491)
+    (32, 64, 32491)
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"a fraction of the edges must lie in [0, 1], got {fraction}")
+    return min(n_edges, int(fraction * n_edges))
 
 
 def size_key(score: float | None) -> float:

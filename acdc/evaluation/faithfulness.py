@@ -77,7 +77,7 @@ from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import Recordings
-from acdc.core.selection import Selection, residual_edges, select_edges
+from acdc.core.selection import Selection, edges_at, residual_edges, select_edges
 from acdc.core.selection import n_residual as count_residual
 from acdc.core.selection import prune as prune_edges
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
@@ -291,17 +291,6 @@ def ranking_scores(ranking: Ranking, n_edges: int) -> tuple[list[float | None], 
             scores[index] = float(score)
             n_scored += 1
     return scores, n_scored
-
-
-def edges_at(fraction: float, n_edges: int) -> int:
-    """The number of edges at `fraction` of `n_edges`, rounded to the nearest (halves up).
-
-    >>> edges_at(0.001, 32923), edges_at(1.0, 32923)
-    (33, 32923)
-    """
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"a fraction of the edges must lie in [0, 1], got {fraction}")
-    return min(n_edges, math.floor(fraction * n_edges + 0.5))
 
 
 def supported_metrics(targets: MetricTargets) -> list[str]:
