@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.circuit import Circuit, load_circuit
+from acdc.core.files import write_text_atomic
 from acdc.core.tasks import TaskSpec, read_task
 from acdc.errors import AcdcError, RunWarning
 from acdc.evaluation.faithfulness import (
@@ -310,9 +311,10 @@ def write_evaluation(job: EvaluationJob, outcome: EvaluationOutcome) -> list[Pat
 
     try:
         job.out.parent.mkdir(parents=True, exist_ok=True)
-        job.out.write_text(json.dumps(_strict(evaluation_record(job, outcome)), indent=1) + "\n")
     except OSError as error:
         raise AcdcError(f"--out {job.out}: cannot write ({error.strerror or error})") from None
+    write_text_atomic(job.out, json.dumps(_strict(evaluation_record(job, outcome)), indent=1)
+                      + "\n")
     written = [job.out]
     if outcome.curve is not None:
         title = f"task {job.spec.name}, model {_short(job.model)}: faithfulness by circuit size"
