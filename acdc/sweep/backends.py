@@ -58,7 +58,7 @@ RAY_MISSING = "Ray is not installed: pip install 'circuit[ray]'"
 PROBE_TIMEOUT_S = 5.0  # for a TCP answer from the address given
 RAY_TIMEOUT_S = 20.0  # default --ray-timeout: Ray's own default wait for a cluster
 MAX_RAY_TIMEOUT_S = 3600.0
-JOIN_GRACE_S = 3.0  # past the timeout, for Ray's last try to end
+JOIN_GRACE_S = 1.0  # past the timeout, for Ray's last try to end
 RAY_GCS_WAIT = "RAY_gcs_server_port_wait_time_s"  # Ray's tries (one a second) for the GCS
 # an HTTP/2 client's first bytes: the preface, then an empty SETTINGS frame (length 0, type 4)
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"

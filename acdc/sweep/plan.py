@@ -40,6 +40,7 @@ from acdc.core.files import (
     check_output_dir,
     new_directories,
     read_json,
+    read_yaml,
     write_json_atomic,
 )
 from acdc.core.settings import ABLATIONS, METRICS, recorded_fields
@@ -50,6 +51,7 @@ from acdc.methods.registry import get_method
 from acdc.run import (
     CIRCUIT_JSON,
     DTYPES,
+    RUN_YAML,
     RunLock,
     RunSettings,
     resolve_settings,
@@ -263,10 +265,11 @@ def read_header(out_dir: Path) -> dict[str, Any]:
         raise AcdcError(f"{path}: is a symbolic link; a sweep's record is a file it writes "
                         f"itself: start a new sweep with --out")
     data = read_json(path, "a sweep's record, written by `circuit sweep`", MAX_GRAPH_FILE_BYTES)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise AcdcError(f"{path}: format is {_show(found)}, expected {FORMAT!r} (written by "
-                        f"`circuit sweep`)")
+    if not isinstance(data, dict):
+        raise AcdcError(f"{path}: holds {_show(data)}, not the mapping `circuit sweep` writes")
+    if data.get("format") != FORMAT:
+        raise AcdcError(f"{path}: format is {_show(data.get('format'))}, expected {FORMAT!r} "
+                        f"(written by `circuit sweep`)")
     return data
 
 
@@ -533,6 +536,7 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
     if circuit_path.is_file():
         circuit = load_circuit(circuit_path)
         _check_circuit(circuit.settings, run, circuit_path)
+        _check_run_yaml(directory / RUN_YAML, run)
         if not circuit.partial:
             if (directory / EVALUATION_JSON).is_file():
                 return None
@@ -555,6 +559,22 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
                             f"{'; '.join(conflicts)}; move it away, or choose another --out")
         return replace(job, action="resume")
     return job
+
+
+def _check_run_yaml(path: Path, run: RunSettings) -> None:
+    """The settings a circuit file does not hold (seed, dtype), from the run's run.yaml."""
+    if not path.is_file():
+        return
+    data = read_yaml(path, "a run's settings, written by `circuit discover`")
+    if not isinstance(data, dict):
+        raise AcdcError(f"{path}: holds {_show(data)}, not the settings `circuit discover` "
+                        f"writes; move the run away, or choose another --out")
+    mine = run.record()
+    differ = [key for key in ("seed", "dtype") if key in data and data[key] != mine[key]]
+    if differ:
+        shown = "; ".join(f"{key} {_show(data[key])} (this sweep: {mine[key]})" for key in differ)
+        raise AcdcError(f"{path}: not a run of this sweep: {shown}; move it away, or choose "
+                        f"another --out")
 
 
 def _check_circuit(recorded: Mapping[str, Any], run: RunSettings, path: Path) -> None:
