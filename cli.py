@@ -533,12 +533,16 @@ def sweep(
         with contextlib.closing(plan), _Interrupts() as interrupts:
             _announce_sweep(plan, status)
             counter = [len(plan.done)]
+            partial: list[str] = []
 
             def on_threshold(job, outcome) -> None:
                 for message in outcome.warnings:
                     _err(f"warning: tau {job.threshold:g}: {_one_line(message)}")
                 if outcome.status != "finished":
                     decided = outcome.n_edges_decided
+                    partial.append(f"tau {job.threshold:g} after "
+                                   f"{'?' if decided is None else decided} of "
+                                   f"{outcome.n_edges_total} edges decided")
                     status.say(f"tau {job.threshold:g}: {interrupts.name} after "
                                f"{'?' if decided is None else decided} of "
                                f"{outcome.n_edges_total} edges decided; its files are marked "
@@ -557,8 +561,9 @@ def sweep(
                     _err(f"{interrupts.name} before any threshold wrote a file; nothing was "
                          f"written")
                 else:
-                    _err(f"{interrupts.name}: {counter[0]} of {total} thresholds finished; "
-                         f"resume with `circuit sweep --resume "
+                    stopped = f" ({', '.join(partial)}: partial)" if partial else ""
+                    _err(f"{interrupts.name}: {counter[0]} of {total} thresholds finished"
+                         f"{stopped}; resume with `circuit sweep --resume "
                          f"{shlex.quote(str(plan.out_dir))}`")
                 raise typer.Exit(interrupts.exit_code) from None
     finally:
