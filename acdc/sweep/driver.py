@@ -54,9 +54,9 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
     """Run the plan's jobs here (`jobs` 1), on `jobs` worker processes (at most as many as the
     machine holds: `acdc.sweep.capacity`; a `Workers` is taken as chosen), or on the Ray
     cluster at `ray` (an address, or a connection made with `connect_ray`); then write
-    sweep.json and the plots. KeyboardInterrupt stops it after writing sweep.json (the
-    finished thresholds stay finished); a sweep that leaves nothing is discarded
-    (`plan.discarded`)."""
+    sweep.json and the plots. KeyboardInterrupt stops it (sweep.json, rewritten as each
+    threshold finishes, holds the finished ones); a failed or interrupted sweep that leaves no
+    threshold's file is discarded (`plan.discarded`)."""
     options = options or RunOptions()
     if ray is None:
         check_threads(options.threads)
@@ -66,17 +66,16 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
                 warnings.warn(jobs.note, RunWarning, stacklevel=2)
     n = jobs.n if isinstance(jobs, Workers) else jobs
 
-    records: SweepRecords | None = None
+    records: list[SweepRecords] = []  # made in the try below: it reads every finished run
 
     def finished_one(job: ThresholdJob, outcome: ThresholdOutcome) -> None:
-        assert records is not None
-        records.refresh(job.threshold)
-        records.write()
+        records[0].refresh(job.threshold)
+        records[0].write()
         if on_threshold is not None:
             on_threshold(job, outcome)
 
     try:
-        records = SweepRecords(plan.settings, plan.out_dir)  # checks every finished run's files
+        records.append(SweepRecords(plan.settings, plan.out_dir))
         if not plan.jobs:
             failures: list[Failure] = []
         elif ray is not None:
@@ -86,14 +85,13 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
         else:
             failures = run_here(plan.jobs, options, finished_one)
     except BaseException:
-        if plan.discard():
-            plan.discarded = True
-        elif records is not None:
-            records.write()  # as it stands (a file that holds it already is left as it is)
+        # sweep.json already holds every threshold this invocation finished (`finished_one`);
+        # a failure or an interrupt finishes none, so the file is left as it is
+        plan.discarded = plan.discard()
         raise
     for failure in failures:
-        records.refresh(failure.threshold)
-    path, record = records.write()
+        records[0].refresh(failure.threshold)
+    path, record = records[0].write()
     written = [path, *plot_sweep(record, plan.out_dir / PLOT_STEM, sweep_title(record))]
     return SweepOutcome(record, tuple(failures), tuple(written))
 
