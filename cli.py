@@ -31,16 +31,57 @@ import shlex
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from acdc.errors import AcdcError
 
+# click's exception classes, as the installed typer has them (typer vendors its own click).
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """The `circuit` command group, with every usage error (an unknown option, a bad value, a
+    missing argument) reported as one line `error: ...; see `circuit CMD --help``, exit 2,
+    in the form of every other error, instead of click's three-line Usage/Try/Error box."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
+        except _UsageError as error:
+            context = getattr(error, "ctx", None)
+            command = context.command_path if context is not None else "circuit"
+            message = _one_line(error.format_message())  # type: ignore[attr-defined]
+            _err(f"error: {message.replace('Value error, ', '').rstrip('.')}; see `{command} "
+                 f"--help`")
+            code = error.exit_code  # type: ignore[attr-defined]
+        except _ClickException as error:
+            _err(f"error: {_one_line(error.format_message())}")  # type: ignore[attr-defined]
+            code = error.exit_code  # type: ignore[attr-defined]
+        except typer.Abort:
+            _err("error: aborted")
+            code = 1
+        else:
+            code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="circuit",
     help="Automated circuit discovery (ACDC) on TransformerLens models.",
     no_args_is_help=True,
@@ -169,9 +210,20 @@ SeedOption = Annotated[int | None, typer.Option(help="Random seed. Default: the 
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 DtypeOption = Annotated[Dtype, typer.Option(
     help="Model precision (float32 on CPU; lower precision only on GPUs).")]
+def _threads_option(value: int) -> int:
+    """--threads checked when parsed (a usage error), before anything is loaded or written."""
+    from acdc.core.configs import check_threads
+
+    try:
+        return check_threads(value)
+    except AcdcError as error:
+        raise typer.BadParameter(str(error).removeprefix(f"--threads {value}: ")) from None
+
+
 ThreadsOption = Annotated[int, typer.Option(
-    min=0, help="CPU threads; 0 (default): 1 for small models, where threads only add "
-                "overhead, else PyTorch's default.")]
+    min=0, callback=_threads_option,
+    help="CPU threads, at most the cores this process may use; 0 (default): 1 for small "
+         "models, where threads only add overhead, else PyTorch's default.")]
 MaxMemoryOption = Annotated[float | None, typer.Option(
     min=0, metavar="GIB", help="Refuse a run whose memory estimate exceeds this many GiB. "
                                "Default: the memory available now.")]
@@ -340,8 +392,11 @@ def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> No
     kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
     noise = circuit.results.get("metric_noise", 0.0)
     shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
+    selected = circuit.results.get("n_edges_selected")
+    pruned = (f"; {selected} selected, {selected - kept} of them pruned: on no path from input "
+              f"to logits" if isinstance(selected, int) and selected != kept else "")
     typer.echo(("partial: " if circuit.partial else "") +
-               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%); metric "
+               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%{pruned}); metric "
                f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
                f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
@@ -484,7 +539,6 @@ def sweep(
         GridError,
         RunOptions,
         SweepConflict,
-        check_threads,
         choose_workers,
         connect_ray,
         open_sweep,
@@ -503,7 +557,6 @@ def sweep(
                                  "dtype", "thresholds"} & set(ctx.params))
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     status = _Status(quiet)
-    check_threads(threads)
     try:
         if resume is not None:
             if out is not None and not _same_dir(out, resume):
@@ -802,6 +855,7 @@ def render(
     """Re-draw a saved circuit (circuit.json or a MIB circuit file) as SVG, PNG or DOT
     (without the model)."""
     from acdc.core.circuit import load_circuit
+    from acdc.core.files import check_output, new_directories
     from acdc.export.dot import circuit_title, to_dot
     from acdc.export.dot import render as render_dot
 
@@ -810,11 +864,16 @@ def render(
     source = to_dot(circuit, all_edges=all_edges, title=circuit_title(circuit),
                     score_width=not no_score_width)
     target = out if out is not None else circuit_json.with_suffix(f".{file_format}")
-    written = render_dot(source, target, file_format)
+    check_output(target, "--out" if out is not None else "", [circuit_json])
+    with new_directories(target.parent):
+        written = render_dot(source, target, file_format)
     typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
 
 
 # --------------------------------------------------------------------------- export
+
+
+MAX_D_MODEL = 1 << 20  # far above any model's residual width (GPT-3: 12,288)
 
 
 class ExportFormat(str, Enum):
@@ -838,8 +897,9 @@ def export(
         help="File to write. Default: beside the circuit, <stem>.mib.json, .graphml or "
              ".csv.")] = None,
     d_model: Annotated[int | None, typer.Option(
-        min=1, help="mib: the model's d_model. Default: from the run's model configuration "
-                    "(run.yaml beside the circuit, else the circuit's model).")] = None,
+        min=1, max=MAX_D_MODEL,
+        help="mib: the model's d_model. Default: from the run's model configuration (run.yaml "
+             "beside the circuit, else the circuit's model).")] = None,
 ) -> None:
     """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
     from acdc.export.formats import export_circuit
@@ -903,13 +963,12 @@ def compare(
     """Compare two circuits (edges and nodes in both / only in one, Jaccard, a drawing of the
     union), score circuits against a reference (TPR, FPR, precision at edge and node level),
     and draw a sweep's ROC curve against the reference with its AUC."""
-    from acdc.evaluation.summary import default_out_dir, summarize, write_outputs
+    from acdc.evaluation.summary import summarize, write_outputs
 
     summary = summarize([a] if b is None else [a, b], reference)
     for line in _comparison_lines(summary):
         typer.echo(line)
-    written = write_outputs(summary, out if out is not None else default_out_dir(),
-                            render_svg=not no_render)
+    written = write_outputs(summary, out, render_svg=not no_render)
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 

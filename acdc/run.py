@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import available_memory, check_reachable, model_kind
-from acdc.core.files import disk_error, write_text_atomic
+from acdc.core.files import (
+    check_output_dir,
+    make_directories,
+    remove_if_empty,
+    unique_directory,
+    write_text_atomic,
+)
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
 from acdc.core.tasks import TaskSpec, check_prompt_lengths, read_task
@@ -240,10 +246,13 @@ class Run:
     resume_from: Any = None  # the method's JournalState
     command: tuple[str, ...] | None = None  # the command line as typed, if known
     typed: Mapping[str, str | None] | None = None  # the task and model as given, if known
+    created: tuple[Path, ...] = ()  # directories made for this run (removed by close if empty)
 
     def close(self) -> None:
-        """Release the run directory (also released when the process ends)."""
+        """Release the run directory (also released when the process ends) and remove the
+        directories this run created if it wrote nothing into them (it failed early)."""
         self.lock.release()
+        remove_if_empty(list(self.created))
 
 
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
@@ -259,14 +268,20 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
                                       device=device, dtype=dtype, **options)
     chosen = get_method(settings.method)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = out if out is not None else Path("runs") / f"{_safe(spec.name)}-{stamp}"
-    prepare_out_dir(out_dir)
-    lock = RunLock(out_dir)
-    with _released_on_error(lock):
+    if out is None:
+        out_dir, created = unique_directory(Path("runs") / f"{_safe(spec.name)}-{stamp}")
+    else:
+        out_dir, created = out, prepare_out_dir(out)
+    try:
+        lock = RunLock(out_dir)
+    except AcdcError:
+        remove_if_empty(created)
+        raise
+    with _released_on_error(lock, created):
         if chosen.journal is not None:
             chosen.journal.check_new_run(out_dir)
     return Run(settings, spec, out_dir, chosen, lock, command=command,
-               typed={"task": task, "model": model})
+               typed={"task": task, "model": model}, created=tuple(created))
 
 
 def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
@@ -343,12 +358,14 @@ def resume_run(out_dir: Path, given: Mapping[str, Any] | None = None,
 
 
 @contextlib.contextmanager
-def _released_on_error(lock: RunLock) -> Iterator[None]:
-    """Release the directory's lock if preparing the run fails."""
+def _released_on_error(lock: RunLock, created: list[Path] | None = None) -> Iterator[None]:
+    """Release the directory's lock (and remove the directories made for it, if empty) if
+    preparing the run fails."""
     try:
         yield
     except BaseException:
         lock.release()
+        remove_if_empty(created or [])
         raise
 
 
@@ -365,22 +382,17 @@ def _journal_method(out_dir: Path) -> Method:
                     f"`circuit discover`)")
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create the output directory, or say in one line why it cannot be (the real cause: a
-    file in the way, a symlink loop, no permission, a full disk)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        try:
-            out_dir.stat()  # a dangling or looping symlink says why here
-        except OSError as error:
-            raise disk_error(f"--out {out_dir}", error, "cannot use it") from None
-        raise AcdcError(f"--out {out_dir}: exists and is not a directory") from None
-    except OSError as error:
-        raise disk_error(f"--out {out_dir}", error, "cannot create the directory") from None
+def prepare_out_dir(out_dir: Path) -> list[Path]:
+    """Create the output directory, or say in one line why it cannot be (a symbolic link, a
+    file in the way, a symlink loop, no permission, a full disk); return the directories
+    created (`acdc.core.files.remove_if_empty` removes them when the command fails)."""
+    check_output_dir(out_dir)
+    created = make_directories(out_dir)
     if not os.access(out_dir, os.W_OK | os.X_OK):
+        remove_if_empty(created)
         raise AcdcError(f"--out {out_dir}: cannot write in this directory (permission denied); "
                         f"choose another --out")
+    return created
 
 
 def _safe(name: str) -> str:
@@ -439,7 +451,9 @@ def _load_inputs(run: Run) -> tuple[LoadedModel, Task]:
 def _set_threads(shape: ModelShape, device: str, threads: int) -> None:
     import torch
 
-    chosen = threads or cpu_threads(shape, device)
+    from acdc.core.configs import check_threads
+
+    chosen = check_threads(threads) or cpu_threads(shape, device)
     if chosen:
         torch.set_num_threads(chosen)
 

@@ -311,7 +311,7 @@ def test_export_default_outputs_beside_the_circuit(run_dir):
     rows = list(csv.reader((run_dir / "circuit.csv").open()))
     assert len(rows) == 1 + len(load_circuit(run_dir / "circuit.json").graph.edges)
     result = invoke("export", run_dir / "circuit.mib.json", "-f", "mib")  # onto itself
-    assert result.exit_code == 1 and "is the circuit being exported" in error_line(result)
+    assert result.exit_code == 1 and "is this command's input" in error_line(result)
 
 
 def test_export_without_a_reachable_model_says_to_pass_d_model(run_dir, tmp_path):

@@ -17,6 +17,7 @@ from test_cli import TINY_CONFIG, error_line, invoke, write_task
 from test_resume import assert_same_circuit, interrupt_at
 
 from acdc.core.models import build_model, save_checkpoint
+from acdc.errors import AcdcError
 from acdc.evaluation.rank_scores import decode_score, encode_score, rank_scores
 from acdc.evaluation.sources import load_sweep
 from acdc.sweep import GridError, RunOptions, default_grid, parse_grid, run_dir_name
@@ -301,9 +302,18 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 def test_threads_beyond_the_cores_are_refused_before_anything_is_written(task, tmp_path):
     result = sweep(task, tmp_path / "sweep", "--threads", "100000")
-    assert result.exit_code == 1
-    assert "--threads 100000: more than the" in error_line(result)
+    assert result.exit_code == 2  # a usage error, found when the options are parsed
+    assert "--threads" in error_line(result) and "give at most" in error_line(result)
     assert list(tmp_path.iterdir()) == []
+    from acdc.sweep import open_sweep, prepare_sweep, run_sweep  # the library checks it too
+
+    plan = open_sweep(prepare_sweep(str(task), thresholds=GRID, out=tmp_path / "lib"))
+    try:
+        with pytest.raises(AcdcError, match="--threads 100000: this process may use"):
+            run_sweep(plan, RunOptions(threads=100000))
+    finally:
+        plan.close()
+    assert plan.discarded and list(tmp_path.iterdir()) == []  # what it made is taken back
 
 
 def test_jobs_are_bounded_by_the_cores_and_the_memory(task, monkeypatch):
@@ -315,14 +325,14 @@ def test_jobs_are_bounded_by_the_cores_and_the_memory(task, monkeypatch):
     need = capacity.worker_memory(settings, load_shape(settings.run.model))
     assert need > capacity.RUNTIME_BYTES
     monkeypatch.setattr(capacity, "available_memory", lambda: 100 * need)
-    monkeypatch.setattr(capacity, "usable_cores", lambda: 2)
+    monkeypatch.setattr(capacity, "available_cores", lambda: 2)
     workers = capacity.choose_workers(10000, 3, 0, settings)
     assert workers.n == 2
     assert workers.note.startswith("--jobs 10000: running 2 worker processes: 2 CPU cores here "
                                    "(1 thread a worker); memory for 100")
     workers = capacity.choose_workers(4, 3, 2, settings)  # --threads 2: one worker fits
     assert workers.n == 1 and "one threshold at a time in this process" in workers.note
-    monkeypatch.setattr(capacity, "usable_cores", lambda: 64)
+    monkeypatch.setattr(capacity, "available_cores", lambda: 64)
     monkeypatch.setattr(capacity, "available_memory", lambda: int(2.5 * need))
     workers = capacity.choose_workers(10000, 3, 0, settings)
     assert workers.n == 2 and "memory for 2 (about" in workers.note
@@ -338,7 +348,7 @@ def test_jobs_beyond_the_machine_run_what_fits_and_say_so(task, independent, tmp
                                                           monkeypatch):
     from acdc.sweep import capacity
 
-    monkeypatch.setattr(capacity, "usable_cores", lambda: 1)
+    monkeypatch.setattr(capacity, "available_cores", lambda: 1)
     result = sweep(task, tmp_path / "sweep", "--jobs", "10000")
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("warning: --jobs 10000: running one threshold at a time in "
@@ -369,7 +379,7 @@ def test_jobs_beyond_the_machine_run_what_fits_and_say_so(task, independent, tmp
     ("[" * 100_000 + "]" * 100_000, "not valid JSON (lists or objects nested too deeply)"),
     ('{"format": "circuit-sweep/1", "seed": ' + "1" * 100_000 + "}",
      "not valid JSON (a whole number of more than"),
-    ("[1, 2]", "holds a list of 2 items, not the mapping `circuit sweep` writes"),
+    ("[1, 2]", "holds a list, not the mapping `circuit sweep` writes"),
 ])
 def test_a_damaged_sweep_json_is_one_line_naming_it(swept, tmp_path, change, says):
     import shutil
@@ -392,15 +402,15 @@ def test_a_damaged_sweep_json_is_one_line_naming_it(swept, tmp_path, change, say
 
 
 @pytest.mark.parametrize("change, says", [
-    (lambda d: [1, 2], "the file is a list of 2 items, expected the mapping"),
+    (lambda d: [1, 2], "the file is a list, expected the mapping"),
     (lambda d: {**d, "metrics": "kl"}, "metrics is 'kl', expected a mapping"),
-    (lambda d: {**d, "metrics": ["kl", "nll"]}, "metrics is a list of 2 items"),
+    (lambda d: {**d, "metrics": ["kl", "nll"]}, "metrics is a list, expected a mapping"),
     (lambda d: {**d, "metrics": {**d["metrics"], "kl": {**d["metrics"]["kl"],
                                                         "faithfulness": "NaN-ish"}}},
      "metrics.kl.faithfulness is 'NaN-ish', expected a finite number or null"),
     (lambda d: {**d, "metrics": {**d["metrics"], "kl": {**d["metrics"]["kl"],
                                                         "circuit": {"mean": [1]}}}},
-     "metrics.kl.circuit.mean is a list of 1 items"),
+     "metrics.kl.circuit.mean is a list, expected a finite number or null"),
     (lambda d: {**d, "metrics": {"kl2": d["metrics"]["kl"]}}, "a metric's name is 'kl2'"),
     (lambda d: {**d, "format": "evaluation/0"}, "format is 'evaluation/0'"),
 ])

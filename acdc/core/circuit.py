@@ -41,8 +41,8 @@ FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
 SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
-V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "metric_circuit", "metric_full",
-                                   "metric_noise", "runtime_s", "partial")
+V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "n_edges_selected", "metric_circuit",
+                                   "metric_full", "metric_noise", "runtime_s", "partial")
 V1_REQUIRED: tuple[str, ...] = (
     "format", "model", "task", "method", "threshold", "metric", "ablation", "granularity",
     "n_layers", "n_heads", "has_mlp", "n_edges_total", "n_edges_kept", "nodes", "edges",
@@ -161,7 +161,8 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                              f"false")
     for key in V1_RESULT_KEYS:
         value = data.get(key)
-        wanted = bool if key == "partial" else int if key == "n_edges_decided" else (int, float)
+        wanted = (bool if key == "partial" else int if key.startswith("n_edges_")
+                  else (int, float))
         if key in data and value is not None and (
                 not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool))):
             raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be "
@@ -204,6 +205,32 @@ def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
 
 READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,
                                                                 "mib": from_mib}
+
+
+CIRCUIT_FILE = "circuit.json"  # what `circuit discover` writes into a run directory
+
+
+def circuit_path(target: str | Path) -> Path:
+    """The circuit file a command's argument names: the `circuit.json` of a run directory, or
+    the file itself (a circuit.json or a MIB file; `load_circuit` refuses anything that is not
+    a regular file). One line when there is none."""
+    target = Path(target)
+    if target.is_dir():
+        path = target / CIRCUIT_FILE
+        if path.is_file():
+            return path
+        try:
+            sweep = any(sub.name.startswith("tau-") and sub.is_dir() for sub in target.iterdir())
+        except OSError:
+            sweep = False
+        if sweep:
+            raise GraphError(f"{target}: is a sweep directory, not a run; give one of its runs, "
+                             f"e.g. {target / 'tau-<threshold>'}")
+        raise GraphError(f"{target}: has no {CIRCUIT_FILE}; give a run directory written by "
+                         f"`circuit discover`, a circuit.json or a MIB circuit file")
+    if not target.exists() and not target.is_symlink():
+        raise GraphError(f"{target}: no such run directory or circuit file")
+    return target
 
 
 def load_circuit(path: str | Path) -> Circuit:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.graph import GraphShape
-from acdc.errors import ModelError, did_you_mean, short_repr
+from acdc.errors import AcdcError, ModelError, did_you_mean, short_repr
 
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -258,6 +258,29 @@ def check_reachable(name: str) -> None:
                          f"Face cache ({cache}); offline, pass a checkpoint directory "
                          f"(config.json + model.safetensors) or a local Hugging Face model "
                          f"directory with --model")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one: a container's
+    or a batch job's share, not the whole machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int, option: str = "--threads") -> int:
+    """`threads` if it is 0 (the default choice) or at most the cores this process may use;
+    else one `AcdcError` line (more threads than cores only slow a run down, and OpenMP fails
+    on absurd counts)."""
+    cores = available_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise AcdcError(f"{option} {threads!r}: give a whole number of threads >= 0 (0: the "
+                        f"default)")
+    if threads > cores:
+        raise AcdcError(f"{option} {threads}: this process may use {cores} CPU core"
+                        f"{'s' if cores > 1 else ''}; give at most {cores} (0: the default)")
+    return threads
 
 
 def available_memory() -> int | None:

@@ -40,6 +40,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -351,38 +352,92 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def make_directories(path: Path | str, option: str = "--out") -> list[Path]:
+    """Create the directory `path` and its missing parents; return those this call created
+    (outermost first), so that a failed command can remove them (`remove_if_empty`)."""
+    missing = []
+    current = Path(path)
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    created: list[Path] = []
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                remove_if_empty(created)
+                raise AcdcError(f"{option} {path}: {directory} is not a directory") from None
+            continue
+        except OSError as error:
+            remove_if_empty(created)
+            raise disk_error(f"{option} {path}" if option else path, error,
+                             "cannot create the directory") from None
+        created.append(directory)
+    return created
+
+
+def unique_directory(base: Path | str) -> tuple[Path, list[Path]]:
+    """A new directory `base`, or `base-2`, `base-3`, ... when that is taken, created
+    exclusively (two commands started in the same second never share one); returns it and the
+    directories created (see `make_directories`)."""
+    base = Path(base)
+    created = make_directories(base.parent, "")
+    for number in range(1, 10_000):
+        candidate = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            remove_if_empty(created)
+            raise disk_error(candidate, error, "cannot create the directory") from None
+        return candidate, [*created, candidate]
+    remove_if_empty(created)
+    raise AcdcError(f"{base}: 10,000 directories of this name exist; give --out")
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """Remove `directories` (innermost first) where they are empty: what a failed command
+    created and left nothing in."""
+    for directory in reversed(directories):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only if empty
+
+
+@contextlib.contextmanager
+def output_directory(path: Path | str | None, default: Path | str) -> Iterator[Path]:
+    """The directory a command writes its files into: `path` (checked, created with its
+    parents when missing) or, when None, `default` made unique (`unique_directory`). When the
+    block fails, a directory created here is removed with what the block wrote into it, so a
+    failed command leaves nothing behind; an existing `--out` directory is left as it was."""
+    if path is None:
+        directory, created = unique_directory(default)
+    else:
+        directory = check_output_dir(path)
+        created = make_directories(directory)
+    try:
+        yield directory
+    except BaseException:
+        if created and created[-1] == directory:
+            shutil.rmtree(directory, ignore_errors=True)
+        remove_if_empty(created)
+        raise
+
+
 @contextlib.contextmanager
 def new_directories(*paths: Path | str) -> Iterator[None]:
     """Create `paths` (and their parents) on entering; when the block fails, remove those of
     them that this call created and that are still empty, so a failed command leaves no empty
     output folders behind."""
     created: list[Path] = []
-    for path in paths:
-        missing = []
-        current = Path(path)
-        while not current.exists() and current != current.parent:
-            missing.append(current)
-            current = current.parent
-        for directory in reversed(missing):
-            try:
-                directory.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as error:
-                _remove_empty(created)
-                raise disk_error(directory, error, "cannot create the directory") from None
-            created.append(directory)
     try:
+        for path in paths:
+            created += make_directories(path)
         yield
     except BaseException:
-        _remove_empty(created)
+        remove_if_empty(created)
         raise
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    for directory in reversed(directories):
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only if empty
 
 
 @contextlib.contextmanager

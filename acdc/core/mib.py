@@ -21,7 +21,8 @@ two graphs do not share:
   edges both give the corrupted run's query. Under zero ablation they can differ: one zeroes
   the query, the other computes it from a zeroed residual.
 - Scores. MIB needs a number. An edge without a score (ACDC: removed untested because its node
-  was dead) is written with score 0, and read back as 0.
+  was dead) is written with score 0, and read back as 0. An infinite or NaN score cannot be
+  written (strict JSON has none): the export is refused, naming the edge.
 - Granularity. MIB's heads have q, k and v inputs. A `head`-granularity circuit is written with
   each edge into a head as three edges (q, k and v) that share its score and kept flag; it reads
   back as a `qkv` circuit.
@@ -103,7 +104,10 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
         if kept:
             touched.update(_node_of(name) for name in edge.endpoints)
         score = circuit.scores[edge.index]
-        value = 0.0 if score is None or not math.isfinite(score) else float(score)
+        if score is not None and not math.isfinite(score):
+            raise GraphError(f"edge {edge.name!r} has score {score}; a MIB file holds finite "
+                             f"numbers only (export it as csv or graphml, which keep it)")
+        value = 0.0 if score is None else float(score)
         for name in _mib_edges(edge, graph):
             edges[name] = {"score": value, "in_graph": bool(kept)}
     nodes = {name: {"in_graph": name in touched or name == "logits"}

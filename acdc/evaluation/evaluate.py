@@ -26,7 +26,6 @@ measured `metric_noise`, or 1e-5 relative); `evaluation.json` records both, and 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -35,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acdc.core.circuit import Circuit, load_circuit
-from acdc.core.files import write_text_atomic
+from acdc.core.circuit import Circuit, circuit_path, load_circuit
+from acdc.core.configs import check_threads
+from acdc.core.files import check_output, new_directories, read_yaml, write_json_atomic
 from acdc.core.tasks import TaskSpec, read_task
-from acdc.errors import AcdcError, RunWarning
+from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.faithfulness import (
     MIB_FRACTIONS,
     CircuitEvaluator,
@@ -46,7 +46,8 @@ from acdc.evaluation.faithfulness import (
     FaithfulnessCurve,
     ranking_from_scores,
 )
-from acdc.run import CIRCUIT_JSON, DTYPES, RUN_YAML, cpu_threads, precision_warning
+from acdc.evaluation.plots import FORMATS as PLOT_FORMATS
+from acdc.run import DTYPES, RUN_YAML, cpu_threads, precision_warning
 
 EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
@@ -113,31 +114,16 @@ class EvaluationOutcome:
 
 def find_circuit(target: Path) -> tuple[Path, Path | None]:
     """The circuit file a target names, and the run's run.yaml beside it (None if absent)."""
-    target = Path(target)
-    if target.is_dir():
-        path = target / CIRCUIT_JSON
-        if not path.is_file():
-            raise AcdcError(f"{target}: has no {CIRCUIT_JSON}; give a run directory written by "
-                            f"`circuit discover` or a circuit file")
-    elif target.is_file():
-        path = target
-    else:
-        raise AcdcError(f"{target}: no such run directory or circuit file")
+    path = circuit_path(target)
     run_yaml = path.parent / RUN_YAML
     return path, run_yaml if run_yaml.is_file() else None
 
 
 def read_run_yaml(path: Path) -> dict[str, Any]:
-    """The settings of a run's run.yaml that an evaluation reuses, each checked."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise AcdcError(f"{path}: cannot read ({reason})") from None
-    except yaml.YAMLError:
-        raise AcdcError(f"{path}: not valid YAML; pass --task and --model instead") from None
+    """The settings of a run's run.yaml that an evaluation reuses, each checked (the file is
+    read through the bounded YAML reader: one line for a damaged or hostile file)."""
+    data = read_yaml(path, "a run.yaml is the mapping `circuit discover` writes; pass --task "
+                           "and --model instead")
     if not isinstance(data, dict):
         raise AcdcError(f"{path}: expected the mapping `circuit discover` writes")
     record = {}
@@ -147,7 +133,7 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise AcdcError(f"{path}: {key} is {value!r}, expected "
+            raise AcdcError(f"{path}: {key} is {short_repr(value)}, expected "
                             f"{'a whole number' if kind is int else 'text'}; pass "
                             f"--{key.removesuffix('_file')} instead")
         record[key] = value
@@ -209,9 +195,12 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
         out = circuit_path.parent / (EVALUATION_JSON if circuit.settings.get("method") != "mib"
                                      else circuit_path.name.removesuffix(".json")
                                      + f".{EVALUATION_JSON}")
-    out = Path(out)
-    if out.is_dir():
-        raise AcdcError(f"--out {out}: is a directory; give the JSON file to write")
+    inputs = [circuit_path, *([run_yaml] if run_yaml is not None else []), Path(spec.source)]
+    out = check_output(out, "--out", inputs)
+    if curve:
+        stem = curve_stem(out)
+        for suffix in PLOT_FORMATS:
+            check_output(stem.with_name(f"{stem.name}.{suffix}"), "--out (its curve plot)", inputs)
     same = task is None and ablation == settings.get("ablation", ablation) and (
         model == settings.get("model", model)) and seed == record.get("seed", seed)
     return EvaluationJob(circuit_path=circuit_path, circuit=circuit, spec=spec,
@@ -239,7 +228,7 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     warning = precision_warning(loaded.model.cfg.dtype, job.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
-    chosen = threads or cpu_threads(loaded.shape, job.device)
+    chosen = check_threads(threads) or cpu_threads(loaded.shape, job.device)
     if chosen:
         torch.set_num_threads(chosen)
     start = time.perf_counter()
@@ -309,12 +298,8 @@ def write_evaluation(job: EvaluationJob, outcome: EvaluationOutcome) -> list[Pat
     """Write evaluation.json and, with a curve, its SVG and PNG plots; return the files."""
     from acdc.evaluation.plots import plot_curve
 
-    try:
-        job.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AcdcError(f"--out {job.out}: cannot write ({error.strerror or error})") from None
-    write_text_atomic(job.out, json.dumps(_strict(evaluation_record(job, outcome)), indent=1)
-                      + "\n")
+    with new_directories(job.out.parent):
+        write_json_atomic(job.out, _strict(evaluation_record(job, outcome)))
     written = [job.out]
     if outcome.curve is not None:
         title = f"task {job.spec.name}, model {_short(job.model)}: faithfulness by circuit size"

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.circuit import Circuit
-from acdc.core.files import write_text_atomic
+from acdc.core.files import output_directory, write_text_atomic
 from acdc.core.graph import Graph
-from acdc.errors import AcdcError, GraphError, RunWarning
+from acdc.errors import GraphError, RunWarning
 from acdc.evaluation.canonical import CANONICAL_NAMES
 from acdc.evaluation.compare import (
     LEVELS,
@@ -232,24 +232,23 @@ def score(graph: Graph, kept: Sequence[bool], reference: Sequence[bool]) -> Scor
 
 
 def default_out_dir() -> Path:
+    """`runs/compare-<YYYYmmdd-HHMMSS>` (`write_outputs` adds a suffix when it is taken)."""
     return Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_outputs(summary: CompareSummary, out_dir: str | Path,
+def write_outputs(summary: CompareSummary, out_dir: str | Path | None,
                   render_svg: bool = True) -> list[Path]:
-    """Write comparison.json, the union drawing and, for sweeps, roc.json and the ROC plot."""
+    """Write comparison.json, the union drawing and, for sweeps, roc.json and the ROC plot
+    into `out_dir` (None: a new `default_out_dir()`); a failure leaves no directory it made."""
+    with output_directory(out_dir, default_out_dir()) as directory:
+        return _write_files(summary, directory, render_svg)
+
+
+def _write_files(summary: CompareSummary, out_dir: Path, render_svg: bool) -> list[Path]:
     from acdc.evaluation.roc_plot import roc_png, roc_svg
     from acdc.export.dot import render
     from acdc.export.union import union_to_dot
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AcdcError(f"--out {out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AcdcError(f"--out {out_dir}: cannot create directory "
-                        f"({error.strerror or error})") from None
     written = [_write_json(out_dir / "comparison.json", summary.comparison_json())]
     drawing = union_sets(summary)
     if drawing is not None:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from acdc.core.circuit import Circuit
-from acdc.core.files import atomic_path, write_text_atomic
+from acdc.core.files import atomic_path, check_output, write_text_atomic
 from acdc.core.graph import Edge, Graph, head_name
 from acdc.errors import GraphError, RunWarning
 
@@ -224,7 +224,7 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
         return write_text_atomic(path, dot_source)
     binary = shutil.which("dot")
     if binary is None:
-        dot_path = write_text_atomic(path.with_suffix(".dot"), dot_source)
+        dot_path = write_text_atomic(check_output(path.with_suffix(".dot"), ""), dot_source)
         warnings.warn(
             f"Graphviz `dot` not found, wrote {dot_path} instead of {path}; for {format.upper()} "
             f"install it with `{INSTALL_HINT}`",

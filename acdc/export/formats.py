@@ -9,11 +9,12 @@
   these can be read the export stops and says to pass `--d-model`.
 - `graphml`: the whole graph through networkx (`Graph.to_networkx`), every edge with its `name`,
   `kind` (residual or direct), `kept` and `score` (left out where the edge has none: GraphML
-  has no null), every node with its `kind`, `layer` and whether it is in the circuit, and the
-  circuit's scalar settings as graph attributes.
+  has no null; an infinite or NaN score is written as `inf`, `-inf` or `nan`, as Python and
+  networkx read it back), every node with its `kind`, `layer` and whether it is in the
+  circuit, and the circuit's scalar settings as graph attributes.
 - `csv`: one row per edge of the graph, in graph order: `name, source, target, kind, kept,
-  score` (kept `true`/`false`, score empty where the edge has none), from the same networkx
-  graph.
+  score` (kept `true`/`false`, score empty where the edge has none, `inf`, `-inf` or `nan`
+  where it is not finite), from the same networkx graph.
 
 The input is a `circuit.json`, a MIB circuit file, or a run directory holding a
 `circuit.json`. By default the output goes beside the circuit: `<stem>.mib.json`,
@@ -25,35 +26,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
-from acdc.core.circuit import Circuit, load_circuit
-from acdc.core.files import write_text_atomic
-from acdc.errors import AcdcError, GraphError
+from acdc.core.circuit import Circuit, circuit_path, load_circuit
+from acdc.core.files import check_output, new_directories, read_yaml, write_text_atomic
+from acdc.errors import AcdcError, GraphError, short_repr
 
 EXPORT_FORMATS: tuple[str, ...] = ("mib", "graphml", "csv")
 SUFFIXES = {"mib": ".mib.json", "graphml": ".graphml", "csv": ".csv"}
 CSV_COLUMNS: tuple[str, ...] = ("name", "source", "target", "kind", "kept", "score")
-CIRCUIT_FILE = "circuit.json"  # what `circuit discover` writes into a run directory
 RUN_FILE = "run.yaml"
-
-
-def find_circuit_file(target: str | Path) -> Path:
-    """The circuit file `target` names: itself, or the circuit.json of a run directory."""
-    target = Path(target)
-    if target.is_dir():
-        path = target / CIRCUIT_FILE
-        if path.is_file():
-            return path
-        if any(sub.is_dir() and sub.name.startswith("tau-") for sub in target.iterdir()):
-            raise AcdcError(f"{target}: is a sweep directory, not a run; give one of its runs, "
-                            f"e.g. {target / 'tau-<threshold>'}")
-        raise AcdcError(f"{target}: has no {CIRCUIT_FILE}; give a run directory written by "
-                        f"`circuit discover`, a circuit.json or a MIB circuit file")
-    if not target.exists():
-        raise AcdcError(f"{target}: no such run directory or circuit file")
-    return target
 
 
 def default_out(circuit_path: Path, format: str) -> Path:
@@ -66,17 +48,17 @@ def default_out(circuit_path: Path, format: str) -> Path:
 
 
 def run_model(circuit_path: Path, circuit: Circuit) -> str | None:
-    """The model of the run beside the circuit (run.yaml), else the circuit's own."""
+    """The model of the run beside the circuit (run.yaml), else the circuit's own. A run.yaml
+    that cannot be read is one line (naming it), not a silent fallback."""
     run_yaml = circuit_path.parent / RUN_FILE
     if run_yaml.is_file():
-        import yaml
-
-        try:
-            data = yaml.safe_load(run_yaml.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("model"), str):
-            return data["model"]
+        data = read_yaml(run_yaml, "a run.yaml is the mapping `circuit discover` writes; pass "
+                                   "--d-model N instead")
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, str) or not model:
+            raise AcdcError(f"{run_yaml}: names no model (model is {short_repr(model)}); pass "
+                            f"--d-model N")
+        return model
     model = circuit.settings.get("model")
     return model if isinstance(model, str) and model else None
 
@@ -120,7 +102,7 @@ def circuit_to_networkx(circuit: Circuit):
         data = dag.edges[edge.endpoints]
         data["kept"] = circuit.kept[edge.index]
         score = circuit.scores[edge.index]
-        if score is not None and math.isfinite(score):
+        if score is not None:  # infinities and NaN written as such (inf, -inf, nan)
             data["score"] = float(score)
     in_circuit = set(circuit.nodes())
     kinds: dict[str, tuple[str, int, int | None]] = {
@@ -178,13 +160,11 @@ def export_circuit(target: str | Path, format: str, out: str | Path | None = Non
 
     if format not in EXPORT_FORMATS:
         raise AcdcError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    path = find_circuit_file(target)
+    path = circuit_path(target)
     circuit = load_circuit(path)
     out = Path(out) if out is not None else default_out(path, format)
-    if out.is_dir():
-        raise AcdcError(f"--out {out}: is a directory; give the file to write")
-    if out.resolve() == path.resolve():
-        raise AcdcError(f"--out {out}: is the circuit being exported; choose another file")
+    run_yaml = path.parent / RUN_FILE
+    check_output(out, "--out", [path, *([run_yaml] if run_yaml.is_file() else [])])
     text: str
     if format == "mib":
         width = d_model if d_model is not None else find_d_model(path, circuit)
@@ -196,9 +176,6 @@ def export_circuit(target: str | Path, format: str, out: str | Path | None = Non
         text = to_graphml(circuit)
     else:
         text = to_csv(circuit)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    with new_directories(out.parent):
         return write_text_atomic(out, text), circuit
-    except OSError as error:
-        raise AcdcError(f"--out {out}: cannot write ({error.strerror or error})") from None
 

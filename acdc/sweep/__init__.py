@@ -30,7 +30,7 @@ A sweep directory:
 """
 
 from acdc.sweep.backends import RayConnection, connect_ray
-from acdc.sweep.capacity import Workers, check_threads, choose_workers
+from acdc.sweep.capacity import Workers, choose_workers
 from acdc.sweep.driver import SweepOutcome, run_sweep
 from acdc.sweep.grid import DEFAULT_GRID, Grid, GridError, default_grid, parse_grid, run_dir_name
 from acdc.sweep.plan import (
@@ -46,7 +46,6 @@ from acdc.sweep.plan import (
 from acdc.sweep.worker import RunOptions
 
 __all__ = ["DEFAULT_GRID", "Grid", "GridError", "RayConnection", "RunOptions", "SweepConflict",
-           "SweepOutcome", "SweepPlan", "SweepRequest", "Workers", "check_threads",
-           "choose_workers", "connect_ray", "default_grid", "open_sweep", "parse_grid",
-           "prepare_resume", "prepare_sweep", "resume_sweep", "run_dir_name", "run_sweep",
-           "start_sweep"]
+           "SweepOutcome", "SweepPlan", "SweepRequest", "Workers", "choose_workers",
+           "connect_ray", "default_grid", "open_sweep", "parse_grid", "prepare_resume",
+           "prepare_sweep", "resume_sweep", "run_dir_name", "run_sweep", "start_sweep"]

@@ -15,18 +15,16 @@ the worker keeps beside it. Text prompts are counted at `CHARS_PER_TOKEN` charac
 tokens than the bundled tokenizers make, so that the estimate errs high. On a GPU the estimate
 counts the host's memory only (the runtime and the weights on their way to the device).
 
-`--threads` is bounded here too: at most the cores this process may use (a worker with more
-threads than cores only waits, and a huge count exhausts OpenMP's memory before anything runs).
+(`--threads` is bounded by `acdc.core.configs.check_threads`: at most those cores.)
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from acdc.core.configs import available_memory
+from acdc.core.configs import available_cores, available_memory
 from acdc.errors import AcdcError
 
 RUNTIME_BYTES = 512 * 2**20  # a worker's Python, torch and TransformerLens: ~0.49 GB resident
@@ -41,24 +39,6 @@ class Workers:
 
     n: int
     note: str | None = None
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def check_threads(threads: int) -> None:
-    """`--threads` must be 0 (automatic) or at most the cores this process may use."""
-    cores = usable_cores()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise AcdcError(f"--threads {threads!r}: give a whole number >= 0 (0: automatic)")
-    if threads > cores:
-        raise AcdcError(f"--threads {threads}: more than the {cores} CPU cores this process may "
-                        f"use; give at most {cores} (0: automatic)")
 
 
 def worker_memory(settings: Any, shape: Any) -> int:
@@ -117,7 +97,7 @@ def choose_workers(requested: int, n_jobs: int, threads: int, settings: Any) -> 
     from acdc.run import cpu_threads
 
     shape = load_shape(settings.run.model)
-    cores = usable_cores()
+    cores = available_cores()
     device = settings.run.device
     each = threads or (cpu_threads(shape, device) or cores if device == "cpu" else 1)
     by_cores = max(1, cores // each)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acdc.core.configs import check_threads
 from acdc.errors import RunWarning
 from acdc.sweep.backends import (
     Failure,
@@ -26,7 +27,7 @@ from acdc.sweep.backends import (
     run_in_processes,
     run_on_ray,
 )
-from acdc.sweep.capacity import Workers, check_threads, choose_workers
+from acdc.sweep.capacity import Workers, choose_workers
 from acdc.sweep.plan import SweepPlan, ThresholdJob
 from acdc.sweep.results import PLOT_STEM, SweepRecords, plot_sweep
 from acdc.sweep.worker import RunOptions, ThresholdOutcome
@@ -58,14 +59,6 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
     threshold finishes, holds the finished ones); a failed or interrupted sweep that leaves no
     threshold's file is discarded (`plan.discarded`)."""
     options = options or RunOptions()
-    if ray is None:
-        check_threads(options.threads)
-        if not isinstance(jobs, Workers):
-            jobs = choose_workers(jobs, len(plan.jobs), options.threads, plan.settings)
-            if jobs.note is not None:
-                warnings.warn(jobs.note, RunWarning, stacklevel=2)
-    n = jobs.n if isinstance(jobs, Workers) else jobs
-
     records: list[SweepRecords] = []  # made in the try below: it reads every finished run
 
     def finished_one(job: ThresholdJob, outcome: ThresholdOutcome) -> None:
@@ -75,6 +68,14 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
             on_threshold(job, outcome)
 
     try:
+        n = jobs.n if isinstance(jobs, Workers) else jobs
+        if ray is None:
+            check_threads(options.threads)
+            if not isinstance(jobs, Workers):
+                chosen = choose_workers(jobs, len(plan.jobs), options.threads, plan.settings)
+                if chosen.note is not None:
+                    warnings.warn(chosen.note, RunWarning, stacklevel=2)
+                n = chosen.n
         records.append(SweepRecords(plan.settings, plan.out_dir))
         if not plan.jobs:
             failures: list[Failure] = []

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, short_repr
 
 DEFAULT_GRID = "1e-4:1e-1:13"
 RUN_PREFIX = "tau-"
@@ -173,14 +173,15 @@ def recorded_grid(thresholds: Any, spec: Any, source: Any, where: str) -> Grid:
     one `RecordedGridError` line naming the file."""
     damaged = "; the file is damaged: start a new sweep with --out"
     if not isinstance(spec, str) or len(spec) > MAX_SPEC_CHARS:
-        raise RecordedGridError(f"{where}: grid is {_short(spec)}, expected the grid's spec "
+        raise RecordedGridError(f"{where}: grid is {short_repr(spec)}, expected the grid's spec "
                                 f"(such as {DEFAULT_GRID}){damaged}")
     if not isinstance(source, str) or len(source) > MAX_SPEC_CHARS:
-        raise RecordedGridError(f"{where}: grid_source is {_short(source)}, expected "
+        raise RecordedGridError(f"{where}: grid_source is {short_repr(source)}, expected "
                                 f"text{damaged}")
     if not isinstance(thresholds, list) or not thresholds:
-        raise RecordedGridError(f"{where}: thresholds is {_short(thresholds)}, expected a list "
-                                f"of thresholds{damaged}")
+        found = "an empty list" if thresholds == [] else short_repr(thresholds)
+        raise RecordedGridError(f"{where}: thresholds is {found}, expected a list of "
+                                f"thresholds{damaged}")
     if len(thresholds) > MAX_THRESHOLDS:
         raise RecordedGridError(f"{where}: {len(thresholds):,} thresholds, more than the "
                                 f"{MAX_THRESHOLDS} a sweep runs{damaged}")
@@ -191,7 +192,7 @@ def recorded_grid(thresholds: Any, spec: Any, source: Any, where: str) -> Grid:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
                 value) or value < 0 or (log and value <= 0):
             need = "> 0 (a log grid)" if log else ">= 0"
-            raise RecordedGridError(f"{where}: thresholds[{i}] is {_short(value)}, expected a "
+            raise RecordedGridError(f"{where}: thresholds[{i}] is {short_repr(value)}, expected a "
                                     f"finite number {need}{damaged}")
         value = float(value) + 0.0
         name = run_dir_name(value)
@@ -208,23 +209,17 @@ def recorded_grid(thresholds: Any, spec: Any, source: Any, where: str) -> Grid:
         expected = parse_grid(spec).thresholds
     except GridError as error:
         problem = str(error).removeprefix(f"--thresholds {_cut(spec.strip())}: ")
-        raise RecordedGridError(f"{where}: grid {_short(spec)} is not a grid ({problem})"
+        raise RecordedGridError(f"{where}: grid {short_repr(spec)} is not a grid ({problem})"
                                 f"{damaged}") from None
     if expected != tuple(values):
         raise RecordedGridError(f"{where}: its {len(values)} thresholds are not those of its grid "
-                                f"{_short(spec)} ({len(expected)} thresholds){damaged}")
+                                f"{short_repr(spec)} ({len(expected)} thresholds){damaged}")
     return Grid(tuple(values), spec, source)
 
 
 def _cut(text: str) -> str:
     """A grid spec in a message, cut to a readable length."""
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _short(value: Any) -> str:
-    """A recorded value in a message: its repr, cut to a readable length."""
-    text = repr(value) if not isinstance(value, list) else f"a list of {len(value)} items"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def default_grid(task: str, metric: str) -> Grid:

@@ -38,14 +38,16 @@ from acdc.core.circuit import load_circuit
 from acdc.core.files import (
     MAX_GRAPH_FILE_BYTES,
     check_output_dir,
-    new_directories,
+    make_directories,
     read_json,
     read_yaml,
+    remove_if_empty,
+    unique_directory,
     write_json_atomic,
 )
 from acdc.core.settings import ABLATIONS, METRICS, recorded_fields
 from acdc.core.tasks import MAX_SEED, TaskSpec, read_task
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, short_repr
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.methods.registry import get_method
 from acdc.run import (
@@ -78,7 +80,6 @@ CIRCUIT_KEYS: tuple[str, ...] = ("task", "model", "method", "abs", "reverse_head
 MAX_TEXT_CHARS = 4096  # a task name, a path, a model name in sweep.json
 DEVICE = re.compile(r"[a-z][a-z_]{0,15}(:[0-9]{1,4})?")  # cpu, cuda, cuda:1, mps ...
 DEFAULT_ROOT = Path("runs")
-MAX_SAME_SECOND = 100  # default directories of one task tried per second (-2, -3, ...)
 DAMAGED = "the file is damaged: start a new sweep with --out"
 
 
@@ -175,7 +176,7 @@ class SweepPlan:
         for name in (SWEEP_JSON, *PLOT_FILES):
             with contextlib.suppress(FileNotFoundError):
                 (self.out_dir / name).unlink()
-        _remove_empty(self.made)
+        remove_if_empty(list(self.made))
         return True
 
 
@@ -266,9 +267,9 @@ def read_header(out_dir: Path) -> dict[str, Any]:
                         f"itself: start a new sweep with --out")
     data = read_json(path, "a sweep's record, written by `circuit sweep`", MAX_GRAPH_FILE_BYTES)
     if not isinstance(data, dict):
-        raise AcdcError(f"{path}: holds {_show(data)}, not the mapping `circuit sweep` writes")
+        raise AcdcError(f"{path}: holds {short_repr(data)}, not the mapping `circuit sweep` writes")
     if data.get("format") != FORMAT:
-        raise AcdcError(f"{path}: format is {_show(data.get('format'))}, expected {FORMAT!r} "
+        raise AcdcError(f"{path}: format is {short_repr(data.get('format'))}, expected {FORMAT!r} "
                         f"(written by `circuit sweep`)")
     return data
 
@@ -292,7 +293,7 @@ def _check_header(header: Mapping[str, Any], source: str) -> None:
     everything after it meet only values a sweep writes."""
     method = header.get("method")
     if method != SWEEP_METHOD:
-        raise AcdcError(f"{source}: method is {_show(method)}, but a sweep runs "
+        raise AcdcError(f"{source}: method is {short_repr(method)}, but a sweep runs "
                         f"{SWEEP_METHOD}; {DAMAGED}")
     kinds: dict[str, Any] = {
         "task": str, "task_file": str, "model": str, "seed": int, "device": str,
@@ -307,7 +308,7 @@ def _check_header(header: Mapping[str, Any], source: str) -> None:
         value = header[key]
         if isinstance(kind, tuple):
             if not isinstance(value, str) or value not in kind:
-                raise AcdcError(f"{source}: {key} is {_show(value)}, not one of "
+                raise AcdcError(f"{source}: {key} is {short_repr(value)}, not one of "
                                 f"{', '.join(kind)}; {DAMAGED}")
             continue
         expected = {bool: "true or false", int: "a whole number", str: "text",
@@ -315,21 +316,16 @@ def _check_header(header: Mapping[str, Any], source: str) -> None:
         wrong = isinstance(value, bool) != (kind is bool) or not isinstance(
             value, (int, float) if kind is float else kind) or (
             kind is float and not math.isfinite(value))
-        if wrong or (kind is str and not (0 < len(value) <= MAX_TEXT_CHARS and "\0" not in value)):
-            raise AcdcError(f"{source}: {key} is {_show(value)}, expected {expected}; {DAMAGED}")
+        if wrong or (kind is str and not (0 < len(value) <= MAX_TEXT_CHARS
+                                          and "\0" not in value)):
+            raise AcdcError(f"{source}: {key} is {short_repr(value)}, expected {expected}; "
+                            f"{DAMAGED}")
     if not 0 <= header["seed"] <= MAX_SEED:
-        raise AcdcError(f"{source}: seed is {_show(header['seed'])}, expected 0 to {MAX_SEED}; "
-                        f"{DAMAGED}")
+        raise AcdcError(f"{source}: seed is {short_repr(header['seed'])}, expected 0 to "
+                        f"{MAX_SEED}; {DAMAGED}")
     if not DEVICE.fullmatch(header["device"]):
-        raise AcdcError(f"{source}: device is {_show(header['device'])}, expected cpu, cuda or "
-                        f"cuda:N; {DAMAGED}")
-
-
-def _show(value: Any) -> str:
-    """A value read from a file, in a message: its repr cut to a readable length."""
-    text = repr(value) if not isinstance(value, (list, dict)) else (
-        f"a {'list' if isinstance(value, list) else 'mapping'} of {len(value)} items")
-    return text if len(text) <= 60 else text[:57] + "..."
+        raise AcdcError(f"{source}: device is {short_repr(header['device'])}, expected cpu, "
+                        f"cuda or cuda:N; {DAMAGED}")
 
 
 def _grid_conflict(spec: str | None, grid: Grid) -> list[str]:
@@ -413,15 +409,12 @@ def open_sweep(request: SweepRequest) -> SweepPlan:
     """Make and lock the sweep's directory, write sweep.json for a new sweep (or check the one
     there again), plan every threshold. A failure here removes the directories it made."""
     settings = request.settings
-    made: list[Path] = []
+    if request.out_dir is None:  # a new one: a sweep started in the same second gets -2, -3 ...
+        out_dir, made = unique_directory(
+            DEFAULT_ROOT / f"{_safe(settings.spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        out_dir, made = request.out_dir, make_directories(request.out_dir)
     try:
-        if request.out_dir is None:
-            out_dir = _claim_default_dir(settings.spec.name, made)
-        else:
-            out_dir = request.out_dir
-            made = _missing_dirs(out_dir)
-            with new_directories(out_dir):  # one line for a full disk, a read-only parent
-                pass
         if not os.access(out_dir, os.W_OK | os.X_OK):
             raise AcdcError(f"--out {out_dir}: cannot write in this directory (permission "
                             f"denied); choose another --out")
@@ -446,51 +439,11 @@ def open_sweep(request: SweepRequest) -> SweepPlan:
             lock.release()
             raise
     except BaseException:
-        _remove_empty(made)
+        remove_if_empty(made)
         raise
     return SweepPlan(settings, out_dir, lock, jobs, done, resumed=existing,
                      command=request.command, made=tuple(made), created=not existing,
                      run_dirs_before=before)
-
-
-def _remove_empty(directories: list[Path] | tuple[Path, ...]) -> None:
-    """Remove those of `directories` (outermost first) that are empty, innermost first."""
-    for directory in reversed(directories):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """`path` and those of its parents that do not exist, outermost first."""
-    missing = []
-    current = path
-    while not os.path.lexists(current) and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    return missing[::-1]
-
-
-def _claim_default_dir(task: str, made: list[Path]) -> Path:
-    """A new directory `runs/<task>-sweep-<time>/`, made here (exclusively: two sweeps started
-    in the same second never share one; the second gets `-2`). `made` receives what was made."""
-    check_output_dir(DEFAULT_ROOT, "")
-    made.extend(_missing_dirs(DEFAULT_ROOT))
-    with new_directories(DEFAULT_ROOT):
-        stem = f"{_safe(task)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        for n in range(1, MAX_SAME_SECOND + 1):
-            candidate = DEFAULT_ROOT / (stem if n == 1 else f"{stem}-{n}")
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as error:
-                raise AcdcError(f"{candidate}: cannot create the directory "
-                                f"({error.strerror or error}); choose a directory with --out"
-                                ) from None
-            made.append(candidate)
-            return candidate
-    raise AcdcError(f"{DEFAULT_ROOT}/{stem}: {MAX_SAME_SECOND} sweeps of this task started in "
-                    f"this second already; choose a directory with --out")
 
 
 def _check_same_sweep(out_dir: Path, settings: SweepSettings, given_grid: bool) -> None:
@@ -567,12 +520,13 @@ def _check_run_yaml(path: Path, run: RunSettings) -> None:
         return
     data = read_yaml(path, "a run's settings, written by `circuit discover`")
     if not isinstance(data, dict):
-        raise AcdcError(f"{path}: holds {_show(data)}, not the settings `circuit discover` "
+        raise AcdcError(f"{path}: holds {short_repr(data)}, not the settings `circuit discover` "
                         f"writes; move the run away, or choose another --out")
     mine = run.record()
     differ = [key for key in ("seed", "dtype") if key in data and data[key] != mine[key]]
     if differ:
-        shown = "; ".join(f"{key} {_show(data[key])} (this sweep: {mine[key]})" for key in differ)
+        shown = "; ".join(f"{key} {short_repr(data[key])} (this sweep: {mine[key]})"
+                          for key in differ)
         raise AcdcError(f"{path}: not a run of this sweep: {shown}; move it away, or choose "
                         f"another --out")
 
@@ -583,7 +537,7 @@ def _check_circuit(recorded: Mapping[str, Any], run: RunSettings, path: Path) ->
     differ = [key for key in ("threshold", *CIRCUIT_KEYS) if key in recorded and not (
         recorded[key] == mine[key] or (key == "model" and same_path(recorded[key], mine[key])))]
     if differ:
-        shown = "; ".join(f"{key} {_show(recorded[key])} (this sweep: {mine[key]})"
+        shown = "; ".join(f"{key} {short_repr(recorded[key])} (this sweep: {mine[key]})"
                           for key in differ)
         raise AcdcError(f"{path}: not a run of this sweep: {shown}; move it away, or choose "
                         f"another --out")

@@ -30,7 +30,7 @@ from typing import Any
 from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.files import MAX_GRAPH_FILE_BYTES, FileError, read_json, read_text, write_text_atomic
 from acdc.core.settings import METRICS
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, short_repr
 from acdc.evaluation.compare import kept_nodes, node_names
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.evaluation.evaluate import FORMAT as EVALUATION_FORMAT
@@ -70,7 +70,7 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         raise AcdcError(f"{error}; {fix}") from None
 
     def damaged(key: str, value: Any, expected: str) -> AcdcError:
-        return AcdcError(f"{path}: {key} is {_show(value)}, expected {expected}; {fix}")
+        return AcdcError(f"{path}: {key} is {short_repr(value)}, expected {expected}; {fix}")
 
     if not isinstance(data, dict):
         raise damaged("the file", data, "the mapping `circuit evaluate` writes")
@@ -109,12 +109,6 @@ def _number(value: Any, key: str, damaged: Any) -> float | None:
             value):
         raise damaged(key, value, "a finite number or null")
     return float(value)
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (list, dict)) else (
-        f"a {'list' if isinstance(value, list) else 'mapping'} of {len(value)} items")
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def run_record(threshold: float, directory: Path,

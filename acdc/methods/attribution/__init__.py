@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, Stage, task_tensors
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.core.tasks import TaskSpec
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, RunWarning
 from acdc.methods.attribution.gradients import differentiate, edge_scores
 from acdc.methods.base import Discovery, Method, refuse_unknown_options
 
@@ -177,7 +178,18 @@ def run_attribution(model: LoadedModel, task: Task, common: CommonSettings,
         metric_full = float(metric(patched.clean_logits))
     scores = edge_scores(patched, metric, settings.alphas, clean)
     del clean
-    kept = graph.connected(select(scores, settings))
+    selected = select(scores, settings)
+    kept = graph.connected(selected)
+    n_selected, n_kept = sum(selected), sum(kept)
+    if n_kept == 0:
+        rule = _rule_words(settings)
+        why = (f"{rule} chooses no edge" if n_selected == 0 else
+               f"the one edge {rule} chooses lies on no path from input to logits, so pruning "
+               f"removed it" if n_selected == 1 else
+               f"the {n_selected} edges {rule} chooses lie on no path from input to logits, so "
+               f"pruning removed them all")
+        warnings.warn(f"the circuit is empty: {why}; ask for more edges", RunWarning,
+                      stacklevel=2)
     with torch.no_grad():
         patched.take_clean_qkv()  # not needed any more
         for edge in graph.edges:
@@ -190,9 +202,19 @@ def run_attribution(model: LoadedModel, task: Task, common: CommonSettings,
         scores=tuple(score_or_none(s) for s in scores.tolist()),
         settings={"model": model.name, "task": task.name, "method": name,
                   **settings_record(settings, common)},
-        results={"metric_circuit": metric_circuit, "metric_full": metric_full,
-                 "runtime_s": time.perf_counter() - start, "partial": False},
+        results={"n_edges_selected": n_selected, "metric_circuit": metric_circuit,
+                 "metric_full": metric_full, "runtime_s": time.perf_counter() - start,
+                 "partial": False},
     )
+
+
+def _rule_words(settings: EapSettings) -> str:
+    """The rule as the command line gives it: `--top-n 30`."""
+    for rule in RULES:
+        value = getattr(settings, rule)
+        if value is not None:
+            return f"--{rule.replace('_', '-')} {value:g}"
+    return "the rule"
 
 
 def _settings_maker(name: str, settings_type: type[EapSettings], known: set[str]):
