@@ -512,8 +512,8 @@ def sweep(
                                 "`local` (start one here); needs pip install 'circuit[ray]'.")
     ] = None,
     ray_timeout: Annotated[float, typer.Option(
-        metavar="SECONDS", help="How long to wait for the Ray cluster to answer (1 to 3600).")
-    ] = 20.0,
+        min=1.0, max=3600.0, metavar="SECONDS",
+        help="How long to wait for the Ray cluster to answer (1 to 3600).")] = 20.0,
     model: ModelOption = None, metric: MetricOption = None, ablation: AblationOption = None,
     granularity: GranularityOption = Granularity.qkv, abs_: AbsOption = False,
     reverse_head_order: ReverseOption = False, seed: SeedOption = None,

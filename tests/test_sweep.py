@@ -600,8 +600,7 @@ def test_ray_address_that_does_not_answer(task, tmp_path):
     result = sweep(task, tmp_path / "b", "--ray", "no-port")
     assert result.exit_code == 1 and "HOST:PORT" in error_line(result)
     result = sweep(task, tmp_path / "c", "--ray", "auto", "--ray-timeout", "0")
-    assert result.exit_code == 1 and "--ray-timeout 0.0: give a number of seconds from 1" in (
-        error_line(result))
+    assert result.exit_code == 2 and "--ray-timeout" in error_line(result)
     assert list(tmp_path.iterdir()) == []
     result = sweep(task, tmp_path / "d", "--ray-timeout", "5")
     assert result.exit_code == 2 and "only with --ray ADDRESS" in result.output
