@@ -577,7 +577,8 @@ def sweep(
         raise typer.BadParameter(str(conflict), ctx=ctx,
                                  param_hint="--resume" if resume else "--out") from None
     total = len(request.settings.grid.thresholds)
-    workers = choose_workers(jobs, total, threads, request.settings) if ray is None else None
+    workers = (choose_workers(jobs, request.left(), threads, request.settings) if ray is None
+               else None)
     if workers is not None and workers.note is not None:
         _err(f"warning: {workers.note}")
     connection = connect_ray(ray, ray_timeout, verbose) if ray is not None else None

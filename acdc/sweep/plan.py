@@ -136,6 +136,16 @@ class SweepRequest:
     given_grid: bool
     resuming: bool
 
+    def left(self) -> int:
+        """The thresholds without both a circuit and its evaluation yet (what `open_sweep`
+        will plan, but for a partial circuit: a quick count, for choosing workers)."""
+        if self.out_dir is None:
+            return len(self.settings.grid.thresholds)
+        return sum(not ((directory / CIRCUIT_JSON).is_file()
+                        and (directory / EVALUATION_JSON).is_file())
+                   for directory in (self.out_dir / run_dir_name(t)
+                                     for t in self.settings.grid.thresholds))
+
 
 @dataclass
 class SweepPlan:
