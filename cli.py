@@ -23,7 +23,9 @@ The library and torch are imported inside the commands, so `circuit --help` is f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import io
 import math
 import os
@@ -39,6 +41,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from acdc.core.settings import option_flag
 from acdc.errors import AcdcError
 
 # click's exception classes, as the installed typer has them (typer vendors its own click).
@@ -179,20 +182,7 @@ ModelOption = Annotated[str | None, typer.Option(
     help="Checkpoint directory, local Hugging Face directory or TransformerLens model name. "
          "Default: the task's model.")]
 MethodOption = Annotated[str, typer.Option(
-    help="Discovery method: acdc, eap (edge attribution patching) or eap-ig (EAP with "
-         "integrated gradients).")]
-ThresholdOption = Annotated[float | None, typer.Option(
-    help="ACDC threshold tau: an edge is removed when removing it raises the metric by less "
-         "than this; with eap/eap-ig, keep the edges whose |score| is at least this. Default: "
-         "the task's.")]
-TopNOption = Annotated[int | None, typer.Option(
-    min=1, help="eap/eap-ig: keep the N edges with the largest |score| (then prune).")]
-EdgesFractionOption = Annotated[float | None, typer.Option(
-    min=0.0, max=1.0, help="eap/eap-ig: keep this fraction of all edges, largest |score| "
-                           "first (then prune).")]
-IgStepsOption = Annotated[int | None, typer.Option(
-    min=1, help="eap-ig: points on the line from the ablated to the clean input embedding that "
-                "the gradient is averaged over (default 5).")]
+    help="Discovery method; `circuit methods` lists them.")]
 MetricOption = Annotated[str | None, typer.Option(
     help="kl, logit_diff, prob_diff, nll or l2. Default: the task's (kl).")]
 AblationOption = Annotated[Ablation | None, typer.Option(
@@ -200,12 +190,6 @@ AblationOption = Annotated[Ablation | None, typer.Option(
          "output averaged over the corrupted prompts' tokens (mean) or per position "
          "(mean-positional). Default: the task's.")]
 GranularityOption = Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)]
-AbsOption = Annotated[bool, typer.Option(
-    "--abs", help="Remove an edge when |metric change| < tau (the paper's default is the "
-                  "signed rule).")]
-ReverseOption = Annotated[bool, typer.Option(
-    "--reverse-head-order", help="Visit heads from 0 upwards instead of from the highest "
-                                 "index down.")]
 SeedOption = Annotated[int | None, typer.Option(help="Random seed. Default: the task's.")]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 DtypeOption = Annotated[Dtype, typer.Option(
@@ -227,10 +211,6 @@ ThreadsOption = Annotated[int, typer.Option(
 MaxMemoryOption = Annotated[float | None, typer.Option(
     min=0, metavar="GIB", help="Refuse a run whose memory estimate exceeds this many GiB. "
                                "Default: the memory available now.")]
-CandidatesOption = Annotated[int, typer.Option(
-    min=0, help="Edge removals evaluated together, with the decisions of one at a time; 0 "
-                "(default): by model and batch size (more on a GPU, which one test leaves "
-                "idle).")]
 OutOption = Annotated[Path | None, typer.Option(
     help="Output directory. Default: runs/<task>-<YYYYmmdd-HHMMSS>/.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
@@ -244,29 +224,110 @@ ResumeOption = Annotated[Path | None, typer.Option(
                         "from DIR/decisions.jsonl, and the outputs are written into DIR.")]
 
 
+def method_options(methods: Sequence[str] | None = None
+                   ) -> list[tuple[dataclasses.Field, list[str]]]:
+    """Every option a method (or the selection rule) declares, once by name, with the methods
+    that take it: the fields of the registered methods' settings dataclasses and of
+    `Selection` (`acdc.core.settings.option`); only those of `methods` when given."""
+    from acdc.core.selection import Selection
+    from acdc.methods.registry import METHODS
+
+    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    owners: list[tuple[str, type]] = [("the ranking methods", Selection)] if methods is None \
+        else []
+    owners += [(name, method.settings_type) for name, method in METHODS.items()
+               if methods is None or name in methods]
+    for owner, settings_type in owners:
+        for item in dataclasses.fields(settings_type):
+            if item.name in found:
+                found[item.name][1].append(owner)
+            else:
+                found[item.name] = (item, [owner])
+    return list(found.values())
+
+
+def with_method_options(methods: Sequence[str] | None = None,
+                        exclude: Sequence[str] = ()) -> Callable[[F], F]:
+    """Add the options of every method (or of `methods`; `method_options`) but `exclude` to a
+    command's parameters: typed as their fields, None when not given (flags: False); the
+    command receives them in `**options`. The options are read from the registry when the
+    command line is built, so a method registered later (a plug-in, a test's toy) has its own."""
+    def decorate(command: F) -> F:
+        return _WithMethodOptions(command, methods, exclude)  # type: ignore[return-value]
+
+    return decorate
+
+
+class _WithMethodOptions:
+    """A command whose signature (what typer builds its options from) is its own parameters
+    followed by the methods' options, computed whenever it is asked for."""
+
+    def __init__(self, command: Callable[..., Any], methods: Sequence[str] | None,
+                 exclude: Sequence[str]):
+        functools.update_wrapper(self, command)
+        self.command, self.methods, self.exclude = command, methods, set(exclude)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.command(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        signature = inspect.signature(self.command, eval_str=True)
+        taken = set(signature.parameters) | self.exclude
+        added = []
+        for item, owners in method_options(self.methods):
+            if item.name in taken:
+                continue
+            kind = _option_type(item)
+            help_text = item.metadata.get("help", "")
+            if "the ranking methods" not in owners and len(owners) < 4:
+                help_text += f" [{', '.join(owners)}]"
+            flag = option_flag(item)
+            if kind is bool:
+                annotation: Any = Annotated[bool, typer.Option(flag, help=help_text)]
+                default: Any = False
+            else:
+                annotation = Annotated[kind | None, typer.Option(flag, help=help_text)]
+                default = None
+            added.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY,
+                                           default=default, annotation=annotation))
+        params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        return signature.replace(parameters=params + added)
+
+
+def _option_type(item: dataclasses.Field) -> type:
+    """The command-line type of a settings field: bool, int, float, else str (a choice the
+    settings' own `validate` checks)."""
+    text = str(item.type).replace(" ", "")
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if text in (name, f"{name}|None"):
+            return kind
+    return str
+
+
 @app.command()
 @user_errors
+@with_method_options()
 def discover(
     ctx: typer.Context, task: TaskOption = None, model: ModelOption = None,
-    method: MethodOption = "acdc", threshold: ThresholdOption = None, metric: MetricOption = None,
+    method: MethodOption = "acdc", metric: MetricOption = None,
     ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
-    abs_: AbsOption = False, reverse_head_order: ReverseOption = False, seed: SeedOption = None,
-    device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
-    candidates: CandidatesOption = 0, top_n: TopNOption = None,
-    edges_fraction: EdgesFractionOption = None, ig_steps: IgStepsOption = None,
-    max_memory: MaxMemoryOption = None, out: OutOption = None, quiet: QuietOption = False,
-    no_render: NoRenderOption = False, no_score_width: NoScoreWidthOption = False,
-    resume: ResumeOption = None,
+    seed: SeedOption = None, device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32,
+    threads: ThreadsOption = 0, max_memory: MaxMemoryOption = None, out: OutOption = None,
+    quiet: QuietOption = False, no_render: NoRenderOption = False,
+    no_score_width: NoScoreWidthOption = False, resume: ResumeOption = None, **options: Any,
 ) -> None:
-    """Find the circuit of a task: run a discovery method (ACDC by default, or the attribution
-    methods eap and eap-ig), write circuit.json, circuit.dot/.svg, run.yaml and, for ACDC,
-    decisions.jsonl (the log that `--resume` continues from)."""
+    """Find the circuit of a task with a discovery method (`circuit methods` lists them; ACDC
+    by default) and write circuit.json, circuit.dot/.svg, run.yaml and, for ACDC,
+    decisions.jsonl (the log that `--resume` continues from). Each method's own options are
+    listed below with the methods that take them."""
     from acdc import run as pipeline
 
-    given = _given_options(ctx, {"task", "model", "method", "threshold", "metric", "ablation",
-                                 "granularity", "abs_", "reverse_head_order", "seed", "device",
-                                 "dtype", "out", "top_n", "edges_fraction", "ig_steps"})
-    tuning: dict[str, Any] = {"candidates": candidates} if candidates else {}
+    given = _given_options(ctx, {"task", "model", "method", "metric", "ablation", "granularity",
+                                 "seed", "device", "dtype", "out", *options})
+    unrecorded = {item.name for item, _ in method_options()
+                  if not item.metadata.get("recorded", True)}
+    tuning = {key: given.pop(key) for key in list(given) if key in unrecorded}
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     if resume is not None:
         try:
@@ -280,7 +341,8 @@ def discover(
         given.pop("task")
         job = pipeline.start_run(task, command=command, **given, **tuning)
     _announce(job, _Status(quiet))
-    with contextlib.closing(job), _Interrupts() as interrupts, _ProgressDisplay(quiet) as display:
+    with contextlib.closing(job), _Interrupts() as interrupts, \
+            _ProgressDisplay(quiet, job.method.name) as display:
         def on_progress(progress: Any) -> None:
             display.update(progress)
             interrupts.checkpoint()  # a signal received since the last decision stops it here
@@ -321,8 +383,11 @@ def _announce(job, status: _Status) -> None:
                     and not isinstance(value, bool) else key
                     for key, value in _settings_of(settings.settings).items()
                     if value is not False and value is not None)
+    if settings.selection is not None:
+        own += ("; " if own else "") + settings.selection.describe()
     prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
-    status.say(f"task {spec.name}: {prompts}, method {settings.method} ({own}), "
+    status.say(f"task {spec.name}: {prompts}, method {settings.method}"
+               f"{f' ({own})' if own else ''}, "
                f"metric {settings.common.metric}, ablation {settings.common.ablation}")
     status.say(f"loading model {settings.model} ...")
 
@@ -389,18 +454,20 @@ def _interrupted_early(job, interrupts: _Interrupts) -> str:
 def _summarize(job, circuit, written: list[Path], interrupts: _Interrupts) -> None:
     from acdc.run import resume_hint
 
-    kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
     noise = circuit.results.get("metric_noise", 0.0)
     shown = lambda value: "0" if abs(value) <= noise else f"{value:.4g}"  # noqa: E731
     selected = circuit.results.get("n_edges_selected")
-    pruned = (f"; {selected} selected, {selected - kept} of them pruned: on no path from input "
-              f"to logits" if isinstance(selected, int) and selected != kept else "")
+    pruned = (f"; {selected:,} selected by {job.settings.selection.describe()}, "
+              f"{selected - circuit.n_residual_kept:,} of them pruned: on no path from input to "
+              f"logits" if isinstance(selected, int) and job.settings.selection is not None
+              else "")
     typer.echo(("partial: " if circuit.partial else "") +
-               f"kept {kept} of {total} edges ({100 * kept / total:.1f}%{pruned}); metric "
-               f"{job.settings.common.metric} of circuit {shown(circuit.metric_circuit)} (full "
-               f"model {shown(circuit.metric_full)}); {circuit.results['runtime_s']:.1f} s")
+               f"kept {circuit.size()}{pruned}; metric {job.settings.common.metric} of circuit "
+               f"{shown(circuit.metric_circuit)} (full model {shown(circuit.metric_full)}); "
+               f"{circuit.results['runtime_s']:.1f} s")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if circuit.partial:
+        kept, total = circuit.n_edges_kept, len(circuit.graph.edges)
         decided = circuit.results.get("n_edges_decided", kept)
         _err(f"{interrupts.name}: {decided} of {total} edges decided; undecided edges are kept "
              f"and the files are marked partial; {resume_hint(job.out_dir)}")
@@ -422,8 +489,9 @@ class _ProgressDisplay:
     """The engine's progress: a live rich bar when stderr is a terminal; otherwise a plain line
     at every tenth of the edges; nothing with --quiet."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, method: str = "acdc"):
         self.quiet = quiet
+        self.method = method
         self.started = False
         self.bar: Any = None  # a rich Progress while shown (rich is imported when needed)
         self.task_id = None
@@ -448,7 +516,7 @@ class _ProgressDisplay:
             )
 
             self.bar = Progress(
-                TextColumn("[bold]ACDC"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(f"[bold]{self.method}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("kept {task.fields[kept]}"), TextColumn("metric {task.fields[metric]}"),
                 TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                 TextColumn("[dim]{task.fields[edge]}"),
@@ -495,6 +563,7 @@ def _duration(seconds: float | None) -> str:
 
 @app.command()
 @user_errors
+@with_method_options(methods=["acdc"], exclude=["threshold", "engine"])
 def sweep(
     ctx: typer.Context, task: TaskOption = None,
     thresholds: Annotated[str | None, typer.Option(
@@ -515,10 +584,8 @@ def sweep(
         min=1.0, max=3600.0, metavar="SECONDS",
         help="How long to wait for the Ray cluster to answer (1 to 3600).")] = 20.0,
     model: ModelOption = None, metric: MetricOption = None, ablation: AblationOption = None,
-    granularity: GranularityOption = Granularity.qkv, abs_: AbsOption = False,
-    reverse_head_order: ReverseOption = False, seed: SeedOption = None,
+    granularity: GranularityOption = Granularity.qkv, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
-    candidates: CandidatesOption = 0,
     out: Annotated[Path | None, typer.Option(
         help="Sweep directory. Default: a new runs/<task>-sweep-<YYYYmmdd-HHMMSS>/. A directory "
              "that holds this same sweep is continued.")] = None,
@@ -530,6 +597,7 @@ def sweep(
         metavar="DIR", help="Continue the sweep in DIR with the settings of DIR/sweep.json: "
                             "finished thresholds are kept, unfinished runs resume from their "
                             "decision logs.")] = None,
+    **options: Any,
 ) -> None:
     """Run ACDC at every threshold of a grid: one run directory per threshold (DIR/tau-<t>/,
     each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
@@ -552,9 +620,9 @@ def sweep(
                                  ctx=ctx, param_hint="--jobs")
     if ray is None and "ray_timeout" in _given_options(ctx, {"ray_timeout"}):
         raise typer.BadParameter("only with --ray ADDRESS", ctx=ctx, param_hint="--ray-timeout")
-    given = _given_options(ctx, {"task", "model", "threshold", "metric", "ablation",
-                                 "granularity", "abs_", "reverse_head_order", "seed", "device",
-                                 "dtype", "thresholds"} & set(ctx.params))
+    given = _given_options(ctx, {"task", "model", "metric", "ablation", "granularity", "seed",
+                                 "device", "dtype", "thresholds", *options})
+    candidates = given.pop("candidates", 0) or 0
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     status = _Status(quiet)
     try:
@@ -813,6 +881,27 @@ def metrics() -> None:
 
     rows = [(name, METRIC_INPUTS[name], "lower is better", text) for name, text in METRICS.items()]
     header = ("NAME", "READS", "DIRECTION", "DESCRIPTION")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                   + "  " + row[3])
+
+
+@app.command()
+@user_errors
+def methods() -> None:
+    """List the discovery methods: name, what a method returns (a circuit, or edge or node
+    scores that --top-n, --edges-fraction or --threshold cut), its options, what it is."""
+    import dataclasses as dc
+
+    from acdc.core.settings import option_flag
+    from acdc.methods.registry import METHODS
+
+    returns = {"kept": "circuit", "edges": "edge scores", "nodes": "node scores"}
+    rows = [(name, returns[m.returns],
+             " ".join(option_flag(f) for f in dc.fields(m.settings_type)) or "-", m.description)
+            for name, m in METHODS.items()]
+    header = ("NAME", "RETURNS", "OPTIONS", "DESCRIPTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     for row in [header, *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))

@@ -44,11 +44,13 @@ from acdc.core.files import (
     unique_directory,
     write_text_atomic,
 )
+from acdc.core.graph import build_graph
+from acdc.core.selection import RULES, Selection
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
 from acdc.core.tasks import TaskSpec, check_prompt_lengths, read_task
 from acdc.errors import AcdcError, RunWarning
-from acdc.methods.base import Discovery, Method
+from acdc.methods.base import Discovery, Method, finish, make_selection, make_settings
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
@@ -80,12 +82,16 @@ class RunSettings:
     seed: int
     device: str = "cpu"
     dtype: str = "float32"
+    selection: Selection | None = None  # a ranking method's rule (top_n, edges_fraction, ...)
 
     def record(self) -> dict[str, Any]:
         """The settings as key/value pairs, in the order every file writes them."""
+        rule = ({key: value for key, value in settings_record(self.selection).items()
+                 if value is not None} if self.selection is not None else {})
         return {"task": self.task, "task_file": self.task_file, "model": self.model,
-                "method": self.method, **settings_record(self.settings, self.common),
-                "seed": self.seed, "device": self.device, "dtype": self.dtype}
+                "method": self.method, **settings_record(self.settings), **rule,
+                **settings_record(self.common), "seed": self.seed, "device": self.device,
+                "dtype": self.dtype}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], source: str,
@@ -95,9 +101,20 @@ class RunSettings:
         method = _record_value(record, "method", source, str, DEFAULT_METHOD)
         if method not in METHODS:
             raise AcdcError(f"{source}: method {method!r} is not one of {', '.join(METHODS)}")
-        settings_type = get_method(method).settings_type
+        chosen = get_method(method)
+        settings_type = chosen.settings_type
         own = {f.name: _record_value(record, f.name, source, _kind(f.type)) for f in
                recorded_fields(settings_type)}
+        selection = None
+        if chosen.ranks:
+            rules = {rule: _record_value(record, rule, source, _kind(kind))
+                     for rule, kind in (("top_n", "int"), ("edges_fraction", "float"),
+                                        ("threshold", "float")) if rule in record}
+            selection = Selection(**rules)
+            try:
+                selection.validate()
+            except AcdcError as error:
+                raise AcdcError(f"{source}: {error}") from None
         common = CommonSettings(
             metric=_record_choice(record, "metric", source, METRICS),
             ablation=_record_choice(record, "ablation", source, ABLATIONS),  # type: ignore[arg-type]
@@ -116,6 +133,7 @@ class RunSettings:
             seed=seed,
             device=_record_value(record, "device", source, str),
             dtype=_record_choice(record, "dtype", source, DTYPES),
+            selection=selection,
         )
 
     def repeat_command(self, typed: Mapping[str, str | None] | None = None,
@@ -293,8 +311,11 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     chosen = get_method(method)
     if dtype not in DTYPES:
         raise AcdcError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    spec = read_task(task).with_overrides(metric=metric, threshold=options.get("threshold"),
-                                          ablation=ablation, seed=seed, model=model)
+    options = dict(options)
+    rules = {rule: options.pop(rule, None) for rule in RULES} if chosen.ranks else {}
+    spec = read_task(task).with_overrides(
+        metric=metric, threshold=options.get("threshold", rules.get("threshold")),
+        ablation=ablation, seed=seed, model=model)
     if spec.model is None:
         raise AcdcError(f"{spec.source}: the task names no model; pass --model DIR|NAME")
     kind = model_kind(spec.model)
@@ -305,11 +326,14 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
                             granularity=granularity)  # type: ignore[arg-type]
     common.validate()
+    own = make_settings(chosen, spec, options)
+    if chosen.check is not None:
+        chosen.check(own, common)
     source = Path(spec.source)
     settings = RunSettings(
         task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
-        model=spec.model, method=chosen.name, settings=chosen.make_settings(spec, options),
-        common=common, seed=spec.seed, device=device, dtype=dtype,
+        model=spec.model, method=chosen.name, settings=own, common=common, seed=spec.seed,
+        device=device, dtype=dtype, selection=make_selection(chosen, spec, rules),
     )
     return spec, settings
 
@@ -486,11 +510,15 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
         warnings.warn(warning, RunWarning, stacklevel=2)
     torch.manual_seed(settings.seed)
     _set_threads(loaded.shape, settings.device, threads)
-    job = Discovery(model=loaded, task=task, common=settings.common, settings=settings.settings,
+    graph = (shared.recordings.graph if shared is not None
+             else build_graph(loaded.shape.graph_shape(settings.common.granularity)))
+    job = Discovery(model=loaded, task=task, graph=graph, common=settings.common,
+                    settings=settings.settings, seed=settings.seed, selection=settings.selection,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,
                     on_progress=on_progress,
                     recordings=None if shared is None else shared.recordings)
-    return Outcome(run.method.discover(job), task.n_prompts)
+    started = time.perf_counter()
+    return Outcome(finish(job, run.method, run.method.run(job), started), task.n_prompts)
 
 
 def _check_memory(run: Run, shape: ModelShape, task: Any, max_memory: float | None) -> None:

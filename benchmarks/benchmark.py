@@ -302,14 +302,10 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     from acdc.core.metrics import metric_targets
     from acdc.core.models import LoadedModel
     from acdc.core.patching import task_tensors
+    from acdc.core.selection import Selection, prune, select_edges
     from acdc.core.tasks import Task
-    from acdc.methods.attribution import (
-        EapIgSettings,
-        EapSettings,
-        gradients,
-        run_attribution,
-        select,
-    )
+    from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings, gradients
+    from acdc.methods.base import run_method
 
     torch.set_num_threads(DEFAULT_THREADS)
     torch.manual_seed(seed)
@@ -344,11 +340,11 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
         row["forward"] = forward_before
         row["peak_rss_mb"] = peak_rss_mb()
         return row
-    settings = (EapIgSettings(top_n=1000, ig_steps=5) if part == "eap-ig"
-                else EapSettings(top_n=1000))
+    settings = EapIgSettings(ig_steps=5) if part == "eap-ig" else EapSettings()
+    method, selection = (EAP_IG if part == "eap-ig" else EAP), Selection(top_n=1000)
     common = CommonSettings("logit_diff", "corrupt")
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
-    # The phases of run_attribution, timed one by one.
+    # The phases of an attribution run (`run_method`), timed one by one.
     weights = extract_weights(model)
     tensors = task_tensors(task, "cpu")
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
@@ -373,7 +369,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
         phases[name] = {kind: phases.get(name, {}).get(kind, 0.0) + value[kind]
                         for kind in clocks}
 
-    # The phases in run_attribution's order (each EAP-IG pass scored, then dropped, as there).
+    # The phases in a run's order (each EAP-IG pass scored, then dropped, as there).
     if part == "eap":
         add("passes", measure(clean_pass))
         add("runs", measure(record))
@@ -400,19 +396,17 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
 
     def final() -> None:
         patched = state["patched"]
-        kept = graph.connected(select(state["scores"], settings))
+        kept = prune(graph, select_edges(graph, state["scores"].tolist(), selection))
         with torch.no_grad():
             patched.take_clean_qkv()
-            for edge in graph.edges:
-                if not kept[edge.index]:
-                    patched.set_edge(edge, False)
-            float(state["metric"](patched.logits_from(Stage(0))))
+            float(state["metric"](patched.circuit_logits(torch.tensor(kept))))
 
     phases["final"] = measure(final)
-    peak = peak_rss_mb()  # of the scoring and the final pass: what run_attribution does
+    peak = peak_rss_mb()  # of the scoring and the final pass: what a run does
     state.clear()
     loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
-    phases["whole"] = measure(lambda: run_attribution(loaded, task, common, settings, graph))
+    phases["whole"] = measure(lambda: run_method(method, loaded, task, common, settings,
+                                                 selection, graph=graph))
     forward_after = plain_forward()
     unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
     scoring = {kind: sum(phases[p][kind] for p in ("passes", "runs", "contraction"))

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acdc.core.models import load_model  # noqa: E402
+from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
 from acdc.evaluation.compare import confusion  # noqa: E402
@@ -54,13 +55,14 @@ from acdc.evaluation.faithfulness import (  # noqa: E402
     CircuitEvaluator,
     FaithfulnessCurve,
     edges_at,
-    rank_edges,
     ranking_from_scores,
+    ranking_scores,
 )
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
 from acdc.evaluation.roc import RocPoint, roc_curve  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
-from acdc.methods.attribution import EapIgSettings, EapSettings, run_attribution  # noqa: E402
+from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
+from acdc.methods.base import run_method  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
 from acdc.sweep.grid import parse_grid  # noqa: E402
 
@@ -78,12 +80,11 @@ def timed(fn):
 
 def ranking_roc(graph, ranking, reference, n_edges: int) -> dict:
     """The pessimistic ROC AUC of the top-k edges of `ranking` at the MIB fractions."""
-    order, _ = rank_edges(ranking, n_edges)
+    scores, _ = ranking_scores(ranking, n_edges)
     points = []
     for fraction in MIB_FRACTIONS:
-        kept = [False] * n_edges
-        for index in order[:edges_at(fraction, n_edges)]:
-            kept[index] = True
+        top_n = edges_at(fraction, len(residual_edges(graph)))
+        kept = select_edges(graph, scores, Selection(top_n=top_n))
         counts = confusion(graph, kept, reference)
         assert counts.fpr is not None and counts.tpr is not None
         points.append(RocPoint(counts.fpr, counts.tpr, fraction))
@@ -118,11 +119,11 @@ def bench_task(spec, thresholds: tuple[float, ...]) -> dict:
     acdc_scores = rank_scores(thresholds, sweep_kept)
 
     common = CommonSettings(measure, ablation)
-    eap, eap_s = timed(lambda: run_attribution(loaded, task, common,
-                                               EapSettings(top_n=acdc.n_edges_kept), graph))
-    ig, ig_s = timed(lambda: run_attribution(loaded, task, common,
-                                             EapIgSettings(top_n=acdc.n_edges_kept, ig_steps=5),
-                                             graph))
+    size = Selection(top_n=acdc.n_residual_kept)
+    eap, eap_s = timed(lambda: run_method(EAP, loaded, task, common, EapSettings(), size,
+                                          graph=graph))
+    ig, ig_s = timed(lambda: run_method(EAP_IG, loaded, task, common, EapIgSettings(ig_steps=5),
+                                        size, graph=graph))
 
     evaluator = CircuitEvaluator(loaded, task, graph, task.ablation, metrics=metrics)
     rankings = {"ACDC": list(enumerate(acdc_scores)), "EAP": ranking_from_scores(eap.scores),

@@ -23,17 +23,12 @@ from typer.testing import CliRunner
 
 import cli
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
+from acdc.core.selection import Selection, select_edges
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks import Task, TaskSpec
 from acdc.errors import AcdcError
-from acdc.methods.attribution import (
-    EAP,
-    EAP_IG,
-    EapIgSettings,
-    EapSettings,
-    run_attribution,
-    select,
-)
+from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings
+from acdc.methods.base import make_selection, make_settings, run_method
 
 # The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
 pytestmark = pytest.mark.hooked_transformer
@@ -67,11 +62,12 @@ def task_of(name: str, metric: str, ablation: str, seed: int = 0) -> Task:
 
 
 def engine_scores(name: str, metric: str, ablation: str, granularity: str,
-                  settings: EapSettings, dtype: torch.dtype = torch.float64):
+                  settings: EapSettings, dtype: torch.dtype = torch.float64, top_n: int = 10):
     model = model_of(name, dtype)
     loaded = LoadedModel(name, model, None, model_shape(model.cfg))
-    circuit = run_attribution(loaded, task_of(name, metric, ablation), CommonSettings(
-        metric, ablation, granularity), settings)
+    method = EAP_IG if isinstance(settings, EapIgSettings) else EAP
+    circuit = run_method(method, loaded, task_of(name, metric, ablation), CommonSettings(
+        metric, ablation, granularity), settings, Selection(top_n=top_n))
     return {e.name: circuit.scores[e.index] for e in circuit.graph.edges}, circuit
 
 
@@ -138,8 +134,8 @@ POST_NORM = frozenset({"gemma2"})
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_scores_match_the_hooked_reference(case):
-    settings = (EapIgSettings(top_n=10, ig_steps=case.ig_steps) if case.ig_steps
-                else EapSettings(top_n=10))
+    settings = (EapIgSettings(ig_steps=case.ig_steps) if case.ig_steps
+                else EapSettings())
     engine, _ = engine_scores(case.model, case.metric, case.ablation, case.granularity, settings)
     problem = reference_problem(case.model, case.metric, case.ablation, case.granularity)
     alphas = settings.alphas
@@ -156,7 +152,7 @@ def test_scores_match_the_hooked_reference(case):
 
 def test_float32_scores_match_the_reference():
     """The default precision: float32 scores within 1e-4 of the largest score."""
-    engine, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", EapSettings(top_n=10),
+    engine, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", EapSettings(),
                               torch.float32)
     reference = reference_problem("mlp3", "logit_diff", "corrupt", "qkv").scores_by_masks()
     assert_close(engine, reference, rtol=0, scale_rtol=1e-4)
@@ -168,7 +164,7 @@ def test_float32_scores_match_the_reference():
 def test_eap_score_is_the_derivative_of_the_metric(name, granularity, ablation):
     """Each edge's EAP score equals the finite difference of the metric when that edge's mask
     (and only it) moves from 1 by a small step (central difference, float64)."""
-    engine, _ = engine_scores(name, "logit_diff", ablation, granularity, EapSettings(top_n=1))
+    engine, _ = engine_scores(name, "logit_diff", ablation, granularity, EapSettings())
     problem = reference_problem(name, "logit_diff", ablation, granularity)
     step = 1e-4
     finite = {}
@@ -205,7 +201,7 @@ def test_scores_beside_the_exact_patching_effect(name, metric, ablation, capsys)
     model = model_of(name)
     base = ref.circuit_metric(model, task.clean, task.corrupt, task.positions, task.answers,
                               task.wrong_answers, set(), metric, ablation)
-    ig, _ = engine_scores(name, metric, ablation, "qkv", EapIgSettings(top_n=1, ig_steps=5))
+    ig, _ = engine_scores(name, metric, ablation, "qkv", EapIgSettings(ig_steps=5))
     exact = {}
     for edge in ig:
         exact[edge] = ref.circuit_metric(model, task.clean, task.corrupt, task.positions,
@@ -218,7 +214,7 @@ def test_scores_beside_the_exact_patching_effect(name, metric, ablation, capsys)
     line += f" EAP-IG(5) {rho_ig:.3f}"
     assert rho_ig > 0
     if metric != "kl":
-        eap, _ = engine_scores(name, metric, ablation, "qkv", EapSettings(top_n=1))
+        eap, _ = engine_scores(name, metric, ablation, "qkv", EapSettings())
         rho = spearman([abs(eap[n]) for n in names], truth)
         signed = spearman([eap[n] for n in names], [exact[n] for n in names])
         line += f", EAP {rho:.3f} (signed scores: {signed:.3f})"
@@ -230,12 +226,12 @@ def test_scores_beside_the_exact_patching_effect(name, metric, ablation, capsys)
 def test_eap_ig_converges_as_steps_grow():
     """The average over m points approaches the integral: the distance to m = 256 shrinks
     about as 1/m (left Riemann sum)."""
-    limit, _ = engine_scores("mlp3", "kl", "corrupt", "qkv", EapIgSettings(top_n=1, ig_steps=256))
+    limit, _ = engine_scores("mlp3", "kl", "corrupt", "qkv", EapIgSettings(ig_steps=256))
     scale = math.sqrt(sum(v * v for v in limit.values()))
     errors = []
     for steps in (2, 4, 8, 16, 32):
         scores, _ = engine_scores("mlp3", "kl", "corrupt", "qkv",
-                                  EapIgSettings(top_n=1, ig_steps=steps))
+                                  EapIgSettings(ig_steps=steps))
         errors.append(math.sqrt(sum((scores[n] - limit[n]) ** 2 for n in limit)) / scale)
     assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 0.25 * errors[0] and errors[-1] < 0.05, errors
@@ -252,45 +248,65 @@ def spec(metric: str = "logit_diff", threshold: float = 0.02) -> TaskSpec:
 @pytest.mark.parametrize("metric", ["kl", "l2"])
 def test_eap_refuses_a_metric_with_zero_gradient_at_the_clean_run(metric):
     with pytest.raises(AcdcError) as caught:
-        EAP.make_settings(spec(metric), {"top_n": 5})
+        EAP.check(EapSettings(), CommonSettings(metric))
     message = str(caught.value)
     assert "\n" not in message
     assert "zero gradient at the clean run" in message and "eap-ig" in message
     assert "logit_diff" in message  # what to use instead
     with pytest.raises(AcdcError, match="zero gradient"):
-        engine_scores("attn2", metric, "corrupt", "qkv", EapSettings(top_n=5))
+        engine_scores("attn2", metric, "corrupt", "qkv", EapSettings())
     # EAP-IG takes it, and its scores are not all zero
-    assert EAP_IG.make_settings(spec(metric), {"top_n": 5}) == EapIgSettings(top_n=5)
-    scores, _ = engine_scores("attn2", metric, "corrupt", "qkv", EapIgSettings(top_n=5))
+    EAP_IG.check(EapIgSettings(), CommonSettings(metric))
+    scores, _ = engine_scores("attn2", metric, "corrupt", "qkv", EapIgSettings())
     assert max(abs(v) for v in scores.values()) > 1e-3
 
 
-def test_settings_take_one_rule():
-    assert EAP.make_settings(spec(), {}) == EapSettings(threshold=0.02)  # the task's
-    assert EAP.make_settings(spec(threshold=0.5), {"threshold": 0.5}) == EapSettings(threshold=0.5)
-    assert EAP.make_settings(spec(), {"top_n": 7}) == EapSettings(top_n=7)
-    assert EAP_IG.make_settings(spec(), {"edges_fraction": 0.1, "ig_steps": 3}) == EapIgSettings(
-        edges_fraction=0.1, ig_steps=3)
+def test_settings_and_one_rule():
+    assert make_selection(EAP, spec(), {}) == Selection(threshold=0.02)  # the task's
+    assert make_selection(EAP, spec(), {"threshold": 0.5}) == Selection(threshold=0.5)
+    assert make_selection(EAP, spec(), {"top_n": 7}) == Selection(top_n=7)
+    assert make_settings(EAP_IG, spec(), {"ig_steps": 3}) == EapIgSettings(ig_steps=3)
+    assert make_settings(EAP, spec(), {"per_prompt": True}) == EapSettings(per_prompt=True)
     for options, expected in (({"top_n": 3, "edges_fraction": 0.1}, "two rules"),
-                              ({"top_n": 0}, "top_n must be"),
-                              ({"edges_fraction": 1.5}, "edges_fraction must be"),
-                              ({"ig_steps": 3}, "--ig-steps is not an option of method eap"),
+                              ({"top_n": -1}, "--top-n must be"),
+                              ({"edges_fraction": 1.5}, "--edges-fraction must be")):
+        with pytest.raises(AcdcError, match=expected):
+            make_selection(EAP, spec(), options)
+    for options, expected in (({"ig_steps": 3}, "--ig-steps is not an option of method eap"),
                               ({"abs": True}, "--abs is not an option")):
         with pytest.raises(AcdcError, match=expected):
-            EAP.make_settings(spec(), options)
-    with pytest.raises(AcdcError, match="ig_steps must be"):
-        EAP_IG.make_settings(spec(), {"ig_steps": 0})
+            make_settings(EAP, spec(), options)
+    with pytest.raises(AcdcError, match="--ig-steps must be"):
+        make_settings(EAP_IG, spec(), {"ig_steps": 0})
     with pytest.raises(AcdcError, match="exactly one"):
-        EapSettings().validate()
+        Selection().validate()
 
 
-def test_select_keeps_the_largest_scores():
-    scores = torch.tensor([0.1, -3.0, 2.0, 0.0, -2.0, float("nan")], dtype=torch.float64)
-    assert select(scores, EapSettings(top_n=2)) == [False, True, True, False, False, False]
+def test_per_prompt_scores_are_the_scores_over_the_prompts():
+    plain, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", EapSettings())
+    mean, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", EapSettings(per_prompt=True))
+    n = len(task_of("mlp3", "logit_diff", "corrupt").clean)
+    assert n > 1
+    assert all(mean[name] == pytest.approx(plain[name] / n, rel=1e-12, abs=1e-15)
+               for name in plain)
+
+
+def test_selection_keeps_the_largest_residual_scores_and_direct_edges_follow():
+    from acdc.core.graph import GraphShape, build_graph
+
+    graph = build_graph(GraphShape(1, 1, False))
+    by_name = {"input->a0.h0<q>": 0.1, "input->a0.h0<k>": -3.0, "input->a0.h0<v>": 2.0,
+               "a0.h0->logits": -2.0, "input->logits": float("nan"),
+               "a0.h0<q>->a0.h0": 9.0}  # a direct edge: never ranked
+    scores = [by_name.get(e.name, 0.0) for e in graph.edges]
+    chosen = lambda rule: {e.name for e in graph.edges  # noqa: E731
+                           if select_edges(graph, scores, rule)[e.index]}
+    assert chosen(Selection(top_n=2)) == {"input->a0.h0<k>", "a0.h0<k>->a0.h0",
+                                          "input->a0.h0<v>", "a0.h0<v>->a0.h0"}
     # a tie in |score| goes to the edge earlier in the graph's order
-    assert select(scores, EapSettings(top_n=3)) == [False, True, True, False, True, False]
-    assert select(scores, EapSettings(threshold=0.1)) == [True, True, True, False, True, False]
-    assert sum(select(scores, EapSettings(edges_fraction=0.5))) == 3
+    assert "a0.h0->logits" in chosen(Selection(top_n=3))
+    assert chosen(Selection(threshold=0.1)) == chosen(Selection(top_n=4))
+    assert "input->logits" not in chosen(Selection(threshold=0.0))  # NaN: never chosen
 
 
 @pytest.mark.parametrize("granularity", ["qkv", "head"])
@@ -301,8 +317,11 @@ def test_circuit_is_connected_and_its_metric_is_the_reference_circuits(granulari
     import networkx as nx
 
     scores, circuit = engine_scores("mlp3", "logit_diff", "corrupt", granularity,
-                                    EapSettings(top_n=60))
-    top = set(sorted(scores, key=lambda n: -abs(scores[n]))[:60])
+                                    EapSettings(), top_n=60)
+    residual = {e.name for e in circuit.graph.edges if e.kind == "residual"}
+    top = set(sorted(residual, key=lambda n: -abs(scores[n]))[:60])
+    top |= {e.name for e in circuit.graph.edges  # the direct edges follow their inputs
+            if e.kind == "direct" and any(t.endswith("->" + e.receiver.name) for t in top)}
     kept = {e.name for e in circuit.kept_edges()}
     assert kept and kept <= top
     dag = circuit.graph.to_networkx(circuit.kept)
@@ -322,7 +341,8 @@ def test_circuit_is_connected_and_its_metric_is_the_reference_circuits(granulari
                                   "corrupt", granularity)
     assert circuit.metric_circuit == pytest.approx(expected, abs=1e-9)
     assert circuit.results["partial"] is False and circuit.settings["method"] == "eap"
-    assert circuit.settings["top_n"] == 60 and circuit.settings["threshold"] is None
+    assert circuit.settings["top_n"] == 60 and "threshold" not in circuit.settings
+    assert circuit.results["n_edges_selected"] == 60
 
 
 # --------------------------------------------------------------------------- command line
@@ -351,15 +371,15 @@ def test_cli_discover_eap(task_file, tmp_path):
                                      "--ig-steps", "3", "--top-n", "40", "--ablation",
                                      "mean-positional", "--out", str(out), "--no-render"])
     assert result.exit_code == 0, result.output
-    assert "method eap-ig (top_n 40, ig_steps 3)" in result.stderr
+    assert "method eap-ig (ig_steps 3; --top-n 40)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["circuit.dot", "circuit.json", "run.yaml"]
     data = json.loads((out / "circuit.json").read_text())
     assert data["method"] == "eap-ig" and data["ig_steps"] == 3 and data["top_n"] == 40
     assert data["ablation"] == "mean-positional" and data["partial"] is False
     assert all(isinstance(e["score"], float) for e in data["edges"])
-    assert 0 < data["n_edges_kept"] <= 40
+    assert 0 < data["n_edges_selected"] == 40 and data["n_edges_kept"] > 0
     repeat = yaml.safe_load((out / "run.yaml").read_text())["repeat"]
-    assert "--method eap-ig --top-n 40" in repeat and "--ig-steps 3" in repeat
+    assert "--method eap-ig --ig-steps 3 --top-n 40" in repeat
     render = runner.invoke(cli.app, ["render", str(out / "circuit.json"), "--format", "dot",
                                      "--out", str(tmp_path / "again.dot")])
     assert render.exit_code == 0, render.output

@@ -254,7 +254,10 @@ def test_discover_writes_every_output(tmp_path, task_file, checkpoint):
     assert progress and progress[-1].startswith("58/58 edges decided")
     assert "\x1b[" not in result.stderr
     summary = result.stdout.strip().splitlines()
-    assert summary[0].startswith(f"kept {data['n_edges_kept']} of {data['n_edges_total']} edges")
+    residual = sum(e["kept"] for e in data["edges"] if "<" not in e["name"].split("->")[0])
+    assert summary[0].startswith(
+        f"kept {residual} of 46 residual edges ({data['n_edges_kept']} of "
+        f"{data['n_edges_total']} with direct q/k/v edges)")
     assert "circuit.json" in summary[1] and "run.yaml" in summary[1]
     assert "decisions.jsonl" in summary[1]
     log = (out / "decisions.jsonl").read_text().splitlines()

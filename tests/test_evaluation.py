@@ -21,6 +21,7 @@ from reference_acdc import circuit_metric
 
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
+from acdc.core.selection import prune as prune_circuit
 from acdc.core.tasks import Task
 from acdc.errors import AcdcError, GraphError
 from acdc.evaluation.faithfulness import (
@@ -31,9 +32,8 @@ from acdc.evaluation.faithfulness import (
     cpr,
     edges_at,
     normalised,
-    prune_circuit,
-    rank_edges,
     ranking_from_scores,
+    ranking_scores,
 )
 
 # The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
@@ -183,16 +183,16 @@ def test_cpr_and_cmd_of_hand_made_curves():
     assert normalised(1.0, full=2.0, empty=2.0) is None
 
 
-def test_rank_edges_by_absolute_score_unscored_last():
+def test_rankings_become_scores_unscored_and_unnamed_edges_last():
     ranking = [(0, 0.1), (1, None), (2, -0.5), (3, 0.5), (4, float("nan")), (5, float("inf"))]
-    order, n_scored = rank_edges(ranking, 7)
-    assert order == [5, 2, 3, 0, 1, 4, 6] and n_scored == 4  # ties keep the ranking's order
-    assert rank_edges(ranking_from_scores([None, 0.2, -0.3]), 3) == ([2, 1, 0], 2)
+    scores, n_scored = ranking_scores(ranking, 7)
+    assert scores == [0.1, None, -0.5, 0.5, None, float("inf"), None] and n_scored == 4
+    assert ranking_scores(ranking_from_scores([None, 0.2, -0.3]), 3) == ([None, 0.2, -0.3], 2)
     with pytest.raises(GraphError, match="ranked twice"):
-        rank_edges([(0, 1.0), (0, 2.0)], 3)
+        ranking_scores([(0, 1.0), (0, 2.0)], 3)
     with pytest.raises(GraphError, match="not one of the graph's 0..2"):
-        rank_edges([(3, 1.0)], 3)
-    assert [edges_at(f, 32923) for f in (0.001, 0.002, 0.5, 1.0)] == [33, 66, 16462, 32923]
+        ranking_scores([(3, 1.0)], 3)
+    assert [edges_at(f, 32491) for f in (0.001, 0.002, 0.5, 1.0)] == [32, 65, 16246, 32491]
     assert edges_at(0.001, 58) == 0
 
 
@@ -226,15 +226,22 @@ def test_curve_points_are_pruned_top_k_circuits(tiny_models, tiny_tasks):
     assert curve.fractions == list(MIB_FRACTIONS)
     assert curve.n_scored == sum(s is not None for s in scores)
     assert curve.points[-1].faithfulness == {"kl": 1.0, "logit_diff": 1.0}
-    assert curve.points[0].n_edges == edges_at(0.001, len(graph.edges))
+    residual = [e for e in graph.edges if e.kind == "residual"]
+    assert curve.n_edges_total == len(residual)
+    assert curve.points[0].n_edges == edges_at(0.001, len(residual))
     assert evaluator.passes <= len(MIB_FRACTIONS) - 1
-    order, _ = rank_edges(ranking_from_scores(scores), len(graph.edges))
-    point = curve.points[7]  # 20 % of the edges
-    top = [False] * len(graph.edges)
-    for index in order[:point.n_edges]:
-        top[index] = True
+    point = curve.points[7]  # 20 % of the residual edges
+    # plainly: the top residual edges by |score| (unscored last, ties in graph order), each
+    # direct edge kept when its q/k/v input is fed, then pruned
+    size = {e.index: -1.0 if scores[e.index] is None else abs(scores[e.index]) for e in residual}
+    top_residual = sorted(size, key=lambda i: -size[i])[:point.n_edges]
+    top = [e.index in top_residual for e in graph.edges]
+    fed = {graph.edges[i].receiver.name for i in top_residual}
+    for edge in graph.edges:
+        if edge.kind == "direct":
+            top[edge.index] = edge.receiver.name in fed
     kept = prune_circuit(graph, top)
-    assert point.n_edges_kept == sum(kept) <= point.n_edges
+    assert point.n_edges_kept == sum(kept[e.index] for e in residual) <= point.n_edges
     expected = reference(model, tiny, kept, graph, "kl", "corrupt")
     assert point.values["kl"] == pytest.approx(expected, rel=1e-4, abs=2e-5)
     assert curve.cpr["kl"] == pytest.approx(cpr(curve.fractions, curve.faithfulness("kl")))

@@ -20,7 +20,7 @@ import yaml
 from cli_helpers import error_line, invoke
 
 from acdc.core.circuit import Circuit, from_mib, load_circuit
-from acdc.core.graph import GraphShape, build_graph, head_name
+from acdc.core.graph import GraphShape, build_graph
 from acdc.core.mib import mib_edge_count, to_mib
 from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import GraphError
@@ -91,19 +91,18 @@ def test_mib_round_trip(tmp_path, gpt2_circuit):
     back = load_circuit(path)  # the reader behind circuit.json's, so every command takes it
     graph = back.graph
     assert graph.shape == gpt2_circuit.graph.shape
-    heads = set()
+    fed = set()
     for edge in graph.edges:
         if edge.kind == "residual":
             assert back.kept[edge.index] == gpt2_circuit.kept[edge.index], edge.name
             score = gpt2_circuit.scores[edge.index]
             assert back.scores[edge.index] == (0.0 if score is None else score)
             if back.kept[edge.index]:
-                heads.update(name.split("<")[0] for name in edge.endpoints)
+                fed.add(edge.receiver.name)
     direct = [e for e in graph.edges if e.kind == "direct"]
     assert len(direct) == 432
-    for edge in direct:  # kept exactly for the heads that touch a kept residual edge
-        head = head_name(edge.receiver.layer, edge.receiver.head)
-        assert back.kept[edge.index] is (head in heads), edge.name
+    for edge in direct:  # kept exactly for the q/k/v inputs a kept residual edge feeds
+        assert back.kept[edge.index] is (edge.receiver.name in fed), edge.name
         assert back.scores[edge.index] is None
     assert 0 < sum(back.kept[e.index] for e in direct) < 432
     assert back.settings["mib_cfg"]["d_model"] == 768

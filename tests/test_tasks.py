@@ -410,13 +410,22 @@ def test_unknown_prompt_key(tmp_path):
     assert "valid keys: clean, corrupt, answer, wrong, positions" in message
 
 
-@pytest.mark.parametrize("key", ["threshold", "prompts"])
-def test_missing_required_key(tmp_path, key):
+def test_missing_required_key(tmp_path):
     data = ids_task()
-    del data[key]
+    del data["prompts"]
     message, path = read_error(tmp_path, data)
-    assert message.startswith(f"{path}: missing required key '{key}'")
+    assert message.startswith(f"{path}: missing required key 'prompts'")
     assert message.endswith("; see tasks/README.md")
+
+
+def test_threshold_is_optional(tmp_path):
+    """ACDC's threshold is ACDC's: a task without one is valid (ACDC then needs --threshold,
+    a ranking method a selection rule)."""
+    data = ids_task()
+    del data["threshold"]
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert read_task(path).threshold is None
 
 
 def test_missing_clean(tmp_path):

@@ -41,10 +41,12 @@ FORMAT = "circuit/1"
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
 SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
-V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "n_edges_selected", "metric_circuit",
-                                   "metric_full", "metric_noise", "runtime_s", "partial")
+V1_RESULT_KEYS: tuple[str, ...] = ("n_edges_decided", "n_edges_selected", "n_nodes_selected",
+                                   "metric_circuit", "metric_full", "metric_noise", "runtime_s",
+                                   "partial")
+# What every circuit file holds; a method's own settings (ACDC's threshold) are optional.
 V1_REQUIRED: tuple[str, ...] = (
-    "format", "model", "task", "method", "threshold", "metric", "ablation", "granularity",
+    "format", "model", "task", "method", "metric", "ablation", "granularity",
     "n_layers", "n_heads", "has_mlp", "n_edges_total", "n_edges_kept", "nodes", "edges",
     "metric_circuit", "metric_full", "runtime_s", "partial",
 )
@@ -59,6 +61,9 @@ class Circuit:
     scores: tuple[float | None, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)
     results: Mapping[str, Any] = field(default_factory=dict)
+    # A node circuit's scores (heads and MLPs by name: HISP, subnetwork probing); None for an
+    # edge circuit.
+    node_scores: Mapping[str, float | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.graph.edges)
@@ -68,7 +73,24 @@ class Circuit:
 
     @property
     def n_edges_kept(self) -> int:
+        """Kept edges, direct q/k/v -> head edges included (the ACDC paper's count)."""
         return sum(self.kept)
+
+    @property
+    def n_residual_kept(self) -> int:
+        """Kept residual edges: the circuit's size as the MIB benchmark counts it."""
+        return sum(1 for e in self.graph.edges if e.kind == "residual" and self.kept[e.index])
+
+    def size(self) -> str:
+        """The circuit's size in words, the same in every command: kept residual edges (MIB's
+        count) and, where the graph has direct q/k/v edges, the count with them (the ACDC
+        paper's), e.g. `50 of 32,491 residual edges (74 of 32,923 with direct q/k/v edges)`."""
+        return size_words(self.graph, self.kept)
+
+    @property
+    def level(self) -> str:
+        """`node` for a circuit chosen as a set of nodes, else `edge`."""
+        return "node" if self.node_scores is not None else "edge"
 
     @property
     def metric_circuit(self) -> float:
@@ -108,6 +130,7 @@ class Circuit:
             "nodes": self.nodes(),
             "edges": [{"name": e.name, "kept": self.kept[e.index], "score": self.scores[e.index]}
                       for e in graph.edges],
+            **({"node_scores": dict(self.node_scores)} if self.node_scores is not None else {}),
             **results,
         }
 
@@ -134,6 +157,16 @@ def circuit_nodes(graph: Graph, kept: Sequence[bool]) -> list[str]:
         if kept[edge.index]:
             touched.update(edge.endpoints)
     return [name for name in graph.node_names() if name in touched]
+
+
+def size_words(graph: Graph, kept: Sequence[bool]) -> str:
+    """See `Circuit.size`."""
+    residual = [e for e in graph.edges if e.kind == "residual"]
+    n_residual = sum(1 for e in residual if kept[e.index])
+    if len(residual) == len(graph.edges):
+        return f"{n_residual:,} of {len(graph.edges):,} edges"
+    return (f"{n_residual:,} of {len(residual):,} residual edges ({sum(map(bool, kept)):,} of "
+            f"{len(graph.edges):,} with direct q/k/v edges)")
 
 
 def score_or_none(value: float) -> float | None:
@@ -191,10 +224,33 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                              f"number or null")
         kept.append(entry["kept"])
         scores.append(None if score is None else float(score))
-    derived = {"format", *SHAPE_KEYS, "n_edges_total", "n_edges_kept", "nodes", "edges"}
+    node_scores = _read_node_scores(data.get("node_scores"), graph, source)
+    derived = {"format", *SHAPE_KEYS, "n_edges_total", "n_edges_kept", "nodes", "edges",
+               "node_scores"}
     settings = {k: v for k, v in data.items() if k not in derived and k not in V1_RESULT_KEYS}
     results = {k: data[k] for k in V1_RESULT_KEYS if k in data}
-    return Circuit(graph, tuple(kept), tuple(scores), settings, results)
+    return Circuit(graph, tuple(kept), tuple(scores), settings, results, node_scores)
+
+
+def _read_node_scores(value: Any, graph: Graph, source: str
+                      ) -> dict[str, float | None] | None:
+    """A node circuit's `node_scores`: heads and MLPs of the graph, numbers or null."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise GraphError(f"{source}: node_scores is {short_repr(value)}; it must be an object "
+                         f"of node names and scores")
+    names = {s.name for s in graph.senders if s.kind != "input"}
+    scores: dict[str, float | None] = {}
+    for name, score in value.items():
+        if name not in names:
+            raise GraphError(f"{source}: node_scores names {short_repr(name)}, not a head or "
+                             f"MLP of the graph")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise GraphError(f"{source}: node {name!r} has score {short_repr(score)}; use a "
+                             f"number or null")
+        scores[name] = None if score is None else float(score)
+    return scores
 
 
 def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:

@@ -12,14 +12,14 @@ The MIB benchmark (`../shared/EVALUATION.md`, section 6) exchanges circuits as o
 The names are this project's (`acdc.core.graph`), so a residual edge maps one to one. What the
 two graphs do not share:
 
-- Direct edges. Writing drops them. Reading keeps all three direct edges of every head that
-  touches a kept residual edge (as sender or receiver), and removes those of the other heads.
-  That is MIB's meaning of the file: a head of the circuit reads its inputs (ablated where no
-  kept edge feeds them) and a head outside it carries nothing anyway. It is also how the
-  canonical circuits count edges. Under corrupt ablation the circuit read back computes exactly
-  what the circuit written did, since a removed direct edge and a query fed only by removed
-  edges both give the corrupted run's query. Under zero ablation they can differ: one zeroes
-  the query, the other computes it from a zeroed residual.
+- Direct edges. Writing drops them. Reading keeps a head's direct q, k or v edge exactly when
+  a kept residual edge feeds that input, the rule by which every ranking method's circuit is
+  chosen (`acdc.core.selection`): a circuit chosen by `--top-n` and written as a MIB file reads
+  back as the same circuit, with the same counts. An input that no kept edge feeds carries its
+  ablated value either way under corrupt and zero ablation (the direct edge removed gives the
+  corrupted run's query; the query of an input whose every edge is ablated is the same), so a
+  circuit read back computes what the circuit written did there; under mean ablation the mean
+  of the queries and the query of the mean input differ.
 - Scores. MIB needs a number. An edge without a score (ACDC: removed untested because its node
   was dead) is written with score 0, and read back as 0. An infinite or NaN score cannot be
   written (strict JSON has none): the export is refused, naming the edge.
@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from acdc.core.graph import Edge, Graph, GraphShape, build_graph, count_edges
+from acdc.core.selection import with_direct_edges
 from acdc.errors import GraphError
 
 if TYPE_CHECKING:
@@ -165,7 +166,6 @@ def read_mib(data: Mapping[str, Any], source: str = "MIB file"
                          f"{', '.join(map(repr, missing[:SHOWN]))}")
     kept = [False] * len(graph.edges)
     scores: list[float | None] = [None] * len(graph.edges)
-    heads: set[str] = set()
     for edge in residual:
         entry = entries[edge.name]
         if not isinstance(entry, Mapping) or not isinstance(entry.get("in_graph"), bool):
@@ -174,12 +174,7 @@ def read_mib(data: Mapping[str, Any], source: str = "MIB file"
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise GraphError(f"{source}: edge {edge.name!r} has score {score!r}; use a number")
         scores[edge.index] = float(score)
-        if entry["in_graph"]:
-            kept[edge.index] = True
-            heads.update(_node_of(name) for name in edge.endpoints)
-    for edge in graph.edges:
-        if edge.kind == "direct":
-            kept[edge.index] = _node_of(edge.receiver.name) in heads
+        kept[edge.index] = entry["in_graph"]
     settings = {"method": "mib", "granularity": "qkv",
                 "mib_cfg": {key: cfg.get(key) for key in CFG_KEYS}}
-    return graph, tuple(kept), tuple(scores), settings
+    return graph, tuple(with_direct_edges(graph, kept)), tuple(scores), settings

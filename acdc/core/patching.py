@@ -308,6 +308,17 @@ class PatchedModel:
         for tensor, edge_ids, flat_ids in self._mask_groups:
             tensor.view(-1)[flat_ids] = flags[edge_ids].to(tensor.dtype)
 
+    def circuit_logits(self, kept: torch.Tensor) -> torch.Tensor:
+        """The logits at the metric positions of the circuit `kept` (bool, graph order): the
+        clean run's when every edge is kept, the unembedding of the ablated inputs when none
+        is (nothing upstream then reaches the logits), else one patched pass."""
+        if bool(kept.all()):
+            return self.clean_logits
+        self.set_edges(kept)
+        if not bool(kept.any()):
+            return self.logits_from(Stage(self.n_layers))
+        return self.logits_from(Stage(0))
+
     @staticmethod
     def stage_of(edge: Edge) -> Stage:
         """The first stage an edge's removal can change."""

@@ -13,20 +13,28 @@ pass or a search writes (sender outputs, q/k/v, masks), keeping which tensors ar
 which. A copy costs one memory copy of the recorded activations, far less than two forward
 passes.
 
+`CircuitMeter` is the one place a circuit's metric is measured: a patched model (fresh from
+the recordings, or the one a method already built) and the run's metric; every method's
+circuit is measured by it, and `acdc.evaluation.faithfulness` reads circuits' logits the same
+way (`PatchedModel.circuit_logits`).
+
 >>> recordings = record(loaded_model, task, graph, "corrupt")  # doctest: +SKIP
 >>> run_acdc(loaded_model, task, common, settings, recordings=recordings)  # doctest: +SKIP
+>>> CircuitMeter.of(loaded_model, task, graph, "kl", "corrupt").metric(kept)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from acdc.core.graph import Graph
+from acdc.core.metrics import Metric, build_metric, metric_targets
 from acdc.core.models import Weights, extract_weights
 from acdc.core.patching import PatchedModel, TaskTensors, task_tensors
 
@@ -82,3 +90,34 @@ def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recor
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
                                tensors.pos_index, ablation, tensors.lengths)
     return Recordings(patched, tensors, ablation)
+
+
+@dataclass
+class CircuitMeter:
+    """A run's metric of any circuit of one graph: one patched pass each (none for the full
+    model, only the unembedding for the empty circuit)."""
+
+    patched: PatchedModel
+    metric_of: Metric
+
+    @classmethod
+    def of(cls, model: LoadedModel, task: Task, graph: Graph, metric: str, ablation: str,
+           recordings: Recordings | None = None) -> CircuitMeter:
+        """A meter over the task's runs: the recordings' copy, or recorded now."""
+        patched = (recordings.fresh() if recordings is not None
+                   else record(model, task, graph, ablation).patched)
+        device = patched.w.W_E.device
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
+                                 device)
+        return cls(patched, build_metric(metric, patched.clean_logits, targets))
+
+    def metric(self, kept: Sequence[bool] | torch.Tensor) -> float:
+        flags = torch.as_tensor(kept if isinstance(kept, torch.Tensor) else list(kept),
+                                dtype=torch.bool)
+        with torch.inference_mode():
+            return float(self.metric_of(self.patched.circuit_logits(flags)))
+
+    @property
+    def full(self) -> float:
+        with torch.inference_mode():
+            return float(self.metric_of(self.patched.clean_logits))

@@ -67,6 +67,22 @@ class CommonSettings:
                 raise AcdcError(f"unknown {name} {value!r}: use one of {', '.join(options)}")
 
 
+def option(default: Any, help: str, *, recorded: bool = True, from_task: str | None = None,
+           flag: str | None = None) -> Any:
+    """A field of a settings dataclass (a method's own, or the selection rule), declared once:
+    `default`, the `help` the command line shows, whether a run `recorded`s it (False: a knob
+    that changes speed, never a result), the task key whose value is its default
+    (`from_task`), the command-line `flag` (default `--name-with-dashes`). The command line,
+    run.yaml, the resume check and the repeat command all read it from here."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "recorded": recorded, "from_task": from_task, "flag": flag})
+
+
+def option_flag(item: dataclasses.Field) -> str:
+    """The command-line flag of a settings field."""
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
 def recorded_fields(settings_type: type) -> list[dataclasses.Field]:
     """The fields of a settings dataclass that a run records, in declaration order."""
     return [f for f in dataclasses.fields(settings_type) if f.metadata.get("recorded", True)]

@@ -75,7 +75,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "prompts",
     "generator",
 )
-REQUIRED_KEYS: tuple[str, ...] = ("threshold",)
+REQUIRED_KEYS: tuple[str, ...] = ()
 PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions")
 OVERRIDABLE: tuple[str, ...] = ("metric", "threshold", "ablation", "seed", "model")
 SHOWN_TOKENS = 12  # tokens shown in an error message before "..."
@@ -132,7 +132,7 @@ class TaskSpec:
     source: str  # the file it came from, used in every message
     model: str | None  # default model: a name, or an absolute path when the file gave a path
     metric: str
-    threshold: float
+    threshold: float | None  # ACDC's default threshold (and a ranking method's score threshold)
     ablation: str  # "corrupt" | "zero"
     seed: int
     prepend_bos: bool
@@ -229,7 +229,7 @@ class Task:
     source: str
     model: str | None
     metric: str
-    threshold: float
+    threshold: float | None
     ablation: str
     seed: int
     clean: list[list[int]]
@@ -327,8 +327,7 @@ def _find_task_file(ref: str) -> Path:
 def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
     if data is None:
         raise TaskError(
-            f"{source}: the file is empty; a task needs at least threshold: and prompts:"
-            f" (or generator:)"
+            f"{source}: the file is empty; a task needs at least prompts: (or generator:)"
         )
     if not isinstance(data, Mapping):
         raise TaskError(
@@ -373,7 +372,8 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         source=source,
         model=model,
         metric=_check_choice(data.get("metric", "kl"), where("metric"), "metric", METRICS),
-        threshold=_check_threshold(data["threshold"], where("threshold")),
+        threshold=(_check_threshold(data["threshold"], where("threshold"))
+                   if data.get("threshold") is not None else None),
         ablation=_check_choice(data.get("ablation", "corrupt"), where("ablation"), "ablation",
                                ABLATIONS),
         seed=_check_seed(data.get("seed", 0), where("seed")),

@@ -1,6 +1,6 @@
 """Faithfulness: how much of the model's behaviour on a task a circuit's edges carry.
 
-For a circuit C (a set of kept edges) and a metric m (`shared/EVALUATION.md`, section 1):
+For a circuit C (a set of kept edges) and a metric m:
 
 - m(M), the full model: every edge kept;
 - m(empty), the empty circuit: every edge ablated (under corrupt ablation, the corrupted run);
@@ -39,15 +39,14 @@ unembedding (with every edge into the logits ablated nothing upstream matters); 
 circuit is one patched pass, with all of its masks written at once. Evaluating a circuit with
 its complement: the two recordings plus two patched passes.
 
-**Curves** (`shared/EVALUATION.md`, section 2, the MIB circuit track): for a ranking of the
-edges (any list of (edge index, score); the top-k are taken by |score|, edges without a score
-last), the circuit of the top k = fraction x total edges at each fraction of `MIB_FRACTIONS`,
-pruned (`prune_circuit`: an edge is kept only on a path from `input` to `logits`), gives one
-point f(k). CPR is the trapezoid area under f over the fractions (higher is better; f, and so
-CPR, can exceed 1), CMD the trapezoid area of |1 - f| (0 is best). A curve costs one patched
-pass per distinct pruned circuit (at most one per fraction; all edges and no edge are free).
-Fractions are of all the graph's edges, its direct q/k/v -> head edges included (MIB counts
-only the residual edges and always keeps the direct ones); at head granularity there are none.
+**Curves** (the MIB circuit track): for a ranking of the edges (any list of (edge index,
+score); the top-k are taken by |score|, edges without a score last), the circuit of the top
+k = fraction x residual edges at each fraction of `MIB_FRACTIONS` (`acdc.core.selection`:
+counted as MIB counts, the direct q/k/v edges following their inputs), pruned to the edges on
+a path from `input` to `logits`, gives one point f(k). CPR is the trapezoid area under f over
+the fractions (higher is better; f, and so CPR, can exceed 1), CMD the trapezoid area of
+|1 - f| (0 is best). A curve costs one patched pass per distinct pruned circuit (at most one
+per fraction; all edges and no edge are free).
 
 For an ACDC circuit the scores are the metric changes measured when each edge was tested, each
 in the circuit of that moment (kept edges scored at least the threshold; removed edges below,
@@ -77,8 +76,11 @@ import torch
 from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.models import extract_weights
-from acdc.core.patching import PatchedModel, Stage, task_tensors
+from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import Recordings
+from acdc.core.selection import Selection, residual_edges, select_edges
+from acdc.core.selection import n_residual as count_residual
+from acdc.core.selection import prune as prune_edges
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError, GraphError
 
@@ -272,13 +274,13 @@ def ranking_from_scores(scores: Sequence[float | None]) -> list[tuple[int, float
     return list(enumerate(scores))
 
 
-def rank_edges(ranking: Ranking, n_edges: int) -> tuple[list[int], int]:
-    """Edge indices best first: by |score| descending (ties keep the ranking's order), then the
-    edges without a score (None or NaN), then the edges the ranking does not name (graph
-    order). Returns the order and how many edges had a score."""
-    scored: list[tuple[float, int]] = []
-    unscored: list[int] = []
+def ranking_scores(ranking: Ranking, n_edges: int) -> tuple[list[float | None], int]:
+    """A ranking as per-edge scores in graph order (edges it does not name: None, ranked last
+    as unscored edges are), and how many edges have a score. An index out of range or named
+    twice is one `GraphError` line."""
+    scores: list[float | None] = [None] * n_edges
     seen: set[int] = set()
+    n_scored = 0
     for position, (index, score) in enumerate(ranking):
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_edges:
             raise GraphError(f"ranking entry {position}: edge index {index!r} is not one of the "
@@ -286,13 +288,10 @@ def rank_edges(ranking: Ranking, n_edges: int) -> tuple[list[int], int]:
         if index in seen:
             raise GraphError(f"ranking entry {position}: edge {index} is ranked twice")
         seen.add(index)
-        if score is None or math.isnan(score):
-            unscored.append(index)
-        else:
-            scored.append((abs(float(score)), index))
-    order = [index for _, index in sorted(scored, key=lambda item: -item[0])]  # stable
-    order += unscored + [i for i in range(n_edges) if i not in seen]
-    return order, len(scored)
+        if score is not None and not math.isnan(score):
+            scores[index] = float(score)
+            n_scored += 1
+    return scores, n_scored
 
 
 def edges_at(fraction: float, n_edges: int) -> int:
@@ -304,52 +303,6 @@ def edges_at(fraction: float, n_edges: int) -> int:
     if not 0 <= fraction <= 1:
         raise ValueError(f"a fraction of the edges must lie in [0, 1], got {fraction}")
     return min(n_edges, math.floor(fraction * n_edges + 0.5))
-
-
-def prune_circuit(graph: Graph, kept: Sequence[bool]) -> list[bool]:
-    """The kept edges that lie on a path from `input` to `logits` through kept edges.
-
-    An edge u -> v is on such a path exactly when u is reachable from `input` and `logits` is
-    reachable from v, so one forward and one backward search decide every edge: a node with no
-    path from the input or none to the logits loses all its edges. Nodes are the graph's names
-    (`edge.endpoints`): a head's q/k/v inputs are nodes of their own, joined to the head by its
-    direct edges.
-
-    >>> from acdc.core.graph import GraphShape, build_graph
-    >>> g = build_graph(GraphShape(1, 1, False, "head"))
-    >>> keep = [e.name in ("input->a0.h0", "a0.h0->logits") for e in g.edges]
-    >>> [e.name for e, k in zip(g.edges, prune_circuit(g, keep)) if k]
-    ['input->a0.h0', 'a0.h0->logits']
-    >>> keep = [e.name == "a0.h0->logits" for e in g.edges]  # the head reads nothing
-    >>> any(prune_circuit(g, keep))
-    False
-    """
-    if len(kept) != len(graph.edges):
-        raise ValueError(f"{len(kept)} kept flags for a graph of {len(graph.edges)} edges")
-    forward: dict[str, list[str]] = {}
-    backward: dict[str, list[str]] = {}
-    for edge in graph.edges:
-        if kept[edge.index]:
-            source, target = edge.endpoints
-            forward.setdefault(source, []).append(target)
-            backward.setdefault(target, []).append(source)
-    from_input = _reachable("input", forward)
-    to_logits = _reachable("logits", backward)
-    return [bool(kept[e.index]) and e.endpoints[0] in from_input and e.endpoints[1] in to_logits
-            for e in graph.edges]
-
-
-def _reachable(start: str, adjacency: Mapping[str, list[str]]) -> set[str]:
-    seen, stack = {start}, [start]
-    while stack:
-        for nxt in adjacency.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-# --------------------------------------------------------------------------- the evaluator
 
 
 def supported_metrics(targets: MetricTargets) -> list[str]:
@@ -443,14 +396,9 @@ class CircuitEvaluator:
     def logits(self, kept: Sequence[bool] | torch.Tensor) -> torch.Tensor:
         """The circuit's logits at the metric positions `[n_positions, d_vocab]`."""
         flags = self._kept(kept)
+        self.passes += int(bool(flags.any()) and not bool(flags.all()))
         with torch.inference_mode():
-            if bool(flags.all()):
-                return self.patched.clean_logits
-            self.patched.set_edges(flags)
-            if not bool(flags.any()):  # every edge into the logits ablated: upstream is moot
-                return self.patched.logits_from(Stage(self.graph.n_layers))
-            self.passes += 1
-            return self.patched.logits_from(Stage(0))
+            return self.patched.circuit_logits(flags)
 
     def spreads(self, kept: Sequence[bool] | torch.Tensor) -> dict[str, Spread]:
         """Every metric of the circuit, reported with its usual sign (cached per circuit)."""
@@ -487,25 +435,26 @@ class CircuitEvaluator:
 
     def curve(self, ranking: Ranking, fractions: Sequence[float] = MIB_FRACTIONS,
               prune: bool = True) -> FaithfulnessCurve:
-        """f of the top-k edges of `ranking` at each fraction of the graph's edges (pruned
-        unless `prune` is False), and each metric's CPR and CMD."""
-        order, n_scored = rank_edges(ranking, self.n_edges)
+        """f of the top-k edges of `ranking` at each fraction of the graph's residual edges
+        (counted as MIB counts them: `acdc.core.selection`; pruned unless `prune` is False),
+        and each metric's CPR and CMD."""
+        scores, n_scored = ranking_scores(ranking, self.n_edges)
+        n_residual = len(residual_edges(self.graph))
         points = []
         for fraction in fractions:
-            n = edges_at(fraction, self.n_edges)
-            kept = [False] * self.n_edges
-            for index in order[:n]:
-                kept[index] = True
+            n = edges_at(fraction, n_residual)
+            kept = select_edges(self.graph, scores, Selection(top_n=n))
             if prune:
-                kept = prune_circuit(self.graph, kept)
+                kept = prune_edges(self.graph, kept)
             spreads = self.spreads(kept)
             values = {name: spreads[name].mean for name in self.metrics}
             f = {name: normalised(values[name], self.full[name].mean, self.empty[name].mean)
                  for name in self.metrics}
-            points.append(CurvePoint(float(fraction), n, sum(kept), values, f))
+            points.append(CurvePoint(float(fraction), n, count_residual(self.graph, kept),
+                                     values, f))
         xs = [p.fraction for p in points]
         return FaithfulnessCurve(
             points=tuple(points),
             cpr={name: cpr(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
             cmd={name: cmd(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
-            n_edges_total=self.n_edges, n_scored=n_scored, pruned=prune)
+            n_edges_total=n_residual, n_scored=n_scored, pruned=prune)

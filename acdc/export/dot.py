@@ -74,7 +74,8 @@ def model_label(model: object) -> str:
 
 
 def circuit_title(circuit: Circuit) -> str:
-    """`task on model, method metric threshold t` from the circuit's settings (a MIB file's
+    """`task on model, method metric threshold t` (or `top-n N`, `edges-fraction F`) from the
+    circuit's settings (a MIB file's
     circuit: `MIB circuit file, L layers x H heads`)."""
     settings = circuit.settings
     if "task" not in settings and "model" not in settings:
@@ -85,9 +86,10 @@ def circuit_title(circuit: Circuit) -> str:
     if settings.get("method", "acdc") != "acdc":
         title += f"{settings['method']} "
     title += f"{settings.get('metric')}"
-    threshold = settings.get("threshold")
-    if isinstance(threshold, (int, float)):
-        title += f" threshold {threshold:g}"
+    for key in ("threshold", "top_n", "edges_fraction"):  # ACDC's, or a ranking's rule
+        value = settings.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            title += f" {key.replace('_', '-')} {value:g}"
     if circuit.partial:
         title += " (partial run)"
     return title

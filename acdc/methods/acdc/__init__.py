@@ -10,10 +10,10 @@ memory from the model's shape.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from acdc.core.graph import build_graph, count_edges
+from acdc.core.graph import count_edges
 from acdc.core.settings import CommonSettings
 from acdc.errors import RunWarning
 from acdc.methods.acdc.memory import estimate_memory
@@ -27,31 +27,18 @@ from acdc.methods.acdc.runlog import (
     task_digest,
 )
 from acdc.methods.acdc.settings import AcdcSettings
-from acdc.methods.base import Discovery, Method, refuse_unknown_options
+from acdc.methods.base import Discovery, KeptEdges, Method
 
 if TYPE_CHECKING:
-    from acdc.core.circuit import Circuit
     from acdc.core.configs import ModelShape
-    from acdc.core.tasks import Task, TaskSpec
+    from acdc.core.tasks import Task
     from acdc.methods.acdc.search import Progress
 
-OPTIONS = {"threshold", "abs", "reverse_head_order", "engine", "candidates"}
-
-
-def make_settings(spec: TaskSpec, options: Mapping[str, Any]) -> AcdcSettings:
-    """ACDC's settings: the task's threshold (already overridden by --threshold), the options
-    given (others take their defaults)."""
-    refuse_unknown_options("acdc", options, OPTIONS)
-    given = {key: value for key, value in options.items() if key != "threshold"}
-    return AcdcSettings(threshold=spec.threshold, **given)
-
-
-def discover(job: Discovery) -> Circuit:
+def discover(job: Discovery) -> KeptEdges:
     """Run ACDC, keeping its decision log in `job.out_dir` (appended to when resuming)."""
     from acdc.methods.acdc import search  # torch: only once a run starts
 
-    graph = (job.recordings.graph if job.recordings is not None
-             else build_graph(job.model.shape.graph_shape(job.common.granularity)))
+    graph = job.graph
     log: RunLog | None = None
     replay: Sequence[Decision] = ()
     if job.out_dir is not None:
@@ -72,7 +59,7 @@ def discover(job: Discovery) -> Circuit:
 
     try:
         circuit = search.run_acdc(job.model, job.task, job.common, job.settings, on_progress=record,
-                           replay=replay, graph=graph, recordings=job.recordings)
+                                  replay=replay, graph=graph, recordings=job.recordings)
     finally:
         if log is not None:
             log.close()
@@ -82,7 +69,7 @@ def discover(job: Discovery) -> Circuit:
         warnings.warn(f"the metric's rounding noise in {dtype} is {noise:.1e}, within a factor 10 "
                       f"of the threshold {threshold:g}: decisions near it are noise", RunWarning,
                       stacklevel=2)
-    return circuit
+    return KeptEdges(circuit.kept, circuit.scores, circuit.results)
 
 
 def extra_memory(shape: ModelShape, common: CommonSettings, task: Task) -> int:
@@ -99,9 +86,12 @@ METHOD = Method(
     name="acdc",
     description="ACDC (Conmy et al. 2023): test every edge, from the logits back, and remove "
                 "those whose removal raises the metric by less than the threshold",
+    run=discover,
+    returns="kept",
     settings_type=AcdcSettings,
-    make_settings=make_settings,
-    discover=discover,
     journal=DecisionLog(),
     extra_memory=extra_memory,
+    citation="Conmy, Mavor-Parker, Lynch, Heimersheim, Garriga-Alonso. Towards Automated "
+             "Circuit Discovery for Mechanistic Interpretability. NeurIPS 2023. "
+             "arXiv:2304.14997",
 )

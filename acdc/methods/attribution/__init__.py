@@ -13,13 +13,16 @@ pass. EAP-IG (inputs; Hanna et al. 2024) averages the gradient over `ig_steps` p
 straight line from the ablated to the clean input embedding. `gradients.py` computes the
 scores; see its docstring for how.
 
-The circuit is then chosen by one rule: the `top_n` edges by |score|, the edges with
-|score| >= `threshold`, or the top `edges_fraction` of all edges; then the kept edges that lie
-on no path from `input` to `logits` through kept edges are dropped (`Graph.connected`), so a
-circuit may hold fewer edges than asked for. Direct edges compete like any other edge: a
-head's q input whose direct edge is not kept feeds nothing, and the edges into it are dropped.
-Without a rule the task's threshold is the score threshold (a score is in the metric's units,
-as ACDC's threshold is).
+**Normalisation.** A score is summed over prompts and metric positions of the metric's mean,
+so it is the estimated change of the run's metric itself, in its units (comparable to ACDC's
+threshold and to `exact` patching). The EAP-IG library (MIB) divides its scores by the number
+of prompts once more: `per_prompt` gives exactly those (a MIB threshold then means the same in
+both tools); the ranking is the same either way.
+
+The circuit is chosen from the scores by the pipeline's one selection rule
+(`acdc.core.selection`: `--top-n`, `--edges-fraction`, `--threshold`, counted in residual
+edges as MIB counts them, then pruned). Direct q/k/v edges are scored too, for the record and
+for curves, but follow their inputs in a circuit.
 
 KL to the clean run (and the L2 distance to its logits) is minimal at the clean run, so its
 gradient there is zero and plain EAP would score every edge 0: `eap` refuses those metrics;
@@ -28,38 +31,19 @@ gradient there is zero and plain EAP would score every edge 0: `eap` refuses tho
 Every ablation works (`corrupt`, `zero`, `mean`, `mean-positional`): the ablated values are
 those of `acdc.core.patching`, the same an ACDC run removes edges to.
 
->>> circuit = run_attribution(loaded_model, task, CommonSettings(metric="logit_diff"),
-...                           EapSettings(top_n=100))  # doctest: +SKIP
+>>> scores, meter = edge_attribution(loaded_model, task, CommonSettings(metric="logit_diff"),
+...                                  EapIgSettings(ig_steps=5))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import torch
+from acdc.core.settings import CommonSettings
+from acdc.errors import AcdcError
+from acdc.methods.base import Discovery, EdgeScores, Method, option
 
-from acdc.core import forward
-from acdc.core.circuit import Circuit, score_or_none
-from acdc.core.graph import Graph, build_graph
-from acdc.core.metrics import build_metric, metric_targets
-from acdc.core.models import extract_weights
-from acdc.core.patching import PatchedModel, Stage, task_tensors
-from acdc.core.settings import CommonSettings, settings_record
-from acdc.core.tasks import TaskSpec
-from acdc.errors import AcdcError, RunWarning
-from acdc.methods.attribution.gradients import differentiate, edge_scores
-from acdc.methods.base import Discovery, Method, refuse_unknown_options
-
-if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
-    from acdc.core.tasks import Task
-
-RULES: tuple[str, ...] = ("top_n", "threshold", "edges_fraction")
 ZERO_GRADIENT = {
     "kl": "KL to the clean run has zero gradient at the clean run itself",
     "l2": "the distance to the clean run's logits has zero gradient at the clean run itself",
@@ -68,55 +52,36 @@ ZERO_GRADIENT = {
 
 @dataclass(frozen=True)
 class EapSettings:
-    """EAP's settings: exactly one rule choosing the circuit from the scores. `top_n`: the n
-    edges with the largest |score|; `threshold`: every edge with |score| >= it;
-    `edges_fraction`: the top fraction of all edges (rounded to the nearest count)."""
+    """EAP's settings: how scores are normalised."""
 
-    top_n: int | None = None
-    threshold: float | None = None
-    edges_fraction: float | None = None
+    per_prompt: bool = option(
+        False, help="eap/eap-ig: divide every score by the number of prompts, as the EAP-IG "
+                    "library (MIB) does; by default a score is the estimated change of the "
+                    "metric itself, in its units (as ACDC's threshold).")
 
     @property
     def alphas(self) -> tuple[float, ...]:
         """Where on the line from the ablated to the clean input the gradient is taken."""
         return (1.0,)
 
-    def validate(self) -> None:
-        given = [rule for rule in RULES if getattr(self, rule) is not None]
-        if len(given) != 1:
-            flags = ", ".join("--" + rule.replace("_", "-") for rule in RULES)
-            raise AcdcError(f"give exactly one of {flags} (got "
-                            f"{' and '.join(given) if given else 'none'})")
-        top_n, threshold, fraction = self.top_n, self.threshold, self.edges_fraction
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)
-                                  or top_n < 1):
-            raise AcdcError(f"top_n must be a whole number >= 1, got {top_n!r}")
-        if threshold is not None and (isinstance(threshold, bool)
-                                      or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold) or threshold < 0):
-            raise AcdcError(f"threshold must be a finite number >= 0, got {threshold!r}")
-        if fraction is not None and (isinstance(fraction, bool)
-                                     or not isinstance(fraction, (int, float))
-                                     or not 0 < fraction <= 1):
-            raise AcdcError(f"edges_fraction must be in (0, 1], got {fraction!r}")
-
 
 @dataclass(frozen=True)
 class EapIgSettings(EapSettings):
-    """EAP-IG's settings: a rule as EAP's, and `ig_steps`, the number of points the gradient
-    is averaged over (alpha = 0, 1/m, ..., (m - 1)/m; the authors use 5)."""
+    """EAP-IG's settings: `ig_steps`, the number of points the gradient is averaged over
+    (alpha = 0, 1/m, ..., (m - 1)/m; the authors use 5)."""
 
-    ig_steps: int = 5
+    ig_steps: int = option(
+        5, help="eap-ig: points on the line from the ablated to the clean input embedding that "
+                "the gradient is averaged over.")
 
     @property
     def alphas(self) -> tuple[float, ...]:
         return tuple(k / self.ig_steps for k in range(self.ig_steps))
 
     def validate(self) -> None:
-        super().validate()
         steps = self.ig_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise AcdcError(f"ig_steps must be a whole number >= 1, got {steps!r}")
+            raise AcdcError(f"--ig-steps must be a whole number >= 1, got {steps!r}")
 
 
 def method_name(settings: EapSettings) -> str:
@@ -132,128 +97,35 @@ def check_metric(method: str, metric: str) -> None:
                         f"clean run")
 
 
-def select(scores: torch.Tensor, settings: EapSettings) -> list[bool]:
-    """The edges the settings' rule keeps, before pruning (ties in |score| go to the edge
-    earlier in the graph's order)."""
-    size = scores.abs().nan_to_num(nan=-1.0)
-    if settings.threshold is not None:
-        return (size >= settings.threshold).tolist()
-    n = len(scores)
-    if settings.top_n is not None:
-        count = settings.top_n
-    else:
-        count = round((settings.edges_fraction or 0.0) * n)
-    order = torch.sort(size, descending=True, stable=True).indices[:count]
-    kept = torch.zeros(n, dtype=torch.bool)
-    kept[order.cpu()] = True
-    return kept.tolist()
+def discover(job: Discovery) -> EdgeScores:
+    from acdc.methods.attribution.scores import edge_attribution  # torch: once a run starts
 
-
-def run_attribution(model: LoadedModel, task: Task, common: CommonSettings,
-                    settings: EapSettings, graph: Graph | None = None) -> Circuit:
-    """Score every edge (EAP, or EAP-IG with `EapIgSettings`), choose and prune the circuit,
-    and measure its metric with one patched pass. `scores` are every edge's signed score."""
-    common.validate()
-    settings.validate()
-    name = method_name(settings)
-    check_metric(name, common.metric)
     start = time.perf_counter()
-    if graph is None:
-        graph = build_graph(model.shape.graph_shape(common.granularity))
-    weights = extract_weights(model.model)
-    device = weights.W_E.device
-    tensors = task_tensors(task, device, weights.causal)
-    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
-    clean = None
-    if settings.alphas == (1.0,):  # EAP: the differentiated clean pass is the clean run
-        embedding = forward.embed(weights, tensors.clean)
-        clean = differentiate(weights, graph, embedding, tensors.pos_batch, tensors.pos_index,
-                              lambda logits: build_metric(common.metric, logits, targets),
-                              record=True)
-    with torch.no_grad():  # not inference mode: the gradient passes read these tensors
-        patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
-                               tensors.pos_index, common.ablation, tensors.lengths,
-                               clean.recorded if clean is not None else None)
-        metric = build_metric(common.metric, patched.clean_logits, targets)
-        metric_full = float(metric(patched.clean_logits))
-    scores = edge_scores(patched, metric, settings.alphas, clean)
-    del clean
-    selected = select(scores, settings)
-    kept = graph.connected(selected)
-    n_selected, n_kept = sum(selected), sum(kept)
-    if n_kept == 0:
-        rule = _rule_words(settings)
-        why = (f"{rule} chooses no edge" if n_selected == 0 else
-               f"the one edge {rule} chooses lies on no path from input to logits, so pruning "
-               f"removed it" if n_selected == 1 else
-               f"the {n_selected} edges {rule} chooses lie on no path from input to logits, so "
-               f"pruning removed them all")
-        warnings.warn(f"the circuit is empty: {why}; ask for more edges", RunWarning,
-                      stacklevel=2)
-    with torch.no_grad():
-        patched.take_clean_qkv()  # not needed any more
-        for edge in graph.edges:
-            if not kept[edge.index]:
-                patched.set_edge(edge, False)
-        metric_circuit = float(metric(patched.logits_from(Stage(0))))
-    return Circuit(
-        graph=graph,
-        kept=tuple(kept),
-        scores=tuple(score_or_none(s) for s in scores.tolist()),
-        settings={"model": model.name, "task": task.name, "method": name,
-                  **settings_record(settings, common)},
-        results={"n_edges_selected": n_selected, "metric_circuit": metric_circuit,
-                 "metric_full": metric_full, "runtime_s": time.perf_counter() - start,
-                 "partial": False},
-    )
+    scores, meter = edge_attribution(job.model, job.task, job.common, job.settings, job.graph)
+    return EdgeScores(scores, {"scoring_s": time.perf_counter() - start}, meter)
 
 
-def _rule_words(settings: EapSettings) -> str:
-    """The rule as the command line gives it: `--top-n 30`."""
-    for rule in RULES:
-        value = getattr(settings, rule)
-        if value is not None:
-            return f"--{rule.replace('_', '-')} {value:g}"
-    return "the rule"
-
-
-def _settings_maker(name: str, settings_type: type[EapSettings], known: set[str]):
-    def make_settings(spec: TaskSpec, options: Mapping[str, Any]) -> EapSettings:
-        """The options given; without a rule, the task's threshold as the score threshold
-        (`--threshold` has already replaced the task's)."""
-        refuse_unknown_options(name, options, known)
-        check_metric(name, spec.metric)
-        given = {key: value for key, value in options.items() if value is not None}
-        rules = [rule for rule in RULES if rule in given]
-        if len(rules) > 1:
-            flags = " and ".join("--" + rule.replace("_", "-") for rule in rules)
-            raise AcdcError(f"{flags} are two rules for choosing the circuit; give one")
-        if not rules or rules == ["threshold"]:
-            given["threshold"] = spec.threshold
-        settings = settings_type(**given)
-        settings.validate()
-        return settings
-
-    return make_settings
-
-
-def discover(job: Discovery) -> Circuit:
-    return run_attribution(job.model, job.task, job.common, job.settings)
+def _check(settings: EapSettings, common: CommonSettings) -> None:
+    check_metric(method_name(settings), common.metric)
 
 
 EAP = Method(
     name="eap",
     description="edge attribution patching (Syed et al. 2023): every edge scored from one "
                 "gradient at the clean run; the circuit is the top edges by |score|",
+    run=discover,
     settings_type=EapSettings,
-    make_settings=_settings_maker("eap", EapSettings, set(RULES)),
-    discover=discover,
+    check=_check,
+    citation="Syed, Rager, Conmy. Attribution Patching Outperforms Automated Circuit "
+             "Discovery. 2023. arXiv:2310.10348",
 )
 EAP_IG = Method(
     name="eap-ig",
     description="EAP with integrated gradients over the input embedding (Hanna et al. 2024): "
                 "the gradient averaged over ig_steps points from the ablated to the clean input",
+    run=discover,
     settings_type=EapIgSettings,
-    make_settings=_settings_maker("eap-ig", EapIgSettings, {*RULES, "ig_steps"}),
-    discover=discover,
+    check=_check,
+    citation="Hanna, Pezzelle, Belinkov. Have Faith in Faithfulness: Going Beyond Circuit "
+             "Overlap When Finding Model Mechanisms. COLM 2024. arXiv:2403.17806",
 )
