@@ -4,7 +4,7 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.core.models import load_model
+from acdc.core.loading import load_model
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks import list_tasks, read_task, resolve_task
 from acdc.methods.acdc.search import AcdcSettings, run_acdc

@@ -12,8 +12,8 @@ from tokenizers import models, pre_tokenizers
 
 from acdc.core import tasks as tasks_module
 from acdc.core.generators import IOI_NAMES
-from acdc.core.models import Tokenizer
 from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
+from acdc.core.tokenizer import Tokenizer
 from acdc.errors import RunWarning
 
 WORDS = [

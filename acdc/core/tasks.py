@@ -56,7 +56,7 @@ from acdc.core.settings import ABLATIONS, METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import RunWarning, TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 TASKS_DIR = tasks_dir()
 """Where bundled tasks live: `tasks/<name>.yaml`, found through `acdc.core.bundled`."""
