@@ -569,22 +569,30 @@ def sweep(
     thresholds: Annotated[str | None, typer.Option(
         metavar="LO:HI:N|T1,T2,...",
         help="The thresholds: N log-spaced from LO to HI (1e-4:1e-1:13), or a list "
-             "(0.001,0.01,0.1). Default: the ACDC paper's grid for the task (ioi, greater-than, "
-             "induction, tracr), else 1e-4:1e-1:13.")] = None,
+             "(0.001,0.01,0.1); at most 1000. Default: the ACDC paper's grid for the task (ioi, "
+             "greater-than, induction, tracr), else 1e-4:1e-1:13.")] = None,
     jobs: Annotated[int, typer.Option(
-        min=1, help="Local worker processes running thresholds side by side.")] = 1,
+        min=1, help="Local worker processes running thresholds side by side; at most as many "
+                    "as this machine's CPU cores and memory hold (the command says when it "
+                    "runs fewer).")] = 1,
     ray: Annotated[str | None, typer.Option(
         metavar="ADDRESS", help="Run each threshold as a task on the Ray cluster at ADDRESS "
                                 "(HOST:PORT), `auto` (the cluster this machine belongs to) or "
                                 "`local` (start one here); needs pip install 'circuit[ray]'.")
     ] = None,
+    ray_timeout: Annotated[float, typer.Option(
+        min=1.0, max=3600.0, metavar="SECONDS",
+        help="How long to wait for the Ray cluster to answer (1 to 3600).")] = 20.0,
     model: ModelOption = None, metric: MetricOption = None, ablation: AblationOption = None,
     granularity: GranularityOption = Granularity.qkv, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
     out: Annotated[Path | None, typer.Option(
-        help="Sweep directory. Default: runs/<task>-sweep-<YYYYmmdd-HHMMSS>/. A directory that "
-             "holds this same sweep is continued.")] = None,
+        help="Sweep directory. Default: a new runs/<task>-sweep-<YYYYmmdd-HHMMSS>/. A directory "
+             "that holds this same sweep is continued.")] = None,
     quiet: QuietOption = False, no_render: NoRenderOption = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show Ray's own log lines (kept out of the terminal by default).")
+    ] = False,
     resume: Annotated[Path | None, typer.Option(
         metavar="DIR", help="Continue the sweep in DIR with the settings of DIR/sweep.json: "
                             "finished thresholds are kept, unfinished runs resume from their "
@@ -593,19 +601,25 @@ def sweep(
 ) -> None:
     """Run ACDC at every threshold of a grid: one run directory per threshold (DIR/tau-<t>/,
     each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
-    f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png)."""
+    f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png). Every input
+    is checked, and a Ray cluster connected, before anything is written."""
     from acdc.sweep import (
         GridError,
         RunOptions,
         SweepConflict,
-        resume_sweep,
+        choose_workers,
+        connect_ray,
+        open_sweep,
+        prepare_resume,
+        prepare_sweep,
         run_sweep,
-        start_sweep,
     )
 
     if ray is not None and jobs > 1:
         raise typer.BadParameter("with --ray the cluster runs the thresholds; leave out --jobs",
                                  ctx=ctx, param_hint="--jobs")
+    if ray is None and "ray_timeout" in _given_options(ctx, {"ray_timeout"}):
+        raise typer.BadParameter("only with --ray ADDRESS", ctx=ctx, param_hint="--ray-timeout")
     given = _given_options(ctx, {"task", "model", "metric", "ablation", "granularity", "seed",
                                  "device", "dtype", "thresholds", *options})
     candidates = given.pop("candidates", 0) or 0
@@ -616,39 +630,67 @@ def sweep(
             if out is not None and not _same_dir(out, resume):
                 raise typer.BadParameter(f"--out {out} is not the sweep's directory {resume}",
                                          ctx=ctx, param_hint="--out")
-            plan = resume_sweep(resume, given, candidates, command)
+            request = prepare_resume(resume, given, candidates, command)
         elif task is None:
             raise typer.BadParameter("required unless --resume DIR is given", ctx=ctx,
                                      param_hint="'--task' / '-t'")
         else:
             given.pop("task")
-            plan = start_sweep(task, **given, candidates=candidates, out=out, command=command)
+            request = prepare_sweep(task, **given, candidates=candidates, out=out,
+                                    command=command)
     except GridError as error:
         raise typer.BadParameter(str(error).removeprefix("--thresholds "), ctx=ctx,
                                  param_hint="--thresholds") from None
     except SweepConflict as conflict:
         raise typer.BadParameter(str(conflict), ctx=ctx,
                                  param_hint="--resume" if resume else "--out") from None
-    total = len(plan.settings.grid.thresholds)
-    with contextlib.closing(plan), _Interrupts() as interrupts:
-        _announce_sweep(plan, status)
-        counter = [len(plan.done)]
+    total = len(request.settings.grid.thresholds)
+    workers = (choose_workers(jobs, request.left(), threads, request.settings) if ray is None
+               else None)
+    if workers is not None and workers.note is not None:
+        _err(f"warning: {workers.note}")
+    connection = connect_ray(ray, ray_timeout, verbose) if ray is not None else None
+    try:
+        plan = open_sweep(request)
+        with contextlib.closing(plan), _Interrupts() as interrupts:
+            _announce_sweep(plan, status)
+            counter = [len(plan.done)]
+            partial: list[str] = []
 
-        def on_threshold(job, outcome) -> None:
-            counter[0] += outcome.status == "finished"
-            for message in outcome.warnings:
-                _err(f"warning: tau {job.threshold:g}: {_one_line(message)}")
-            status.say(f"tau {job.threshold:g}: kept {outcome.n_edges_kept} of "
-                       f"{outcome.n_edges_total} edges, {outcome.seconds:.1f} s "
-                       f"[{counter[0]}/{total}]")
+            def on_threshold(job, outcome) -> None:
+                for message in outcome.warnings:
+                    _err(f"warning: tau {job.threshold:g}: {_one_line(message)}")
+                if outcome.status != "finished":
+                    decided = outcome.n_edges_decided
+                    partial.append(f"tau {job.threshold:g} after "
+                                   f"{'?' if decided is None else decided} of "
+                                   f"{outcome.n_edges_total} edges decided")
+                    status.say(f"tau {job.threshold:g}: {interrupts.name} after "
+                               f"{'?' if decided is None else decided} of "
+                               f"{outcome.n_edges_total} edges decided; its files are marked "
+                               f"partial (undecided edges kept)")
+                    return
+                counter[0] += 1
+                status.say(f"tau {job.threshold:g}: kept {outcome.n_edges_kept} of "
+                           f"{outcome.n_edges_total} edges, {outcome.seconds:.1f} s "
+                           f"[{counter[0]}/{total}]")
 
-        try:
-            result = run_sweep(plan, RunOptions(threads, not no_render), jobs=jobs, ray=ray,
-                               on_threshold=on_threshold)
-        except KeyboardInterrupt:
-            _err(f"{interrupts.name}: {counter[0]} of {total} thresholds finished; resume with "
-                 f"`circuit sweep --resume {shlex.quote(str(plan.out_dir))}`")
-            raise typer.Exit(interrupts.exit_code) from None
+            try:
+                result = run_sweep(plan, RunOptions(threads, not no_render),
+                                   jobs=workers or 1, ray=connection, on_threshold=on_threshold)
+            except KeyboardInterrupt:
+                if plan.discarded:
+                    _err(f"{interrupts.name} before any threshold wrote a file; nothing was "
+                         f"written")
+                else:
+                    stopped = f" ({', '.join(partial)}: partial)" if partial else ""
+                    _err(f"{interrupts.name}: {counter[0]} of {total} thresholds finished"
+                         f"{stopped}; resume with `circuit sweep --resume "
+                         f"{shlex.quote(str(plan.out_dir))}`")
+                raise typer.Exit(interrupts.exit_code) from None
+    finally:
+        if connection is not None:
+            connection.close()
     for line in _sweep_table(result.record):
         typer.echo(line)
     typer.echo("wrote " + ", ".join(str(p) for p in result.written) +

@@ -7,7 +7,8 @@ SIGINT once a random number of its decisions are logged (at most a third of them
 signal always lands inside the search, however fast the machine). The log, the partial circuit.json
 and the message must then describe the same decisions, and `--resume` must complete the run to
 the circuit of an uninterrupted one. The full-disk tests use a small tmpfs where the test can
-mount one (as root), else they simulate ENOSPC in the writes.
+mount one (as root), else they simulate ENOSPC in the writes; they cover a sweep's outputs too
+(sweep.json, the evaluations), as does an interrupt in the middle of writing sweep.json.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import randomize
-from test_cli import PROMPTS, error_line, invoke
+from test_cli import PROMPTS, TINY_CONFIG, error_line, invoke, write_task
 from test_resume import assert_same_circuit, edges, log_lines
 
 import acdc.core.files
@@ -371,3 +372,113 @@ def test_a_full_disk_during_the_search_loses_no_decision(disk, fault_task, fault
     assert len(warnings) == 1 and "is incomplete" in warnings[0]  # the half-written last line
     assert not result.stderr.replace(warnings[0], "").strip()
     assert_same_circuit(out, fault_reference)
+
+
+# --------------------------------------------------------------------------- a sweep's outputs
+
+
+@pytest.fixture(scope="module")
+def sweep_task(tmp_path_factory) -> Path:
+    """The CLI tests' tiny checkpoint and a task of it: a sweep of two thresholds in a second."""
+    directory = tmp_path_factory.mktemp("sweep-faults")
+    save_checkpoint(build_model(TINY_CONFIG, seed=0), directory / "model", config=TINY_CONFIG)
+    return write_task(directory / "tiny.yaml", model=str(directory / "model"))
+
+
+SWEEP_GRID = "0.001,0.01"
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(sweep_task, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sweep-finished") / "sweep"
+    result = invoke("sweep", "--task", sweep_task, "--thresholds", SWEEP_GRID, "--out", out,
+                    "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _all_leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith(".tmp"))
+
+
+def test_a_full_disk_when_a_sweep_writes_gives_one_line_and_keeps_the_old_files(
+        disk, finished_sweep):
+    out = disk.root / "sweep"
+    shutil.copytree(finished_sweep, out)
+    (out / "tau-0.01" / "evaluation.json").unlink()  # the resume evaluates and rewrites
+    before = _files(out)
+    disk.fill()
+    result = invoke("sweep", "--resume", out, "--quiet", "--no-render")
+    assert result.exit_code == 1, result.output
+    message = error_line(result)
+    assert message.startswith(f"error: threshold 0.01: {out / 'tau-0.01' / 'evaluation.json'}: "
+                              f"cannot write (no space left on the device"), message
+    assert _files(out) == before and _all_leftovers(out) == []
+    disk.free()
+    result = invoke("sweep", "--resume", out, "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "sweep.json").read_text())["finished"] is True
+    assert (out / "tau-0.01" / "evaluation.json").is_file()
+
+
+def test_a_full_disk_when_a_sweep_starts_leaves_nothing(disk, sweep_task):
+    out = disk.root / "sweep"
+    disk.fill()
+    result = invoke("sweep", "--task", sweep_task, "--thresholds", SWEEP_GRID, "--out", out,
+                    "--quiet", "--no-render")
+    assert result.exit_code == 1, result.output
+    message = error_line(result)
+    assert "no space left on the device" in message, message
+    assert not out.exists() and _all_leftovers(disk.root) == []
+
+
+def test_a_sweep_interrupted_while_it_writes_sweep_json_keeps_the_whole_old_file(
+        finished_sweep, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of writing sweep.json (half of the text out): the old file stays
+    whole, no temporary file is left, and the resume finishes the sweep."""
+    out = tmp_path / "sweep"
+    shutil.copytree(finished_sweep, out)
+    shutil.rmtree(out / "tau-0.01")  # as a sweep stopped before its second threshold left it
+    data = json.loads((out / "sweep.json").read_text())
+    data.update(finished=False, rank_scores=None)
+    data["runs"][1] = {"threshold": 0.01, "dir": "tau-0.01", "status": "unfinished"}
+    (out / "sweep.json").write_text(json.dumps(data, indent=1) + "\n")
+    old = (out / "sweep.json").read_bytes()
+
+    class Interrupted:
+        def __init__(self, stream) -> None:
+            self.stream = stream
+
+        def write(self, text: str) -> int:
+            self.stream.write(text[: len(text) // 2])
+            self.stream.flush()
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name: str):
+            return getattr(self.stream, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.stream.close()
+
+    def interrupting_open(file, mode="r", *args, **kwargs):
+        stream = open(file, mode, *args, **kwargs)
+        return Interrupted(stream) if "w" in mode and ".sweep.json." in str(file) else stream
+
+    monkeypatch.setattr(acdc.core.files, "open", interrupting_open, raising=False)
+    result = invoke("sweep", "--resume", out, "--quiet", "--no-render")
+    monkeypatch.undo()
+    assert result.exit_code == 130, result.output
+    assert "resume with `circuit sweep --resume" in result.stderr
+    assert (out / "sweep.json").read_bytes() == old and _all_leftovers(out) == []
+    assert (out / "tau-0.01" / "evaluation.json").is_file()  # the threshold's files are whole
+    result = invoke("sweep", "--resume", out, "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "sweep.json").read_text())["finished"] is True

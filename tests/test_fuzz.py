@@ -1,12 +1,14 @@
 """Property-based fuzzing of the files a user hands the CLI: task files, model configs
-(`config.json`) and circuit files (`circuit.json`).
+(`config.json`), circuit files (`circuit.json`) and the files a resumed sweep reads back
+(`sweep.json`, each run's `evaluation.json`).
 
 Each test starts from a valid file and breaks it in one of many ways that hypothesis draws
 (a value of the wrong type or out of range, an unknown or missing key, a damaged prompt, bytes
 that are not UTF-8 or not YAML/JSON, numbers and nestings Python cannot hold, sizes nobody can
 run ...), then runs the command in-process (typer's CliRunner). Every case must end as a user
 error does: exit code 1 (or 2 for usage), exactly one `error:` line on stderr, no traceback,
-in bounded time and memory.
+in bounded time and memory (a damaged sweep file may also be one a resume accepts: then the
+sweep is resumed and finished).
 
 The examples are derandomized, so the suite is repeatable; `CIRCUIT_FUZZ_SCALE=10 pytest
 tests/test_fuzz.py` draws ten times as many, at random (about a minute).
@@ -76,11 +78,11 @@ class _Bounds:
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
-    def run(self, *args: Any):
+    def run(self, *args: Any, seconds: float = SECONDS_PER_CASE):
         began = time.perf_counter()
         result = invoke(*args)
-        took = time.perf_counter() - began
-        assert took < SECONDS_PER_CASE, f"{took:.1f} s for {args}"
+        self.took = took = time.perf_counter() - began
+        assert took < seconds, f"{took:.1f} s for {args}"
         assert self.rss_mb() - self.start_rss_mb < MAX_GROWTH_MB, "memory grew"
         return result
 
@@ -425,5 +427,165 @@ def test_malformed_circuit_files_give_one_line(fuzz_dir, valid_circuit):
         result = bounds.run("render", path, "--format", "dot", "--out", path.parent / "c.dot")
         _one_error(result)
         assert not (path.parent / "c.dot").exists()
+
+    check()
+
+
+# --------------------------------------------------------------------------- a sweep's files
+
+SWEEP_KEYS = ("format", "task", "task_file", "model", "method", "abs", "reverse_head_order",
+              "metric", "ablation", "granularity", "seed", "device", "dtype", "grid",
+              "grid_source", "thresholds", "finished", "runs", "rank_scores")
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(fuzz_dir, model_dir) -> Path:
+    """A finished sweep of two thresholds on the tiny model: the directory each case copies."""
+    task = fuzz_dir / "sweep-task.yaml"
+    task.write_text(yaml.safe_dump({**VALID_TASK, "model": str(model_dir)}))
+    out = fuzz_dir / "sweep"
+    result = invoke("sweep", "--task", task, "--thresholds", "0.001,0.01", "--out", out,
+                    "--quiet", "--no-render")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _broken_json(draw, data: Any) -> bytes | None:
+    """One of the ways any JSON file breaks, or None to break `data`'s values instead."""
+    kind = draw(st.sampled_from(["values", "values", "values", "not an object", "bytes",
+                                 "not utf-8", "deep", "huge number", "truncated"]))
+    text = json.dumps(data).encode()
+    if kind == "not an object":
+        return json.dumps(draw(JUNK.filter(lambda v: not isinstance(v, dict)))).encode()
+    if kind == "bytes":
+        return draw(st.binary(max_size=300))
+    if kind == "not utf-8":
+        at = draw(st.integers(0, len(text)))
+        return text[:at] + b"\xfe" + text[at:]
+    if kind == "deep":
+        depth = draw(st.integers(2000, 100_000))
+        return b'{"format": 1, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    if kind == "huge number":
+        return text[:-1] + b', "seed": ' + b"7" * draw(st.integers(4400, 100_000)) + b"}"
+    if kind == "truncated":
+        return text[:draw(st.integers(0, len(text) - 1))]
+    return None
+
+
+@st.composite
+def malformed_sweep_files(draw, valid: dict) -> bytes:
+    broken = _broken_json(draw, valid)
+    if broken is not None:
+        return broken
+    data = json.loads(json.dumps(valid))
+    kind = draw(st.sampled_from(["value", "threshold", "thresholds", "grid", "missing key",
+                                 "unknown key", "many thresholds"]))
+    if kind == "value":
+        data[draw(st.sampled_from(SWEEP_KEYS))] = draw(JUNK)
+    elif kind == "threshold":
+        data["thresholds"][draw(st.integers(0, 1))] = draw(JUNK)
+    elif kind == "thresholds":
+        data["thresholds"] = draw(st.lists(st.floats(allow_nan=True, allow_infinity=True),
+                                           max_size=5))
+    elif kind == "grid":
+        data["grid"] = draw(st.one_of(st.text(max_size=20), st.sampled_from(
+            ["0.001", "0.01,0.001", "1e-3:1e-2:2", "0:1:2", "0.001,0.01,0.01"])))
+    elif kind == "missing key":
+        del data[draw(st.sampled_from(SWEEP_KEYS))]
+    elif kind == "unknown key":
+        data[draw(st.text(max_size=8).filter(lambda k: k not in SWEEP_KEYS))] = draw(JUNK)
+    else:
+        data["thresholds"] = [1e-400] * draw(st.integers(2, 2000)) + [0.01]
+    return json.dumps(data).encode()
+
+
+@st.composite
+def malformed_evaluations(draw, valid: dict) -> bytes:
+    broken = _broken_json(draw, valid)
+    if broken is not None:
+        return broken
+    data = json.loads(json.dumps(valid))
+    metrics = data["metrics"]
+    name = draw(st.sampled_from(sorted(metrics)))
+    kind = draw(st.sampled_from(["metrics", "metric", "value", "mean", "name", "missing key",
+                                 "format"]))
+    if kind == "metrics":
+        data["metrics"] = draw(st.one_of(JUNK, st.lists(st.sampled_from(sorted(metrics)))))
+    elif kind == "metric":
+        metrics[name] = draw(JUNK)
+    elif kind == "value":
+        key = draw(st.sampled_from(["higher_is_better", "faithfulness",
+                                    "complement_faithfulness", "full", "empty", "circuit",
+                                    "complement"]))
+        metrics[name][key] = draw(st.one_of(JUNK, st.just("NaN-ish")))
+    elif kind == "mean":
+        part = draw(st.sampled_from(["full", "empty", "circuit", "complement"]))
+        metrics[name][part]["mean"] = draw(JUNK)
+    elif kind == "name":
+        metrics[draw(st.text(max_size=8))] = metrics.pop(name)
+    elif kind == "missing key":
+        del metrics[name][draw(st.sampled_from(sorted(metrics[name])))]
+    else:
+        data["format"] = draw(JUNK)
+    return json.dumps(data).encode()
+
+
+RESUMED_SECONDS = 15.0  # a resumed sweep draws its plots (about a second with matplotlib)
+
+
+def _resume(bounds: _Bounds, out: Path):
+    """`circuit sweep --resume out`: a resumed (finished) sweep, or one user error in the
+    time any error takes."""
+    result = bounds.run("sweep", "--resume", out, "--quiet", "--no-render",
+                        seconds=RESUMED_SECONDS)
+    if result.exit_code == 0:
+        data = json.loads((out / "sweep.json").read_text())
+        assert data["finished"] is True and len(data["runs"]) == 2, data
+        return result
+    assert bounds.took < SECONDS_PER_CASE, f"{bounds.took:.1f} s for an error"
+    _one_error(result, codes=(1,))
+    return result
+
+
+def test_malformed_sweep_json_gives_a_resumed_sweep_or_one_line(fuzz_dir, finished_sweep):
+    import shutil
+
+    files, bounds = _Files(fuzz_dir / "sweeps"), _Bounds()
+    (fuzz_dir / "sweeps").mkdir()
+    valid = json.loads((finished_sweep / "sweep.json").read_text())
+    warm = files.next("sweep")
+    shutil.copytree(finished_sweep, warm)
+    assert bounds.run("sweep", "--resume", warm, "--quiet", seconds=60).exit_code == 0
+
+    @settings(max_examples=80 * SCALE, **COMMON)
+    @given(content=malformed_sweep_files(valid))
+    def check(content: bytes) -> None:
+        out = files.next("sweep")
+        shutil.copytree(finished_sweep, out)
+        (out / "sweep.json").write_bytes(content)
+        _resume(bounds, out)
+
+    check()
+
+
+def test_malformed_evaluation_json_gives_a_resumed_sweep_or_one_line(fuzz_dir, finished_sweep):
+    import shutil
+
+    files, bounds = _Files(fuzz_dir / "evaluations"), _Bounds()
+    (fuzz_dir / "evaluations").mkdir()
+    valid = json.loads((finished_sweep / "tau-0.01" / "evaluation.json").read_text())
+    warm = files.next("sweep")
+    shutil.copytree(finished_sweep, warm)
+    assert bounds.run("sweep", "--resume", warm, "--quiet", seconds=60).exit_code == 0
+
+    @settings(max_examples=80 * SCALE, **COMMON)
+    @given(content=malformed_evaluations(valid))
+    def check(content: bytes) -> None:
+        out = files.next("sweep")
+        shutil.copytree(finished_sweep, out)
+        (out / "tau-0.01" / "evaluation.json").write_bytes(content)
+        result = _resume(bounds, out)
+        if result.exit_code == 1:
+            assert str(out / "tau-0.01" / "evaluation.json") in result.stderr
 
     check()

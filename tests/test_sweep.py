@@ -17,6 +17,7 @@ from test_cli import TINY_CONFIG, error_line, invoke, write_task
 from test_resume import assert_same_circuit, interrupt_at
 
 from acdc.core.models import build_model, save_checkpoint
+from acdc.errors import AcdcError
 from acdc.evaluation.rank_scores import decode_score, encode_score, rank_scores
 from acdc.evaluation.sources import load_sweep
 from acdc.sweep import GridError, RunOptions, default_grid, parse_grid, run_dir_name
@@ -217,6 +218,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_thresholds(task, i
         result = sweep(task, out)
     assert result.exit_code == 130, result.output
     assert "resume with `circuit sweep --resume" in result.stderr
+    # the interrupted threshold says so, not "kept N of N edges" as if it had finished
+    partial = json.loads((out / "tau-0.001" / "circuit.json").read_text())
+    assert (f"interrupted: 1 of 3 thresholds finished (tau 0.001 after "
+            f"{partial['n_edges_decided']} of {first['n_edges_total']} edges decided: partial); "
+            f"resume with") in result.stderr
+    assert "tau 0.001: kept" not in result.stderr
     data = json.loads((out / "sweep.json").read_text())
     assert [r["status"] for r in data["runs"]] == ["finished", "unfinished", "unfinished"]
     assert data["finished"] is False and data["rank_scores"] is None
@@ -287,6 +294,240 @@ def checkpoint(task) -> Path:
     return task.parent / "model"
 
 
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every entry under `root`: a file's bytes, None for a directory or a link."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink()
+            else None for p in sorted(root.rglob("*"))}
+
+
+def test_threads_beyond_the_cores_are_refused_before_anything_is_written(task, tmp_path):
+    result = sweep(task, tmp_path / "sweep", "--threads", "100000")
+    assert result.exit_code == 2  # a usage error, found when the options are parsed
+    assert "--threads" in error_line(result) and "give at most" in error_line(result)
+    assert list(tmp_path.iterdir()) == []
+    from acdc.sweep import open_sweep, prepare_sweep, run_sweep  # the library checks it too
+
+    plan = open_sweep(prepare_sweep(str(task), thresholds=GRID, out=tmp_path / "lib"))
+    try:
+        with pytest.raises(AcdcError, match="--threads 100000: this process may use"):
+            run_sweep(plan, RunOptions(threads=100000))
+    finally:
+        plan.close()
+    assert plan.discarded and list(tmp_path.iterdir()) == []  # what it made is taken back
+
+
+def test_jobs_are_bounded_by_the_cores_and_the_memory(task, monkeypatch):
+    from acdc.core.shapes import load_shape
+    from acdc.sweep import capacity
+    from acdc.sweep.plan import prepare_sweep
+
+    settings = prepare_sweep(str(task), thresholds=GRID).settings
+    need = capacity.worker_memory(settings, load_shape(settings.run.model))
+    assert need > capacity.RUNTIME_BYTES
+    monkeypatch.setattr(capacity, "available_memory", lambda: 100 * need)
+    monkeypatch.setattr(capacity, "available_cores", lambda: 2)
+    workers = capacity.choose_workers(10000, 3, 0, settings)
+    assert workers.n == 2
+    assert workers.note.startswith("--jobs 10000: running 2 worker processes: 2 CPU cores here "
+                                   "(1 thread a worker); memory for 100")
+    workers = capacity.choose_workers(4, 3, 2, settings)  # --threads 2: one worker fits
+    assert workers.n == 1 and "one threshold at a time in this process" in workers.note
+    monkeypatch.setattr(capacity, "available_cores", lambda: 64)
+    monkeypatch.setattr(capacity, "available_memory", lambda: int(2.5 * need))
+    workers = capacity.choose_workers(10000, 3, 0, settings)
+    assert workers.n == 2 and "memory for 2 (about" in workers.note
+    assert capacity.choose_workers(2, 3, 0, settings) == capacity.Workers(2)  # fits: no line
+    assert capacity.choose_workers(8, 2, 0, settings) == capacity.Workers(2)  # 2 thresholds
+    more = prepare_sweep(str(write_task(task.parent / "more.yaml", model=str(
+        task.parent / "model"), prompts=[{"clean": list(range(12)), "corrupt": list(range(12))}]
+        * 50)), thresholds=GRID).settings
+    assert capacity.worker_memory(more, load_shape(settings.run.model)) > need
+
+
+def test_jobs_beyond_the_machine_run_what_fits_and_say_so(task, independent, tmp_path,
+                                                          monkeypatch):
+    from acdc.sweep import capacity
+
+    monkeypatch.setattr(capacity, "available_cores", lambda: 1)
+    result = sweep(task, tmp_path / "sweep", "--jobs", "10000")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: --jobs 10000: running one threshold at a time in "
+                                    "this process: 1 CPU core here")
+    assert_same_runs(tmp_path / "sweep", independent)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d["thresholds"].__setitem__(1, math.nan),
+     "thresholds[1] is nan, expected a finite number > 0 (a log grid)"),
+    (lambda d: d.update(grid="0.1", thresholds=[1e-400] * 1676 + [i / 1000 for i in range(323)]),
+     "1,999 thresholds, more than the 1000 a sweep runs"),
+    (lambda d: d.update(grid="0,0.1", thresholds=[1e-400, 0.0, 0.1]),
+     "thresholds[0] and thresholds[1] are both 0.0 (tau-0.0)"),
+    (lambda d: d.update(thresholds=[-0.001, 0.001, 0.01]), "thresholds[0] is -0.001"),
+    (lambda d: d.update(thresholds=[0.0001, 0.002, 0.01]), "are not those of its grid"),
+    (lambda d: d.update(thresholds=[0.01, 0.001, 0.0001]), "in increasing order"),
+    (lambda d: d.update(thresholds="0.001"), "thresholds is '0.001', expected a list"),
+    (lambda d: d.update(grid=7), "grid is 7, expected the grid's spec"),
+    (lambda d: d.update(seed="0"), "seed is '0', expected a whole number"),
+    (lambda d: d.update(seed=2**40), "seed is 1099511627776, expected 0 to 4294967295"),
+    (lambda d: d.update(abs="yes"), "abs is 'yes', expected true or false"),
+    (lambda d: d.update(metric="kl2"), "metric is 'kl2', not one of kl"),
+    (lambda d: d.update(method="eap"), "method is 'eap', but a sweep runs acdc"),
+    (lambda d: d.update(model="x" * 100_000), "model is 'xxxxxxxx"),
+    (lambda d: d.update(task_file="a\0b"), "task_file is 'a\\x00b', expected text"),
+    (lambda d: d.pop("dtype"), "has no 'dtype'"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON (lists or objects nested too deeply)"),
+    ('{"format": "circuit-sweep/1", "seed": ' + "1" * 100_000 + "}",
+     "not valid JSON (a whole number of more than"),
+    ("[1, 2]", "holds a list, not the mapping `circuit sweep` writes"),
+])
+def test_a_damaged_sweep_json_is_one_line_naming_it(swept, tmp_path, change, says):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(swept, out)
+    if isinstance(change, str):
+        (out / "sweep.json").write_text(change)
+    else:
+        data = json.loads((out / "sweep.json").read_text())
+        change(data)
+        (out / "sweep.json").write_text(json.dumps(data))
+    before = tree(out)
+    result = invoke("sweep", "--resume", out, "--no-render", "--quiet")
+    assert result.exit_code == 1, result.output
+    line = error_line(result)
+    assert line.startswith(f"error: {out / 'sweep.json'}: ") and says in line, line
+    assert len(line) < 400 and "--threshold:" not in line
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: [1, 2], "the file is a list, expected the mapping"),
+    (lambda d: {**d, "metrics": "kl"}, "metrics is 'kl', expected a mapping"),
+    (lambda d: {**d, "metrics": ["kl", "nll"]}, "metrics is a list, expected a mapping"),
+    (lambda d: {**d, "metrics": {**d["metrics"], "kl": {**d["metrics"]["kl"],
+                                                        "faithfulness": "NaN-ish"}}},
+     "metrics.kl.faithfulness is 'NaN-ish', expected a finite number or null"),
+    (lambda d: {**d, "metrics": {**d["metrics"], "kl": {**d["metrics"]["kl"],
+                                                        "circuit": {"mean": [1]}}}},
+     "metrics.kl.circuit.mean is a list, expected a finite number or null"),
+    (lambda d: {**d, "metrics": {"kl2": d["metrics"]["kl"]}}, "a metric's name is 'kl2'"),
+    (lambda d: {**d, "format": "evaluation/0"}, "format is 'evaluation/0'"),
+])
+def test_a_damaged_evaluation_json_is_one_line_naming_it(swept, tmp_path, change, says):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(swept, out)
+    path = out / "tau-0.001" / "evaluation.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    before = tree(out)
+    result = invoke("sweep", "--resume", out, "--no-render", "--quiet")
+    assert result.exit_code == 1, result.output
+    line = error_line(result)
+    assert line.startswith(f"error: {path}: ") and says in line, line
+    assert "delete it and resume the sweep" in line
+    assert tree(out) == before
+
+
+def test_a_run_with_another_seed_is_not_taken_as_the_sweeps(swept, tmp_path):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(swept, out)
+    data = json.loads((out / "sweep.json").read_text())
+    (out / "sweep.json").write_text(json.dumps({**data, "seed": 7}))
+    result = invoke("sweep", "--resume", out, "--no-render", "--quiet")
+    assert result.exit_code == 1
+    assert "run.yaml: not a run of this sweep: seed 0 (this sweep: 7)" in error_line(result)
+
+
+def test_a_failed_sweep_leaves_nothing_behind(task, tmp_path, monkeypatch):
+    import shutil
+
+    model = tmp_path / "broken-model"
+    shutil.copytree(task.parent / "model", model)
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # loads only when a worker starts
+    broken = write_task(tmp_path / "broken.yaml", model=str(model))
+    for args in (("--out", tmp_path / "sweep"), ()):
+        monkeypatch.chdir(tmp_path)  # the default directory runs/... is made here
+        result = invoke("sweep", "--task", broken, "--thresholds", GRID, "--quiet",
+                        "--no-render", *args)
+        assert result.exit_code == 1
+        assert "threshold 0.0001:" in error_line(result)
+        assert not (tmp_path / "sweep").exists() and not (tmp_path / "runs").exists()
+
+
+def test_sweeps_started_in_the_same_second_get_their_own_directories(task, tmp_path,
+                                                                     monkeypatch):
+    from acdc.sweep import plan as planning
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(planning.time, "strftime", lambda _: "20260101-000000")
+    first = planning.start_sweep(str(task), thresholds=GRID)
+    try:
+        second = planning.start_sweep(str(task), thresholds=GRID)
+        second.close()
+    finally:
+        first.close()
+    assert first.out_dir == Path("runs/tiny-sweep-20260101-000000")
+    assert second.out_dir == Path("runs/tiny-sweep-20260101-000000-2")
+    assert (second.out_dir / "sweep.json").is_file()
+
+
+def test_outputs_are_never_written_through_links_or_over_devices(task, swept, tmp_path):
+    import shutil
+
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    result = sweep(task, link)
+    assert result.exit_code == 1 and "--out " + str(link) + ": is a symbolic link" in (
+        error_line(result))
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    for out, says in ((a_file, "is a file, not a directory"),
+                      (Path("/dev/null"), "is a file, not a directory")):
+        result = sweep(task, out)
+        assert result.exit_code == 1 and says in error_line(result), result.output
+    assert a_file.read_text() == "mine" and list(target.iterdir()) == []
+    out = tmp_path / "sweep"
+    shutil.copytree(swept, out)
+    elsewhere = tmp_path / "elsewhere.svg"
+    elsewhere.write_text("not the sweep's")
+    (out / "sweep.svg").unlink()
+    (out / "sweep.svg").symlink_to(elsewhere)
+    before = tree(out)
+    for args in (("--resume", out), ("--task", task, "--thresholds", GRID, "--out", out)):
+        result = invoke("sweep", *args, "--quiet", "--no-render")
+        assert result.exit_code == 1
+        assert "sweep.svg there is a symbolic link" in error_line(result)
+    assert tree(out) == before
+    (out / "sweep.svg").unlink()
+    shutil.rmtree(out / "tau-0.01")
+    (out / "tau-0.01").symlink_to(target, target_is_directory=True)
+    before = tree(out)
+    result = invoke("sweep", "--resume", out, "--quiet", "--no-render")
+    assert result.exit_code == 1 and "tau-0.01 there is a symbolic link" in error_line(result)
+    assert tree(out) == before
+    assert list(target.iterdir()) == [] and elsewhere.read_text() == "not the sweep's"
+
+
+def test_one_path_for_the_task_file_in_every_file_of_a_sweep(task, tmp_path):
+    link = tmp_path / "link.yaml"
+    link.symlink_to(task)
+    out = tmp_path / "sweep"
+    result = invoke("sweep", "--task", link, "--thresholds", "0.01", "--out", out, "--quiet",
+                    "--no-render")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "sweep.json").read_text())["task_file"]
+    run_yaml = __import__("yaml").safe_load((out / "tau-0.01" / "run.yaml").read_text())
+    evaluation = json.loads((out / "tau-0.01" / "evaluation.json").read_text())
+    assert recorded == run_yaml["task_file"] == evaluation["task_file"] == str(task.resolve())
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -342,6 +583,7 @@ def test_ray_missing_or_unreachable_is_one_line(task, tmp_path, monkeypatch):
     result = sweep(task, tmp_path / "a", "--ray", "auto")
     assert result.exit_code == 1
     assert error_line(result) == "error: --ray: Ray is not installed: pip install 'circuit[ray]'"
+    assert list(tmp_path.iterdir()) == []  # checked before anything is written
 
 
 def test_ray_address_that_does_not_answer(task, tmp_path):
@@ -357,6 +599,79 @@ def test_ray_address_that_does_not_answer(task, tmp_path):
     assert f"nothing answers at 127.0.0.1:{port}" in line and "ray start --head" in line
     result = sweep(task, tmp_path / "b", "--ray", "no-port")
     assert result.exit_code == 1 and "HOST:PORT" in error_line(result)
+    result = sweep(task, tmp_path / "c", "--ray", "auto", "--ray-timeout", "0")
+    assert result.exit_code == 2 and "--ray-timeout" in error_line(result)
+    assert list(tmp_path.iterdir()) == []
+    result = sweep(task, tmp_path / "d", "--ray-timeout", "5")
+    assert result.exit_code == 2 and "only with --ray ADDRESS" in result.output
+
+
+def test_ray_address_of_a_web_server_is_refused_at_once(task, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'circuit[ray]')")
+    import http.server
+    import threading
+    import time
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        began = time.monotonic()
+        result = sweep(task, tmp_path / "a", "--ray", f"127.0.0.1:{server.server_port}")
+        took = time.monotonic() - began
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    assert "but not Ray (it answers like a web server)" in error_line(result)
+    assert took < 5, took  # not Ray's 20 tries
+    assert list(tmp_path.iterdir()) == []
+
+
+def _silent_grpc_server():
+    """A server that answers an HTTP/2 preface as gRPC servers do, then says nothing."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, held
+
+
+@pytest.mark.slow
+def test_ray_that_does_not_answer_times_out_in_one_line_and_keeps_its_log_quiet(task, tmp_path,
+                                                                                capfd):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'circuit[ray]')")
+    import time
+
+    listener, held = _silent_grpc_server()
+    port = listener.getsockname()[1]
+    try:
+        began = time.monotonic()
+        result = sweep(task, tmp_path / "a", "--ray", f"127.0.0.1:{port}", "--ray-timeout", "2")
+        took = time.monotonic() - began
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert result.exit_code == 1
+    assert (f"--ray 127.0.0.1:{port}: no Ray cluster answered within 2 s (--ray-timeout)"
+            in error_line(result))
+    assert took < 2 + 5, took  # the timeout, Ray's import and one second's grace
+    assert list(tmp_path.iterdir()) == []
+    assert "gcs_client" not in capfd.readouterr().err  # Ray's core logs to file descriptor 2
 
 
 @pytest.mark.slow

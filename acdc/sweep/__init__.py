@@ -7,6 +7,9 @@ ranking (`acdc.evaluation.rank_scores`). `circuit sweep` is this package:
 - `grid`: the thresholds (`LO:HI:N` log grids, lists, the paper's grid per task) and the
   run directories' names (`tau-<threshold>`);
 - `plan`: the sweep's settings, its directory, what is done and what is left (resuming);
+  everything checked before anything is written (`prepare_sweep`, `prepare_resume`), then the
+  directory made (`open_sweep`);
+- `capacity`: how many local worker processes the machine's cores and memory hold;
 - `worker`: one threshold, run or resumed like `circuit discover` and evaluated like
   `circuit evaluate`, in any process; a worker loads the model, tokenises the task and records
   the clean and corrupted runs once for all the thresholds it runs;
@@ -26,11 +29,23 @@ A sweep directory:
 >>> [run["n_edges_kept"] for run in outcome.record["runs"]]  # doctest: +SKIP
 """
 
+from acdc.sweep.backends import RayConnection, connect_ray
+from acdc.sweep.capacity import Workers, choose_workers
 from acdc.sweep.driver import SweepOutcome, run_sweep
 from acdc.sweep.grid import DEFAULT_GRID, Grid, GridError, default_grid, parse_grid, run_dir_name
-from acdc.sweep.plan import SweepConflict, SweepPlan, resume_sweep, start_sweep
+from acdc.sweep.plan import (
+    SweepConflict,
+    SweepPlan,
+    SweepRequest,
+    open_sweep,
+    prepare_resume,
+    prepare_sweep,
+    resume_sweep,
+    start_sweep,
+)
 from acdc.sweep.worker import RunOptions
 
-__all__ = ["DEFAULT_GRID", "Grid", "GridError", "RunOptions", "SweepConflict", "SweepOutcome",
-           "SweepPlan", "default_grid", "parse_grid", "resume_sweep", "run_dir_name", "run_sweep",
-           "start_sweep"]
+__all__ = ["DEFAULT_GRID", "Grid", "GridError", "RayConnection", "RunOptions", "SweepConflict",
+           "SweepOutcome", "SweepPlan", "SweepRequest", "Workers", "choose_workers",
+           "connect_ray", "default_grid", "open_sweep", "parse_grid", "prepare_resume",
+           "prepare_sweep", "resume_sweep", "run_dir_name", "run_sweep", "start_sweep"]

@@ -15,7 +15,11 @@ this process as each threshold finishes (the driver then updates sweep.json and 
   driver writes into the sweep's layout, so the cluster needs no shared file system (but every
   node needs `circuit` installed and the model reachable under the same name or path). A task
   whose worker dies is retried by Ray; one that still fails is reported, and the resume runs its
-  threshold again from the start (its log lived on the lost worker).
+  threshold again from the start (its log lived on the lost worker). The connection
+  (`connect_ray`) is made before the sweep writes anything, and bounded: nothing listening is
+  one line within `PROBE_TIMEOUT_S`, a server that is not Ray (it does not answer an HTTP/2
+  preface as gRPC servers do) one line at once, a Ray that does not answer one line after the
+  timeout (`--ray-timeout`); Ray's own log lines stay out of the terminal unless asked for.
 
 A user error in a run (`AcdcError`: the same for every threshold, such as a model that cannot be
 loaded) stops the sweep: no new threshold starts, those running finish, and the error is raised.
@@ -24,17 +28,21 @@ loaded) stops the sweep: no new threshold starts, those running finish, and the 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
+from acdc.core.files import MAX_GRAPH_FILE_BYTES, read_bytes
 from acdc.errors import AcdcError
 from acdc.sweep.plan import ThresholdJob
 from acdc.sweep.worker import (
@@ -48,7 +56,13 @@ from acdc.sweep.worker import (
 OnOutcome = Callable[[ThresholdJob, ThresholdOutcome], None]
 RAY_MISSING = "Ray is not installed: pip install 'circuit[ray]'"
 PROBE_TIMEOUT_S = 5.0  # for a TCP answer from the address given
-CONNECT_TIMEOUT_S = 60.0  # for ray.init once the address answers
+RAY_TIMEOUT_S = 20.0  # default --ray-timeout: Ray's own default wait for a cluster
+MAX_RAY_TIMEOUT_S = 3600.0
+JOIN_GRACE_S = 1.0  # past the timeout, for Ray's last try to end
+RAY_GCS_WAIT = "RAY_gcs_server_port_wait_time_s"  # Ray's tries (one a second) for the GCS
+# an HTTP/2 client's first bytes: the preface, then an empty SETTINGS frame (length 0, type 4)
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_SETTINGS = 4  # the frame type an HTTP/2 (gRPC) server answers a preface with
 STOP_TIMEOUT_S = 10.0
 
 
@@ -191,6 +205,22 @@ def _exit_reason(code: int | None) -> str:
 # --------------------------------------------------------------------------- Ray
 
 
+@dataclass
+class RayConnection:
+    """A connection to a Ray cluster, made before the sweep writes anything. `ours`: this
+    sweep connected, and `close` disconnects (a connection the caller made stays open)."""
+
+    ray: Any
+    address: str
+    ours: bool
+
+    def close(self) -> None:
+        if self.ours:
+            self.ours = False
+            with _ray_output(verbose=False):
+                self.ray.shutdown()
+
+
 def import_ray() -> Any:
     """The `ray` module, or a one-line error saying how to install it."""
     try:
@@ -207,35 +237,50 @@ def check_address(address: str) -> tuple[str, int] | None:
         return None
     rest = address.removeprefix("ray://")
     host, colon, port = rest.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise AcdcError(f"--ray {address}: give the cluster's address as HOST:PORT (the head "
-                        f"node's port, 6379 by default; ray://HOST:PORT for Ray Client), `auto` "
-                        f"for the cluster this machine belongs to, or `local` to start one here")
+    if (not colon or not host or len(address) > 300 or not port.isdigit() or len(port) > 5
+            or not 0 < int(port) < 65536):
+        raise AcdcError(f"--ray {address[:80]}: give the cluster's address as HOST:PORT (the "
+                        f"head node's port, 6379 by default; ray://HOST:PORT for Ray Client), "
+                        f"`auto` for the cluster this machine belongs to, or `local` to start one "
+                        f"here")
     return host.strip("[]"), int(port)
 
 
-def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    """Connect to the Ray cluster at `address`, waiting a bounded time; True when this call
-    initialised Ray (the caller shuts it down). An address that does not answer is a one-line
-    error after at most `PROBE_TIMEOUT_S` seconds (nothing listening), or `timeout` (something
-    listening that is not Ray)."""
-    if ray.is_initialized():
-        return False  # the caller's connection (a notebook, a test) serves
+def check_timeout(timeout: float) -> None:
+    """`--ray-timeout` must be a number of seconds from 1 to `MAX_RAY_TIMEOUT_S`."""
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout)
+            and 1 <= timeout <= MAX_RAY_TIMEOUT_S):
+        raise AcdcError(f"--ray-timeout {timeout!r}: give a number of seconds from 1 to "
+                        f"{MAX_RAY_TIMEOUT_S:g}")
+
+
+def connect_ray(address: str, timeout: float = RAY_TIMEOUT_S,
+                verbose: bool = False) -> RayConnection:
+    """Connect to the Ray cluster at `address` (HOST:PORT, ray://HOST:PORT, `auto` or `local`),
+    waiting at most about `timeout` seconds; every failure is one `AcdcError` line: Ray not
+    installed, a malformed address, nothing listening (within `PROBE_TIMEOUT_S`), a server
+    there that is not Ray (an HTTP server: at once), no answer from Ray within `timeout`, Ray's
+    own refusal. Ray's log lines (its core writes them to this process's stderr) are kept out of
+    the terminal unless `verbose`."""
     target = check_address(address)
+    check_timeout(timeout)
+    ray = import_ray()
+    if ray.is_initialized():
+        return RayConnection(ray, address, ours=False)  # the caller's (a notebook, a test)
     if target is not None:
-        try:
-            socket.create_connection(target, timeout=PROBE_TIMEOUT_S).close()
-        except OSError as error:
-            reason = error.strerror or type(error).__name__
-            raise AcdcError(f"--ray {address}: nothing answers at {target[0]}:{target[1]} "
-                            f"({reason.lower()}); start the cluster (`ray start --head`) or "
-                            f"check the address") from None
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+        _probe(address, *target)
+    kwargs: dict[str, Any] = {"log_to_driver": verbose,
+                              "logging_level": logging.INFO if verbose else logging.ERROR}
     if address == "local":
         # In this thread: the processes of a local instance die with the thread that starts
         # them (Linux's parent-death signal), and starting one needs no bounded wait.
-        ray.init(address="local", include_dashboard=False, **kwargs)
-        return True
+        with _ray_output(verbose):
+            try:
+                ray.init(address="local", include_dashboard=False, **kwargs)
+            except Exception as error:
+                raise AcdcError(f"--ray local: cannot start a Ray instance here "
+                                f"({_first_line(error)})") from None
+        return RayConnection(ray, address, ours=True)
     kwargs["address"] = address
     result: dict[str, BaseException] = {}
 
@@ -245,38 +290,109 @@ def connect(ray: Any, address: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
         except BaseException as error:  # reported below, in the caller's thread
             result["error"] = error
 
-    thread = threading.Thread(target=init, name="ray-connect", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise AcdcError(f"--ray {address}: Ray did not answer within {timeout:g} s; check that a "
-                        f"Ray cluster of this Ray version runs there")
+    given = os.environ.get(RAY_GCS_WAIT)  # Ray tries the cluster once a second this many times
+    if given is None:
+        os.environ[RAY_GCS_WAIT] = str(max(1, math.ceil(timeout)))
+    try:
+        with _ray_output(verbose):
+            thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+            thread.start()
+            thread.join(timeout + JOIN_GRACE_S)
+    finally:
+        if given is None:
+            os.environ.pop(RAY_GCS_WAIT, None)
+    if thread.is_alive() or (isinstance(result.get("error"), ConnectionError)
+                             and target is not None):
+        raise AcdcError(f"--ray {address}: no Ray cluster answered within {timeout:g} s "
+                        f"(--ray-timeout); check that a Ray {ray.__version__} cluster runs there "
+                        f"and that ADDRESS is its head node's (port 6379 by default)")
     if "error" in result:
         failure = result["error"]
-        lines = str(failure).strip().splitlines() or [type(failure).__name__]
         if address == "auto" and isinstance(failure, ConnectionError):
             raise AcdcError("--ray auto: no running Ray cluster found from this machine; start "
                             "one (`ray start --head`), give its ADDRESS, or use --ray local")
-        raise AcdcError(f"--ray {address}: cannot connect ({lines[0]}); a cluster with token "
-                        f"authentication also needs RAY_AUTH_MODE=token here (and its token: "
-                        f"`ray get-auth-token`)")
-    return True
+        raise AcdcError(f"--ray {address}: cannot connect ({_first_line(failure)}); a cluster "
+                        f"with token authentication also needs RAY_AUTH_MODE=token here (and its "
+                        f"token: `ray get-auth-token`)")
+    return RayConnection(ray, address, ours=True)
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    """Something must listen at the address, and speak HTTP/2 as Ray's gRPC servers do: an
+    HTTP/1 server or any other answer is refused at once, not after the timeout."""
+    try:
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise AcdcError(f"--ray {address}: nothing answers at {host}:{port} "
+                        f"({reason.lower()}); start the cluster (`ray start --head`) or "
+                        f"check the address") from None
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # a TLS server answers nothing readable to a plain preface
+        try:
+            sock.sendall(HTTP2_PREFACE)
+            head = sock.recv(9)
+        except OSError:
+            return  # no answer in time: Ray's own connection decides, within the timeout
+    if len(head) >= 4 and head[3] == HTTP2_SETTINGS:
+        return
+    what = "it answers like a web server" if head.startswith((b"HTTP/", b"<")) else (
+        "it closed the connection" if not head else "it does not speak gRPC")
+    raise AcdcError(f"--ray {address}: something listens at {host}:{port}, but not Ray ({what}); "
+                    f"give the head node's address (port 6379 by default; ray://HOST:10001 for "
+                    f"Ray Client)")
+
+
+@contextlib.contextmanager
+def _ray_output(verbose: bool) -> Iterator[None]:
+    """Ray's core writes its log lines to this process's stderr (file descriptor 2), past
+    Python's logging: while Ray connects or disconnects they go to a discarded file instead,
+    unless `verbose`."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield  # no stderr to protect
+        return
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0][:200]
 
 
 def _payload(job: ThresholdJob) -> ThresholdJob:
     """The job with the files a worker elsewhere needs from its directory."""
     names = {"resume": ("decisions.jsonl",), "evaluate": ("circuit.json", "run.yaml"),
              "new": ()}[job.action]
-    files = {name: (job.out_dir / name).read_bytes() for name in names
-             if (job.out_dir / name).is_file()}
+    files = {name: read_bytes(job.out_dir / name, "a file of the threshold's run",
+                              MAX_GRAPH_FILE_BYTES)
+             for name in names if (job.out_dir / name).is_file()}
     return replace(job, payload=files)
 
 
-def run_on_ray(jobs: list[ThresholdJob], options: RunOptions, address: str,
+def run_on_ray(jobs: list[ThresholdJob], options: RunOptions, connection: RayConnection | str,
                on_outcome: OnOutcome) -> list[Failure]:
-    """One Ray task per job on the cluster at `address` (see the module docstring)."""
-    ray = import_ray()
-    ours = connect(ray, address)
+    """One Ray task per job on the cluster of `connection` (an address: connected here, and
+    disconnected at the end; see the module docstring)."""
+    if isinstance(connection, str):
+        connection = connect_ray(connection)
+        close = connection.close
+    else:
+        def close() -> None:
+            pass
+    ray = connection.ray
     refs: dict[Any, ThresholdJob] = {}
     failures: list[Failure] = []
     stop: ThresholdError | None = None
@@ -299,7 +415,7 @@ def run_on_ray(jobs: list[ThresholdJob], options: RunOptions, address: str,
                     elif not isinstance(error, ray.exceptions.TaskCancelledError):
                         lines = str(cause or error).strip().splitlines() or [type(error).__name__]
                         failures.append(Failure(job.threshold, f"its Ray task failed "
-                                                               f"({lines[-1]})"))
+                                                               f"({lines[-1][:200]})"))
                     continue
                 land(outcome, job)
                 on_outcome(job, outcome)
@@ -308,8 +424,7 @@ def run_on_ray(jobs: list[ThresholdJob], options: RunOptions, address: str,
             ray.cancel(ref, force=True)
         raise
     finally:
-        if ours:
-            ray.shutdown()
+        close()
     if stop is not None:
         raise stop
     return failures

@@ -6,9 +6,13 @@ comma-separated list of thresholds (`0.001,0.01,0.1`, used exactly as written). 
 grid are rounded to 3 significant digits (`1e-4:1e-1:13` gives 0.0001, 0.000178, 0.000316, ...),
 so that the threshold a run uses is the one its directory's name says.
 
-Without `--thresholds` a sweep takes the grid the ACDC paper swept for its task
-(`shared/EVALUATION.md`, section 3), chosen by the task's name and metric (`PAPER_GRIDS`), else
+Without `--thresholds` a sweep takes the grid the ACDC paper swept for its task (Conmy et al.
+2023, section 3 and appendix), chosen by the task's name and metric (`PAPER_GRIDS`), else
 `DEFAULT_GRID`.
+
+A grid read back from a sweep's `sweep.json` (`recorded_grid`) is held to the rules of
+`--thresholds`: at most `MAX_THRESHOLDS`, finite, >= 0 (> 0 in a log grid), increasing, no two
+with one directory name, and the thresholds those its recorded spec gives.
 
 Each threshold's run lives in `tau-<threshold>/`, the threshold written as Python's shortest
 round-trip repr of the float (`tau-0.0001`, `tau-0.000178`, `tau-1e-05`, `tau-0.1`): reading the
@@ -24,15 +28,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from acdc.errors import AcdcError
+from acdc.errors import AcdcError, short_repr
 
 DEFAULT_GRID = "1e-4:1e-1:13"
 RUN_PREFIX = "tau-"
 SIGNIFICANT_DIGITS = 3
 MAX_THRESHOLDS = 1000
+MAX_SPEC_CHARS = 100_000  # a list of MAX_THRESHOLDS thresholds, written out
 
-# The ACDC paper's sweeps (`shared/EVALUATION.md`, section 3), by task name and metric (None:
+# The ACDC paper's sweeps (Conmy et al. 2023), by task name and metric (None:
 # any metric). The paper ran them on GPT-2 small (IOI, greater-than), a 2-layer attention-only
 # model (induction) and the tracr programs; they apply to any model given a task of that name.
 PAPER_GRIDS: dict[tuple[str, str | None], str] = {
@@ -46,7 +52,11 @@ PAPER_GRIDS: dict[tuple[str, str | None], str] = {
 
 
 class GridError(AcdcError):
-    """A threshold grid that cannot be read or is empty."""
+    """A threshold grid given with `--thresholds` that cannot be read or is empty."""
+
+
+class RecordedGridError(AcdcError):
+    """A grid recorded in a sweep's file that no sweep writes (the file is damaged)."""
 
 
 @dataclass(frozen=True)
@@ -88,65 +98,128 @@ def parse_grid(spec: str) -> Grid:
 
 
 def _parse_log_grid(text: str) -> tuple[float, ...]:
+    shown = _cut(text)
     parts = [p.strip() for p in text.split(":")]
     if len(parts) != 3 or not all(parts):
-        raise GridError(f"--thresholds {text}: a log grid is LO:HI:N, three parts (e.g. "
+        raise GridError(f"--thresholds {shown}: a log grid is LO:HI:N, three parts (e.g. "
                         f"1e-4:1e-1:13), got {len(parts)}")
     lo, hi = (_number(p, text, what) for p, what in zip(parts[:2], ("LO", "HI"), strict=True))
     try:
         n = int(parts[2])
     except ValueError:
-        raise GridError(f"--thresholds {text}: N must be a whole number of thresholds, got "
-                        f"{parts[2]!r}") from None
+        raise GridError(f"--thresholds {shown}: N must be a whole number of thresholds, got "
+                        f"{_cut(parts[2])!r}") from None
     if n < 1:
-        raise GridError(f"--thresholds {text}: the grid is empty (N = {n}); N must be at least 1")
+        raise GridError(f"--thresholds {shown}: the grid is empty (N = {n}); N must be at least 1")
     if n > MAX_THRESHOLDS:
-        raise GridError(f"--thresholds {text}: {n} thresholds is more than {MAX_THRESHOLDS}")
+        raise GridError(f"--thresholds {shown}: {n} thresholds is more than {MAX_THRESHOLDS}")
     for value, what in ((lo, "LO"), (hi, "HI")):
         if value <= 0:
-            raise GridError(f"--thresholds {text}: {what} is {value:g}, but a log grid needs "
+            raise GridError(f"--thresholds {shown}: {what} is {value:g}, but a log grid needs "
                             f"thresholds > 0; give the thresholds as a list (0,0.001,0.01) to "
                             f"include 0")
     if lo > hi:
-        raise GridError(f"--thresholds {text}: LO {lo:g} is larger than HI {hi:g}")
+        raise GridError(f"--thresholds {shown}: LO {lo:g} is larger than HI {hi:g}")
     if n > 1 and lo == hi:
-        raise GridError(f"--thresholds {text}: LO = HI gives one threshold, not {n}")
+        raise GridError(f"--thresholds {shown}: LO = HI gives one threshold, not {n}")
     grid = log_grid(lo, hi, n)
     for a, b in zip(grid, grid[1:], strict=False):
         if a == b:
-            raise GridError(f"--thresholds {text}: too dense: two thresholds round to {a:g} at "
+            raise GridError(f"--thresholds {shown}: too dense: two thresholds round to {a:g} at "
                             f"{SIGNIFICANT_DIGITS} significant digits; use a smaller N")
     return grid
 
 
 def _parse_list(text: str) -> tuple[float, ...]:
+    shown = _cut(text)
+    parts = text.split(",")
+    if len(parts) > MAX_THRESHOLDS:
+        raise GridError(f"--thresholds {shown}: {len(parts):,} thresholds is more than "
+                        f"{MAX_THRESHOLDS}")
     values = []
-    for part in text.split(","):
+    for part in parts:
         part = part.strip()
         if not part:
-            raise GridError(f"--thresholds {text}: an empty item in the list; separate "
+            raise GridError(f"--thresholds {shown}: an empty item in the list; separate "
                             f"thresholds by single commas")
         value = _number(part, text, "a threshold")
         if value < 0:
-            raise GridError(f"--thresholds {text}: {part} is negative; thresholds are >= 0")
+            raise GridError(f"--thresholds {shown}: {_cut(part)} is negative; thresholds are >= 0")
         values.append(value)
     seen: set[float] = set()
     for value in values:
         if value in seen:
-            raise GridError(f"--thresholds {text}: {value:g} is given twice")
+            raise GridError(f"--thresholds {shown}: {value:g} is given twice")
         seen.add(value)
     return tuple(sorted(values))
 
 
 def _number(part: str, text: str, what: str) -> float:
+    shown = _cut(text)
     try:
-        value = float(part)
+        value = float(part) + 0.0  # -0 is 0: one directory name, tau-0.0
     except ValueError:
-        raise GridError(f"--thresholds {text}: {what} {part!r} is not a number; write LO:HI:N "
-                        f"(e.g. 1e-4:1e-1:13) or a list such as 0.001,0.01,0.1") from None
+        raise GridError(f"--thresholds {shown}: {what} {_cut(part)!r} is not a number; write "
+                        f"LO:HI:N (e.g. 1e-4:1e-1:13) or a list such as 0.001,0.01,0.1") from None
     if not math.isfinite(value):
-        raise GridError(f"--thresholds {text}: {what} {part!r} is not a finite number")
+        raise GridError(f"--thresholds {shown}: {what} {_cut(part)!r} is not a finite number")
     return value
+
+
+def recorded_grid(thresholds: Any, spec: Any, source: Any, where: str) -> Grid:
+    """The grid a sweep recorded (`where` names its file), checked as `--thresholds` is:
+    a list of at most `MAX_THRESHOLDS` finite numbers >= 0 (> 0 in a log grid), increasing,
+    each with its own directory name, and the thresholds that `spec` gives. Anything else is
+    one `RecordedGridError` line naming the file."""
+    damaged = "; the file is damaged: start a new sweep with --out"
+    if not isinstance(spec, str) or len(spec) > MAX_SPEC_CHARS:
+        raise RecordedGridError(f"{where}: grid is {short_repr(spec)}, expected the grid's spec "
+                                f"(such as {DEFAULT_GRID}){damaged}")
+    if not isinstance(source, str) or len(source) > MAX_SPEC_CHARS:
+        raise RecordedGridError(f"{where}: grid_source is {short_repr(source)}, expected "
+                                f"text{damaged}")
+    if not isinstance(thresholds, list) or not thresholds:
+        found = "an empty list" if thresholds == [] else short_repr(thresholds)
+        raise RecordedGridError(f"{where}: thresholds is {found}, expected a list of "
+                                f"thresholds{damaged}")
+    if len(thresholds) > MAX_THRESHOLDS:
+        raise RecordedGridError(f"{where}: {len(thresholds):,} thresholds, more than the "
+                                f"{MAX_THRESHOLDS} a sweep runs{damaged}")
+    log = ":" in spec
+    values: list[float] = []
+    names: dict[str, int] = {}
+    for i, value in enumerate(thresholds):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value) or value < 0 or (log and value <= 0):
+            need = "> 0 (a log grid)" if log else ">= 0"
+            raise RecordedGridError(f"{where}: thresholds[{i}] is {short_repr(value)}, expected a "
+                                    f"finite number {need}{damaged}")
+        value = float(value) + 0.0
+        name = run_dir_name(value)
+        if name in names:
+            raise RecordedGridError(f"{where}: thresholds[{names[name]}] and thresholds[{i}] "
+                                    f"are both {value!r} ({name}){damaged}")
+        names[name] = i
+        if values and value < values[-1]:
+            raise RecordedGridError(f"{where}: thresholds[{i}] ({value!r}) is smaller than the "
+                                    f"one before it; a sweep lists them in increasing "
+                                    f"order{damaged}")
+        values.append(value)
+    try:
+        expected = parse_grid(spec).thresholds
+    except GridError as error:
+        problem = str(error).removeprefix(f"--thresholds {_cut(spec.strip())}: ")
+        raise RecordedGridError(f"{where}: grid {short_repr(spec)} is not a grid ({problem})"
+                                f"{damaged}") from None
+    if expected != tuple(values):
+        raise RecordedGridError(f"{where}: its {len(values)} thresholds are not those of its grid "
+                                f"{short_repr(spec)} ({len(expected)} thresholds){damaged}")
+    return Grid(tuple(values), spec, source)
+
+
+def _cut(text: str) -> str:
+    """A grid spec in a message, cut to a readable length."""
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def default_grid(task: str, metric: str) -> Grid:

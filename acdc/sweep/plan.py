@@ -1,23 +1,33 @@
 """A sweep's settings, its directory and what is left to do in it.
 
-`start_sweep` resolves the settings every run of the sweep shares (those of `circuit discover`
-but the threshold), the grid and the directory; `resume_sweep` reads them back from the
-directory's `sweep.json`. Either checks the directory and plans every threshold:
+`prepare_sweep` resolves the settings every run of the sweep shares (those of `circuit
+discover` but the threshold), the grid and the directory; `prepare_resume` reads them back from
+the directory's `sweep.json`, every value checked (its grid by the rules of `--thresholds`).
+Neither writes anything: every mistake in the input is reported before a file or a directory is
+made. `open_sweep` then creates and locks the directory, writes `sweep.json` for a new sweep and
+plans every threshold:
 
 - `tau-<t>/circuit.json` complete (not partial) and `evaluation.json` beside it: done, not rerun;
 - a complete circuit without its evaluation: only evaluated;
 - a decision log (`decisions.jsonl`), finished or not: resumed from it (a finished log just
   rewrites the outputs), after checking that its settings are the sweep's;
-- nothing yet: a new run.
+- nothing yet: a new run (its directory is made by the worker that runs it).
 
 Starting a sweep in a directory that holds one (a second `circuit sweep` with the same `--out`)
 continues it when the settings agree; a sweep of another task there is refused, naming both
-tasks, and any other difference is a `SweepConflict` naming the options.
+tasks, and any other difference is a `SweepConflict` naming the options. Without `--out` a new
+directory `runs/<task>-sweep-<time>/` is made, never one that exists (a sweep started in the same
+second gets `-2`, `-3`, ...). A sweep never writes through a symbolic link, over a device or into
+a run directory, and `SweepPlan.discard` takes back what a failed sweep made.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
+import os
+import re
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,28 +35,52 @@ from pathlib import Path
 from typing import Any, Literal
 
 from acdc.core.circuit import load_circuit
-from acdc.core.files import write_text_atomic
-from acdc.core.tasks import TaskSpec, read_task
-from acdc.errors import AcdcError
+from acdc.core.files import (
+    MAX_GRAPH_FILE_BYTES,
+    check_output_dir,
+    make_directories,
+    read_json,
+    read_yaml,
+    remove_if_empty,
+    unique_directory,
+    write_json_atomic,
+)
+from acdc.core.settings import ABLATIONS, METRICS, recorded_fields
+from acdc.core.tasks import MAX_SEED, TaskSpec, read_task
+from acdc.errors import AcdcError, short_repr
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.methods.registry import get_method
 from acdc.run import (
     CIRCUIT_JSON,
+    DTYPES,
+    RUN_YAML,
     RunLock,
     RunSettings,
-    prepare_out_dir,
     resolve_settings,
     same_path,
 )
-from acdc.sweep.grid import RUN_PREFIX, Grid, default_grid, parse_grid, run_dir_name
+from acdc.sweep.grid import (
+    RUN_PREFIX,
+    Grid,
+    default_grid,
+    parse_grid,
+    recorded_grid,
+    run_dir_name,
+)
 
 SWEEP_JSON = "sweep.json"
+PLOT_FILES: tuple[str, ...] = ("sweep.svg", "sweep.png")
 FORMAT = "circuit-sweep/1"
+SWEEP_METHOD = "acdc"  # a sweep varies ACDC's threshold
 Action = Literal["new", "resume", "evaluate"]
 # Settings a run records that must agree between the runs of a sweep and the sweep (all but
 # the threshold); checked against circuit files and decision logs found in the directory.
 CIRCUIT_KEYS: tuple[str, ...] = ("task", "model", "method", "abs", "reverse_head_order",
                                  "metric", "ablation", "granularity")
+MAX_TEXT_CHARS = 4096  # a task name, a path, a model name in sweep.json
+DEVICE = re.compile(r"[a-z][a-z_]{0,15}(:[0-9]{1,4})?")  # cpu, cuda, cuda:1, mps ...
+DEFAULT_ROOT = Path("runs")
+DAMAGED = "the file is damaged: start a new sweep with --out"
 
 
 class SweepConflict(AcdcError):
@@ -90,10 +124,34 @@ class ThresholdJob:
     payload: Mapping[str, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep checked and ready to open; nothing of it is written yet. `out_dir` None: a new
+    directory `runs/<task>-sweep-<time>/`, made when the sweep opens."""
+
+    settings: SweepSettings
+    out_dir: Path | None
+    typed: Mapping[str, str | None] | None
+    command: tuple[str, ...] | None
+    given_grid: bool
+    resuming: bool
+
+    def left(self) -> int:
+        """The thresholds without both a circuit and its evaluation yet (what `open_sweep`
+        will plan, but for a partial circuit: a quick count, for choosing workers)."""
+        if self.out_dir is None:
+            return len(self.settings.grid.thresholds)
+        return sum(not ((directory / CIRCUIT_JSON).is_file()
+                        and (directory / EVALUATION_JSON).is_file())
+                   for directory in (self.out_dir / run_dir_name(t)
+                                     for t in self.settings.grid.thresholds))
+
+
 @dataclass
 class SweepPlan:
     """A sweep ready to run: its settings, directory (locked), the thresholds already done and
-    the jobs left."""
+    the jobs left. `made` are the directories opening it created, `created` whether it wrote
+    sweep.json (a new sweep)."""
 
     settings: SweepSettings
     out_dir: Path
@@ -102,24 +160,49 @@ class SweepPlan:
     done: list[float]
     resumed: bool
     command: tuple[str, ...] | None = None
+    made: tuple[Path, ...] = ()
+    created: bool = False
+    run_dirs_before: frozenset[str] = frozenset()
+    discarded: bool = False  # a failure took back everything this sweep had made
 
     def close(self) -> None:
         """Release the sweep's directory (also released when the process ends)."""
         self.lock.release()
 
+    def discard(self) -> bool:
+        """After a failure or an interrupt: remove the threshold directories this invocation
+        made that are still empty and, when nothing of a new sweep is left (no threshold has a
+        file), its sweep.json and the directories it made. True when nothing is left."""
+        kept = False
+        for threshold in self.settings.grid.thresholds:
+            name = run_dir_name(threshold)
+            directory = self.out_dir / name
+            if name not in self.run_dirs_before:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only if empty
+            kept = kept or directory.is_dir()
+        if kept or not self.created:
+            return False
+        for name in (SWEEP_JSON, *PLOT_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                (self.out_dir / name).unlink()
+        remove_if_empty(list(self.made))
+        return True
 
-# --------------------------------------------------------------------------- starting
+
+# --------------------------------------------------------------------------- preparing
 
 
-def start_sweep(task: str, *, thresholds: str | None = None, model: str | None = None,
-                metric: str | None = None, ablation: str | None = None,
-                granularity: str = "qkv", abs: bool = False, reverse_head_order: bool = False,
-                seed: int | None = None, device: str = "cpu", dtype: str = "float32",
-                candidates: int = 0, out: Path | None = None,
-                command: tuple[str, ...] | None = None) -> SweepPlan:
+def prepare_sweep(task: str, *, thresholds: str | None = None, model: str | None = None,
+                  metric: str | None = None, ablation: str | None = None,
+                  granularity: str = "qkv", abs: bool = False, reverse_head_order: bool = False,
+                  seed: int | None = None, device: str = "cpu", dtype: str = "float32",
+                  candidates: int = 0, out: Path | None = None,
+                  command: tuple[str, ...] | None = None) -> SweepRequest:
     """A sweep of `task` (a bundled name or a YAML file) over `thresholds` (a grid spec, see
     `acdc.sweep.grid`; None: the paper's grid for the task, else the default), with the
-    options of `circuit discover`. Continues the sweep already in `out` if its settings agree."""
+    options of `circuit discover`, checked against the sweep already in `out` if there is one
+    (it is continued when the settings agree). Nothing is written."""
     options: dict[str, Any] = {"abs": abs, "reverse_head_order": reverse_head_order}
     if candidates:
         options["candidates"] = candidates
@@ -132,28 +215,22 @@ def start_sweep(task: str, *, thresholds: str | None = None, model: str | None =
         spec, run = spec.with_overrides(threshold=grid.thresholds[0]), replace(
             run, settings=replace(run.settings, threshold=grid.thresholds[0]))
     settings = SweepSettings(run, spec, grid)
-    out_dir = out if out is not None else Path("runs") / (
-        f"{_safe(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    return _open(settings, out_dir, typed={"task": task, "model": model}, command=command,
-                 given_grid=thresholds is not None)
+    given_grid = thresholds is not None
+    if out is not None:
+        check_directory(Path(out), settings, given_grid, resuming=False)
+    return SweepRequest(settings, None if out is None else Path(out),
+                        typed={"task": task, "model": model}, command=command,
+                        given_grid=given_grid, resuming=False)
 
 
-def resume_sweep(out_dir: Path, given: Mapping[str, Any] | None = None, candidates: int = 0,
-                 command: tuple[str, ...] | None = None) -> SweepPlan:
-    """The sweep in `out_dir`, with the settings of its sweep.json. `given` holds options given
-    again (recorded keys -> values, `thresholds` a grid spec); they must agree with it."""
+def prepare_resume(out_dir: Path, given: Mapping[str, Any] | None = None, candidates: int = 0,
+                   command: tuple[str, ...] | None = None) -> SweepRequest:
+    """The sweep in `out_dir`, with the settings of its sweep.json (each value checked).
+    `given` holds options given again (recorded keys -> values, `thresholds` a grid spec);
+    they must agree with it. Nothing is written."""
     out_dir = Path(out_dir)
-    header = read_header(out_dir)
-    source = str(out_dir / SWEEP_JSON)
-    thresholds = header.get("thresholds")
-    if (not isinstance(thresholds, list) or not thresholds or any(
-            isinstance(t, bool) or not isinstance(t, (int, float)) for t in thresholds)):
-        raise AcdcError(f"{source}: thresholds is {thresholds!r}, which no sweep writes; the "
-                        f"file is damaged")
-    tuning = {"candidates": candidates} if candidates else None
-    run = RunSettings.from_record({**header, "threshold": float(thresholds[0])}, source, tuning)
-    grid = Grid(tuple(float(t) for t in thresholds), str(header.get("grid", "")),
-                str(header.get("grid_source", "")))
+    check_output_dir(out_dir, "--resume")
+    run, grid = read_sweep_settings(out_dir, candidates)
     given = dict(given or {})
     conflicts = _grid_conflict(given.pop("thresholds", None), grid)
     conflicts += run.conflicts(given)
@@ -164,28 +241,101 @@ def resume_sweep(out_dir: Path, given: Mapping[str, Any] | None = None, candidat
     spec = read_task(run.task_file).with_overrides(
         metric=run.common.metric, ablation=run.common.ablation, seed=run.seed, model=run.model,
         threshold=grid.thresholds[0])
-    return _open(SweepSettings(run, spec, grid), out_dir, typed=None, command=command,
-                 given_grid=False, resuming=True)
+    settings = SweepSettings(run, spec, grid)
+    check_directory(out_dir, settings, given_grid=False, resuming=True)
+    return SweepRequest(settings, out_dir, typed=None, command=command, given_grid=False,
+                        resuming=True)
+
+
+def start_sweep(task: str, **options: Any) -> SweepPlan:
+    """`prepare_sweep`, then `open_sweep`: a new sweep (or the same sweep continued in `out`),
+    its directory made and locked."""
+    return open_sweep(prepare_sweep(task, **options))
+
+
+def resume_sweep(out_dir: Path, given: Mapping[str, Any] | None = None, candidates: int = 0,
+                 command: tuple[str, ...] | None = None) -> SweepPlan:
+    """`prepare_resume`, then `open_sweep`."""
+    return open_sweep(prepare_resume(out_dir, given, candidates, command))
+
+
+# --------------------------------------------------------------------------- sweep.json
 
 
 def read_header(out_dir: Path) -> dict[str, Any]:
-    """The settings part of `out_dir/sweep.json`; one-line errors for anything else."""
+    """`out_dir/sweep.json` as written by `circuit sweep` (read through the bounded JSON
+    reader); one-line errors for anything else. Its values are checked by
+    `read_sweep_settings`."""
     path = Path(out_dir) / SWEEP_JSON
     if not Path(out_dir).is_dir():
         raise AcdcError(f"{out_dir}: no such sweep directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise AcdcError(f"{out_dir}: has no {SWEEP_JSON}, so there is no sweep to resume (it is "
-                        f"written by `circuit sweep`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = getattr(error, "strerror", None) or getattr(error, "msg", None) or error
-        raise AcdcError(f"{path}: cannot read ({reason})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise AcdcError(f"{path}: format is {found!r}, expected {FORMAT!r} (written by "
-                        f"`circuit sweep`)")
+                        f"written by `circuit sweep`)")
+    if path.is_symlink():
+        raise AcdcError(f"{path}: is a symbolic link; a sweep's record is a file it writes "
+                        f"itself: start a new sweep with --out")
+    data = read_json(path, "a sweep's record, written by `circuit sweep`", MAX_GRAPH_FILE_BYTES)
+    if not isinstance(data, dict):
+        raise AcdcError(f"{path}: holds {short_repr(data)}, not the mapping `circuit sweep` writes")
+    if data.get("format") != FORMAT:
+        raise AcdcError(f"{path}: format is {short_repr(data.get('format'))}, expected {FORMAT!r} "
+                        f"(written by `circuit sweep`)")
     return data
+
+
+def read_sweep_settings(out_dir: Path, candidates: int = 0) -> tuple[RunSettings, Grid]:
+    """The settings and grid of the sweep in `out_dir`, every value of its sweep.json checked
+    (types, ranges, choices; the grid as `--thresholds` is): a damaged file is one line naming
+    it and the key."""
+    header = read_header(out_dir)
+    source = str(Path(out_dir) / SWEEP_JSON)
+    _check_header(header, source)
+    grid = recorded_grid(header.get("thresholds"), header.get("grid"),
+                         header.get("grid_source"), source)
+    tuning = {"candidates": candidates} if candidates else None
+    run = RunSettings.from_record({**header, "threshold": grid.thresholds[0]}, source, tuning)
+    return run, grid
+
+
+def _check_header(header: Mapping[str, Any], source: str) -> None:
+    """Every setting of a sweep.json header checked, so that `RunSettings.from_record` and
+    everything after it meet only values a sweep writes."""
+    method = header.get("method")
+    if method != SWEEP_METHOD:
+        raise AcdcError(f"{source}: method is {short_repr(method)}, but a sweep runs "
+                        f"{SWEEP_METHOD}; {DAMAGED}")
+    kinds: dict[str, Any] = {
+        "task": str, "task_file": str, "model": str, "seed": int, "device": str,
+        "metric": tuple(METRICS), "ablation": tuple(ABLATIONS), "granularity": ("qkv", "head"),
+        "dtype": tuple(DTYPES)}
+    for own in recorded_fields(get_method(SWEEP_METHOD).settings_type):
+        if own.name != "threshold":
+            kinds[own.name] = {"bool": bool, "int": int, "float": float}.get(str(own.type), str)
+    for key, kind in kinds.items():
+        if key not in header:
+            raise AcdcError(f"{source}: has no {key!r}; {DAMAGED}")
+        value = header[key]
+        if isinstance(kind, tuple):
+            if not isinstance(value, str) or value not in kind:
+                raise AcdcError(f"{source}: {key} is {short_repr(value)}, not one of "
+                                f"{', '.join(kind)}; {DAMAGED}")
+            continue
+        expected = {bool: "true or false", int: "a whole number", str: "text",
+                    float: "a finite number"}[kind]
+        wrong = isinstance(value, bool) != (kind is bool) or not isinstance(
+            value, (int, float) if kind is float else kind) or (
+            kind is float and not math.isfinite(value))
+        if wrong or (kind is str and not (0 < len(value) <= MAX_TEXT_CHARS
+                                          and "\0" not in value)):
+            raise AcdcError(f"{source}: {key} is {short_repr(value)}, expected {expected}; "
+                            f"{DAMAGED}")
+    if not 0 <= header["seed"] <= MAX_SEED:
+        raise AcdcError(f"{source}: seed is {short_repr(header['seed'])}, expected 0 to "
+                        f"{MAX_SEED}; {DAMAGED}")
+    if not DEVICE.fullmatch(header["device"]):
+        raise AcdcError(f"{source}: device is {short_repr(header['device'])}, expected cpu, "
+                        f"cuda or cuda:N; {DAMAGED}")
 
 
 def _grid_conflict(spec: str | None, grid: Grid) -> list[str]:
@@ -212,53 +362,111 @@ def _safe(name: str) -> str:
 # --------------------------------------------------------------------------- the directory
 
 
-def _open(settings: SweepSettings, out_dir: Path, *, typed: Mapping[str, str | None] | None,
-          command: tuple[str, ...] | None, given_grid: bool,
-          resuming: bool = False) -> SweepPlan:
-    """Check and lock the directory, continue the sweep there or start one, plan every
-    threshold."""
-    prepare_out_dir(out_dir)
+def check_directory(out_dir: Path, settings: SweepSettings, given_grid: bool,
+                    resuming: bool) -> None:
+    """Whether a sweep with `settings` may run in `out_dir` (read only): not a link, a file or a
+    run directory; its sweep.json this sweep's (or none, and no threshold directories either);
+    the sweep's own outputs (sweep.json, the plots, tau-<t>) not links, devices or of the
+    wrong kind."""
+    option = "--resume" if resuming else "--out"
+    check_output_dir(out_dir, option)
+    if not out_dir.is_dir():
+        return
     for name in (CIRCUIT_JSON, "decisions.jsonl"):
-        if (out_dir / name).is_file():
-            raise AcdcError(f"--out {out_dir}: is a run directory (it has {name}), not a sweep "
-                            f"directory; choose another --out")
-    lock = RunLock(out_dir)
+        if os.path.lexists(out_dir / name):
+            raise AcdcError(f"{option} {out_dir}: is a run directory (it has {name}), not a "
+                            f"sweep directory; choose another {option}")
+    for name in (SWEEP_JSON, *PLOT_FILES):
+        _check_entry(out_dir / name, option, directory=False)
+    for threshold in settings.grid.thresholds:
+        _check_entry(out_dir / run_dir_name(threshold), option, directory=True)
+    existing = os.path.lexists(out_dir / SWEEP_JSON)
+    if existing and not resuming:
+        _check_same_sweep(out_dir, settings, given_grid)
+    elif not existing:
+        strays = sorted(p.name for p in out_dir.iterdir()
+                        if p.is_dir() and p.name.startswith(RUN_PREFIX))
+        if strays:
+            raise AcdcError(f"{option} {out_dir}: holds {', '.join(strays[:3])} but no "
+                            f"{SWEEP_JSON}: not a sweep written by `circuit sweep`; choose "
+                            f"another {option}")
+
+
+def _check_entry(path: Path, option: str, directory: bool) -> None:
+    """A sweep's own output `path`: absent, or a real directory (`directory`) or regular file."""
     try:
-        existing = (out_dir / SWEEP_JSON).is_file()
-        if existing and not resuming:
-            _check_same_sweep(out_dir, settings, given_grid)
-        elif not existing:
-            strays = sorted(p.name for p in out_dir.iterdir()
-                            if p.is_dir() and p.name.startswith(RUN_PREFIX))
-            if strays:
-                raise AcdcError(f"--out {out_dir}: holds {', '.join(strays[:3])} but no "
-                                f"{SWEEP_JSON}: not a sweep written by `circuit sweep`; choose "
-                                f"another --out")
-            write_text_atomic(out_dir / SWEEP_JSON, json.dumps(
-                {**settings.record(), "finished": False, "runs": []}, indent=1) + "\n")
-        jobs, done = [], []
-        for threshold in settings.grid.thresholds:
-            job = _plan(settings, out_dir, threshold, typed, command)
-            if job is None:
-                done.append(threshold)
-            else:
-                jobs.append(job)
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise AcdcError(f"{option} {path.parent}: cannot read {path.name} "
+                        f"({error.strerror or error})") from None
+    if stat.S_ISLNK(mode):
+        kind = "a symbolic link"
+    elif directory and not stat.S_ISDIR(mode):
+        kind = "not a directory"
+    elif not directory and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, a pipe " \
+                                                        "or a socket)"
+    else:
+        return
+    raise AcdcError(f"{option} {path.parent}: {path.name} there is {kind}, where the sweep writes "
+                    f"its own {'run directory' if directory else 'file'}; move it away or choose "
+                    f"another {option}")
+
+
+def open_sweep(request: SweepRequest) -> SweepPlan:
+    """Make and lock the sweep's directory, write sweep.json for a new sweep (or check the one
+    there again), plan every threshold. A failure here removes the directories it made."""
+    settings = request.settings
+    if request.out_dir is None:  # a new one: a sweep started in the same second gets -2, -3 ...
+        out_dir, made = unique_directory(
+            DEFAULT_ROOT / f"{_safe(settings.spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        out_dir, made = request.out_dir, make_directories(request.out_dir)
+    try:
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise AcdcError(f"--out {out_dir}: cannot write in this directory (permission "
+                            f"denied); choose another --out")
+        lock = RunLock(out_dir)
+        try:
+            # again, under the lock: another command may have written here since
+            check_directory(out_dir, settings, request.given_grid, request.resuming)
+            existing = (out_dir / SWEEP_JSON).is_file()
+            before = frozenset(p.name for p in out_dir.iterdir()
+                               if p.name.startswith(RUN_PREFIX))
+            jobs, done = [], []
+            for threshold in settings.grid.thresholds:
+                job = _plan(settings, out_dir, threshold, request.typed, request.command)
+                if job is None:
+                    done.append(threshold)
+                else:
+                    jobs.append(job)
+            if not existing:
+                write_json_atomic(out_dir / SWEEP_JSON,
+                                  {**settings.record(), "finished": False, "runs": []})
+        except BaseException:
+            lock.release()
+            raise
     except BaseException:
-        lock.release()
+        remove_if_empty(made)
         raise
-    return SweepPlan(settings, out_dir, lock, jobs, done, resumed=existing, command=command)
+    return SweepPlan(settings, out_dir, lock, jobs, done, resumed=existing,
+                     command=request.command, made=tuple(made), created=not existing,
+                     run_dirs_before=before)
 
 
 def _check_same_sweep(out_dir: Path, settings: SweepSettings, given_grid: bool) -> None:
     """A second `circuit sweep` with the same --out continues the sweep there, if it is the
     same sweep."""
-    header = read_header(out_dir)
+    run, grid = read_sweep_settings(out_dir)
+    header = run.record()
     mine = settings.record()
-    if header.get("task") != mine["task"] or not (
-            header.get("task_file") == mine["task_file"]
-            or same_path(header.get("task_file"), mine["task_file"])):
-        raise AcdcError(f"--out {out_dir}: holds a sweep of task {header.get('task')} "
-                        f"({header.get('task_file')}), not of task {mine['task']} "
+    if header["task"] != mine["task"] or not (
+            header["task_file"] == mine["task_file"]
+            or same_path(header["task_file"], mine["task_file"])):
+        raise AcdcError(f"--out {out_dir}: holds a sweep of task {header['task']} "
+                        f"({header['task_file']}), not of task {mine['task']} "
                         f"({mine['task_file']}); choose another --out")
     conflicts = []
     for key, value in mine.items():
@@ -270,11 +478,10 @@ def _check_same_sweep(out_dir: Path, settings: SweepSettings, given_grid: bool) 
         if theirs != value:
             flag = "--" + key.replace("_", "-")
             conflicts.append(f"{flag} {value} (the sweep there used {theirs})")
-    if tuple(header.get("thresholds") or ()) != settings.grid.thresholds:
-        old = Grid(tuple(header.get("thresholds") or ()), str(header.get("grid", "")), "")
+    if grid.thresholds != settings.grid.thresholds:
         what = f"--thresholds {settings.grid.spec}" if given_grid else (
             f"the default grid {settings.grid.spec}")
-        conflicts.append(f"{what} (the sweep there has {_describe_grid(old)})")
+        conflicts.append(f"{what} (the sweep there has {_describe_grid(grid)})")
     if conflicts:
         raise SweepConflict(f"--out {out_dir}: holds a sweep with other settings: "
                             f"{'; '.join(conflicts)}; continue it with `circuit sweep --resume "
@@ -292,6 +499,7 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
     if circuit_path.is_file():
         circuit = load_circuit(circuit_path)
         _check_circuit(circuit.settings, run, circuit_path)
+        _check_run_yaml(directory / RUN_YAML, run)
         if not circuit.partial:
             if (directory / EVALUATION_JSON).is_file():
                 return None
@@ -313,8 +521,24 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
             raise AcdcError(f"{source}: a run with other settings than this sweep's: "
                             f"{'; '.join(conflicts)}; move it away, or choose another --out")
         return replace(job, action="resume")
-    prepare_out_dir(directory)
     return job
+
+
+def _check_run_yaml(path: Path, run: RunSettings) -> None:
+    """The settings a circuit file does not hold (seed, dtype), from the run's run.yaml."""
+    if not path.is_file():
+        return
+    data = read_yaml(path, "a run's settings, written by `circuit discover`")
+    if not isinstance(data, dict):
+        raise AcdcError(f"{path}: holds {short_repr(data)}, not the settings `circuit discover` "
+                        f"writes; move the run away, or choose another --out")
+    mine = run.record()
+    differ = [key for key in ("seed", "dtype") if key in data and data[key] != mine[key]]
+    if differ:
+        shown = "; ".join(f"{key} {short_repr(data[key])} (this sweep: {mine[key]})"
+                          for key in differ)
+        raise AcdcError(f"{path}: not a run of this sweep: {shown}; move it away, or choose "
+                        f"another --out")
 
 
 def _check_circuit(recorded: Mapping[str, Any], run: RunSettings, path: Path) -> None:
@@ -323,6 +547,7 @@ def _check_circuit(recorded: Mapping[str, Any], run: RunSettings, path: Path) ->
     differ = [key for key in ("threshold", *CIRCUIT_KEYS) if key in recorded and not (
         recorded[key] == mine[key] or (key == "model" and same_path(recorded[key], mine[key])))]
     if differ:
-        shown = "; ".join(f"{key} {recorded[key]} (this sweep: {mine[key]})" for key in differ)
+        shown = "; ".join(f"{key} {short_repr(recorded[key])} (this sweep: {mine[key]})"
+                          for key in differ)
         raise AcdcError(f"{path}: not a run of this sweep: {shown}; move it away, or choose "
                         f"another --out")

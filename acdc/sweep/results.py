@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.circuit import Circuit, load_circuit
-from acdc.core.files import write_text_atomic
-from acdc.errors import AcdcError
+from acdc.core.files import MAX_GRAPH_FILE_BYTES, FileError, read_json, read_text, write_text_atomic
+from acdc.core.settings import METRICS
+from acdc.errors import AcdcError, short_repr
 from acdc.evaluation.compare import kept_nodes, node_names
 from acdc.evaluation.evaluate import EVALUATION_JSON
+from acdc.evaluation.evaluate import FORMAT as EVALUATION_FORMAT
 from acdc.evaluation.rank_scores import encode_score, rank_scores
 from acdc.run import CIRCUIT_JSON
 from acdc.sweep.grid import run_dir_name
@@ -40,21 +42,73 @@ from acdc.sweep.plan import SWEEP_JSON, SweepSettings
 PLOT_STEM = "sweep"
 
 
+MEANS = ("full", "empty", "circuit", "complement")
+
+
 def read_run(directory: Path) -> tuple[Circuit, dict[str, Any]] | None:
-    """A finished, evaluated run's circuit and evaluation; None when it is not both yet."""
+    """A finished, evaluated run's circuit and the part of its evaluation a sweep records (see
+    `read_evaluation`); None when it is not both yet."""
     circuit_path, evaluation_path = directory / CIRCUIT_JSON, directory / EVALUATION_JSON
     if not (circuit_path.is_file() and evaluation_path.is_file()):
         return None
     circuit = load_circuit(circuit_path)
     if circuit.partial:
         return None
+    return circuit, read_evaluation(evaluation_path)
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """`{"metrics": {name: {"higher_is_better", "full", "empty", "circuit", "complement",
+    "faithfulness", "complement_faithfulness"}}}` from a run's evaluation.json, every value
+    checked (a known metric, a bool, finite numbers or null): a damaged file is one line
+    naming it, the key and the fix, never a value written on into sweep.json."""
+    fix = (f"delete it and resume the sweep (`circuit sweep --resume {path.parent.parent}`) to "
+           f"evaluate the circuit again")
     try:
-        evaluation = json.loads(evaluation_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = getattr(error, "strerror", None) or getattr(error, "msg", None) or error
-        raise AcdcError(f"{evaluation_path}: cannot read ({reason}); delete it and resume the "
-                        f"sweep to evaluate the circuit again") from None
-    return circuit, evaluation
+        data = read_json(path, "an evaluation written by `circuit evaluate`")
+    except FileError as error:
+        raise AcdcError(f"{error}; {fix}") from None
+
+    def damaged(key: str, value: Any, expected: str) -> AcdcError:
+        return AcdcError(f"{path}: {key} is {short_repr(value)}, expected {expected}; {fix}")
+
+    if not isinstance(data, dict):
+        raise damaged("the file", data, "the mapping `circuit evaluate` writes")
+    if data.get("format") != EVALUATION_FORMAT:
+        raise damaged("format", data.get("format"), repr(EVALUATION_FORMAT))
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise damaged("metrics", metrics, "a mapping of metric names to results")
+    checked: dict[str, Any] = {}
+    for name, result in metrics.items():
+        if name not in METRICS:
+            raise damaged("a metric's name", name, f"one of {', '.join(METRICS)}")
+        if not isinstance(result, dict):
+            raise damaged(f"metrics.{name}", result, "a mapping")
+        higher = result.get("higher_is_better")
+        if not isinstance(higher, bool):
+            raise damaged(f"metrics.{name}.higher_is_better", higher, "true or false")
+        entry: dict[str, Any] = {"higher_is_better": higher}
+        for part in MEANS:
+            summary = result.get(part)
+            if not isinstance(summary, dict):
+                raise damaged(f"metrics.{name}.{part}", summary, "a mapping with its mean")
+            entry[part] = {"mean": _number(summary.get("mean"), f"metrics.{name}.{part}.mean",
+                                           damaged)}
+        for key in ("faithfulness", "complement_faithfulness"):
+            entry[key] = _number(result.get(key), f"metrics.{name}.{key}", damaged)
+        checked[name] = entry
+    return {"metrics": checked}
+
+
+def _number(value: Any, key: str, damaged: Any) -> float | None:
+    """A finite number or None (strict JSON's null for a value that is not defined)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value):
+        raise damaged(key, value, "a finite number or null")
+    return float(value)
 
 
 def run_record(threshold: float, directory: Path,
@@ -65,19 +119,18 @@ def run_record(threshold: float, directory: Path,
     if found is None:
         return record
     circuit, evaluation = found
-    metrics = evaluation.get("metrics", {})
+    metrics = evaluation["metrics"]
     record.update({
         "n_edges_kept": circuit.n_edges_kept,
         "n_nodes_kept": sum(kept_nodes(circuit.graph, circuit.kept)),
         "metric": circuit.settings.get("metric"),
         "metric_circuit": circuit.results.get("metric_circuit"),
         "runtime_s": circuit.results.get("runtime_s"),
-        "faithfulness": {name: m.get("faithfulness") for name, m in metrics.items()},
-        "metrics": {name: {"higher_is_better": m.get("higher_is_better"),
-                           **{part: (m.get(part) or {}).get("mean")
-                              for part in ("full", "empty", "circuit", "complement")},
-                           "faithfulness": m.get("faithfulness"),
-                           "complement_faithfulness": m.get("complement_faithfulness")}
+        "faithfulness": {name: m["faithfulness"] for name, m in metrics.items()},
+        "metrics": {name: {"higher_is_better": m["higher_is_better"],
+                           **{part: m[part]["mean"] for part in MEANS},
+                           "faithfulness": m["faithfulness"],
+                           "complement_faithfulness": m["complement_faithfulness"]}
                     for name, m in metrics.items()},
     })
     return record
@@ -125,10 +178,17 @@ class SweepRecords:
         }
 
     def write(self) -> tuple[Path, dict[str, Any]]:
-        """Write sweep.json (atomically); return it and its contents."""
+        """Write sweep.json (atomically; not at all when it holds this already, so that a
+        command that changed nothing leaves the file as it was); return it and its contents."""
         record = self.to_json()
-        path = write_text_atomic(self.out_dir / SWEEP_JSON,
-                                 json.dumps(_strict(record), indent=1) + "\n")
+        path = self.out_dir / SWEEP_JSON
+        text = json.dumps(_strict(record), indent=1) + "\n"
+        try:
+            unchanged = read_text(path, "", MAX_GRAPH_FILE_BYTES) == text
+        except FileError:
+            unchanged = False
+        if not unchanged:
+            write_text_atomic(path, text)
         return path, record
 
 

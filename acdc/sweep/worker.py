@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from acdc.core.circuit import Circuit, load_circuit
-from acdc.core.files import atomic_path
+from acdc.core.files import atomic_path, disk_error
 from acdc.errors import RunWarning
 from acdc.evaluation.evaluate import (
     EVALUATION_JSON,
@@ -71,6 +71,7 @@ class ThresholdOutcome:
     seconds: float  # the whole threshold: run, outputs and evaluation
     warnings: tuple[str, ...] = ()
     files: Mapping[str, bytes] = field(default_factory=dict)
+    n_edges_decided: int | None = None  # an interrupted search's decisions (None: all)
 
 
 @dataclass
@@ -114,6 +115,10 @@ def run_threshold(job: ThresholdJob, options: RunOptions,
     KeyboardInterrupt during the search returns an "interrupted" outcome with partial files."""
     started = time.perf_counter()
     directory = job.out_dir if out_dir is None else out_dir
+    try:
+        directory.mkdir(exist_ok=True)  # the sweep's directory exists; a threshold's is made here
+    except OSError as error:
+        raise disk_error(directory, error, "cannot create the directory") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunWarning)
         method = get_method(job.settings.method)
@@ -128,9 +133,11 @@ def run_threshold(job: ThresholdJob, options: RunOptions,
             if not circuit.partial:
                 _evaluate(job, circuit, shared, directory)
     messages = tuple(str(w.message) for w in caught if issubclass(w.category, RunWarning))
+    decided = circuit.results.get("n_edges_decided") if circuit.partial else None
     return ThresholdOutcome(job.threshold, "interrupted" if circuit.partial else "finished",
                             circuit.n_edges_kept, len(circuit.graph.edges),
-                            time.perf_counter() - started, messages)
+                            time.perf_counter() - started, messages,
+                            n_edges_decided=decided if isinstance(decided, int) else None)
 
 
 def _search(job: ThresholdJob, run: Run, inputs: SharedInputs, options: RunOptions) -> Circuit:
@@ -164,7 +171,7 @@ def _evaluate(job: ThresholdJob, circuit: Circuit, shared: _Shared, directory: P
                       f"{check.recorded:.6g}", RunWarning, stacklevel=2)
     evaluation_job = EvaluationJob(
         circuit_path=job.out_dir / CIRCUIT_JSON, circuit=circuit, spec=job.spec,
-        task_file=job.spec.source, model=settings.model, ablation=settings.common.ablation,
+        task_file=settings.task_file, model=settings.model, ablation=settings.common.ablation,
         seed=settings.seed, device=settings.device, dtype=settings.dtype, metrics=None,
         out=directory / EVALUATION_JSON, run_yaml=job.out_dir / RUN_YAML, same_as_run=True)
     outcome = EvaluationOutcome(evaluation, None, check, recorded_runs=0,
