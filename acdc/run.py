@@ -329,13 +329,19 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     own = make_settings(chosen, spec, options)
     if chosen.check is not None:
         chosen.check(own, common)
-    source = Path(spec.source)
     settings = RunSettings(
-        task=spec.name, task_file=str(source.resolve()) if source.is_file() else spec.source,
+        task=spec.name, task_file=task_file(spec),
         model=spec.model, method=chosen.name, settings=own, common=common, seed=spec.seed,
         device=device, dtype=dtype, selection=make_selection(chosen, spec, rules),
     )
     return spec, settings
+
+
+def task_file(spec: TaskSpec) -> str:
+    """The file a task was read from as every record names it: resolved (a bundled task's
+    real path, not the package's link to it), or the task's source when it is not a file."""
+    source = Path(spec.source)
+    return str(source.resolve()) if source.is_file() else spec.source
 
 
 class ResumeConflict(AcdcError):

@@ -47,7 +47,7 @@ from acdc.evaluation.faithfulness import (
     ranking_from_scores,
 )
 from acdc.evaluation.plots import FORMATS as PLOT_FORMATS
-from acdc.run import DTYPES, RUN_YAML, cpu_threads, precision_warning
+from acdc.run import DTYPES, RUN_YAML, cpu_threads, precision_warning, task_file
 
 EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
@@ -204,7 +204,7 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
     same = task is None and ablation == settings.get("ablation", ablation) and (
         model == settings.get("model", model)) and seed == record.get("seed", seed)
     return EvaluationJob(circuit_path=circuit_path, circuit=circuit, spec=spec,
-                         task_file=spec.source, model=model, ablation=ablation, seed=seed,
+                         task_file=task_file(spec), model=model, ablation=ablation, seed=seed,
                          device=device, dtype=dtype, metrics=metrics, out=out,
                          run_yaml=run_yaml, same_as_run=same, curve=curve, ranking=ranked,
                          ranking_name=ACDC_RANKING if ranked is None else
