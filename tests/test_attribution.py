@@ -25,7 +25,8 @@ import cli
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
 from acdc.core.selection import Selection, select_edges
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import Task, TaskSpec
+from acdc.core.tasks.spec import TaskSpec
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings
 from acdc.methods.base import make_selection, make_settings, run_method

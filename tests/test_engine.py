@@ -11,7 +11,7 @@ from conftest import make_task, randomize
 
 from acdc.core.models import LoadedModel, build_model, model_shape
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import Task
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
 from acdc.methods.acdc.search import AcdcSettings, run_acdc
 

@@ -22,7 +22,7 @@ from reference_acdc import circuit_metric
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
 from acdc.core.selection import prune as prune_circuit
-from acdc.core.tasks import Task
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError, GraphError
 from acdc.evaluation.faithfulness import (
     METRIC_SIGN,

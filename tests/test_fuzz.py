@@ -30,10 +30,11 @@ from test_cli import PROMPTS, TINY_CONFIG, invoke
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import CHECKPOINT_KEYS, NULLABLE_KEYS, WHOLE_KEYS
+from acdc.core.generators.params import MAX_PROMPTS
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import build_model, save_checkpoint
 from acdc.core.settings import ABLATIONS, METRICS
-from acdc.core.tasks import MAX_PROMPTS, TOP_LEVEL_KEYS
+from acdc.core.tasks.spec import TOP_LEVEL_KEYS
 
 SCALE = int(os.environ.get("CIRCUIT_FUZZ_SCALE", "1"))  # > 1: more examples, drawn at random
 COMMON = dict(deadline=3000, database=None, derandomize=SCALE == 1,

@@ -10,10 +10,13 @@ from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
-from acdc.core import tasks as tasks_module
-from acdc.core.generators import IOI_NAMES
+from acdc.core.generators.words import IOI_NAMES
 from acdc.core.models import Tokenizer
-from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
+from acdc.core.tasks import reading as tasks_module
+from acdc.core.tasks.reading import list_tasks, read_task
+from acdc.core.tasks.resolving import resolve_task
+from acdc.core.tasks.spec import TaskSpec
+from acdc.core.tasks.values import RawPrompt, Task
 from acdc.errors import RunWarning
 
 WORDS = [
@@ -737,7 +740,7 @@ def test_prepend_bos_without_bos(tmp_path):
 
 
 def test_readme_example_is_a_valid_task(tok):
-    readme = Path(tasks_module.__file__).resolve().parents[2] / "tasks" / "README.md"
+    readme = Path(tasks_module.__file__).resolve().parents[3] / "tasks" / "README.md"
     example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = TaskSpec.from_dict(yaml.safe_load(example), str(readme))
     with pytest.warns(RunWarning, match="does not know 'and'"):  # not in this test's vocabulary
@@ -748,7 +751,7 @@ def test_readme_example_is_a_valid_task(tok):
 
 # --------------------------------------------------------------------------- generated tasks
 
-DEMO_DIR = Path(tasks_module.__file__).resolve().parents[2] / "models" / "demo"
+DEMO_DIR = Path(tasks_module.__file__).resolve().parents[3] / "models" / "demo"
 
 
 def demo_copy_of(tmp_path: Path, bundled: str, **generator) -> Path:

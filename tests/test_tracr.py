@@ -22,7 +22,8 @@ from acdc.core.bundled import model_dir
 from acdc.core.forward import full_forward
 from acdc.core.models import extract_weights, load_model
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import read_task, resolve_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.resolving import resolve_task
 from acdc.evaluation.canonical import canonical_spec, load_canonical
 from acdc.evaluation.roc import sweep_roc
 from acdc.methods.acdc.search import AcdcSettings, run_acdc

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from acdc.core.generators import check_generator
+from acdc.core.generators.registry import check_generator
 from acdc.core.models import Tokenizer, load_model
 from acdc.errors import AcdcError
 from acdc.zoo import ZOO, attention_patterns, demo_task_yaml, evaluate_model, train_model
@@ -173,7 +173,8 @@ def test_induction_model_predicts_repeats_and_reports_head_scores():
 def test_induction_circuit_has_the_k_composition():
     """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
     from acdc.core.settings import CommonSettings
-    from acdc.core.tasks import read_task, resolve_task
+    from acdc.core.tasks.reading import read_task
+    from acdc.core.tasks.resolving import resolve_task
     from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     spec = read_task("induction")

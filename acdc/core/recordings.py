@@ -40,7 +40,7 @@ from acdc.core.patching import PatchedModel, TaskTensors, task_tensors
 
 if TYPE_CHECKING:
     from acdc.core.models import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 
 @dataclass(frozen=True)

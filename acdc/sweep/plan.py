@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from acdc.core.circuit import load_circuit
 from acdc.core.files import write_text_atomic
-from acdc.core.tasks import TaskSpec, read_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.methods.registry import get_method

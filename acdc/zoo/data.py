@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from acdc.core.forward import full_forward
-from acdc.core.generators import generate_prompts
+from acdc.core.generators.registry import generate_prompts
 from acdc.core.models import LoadedModel, Tokenizer, extract_weights
 from acdc.errors import AcdcError
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acdc.core.generators import GENERATORS
+from acdc.core.generators.registry import GENERATORS
 from acdc.core.models import LoadedModel
 from acdc.zoo.data import answer_logits, collect, generate
 from acdc.zoo.tokenizer import (
