@@ -347,8 +347,9 @@ def test_bundled_names_and_listing(tmp_path, monkeypatch):
     assert read_task("greater_than").source == str(bundled / "greater_than.yaml")
     assert [t.name for t in list_tasks()] == ["greater-than", "zeta"]
     message = error_of(read_task, "greater-thn")
-    assert message.startswith("unknown task 'greater-thn' (did you mean 'greater_than'?)")
-    assert "greater_than, zeta" in message
+    assert message.startswith("unknown task 'greater-thn' (did you mean 'greater-than'?)")
+    assert "(greater-than, zeta)" in message
+    assert "'greater-than'?" in error_of(read_task, "greater_thn")  # names shown hyphenated
 
 
 def test_real_bundled_tasks_are_valid():

@@ -66,12 +66,16 @@ def list_tasks() -> list[TaskSpec]:
 
 
 def bundled_task_names() -> list[str]:
+    """The bundled tasks' names as users write them: file names with `-` for `_`."""
     if not TASKS_DIR.is_dir():
         return []
-    return sorted(p.stem for p in TASKS_DIR.iterdir() if p.suffix in (".yaml", ".yml"))
+    return sorted(
+        p.stem.replace("_", "-") for p in TASKS_DIR.iterdir() if p.suffix in (".yaml", ".yml")
+    )
 
 
 def find_task_file(ref: str) -> Path:
+    """The file `ref` names: a path, or a bundled task's name; else one line with the names."""
     path = Path(ref)
     if path.is_file():
         return path
@@ -92,12 +96,12 @@ def find_task_file(ref: str) -> Path:
             f" name ({or_none(names)})"
         )
     raise TaskError(
-        f"unknown task {ref!r}{did_you_mean(ref.replace('-', '_'), names)}: give a"
+        f"unknown task {ref!r}{did_you_mean(ref.replace('_', '-'), names)}: give a"
         f" YAML file path or a bundled task name ({or_none(names)})"
     )
 
 
-
 def or_none(names: list[str]) -> str:
+    """Names for a message, or that there are none."""
     return ", ".join(names) if names else "none bundled"
 
