@@ -23,9 +23,11 @@ from acdc.core.generators.params import (
     word,
 )
 from acdc.core.generators.tokens import (
+    check_distinct,
     check_known_words,
     check_same_length,
     keep,
+    label_positions,
     vocab_for,
 )
 from acdc.core.generators.words import GT_NOUNS, GT_TEMPLATES
@@ -33,6 +35,10 @@ from acdc.errors import TaskError
 
 if TYPE_CHECKING:
     from acdc.core.models import Tokenizer
+
+GT_LABELS: tuple[str, ...] = ("YY", "END")
+"""YY: the token of the year's last two digits (the one the corrupt prompt changes); END: the
+last token, where the next year is predicted."""
 
 
 def _gt_template(value: Any, where: str) -> str:
@@ -98,21 +104,26 @@ def _greater_than(params: dict[str, Any], tokenizer: Tokenizer | None, d_vocab: 
         noun = rng.choice(nouns)
         cc, yy = rng.choice(years)
 
-        def fill(y: str, t: int = t, noun: str = noun, cc: int = cc) -> str:
-            return (templates[t].replace("[NOUN]", noun).replace("[YY]", y)
-                    .replace("[CC]", str(cc)))
+        def fill(text: str, y: str, noun: str = noun, cc: int = cc) -> str:
+            return text.replace("[NOUN]", noun).replace("[YY]", y).replace("[CC]", str(cc))
 
-        clean, corrupt = fill(_two_digit(yy)), fill(corrupt_yy)
+        template = templates[t]
+        clean, corrupt = fill(template, _two_digit(yy)), fill(template, corrupt_yy)
         at = f"{where}: templates[{t}]"
         if t not in checked:
             check_known_words(vocab, clean, at)
             checked.add(t)
-        check_same_length(vocab, clean, corrupt, at)
+        ids = check_same_length(vocab, clean, corrupt, at)
+        # The filled template up to the end of [YY] is the clean prompt up to the year's end.
+        yy_end = len(fill(template[:template.index("[YY]") + len("[YY]")], _two_digit(yy)))
+        labels = {**label_positions(vocab, clean, ids, {"YY": yy_end}, at), "END": len(ids) - 1}
+        check_distinct(labels, clean, at)
         prompts.append({
             "clean": clean,
             "corrupt": corrupt,
             "answer": [_two_digit(k) for k in range(yy + 1, 100)],
             "wrong": [_two_digit(k) for k in range(yy + 1)],
+            "labels": labels,
         })
     return prompts
 
@@ -130,4 +141,5 @@ GREATER_THAN = Generator(
     },
     build=_greater_than,
     gives_answers=True,
+    labels=GT_LABELS,
 )

@@ -7,6 +7,12 @@ occurrence without ambiguity. The corrupt batch is the clean batch permuted with
 point (`derangement`), so each corrupt sequence is another prompt's clean one. Token ids are
 written directly, so no tokenizer is needed; one, when given, only names the special tokens
 to leave out.
+
+Its prompts carry no labels. Induction acts at every predictable position of every repeated
+span, and how many spans there are, where they fall and how long they are varies from one
+sequence to the next; a fixed set of single labelled positions shared by every prompt would
+pick one of them arbitrarily. (Every sequence has `seq_len` tokens, so a task-level `labels:`
+default by index applies, for a position-aware analysis that wants one.)
 """
 
 from __future__ import annotations

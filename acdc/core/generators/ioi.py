@@ -28,9 +28,12 @@ from acdc.core.generators.params import (
     word,
 )
 from acdc.core.generators.tokens import (
+    Vocab,
+    check_distinct,
     check_known_words,
     check_same_length,
     keep,
+    label_positions,
     vocab_for,
 )
 from acdc.core.generators.words import IOI_NAMES, IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
 IOI_MIN_NAMES = 5  # A and B, and three other names for the ABC corruption
 ORDERS: tuple[str, ...] = ("ABBA", "BABA")
+IOI_LABELS: tuple[str, ...] = ("IO", "S1", "S1+1", "S2", "END")
 
 
 def _order(value: Any, where: str) -> str:
@@ -89,13 +93,36 @@ def fill_ioi(template: str, names: tuple[str, str, str], words: Mapping[str, str
     ...          ioi_names("Mary", "John", "ABBA"), {"PLACE": "store"})
     'When Mary and John went to the store, John gave a drink to'
     """
+    return fill_ioi_ends(template, names, words)[0]
+
+
+def fill_ioi_ends(template: str, names: tuple[str, str, str],
+                  words: Mapping[str, str]) -> tuple[str, list[int]]:
+    """`fill_ioi`'s text, and where each name slot's name ends in it (character offsets), in
+    order of appearance.
+
+    >>> fill_ioi_ends("When [A] and [B] left, [B] said to", ("Mary", "John", "John"), {})
+    ('When Mary and John left, John said to', [9, 18, 29])
+    """
     queue = iter(names)
-
-    def slot(match: re.Match) -> str:
+    pieces: list[str] = []
+    ends: list[int] = []
+    length = at = 0
+    for match in SLOT.finditer(template):
         key = match.group(1)
-        return next(queue) if key in ("A", "B") else words[key]
+        filled = next(queue) if key in ("A", "B") else words[key]
+        pieces += [template[at:match.start()], filled]
+        length += match.start() - at + len(filled)
+        at = match.end()
+        if key in ("A", "B"):
+            ends.append(length)
+    pieces.append(template[at:])
+    return "".join(pieces), ends
 
-    return SLOT.sub(slot, template)
+
+def ioi_roles(order: str) -> tuple[str, str, str]:
+    """The labels of the three name slots, in slot order: ABBA names IO first, BABA S1."""
+    return ("IO", "S1", "S2") if order == "ABBA" else ("S1", "IO", "S2")
 
 
 def ioi_names(io: str, s: str, order: str) -> tuple[str, str, str]:
@@ -131,15 +158,28 @@ def _ioi(params: dict[str, Any], tokenizer: Tokenizer | None, d_vocab: int, wher
         others = abc_names(names, io, s, rng)
         words = {"PLACE": rng.choice(places) if places else "",
                  "OBJECT": rng.choice(objects) if objects else ""}
-        clean = fill_ioi(templates[t], ioi_names(io, s, order), words)
+        clean, ends = fill_ioi_ends(templates[t], ioi_names(io, s, order), words)
         corrupt = fill_ioi(templates[t], others, words)
         at = f"{where}: templates[{t}]"
         if t not in checked:
             check_known_words(vocab, clean, at)
             checked.add(t)
-        check_same_length(vocab, clean, corrupt, at)
-        prompts.append({"clean": clean, "corrupt": corrupt, "answer": f" {io}", "wrong": f" {s}"})
+        ids = check_same_length(vocab, clean, corrupt, at)
+        prompts.append({"clean": clean, "corrupt": corrupt, "answer": f" {io}", "wrong": f" {s}",
+                        "labels": _labels(vocab, clean, ids, ends, order, f"{at} ({order})")})
     return prompts
+
+
+def _labels(vocab: Vocab, clean: str, ids: list[int], ends: list[int], order: str,
+            where: str) -> dict[str, int]:
+    """IO, S1, S1+1 (the token after S1), S2 and END (the last token): the positions of the
+    IOI paper and of auto-circuit's token-specific IOI circuit."""
+    names = label_positions(vocab, clean, ids, dict(zip(ioi_roles(order), ends, strict=True)),
+                            where)
+    labels = {"IO": names["IO"], "S1": names["S1"], "S1+1": names["S1"] + 1, "S2": names["S2"],
+              "END": len(ids) - 1}
+    check_distinct(labels, clean, where)
+    return labels
 
 
 IOI = Generator(
@@ -155,4 +195,5 @@ IOI = Generator(
     },
     build=_ioi,
     gives_answers=True,
+    labels=IOI_LABELS,
 )

@@ -49,7 +49,8 @@ class Generator:
     """A kind of generated task: its parameters in documented order, and its builder.
 
     `gives_answers`: whether every prompt has `answer` and `wrong` (what `logit_diff` and
-    `prob_diff` need).
+    `prob_diff` need). `labels`: the labels every prompt carries, in order (none: a task's
+    top-level `labels:` then applies to the generated prompts).
     """
 
     kind: str
@@ -58,6 +59,7 @@ class Generator:
     build: Build
     gives_answers: bool
     check_together: Callable[[dict[str, Any], str], None] | None = None
+    labels: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, Any]:
         """Every parameter with its default value, `kind` first: a complete YAML mapping."""

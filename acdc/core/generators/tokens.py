@@ -10,6 +10,7 @@ template words it does not know, a clean and corrupt prompt of different token c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from acdc.errors import TaskError
@@ -88,10 +89,65 @@ def check_known_words(vocab: Vocab, text: str, where: str) -> None:
     )
 
 
-def check_same_length(vocab: Vocab, clean: str, corrupt: str, where: str) -> None:
+def check_same_length(vocab: Vocab, clean: str, corrupt: str, where: str) -> list[int]:
+    """The clean prompt's token ids, after checking that the corrupt one has as many."""
     c, k = vocab.ids(clean), vocab.ids(corrupt)
     if len(c) != len(k):
         raise TaskError(
             f"{where}: clean {clean!r} has {len(c)} tokens, corrupt {corrupt!r} has {len(k)}"
             f" (the tokenizer joins a slot with its neighbours); change the template"
         )
+    return c
+
+
+def token_ending_at(tokenizer: Tokenizer, text: str, end: int, ids: list[int]) -> int | None:
+    """The index in `ids` (the tokens of `text`) of the token whose text ends at character
+    `end`, or None when `end` falls inside a token (or before the first one).
+
+    The tokens of `text[:end]` must begin the tokens of the whole text: then no token spans
+    the cut, and the last of them is the one that ends there. This asks nothing of the
+    tokenizer but `encode`, so it holds for every kind (byte-level BPE, word-level, Hugging
+    Face), whether or not it reports character offsets.
+
+    >>> from tokenizers import Tokenizer as Raw, models, pre_tokenizers
+    >>> raw = Raw(models.WordLevel({"When": 0, "Mary": 1, "left": 2}, unk_token="When"))
+    >>> raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> from acdc.core.models import Tokenizer
+    >>> tok, text = Tokenizer(raw, "demo"), "When Mary left"
+    >>> [token_ending_at(tok, text, end, [0, 1, 2]) for end in (9, 7)]  # "When Mary", "When Ma"
+    [1, None]
+    """
+    head = tokenizer.encode(text[:end])
+    if not head or list(ids[: len(head)]) != list(head):
+        return None
+    return len(head) - 1
+
+
+def label_positions(vocab: Vocab, text: str, ids: list[int], ends: Mapping[str, int],
+                    where: str) -> dict[str, int]:
+    """The token position of each label of a generated prompt: the token whose text ends at
+    character `ends[label]` of `text` (the end of the slot it labels). `where` names the
+    template, which is at fault when a slot's word does not end at a token boundary."""
+    out = {}
+    for name, end in ends.items():
+        position = token_ending_at(vocab.tokenizer, text, end, ids)
+        if position is None:
+            raise TaskError(
+                f"{where}: in {text!r} the word labelled {name} ({text[:end].split()[-1]!r})"
+                f" ends inside a token (the tokenizer joins it with the text after it), so no"
+                f" position can carry the label; put a space or punctuation after the slot"
+            )
+        out[name] = position
+    return out
+
+
+def check_distinct(labels: Mapping[str, int], text: str, where: str) -> None:
+    """No two labels of a generated prompt on one token (the template puts them too close)."""
+    seen: dict[int, str] = {}
+    for name, position in labels.items():
+        if position in seen:
+            raise TaskError(
+                f"{where}: labels {seen[position]} and {name} fall on the same token"
+                f" ({position}) of {text!r}; put a word between their slots"
+            )
+        seen[position] = name

@@ -12,11 +12,12 @@ from typing import Any
 
 from acdc.core.generators.params import MAX_PROMPTS
 from acdc.core.tasks.checks import check_keys, check_positions, check_text, check_tokens
+from acdc.core.tasks.labels import check_labels
 from acdc.core.tasks.values import RawPrompt
 from acdc.errors import TaskError, kind_of
 
-PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions")
-MAX_TASK_ITEMS = 10_000_000  # text characters, token ids, answers and positions, all prompts
+PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions", "labels")
+MAX_TASK_ITEMS = 10_000_000  # text characters, token ids, answers, positions, labels: all prompts
 
 
 def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPrompt, ...]:
@@ -49,7 +50,7 @@ class Budget:
         self.used = 0
 
     def spend(self, value: Any, at: str) -> None:
-        self.used += len(value) if isinstance(value, (str, list)) else 1
+        self.used += len(value) if isinstance(value, (str, list, Mapping)) else 1
         if self.used > MAX_TASK_ITEMS:
             raise TaskError(
                 f"{self.where}: more than {MAX_TASK_ITEMS:,} characters, token ids, answers and"
@@ -59,6 +60,7 @@ class Budget:
 
 
 def parse_prompt(item: Any, index: int, where: str, budget: Budget) -> RawPrompt:
+    """One prompt mapping, every key and type checked; `where` names it in messages."""
     if not isinstance(item, Mapping):
         raise TaskError(f"{where}: expected a mapping with clean: and corrupt:, "
                         f"got {kind_of(item)}")
@@ -77,4 +79,5 @@ def parse_prompt(item: Any, index: int, where: str, budget: Budget) -> RawPrompt
     positions = (
         check_positions(item["positions"], f"{where}: positions") if "positions" in item else None
     )
-    return RawPrompt(index, clean, corrupt, answers, wrong, positions)
+    labels = check_labels(item["labels"], f"{where}: labels") if "labels" in item else None
+    return RawPrompt(index, clean, corrupt, answers, wrong, positions, labels)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from acdc.core.generators.registry import generate_prompts
 from acdc.core.tasks.checks import clip
+from acdc.core.tasks.labels import resolve_labels
 from acdc.core.tasks.prompts import parse_prompts
+from acdc.core.tasks.show import show_tokens
 from acdc.core.tasks.spec import TaskSpec, check_spec_needs
 from acdc.core.tasks.values import RawPrompt, Task, Text, Token
 from acdc.errors import RunWarning, TaskError
@@ -24,7 +26,6 @@ from acdc.errors import RunWarning, TaskError
 if TYPE_CHECKING:
     from acdc.core.models import Tokenizer
 
-SHOWN_TOKENS = 12  # tokens shown in an error message before "..."
 MAX_CHARS_PER_TOKEN = 64  # text longer than this per token of the context cannot fit in it
 MAX_ANSWER_CHARS = 256  # longer than any single token of any tokenizer
 
@@ -59,14 +60,15 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
             )
         bos = [tokenizer.bos_id]
     resolver = _Resolver(spec, tokenizer, d_vocab, n_ctx, bos, key)
-    clean, corrupt, positions, answers, wrong = [], [], [], [], []
+    clean, corrupt, positions, answers, wrong, labels = [], [], [], [], [], []
     for prompt in spec.prompts:
-        c, k, p, a, w = resolver.prompt(prompt)
+        c, k, p, a, w, n = resolver.prompt(prompt)
         clean.append(c)
         corrupt.append(k)
         positions.append(p)
         answers.append(a)
         wrong.append(w)
+        labels.append(n)
     if spec.ablation == "corrupt":
         _check_corrupt_differs(spec, key, clean, corrupt)
     resolver.warn_unknown_words()
@@ -84,7 +86,16 @@ def resolve_task(spec: TaskSpec, tokenizer: Tokenizer | None, d_vocab: int, n_ct
         positions=positions,
         answers=None if answers[0] is None else answers,
         wrong_answers=None if wrong[0] is None else wrong,
+        labels=_in_one_order(labels),
     )
+
+
+def _in_one_order(labels: list[dict[str, int] | None]) -> list[dict[str, int]] | None:
+    """Every prompt's labels in the first prompt's order (the sets are equal: checked)."""
+    if labels[0] is None:
+        return None
+    order = list(labels[0])
+    return [{name: found[name] for name in order} for found in labels if found is not None]
 
 
 def _check_corrupt_differs(spec: TaskSpec, key: str, clean: list[list[int]],
@@ -172,6 +183,7 @@ class _Resolver:
                 f" {self.n_ctx}; shorten {fix}"
             )
         positions = self.positions(prompt, len(clean), where, clean)
+        labels = self.labels(prompt, clean, where)
         answers = (
             None if prompt.answers is None else self.answer_ids(prompt.answers, f"{where}: answer")
         )
@@ -189,6 +201,7 @@ class _Resolver:
             [p + offset for p in positions],
             answers,
             wrong,
+            None if labels is None else {name: p + offset for name, p in labels.items()},
         )
 
     def ids(self, text: Text, where: str, index: int) -> list[int]:
@@ -329,9 +342,13 @@ class _Resolver:
         return sorted(out)
 
     def show(self, ids: list[int]) -> str:
-        shown = ids[:SHOWN_TOKENS]
-        items: list[Any] = list(shown)
-        if self.tokenizer is not None and all(0 <= i < self.tokenizer.vocab_size for i in shown):
-            items = list(self.tokenizer.token_strings(shown))
-        text = ", ".join(repr(i) for i in items)
-        return f"[{text}, ...]" if len(ids) > SHOWN_TOKENS else f"[{text}]"
+        return show_tokens(self.tokenizer, ids)
+
+    def labels(self, prompt: RawPrompt, ids: list[int], where: str) -> dict[str, int] | None:
+        """The prompt's labels (its own or the task's default) at their positions in `ids`."""
+        chosen = self.spec.labels if prompt.labels is None else prompt.labels
+        if chosen is None:
+            return None
+        key = "labels" if prompt.labels is not None else "labels (the task's default)"
+        return resolve_labels(chosen, prompt.clean, ids, f"{where}: {key}", self.tokenizer,
+                              self.show)

@@ -26,8 +26,9 @@ from acdc.core.tasks.checks import (
     check_threshold,
     show,
 )
+from acdc.core.tasks.labels import check_label_sets, check_labels
 from acdc.core.tasks.prompts import parse_prompts
-from acdc.core.tasks.values import Positions, RawPrompt, plain
+from acdc.core.tasks.values import Labels, Positions, RawPrompt, plain, plain_labels
 from acdc.errors import TaskError, kind_of
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
@@ -40,6 +41,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "seed",
     "prepend_bos",
     "positions",
+    "labels",
     "prompts",
     "generator",
 )
@@ -64,6 +66,8 @@ class TaskSpec:
     prompts: tuple[RawPrompt, ...] = field(repr=False)  # empty when a generator makes them
     generator: dict[str, Any] | None = field(default=None, repr=False, hash=False)
     """The checked `generator:` mapping, every parameter filled in; None for written prompts."""
+    labels: Labels | None = field(default=None, repr=False)
+    """The labels of every prompt without its own (`acdc.core.tasks.labels`); None: none."""
 
     @property
     def n_prompts(self) -> int:
@@ -129,6 +133,7 @@ class TaskSpec:
             "seed": self.seed,
             "prepend_bos": self.prepend_bos,
             "positions": plain(self.positions),
+            **({"labels": plain_labels(self.labels)} if self.labels is not None else {}),
             **(
                 {"generator": dict(self.generator)}
                 if self.generator is not None
@@ -179,6 +184,13 @@ def spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
     if not isinstance(prepend_bos, bool):
         raise TaskError(f"{where('prepend_bos')}: expected true or false, got {show(prepend_bos)}")
     positions = check_positions(data.get("positions", "last"), where("positions"))
+    labels = check_labels(data["labels"], where("labels")) if "labels" in data else None
+    if labels is not None and generator is not None and GENERATORS[generator["kind"]].labels:
+        kind = generator["kind"]
+        raise TaskError(
+            f"{where('labels')}: the {kind} generator labels its prompts itself"
+            f" ({', '.join(GENERATORS[kind].labels)}); remove labels:"
+        )
     spec = TaskSpec(
         name=name,
         description=" ".join(description.split()),
@@ -194,13 +206,15 @@ def spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         positions=positions,
         prompts=parse_prompts(data["prompts"], source) if generator is None else (),
         generator=generator,
+        labels=labels,
     )
     check_spec_needs(spec)
     return spec
 
 
 def check_spec_needs(spec: TaskSpec, list_key: str = "prompts") -> None:
-    """What the ablation and the metric need from every prompt (checks without tokenising)."""
+    """What the ablation and the metric need from every prompt, and the same labels on every
+    prompt (checks without tokenising)."""
     if spec.generator is not None and not spec.prompts:
         kind = spec.generator["kind"]
         if spec.metric in NEEDS_ANSWER_AND_WRONG and not GENERATORS[kind].gives_answers:
@@ -233,6 +247,7 @@ def check_spec_needs(spec: TaskSpec, list_key: str = "prompts") -> None:
                 f" {list_key}[{given[0]}]"
                 f" has one; give every prompt a {name}: or none"
             )
+    check_label_sets(spec.prompts, spec.labels, spec.source, list_key)
 
 
 def _resolve_model(model: str, base_dir: Path | None) -> str:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 Text = str | tuple[int, ...]  # a prompt as written: text, or token ids
 Token = str | int  # an answer as written: text of one token, or its id
 Positions = Literal["last", "all"] | tuple[int, ...]
+Locator = int | str | tuple[str, int]  # a label's place: a token position, a word, (word, nth)
+Labels = tuple[tuple[str, Locator], ...]  # label name -> locator, in the order written
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class RawPrompt:
     """One prompt as written in the task file, validated for types but not tokenised.
 
     `corrupt` is None only when the file gives none (allowed with zero ablation). `answers` and
-    `wrong` are None when absent, else a non-empty tuple. `positions` is None when the prompt
-    takes the task's default.
+    `wrong` are None when absent, else a non-empty tuple. `positions` and `labels` are None
+    when the prompt takes the task's default.
     """
 
     index: int
@@ -30,8 +32,10 @@ class RawPrompt:
     answers: tuple[Token, ...] | None = None
     wrong: tuple[Token, ...] | None = None
     positions: Positions | None = None
+    labels: Labels | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The prompt in the task-file schema (what `parse_prompts` reads back)."""
         out: dict[str, Any] = {"clean": plain(self.clean)}
         if self.corrupt is not None:
             out["corrupt"] = plain(self.corrupt)
@@ -41,6 +45,8 @@ class RawPrompt:
             out["wrong"] = plain_tokens(self.wrong)
         if self.positions is not None:
             out["positions"] = plain(self.positions)
+        if self.labels is not None:
+            out["labels"] = plain_labels(self.labels)
         return out
 
 
@@ -53,6 +59,13 @@ class Task:
     prompt i: indices into `clean[i]`, sorted, unique, within the prompt (the BOS, when
     prepended, is position 0). `answers` and `wrong_answers` are None when no prompt gives any;
     otherwise every prompt has at least one id.
+
+    `labels` is None when the task labels no position. Otherwise `labels[i]` maps each label
+    name to its position in prompt i: an index into `clean[i]` (and `corrupt[i]`, which has
+    the same length), the BOS counted when prepended, as for `positions`. Every prompt has the
+    same label names, in the same order (the first prompt's), each on its own position;
+    positions differ between prompts of different lengths or templates. A position without a
+    label belongs to the group `other` (`acdc.core.tasks.labels.OTHER`).
     """
 
     name: str
@@ -68,16 +81,27 @@ class Task:
     positions: list[list[int]]
     answers: list[list[int]] | None
     wrong_answers: list[list[int]] | None
+    labels: list[dict[str, int]] | None = None
 
     @property
     def n_prompts(self) -> int:
         """How many prompts the task has."""
         return len(self.clean)
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """The labels every prompt has, in order; empty when the task has none."""
+        return tuple(self.labels[0]) if self.labels else ()
+
 
 def plain(value: Any) -> Any:
     """A tuple as the list YAML writes."""
     return list(value) if isinstance(value, tuple) else value
+
+
+def plain_labels(labels: Labels) -> dict[str, Any]:
+    """Labels as a task file writes them: a mapping, [word, occurrence] as a list."""
+    return {name: plain(locator) for name, locator in labels}
 
 
 def plain_tokens(tokens: tuple[Token, ...]) -> Any:
