@@ -429,6 +429,16 @@ def test_bundled_greater_than_first_prompt_checked_by_hand():
     assert tokenizer.token_strings(resolved.wrong_answers[0])[-1] == "44"  # 00..44
 
 
+def test_bundled_demo_prompts_are_labelled_by_word():
+    resolved, tokenizer = bundled("demo")
+    assert render_prompt(resolved, 0, tokenizer) == (
+        "<bos>|when|amy(S1)|and(S1+1)|jacob(IO)|went|to|the|house|,|amy(S2)|gave|a|ring|to(END)")
+    for ids, labels, io, s in zip(resolved.clean, resolved.labels, resolved.answers,
+                                  resolved.wrong_answers, strict=True):
+        assert [ids[labels["IO"]]] == io and ids[labels["S1"]] == ids[labels["S2"]] == s[0]
+        assert labels["S1+1"] == labels["S1"] + 1 and labels["END"] == len(ids) - 1
+
+
 # --------------------------------------------------------------------------- rendering
 
 
