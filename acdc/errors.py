@@ -57,3 +57,9 @@ def short_repr(value, limit: int = 60) -> str:
 class RunWarning(UserWarning):
     """Something a user should know about a run (half precision, a threshold near the rounding
     noise, a fallback); the CLI shows each as one line `warning: ...`."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's exception message (or its type), for a one-line error."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -57,7 +57,7 @@ from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.recordings import Recordings
     from acdc.core.tasks.values import Task
 
@@ -465,7 +465,7 @@ def load_shared(run: Run, threads: int = 0) -> SharedInputs:
 
 
 def _load_inputs(run: Run) -> tuple[LoadedModel, Task]:
-    from acdc.core.models import load_model
+    from acdc.core.loading import load_model
     from acdc.core.tasks.resolving import resolve_task
 
     settings = run.settings
@@ -502,12 +502,11 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
         loaded, task = _load_inputs(run)
     else:
         loaded, task = shared.model, shared.task
-        if (loaded.name, str(loaded.model.cfg.dtype)) != (
-                settings.model, f"torch.{settings.dtype}"):
-            raise ValueError(f"shared inputs of model {loaded.name} ({loaded.model.cfg.dtype}) "
+        if (loaded.name, str(loaded.dtype)) != (settings.model, f"torch.{settings.dtype}"):
+            raise ValueError(f"shared inputs of model {loaded.name} ({loaded.dtype}) "
                              f"handed to a run of {settings.model} ({settings.dtype})")
     _check_memory(run, loaded.shape, task, max_memory)
-    warning = precision_warning(loaded.model.cfg.dtype, settings.device)
+    warning = precision_warning(loaded.dtype, settings.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
     torch.manual_seed(settings.seed)

@@ -54,9 +54,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
+from acdc.core.architecture import model_shape  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
+from acdc.core.loading import load_model  # noqa: E402
 from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
-from acdc.core.models import build_model, extract_weights, load_model, model_shape  # noqa: E402
+from acdc.core.models import build_model, extract_weights, load_hooked  # noqa: E402
 from acdc.core.patching import PatchedModel, Stage  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
@@ -122,12 +124,15 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
     from reference_acdc import reference_acdc
 
     loaded = load_model(spec.model, device=device)
+    # TransformerLens' model of the checkpoint: the unit of time (its plain forward pass) and
+    # what the reference runs
+    hooked = load_hooked(spec.model)[0].to(device, print_details=False)
     task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
     threads = cpu_threads(loaded.shape, device) or DEFAULT_THREADS  # as `circuit discover` does
     torch.set_num_threads(threads)
     clean = padded(task.clean, device)
     with torch.inference_mode():
-        forward_s = median_time(lambda: loaded.model(clean), 7)
+        forward_s = median_time(lambda: hooked(clean), 7)
     common = CommonSettings(task.metric, task.ablation)
     results = [run_acdc(loaded, task, common, AcdcSettings(task.threshold))
                for _ in range(ACDC_RUNS)]
@@ -145,7 +150,7 @@ def bench_task(spec, device: str, with_reference: bool) -> dict:
         for _ in range(REFERENCE_RUNS):
             start = time.perf_counter()
             reference = reference_acdc(
-                loaded.model, task.clean, task.corrupt, task.positions, task.answers,
+                hooked, task.clean, task.corrupt, task.positions, task.answers,
                 task.wrong_answers, task.threshold, metric=task.metric, ablation=task.ablation,
             )
             runs.append(time.perf_counter() - start)
@@ -260,7 +265,7 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
 
 
 def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dict:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
 
     torch.set_num_threads(DEFAULT_THREADS)
     from acdc.core.tasks.values import Task
@@ -276,7 +281,7 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
     forward = lambda: [time_once(lambda: model(tokens)) for _ in range(3)]  # noqa: E731
     with torch.inference_mode():
         forwards = forward()
-        loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+        loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
         result = run_acdc(loaded, task, CommonSettings(), AcdcSettings(threshold=threshold))
         forwards += forward()  # before and after: the machine's speed drifts over a 4-minute run
     forward_s = statistics.median(forwards)
@@ -300,8 +305,8 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     forward with every activation cached), `eap` or `eap-ig`. Times are wall clock and CPU
     (process) time: on a shared machine the CPU time is the steadier measure of the work."""
     from acdc.core import forward
+    from acdc.core.loading import LoadedModel
     from acdc.core.metrics import metric_targets
-    from acdc.core.models import LoadedModel
     from acdc.core.patching import task_tensors
     from acdc.core.selection import Selection, prune, select_edges
     from acdc.core.tasks.values import Task
@@ -405,7 +410,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     phases["final"] = measure(final)
     peak = peak_rss_mb()  # of the scoring and the final pass: what a run does
     state.clear()
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
     phases["whole"] = measure(lambda: run_method(method, loaded, task, common, settings,
                                                  selection, graph=graph))
     forward_after = plain_forward()

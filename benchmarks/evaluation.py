@@ -36,8 +36,10 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from acdc.core.architecture import model_shape  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
-from acdc.core.models import LoadedModel, build_model, load_model, model_shape  # noqa: E402
+from acdc.core.loading import LoadedModel, load_model  # noqa: E402
+from acdc.core.models import build_model, extract_weights, load_hooked  # noqa: E402
 from acdc.core.patching import task_tensors  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
@@ -58,11 +60,12 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def forward_seconds(loaded: LoadedModel, task: Task, repeats: int) -> float:
+def forward_seconds(hooked, loaded: LoadedModel, task: Task, repeats: int) -> float:
+    """The median time of TransformerLens' plain forward pass (`hooked`) on the clean batch."""
     clean = task_tensors(task, loaded.device).clean
     with torch.inference_mode():
-        loaded.model(clean)  # warm-up
-        return statistics.median(timed(lambda: loaded.model(clean))[1] for _ in range(repeats))
+        hooked(clean)  # warm-up
+        return statistics.median(timed(lambda: hooked(clean))[1] for _ in range(repeats))
 
 
 def costs(loaded: LoadedModel, task: Task, graph, ablation: str, kept, ranking,
@@ -89,7 +92,7 @@ def bench_task(spec) -> dict:
                        AcdcSettings(task.threshold))
     row, evaluation, curve = costs(loaded, task, circuit.graph, task.ablation, circuit.kept,
                                    ranking_from_scores(circuit.scores),
-                                   forward_seconds(loaded, task, 7))
+                                   forward_seconds(load_hooked(spec.model)[0], loaded, task, 7))
     own = evaluation.metrics[task.metric]
     return {
         "task": spec.name, "model": Path(spec.model).name, "prompts": task.n_prompts,
@@ -107,7 +110,7 @@ def bench_task(spec) -> dict:
 def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     torch.set_num_threads(DEFAULT_THREADS)
     model = build_model(GPT2_CONFIG, seed=seed)
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
     rng = random.Random(seed)
     clean = [[rng.randrange(50257) for _ in range(seq)] for _ in range(batch)]
     corrupt = [row[:5] + [rng.randrange(50257) for _ in range(seq - 5)] for row in clean]
@@ -118,7 +121,7 @@ def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     kept = [rng.random() < 0.01 for _ in graph.edges]
     ranking = [(i, rng.random()) for i in range(len(graph.edges))]
     row, _, curve = costs(loaded, task, graph, "corrupt", kept, ranking,
-                          forward_seconds(loaded, task, 3))
+                          forward_seconds(model, loaded, task, 3))
     evaluator = CircuitEvaluator(loaded, task, graph, "corrupt", metrics=["kl"])
     flags = torch.tensor(kept)
     with torch.inference_mode():

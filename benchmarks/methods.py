@@ -45,7 +45,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acdc.core.models import load_model  # noqa: E402
+from acdc.core.loading import load_model  # noqa: E402
 from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402

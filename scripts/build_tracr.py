@@ -444,7 +444,8 @@ def compare(model_dir: Path, reference: Path) -> dict:
 
     from acdc.core.forward import full_forward
     from acdc.core.graph import build_graph
-    from acdc.core.models import extract_weights, load_model
+    from acdc.core.loading import load_model
+    from acdc.core.models import load_hooked
     from acdc.core.patching import PatchedModel
 
     data = json.loads(reference.read_text())
@@ -452,14 +453,14 @@ def compare(model_dir: Path, reference: Path) -> dict:
     expected = torch.tensor(data["tracr_output"])
     expected_residuals = torch.tensor(data["tracr_residuals"])
     loaded = load_model(str(model_dir))
-    model = loaded.model
+    model, _ = load_hooked(str(model_dir))  # TransformerLens' own model of the checkpoint
     with torch.inference_mode():
         logits, cache = model.run_with_cache(tokens)
         residuals = []
         for layer in range(model.cfg.n_layers):
             residuals += [cache[f"blocks.{layer}.hook_resid_mid"],
                           cache[f"blocks.{layer}.hook_resid_post"]]
-        weights = extract_weights(model)
+        weights = loaded.weights
         ours, _ = full_forward(weights, tokens)
         graph = build_graph(loaded.shape.graph_shape())
         batch, n_pos = tokens.shape

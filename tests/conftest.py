@@ -17,14 +17,16 @@ import torch
 
 from acdc.core.models import build_model, transformer_lens_major
 
-# Under TransformerLens 4 the `hooked_transformer` tests skip, saying why: they build models
-# from configs and compare with the slow references, which run HookedTransformer's per-head
-# hooks. TransformerLens 4 has no HookedTransformer; its bridge around a model built from a
-# config (`boot_native`) refuses `set_use_split_qkv_input` (NotImplementedError: no hook before
-# the q/k/v projections of its AttentionBridge) and names its parameters differently.
+# Under TransformerLens 4 the `hooked_transformer` tests skip, saying why: they need its 3.x
+# `HookedTransformer`, which 4.x removed. The slow references run its per-head hooks, which 4.x's
+# bridge refuses (`set_use_split_qkv_input`: NotImplementedError, no hook before the q/k/v
+# projections of its AttentionBridge); the tiny models of the families are built from configs
+# its native model cannot build (rotary, grouped heads, gated MLPs with biases, ...); and
+# TransformerLens' own per-family converters, the reference of the project's conversion, are
+# gone. Loading needs none of it: those tests run under both.
 HOOKED_TRANSFORMER_SKIP = (
-    "needs TransformerLens 3.x's HookedTransformer: its per-head hooks (set_use_split_qkv_input) "
-    "are not offered by TransformerLens 4's native TransformerBridge")
+    "needs TransformerLens 3.x's HookedTransformer (the slow references' per-head hooks, models "
+    "of the families built from configs, its per-family converters); 4.x removed it")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,7 +22,9 @@ from conftest import make_model, make_task, model_config, randomize
 from typer.testing import CliRunner
 
 import cli
-from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
+from acdc.core.architecture import model_shape
+from acdc.core.loading import LoadedModel
+from acdc.core.models import build_model, extract_weights, save_checkpoint
 from acdc.core.selection import Selection, select_edges
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks.spec import TaskSpec
@@ -65,7 +67,7 @@ def task_of(name: str, metric: str, ablation: str, seed: int = 0) -> Task:
 def engine_scores(name: str, metric: str, ablation: str, granularity: str,
                   settings: EapSettings, dtype: torch.dtype = torch.float64, top_n: int = 10):
     model = model_of(name, dtype)
-    loaded = LoadedModel(name, model, None, model_shape(model.cfg))
+    loaded = LoadedModel(name, extract_weights(model), None, model_shape(model.cfg))
     method = EAP_IG if isinstance(settings, EapIgSettings) else EAP
     circuit = run_method(method, loaded, task_of(name, metric, ablation), CommonSettings(
         metric, ablation, granularity), settings, Selection(top_n=top_n))

@@ -4,7 +4,7 @@ enough to be worth looking at."""
 
 import pytest
 
-from acdc.core.models import load_model
+from acdc.core.loading import load_model
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks.reading import list_tasks, read_task
 from acdc.core.tasks.resolving import resolve_task

@@ -9,7 +9,9 @@ import pytest
 import torch
 from conftest import make_task, randomize
 
-from acdc.core.models import LoadedModel, build_model, model_shape
+from acdc.core.architecture import model_shape
+from acdc.core.loading import LoadedModel
+from acdc.core.models import build_model, extract_weights
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
@@ -26,7 +28,7 @@ CONFIG = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, 
 def loaded() -> LoadedModel:
     model = build_model(CONFIG, seed=7)
     randomize(model, seed=7, gain=1.2)
-    return LoadedModel("mid", model, None, model_shape(model.cfg))
+    return LoadedModel("mid", extract_weights(model), None, model_shape(model.cfg))
 
 
 def task_of(seed: int, metric: str = "kl") -> Task:
@@ -89,7 +91,7 @@ def test_incremental_engine_equals_full_recompute_on_the_families(family, granul
                                                                   candidates):
     model = build_model(FAMILY_CONFIGS[family], seed=7)
     randomize(model, seed=7, gain=1.2)
-    loaded = LoadedModel(family, model, None, model_shape(model.cfg))
+    loaded = LoadedModel(family, extract_weights(model), None, model_shape(model.cfg))
     task = task_of(3, "kl")
     common = CommonSettings("kl", ablation, granularity)
     fast = run_acdc(loaded, task, common, AcdcSettings(0.01, candidates=candidates))
@@ -114,7 +116,7 @@ def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candi
     config = dict(CONFIG, normalization_type=normalization, n_layers=3)
     model = build_model(config, seed=11)
     randomize(model, seed=11, gain=1.2)
-    loaded = LoadedModel("norms", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("norms", extract_weights(model), None, model_shape(model.cfg))
     task = task_of(5)
     fast = run_acdc(loaded, task, CommonSettings(), AcdcSettings(0.02, candidates=candidates))
     full = run_acdc(loaded, task, CommonSettings(), AcdcSettings(0.02, engine="full"))
@@ -144,7 +146,7 @@ def test_bidirectional_every_edge_kept_is_the_model_and_removed_is_the_corrupted
 
     model = build_model({**CONFIG, "attention_dir": "bidirectional"}, seed=13)
     randomize(model, seed=13, gain=1.2)
-    loaded = LoadedModel("bidirectional", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("bidirectional", extract_weights(model), None, model_shape(model.cfg))
     t = make_task(6, n_prompts=6, min_len=12, max_len=12, d_vocab=60)
     task = Task(name="t", description="", source="test", model=None, metric="kl", threshold=0.0,
                 ablation="corrupt", seed=0, clean=t.clean, corrupt=t.corrupt,

@@ -207,7 +207,9 @@ def compare(case: Case, threshold: float, engine: dict[str, tuple[bool, float | 
 @pytest.mark.parametrize("quantile", QUANTILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monkeypatch):
-    from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.architecture import model_shape
+    from acdc.core.loading import LoadedModel
+    from acdc.core.models import extract_weights
     from acdc.core.settings import CommonSettings
     from acdc.methods.acdc import propagation
     from acdc.methods.acdc.search import AcdcSettings, run_acdc
@@ -227,7 +229,7 @@ def test_engine_matches_reference(tiny_models, tiny_tasks, case, quantile, monke
     common = CommonSettings(case.metric, case.ablation, case.granularity)
     settings = AcdcSettings(threshold, abs=case.use_abs, reverse_head_order=case.reverse_head_order,
                             candidates=case.candidates)
-    loaded = LoadedModel(case.model, model, None, model_shape(model.cfg))
+    loaded = LoadedModel(case.model, extract_weights(model), None, model_shape(model.cfg))
     result = run_acdc(loaded, make_engine_task(case, tiny, threshold), common, settings)
     assert not result.partial
     names = [edge.name for edge in result.graph.edges]

@@ -19,8 +19,10 @@ import yaml
 from cli_helpers import error_line, invoke
 from reference_acdc import circuit_metric
 
+from acdc.core.architecture import model_shape
 from acdc.core.graph import GraphShape, build_graph
-from acdc.core.models import LoadedModel, build_model, model_shape, save_checkpoint
+from acdc.core.loading import LoadedModel
+from acdc.core.models import build_model, extract_weights, save_checkpoint
 from acdc.core.selection import prune as prune_circuit
 from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError, GraphError
@@ -50,7 +52,7 @@ def as_task(tiny, name: str = "t") -> Task:
 
 def loaded(models, name: str) -> LoadedModel:
     model = models[name]
-    return LoadedModel(name, model, None, model_shape(model.cfg))
+    return LoadedModel(name, extract_weights(model), None, model_shape(model.cfg))
 
 
 def random_kept(graph, seed: int, p: float = 0.5) -> list[bool]:

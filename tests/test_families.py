@@ -257,7 +257,7 @@ def test_mixture_of_experts_and_encoder_decoder_models_are_refused(tmp_path, con
 
 
 def test_a_run_refuses_them_before_loading_anything(tmp_path):
-    from acdc.core.models import load_model
+    from acdc.core.loading import load_model
 
     for config, reason in ((MIXTRAL, "mixture-of-experts"), (T5, "encoder-decoder")):
         directory = write_config(tmp_path / config["model_type"], config)
@@ -399,11 +399,13 @@ def test_a_parallel_circuit_file_round_trips_and_sequential_files_are_unchanged(
 
 
 def test_parallel_checkpoints_get_the_parallel_graph_and_load(tmp_path):
-    from acdc.core.models import build_model, load_model, save_checkpoint
+    from test_loading import write_random_checkpoint
+
+    from acdc.core.loading import load_model
 
     config = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32, "n_ctx": 12,
               "d_vocab": 20, "parallel_attn_mlp": True, "n_key_value_heads": 1}
-    directory = save_checkpoint(build_model(config, seed=0), tmp_path / "p", config=config)
+    directory = write_random_checkpoint(tmp_path / "p", config)
     shape = load_shape(str(directory))
     assert shape.parallel_attn_mlp and shape.n_kv_heads == 1
     assert count_edges(shape.graph_shape())["by_receiver"]["MLPs"] == 1 + (1 + 3)

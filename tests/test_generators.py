@@ -19,7 +19,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from acdc.core.generators.induction import derangement, predictable_positions
 from acdc.core.generators.registry import GENERATORS, check_generator, generate_prompts
-from acdc.core.models import Tokenizer
+from acdc.core.tokenizer import Tokenizer
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
 COMMON = ["John", "Mary", "Anna", "Paul", "Lisa", "Mark", "Emma"]
@@ -357,7 +357,9 @@ def test_bundled_generated_tasks_resolve(bpe, name):
 
 @pytest.mark.hooked_transformer  # conftest's tiny random models (HookedTransformer names)
 def test_generated_induction_task_runs_end_to_end(tiny_models):
-    from acdc.core.models import LoadedModel, model_shape
+    from acdc.core.architecture import model_shape
+    from acdc.core.loading import LoadedModel
+    from acdc.core.models import extract_weights
     from acdc.core.settings import CommonSettings
     from acdc.core.tasks.resolving import resolve_task
     from acdc.core.tasks.spec import TaskSpec
@@ -370,7 +372,7 @@ def test_generated_induction_task_runs_end_to_end(tiny_models):
                       "span_length": [3, 5]},
     }, "t.yaml")
     task = resolve_task(spec, None, model.cfg.d_vocab, model.cfg.n_ctx)
-    loaded = LoadedModel("attn2", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("attn2", extract_weights(model), None, model_shape(model.cfg))
     result = run_acdc(loaded, task, CommonSettings("nll"), AcdcSettings(threshold=0.05))
     assert any(score is not None for score in result.scores)
     assert 0 <= result.n_edges_kept <= len(result.graph.edges)

@@ -2,13 +2,15 @@
 forward and the hooked reference.
 
 Each family's model (`hf_families.py`) is written with `save_pretrained` and loaded through
-`load_model`, as a user's directory is. Then:
+`load_model`, as a user's directory is (no TransformerLens). Then:
 
 - the patched forward with every edge kept gives the Hugging Face logits, and with every edge
   removed (corrupt ablation) the Hugging Face logits of the corrupted prompts, at every
-  position (to 1e-4, float32; prompts longer than every sliding window);
+  position (to 1e-4, float32; prompts longer than every sliding window): under TransformerLens
+  3 and 4;
 - removing one edge (into logits, an MLP, a head's q, k or v, a direct edge) changes the
-  logits exactly as the hooked reference (`reference_acdc.py`) says;
+  logits exactly as the hooked reference (`reference_acdc.py`) says, run on TransformerLens
+  3's own model of the directory (`models.load_hooked`: its converter for the family);
 - a whole `discover` run decides every edge as the reference does.
 """
 
@@ -26,12 +28,11 @@ from conftest import TinyTask, make_task
 from test_engine_matches_reference import TIE, Case, compare, make_engine_task, threshold_at
 
 from acdc.core.graph import build_graph
-from acdc.core.models import LoadedModel, extract_weights, load_model
+from acdc.core.loading import LoadedModel, load_model
 from acdc.core.patching import PatchedModel, Stage
 
-# Families are read through TransformerLens 3's conversion (see conftest).
-pytestmark = pytest.mark.hooked_transformer
-
+# The hooked references run TransformerLens 3's HookedTransformer (see conftest).
+HOOKED = pytest.mark.hooked_transformer
 NAMES = sorted(hf_families.FAMILIES)
 TOLERANCE = 1e-4
 
@@ -64,8 +65,8 @@ def test_patched_forward_gives_the_hugging_face_logits(families, name, granulari
     graph = build_graph(loaded.shape.graph_shape(granularity))
     pos_batch, pos_index = every_position(clean)
     with torch.no_grad():
-        patched = PatchedModel(extract_weights(loaded.model), graph, clean, corrupt, pos_batch,
-                               pos_index, "corrupt")
+        patched = PatchedModel(loaded.weights, graph, clean, corrupt, pos_batch, pos_index,
+                               "corrupt")
         kept = patched.clean_logits
         patched.set_edges(torch.zeros(len(graph.edges), dtype=torch.bool))
         removed = patched.logits_from(Stage(0))
@@ -94,22 +95,31 @@ def sample_edges(graph, seed: int) -> list:
     return picks + rng.sample(graph.edges, 3)
 
 
+@pytest.fixture(scope="module")
+def hooked(families) -> dict[str, Any]:
+    """name -> TransformerLens 3's HookedTransformer of the family's directory."""
+    from acdc.core.models import load_hooked
+
+    return {name: load_hooked(str(directory))[0] for name, (_, _, directory) in families.items()}
+
+
+@HOOKED
 @pytest.mark.parametrize("ablation", ["corrupt", "zero", "mean"])
 @pytest.mark.parametrize("name", NAMES)
-def test_a_removed_edge_changes_what_the_reference_says(families, name, ablation):
+def test_a_removed_edge_changes_what_the_reference_says(families, hooked, name, ablation):
     loaded, _, _ = families[name]
     clean, corrupt = hf_families.prompts(1), hf_families.prompts(2)
     graph = build_graph(loaded.shape.graph_shape("qkv"))
     pos_batch, pos_index = every_position(clean)
-    ablated = ref.ablation_run(loaded.model, clean, corrupt, ablation)
+    ablated = ref.ablation_run(hooked[name], clean, corrupt, ablation)
     with torch.no_grad():
-        patched = PatchedModel(extract_weights(loaded.model), graph, clean, corrupt, pos_batch,
-                               pos_index, ablation)
+        patched = PatchedModel(loaded.weights, graph, clean, corrupt, pos_batch, pos_index,
+                               ablation)
         for edge in sample_edges(graph, seed=len(name)):
             patched.set_edge(edge, False)
             ours = patched.logits_from(Stage(0))
             patched.set_edge(edge, True)
-            theirs = ref.patched_logits(loaded.model, clean, ablated, {edge.name}).flatten(0, 1)
+            theirs = ref.patched_logits(hooked[name], clean, ablated, {edge.name}).flatten(0, 1)
             assert (ours - theirs).abs().max() < TOLERANCE, edge.name
             assert (theirs - patched.clean_logits).abs().max() > 1e-6, edge.name  # it matters
 
@@ -120,10 +130,12 @@ def family_task(name: str) -> TinyTask:
                      d_vocab=hf_families.VOCAB)
 
 
+@HOOKED
 @pytest.mark.parametrize(("granularity", "ablation"), [("head", "corrupt"), ("qkv", "zero"),
                                                        ("qkv", "mean-positional")])
 @pytest.mark.parametrize("name", NAMES)
-def test_discover_decides_every_edge_as_the_reference(families, name, granularity, ablation):
+def test_discover_decides_every_edge_as_the_reference(families, hooked, name, granularity,
+                                                      ablation):
     """An engine run that keeps every edge gives the scores, a threshold in a gap near their
     median, then the engine's run at that threshold and the reference's (following the
     engine's decisions within TIE) agree on every edge and score."""
@@ -146,7 +158,7 @@ def test_discover_decides_every_edge_as_the_reference(families, name, granularit
     threshold = threshold_at(scores, 0.5)
     ours = engine(threshold)
     reference = ref.reference_acdc(
-        loaded.model, *tiny.args(), threshold=threshold, granularity=granularity,
+        hooked[name], *tiny.args(), threshold=threshold, granularity=granularity,
         ablation=ablation,
         follow={n: kept for n, (kept, _) in ours.items()},
         follow_tolerance=TIE * max(1.0, abs(threshold)))

@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
+from same_weights import differences
 
+from acdc.core.loading import load_model
 from acdc.core.models import (
     build_model,
     extract_weights,
-    load_model,
     make_config,
     save_checkpoint,
     transformer_lens_major,
@@ -29,21 +30,22 @@ def test_checkpoint_round_trip(checkpoint):
     model, directory = checkpoint
     loaded = load_model(str(directory))
     tokens = torch.randint(0, 50, (3, 10))
-    assert torch.equal(loaded.model(tokens), model(tokens))
+    assert differences(loaded.weights, extract_weights(model)) == []
+    with torch.inference_mode():
+        assert torch.allclose(loaded.logits(tokens), model(tokens), atol=1e-5)
     assert loaded.tokenizer is None
     assert loaded.shape.n_layers == 2 and loaded.shape.d_mlp == 64
 
 
 def test_extracted_weights_are_the_checkpoint_tensors():
-    # Whichever TransformerLens loads it (3.x HookedTransformer, 4.x TransformerBridge), the
-    # engine's weights are the bundled checkpoint's tensors, in HookedTransformer's layouts.
+    # Read without TransformerLens, the engine's weights are the bundled checkpoint's tensors.
     from safetensors.torch import load_file
 
     from acdc.core.bundled import model_dir
 
     directory = model_dir("ioi")
     state = load_file(str(directory / "model.safetensors"))
-    weights = extract_weights(load_model(str(directory)).model)
+    weights = load_model(str(directory)).weights
     assert torch.equal(weights.W_E, state["embed.W_E"])
     assert torch.equal(weights.W_U, state["unembed.W_U"])
     assert torch.equal(weights.b_U, state["unembed.b_U"])
@@ -82,11 +84,7 @@ def test_checkpoint_problems_are_one_line_errors(checkpoint, tmp_path):
         load_shape(str(directory))
 
 
-TL3_ONLY = pytest.mark.skipif(transformer_lens_major() >= 4, reason="the model families are "
-                              "read from TransformerLens 3's HookedTransformer")
-
-
-@TL3_ONLY
+@pytest.mark.hooked_transformer  # TransformerLens 4's native model cannot build them
 @pytest.mark.parametrize(("extra", "reason"), [
     ({"positional_embedding_type": "alibi"}, "positional_embedding_type 'alibi'"),
     ({"positional_embedding_type": "rotary", "rotary_dim": 8, "use_qk_norm": True},
@@ -100,12 +98,17 @@ def test_unsupported_architectures_are_refused(tmp_path, extra, reason):
         load_model(str(directory))
 
 
-@TL3_ONLY
 def test_rotary_checkpoint_loads(tmp_path):
-    config = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 8}
-    model = build_model(config, seed=0)
-    directory = save_checkpoint(model, tmp_path / "rotary", config=config)
-    assert load_model(str(directory)).model.cfg.rotary_dim == 8
+    """Written without TransformerLens: a family's checkpoint loads under either version."""
+    from test_loading import write_random_checkpoint
+
+    config = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 6,
+              "n_key_value_heads": 2, "normalization_type": "RMS", "gated_mlp": True,
+              "act_fn": "silu"}
+    write_random_checkpoint(tmp_path, config)
+    weights = load_model(str(tmp_path)).weights
+    assert weights.rotary_dim == 6 and weights.layers[0].W_K.shape == (4, 32, 8)
+    assert weights.layers[0].rotary_sin.shape == (16, 6)
 
 
 def test_local_hugging_face_directory_loads_offline(tmp_path):
@@ -118,7 +121,7 @@ def test_local_hugging_face_directory_loads_offline(tmp_path):
     loaded = load_model(str(tmp_path / "hf"))
     tokens = torch.randint(0, 60, (2, 7))
     with torch.no_grad():
-        assert torch.allclose(loaded.model(tokens), hf(tokens).logits, atol=1e-5)
+        assert torch.allclose(loaded.logits(tokens), hf(tokens).logits, atol=1e-5)
     # left as it was
     assert "n_ctx" not in json.loads((tmp_path / "hf" / "config.json").read_text())
 
@@ -126,7 +129,6 @@ def test_local_hugging_face_directory_loads_offline(tmp_path):
 def test_model_names(monkeypatch):
     with monkeypatch.context() as online:  # the name is checked against TransformerLens' list
         online.setattr("acdc.core.configs.hub_reachable", lambda: True)
-        online.setattr("acdc.core.models.hub_reachable", lambda: True)
         with pytest.raises(ModelError, match="unknown model 'gpt7'"):
             load_shape("gpt7")
 
@@ -161,17 +163,13 @@ def test_transformer_lens_4_refuses_keys_its_config_lacks_in_one_line():
 
 
 @pytest.mark.skipif(transformer_lens_major() < 4, reason="TransformerLens 4 only")
-def test_transformer_lens_4_refuses_the_families_in_one_line(tmp_path):
+def test_transformer_lens_4_builds_no_family_model_in_one_line():
+    """Its native model cannot build them (they load, without TransformerLens, all the same)."""
     rotary = {**CONFIG, "positional_embedding_type": "rotary", "rotary_dim": 8}
-    with pytest.raises(ModelError, match="positional_embedding_type rotary need TransformerLens 3"):
-        make_config(rotary)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=16,
-                                 intermediate_size=32, vocab_size=50)).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="llama models are read through TransformerLens 3") as e:
-        load_model(str(tmp_path))
-    assert "\n" not in str(e.value)
+    with pytest.raises(ModelError, match="positional_embedding_type rotary need TransformerLens "
+                                         "3 to build") as caught:
+        build_model(rotary)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from acdc.core.architecture import model_shape
 from acdc.core.graph import build_graph
-from acdc.core.models import build_model, extract_weights, model_shape
+from acdc.core.models import build_model, extract_weights
 from acdc.core.patching import PatchedModel, Stage
 
 # Gated-MLP models among the configurations need TransformerLens 3.x (4.x's native gated MLP

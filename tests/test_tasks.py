@@ -11,12 +11,12 @@ from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
 from acdc.core.generators.words import IOI_NAMES
-from acdc.core.models import Tokenizer
 from acdc.core.tasks import reading as tasks_module
 from acdc.core.tasks.reading import list_tasks, read_task
 from acdc.core.tasks.resolving import resolve_task
 from acdc.core.tasks.spec import TaskSpec
 from acdc.core.tasks.values import RawPrompt, Task
+from acdc.core.tokenizer import Tokenizer
 from acdc.errors import RunWarning
 
 WORDS = [

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from acdc.core.bundled import model_dir
 from acdc.core.forward import full_forward
-from acdc.core.models import extract_weights, load_model
+from acdc.core.loading import load_model
+from acdc.core.models import load_hooked
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks.reading import read_task
 from acdc.core.tasks.resolving import resolve_task
@@ -60,17 +61,17 @@ def canonical_names(name: str, graph) -> set[str]:
 def test_bundled_tracr_models_load(bundled):
     for name, (model, _, spec) in bundled.items():
         assert Path(spec.model).resolve() == model_dir(name).resolve()
-        cfg = model.model.cfg
-        assert cfg.attention_dir == "bidirectional"
-        assert cfg.normalization_type is None and cfg.act_fn == "relu"
+        weights = model.weights
+        assert not weights.causal  # attention_dir bidirectional
+        assert weights.normalization is None and weights.act_fn == "relu"
         assert model.tokenizer is None  # token-id tasks
         assert (spec.metric, spec.ablation) == ("l2", "zero")
         assert model.shape.graph_shape() == canonical_spec(name).shape
     reverse, proportion = bundled["tracr-reverse"][0], bundled["tracr-proportion"][0]
     assert (reverse.shape.n_layers, reverse.shape.d_model,
-            reverse.model.cfg.d_vocab_out) == (4, 41, 3)
+            reverse.weights.W_U.shape[1]) == (4, 41, 3)
     assert (proportion.shape.n_layers, proportion.shape.d_model,
-            proportion.model.cfg.d_vocab_out) == (2, 14, 1)
+            proportion.weights.W_U.shape[1]) == (2, 14, 1)
 
 
 def test_reverse_reverses_every_sequence(bundled):
@@ -81,7 +82,7 @@ def test_reverse_reverses_every_sequence(bundled):
     for row in rows:
         tokens = torch.tensor([[3, *row]])
         with torch.inference_mode():
-            logits = model.model(tokens)[0, 1:]
+            logits = model.logits(tokens)[0, 1:]
         assert logits.argmax(-1).tolist() == row[::-1]
         assert torch.allclose(logits, torch.eye(3)[row[::-1]], atol=1e-4), (row, logits)
 
@@ -92,8 +93,8 @@ def test_proportion_is_the_running_fraction_of_x(bundled):
     every = [list(p) for p in itertools.product(range(2, 6), repeat=4)]
     tokens = torch.tensor([[0, *row] for row in every])
     with torch.inference_mode():
-        logits, _ = full_forward(extract_weights(model.model), tokens)
-        hooked = model.model(tokens)
+        logits, _ = full_forward(model.weights, tokens)
+        hooked = load_hooked(model.name)[0](tokens)  # TransformerLens' own forward
     assert torch.equal(logits, hooked)
     is_x = (tokens[:, 1:] == 3).double()
     expected = is_x.cumsum(1) / torch.arange(1, 5)

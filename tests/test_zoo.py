@@ -12,7 +12,9 @@ import yaml
 from safetensors.torch import load_file
 
 from acdc.core.generators.registry import check_generator
-from acdc.core.models import Tokenizer, load_model
+from acdc.core.loading import load_model
+from acdc.core.models import load_hooked
+from acdc.core.tokenizer import Tokenizer
 from acdc.errors import AcdcError
 from acdc.zoo import ZOO, attention_patterns, demo_task_yaml, evaluate_model, train_model
 from acdc.zoo.demo_ioi import corrupt_prompt, sample_prompts
@@ -83,7 +85,7 @@ def test_demo_model_solves_its_task(demo, task):
     correct, margins = 0, []
     for p in task["prompts"]:
         tokens = torch.tensor([[tok.bos_id, *tok.encode(p["clean"])]])
-        logits = demo.model(tokens)[0, -1]
+        logits = demo.logits(tokens)[0, -1]
         answer, wrong = tok.encode(p["answer"])[0], tok.encode(p["wrong"])[0]
         correct += int(logits.argmax()) == answer
         margins.append(float(logits[answer] - logits[wrong]))
@@ -195,8 +197,8 @@ def test_attention_patterns_forward_equals_the_model(bundled, name):
     tokens = torch.randint(3, loaded.shape.d_vocab, (2, 12),
                            generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        logits, patterns = attention_patterns(loaded.model, tokens)
-        expected = loaded.model(tokens)
+        logits, patterns = attention_patterns(loaded.weights, tokens)
+        expected = load_hooked(loaded.name)[0](tokens)  # TransformerLens' own forward
     assert torch.allclose(logits, expected, atol=1e-4)
     assert patterns.shape == (loaded.shape.n_layers, 2, loaded.shape.n_heads, 12, 12)
     assert torch.allclose(patterns.sum(-1), torch.ones(()), atol=1e-5)

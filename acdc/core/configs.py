@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.graph import GraphShape
-from acdc.errors import AcdcError, ModelError, did_you_mean, short_repr
+from acdc.errors import AcdcError, ModelError, did_you_mean, first_line, short_repr
 
 CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -258,6 +258,28 @@ def check_reachable(name: str) -> None:
                          f"Face cache ({cache}); offline, pass a checkpoint directory "
                          f"(config.json + model.safetensors) or a local Hugging Face model "
                          f"directory with --model")
+
+
+def unknown_model_message(spec: str) -> str:
+    return (f"unknown model {spec!r}: give a checkpoint directory (config.json + "
+            f"model.safetensors), a local Hugging Face model directory, or a TransformerLens "
+            f"model name such as gpt2")
+
+
+def go_offline_without_network() -> None:
+    """Offline, make the hub's client use its local cache only (and fail at once)."""
+    if not hub_reachable():
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import time otherwise
+
+
+def offline_message(spec: str, error: BaseException) -> str:
+    reason = ("no network and not in the local Hugging Face cache"
+              if os.environ.get("HF_HUB_OFFLINE") == "1" else first_line(error))
+    return (f"cannot fetch model {spec!r} from the hub ({reason}); offline, pass a checkpoint "
+            f"directory (config.json + model.safetensors) or a local Hugging Face model "
+            f"directory with --model")
 
 
 def available_cores() -> int:

@@ -1,4 +1,4 @@
-"""The block arithmetic of a transformer, over the weights `models.extract_weights` copies out.
+"""The block arithmetic of a transformer, over a model's `weights.Weights`.
 
 Every computation the project makes with a model's weights is written here once: the token
 and position embedding, LayerNorm / RMSNorm, the per-head query, key and value projections,
@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from acdc.core.models import LayerWeights, Weights
+from acdc.core.weights import LayerWeights, Weights
 
 Q, K, V = 0, 1, 2  # index of a head input in the q/k/v dimension
 

@@ -48,7 +48,7 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph
-from acdc.core.models import Weights
+from acdc.core.weights import Weights
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:

@@ -35,11 +35,11 @@ import torch
 
 from acdc.core.graph import Graph
 from acdc.core.metrics import Metric, build_metric, metric_targets
-from acdc.core.models import Weights, extract_weights
 from acdc.core.patching import PatchedModel, TaskTensors, task_tensors
+from acdc.core.weights import Weights
 
 if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks.values import Task
 
 
@@ -84,7 +84,7 @@ class Recordings:
 def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recordings:
     """Record `task`'s clean (and, under corrupt ablation, corrupted) run on `model` over
     `graph` (two ordinary forward passes, or one)."""
-    weights = extract_weights(model.model)
+    weights = model.weights
     with torch.inference_mode():
         tensors = task_tensors(task, weights.W_E.device, weights.causal)
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,

@@ -34,6 +34,6 @@ def load_shape(spec: str) -> ModelShape:
     if kind in ("checkpoint", "hf"):
         return local_shape(spec, kind)
     check_reachable(spec)
-    from acdc.core.models import transformer_lens_shape
+    from acdc.core.models import name_shape
 
-    return transformer_lens_shape(spec, kind)
+    return name_shape(spec)

@@ -219,14 +219,14 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     """Load the model, tokenise the task, evaluate the circuit (and its curve)."""
     import torch
 
-    from acdc.core.models import load_model
+    from acdc.core.loading import load_model
     from acdc.core.tasks.resolving import resolve_task
     from acdc.evaluation.faithfulness import check_graph_fits
 
     loaded = load_model(job.model, device=job.device, dtype=job.dtype)
     check_graph_fits(job.circuit.graph, loaded, str(job.circuit_path))
     task = resolve_task(job.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
-    warning = precision_warning(loaded.model.cfg.dtype, job.device)
+    warning = precision_warning(loaded.dtype, job.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
     chosen = check_threads(threads) or cpu_threads(loaded.shape, job.device)

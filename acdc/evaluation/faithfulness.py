@@ -75,7 +75,6 @@ import torch
 
 from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
-from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import Recordings
 from acdc.core.selection import Selection, residual_edges, select_edges
@@ -85,7 +84,7 @@ from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
 from acdc.errors import AcdcError, GraphError
 
 if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks.values import Task
 
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -352,7 +351,7 @@ class CircuitEvaluator:
         self.n_edges = len(graph.edges)
         self.n_prompts = task.n_prompts
         self.passes = 0
-        weights = extract_weights(model.model)
+        weights = model.weights
         device = weights.W_E.device
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
                                  device)

@@ -57,7 +57,7 @@ from acdc.errors import AcdcError
 if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
     from acdc.core.graph import Graph
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.recordings import CircuitMeter
     from acdc.core.tasks.spec import TaskSpec
     from acdc.core.tasks.values import Task

@@ -6,7 +6,7 @@ on freshly drawn batches and a held-out evaluation), and the optimiser settings.
 `train_model` (`training.py`) builds the tokenizer in code (`tokenizer.py`: a word-level
 vocabulary, no download), trains the model from a seeded initialisation and writes a
 checkpoint in the project's format (`config.json`, `model.safetensors`, `tokenizer.json`) that
-`acdc.core.models.load_model` reads. `evaluate_model` (`evaluation.py`) scores a checkpoint on
+`acdc.core.loading.load_model` reads. `evaluate_model` (`evaluation.py`) scores a checkpoint on
 prompts it never saw in training.
 
 The entries:

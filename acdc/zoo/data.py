@@ -21,7 +21,9 @@ import torch
 
 from acdc.core.forward import full_forward
 from acdc.core.generators.registry import generate_prompts
-from acdc.core.models import LoadedModel, Tokenizer, extract_weights
+from acdc.core.loading import LoadedModel
+from acdc.core.tokenizer import Tokenizer
+from acdc.core.weights import Weights
 from acdc.errors import AcdcError
 
 
@@ -38,19 +40,22 @@ class ZooData(Protocol):
     def evaluate(self, loaded: LoadedModel, n: int) -> dict[str, Any]: ...
 
 
-def answer_logits(model, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """Logits [batch, d_vocab] at each row's last real position (padding is on the right)."""
-    logits = model(tokens, return_type="logits")
+def answer_logits(forward: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor,
+                  last: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, d_vocab] at each row's last real position (padding is on the right), of
+    `forward` (a model in training, or a loaded model's `logits`)."""
+    logits = forward(tokens)
     return logits[torch.arange(tokens.shape[0]), last]
 
 
-def attention_patterns(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_patterns(weights: Weights, tokens: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [batch, pos, d_vocab], patterns [layer, batch, head, query, key]) of `tokens`.
 
-    `acdc.core.forward.full_forward` on the model's extracted weights, so that reading
-    attention needs no hook names; the logits equal the model's own (a test checks it).
+    `acdc.core.forward.full_forward` on a model's weights, so that reading attention needs no
+    hook names; the logits equal TransformerLens' (a test checks it).
     """
-    return full_forward(extract_weights(model), tokens)
+    return full_forward(weights, tokens)
 
 
 def generate(kind: str, params: dict[str, Any], tokenizer, n: int, seed: int) -> list[dict]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from acdc.core.generators.ioi import abc_names, fill_ioi, ioi_names
-from acdc.core.models import LoadedModel
+from acdc.core.loading import LoadedModel
 from acdc.zoo.data import answer_logits
 from acdc.zoo.tokenizer import (
     SPECIAL_TOKENS,
@@ -79,7 +79,7 @@ class IoiWords:
         for start in range(0, len(prompts), 500):
             chunk = prompts[start:start + 500]
             tokens, last, answers = _encode_batch(tokenizer, chunk)
-            logits = answer_logits(loaded.model, tokens, last)
+            logits = answer_logits(loaded.logits, tokens, last)
             wrong = torch.tensor([tokenizer.token_to_id(p.wrong) for p in chunk])
             rows = torch.arange(len(chunk))
             correct += int((logits.argmax(-1) == answers).sum())

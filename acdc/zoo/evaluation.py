@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from acdc.core.models import CHECKPOINT_TOKENIZER, load_model
+from acdc.core.configs import CHECKPOINT_TOKENIZER
+from acdc.core.loading import load_model
 from acdc.errors import AcdcError
 from acdc.zoo.recipes import get_recipe
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from acdc.core.generators.registry import GENERATORS
-from acdc.core.models import LoadedModel
+from acdc.core.loading import LoadedModel
 from acdc.zoo.data import answer_logits, collect, generate
 from acdc.zoo.tokenizer import (
     SPECIAL_TOKENS,
@@ -85,7 +85,7 @@ class GeneratedIoi:
         tokenizer = loaded.tokenizer.backend
         prompts = self._prompts(tokenizer, n, 10**6, held_out=True)
         tokens, last, answers, wrong = self._tensors(tokenizer, prompts)
-        logits = answer_logits(loaded.model, tokens, last)
+        logits = answer_logits(loaded.logits, tokens, last)
         rows = torch.arange(len(prompts))
         diff = logits[rows, answers] - logits[rows, wrong]
         return {"prompts": len(prompts), "accuracy": float((diff > 0).float().mean()),
@@ -160,7 +160,7 @@ class GeneratedGreaterThan:
         tokenizer = loaded.tokenizer.backend
         prompts = self._prompts(tokenizer, n, 10**6, held_out=True)
         tokens, last, later, years = self._tensors(tokenizer, prompts)
-        probs = answer_logits(loaded.model, tokens, last).softmax(-1)
+        probs = answer_logits(loaded.logits, tokens, last).softmax(-1)
         diff = (probs * later).sum(-1) - (probs * (years - later)).sum(-1)
         top = probs.argmax(-1)
         return {"prompts": len(prompts),

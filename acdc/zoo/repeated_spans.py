@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acdc.core.models import LoadedModel
+from acdc.core.loading import LoadedModel
 from acdc.zoo.data import attention_patterns, generate
 from acdc.zoo.tokenizer import BOS, UNK, build_tokenizer
 
@@ -93,7 +93,7 @@ class RepeatedSpans:
         assert loaded.tokenizer is not None  # `evaluate_model` checks it
         tokenizer = loaded.tokenizer.backend
         tokens, positions = self._sequences(tokenizer, self.eval_params, n, 10**6)
-        logits, patterns = attention_patterns(loaded.model, tokens)
+        logits, patterns = attention_patterns(loaded.weights, tokens)
         nll = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
         hits = torch.zeros_like(nll, dtype=torch.bool)
         for i, ps in enumerate(positions):
@@ -107,7 +107,7 @@ class RepeatedSpans:
         length = self.repeat_length
         block = torch.randint(2, 2 + self.n_tokens, (n, length), generator=g)
         repeated = torch.cat([torch.full((n, 1), tokenizer.token_to_id(BOS)), block, block], 1)
-        _, rep_patterns = attention_patterns(loaded.model, repeated)
+        _, rep_patterns = attention_patterns(loaded.weights, repeated)
         query = torch.arange(length + 1, 2 * length + 1)
         induction = rep_patterns[:, :, :, query, query - length + 1].mean((1, 3))
         names = [f"a{layer}.h{head}" for layer in range(prev.shape[0])

@@ -3,7 +3,7 @@
 `train_model` builds the recipe's tokenizer and a seeded model, trains it with AdamW (linear
 warm-up, cosine decay to a tenth of the peak, gradient clipping at 1) on batches its data draws
 from one `random.Random(seed)`, and writes a checkpoint in the project's format
-(`config.json`, `model.safetensors`, `tokenizer.json`) that `acdc.core.models.load_model`
+(`config.json`, `model.safetensors`, `tokenizer.json`) that `acdc.core.loading.load_model`
 reads, then scores it on held-out data (`evaluate_model`).
 
 Training is deterministic: the same recipe, seed and step count give bit-identical weights on
@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from acdc.core.models import CHECKPOINT_TOKENIZER, build_model, save_checkpoint
+from acdc.core.configs import CHECKPOINT_TOKENIZER
+from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import AcdcError
 from acdc.zoo.evaluation import evaluate_model
 from acdc.zoo.recipes import Recipe, get_recipe

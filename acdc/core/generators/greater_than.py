@@ -34,7 +34,7 @@ from acdc.core.generators.words import GT_NOUNS, GT_TEMPLATES
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 GT_LABELS: tuple[str, ...] = ("YY", "END")
 """YY: the token of the year's last two digits (the one the corrupt prompt changes); END: the

@@ -35,7 +35,7 @@ from acdc.core.generators.params import (
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 
 def predictable_positions(tokens: list[int]) -> list[int]:

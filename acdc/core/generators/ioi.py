@@ -40,7 +40,7 @@ from acdc.core.generators.words import IOI_NAMES, IOI_OBJECTS, IOI_PLACES, IOI_T
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 IOI_MIN_NAMES = 5  # A and B, and three other names for the ABC corruption
 ORDERS: tuple[str, ...] = ("ABBA", "BABA")

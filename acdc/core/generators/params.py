@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from acdc.errors import TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 Check = Callable[[Any, str], Any]
 Build = Callable[[dict[str, Any], "Tokenizer | None", int, str], list[dict[str, Any]]]

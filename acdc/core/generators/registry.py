@@ -19,7 +19,7 @@ from acdc.core.generators.params import Generator, show
 from acdc.errors import TaskError, did_you_mean, kind_of
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 GENERATORS: dict[str, Generator] = {g.kind: g for g in (IOI, GREATER_THAN, INDUCTION)}
 

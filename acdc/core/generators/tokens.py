@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 
 class Vocab:
@@ -112,7 +112,7 @@ def token_ending_at(tokenizer: Tokenizer, text: str, end: int, ids: list[int]) -
     >>> from tokenizers import Tokenizer as Raw, models, pre_tokenizers
     >>> raw = Raw(models.WordLevel({"When": 0, "Mary": 1, "left": 2}, unk_token="When"))
     >>> raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    >>> from acdc.core.models import Tokenizer
+    >>> from acdc.core.tokenizer import Tokenizer
     >>> tok, text = Tokenizer(raw, "demo"), "When Mary left"
     >>> [token_ending_at(tok, text, end, [0, 1, 2]) for end in (9, 7)]  # "When Mary", "When Ma"
     [1, None]

@@ -39,8 +39,8 @@ from acdc.core.tasks.checks import clip, show
 from acdc.errors import TaskError, kind_of
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
     from acdc.core.tasks.values import Labels, Locator, RawPrompt, Text
+    from acdc.core.tokenizer import Tokenizer
 
 LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[+-][0-9]+)?")
 """A label's name: an identifier, optionally with a token offset written into it (`S1+1`)."""

@@ -24,7 +24,7 @@ from acdc.core.tasks.values import RawPrompt, Task, Text, Token
 from acdc.errors import RunWarning, TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
+    from acdc.core.tokenizer import Tokenizer
 
 MAX_CHARS_PER_TOKEN = 64  # text longer than this per token of the context cannot fit in it
 MAX_ANSWER_CHARS = 256  # longer than any single token of any tokenizer

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.models import Tokenizer
     from acdc.core.tasks.values import Task
+    from acdc.core.tokenizer import Tokenizer
 
 SHOWN_TOKENS = 12  # tokens shown in an error message before "..."
 

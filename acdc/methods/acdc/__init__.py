@@ -65,7 +65,7 @@ def discover(job: Discovery) -> KeptEdges:
             log.close()
     noise, threshold = circuit.results["metric_noise"], job.settings.threshold
     if noise * 10 > abs(threshold):
-        dtype = str(job.model.model.cfg.dtype).removeprefix("torch.")
+        dtype = str(job.model.dtype).removeprefix("torch.")
         warnings.warn(f"the metric's rounding noise in {dtype} is {noise:.1e}, within a factor 10 "
                       f"of the threshold {threshold:g}: decisions near it are noise", RunWarning,
                       stacklevel=2)

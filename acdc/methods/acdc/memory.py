@@ -25,7 +25,7 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     resident).
     """
     tokens = batch * seq_len
-    # the key/value projections ungrouped: a copy per query head (`models.extract_weights`)
+    # the key/value projections ungrouped: a copy per query head (`weights.weights_from_state_dict`)
     ungrouped = (2 * shape.n_layers * (shape.n_heads - shape.n_kv_heads) * shape.d_model
                  * shape.d_head)
     n_params = shape.n_params_loaded + ungrouped

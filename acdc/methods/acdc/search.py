@@ -41,7 +41,7 @@ from acdc.methods.acdc.runlog import Decision
 from acdc.methods.acdc.settings import AcdcSettings
 
 if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks.values import Task
 
 @dataclass(frozen=True)

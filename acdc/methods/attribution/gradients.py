@@ -42,8 +42,8 @@ import torch
 
 from acdc.core import forward
 from acdc.core.graph import Graph
-from acdc.core.models import Weights
 from acdc.core.patching import PatchedModel, RecordedRun
+from acdc.core.weights import Weights
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 

@@ -9,7 +9,6 @@ import torch
 from acdc.core import forward
 from acdc.core.graph import Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
-from acdc.core.models import extract_weights
 from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import CircuitMeter
 from acdc.core.settings import CommonSettings
@@ -17,7 +16,7 @@ from acdc.methods.attribution import EapSettings, check_metric, method_name
 from acdc.methods.attribution.gradients import differentiate, edge_scores
 
 if TYPE_CHECKING:
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.tasks.values import Task
 
 
@@ -31,7 +30,7 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     check_metric(name, common.metric)
     if graph is None:
         graph = build_graph(model.shape.graph_shape(common.granularity))
-    weights = extract_weights(model.model)
+    weights = model.weights
     device = weights.W_E.device
     tensors = task_tensors(task, device, weights.causal)
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
