@@ -108,6 +108,7 @@ def test_wheel_carries_every_bundled_file(wheel):
     assert data == expected
     assert "acdc/py.typed" in names and "cli.py" in names
     assert "acdc/core/bundled.py" in names and "acdc/methods/acdc/search.py" in names
+    assert {"acdc/report/report.css", "acdc/report/report.js"} <= names  # the page's own
 
 
 def install(how: str, wheel: Path, tmp_path: Path) -> tuple[Path, dict, Path, dict]:
@@ -140,6 +141,9 @@ def test_installed_package_discovers_the_demo_circuit(how, wheel, tmp_path):
     result = json.loads((elsewhere / "out" / "circuit.json").read_text())
     assert (result["n_edges_kept"], result["n_edges_total"]) == (EDGES_KEPT, EDGES_TOTAL)
     assert Path(result["model"]) == demo.resolve()
+    run([circuit, "report", "out"], cwd=elsewhere, env=env)  # its style and script installed
+    page = (elsewhere / "out" / "report.html").read_text()
+    assert 'id="edge-table"' in page and "data-report-ready" in page and "--muted" in page
 
 
 def test_editable_install_reads_the_checkout(wheel, tmp_path):

@@ -90,7 +90,7 @@ def read_bytes(path: Path | str, what: str, limit: int) -> bytes:
     except FileNotFoundError:
         raise FileError(f"{path}: no such file") from None
     except OSError as error:
-        raise FileError(f"{path}: cannot read ({_cause(error)})") from None
+        raise FileError(f"{path}: cannot read ({_cause(error, reading=True)})") from None
     if stat.S_ISDIR(info.st_mode):
         raise FileError(f"{path}: is a directory; {what}")
     if not stat.S_ISREG(info.st_mode):
@@ -102,7 +102,7 @@ def read_bytes(path: Path | str, what: str, limit: int) -> bytes:
         with open(path, "rb") as stream:  # at most the limit, whatever stat said
             data = stream.read(limit + 1)
     except OSError as error:
-        raise FileError(f"{path}: cannot read ({_cause(error)})") from None
+        raise FileError(f"{path}: cannot read ({_cause(error, reading=True)})") from None
     if len(data) > limit:
         raise FileError(f"{path}: larger than the {_size_words(limit)} such a file can hold; "
                         f"{what}")
@@ -279,7 +279,9 @@ def _yaml_problem(error: Any) -> str:
     return " ".join(f"{where}{problem}".split())
 
 
-def _cause(error: OSError) -> str:
+def _cause(error: OSError, reading: bool = False) -> str:
+    if reading and error.errno == errno.EACCES:  # the advice below is for writing
+        return "permission denied"
     return CAUSES.get(error.errno or 0, error.strerror or str(error))
 
 
@@ -288,7 +290,7 @@ def _cause(error: OSError) -> str:
 
 def disk_error(path: Path | str, error: OSError, doing: str = "cannot write") -> AcdcError:
     """One line for an OS error on `path`."""
-    return AcdcError(f"{path}: {doing} ({_cause(error)})")
+    return AcdcError(f"{path}: {doing} ({_cause(error, doing.startswith('cannot read'))})")
 
 
 def check_output(path: Path | str, option: str = "--out", inputs: Iterable[Path | str] = (),

@@ -1,7 +1,8 @@
 """A threshold sweep as an edge ranking: each edge's rank score.
 
-ACDC returns a circuit, not a ranking; a sweep over thresholds turns it into one
-(`shared/EVALUATION.md`, section 2; the auto-circuit library's convention): an edge's rank score
+ACDC returns a circuit, not a ranking; a sweep over thresholds turns it into one (the
+auto-circuit library's convention, which the ROC and faithfulness curves of a sweep use, in
+`circuit evaluate --ranking`, `sweep.json` and `circuit report`): an edge's rank score
 is the largest threshold at which it is still kept, +inf when it is kept at every threshold of
 the sweep, and None when no threshold keeps it (it ranks last). Ranked by score, the edges
 kept at large thresholds come first: the circuit ACDC holds on to hardest.
@@ -69,8 +70,8 @@ def decode_score(value: object) -> float | None:
 
 def sweep_ranking(path: str | Path) -> tuple[Graph, list[tuple[int, float | None]]]:
     """The ranking a sweep directory gives (its finished `tau-*` runs, read as `circuit compare`
-    reads them): the graph and (edge index, rank score) for every edge, for
-    `CircuitEvaluator.curve`."""
+    and `circuit report` read them, `acdc.evaluation.sources.load_sweep`): the graph and
+    (edge index, rank score) for every edge, for `CircuitEvaluator.curve`."""
     from acdc.evaluation.sources import load_sweep
 
     sweep = load_sweep(path)
