@@ -857,7 +857,7 @@ def _count(n: int) -> str:
 @user_errors
 def tasks() -> None:
     """List the bundled tasks: name, metric, threshold, default model, description."""
-    from acdc.core.tasks import list_tasks
+    from acdc.core.tasks.reading import list_tasks
 
     specs = list_tasks()
     if not specs:

@@ -48,7 +48,9 @@ from acdc.core.graph import build_graph
 from acdc.core.selection import RULES, Selection
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
-from acdc.core.tasks import TaskSpec, check_prompt_lengths, read_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.resolving import check_prompt_lengths
+from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError, RunWarning
 from acdc.methods.base import Discovery, Method, finish, make_selection, make_settings
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
     from acdc.core.loading import LoadedModel
     from acdc.core.recordings import Recordings
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 DEVICES_HELP = "cpu, cuda or cuda:N"
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
@@ -470,7 +472,7 @@ def load_shared(run: Run, threads: int = 0) -> SharedInputs:
 
 def _load_inputs(run: Run) -> tuple[LoadedModel, Task]:
     from acdc.core.loading import load_model
-    from acdc.core.tasks import resolve_task
+    from acdc.core.tasks.resolving import resolve_task
 
     settings = run.settings
     loaded = load_model(settings.model, device=settings.device, dtype=settings.dtype)

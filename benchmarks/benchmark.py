@@ -61,7 +61,8 @@ from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402
 from acdc.core.models import build_model, extract_weights, load_hooked  # noqa: E402
 from acdc.core.patching import PatchedModel, Stage  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
-from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
+from acdc.core.tasks.reading import list_tasks  # noqa: E402
+from acdc.core.tasks.resolving import resolve_task  # noqa: E402
 from acdc.methods.acdc.propagation import IncrementalPatcher  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
@@ -267,7 +268,7 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
     from acdc.core.loading import LoadedModel
 
     torch.set_num_threads(DEFAULT_THREADS)
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
     torch.manual_seed(seed)
     model = build_model(GPT2_CONFIG, seed=seed)
@@ -308,7 +309,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     from acdc.core.metrics import metric_targets
     from acdc.core.patching import task_tensors
     from acdc.core.selection import Selection, prune, select_edges
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
     from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings, gradients
     from acdc.methods.base import run_method
 

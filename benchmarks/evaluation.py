@@ -42,7 +42,9 @@ from acdc.core.loading import LoadedModel, load_model  # noqa: E402
 from acdc.core.models import build_model, extract_weights, load_hooked  # noqa: E402
 from acdc.core.patching import task_tensors  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
-from acdc.core.tasks import Task, list_tasks, resolve_task  # noqa: E402
+from acdc.core.tasks.reading import list_tasks  # noqa: E402
+from acdc.core.tasks.resolving import resolve_task  # noqa: E402
+from acdc.core.tasks.values import Task  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator, ranking_from_scores  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402

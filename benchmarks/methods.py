@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 from acdc.core.loading import load_model  # noqa: E402
 from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
-from acdc.core.tasks import list_tasks, resolve_task  # noqa: E402
+from acdc.core.tasks.reading import list_tasks  # noqa: E402
+from acdc.core.tasks.resolving import resolve_task  # noqa: E402
 from acdc.evaluation.compare import confusion  # noqa: E402
 from acdc.evaluation.faithfulness import (  # noqa: E402
     MIB_FRACTIONS,

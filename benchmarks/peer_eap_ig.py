@@ -76,7 +76,7 @@ except ImportError:
              "docstring of benchmarks/peer_eap_ig.py for how to install it in a separate venv")
 
 from acdc.core.circuit import Circuit, load_circuit  # noqa: E402
-from acdc.core.generators import generate_prompts  # noqa: E402
+from acdc.core.generators.registry import generate_prompts  # noqa: E402
 from acdc.core.graph import Graph as ToolGraph  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.loading import DTYPES, LoadedModel, load_model  # noqa: E402
@@ -90,7 +90,9 @@ from acdc.core.selection import (  # noqa: E402
     with_direct_edges,
 )
 from acdc.core.settings import CommonSettings  # noqa: E402
-from acdc.core.tasks import Task, read_task, resolve_task  # noqa: E402
+from acdc.core.tasks.reading import read_task  # noqa: E402
+from acdc.core.tasks.resolving import resolve_task  # noqa: E402
+from acdc.core.tasks.values import Task  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
 from acdc.methods.attribution.scores import edge_attribution  # noqa: E402

@@ -27,7 +27,8 @@ from acdc.core.loading import LoadedModel
 from acdc.core.models import build_model, extract_weights, save_checkpoint
 from acdc.core.selection import Selection, select_edges
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import Task, TaskSpec
+from acdc.core.tasks.spec import TaskSpec
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings
 from acdc.methods.base import make_selection, make_settings, run_method

@@ -6,7 +6,8 @@ import pytest
 
 from acdc.core.loading import load_model
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import list_tasks, read_task, resolve_task
+from acdc.core.tasks.reading import list_tasks, read_task
+from acdc.core.tasks.resolving import resolve_task
 from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
 BUILT_IN = ["ioi", "greater-than", "induction"]

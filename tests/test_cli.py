@@ -131,14 +131,14 @@ def test_graph_errors(tmp_path):
 
 
 def test_tasks_lists_one_line_per_task(tmp_path, monkeypatch, checkpoint):
-    import acdc.core.tasks
+    import acdc.core.tasks.reading
 
     bundled = tmp_path / "bundled"
     bundled.mkdir()
     write_task(bundled / "alpha.yaml", name="alpha", model=str(checkpoint), threshold=0.25)
     write_task(bundled / "beta.yaml", name="beta", metric="l2", description="the second one")
     (bundled / "README.md").write_text("# not a task\n")
-    monkeypatch.setattr(acdc.core.tasks, "TASKS_DIR", bundled)
+    monkeypatch.setattr(acdc.core.tasks.reading, "TASKS_DIR", bundled)
     result = invoke("tasks")
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()

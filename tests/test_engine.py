@@ -13,7 +13,7 @@ from acdc.core.architecture import model_shape
 from acdc.core.loading import LoadedModel
 from acdc.core.models import build_model, extract_weights
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import Task
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
 from acdc.methods.acdc.search import AcdcSettings, run_acdc
 

@@ -161,7 +161,7 @@ def threshold_at(scores: list[float], quantile: float) -> float:
 
 
 def make_engine_task(case: Case, tiny, threshold: float):
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
     needs_answers = case.metric in ("logit_diff", "prob_diff", "nll")
     needs_wrong = case.metric in ("logit_diff", "prob_diff")

@@ -24,7 +24,7 @@ from acdc.core.graph import GraphShape, build_graph
 from acdc.core.loading import LoadedModel
 from acdc.core.models import build_model, extract_weights, save_checkpoint
 from acdc.core.selection import prune as prune_circuit
-from acdc.core.tasks import Task
+from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError, GraphError
 from acdc.evaluation.faithfulness import (
     METRIC_SIGN,

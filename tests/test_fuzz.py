@@ -32,10 +32,12 @@ from test_cli import PROMPTS, TINY_CONFIG, invoke
 
 from acdc.core.circuit import Circuit, write_circuit
 from acdc.core.configs import CHECKPOINT_KEYS, NULLABLE_KEYS, WHOLE_KEYS
+from acdc.core.generators.params import MAX_PROMPTS
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import build_model, save_checkpoint
 from acdc.core.settings import ABLATIONS, METRICS
-from acdc.core.tasks import MAX_PROMPTS, TOP_LEVEL_KEYS
+from acdc.core.tasks.labels import LABEL_NAME
+from acdc.core.tasks.spec import TOP_LEVEL_KEYS
 
 SCALE = int(os.environ.get("CIRCUIT_FUZZ_SCALE", "1"))  # > 1: more examples, drawn at random
 COMMON = dict(deadline=3000, database=None, derandomize=SCALE == 1,
@@ -156,7 +158,22 @@ def _bad_for(key: str, value: Any) -> bool:
         return not isinstance(value, str) or not value.strip()
     if key == "description":
         return not isinstance(value, str)
+    if key == "labels":
+        return _bad_labels(value)
     return True  # prompts and generator: never valid as junk
+
+
+def _bad_labels(value: Any) -> bool:
+    """Whether `value` cannot label every prompt of PROMPTS (token ids, 6, 6 and 7 tokens)."""
+    if not isinstance(value, dict) or not value:
+        return True
+    for name, locator in value.items():
+        if (not isinstance(name, str) or not LABEL_NAME.fullmatch(name) or len(name) > 40
+                or name.casefold() == "other"):
+            return True
+        if isinstance(locator, bool) or not isinstance(locator, int) or not -6 <= locator < 6:
+            return True  # words need text; the shortest prompt has 6 tokens
+    return any(len({p % n for p in value.values()}) < len(value) for n in (6, 7))
 
 
 def _bad_ids(value: Any, length: int) -> bool:
@@ -172,7 +189,7 @@ def malformed_tasks(draw) -> bytes:
     kind = draw(st.sampled_from([
         "value", "unknown key", "missing key", "prompt value", "prompt key", "prompts",
         "generator", "same tokens", "bytes", "text", "not utf-8", "deep", "huge number",
-        "too many prompts",
+        "too many prompts", "labels",
     ]))
     if kind == "value":
         key = draw(st.sampled_from([k for k in TOP_LEVEL_KEYS if k not in ("prompts",)]))
@@ -200,7 +217,7 @@ def malformed_tasks(draw) -> bytes:
                     isinstance(p, int) and not isinstance(p, bool) and -n <= p < n for p in v))))
     elif kind == "prompt key":
         task["prompts"][0][draw(st.text(min_size=1, max_size=10).filter(
-            lambda k: k not in ("clean", "corrupt", "answer", "wrong", "positions")))] = 1
+            lambda k: k not in ("clean", "corrupt", "answer", "wrong", "positions", "labels")))] = 1
     elif kind == "prompts":
         task["prompts"] = draw(st.one_of(JUNK.filter(lambda v: not isinstance(v, list) or not v
                                                      or not all(isinstance(p, dict) for p in v)),
@@ -209,6 +226,12 @@ def malformed_tasks(draw) -> bytes:
         task["generator"] = draw(st.one_of(
             JUNK, st.fixed_dictionaries({"kind": st.sampled_from(["ioi", "induction"]),
                                          "n": st.integers(-5, 10**9)})))
+    elif kind == "labels":  # on one prompt: bad there, or good there and absent elsewhere
+        i = draw(st.integers(0, len(PROMPTS) - 1))
+        task["prompts"][i]["labels"] = draw(st.one_of(
+            JUNK, st.dictionaries(st.text(min_size=1, max_size=6), st.one_of(
+                st.integers(-9, 9), st.text(max_size=5), st.lists(JUNK, max_size=3)),
+                min_size=1, max_size=3)))
     elif kind == "same tokens":
         for prompt in task["prompts"]:
             prompt["corrupt"] = list(prompt["clean"])

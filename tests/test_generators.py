@@ -17,13 +17,8 @@ from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from acdc.core.generators import (
-    GENERATORS,
-    check_generator,
-    derangement,
-    generate_prompts,
-    predictable_positions,
-)
+from acdc.core.generators.induction import derangement, predictable_positions
+from acdc.core.generators.registry import GENERATORS, check_generator, generate_prompts
 from acdc.core.tokenizer import Tokenizer
 
 DEMO_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "demo" / "tokenizer.json"
@@ -348,7 +343,8 @@ def test_generate_prompts_kind_must_match():
 
 @pytest.mark.parametrize("name", ["ioi", "greater-than", "induction"])
 def test_bundled_generated_tasks_resolve(bpe, name):
-    from acdc.core.tasks import read_task, resolve_task
+    from acdc.core.tasks.reading import read_task
+    from acdc.core.tasks.resolving import resolve_task
 
     spec = read_task(name)
     assert spec.generator is not None and spec.generator["kind"] == name
@@ -365,7 +361,8 @@ def test_generated_induction_task_runs_end_to_end(tiny_models):
     from acdc.core.loading import LoadedModel
     from acdc.core.models import extract_weights
     from acdc.core.settings import CommonSettings
-    from acdc.core.tasks import TaskSpec, resolve_task
+    from acdc.core.tasks.resolving import resolve_task
+    from acdc.core.tasks.spec import TaskSpec
     from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     model = tiny_models["attn2"]

@@ -169,7 +169,7 @@ def test_changing_positions_are_every_position_under_bidirectional_attention():
 def test_bidirectional_attention_refuses_prompts_of_different_lengths():
     """The padding of a shorter prompt would be read by every query of a bidirectional model."""
     from acdc.core.patching import task_tensors
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
     from acdc.errors import TaskError
 
     task = Task(name="ragged", description="", source="test", model=None, metric="kl",

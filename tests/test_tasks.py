@@ -10,9 +10,12 @@ from conftest import error_of
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import models, pre_tokenizers
 
-from acdc.core import tasks as tasks_module
-from acdc.core.generators import IOI_NAMES
-from acdc.core.tasks import RawPrompt, Task, TaskSpec, list_tasks, read_task, resolve_task
+from acdc.core.generators.words import IOI_NAMES
+from acdc.core.tasks import reading as tasks_module
+from acdc.core.tasks.reading import list_tasks, read_task
+from acdc.core.tasks.resolving import resolve_task
+from acdc.core.tasks.spec import TaskSpec
+from acdc.core.tasks.values import RawPrompt, Task
 from acdc.core.tokenizer import Tokenizer
 from acdc.errors import RunWarning
 
@@ -344,8 +347,9 @@ def test_bundled_names_and_listing(tmp_path, monkeypatch):
     assert read_task("greater_than").source == str(bundled / "greater_than.yaml")
     assert [t.name for t in list_tasks()] == ["greater-than", "zeta"]
     message = error_of(read_task, "greater-thn")
-    assert message.startswith("unknown task 'greater-thn' (did you mean 'greater_than'?)")
-    assert "greater_than, zeta" in message
+    assert message.startswith("unknown task 'greater-thn' (did you mean 'greater-than'?)")
+    assert "(greater-than, zeta)" in message
+    assert "'greater-than'?" in error_of(read_task, "greater_thn")  # names shown hyphenated
 
 
 def test_real_bundled_tasks_are_valid():
@@ -737,7 +741,7 @@ def test_prepend_bos_without_bos(tmp_path):
 
 
 def test_readme_example_is_a_valid_task(tok):
-    readme = Path(tasks_module.__file__).resolve().parents[2] / "tasks" / "README.md"
+    readme = Path(tasks_module.__file__).resolve().parents[3] / "tasks" / "README.md"
     example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = TaskSpec.from_dict(yaml.safe_load(example), str(readme))
     with pytest.warns(RunWarning, match="does not know 'and'"):  # not in this test's vocabulary
@@ -748,7 +752,7 @@ def test_readme_example_is_a_valid_task(tok):
 
 # --------------------------------------------------------------------------- generated tasks
 
-DEMO_DIR = Path(tasks_module.__file__).resolve().parents[2] / "models" / "demo"
+DEMO_DIR = Path(tasks_module.__file__).resolve().parents[3] / "models" / "demo"
 
 
 def demo_copy_of(tmp_path: Path, bundled: str, **generator) -> Path:

@@ -23,7 +23,8 @@ from acdc.core.forward import full_forward
 from acdc.core.loading import load_model
 from acdc.core.models import load_hooked
 from acdc.core.settings import CommonSettings
-from acdc.core.tasks import read_task, resolve_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.resolving import resolve_task
 from acdc.evaluation.canonical import canonical_spec, load_canonical
 from acdc.evaluation.roc import sweep_roc
 from acdc.methods.acdc.search import AcdcSettings, run_acdc

@@ -39,12 +39,13 @@ EDGES_TOTAL, EDGES_KEPT = 134, 49  # the bundled demo task's circuit, as the che
 WHERE_FROM = """
 import json, sysconfig
 import acdc, cli
-from acdc.core import bundled, tasks
+from acdc.core import bundled
+from acdc.core.tasks import reading
 print(json.dumps({
     "purelib": sysconfig.get_path("purelib"),
     "acdc": acdc.__file__,
     "cli": cli.__file__,
-    "tasks_dir": str(tasks.TASKS_DIR),
+    "tasks_dir": str(reading.TASKS_DIR),
     "demo_model": str(bundled.model_dir("demo")),
 }))
 """

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from acdc.core.generators import check_generator
+from acdc.core.generators.registry import check_generator
 from acdc.core.loading import load_model
 from acdc.core.models import load_hooked
 from acdc.core.tokenizer import Tokenizer
@@ -175,7 +175,8 @@ def test_induction_model_predicts_repeats_and_reports_head_scores():
 def test_induction_circuit_has_the_k_composition():
     """ACDC at the task's default threshold keeps previous-token head -> induction head key."""
     from acdc.core.settings import CommonSettings
-    from acdc.core.tasks import read_task, resolve_task
+    from acdc.core.tasks.reading import read_task
+    from acdc.core.tasks.resolving import resolve_task
     from acdc.methods.acdc.search import AcdcSettings, run_acdc
 
     spec = read_task("induction")

@@ -52,7 +52,7 @@ from acdc.core.weights import Weights
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
 MEAN_ABLATIONS = ("mean", "mean-positional")

@@ -40,7 +40,7 @@ from acdc.core.weights import Weights
 
 if TYPE_CHECKING:
     from acdc.core.loading import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from typing import Any
 from acdc.core.circuit import Circuit, circuit_path, load_circuit
 from acdc.core.configs import check_threads
 from acdc.core.files import check_output, new_directories, read_yaml, write_json_atomic
-from acdc.core.tasks import TaskSpec, read_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.faithfulness import (
     MIB_FRACTIONS,
@@ -219,7 +220,7 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     import torch
 
     from acdc.core.loading import load_model
-    from acdc.core.tasks import resolve_task
+    from acdc.core.tasks.resolving import resolve_task
     from acdc.evaluation.faithfulness import check_graph_fits
 
     loaded = load_model(job.model, device=job.device, dtype=job.dtype)

@@ -85,7 +85,7 @@ from acdc.errors import AcdcError, GraphError
 
 if TYPE_CHECKING:
     from acdc.core.loading import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 MIB_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Fractions of the graph's edges at which a faithfulness curve is evaluated (MIB)."""

@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from acdc.core.graph import Graph
     from acdc.core.loading import LoadedModel
     from acdc.core.recordings import CircuitMeter
-    from acdc.core.tasks import Task, TaskSpec
+    from acdc.core.tasks.spec import TaskSpec
+    from acdc.core.tasks.values import Task
 
 
 # --------------------------------------------------------------------------- options

@@ -45,8 +45,10 @@ from acdc.core.files import (
     unique_directory,
     write_json_atomic,
 )
+from acdc.core.generators.params import MAX_SEED
 from acdc.core.settings import ABLATIONS, METRICS, recorded_fields
-from acdc.core.tasks import MAX_SEED, TaskSpec, read_task
+from acdc.core.tasks.reading import read_task
+from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError, short_repr
 from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.methods.registry import get_method

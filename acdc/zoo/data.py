@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from acdc.core.forward import full_forward
-from acdc.core.generators import generate_prompts
+from acdc.core.generators.registry import generate_prompts
 from acdc.core.loading import LoadedModel
 from acdc.core.tokenizer import Tokenizer
 from acdc.core.weights import Weights

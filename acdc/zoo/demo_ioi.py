@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acdc.core.generators import abc_names, fill_ioi, ioi_names
+from acdc.core.generators.ioi import abc_names, fill_ioi, ioi_names
 from acdc.core.loading import LoadedModel
 from acdc.zoo.data import answer_logits
 from acdc.zoo.tokenizer import (

@@ -1,11 +1,11 @@
 """The bundled task generators' prompts as training data, with held-out splits.
 
 The `ioi` and `greater-than` models are trained on exactly the distribution their bundled
-task files draw from: `acdc.core.generators.generate_prompts` with the generator's defaults,
-the lists written out in `tasks/ioi.yaml` and `tasks/greater_than.yaml`. A batch is drawn from
-the generator with a seed taken from `train_model`'s random stream, and prompts touching the
-held-out part (IOI name pairs; greater-than nouns and years) are dropped until the batch is
-full (`data.collect`). Evaluation draws from the held-out part only.
+task files draw from: `acdc.core.generators.registry.generate_prompts` with the generator's
+defaults, the lists written out in `tasks/ioi.yaml` and `tasks/greater_than.yaml`. A batch is
+drawn from the generator with a seed taken from `train_model`'s random stream, and prompts
+touching the held-out part (IOI name pairs; greater-than nouns and years) are dropped until the
+batch is full (`data.collect`). Evaluation draws from the held-out part only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acdc.core.generators import GENERATORS
+from acdc.core.generators.registry import GENERATORS
 from acdc.core.loading import LoadedModel
 from acdc.zoo.data import answer_logits, collect, generate
 from acdc.zoo.tokenizer import (
@@ -34,10 +34,10 @@ from acdc.zoo.tokenizer import (
 class GeneratedIoi:
     """The bundled `ioi` generator's prompts (its default lists), name pairs split off.
 
-    Training and evaluation use `acdc.core.generators.generate_prompts("ioi", ...)` with the
-    generator's defaults, which are the lists written out in `tasks/ioi.yaml`, so the model is
-    trained on exactly the task's distribution. A fixed `held_out` fraction of the unordered
-    name pairs never appears as (IO, S) in training; evaluation uses only those pairs.
+    Training and evaluation use `acdc.core.generators.registry.generate_prompts("ioi", ...)`
+    with the generator's defaults, which are the lists written out in `tasks/ioi.yaml`, so the
+    model is trained on exactly the task's distribution. A fixed `held_out` fraction of the
+    unordered name pairs never appears as (IO, S) in training; evaluation uses only those pairs.
     """
 
     held_out: float = 0.2

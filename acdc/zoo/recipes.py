@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from acdc.core.generators import GENERATORS
+from acdc.core.generators.registry import GENERATORS
 from acdc.errors import AcdcError
 from acdc.zoo.data import ZooData
 from acdc.zoo.demo_ioi import DEMO_WORDS

@@ -31,7 +31,7 @@ from acdc.methods.base import Discovery, KeptEdges, Method
 
 if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
     from acdc.methods.acdc.search import Progress
 
 def discover(job: Discovery) -> KeptEdges:

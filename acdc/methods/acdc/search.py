@@ -42,7 +42,7 @@ from acdc.methods.acdc.settings import AcdcSettings
 
 if TYPE_CHECKING:
     from acdc.core.loading import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 @dataclass(frozen=True)
 class Progress:

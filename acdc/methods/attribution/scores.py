@@ -17,7 +17,7 @@ from acdc.methods.attribution.gradients import differentiate, edge_scores
 
 if TYPE_CHECKING:
     from acdc.core.loading import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
 
 def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
