@@ -101,8 +101,8 @@ def test_exact_scores_are_the_slow_references_single_removals(name, metric, abla
                                                               granularity, window):
     tiny = tiny_of(name, window)
     task = task_of(tiny, metric, ablation)
-    circuit = run_method(EXACT, loaded(name), task,
-                         CommonSettings(metric, ablation, granularity), selection=Selection(top_n=5))
+    common = CommonSettings(metric, ablation, granularity)
+    circuit = run_method(EXACT, loaded(name), task, common, selection=Selection(top_n=5))
     model = model_of(name)
     answers = tiny.answers if metric != "kl" else None
 

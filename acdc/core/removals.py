@@ -29,7 +29,8 @@ The arithmetic is `acdc.core.forward`'s; the tests hold the results to the ACDC 
 scores of a search that keeps every edge and to a slow hooked reference, on every model
 family and ablation.
 
->>> removals = SingleRemovals(record(loaded_model, task, graph, "corrupt").patched)  # doctest: +SKIP
+>>> patched = record(loaded_model, task, graph, "corrupt").patched  # doctest: +SKIP
+>>> removals = SingleRemovals(patched)  # doctest: +SKIP
 >>> logits = removals.logits(graph.edges[:3])  # doctest: +SKIP
 """
 
@@ -292,7 +293,8 @@ class SingleRemovals:
         w, lw = self.w, self.w.layers[layer]
         k, batch, width, _ = x.shape
         h = norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-        q, keys, values = forward.qkv_wide(lw, h).flatten(2, 3)  # [heads, k * batch, window, d_head]
+        # [heads, k * batch, window, d_head] each
+        q, keys, values = forward.qkv_wide(lw, h).flatten(2, 3)
         clean = self.qkv[layer]
         keys, values = (self._prefixed(t, clean[i], k) for i, t in ((1, keys), (2, values)))
         keys = forward.rotate(w, lw, keys, self.key_positions)
