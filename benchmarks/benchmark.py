@@ -33,7 +33,11 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    circuit's pass: the projected cost of a whole run, in FPE per edge (wall and CPU time, as
    part 3). `--exact-whole` also runs the whole method and reports its measured time.
 
-5. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
+5. `--hisp` (or `--hisp-only`): HISP on the GPT-2-small-shaped model at the same batch: the
+   differentiated pass (every prompt's gate gradients, which also records the clean run), the
+   ablated run, the final circuit's patched pass, and the whole run, in FPE (wall and CPU).
+
+6. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
    at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
    circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
 
@@ -554,6 +558,84 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
+# --------------------------------------------------------------------------- HISP
+
+
+def bench_gpt2_hisp(batch: int, seq: int, seed: int = 0) -> dict:
+    """HISP's cost on the GPT-2-small shape, by phase (see the module docstring)."""
+    from acdc.core.metrics import build_metric, metric_targets
+    from acdc.core.models import LoadedModel
+    from acdc.core.patching import task_tensors
+    from acdc.core.recordings import CircuitMeter
+    from acdc.core.selection import Selection, edges_among, prune, select_nodes
+    from acdc.core.settings import CommonSettings as Common
+    from acdc.core.tasks import Task
+    from acdc.methods.base import run_method
+    from acdc.methods.hisp import HISP
+    from acdc.methods.hisp.scores import gate_gradients
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    vocab = GPT2_CONFIG["d_vocab"]
+    clean = torch.randint(0, vocab, (batch, seq))
+    corrupt = torch.randint(0, vocab, (batch, seq))
+    answers = torch.randint(0, vocab, (batch, 2))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def measure(fn) -> dict[str, float]:
+        start = {kind: clock() for kind, clock in clocks.items()}
+        fn()
+        return {kind: clock() - start[kind] for kind, clock in clocks.items()}
+
+    def plain_forward() -> dict[str, float]:
+        with torch.inference_mode():
+            times = [measure(lambda: model(clean)) for _ in range(3)]
+        return {kind: statistics.median(t[kind] for t in times) for kind in clocks}
+
+    forward_before = plain_forward()
+    weights = extract_weights(model)
+    tensors = task_tensors(task, "cpu")
+    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+    state: dict = {}
+    def gradients() -> None:
+        state["grads"], state["run"] = gate_gradients(weights, graph, tensors, targets,
+                                                      "logit_diff", batch)
+    phases = {"gradients": measure(gradients)}
+
+    def ablated_run() -> None:
+        with torch.no_grad():
+            state["patched"] = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
+                                            tensors.pos_batch, tensors.pos_index, "corrupt",
+                                            tensors.lengths, state["run"])
+    phases["ablated run"] = measure(ablated_run)
+    patched = state["patched"]
+    metric = build_metric("logit_diff", patched.clean_logits, targets)
+    scores = dict(zip([s.name for s in graph.senders[1:]],
+                      state["grads"].abs().sum(0).tolist(), strict=True))
+    nodes = select_nodes(graph, scores, Selection(top_n=30))
+    kept = prune(graph, edges_among(graph, nodes))
+    state["meter"] = CircuitMeter(patched, metric)
+    phases["final"] = measure(lambda: state["meter"].metric(kept))
+    state.clear()
+    del patched
+    phases["whole"] = measure(lambda: run_method(HISP, loaded, task, Common("logit_diff"),
+                                                 selection=Selection(top_n=30), graph=graph))
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    return {"batch": batch, "seq": seq, "threads": DEFAULT_THREADS, "forward": unit,
+            "forward_runs": [forward_before, forward_after], "phases": phases,
+            "fpe": {name: {kind: value[kind] / unit[kind] for kind in clocks}
+                    for name, value in phases.items()},
+            "peak_rss_mb": peak_rss_mb()}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -660,6 +742,21 @@ def markdown(report: dict) -> str:
             lines.append(f"Whole run measured: {w['wall']:.4f} / {w['cpu']:.4f} FPE per edge "
                          f"({x['whole_s']['wall'] / 60:.1f} min wall).")
         lines.append("")
+    h = report.get("gpt2_hisp")
+    if h:
+        fpe = h["fpe"]
+
+        def cell(name: str) -> str:
+            return f"{fpe[name]['wall']:.2f} / {fpe[name]['cpu']:.2f}"
+
+        lines += [f"HISP on the GPT-2-small shape, batch {h['batch']} x {h['seq']}, logit "
+                  f"difference, corrupt ablation, {h['threads']} threads; plain forward "
+                  f"{h['forward']['wall']:.2f} s wall / {h['forward']['cpu']:.2f} s CPU. FPE as "
+                  f"wall / CPU time:", "",
+                  "| gate gradients (forward + backward, records the clean run) | ablated run "
+                  "| final circuit pass | whole run | peak RSS |", "|---|---|---|---|---|",
+                  f"| {cell('gradients')} | {cell('ablated run')} | {cell('final')} | "
+                  f"**{cell('whole')}** | {h['peak_rss_mb']:.0f} MB |", ""]
     return "\n".join(lines)
 
 
@@ -703,12 +800,24 @@ def main() -> None:
     parser.add_argument("--exact-whole", action="store_true",
                         help="with --exact: also run the whole method (about an hour on 2 CPU "
                              "cores) to check the projection")
+    parser.add_argument("--hisp", action="store_true",
+                        help="also time HISP on the GPT-2 shape (batch and length of "
+                             "--attribution-batch and --attribution-seq)")
+    parser.add_argument("--hisp-only", action="store_true",
+                        help="only the HISP part (writes hisp.json/.md)")
     parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
                         help=argparse.SUPPRESS)  # one part, in this process; prints JSON
     args = parser.parse_args()
     if args.attribution_part:
         print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
                                           args.attribution_seq)))
+        return
+    if args.hisp_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
+        write_report(Path(args.out), "hisp", report)
         return
     if args.exact_only:
         report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
@@ -756,6 +865,9 @@ def main() -> None:
         print("GPT-2 shape, attribution ...", flush=True)
         report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
                                                             args.attribution_seq)
+    if args.hisp:
+        print("GPT-2 shape, HISP ...", flush=True)
+        report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
     if args.exact:
         print("GPT-2 shape, exact edge patching ...", flush=True)
         report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,
