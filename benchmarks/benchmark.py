@@ -528,7 +528,8 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
             for clock in clocks:
                 row[clock] += timed[(layer, kind)][clock] * len(group)
                 total[clock] += timed[(layer, kind)][clock] * len(group)
-        kept = prune(graph, select_edges(graph, [0.0] * len(graph.edges), Selection(top_n=1000)))
+        ranking = torch.rand(len(graph.edges), generator=torch.Generator().manual_seed(seed))
+        kept = prune(graph, select_edges(graph, ranking.tolist(), Selection(top_n=1000)))
         meter = CircuitMeter(patched, metric)
         final = measure(lambda: meter.metric(kept))
         for clock in clocks:
