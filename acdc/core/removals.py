@@ -99,12 +99,12 @@ class SingleRemovals:
         self.first, self.last = changing_positions(pm.delta, pm.pos_index, w.causal)
         window = self.window = slice(self.first, self.last + 1)
         self.delta = pm.delta[:, :, window]  # live - ablated of every sender over the window
-        outputs = self.delta if pm.ablated is None else self.delta + pm.ablated[:, :, window]
-        self.outputs = outputs  # every sender's clean output over the window
+        self.ablated = None if pm.ablated is None else pm.ablated[:, :, window]
         self.pos_batch = pm.pos_batch
         self.pos_local = pm.pos_index - self.first  # metric positions within the window
-        self.window_positions = torch.arange(self.first, self.last + 1, device=outputs.device)
-        self.key_positions = torch.arange(self.last + 1, device=outputs.device)
+        device = self.delta.device
+        self.window_positions = torch.arange(self.first, self.last + 1, device=device)
+        self.key_positions = torch.arange(self.last + 1, device=device)
         self.masks = [mask[window, :self.last + 1] for mask in pm.attention_masks]
         self.hidden = {lw.window: forward.hidden_keys(pm.pos_index, self.last + 1, w.causal,
                                                       lw.window)
@@ -115,20 +115,23 @@ class SingleRemovals:
         self.resid_pre: list[torch.Tensor] = []
         self.resid_mid: list[torch.Tensor] = []
         self.head_sums: list[torch.Tensor] = []
-        x = outputs[0]
+        x = self._output(0)
         for layer, lw in enumerate(w.layers):
             self.resid_pre.append(x)
-            heads = self.graph.sender_of_head(layer, 0)
-            head_sum = outputs[heads:heads + self.n_heads].sum(0)
+            heads = slice(self.graph.sender_of_head(layer, 0),
+                          self.graph.sender_of_head(layer, 0) + self.n_heads)
+            head_sum = self.delta[heads].sum(0)
+            if self.ablated is not None:
+                head_sum = head_sum + self.ablated[heads].sum(0)
             self.head_sums.append(head_sum)
             x = x + forward.attention_out(w, lw, head_sum)
             self.resid_mid.append(x)
             if self.has_mlp:
-                x = self._plus_mlp(lw, x, outputs[self.graph.sender_of_mlp(layer)])
+                x = self._plus_mlp(lw, x, self._output(self.graph.sender_of_mlp(layer)))
         self.final = x[self.pos_batch, self.pos_local]  # [n_positions, d_model]
-        d_model = outputs.shape[-1]
+        d_model = self.delta.shape[-1]
         d_mlp = max((lw.W_in.shape[-1] for lw in w.layers if lw.W_in is not None), default=0)
-        batch, width = outputs.shape[1:3]
+        batch, width = self.delta.shape[1:3]
         per_candidate = max(batch * width * max(d_mlp, 3 * d_model),
                             len(self.pos_batch) * w.W_U.shape[-1])
         self.width = max(1, CANDIDATE_NUMBERS // per_candidate)
@@ -251,7 +254,7 @@ class SingleRemovals:
         out = forward.head_output(lw, z, head)  # [k, batch, window, d] or [k, n_positions, d]
         sender = self.graph.sender_of_head(layer, head)
         pre, head_sum = self.resid_pre[layer], self.head_sums[layer]
-        clean_out = self.outputs[sender]
+        clean_out = self._output(sender)
         if last:
             pre, head_sum, clean_out = (self._at_metric(t) for t in (pre, head_sum, clean_out))
         if w.post_norm:
@@ -262,7 +265,7 @@ class SingleRemovals:
         if self.has_mlp:
             read = pre if w.parallel else mid
             if w.parallel:  # the MLP read the block's input: its output is the clean one
-                mlp_out = self.outputs[self.graph.sender_of_mlp(layer)]
+                mlp_out = self._output(self.graph.sender_of_mlp(layer))
                 mlp_out = self._at_metric(mlp_out) if last else mlp_out
             else:
                 mlp_out = forward.mlp(w, lw, read)
@@ -327,6 +330,12 @@ class SingleRemovals:
         return torch.cat((before.reshape(heads, -1, self.first, d_head), value), dim=2)
 
     # ------------------------------------------------------------------ helpers
+
+    def _output(self, sender: int) -> torch.Tensor:
+        """A sender's clean output over the window [batch, window, d] (made when needed: a copy
+        of every sender's would double the recordings' memory)."""
+        delta = self.delta[sender]
+        return delta if self.ablated is None else delta + self.ablated[sender]
 
     def _plus_mlp(self, lw, x: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
         """The residual after the MLP: x + its output (+ b_out)."""
