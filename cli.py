@@ -957,7 +957,7 @@ def render(
     check_output(target, "--out" if out is not None else "", [circuit_json])
     with new_directories(target.parent):
         written = render_dot(source, target, file_format)
-    typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} edges kept)")
+    typer.echo(f"wrote {written} ({_node_words(circuit)}{circuit.size()} kept)")
 
 
 # --------------------------------------------------------------------------- export
@@ -999,11 +999,21 @@ def export(
         from acdc.core.mib import mib_edge_counts
 
         kept, total = mib_edge_counts(circuit)
-        typer.echo(f"wrote {written} ({kept} of {total} edges in_graph: MIB counts the "
-                   f"residual edges only)")
+        size = f"{kept} of {total} edges in_graph: MIB counts the residual edges only"
     else:
-        typer.echo(f"wrote {written} ({circuit.n_edges_kept} of {len(circuit.graph.edges)} "
-                   f"edges kept)")
+        size = f"{circuit.size()} kept"
+    typer.echo(f"wrote {written} ({_node_words(circuit)}{size})")
+
+
+def _node_words(circuit) -> str:
+    """`node circuit: 3 of 6 heads and MLPs, ` for a node circuit, else nothing."""
+    if circuit.level != "node":
+        return ""
+    from acdc.core.selection import kept_nodes, scored_nodes
+
+    graph = circuit.graph
+    return (f"node circuit: {len(kept_nodes(graph, circuit.kept))} of "
+            f"{len(scored_nodes(graph))} heads and MLPs, ")
 
 
 # --------------------------------------------------------------------------- report
@@ -1059,7 +1069,8 @@ def compare(
 ) -> None:
     """Compare two circuits (edges and nodes in both / only in one, Jaccard, a drawing of the
     union), score circuits against a reference (TPR, FPR, precision at edge and node level),
-    and draw a sweep's ROC curve against the reference with its AUC."""
+    and draw the ROC curve and AUC of a sweep, or of a circuit's ranking (its edge or node
+    scores, every cut), against the reference."""
     from acdc.evaluation.summary import summarize, write_outputs
 
     summary = summarize([a] if b is None else [a, b], reference)
@@ -1075,7 +1086,7 @@ def _rate(value: float | None) -> str:
 
 def _comparison_lines(summary) -> list[str]:
     from acdc.evaluation.sources import Sweep
-    from acdc.evaluation.summary import SweepScores, describe
+    from acdc.evaluation.summary import RankingScores, SweepScores, describe
     from acdc.export.dot import circuit_title
 
     lines = []
@@ -1086,8 +1097,10 @@ def _comparison_lines(summary) -> list[str]:
             lines.append(f"{item.key} {item.name}: sweep of {len(thresholds)} threshold(s), "
                          f"{min(thresholds):g} to {max(thresholds):g}")
         else:
-            lines.append(f"{item.key} {item.name}: {info['edges']} edges, {info['nodes']} nodes "
-                         f"({circuit_title(item.value)})")
+            level = (" (a node circuit: every edge among its nodes)" if info["level"] == "node"
+                     else "")
+            lines.append(f"{item.key} {item.name}: {info['edges']} edges, {info['nodes']} nodes"
+                         f"{level} ({circuit_title(item.value)})")
     if summary.pair is not None:
         for level, part in (("edges", summary.pair.edges), ("nodes", summary.pair.nodes)):
             jaccard = "-" if part.jaccard is None else f"{part.jaccard:.3f}"
@@ -1108,6 +1121,12 @@ def _comparison_lines(summary) -> list[str]:
                          f"(pessimistic staircase)")
             for run, run_scores in zip(item.value.runs, scores.runs, strict=True):
                 rows.append((f"{item.key} tau {run.threshold:g}", *_score_cells(run_scores)))
+        elif isinstance(scores, RankingScores):
+            node_auc = "undefined" if scores.node is None else f"{scores.node.auc:.3f}"
+            lines.append(f"{item.key} ROC AUC of its {scores.ranked} ranking: edges "
+                         f"{scores.edge.auc:.3f}, nodes {node_auc} (every cut, pessimistic "
+                         f"staircase)")
+            rows.append((item.key, *_score_cells(scores.circuit)))
         else:
             rows.append((item.key, *_score_cells(scores)))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -1150,7 +1169,8 @@ def evaluate(
         help="Model precision. Default: the run's, else float32.")] = None,
     curve: Annotated[bool, typer.Option(
         "--curve", help="Also evaluate the faithfulness curve of the edges ranked by |score| at "
-                        "the MIB fractions of the edges (CPR, CMD; plotted as SVG and PNG).")
+                        "the MIB fractions of the edges (a node circuit: of its heads and MLPs, "
+                        "every edge among the top ones; CPR, CMD; plotted as SVG and PNG).")
     ] = False,
     ranking: Annotated[Path | None, typer.Option(
         metavar="SWEEP_DIR",
@@ -1164,7 +1184,12 @@ def evaluate(
     """Evaluate a circuit: the metrics of the full model, the empty circuit, the circuit and
     its complement, and the normalised faithfulness f(C), for every metric the task supports;
     writes evaluation.json beside the circuit."""
-    from acdc.evaluation.evaluate import prepare_evaluation, run_evaluation, write_evaluation
+    from acdc.evaluation.evaluate import (
+        node_counts,
+        prepare_evaluation,
+        run_evaluation,
+        write_evaluation,
+    )
 
     metrics = ([m.strip() for item in metric for m in item.split(",") if m.strip()]
                if metric else None)
@@ -1175,9 +1200,12 @@ def evaluate(
         ranking=ranking)
     status = _Status(quiet)
     circuit = job.circuit
-    status.say(f"circuit {job.circuit_path}: {circuit.n_edges_kept} of {len(circuit.graph.edges)} "
-               f"edges; task {job.spec.name} ({job.spec.n_prompts} prompts), ablation "
-               f"{job.ablation}")
+    nodes = node_counts(circuit)
+    kind = "node circuit: " if circuit.level == "node" else ""
+    status.say(f"circuit {job.circuit_path}: {kind}{nodes['n_nodes_kept']} of "
+               f"{nodes['n_nodes_total']} heads and MLPs, {circuit.n_edges_kept} of "
+               f"{len(circuit.graph.edges)} edges; task {job.spec.name} ({job.spec.n_prompts} "
+               f"prompts), ablation {job.ablation}")
     status.say(f"loading model {job.model} ...")
     outcome = run_evaluation(job, threads=threads)
     for line in _evaluation_table(outcome.evaluation):

@@ -25,7 +25,19 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    (`--attribution-part`), so that each peak resident set size is its own; the model's own
    resident size (measured right after it is built) is reported apart.
 
-4. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
+4. `--exact` (or `--exact-only`): exact edge patching (`circuit discover --method exact`) on the
+   GPT-2-small-shaped model at batch `--attribution-batch` x `--attribution-seq` (50 x 16),
+   logit difference: one pass (a chunk of candidates) timed for every kind of receiver of
+   every layer (a head's q, k and v inputs, the MLP, the logits, the direct q/k/v edges),
+   each receiver's passes priced from its layer and kind, plus the recordings and the final
+   circuit's pass: the projected cost of a whole run, in FPE per edge (wall and CPU time, as
+   part 3). `--exact-whole` also runs the whole method and reports its measured time.
+
+5. `--hisp` (or `--hisp-only`): HISP on the GPT-2-small-shaped model at the same batch: the
+   differentiated pass (every prompt's gate gradients, which also records the clean run), the
+   ablated run, the final circuit's patched pass, and the whole run, in FPE (wall and CPU).
+
+6. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
    at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
    circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
 
@@ -444,6 +456,193 @@ def bench_gpt2_attribution(batch: int, seq: int) -> dict:
     return rows
 
 
+# --------------------------------------------------------------------------- exact patching
+
+
+def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
+    """Exact edge patching's cost on the GPT-2-small shape (see the module docstring)."""
+    from acdc.core.metrics import metric_targets
+    from acdc.core.recordings import CircuitMeter, record
+    from acdc.core.removals import SingleRemovals, receiver_groups
+    from acdc.core.selection import Selection, prune, select_edges
+    from acdc.core.tasks import Task
+    from acdc.methods.base import run_method
+    from acdc.methods.exact import EXACT
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    vocab = GPT2_CONFIG["d_vocab"]
+    clean = torch.randint(0, vocab, (batch, seq))
+    corrupt = torch.randint(0, vocab, (batch, seq))
+    answers = torch.randint(0, vocab, (batch, 2))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
+    from acdc.core.models import LoadedModel
+
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def measure(fn) -> dict[str, float]:
+        start = {kind: clock() for kind, clock in clocks.items()}
+        fn()
+        return {kind: clock() - start[kind] for kind, clock in clocks.items()}
+
+    def plain_forward() -> dict[str, float]:
+        with torch.inference_mode():
+            times = [measure(lambda: model(clean)) for _ in range(3)]
+        return {kind: statistics.median(t[kind] for t in times) for kind in clocks}
+
+    forward_before = plain_forward()
+    state: dict = {}
+    with torch.inference_mode():
+        setup = measure(lambda: state.update(patched=record(loaded, task, graph, "corrupt")
+                                             .patched))
+        patched = state["patched"]
+        targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+        from acdc.core.metrics import build_metric
+
+        metric = build_metric("logit_diff", patched.clean_logits, targets)
+        made = measure(lambda: state.update(removals=SingleRemovals(patched)))
+        removals = state["removals"]
+        width = removals.width
+        groups = receiver_groups(graph)
+
+        def kind_of(group) -> tuple[int, str]:
+            edge = group[0]
+            r = edge.receiver
+            if edge.kind == "direct":
+                return r.layer, f"direct {edge.qkv}"
+            return r.layer, r.qkv or r.kind
+
+        timed: dict[tuple[int, str], dict[str, float]] = {}
+        for group in groups:
+            key = kind_of(group)
+            if key not in timed:
+                chunk = group[:width]
+                cost = measure(lambda chunk=chunk: metric(removals.logits(chunk)).tolist())
+                timed[key] = {kind: value / len(chunk) for kind, value in cost.items()}
+        by_layer: dict[int, dict] = {}
+        total = {kind: setup[kind] + made[kind] for kind in clocks}
+        for group in groups:
+            layer, kind = kind_of(group)
+            row = by_layer.setdefault(layer, {"edges": 0, **{k: 0.0 for k in clocks}})
+            row["edges"] += len(group)
+            for clock in clocks:
+                row[clock] += timed[(layer, kind)][clock] * len(group)
+                total[clock] += timed[(layer, kind)][clock] * len(group)
+        ranking = torch.rand(len(graph.edges), generator=torch.Generator().manual_seed(seed))
+        kept = prune(graph, select_edges(graph, ranking.tolist(), Selection(top_n=1000)))
+        meter = CircuitMeter(patched, metric)
+        final = measure(lambda: meter.metric(kept))
+        for clock in clocks:
+            total[clock] += final[clock]
+    measured = None
+    if whole:
+        from acdc.core.settings import CommonSettings as Common
+
+        measured = measure(lambda: run_method(EXACT, loaded, task, Common("logit_diff", "corrupt"),
+                                           selection=Selection(top_n=1000), graph=graph))
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    n_edges = len(graph.edges)
+    layers = [{"layer": layer, "edges": row["edges"],
+               **{f"fpe_per_edge_{clock}": row[clock] / unit[clock] / row["edges"]
+                  for clock in clocks}}
+              for layer, row in sorted(by_layer.items(), reverse=True)]
+    return {"batch": batch, "seq": seq, "threads": DEFAULT_THREADS, "edges": n_edges,
+            "width": width, "forward": unit, "forward_runs": [forward_before, forward_after],
+            "setup_fpe": {clock: (setup[clock] + made[clock]) / unit[clock] for clock in clocks},
+            "final_fpe": {clock: final[clock] / unit[clock] for clock in clocks},
+            "projected_s": total, "layers": layers,
+            "fpe_per_edge": {clock: total[clock] / unit[clock] / n_edges for clock in clocks},
+            "whole_s": measured,
+            "whole_fpe_per_edge": None if measured is None else {
+                clock: measured[clock] / unit[clock] / n_edges for clock in clocks},
+            "peak_rss_mb": peak_rss_mb()}
+
+
+# --------------------------------------------------------------------------- HISP
+
+
+def bench_gpt2_hisp(batch: int, seq: int, seed: int = 0) -> dict:
+    """HISP's cost on the GPT-2-small shape, by phase (see the module docstring)."""
+    from acdc.core.metrics import build_metric, metric_targets
+    from acdc.core.models import LoadedModel
+    from acdc.core.patching import task_tensors
+    from acdc.core.recordings import CircuitMeter
+    from acdc.core.selection import Selection, edges_among, prune, select_nodes
+    from acdc.core.settings import CommonSettings as Common
+    from acdc.core.tasks import Task
+    from acdc.methods.base import run_method
+    from acdc.methods.hisp import HISP
+    from acdc.methods.hisp.scores import gate_gradients
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    vocab = GPT2_CONFIG["d_vocab"]
+    clean = torch.randint(0, vocab, (batch, seq))
+    corrupt = torch.randint(0, vocab, (batch, seq))
+    answers = torch.randint(0, vocab, (batch, 2))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def measure(fn) -> dict[str, float]:
+        start = {kind: clock() for kind, clock in clocks.items()}
+        fn()
+        return {kind: clock() - start[kind] for kind, clock in clocks.items()}
+
+    def plain_forward() -> dict[str, float]:
+        with torch.inference_mode():
+            times = [measure(lambda: model(clean)) for _ in range(3)]
+        return {kind: statistics.median(t[kind] for t in times) for kind in clocks}
+
+    forward_before = plain_forward()
+    weights = extract_weights(model)
+    tensors = task_tensors(task, "cpu")
+    targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers)
+    state: dict = {}
+    def gradients() -> None:
+        state["grads"], state["run"] = gate_gradients(weights, graph, tensors, targets,
+                                                      "logit_diff", batch)
+    phases = {"gradients": measure(gradients)}
+
+    def ablated_run() -> None:
+        with torch.no_grad():
+            state["patched"] = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
+                                            tensors.pos_batch, tensors.pos_index, "corrupt",
+                                            tensors.lengths, state["run"])
+    phases["ablated run"] = measure(ablated_run)
+    patched = state["patched"]
+    metric = build_metric("logit_diff", patched.clean_logits, targets)
+    scores = dict(zip([s.name for s in graph.senders[1:]],
+                      state["grads"].abs().sum(0).tolist(), strict=True))
+    nodes = select_nodes(graph, scores, Selection(top_n=30))
+    kept = prune(graph, edges_among(graph, nodes))
+    state["meter"] = CircuitMeter(patched, metric)
+    phases["final"] = measure(lambda: state["meter"].metric(kept))
+    state.clear()
+    del patched
+    phases["whole"] = measure(lambda: run_method(HISP, loaded, task, Common("logit_diff"),
+                                                 selection=Selection(top_n=30), graph=graph))
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    return {"batch": batch, "seq": seq, "threads": DEFAULT_THREADS, "forward": unit,
+            "forward_runs": [forward_before, forward_after], "phases": phases,
+            "fpe": {name: {kind: value[kind] / unit[kind] for kind in clocks}
+                    for name, value in phases.items()},
+            "peak_rss_mb": peak_rss_mb()}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -527,6 +726,44 @@ def markdown(report: dict) -> str:
                          f"| {cell('final')} | {cell('whole')} | {r['peak_rss_mb']:.0f} MB "
                          f"| {r['memory_vs_cache']:.2f}x | {r['activations_vs_cache']:.2f}x |")
         lines.append("")
+    x = report.get("gpt2_exact")
+    if x:
+        f = x["fpe_per_edge"]
+        lines += [f"Exact edge patching on the GPT-2-small shape, batch {x['batch']} x "
+                  f"{x['seq']}, logit difference, corrupt ablation, {x['edges']} edges, "
+                  f"{x['threads']} threads, {x['width']} candidates per pass; plain forward "
+                  f"{x['forward']['wall']:.2f} s wall / {x['forward']['cpu']:.2f} s CPU. One pass "
+                  f"per kind of receiver and layer timed, every receiver priced from it. FPE "
+                  f"as wall / CPU time:", "",
+                  "| receiver layer | edges | FPE per edge |", "|---|---|---|"]
+        for row in x["layers"]:
+            name = "logits" if row["layer"] == GPT2_CONFIG["n_layers"] else row["layer"]
+            lines.append(f"| {name} | {row['edges']} | {row['fpe_per_edge_wall']:.4f} / "
+                         f"{row['fpe_per_edge_cpu']:.4f} |")
+        lines += ["", f"Projected whole run: **{f['wall']:.4f} / {f['cpu']:.4f} FPE per edge** "
+                  f"({x['projected_s']['wall'] / 60:.1f} min wall), recordings "
+                  f"{x['setup_fpe']['wall']:.1f} FPE, final circuit pass "
+                  f"{x['final_fpe']['wall']:.1f} FPE; peak RSS {x['peak_rss_mb']:.0f} MB."]
+        if x["whole_fpe_per_edge"] is not None:
+            w = x["whole_fpe_per_edge"]
+            lines.append(f"Whole run measured: {w['wall']:.4f} / {w['cpu']:.4f} FPE per edge "
+                         f"({x['whole_s']['wall'] / 60:.1f} min wall).")
+        lines.append("")
+    h = report.get("gpt2_hisp")
+    if h:
+        fpe = h["fpe"]
+
+        def cell(name: str) -> str:
+            return f"{fpe[name]['wall']:.2f} / {fpe[name]['cpu']:.2f}"
+
+        lines += [f"HISP on the GPT-2-small shape, batch {h['batch']} x {h['seq']}, logit "
+                  f"difference, corrupt ablation, {h['threads']} threads; plain forward "
+                  f"{h['forward']['wall']:.2f} s wall / {h['forward']['cpu']:.2f} s CPU. FPE as "
+                  f"wall / CPU time:", "",
+                  "| gate gradients (forward + backward, records the clean run) | ablated run "
+                  "| final circuit pass | whole run | peak RSS |", "|---|---|---|---|---|",
+                  f"| {cell('gradients')} | {cell('ablated run')} | {cell('final')} | "
+                  f"**{cell('whole')}** | {h['peak_rss_mb']:.0f} MB |", ""]
     return "\n".join(lines)
 
 
@@ -562,12 +799,40 @@ def main() -> None:
                         help="only the attribution part (writes attribution.json/.md)")
     parser.add_argument("--attribution-batch", type=int, default=50)
     parser.add_argument("--attribution-seq", type=int, default=16)
+    parser.add_argument("--exact", action="store_true",
+                        help="also time exact edge patching on the GPT-2 shape (batch and "
+                             "length of --attribution-batch and --attribution-seq)")
+    parser.add_argument("--exact-only", action="store_true",
+                        help="only the exact-patching part (writes exact.json/.md)")
+    parser.add_argument("--exact-whole", action="store_true",
+                        help="with --exact: also run the whole method (about an hour on 2 CPU "
+                             "cores) to check the projection")
+    parser.add_argument("--hisp", action="store_true",
+                        help="also time HISP on the GPT-2 shape (batch and length of "
+                             "--attribution-batch and --attribution-seq)")
+    parser.add_argument("--hisp-only", action="store_true",
+                        help="only the HISP part (writes hisp.json/.md)")
     parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
                         help=argparse.SUPPRESS)  # one part, in this process; prints JSON
     args = parser.parse_args()
     if args.attribution_part:
         print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
                                           args.attribution_seq)))
+        return
+    if args.hisp_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
+        write_report(Path(args.out), "hisp", report)
+        return
+    if args.exact_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,
+                                                args.exact_whole)
+        write_report(Path(args.out), "exact", report)
         return
     if args.attribution_only:
         report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
@@ -607,6 +872,13 @@ def main() -> None:
         print("GPT-2 shape, attribution ...", flush=True)
         report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
                                                             args.attribution_seq)
+    if args.hisp:
+        print("GPT-2 shape, HISP ...", flush=True)
+        report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
+    if args.exact:
+        print("GPT-2 shape, exact edge patching ...", flush=True)
+        report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,
+                                                args.exact_whole)
     write_report(Path(args.out), "benchmark", report)
 
 

@@ -19,9 +19,11 @@ Per method: the run time (the method alone, the model loaded and the task tokeni
 the run at the default threshold, and the sweep's time beside it), the faithfulness curve of
 its ranking (f for KL and for the task's measure at the MIB fractions, pruned, CPR and CMD;
 `CircuitEvaluator.curve`), and the pessimistic ROC AUC of the ranking against the ACDC circuit
-at the task's default threshold: one point per MIB fraction (the top-k edges, unpruned), plus
-(0, 0) and (1, 1) (ACDC's own AUC is of its sweep ranking against its own circuit, so high by
-construction). And f of each method's circuit of the ACDC circuit's size (top-n, pruned).
+at the task's default threshold: every cut of the ranking (`acdc.evaluation.roc.ranking_roc`,
+as `circuit compare RUN --reference X` computes it: the top-k edges, unpruned, cut between
+different |scores|), plus (0, 0) and (1, 1) (ACDC's own AUC is of its sweep ranking against its
+own circuit, so high by construction). And f of each method's circuit of the ACDC circuit's
+size (top-n, pruned).
 
 Ties: a sweep's rank scores take 13 values, and the many edges tied at the top (kept at every
 threshold, +inf) are taken in graph order, so ACDC's top-k at small fractions is often an
@@ -46,21 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acdc.core.loading import load_model  # noqa: E402
-from acdc.core.selection import Selection, residual_edges, select_edges  # noqa: E402
+from acdc.core.selection import Selection  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
-from acdc.evaluation.compare import confusion  # noqa: E402
 from acdc.evaluation.faithfulness import (  # noqa: E402
-    MIB_FRACTIONS,
     CircuitEvaluator,
     FaithfulnessCurve,
-    edges_at,
     ranking_from_scores,
     ranking_scores,
 )
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
-from acdc.evaluation.roc import RocPoint, roc_curve  # noqa: E402
+from acdc.evaluation.roc import ranking_roc  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
 from acdc.methods.base import run_method  # noqa: E402
@@ -79,17 +78,10 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def ranking_roc(graph, ranking, reference, n_edges: int) -> dict:
-    """The pessimistic ROC AUC of the top-k edges of `ranking` at the MIB fractions."""
+def ranking_auc(graph, ranking, reference, n_edges: int) -> dict:
+    """The pessimistic ROC of every cut of `ranking` (`acdc.evaluation.roc.ranking_roc`)."""
     scores, _ = ranking_scores(ranking, n_edges)
-    points = []
-    for fraction in MIB_FRACTIONS:
-        top_n = edges_at(fraction, len(residual_edges(graph)))
-        kept = select_edges(graph, scores, Selection(top_n=top_n))
-        counts = confusion(graph, kept, reference)
-        assert counts.fpr is not None and counts.tpr is not None
-        points.append(RocPoint(counts.fpr, counts.tpr, fraction))
-    return roc_curve(points).to_json()
+    return ranking_roc(graph, reference, "edge", edge_scores=scores).to_json()
 
 
 def curve_json(curve: FaithfulnessCurve, metrics: list[str]) -> dict:
@@ -138,7 +130,7 @@ def bench_task(spec, thresholds: tuple[float, ...]) -> dict:
         rows[name] = {"seconds": seconds[name], **curve_json(curve, metrics),
                       "at_acdc_size": {"n_edges_kept": circuits[name].n_edges_kept,
                                        **{m: at_size.metrics[m].faithfulness for m in metrics}},
-                      "roc": ranking_roc(graph, rankings[name], reference, n_edges)}
+                      "roc": ranking_auc(graph, rankings[name], reference, n_edges)}
     rows["ACDC"]["rank_scores"] = [encode_score(s) for s in acdc_scores]
     rows["ACDC"]["sweep_seconds"] = sweep_s
     return {"task": spec.name, "model": Path(spec.model).name, "edges": n_edges,
@@ -184,8 +176,8 @@ def markdown(report: dict) -> str:
              f"its curve and AUC use the rank scores of a sweep over {report['grid']} "
              "(13 thresholds). EAP and EAP-IG (5 steps): the task's measure as the metric. "
              "Time: the method alone (model loaded, task tokenised). CPR/CMD: the faithfulness "
-             "curve at the MIB fractions (pruned). AUC: pessimistic ROC AUC of the ranking's "
-             "top-k edges at the MIB fractions against the ACDC circuit at the default threshold.",
+             "curve at the MIB fractions (pruned). AUC: pessimistic ROC AUC of every cut of the "
+             "ranking (top-k edges) against the ACDC circuit at the default threshold.",
              "f at ACDC's size: the method's circuit of as many edges as ACDC's at the default "
              "threshold (top-n by |score|, then pruned: edges left), f for KL / the task's "
              "measure.",

@@ -144,7 +144,7 @@ def test_memory_estimate_counts_the_ungrouped_key_value_weights():
 def test_changing_positions_span_first_difference_to_last_metric_position():
     """The window the incremental engine works in: from the first position where any sender's
     delta is non-zero (or an earlier metric position) to the last metric position."""
-    from acdc.methods.acdc.propagation import changing_positions
+    from acdc.core.removals import changing_positions
 
     delta = torch.zeros(3, 2, 10, 4)  # senders, prompts, positions, d_model
     delta[2, 1, 6, 0] = 1e-30  # the smallest difference counts
@@ -159,7 +159,7 @@ def test_changing_positions_span_first_difference_to_last_metric_position():
 def test_changing_positions_are_every_position_under_bidirectional_attention():
     """Later keys reach the metric positions and earlier queries read later keys: with
     bidirectional attention no position is left out, whatever delta and the positions say."""
-    from acdc.methods.acdc.propagation import changing_positions
+    from acdc.core.removals import changing_positions
 
     delta = torch.zeros(3, 2, 10, 4)
     delta[1, 0, 8] = 1.0

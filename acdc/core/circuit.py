@@ -255,8 +255,8 @@ def _read_node_scores(value: Any, graph: Graph, source: str
 
 def from_mib(data: Mapping[str, Any], source: str = "MIB file") -> Circuit:
     """A circuit from a MIB circuit file's dictionary (`acdc.core.mib`)."""
-    graph, kept, scores, settings = read_mib(data, source)
-    return Circuit(graph, kept, scores, settings, {})
+    graph, kept, scores, settings, node_scores = read_mib(data, source)
+    return Circuit(graph, kept, scores, settings, {}, node_scores)
 
 
 READERS: dict[str, Callable[[dict[str, Any], str], Circuit]] = {FORMAT: _read_v1,

@@ -14,6 +14,8 @@ feed these functions:
   any layer.
 - `propagation.IncrementalPatcher`: the same patched forward, recomputing one head or MLP at a
   time, often at the metric positions only, with a leading dimension for candidate circuits.
+- `removals.SingleRemovals`: the ordinary forward pass after one node's change, for many
+  candidates at once (`qkv_wide` and `heads_sum`: one wide matrix product each, for many rows).
 
 The engine calls these functions thousands of times per run on small tensors, so each keeps
 the exact operations the engine was tuned and verified with: fused `F.layer_norm` /
@@ -135,6 +137,28 @@ def qkv(lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
         xi = x[i if x.shape[0] == 3 else 0].reshape(-1, batch * n_pos, d_model)
         out.append((torch.matmul(xi, W) + b[:, None, :]).view(W.shape[0], batch, n_pos, -1))
     return torch.stack(out)
+
+
+def qkv_wide(lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+    """q, k, v of every head from one normalised input x [..., d_model] read by all of them:
+    [3, n_heads, ..., d_head], from one matrix product with the three projections side by
+    side (for many rows, faster than `qkv`'s product per head; the same values to rounding)."""
+    lead, d_model = x.shape[:-1], x.shape[-1]
+    weights = torch.stack([W for W, _ in projections(lw)])  # [3, heads, d_model, d_head]
+    n_heads, d_head = weights.shape[1], weights.shape[-1]
+    wide = weights.permute(2, 0, 1, 3).reshape(d_model, -1)
+    bias = torch.stack([b for _, b in projections(lw)]).reshape(-1)
+    out = torch.addmm(bias, x.reshape(-1, d_model), wide)  # [rows, 3 * heads * d_head]
+    return out.view(-1, 3, n_heads, d_head).permute(1, 2, 0, 3).reshape(
+        3, n_heads, *lead, d_head)
+
+
+def heads_sum(lw: LayerWeights, z: torch.Tensor) -> torch.Tensor:
+    """The sum of every head's output `z @ W_O` (no `b_O`): z [n_heads, ..., d_head] ->
+    [..., d_model], one matrix product over heads and d_head together."""
+    n_heads, lead, d_head = z.shape[0], z.shape[1:-1], z.shape[-1]
+    flat = z.reshape(n_heads, -1, d_head).permute(1, 0, 2).reshape(-1, n_heads * d_head)
+    return (flat @ lw.W_O.reshape(n_heads * d_head, -1)).view(*lead, -1)
 
 
 def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tensor:

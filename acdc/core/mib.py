@@ -32,6 +32,11 @@ two graphs do not share:
 - Node flags. A node is `in_graph` when it touches a kept residual edge (its q/k/v inputs
   count as the head); `logits` is always in the graph, as EAP-IG writes it. Reading ignores
   the node flags: the edges say which nodes a circuit uses.
+- Node circuits. A circuit chosen as a set of heads and MLPs (HISP: every edge among them)
+  writes each scored head's and MLP's `score` in its node entry, as EAP-IG's node-level
+  graphs do; its nodes `in_graph` are exactly the set (each touches its edge from `input`).
+  A file whose head or MLP entries carry a numeric `score` reads back as a node circuit with
+  those scores (its edges, as always, from the edge flags).
 
 `d_model` is not part of a circuit; the caller supplies it (`circuit export` reads it from the
 run's model configuration).
@@ -125,19 +130,30 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
         value = 0.0 if score is None else float(score)
         for name in _mib_edges(edge, graph):
             edges[name] = {"score": value, "in_graph": bool(kept)}
-    nodes = {name: {"in_graph": name in touched or name == "logits"}
-             for name in graph.node_names() if "<" not in name}
+    node_scores = circuit.node_scores or {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for name in graph.node_names():
+        if "<" in name:
+            continue
+        nodes[name] = {"in_graph": name in touched or name == "logits"}
+        score = node_scores.get(name)
+        if score is not None:
+            if not math.isfinite(score):
+                raise GraphError(f"node {name!r} has score {score}; a MIB file holds finite "
+                                 f"numbers only")
+            nodes[name]["score"] = float(score)
     return {"cfg": {"n_layers": graph.n_layers, "n_heads": graph.n_heads,
                     "parallel_attn_mlp": graph.shape.parallel_attn_mlp, "d_model": d_model},
             "nodes": nodes, "edges": edges}
 
 
 def read_mib(data: Mapping[str, Any], source: str = "MIB file"
-             ) -> tuple[Graph, tuple[bool, ...], tuple[float | None, ...], dict[str, Any]]:
-    """The graph, kept flags, scores and settings of a `qkv` circuit from a MIB circuit file's
-    dictionary, checked against the graph its `cfg` describes (sequential or parallel blocks):
-    every residual edge must be there, and nothing else. `acdc.core.circuit.from_mib` makes
-    the `Circuit`."""
+             ) -> tuple[Graph, tuple[bool, ...], tuple[float | None, ...], dict[str, Any],
+                        dict[str, float | None] | None]:
+    """The graph, kept flags, scores, settings and node scores (None: an edge circuit) of a
+    `qkv` circuit from a MIB circuit file's dictionary, checked against the graph its `cfg`
+    describes (sequential or parallel blocks): every residual edge must be there, and nothing
+    else. `acdc.core.circuit.from_mib` makes the `Circuit`."""
     cfg = data.get("cfg")
     if not isinstance(cfg, Mapping):
         raise GraphError(f"{source}: a MIB circuit file needs a 'cfg' object")
@@ -191,4 +207,23 @@ def read_mib(data: Mapping[str, Any], source: str = "MIB file"
         kept[edge.index] = entry["in_graph"]
     settings = {"method": "mib", "granularity": "qkv",
                 "mib_cfg": {key: cfg.get(key) for key in CFG_KEYS}}
-    return graph, tuple(with_direct_edges(graph, kept)), tuple(scores), settings
+    return graph, tuple(with_direct_edges(graph, kept)), tuple(scores), settings, _node_scores(
+        data.get("nodes"), graph, source)
+
+
+def _node_scores(nodes: Any, graph: Graph, source: str) -> dict[str, float | None] | None:
+    """The heads' and MLPs' `score` entries of a node-level file (None when none has one)."""
+    if not isinstance(nodes, Mapping):
+        return None
+    units = [s.name for s in graph.senders if s.kind != "input"]
+    scores: dict[str, float | None] = {}
+    for name in units:
+        entry = nodes.get(name)
+        score = entry.get("score") if isinstance(entry, Mapping) else None
+        if score is None:
+            continue
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(
+                score):
+            raise GraphError(f"{source}: node {name!r} has score {score!r}; use a number")
+        scores[name] = float(score)
+    return scores or None

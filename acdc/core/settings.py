@@ -41,6 +41,12 @@ METRIC_INPUTS: dict[str, str] = {
 positions, the task's answer and wrong-answer tokens, or the clean prompt's next token. Every
 metric is lower-is-better."""
 NEEDS_ANSWER_AND_WRONG = frozenset({"logit_diff", "prob_diff"})
+ZERO_GRADIENT: dict[str, str] = {
+    "kl": "KL to the clean run has zero gradient at the clean run itself",
+    "l2": "the distance to the clean run's logits has zero gradient at the clean run itself",
+}
+"""Metrics whose gradient vanishes at the clean run: a method differentiating there (EAP,
+HISP) would score everything 0 with them."""
 ABLATIONS: tuple[str, ...] = ("corrupt", "zero", "mean", "mean-positional")
 UNRECORDED = {"recorded": False}  # field metadata: a knob that never changes a result
 

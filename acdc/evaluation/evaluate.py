@@ -10,7 +10,8 @@ Three calls, as for a run (`acdc.run`), each usable from Python as from the CLI:
    else the task file. The graph's granularity is the circuit's own.
 2. `run_evaluation(job, curve=...)`: load the model, tokenise the task, evaluate the circuit
    (`acdc.evaluation.faithfulness`), and with `curve` its faithfulness curve over the edges
-   ranked by the circuit's scores.
+   ranked by the circuit's scores (a node circuit's: the top heads and MLPs by their scores,
+   every edge among them).
 3. `write_evaluation(job, outcome)`: `evaluation.json` (format `evaluation/1`) and, with a
    curve, its plot as SVG and PNG (`<out stem>-curve.svg`/`.png`).
 
@@ -54,6 +55,15 @@ EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
 ACDC_RANKING = "ACDC scores (the metric change when an edge was tested), untested edges last"
 SWEEP_RANKING = "rank scores (the largest threshold that keeps an edge)"
+NODE_RANKING = "node scores (the top heads and MLPs by |score|, every edge among them)"
+
+
+def own_ranking(circuit: Circuit) -> str:
+    """What a circuit's own scores rank, in words (a curve's ranking)."""
+    if circuit.level == "node":
+        return f"{circuit.settings.get('method', 'the')} {NODE_RANKING}"
+    method = circuit.settings.get("method", "acdc")
+    return ACDC_RANKING if method == "acdc" else f"{method} scores, by |score|"
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,11 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
         graph, scores = sweep_ranking(ranking)
         check_same_graph(circuit.graph, graph, str(circuit_path), f"sweep {ranking}")
         ranked, curve = tuple(scores), True
-    elif curve and all(score is None for score in circuit.scores):
+    elif curve and circuit.level == "node" and not any(
+            s is not None for s in (circuit.node_scores or {}).values()):
+        raise AcdcError(f"{circuit_path}: no head or MLP has a score, so there is no ranking to "
+                        f"draw a curve from; leave out --curve")
+    elif curve and circuit.level == "edge" and all(score is None for score in circuit.scores):
         raise AcdcError(f"{circuit_path}: no edge has a score, so there is no ranking to draw a "
                         f"curve from; leave out --curve")
     if out is None:  # a MIB file exported into a run directory keeps the run's own results
@@ -208,7 +222,7 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
                          task_file=task_file(spec), model=model, ablation=ablation, seed=seed,
                          device=device, dtype=dtype, metrics=metrics, out=out,
                          run_yaml=run_yaml, same_as_run=same, curve=curve, ranking=ranked,
-                         ranking_name=ACDC_RANKING if ranked is None else
+                         ranking_name=own_ranking(circuit) if ranked is None else
                          f"{SWEEP_RANKING} of {ranking}")
 
 
@@ -235,8 +249,13 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     start = time.perf_counter()
     evaluator = CircuitEvaluator(loaded, task, job.circuit.graph, job.ablation, job.metrics)
     evaluation = evaluator.evaluate(job.circuit.kept)
-    ranking = job.ranking if job.ranking is not None else ranking_from_scores(job.circuit.scores)
-    curve = evaluator.curve(ranking, MIB_FRACTIONS) if job.curve else None
+    curve = None
+    if job.curve and job.ranking is None and job.circuit.level == "node":
+        curve = evaluator.curve(node_scores=job.circuit.node_scores)
+    elif job.curve:
+        ranking = (job.ranking if job.ranking is not None
+                   else ranking_from_scores(job.circuit.scores))
+        curve = evaluator.curve(ranking, MIB_FRACTIONS)
     seconds = time.perf_counter() - start
     check = run_metric_check(job.circuit, evaluation)
     if check is not None and not check.agrees and job.same_as_run:
@@ -283,11 +302,21 @@ def evaluation_record(job: EvaluationJob, outcome: EvaluationOutcome) -> dict[st
         "device": job.device,
         "dtype": job.dtype,
         "run_metric": outcome.run_check.to_json() if outcome.run_check is not None else None,
+        "level": circuit.level,
+        **node_counts(circuit),
         **outcome.evaluation.to_json(),
         "curve": None if curve is None else {"ranking": job.ranking_name, **curve.to_json()},
         "cost": {"recorded_runs": outcome.recorded_runs,
                  "patched_passes": outcome.patched_passes, "seconds": outcome.seconds},
     }
+
+
+def node_counts(circuit: Circuit) -> dict[str, int]:
+    """The heads and MLPs a circuit uses (touching a kept edge) and how many the graph has."""
+    from acdc.core.selection import kept_nodes, scored_nodes
+
+    return {"n_nodes_kept": len(kept_nodes(circuit.graph, circuit.kept)),
+            "n_nodes_total": len(scored_nodes(circuit.graph))}
 
 
 def curve_stem(out: Path) -> Path:

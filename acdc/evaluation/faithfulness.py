@@ -43,8 +43,10 @@ its complement: the two recordings plus two patched passes.
 score); the top-k are taken by |score|, edges without a score last), the circuit of the top
 k = fraction x residual edges at each fraction of `MIB_FRACTIONS` (`acdc.core.selection`:
 counted as MIB counts, the direct q/k/v edges following their inputs), pruned to the edges on
-a path from `input` to `logits`, gives one point f(k). CPR is the trapezoid area under f over
-the fractions (higher is better; f, and so CPR, can exceed 1), CMD the trapezoid area of
+a path from `input` to `logits`, gives one point f(k). A node ranking (per-head and per-MLP
+scores: HISP) gives a curve the same way, k being that fraction of the heads and MLPs and the
+circuit every edge among the top k (`curve(node_scores=...)`). CPR is the trapezoid area under
+f over the fractions (higher is better; f, and so CPR, can exceed 1), CMD the trapezoid area of
 |1 - f| (0 is best). A curve costs one patched pass per distinct pruned circuit (at most one
 per fraction; all edges and no edge are free).
 
@@ -77,7 +79,15 @@ from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import Recordings
-from acdc.core.selection import Selection, edges_at, residual_edges, select_edges
+from acdc.core.selection import (
+    Selection,
+    edges_among,
+    edges_at,
+    residual_edges,
+    scored_nodes,
+    select_edges,
+    select_nodes,
+)
 from acdc.core.selection import n_residual as count_residual
 from acdc.core.selection import prune as prune_edges
 from acdc.core.settings import METRICS, NEEDS_ANSWER_AND_WRONG
@@ -199,8 +209,9 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class FaithfulnessCurve:
-    """f at each fraction of the edges, and per metric the curve's CPR and CMD (None where
-    some f is undefined)."""
+    """f at each fraction of the edges (of the heads and MLPs, for a node ranking: `level`
+    `node`; `n_edges_total`, `n_scored` and each point's `n_edges` then count those), and per
+    metric the curve's CPR and CMD (None where some f is undefined)."""
 
     points: tuple[CurvePoint, ...]
     cpr: Mapping[str, float | None]
@@ -208,6 +219,7 @@ class FaithfulnessCurve:
     n_edges_total: int
     n_scored: int  # edges with a score; the others were ranked last
     pruned: bool
+    level: str = "edge"
 
     @property
     def fractions(self) -> list[float]:
@@ -217,7 +229,8 @@ class FaithfulnessCurve:
         return [p.faithfulness[metric] for p in self.points]
 
     def to_json(self) -> dict[str, Any]:
-        return {"fractions": self.fractions, "n_edges_total": self.n_edges_total,
+        return {"fractions": self.fractions, "level": self.level,
+                "n_edges_total": self.n_edges_total,
                 "n_scored": self.n_scored, "pruned": self.pruned, "cpr": dict(self.cpr),
                 "cmd": dict(self.cmd), "points": [p.to_json() for p in self.points]}
 
@@ -421,17 +434,35 @@ class CircuitEvaluator:
         return Evaluation(metrics, self.n_edges, int(flags.sum()), self.n_prompts,
                           self.n_positions)
 
-    def curve(self, ranking: Ranking, fractions: Sequence[float] = MIB_FRACTIONS,
-              prune: bool = True) -> FaithfulnessCurve:
+    def curve(self, ranking: Ranking | None = None,
+              fractions: Sequence[float] = MIB_FRACTIONS, prune: bool = True,
+              node_scores: Mapping[str, float | None] | None = None) -> FaithfulnessCurve:
         """f of the top-k edges of `ranking` at each fraction of the graph's residual edges
         (counted as MIB counts them: `acdc.core.selection`; pruned unless `prune` is False),
-        and each metric's CPR and CMD."""
-        scores, n_scored = ranking_scores(ranking, self.n_edges)
-        n_residual = len(residual_edges(self.graph))
+        and each metric's CPR and CMD.
+
+        With `node_scores` instead (a node circuit's scores: HISP), k is that fraction of the
+        heads and MLPs, and each point's circuit is every edge among the top k of them
+        (`select_nodes`, `edges_among`), as the node circuit a method returns."""
+        if (ranking is None) == (node_scores is None):
+            raise ValueError("give a ranking of the edges or node scores")
         points = []
+        if node_scores is not None:
+            units = scored_nodes(self.graph)
+            n_total = len(units)
+            n_scored = sum(1 for u in units
+                           if (s := node_scores.get(u)) is not None and not math.isnan(s))
+        else:
+            assert ranking is not None
+            scores, n_scored = ranking_scores(ranking, self.n_edges)
+            n_total = len(residual_edges(self.graph))
         for fraction in fractions:
-            n = edges_at(fraction, n_residual)
-            kept = select_edges(self.graph, scores, Selection(top_n=n))
+            n = edges_at(fraction, n_total)
+            if node_scores is not None:
+                nodes = select_nodes(self.graph, node_scores, Selection(top_n=n))
+                kept = edges_among(self.graph, nodes)
+            else:
+                kept = select_edges(self.graph, scores, Selection(top_n=n))
             if prune:
                 kept = prune_edges(self.graph, kept)
             spreads = self.spreads(kept)
@@ -445,4 +476,5 @@ class CircuitEvaluator:
             points=tuple(points),
             cpr={name: cpr(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
             cmd={name: cmd(xs, [p.faithfulness[name] for p in points]) for name in self.metrics},
-            n_edges_total=n_residual, n_scored=n_scored, pruned=prune)
+            n_edges_total=n_total, n_scored=n_scored, pruned=prune,
+            level="edge" if node_scores is None else "node")

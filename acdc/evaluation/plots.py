@@ -56,7 +56,8 @@ def plot_curve(curve: FaithfulnessCurve, stem: Path, title: str = "",
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
-        ax.set_xlabel(f"fraction of the {curve.n_edges_total:,} edges (top by |score|"
+        units = "edges" if curve.level == "edge" else "heads and MLPs"
+        ax.set_xlabel(f"fraction of the {curve.n_edges_total:,} {units} (top by |score|"
                       f"{', pruned' if curve.pruned else ''})")
         ax.set_ylabel("normalised faithfulness f")
         heading = title + (f"\nranking: {ranking}" if ranking else "")

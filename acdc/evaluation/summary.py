@@ -5,12 +5,15 @@
 
 - two circuits: edges and nodes in both / only in A / only in B and Jaccard (`pair`);
 - with a reference, every circuit's TPR, FPR and precision at edge and node level, and every
-  sweep's ROC curve and pessimistic AUC at both levels (`scores`).
+  sweep's ROC curve and pessimistic AUC at both levels (`scores`);
+- with a reference, the ROC of a circuit's ranking at both levels: its per-node scores (a node
+  circuit: HISP) or else its per-edge scores (EAP, exact patching, an ACDC run's test scores,
+  a MIB file's), every cut of the ranking (`acdc.evaluation.roc.ranking_roc`).
 
 `write_outputs` writes what was computed into a directory: `comparison.json` (the inputs, the
 pair, the reference and every circuit's scores), `union.dot`/`union.svg` (two circuits, or one
-circuit against its reference, drawn together by `acdc.export.union`), and for sweeps
-`roc.json`, `roc.svg` and, when matplotlib is installed, `roc.png`.
+circuit against its reference, drawn together by `acdc.export.union`), and for sweeps and
+rankings `roc.json`, `roc.svg` and, when matplotlib is installed, `roc.png`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from acdc.evaluation.compare import (
     kept_nodes,
     node_names,
 )
-from acdc.evaluation.roc import RocCurve, sweep_roc
+from acdc.evaluation.roc import RocCurve, ranking_roc, sweep_roc
 from acdc.evaluation.sources import Reference, Sweep, load_input, load_reference
 
 COMPARISON_FORMAT = "circuit-comparison/1"
@@ -80,16 +83,42 @@ class SweepScores:
 
 
 @dataclass(frozen=True)
+class RankingScores:
+    """A circuit with scores against the reference: the circuit's own scores, and the ROC of
+    its ranking (`ranked`: of its edges or its nodes) at both levels."""
+
+    circuit: Scores
+    ranked: str
+    edge: RocCurve
+    node: RocCurve | None  # None when the reference touches every node
+
+    @property
+    def n_cuts(self) -> int:
+        return len(self.edge.points)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.circuit.to_json(), "roc": "roc.json"}
+
+
+Scored = Scores | SweepScores | RankingScores | None
+
+
+@dataclass(frozen=True)
 class CompareSummary:
     items: tuple[Item, ...]
     graph: Graph
     pair: CircuitComparison | None
     reference: Reference | None
-    scores: tuple[Scores | SweepScores | None, ...]
+    scores: tuple[Scored, ...]
 
     @property
     def has_sweep(self) -> bool:
         return any(isinstance(item.value, Sweep) for item in self.items)
+
+    @property
+    def has_roc(self) -> bool:
+        """A sweep's or a ranking's ROC was computed (roc.json and its plot are written)."""
+        return any(isinstance(s, (SweepScores, RankingScores)) for s in self.scores)
 
     def comparison_json(self) -> dict[str, Any]:
         """The `comparison.json` dictionary."""
@@ -100,16 +129,28 @@ class CompareSummary:
             data.update(self.pair.to_json())
         if self.reference is not None:
             data["reference"] = describe_reference(self.reference, self.graph)
-            data["scores"] = {item.key: scores.to_json() if isinstance(scores, Scores)
+            data["scores"] = {item.key: scores.to_json()
+                              if isinstance(scores, (Scores, RankingScores))
                               else {"roc": "roc.json"}
                               for item, scores in zip(self.items, self.scores, strict=True)}
         return data
 
     def roc_json(self) -> dict[str, Any]:
-        """The `roc.json` dictionary (sweeps only)."""
+        """The `roc.json` dictionary: every sweep's and every ranking's curves."""
         assert self.reference is not None
-        sweeps = []
+        sweeps, rankings = [], []
         for item, scores in zip(self.items, self.scores, strict=True):
+            if isinstance(scores, RankingScores):
+                assert isinstance(item.value, Circuit)
+                rankings.append({
+                    "key": item.key, "name": item.name, "ranked": scores.ranked,
+                    "units": _n_units(item.value, scores.ranked),
+                    "auc": {"edge": scores.edge.auc,
+                            "node": scores.node.auc if scores.node else None},
+                    "edge": scores.edge.to_json(),
+                    "node": scores.node.to_json() if scores.node else None,
+                    "circuit": scores.circuit.to_json()})
+                continue
             if not isinstance(scores, SweepScores):
                 continue
             sweep = item.value
@@ -127,7 +168,25 @@ class CompareSummary:
                            "runs": runs})
         return {"format": ROC_FORMAT,
                 "reference": describe_reference(self.reference, self.graph),
-                "totals": totals(self.graph), "sweeps": sweeps}
+                "totals": totals(self.graph), "sweeps": sweeps, "rankings": rankings}
+
+
+def _n_units(circuit: Circuit, ranked: str) -> int:
+    """How many units a circuit's ranking orders: scored heads and MLPs, or residual edges."""
+    if ranked == "node":
+        return sum(1 for s in (circuit.node_scores or {}).values() if s is not None)
+    return sum(1 for e in circuit.graph.edges
+               if e.kind == "residual" and circuit.scores[e.index] is not None)
+
+
+def circuit_ranking(circuit: Circuit) -> str | None:
+    """What a circuit ranks: `node` (it has node scores), `edge` (some edge has a score), or
+    None."""
+    if circuit.node_scores is not None:
+        return "node"
+    if any(score is not None for score in circuit.scores):
+        return "edge"
+    return None
 
 
 def totals(graph: Graph) -> dict[str, int]:
@@ -149,8 +208,8 @@ def describe(item: Item) -> dict[str, Any]:
     data.update(kind="circuit", **{key: settings.get(key) for key in
                                    ("task", "model", "method", "threshold", "metric",
                                     "ablation")},
-                edges=value.n_edges_kept, nodes=sum(kept_nodes(value.graph, value.kept)),
-                partial=value.partial)
+                level=value.level, edges=value.n_edges_kept,
+                nodes=sum(kept_nodes(value.graph, value.kept)), partial=value.partial)
     return data
 
 
@@ -191,7 +250,7 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
         pair = compare_circuits(a, b, a_name, b_name)
     ref = load_reference(reference, graph) if reference is not None else None
     levels = roc_levels(graph, ref) if ref is not None else ()
-    scores: list[Scores | SweepScores | None] = []
+    scores: list[Scored] = []
     for item in items:
         value = item.value
         if ref is None:
@@ -201,9 +260,23 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
             sweep = [(run.threshold, run.circuit.kept) for run in value.runs]
             node_curve = sweep_roc(graph, sweep, ref.kept, "node") if "node" in levels else None
             scores.append(SweepScores(runs, sweep_roc(graph, sweep, ref.kept, "edge"), node_curve))
+        elif (ranked := circuit_ranking(value)) is not None:
+            scores.append(rank_scores(value, ranked, ref, levels, item.name))
         else:
             scores.append(score(graph, value.kept, ref.kept))
     return CompareSummary(items, graph, pair, ref, tuple(scores))
+
+
+def rank_scores(circuit: Circuit, ranked: str, reference: Reference,
+                levels: Sequence[str], name: str) -> RankingScores:
+    """A circuit's own scores and its ranking's ROC at each level where one is defined."""
+    node_scores = circuit.node_scores if ranked == "node" else None
+    edge_scores = None if ranked == "node" else circuit.scores
+    curves = {level: ranking_roc(circuit.graph, reference.kept, level,  # type: ignore[arg-type]
+                                 edge_scores=edge_scores, node_scores=node_scores, name=name)
+              for level in levels}
+    return RankingScores(score(circuit.graph, circuit.kept, reference.kept), ranked,
+                         curves["edge"], curves.get("node"))
 
 
 def roc_levels(graph: Graph, reference: Reference) -> tuple[str, ...]:
@@ -260,10 +333,10 @@ def _write_files(summary: CompareSummary, out_dir: Path, render_svg: bool) -> li
             svg = render(source, out_dir / "union.svg", "svg")
             if svg.suffix == ".svg":
                 written.append(svg)
-    if summary.has_sweep:
+    if summary.has_roc:
         written.append(_write_json(out_dir / "roc.json", summary.roc_json()))
         panels = roc_panels(summary)
-        assert summary.reference is not None  # a sweep needs one (summarize)
+        assert summary.reference is not None  # a sweep or a ranking's ROC needs one
         title = f"ROC against {summary.reference.name}"
         written.append(write_text_atomic(out_dir / "roc.svg", roc_svg(panels, title)))
         png = roc_png(panels, title, out_dir / "roc.png")
@@ -285,7 +358,8 @@ def union_sets(summary: CompareSummary) -> tuple[tuple[str, Sequence[bool]], ...
 
 
 def roc_panels(summary: CompareSummary):
-    """The ROC plot's panels (edges, nodes): a series per sweep and a point per circuit."""
+    """The ROC plot's panels (edges, nodes): a series per sweep and per ranking, and a point
+    per circuit."""
     from acdc.evaluation.roc import RocPoint
     from acdc.evaluation.roc_plot import RocSeries
 
@@ -298,8 +372,15 @@ def roc_panels(summary: CompareSummary):
                 if curve is None:
                     continue
                 series.append(RocSeries(item.name, curve.points, curve.front, curve.auc))
-            elif isinstance(scores, Scores) and isinstance(item.value, Circuit):
-                counts = getattr(scores, level)
+            elif isinstance(scores, RankingScores):
+                curve = getattr(scores, level)
+                if curve is None:
+                    continue
+                series.append(RocSeries(f"{item.name} ({scores.ranked} ranking)", curve.points,
+                                        curve.front, curve.auc))
+            if isinstance(scores, (Scores, RankingScores)) and isinstance(item.value, Circuit):
+                counts = getattr(scores.circuit if isinstance(scores, RankingScores)
+                                 else scores, level)
                 if counts.fpr is None:
                     continue
                 threshold = item.value.settings.get("threshold")

@@ -18,6 +18,10 @@ the model as the user did: a model name as given, a checkpoint directory by its 
 
 `render` turns DOT into SVG or PNG with the Graphviz `dot` binary when it is on PATH; without
 it the DOT is written and exactly one warning names the install command.
+
+A node circuit (HISP's: a set of heads and MLPs, the circuit every edge among them) is drawn
+as its nodes, each with its score, and one arrow per pair of nodes the circuit joins
+(`node_circuit_dot`); `all_edges` draws its edges as for any circuit.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 import shutil
 import subprocess
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from acdc.core.circuit import Circuit
@@ -130,6 +134,8 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
     """
     import graphviz
 
+    if circuit.level == "node" and not all_edges:
+        return node_circuit_dot(circuit, title, score_width)
     graph = circuit.graph
     drawn = [e for e in graph.edges if all_edges or circuit.kept[e.index]]
     nodes: set[str] = set()
@@ -175,14 +181,67 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
     return dot.source
 
 
-def add_nodes(dot, graph: Graph, nodes: set[str]) -> None:
+def node_circuit_dot(circuit: Circuit, title: str | None = None,
+                     score_width: bool = True) -> str:
+    """DOT source of a node circuit (HISP): its heads and MLPs with their scores (border
+    width by |score| with `score_width`), `input` and `logits`, and one grey arrow per pair of
+    nodes joined by kept edges (a head's q/k/v inputs drawn as the head; every edge among the
+    nodes is in the circuit, so drawing each would only hide the nodes)."""
+    import graphviz
+
+    from acdc.core.selection import kept_nodes, node_of, scored_nodes
+
+    graph = circuit.graph
+    units = kept_nodes(graph, circuit.kept)
+    node_scores = circuit.node_scores or {}
+    pairs: dict[tuple[str, str], int] = {}
+    for edge in circuit.kept_edges():
+        source, target = (node_of(name) for name in edge.endpoints)
+        if source != target:
+            pairs[(source, target)] = pairs.get((source, target), 0) + 1
+    nodes = set(units) | {name for pair in pairs for name in pair}
+    scored = {n: abs(s) for n in units if (s := node_scores.get(n)) is not None
+              and math.isfinite(s)}
+    top = max(scored.values(), default=0.0)
+    extra: dict[str, dict[str, str]] = {}
+    for name in units:
+        score = node_scores.get(name)
+        attrs = {"label": f"{name}\n{_fmt_score(score)}",
+                 "tooltip": f"{name} (score {_fmt_score(score)})"}
+        if score_width and top > 0 and name in scored:
+            width = MIN_WIDTH + (MAX_WIDTH - MIN_WIDTH) * math.sqrt(scored[name] / top)
+            attrs["penwidth"] = f"{width:.3g}"
+        extra[name] = attrs
+    dot = graphviz.Digraph("circuit")
+    dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
+    dot.attr("node", fontname="Helvetica", fontsize="11")
+    dot.attr("edge", arrowsize="0.6", color="#888888")
+    label = f"{title}\n" if title else ""
+    label += (f"node circuit: {len(units)} of {len(scored_nodes(graph))} heads and MLPs, every "
+              f"edge among them ({circuit.size()})\none arrow per pair of nodes joined by "
+              f"edges")
+    if score_width and top > 0:
+        label += f"; border width: |score| (widest {top:.3g})"
+    dot.attr(label=label, labelloc="t", fontsize="12")
+    add_nodes(dot, graph, nodes, extra)
+    for (source, target), count in pairs.items():
+        dot.edge(node_id(source), node_id(target),
+                 tooltip=f"{source} -> {target} ({count} edge{'s' if count > 1 else ''})")
+    return dot.source
+
+
+def add_nodes(dot, graph: Graph, nodes: set[str],
+              extra: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Add the named nodes to the `graphviz.Digraph` `dot`, laid out by layer: `input` at the
     bottom, per layer a rank of q/k/v inputs, a rank of heads and the MLP, `logits` at the top.
-    Edges refer to the nodes by `node_id(name)`."""
+    Edges refer to the nodes by `node_id(name)`. `extra` adds or overrides attributes of some
+    nodes (by name)."""
 
     def add_node(sub, name: str, **attrs: str) -> None:
         if name in nodes:
-            sub.node(node_id(name), label=attrs.pop("label", name), tooltip=name, **attrs)
+            attrs.update((extra or {}).get(name, {}))
+            sub.node(node_id(name), label=attrs.pop("label", name),
+                     tooltip=attrs.pop("tooltip", name), **attrs)
 
     with dot.subgraph(name="rank_input") as sub:
         sub.attr(rank="min")

@@ -39,6 +39,7 @@ from acdc.core import forward
 from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, every_layer
+from acdc.core.removals import changing_positions
 from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
 
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
@@ -71,27 +72,6 @@ def _sender_index(edge: Edge) -> int:
     """The sender of a residual edge (the edges tested together are residual ones)."""
     assert edge.sender is not None
     return edge.sender.index
-
-
-def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor,
-                       causal: bool = True) -> tuple[int, int]:
-    """The positions that removing edges can change, as a range: from the first where some
-    sender's clean and ablated outputs differ (`delta`: before it every input is the same in
-    every circuit; greater-than's prompts differ from position 8 of 13) to the last metric
-    position (attention is causal: later positions reach no metric position). Every metric
-    position is in the range, even one before any difference.
-
-    Under bidirectional attention every position reads every other: a later position's keys
-    and values reach the metric positions, and an earlier position whose clean and ablated
-    outputs agree can still change in a circuit (its queries read the later keys). The range
-    is then the whole sequence."""
-    if not causal:
-        return 0, delta.shape[2] - 1
-    first, last = int(metric_positions.min()), int(metric_positions.max())
-    for position in range(first):  # one position at a time: no full-size temporary
-        if bool((delta[:, :, position] != 0).any()):
-            return position, last
-    return first, last
 
 
 class IncrementalPatcher:

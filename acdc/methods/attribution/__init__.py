@@ -43,14 +43,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from acdc.core.settings import CommonSettings
+from acdc.core.settings import ZERO_GRADIENT, CommonSettings
 from acdc.errors import AcdcError
 from acdc.methods.base import Discovery, EdgeScores, Method, option
-
-ZERO_GRADIENT = {
-    "kl": "KL to the clean run has zero gradient at the clean run itself",
-    "l2": "the distance to the clean run's logits has zero gradient at the clean run itself",
-}
 
 
 @dataclass(frozen=True)
