@@ -18,6 +18,7 @@ import yaml
 from cli_helpers import error_line, invoke
 
 import cli
+from acdc.cli.display import ProgressDisplay
 from acdc.core.models import build_model, save_checkpoint
 
 HAS_DOT = shutil.which("dot") is not None
@@ -307,7 +308,7 @@ def test_discover_interrupted_writes_partial_files(tmp_path, task_file, monkeypa
         if len(calls) == 10:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli._ProgressDisplay, "update", interrupt)
+    monkeypatch.setattr(ProgressDisplay, "update", interrupt)
     out = tmp_path / "partial"
     result = invoke("discover", "--task", task_file, "--out", out, "--no-render")
     assert result.exit_code == 130, result.output
