@@ -131,7 +131,8 @@ def metrics() -> None:
 
 @app.command()
 @user_errors
-def methods() -> None:
+def methods(cite: Annotated[bool, typer.Option(
+        "--cite", help="Print each method's paper, to cite it.")] = False) -> None:
     """List the discovery methods: name, what a method returns (a circuit, or edge or node
     scores that --top-n, --edges-fraction or --threshold cut), its options, what it is."""
     import dataclasses as dc
@@ -139,6 +140,10 @@ def methods() -> None:
     from acdc.core.settings import option_flag
     from acdc.methods.registry import METHODS
 
+    if cite:
+        for name, method in METHODS.items():
+            typer.echo(f"{name}: {method.citation or '(no paper)'}")
+        return
     returns = {"kept": "circuit", "edges": "edge scores", "nodes": "node scores"}
     rows = [(name, returns[m.returns],
              " ".join(option_flag(f) for f in dc.fields(m.settings_type)) or "-", m.description)
