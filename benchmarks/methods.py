@@ -64,7 +64,7 @@ from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
 from acdc.methods.base import run_method  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
-from acdc.sweep.grid import parse_grid  # noqa: E402
+from acdc.sweeps.grid import parse_grid  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 TASK_MEASURE = {"demo": "logit_diff", "ioi": "logit_diff", "greater-than": "prob_diff",

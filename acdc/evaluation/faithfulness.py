@@ -189,6 +189,23 @@ class Evaluation:
                 "n_prompts": self.n_prompts, "n_positions": self.n_positions,
                 "metrics": {name: m.to_json() for name, m in self.metrics.items()}}
 
+    def _repr_html_(self) -> str:
+        """The table `circuit evaluate` prints, for Jupyter."""
+        def cell(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4g}"
+
+        head = "".join(f"<th>{h}</th>" for h in ("metric", "full", "empty", "circuit", "f(C)",
+                                                   "complement", "f(complement)"))
+        rows = "".join(
+            f"<tr><td>{name}{' (higher better)' if m.higher_is_better else ''}</td>"
+            f"<td>{cell(m.full.mean)}</td><td>{cell(m.empty.mean)}</td>"
+            f"<td>{cell(m.circuit.mean)}</td><td>{cell(m.faithfulness)}</td>"
+            f"<td>{cell(m.complement.mean)}</td><td>{cell(m.complement_faithfulness)}</td></tr>"
+            for name, m in self.metrics.items())
+        return (f"<table><tr>{head}</tr>{rows}</table><p>{self.n_edges_kept} of "
+                f"{self.n_edges_total} edges; means over {self.n_positions} metric positions of "
+                f"{self.n_prompts} prompts; f = (m - empty) / (full - empty)</p>")
+
 
 @dataclass(frozen=True)
 class CurvePoint:

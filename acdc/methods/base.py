@@ -196,7 +196,7 @@ class Method:
         return self.returns != "kept"
 
 
-def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) -> Any:
+def make_settings(method: Method, spec: TaskSpec | Task, options: Mapping[str, Any]) -> Any:
     """The method's settings from the options given (None: not given), the task file (fields
     declared `from_task`) and the fields' defaults; an option the method does not take is one
     line naming it."""
@@ -224,7 +224,8 @@ def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) ->
     return settings
 
 
-def make_selection(method: Method, spec: TaskSpec, given: Mapping[str, Any]) -> Selection | None:
+def make_selection(method: Method, spec: TaskSpec | Task,
+                   given: Mapping[str, Any]) -> Selection | None:
     """The selection rule of a ranking method: the one given (`top_n`, `edges_fraction` or
     `threshold`), else the task's threshold as a score threshold; None for a method that keeps
     edges itself (which takes none of those options: refused by `make_settings`)."""
