@@ -248,7 +248,7 @@ class MaskedForward:
             if total == n:
                 break
             used.append(block)
-            total += len(block)
+            total += block.shape[0]
         assert total == n, "a receiver reads a prefix of whole blocks of senders"
         prefix = values[:n]
         if at_metric:
@@ -257,7 +257,7 @@ class MaskedForward:
         rows = mask.reshape(-1, n)
         linear = rows if not self.post_norm else rows * self.linear_senders[:n]
         flat = _Mix.apply(linear, prefix.reshape(n, -1),
-                          *(block.reshape(len(block), -1) for block in used))
+                          *(block.reshape(block.shape[0], -1) for block in used))
         out = flat.view(len(rows), *prefix.shape[1:])
         if self.post_norm:
             for term in self._post_norm_heads(rows, used, n, at_metric):

@@ -110,13 +110,15 @@ class NodeScores:
 class KeptEdges:
     """The circuit a method chose itself, with scores when it has them. `results` may hold
     `metric_circuit` and `metric_full` (the pipeline then does not measure them again) and
-    `partial`; `prune` asks for the kept edges on no path from input to logits to be dropped."""
+    `partial`; `prune` asks for the kept edges on no path from input to logits to be dropped;
+    `node_scores` (heads and MLPs by name) makes it a node circuit (subnetwork probing)."""
 
     kept: Sequence[bool]
     scores: Sequence[float | None] | None = None
     results: Mapping[str, Any] = field(default_factory=dict)
     prune: bool = False
     meter: CircuitMeter | None = None
+    node_scores: Mapping[str, float | None] | None = None
 
 
 MethodResult = EdgeScores | NodeScores | KeptEdges
@@ -281,6 +283,8 @@ def finish(job: Discovery, method: Method, result: MethodResult, started: float)
         kept = prune(graph, result.kept) if result.prune else list(result.kept)
         scores = (list(result.scores) if result.scores is not None
                   else [None] * len(graph.edges))
+        if result.node_scores is not None:
+            node_scores = dict(result.node_scores)
     if len(scores) != len(graph.edges) or len(kept) != len(graph.edges):
         raise ValueError(f"method {method.name} returned {len(scores)} scores for a graph of "
                          f"{len(graph.edges)} edges")
