@@ -74,6 +74,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "positions",
     "prompts",
     "generator",
+    "method_defaults",
 )
 REQUIRED_KEYS: tuple[str, ...] = ()
 PROMPT_KEYS: tuple[str, ...] = ("clean", "corrupt", "answer", "wrong", "positions")
@@ -140,6 +141,10 @@ class TaskSpec:
     prompts: tuple[RawPrompt, ...] = field(repr=False)  # empty when a generator makes them
     generator: dict[str, Any] | None = field(default=None, repr=False, hash=False)
     """The checked `generator:` mapping, every parameter filled in; None for written prompts."""
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False,
+                                                             hash=False)
+    """Per method name, option defaults for this task (`method_defaults:`; a method checks
+    its own keys when a run starts)."""
 
     @property
     def n_prompts(self) -> int:
@@ -381,9 +386,33 @@ def _spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         positions=positions,
         prompts=parse_prompts(data["prompts"], source) if generator is None else (),
         generator=generator,
+        method_defaults=_check_method_defaults(data.get("method_defaults", {}),
+                                               where("method_defaults")),
     )
     _check_spec_needs(spec)
     return spec
+
+
+def _check_method_defaults(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """`method_defaults:` a mapping of method names to mappings of option names to plain
+    values (numbers, true/false, text); which names a method takes, it checks itself."""
+    if not isinstance(value, Mapping):
+        raise TaskError(f"{where}: expected a mapping of method names to options (e.g. "
+                        f"edge-pruning: {{lr: 0.03}}), got {kind_of(value)}")
+    checked: dict[str, dict[str, Any]] = {}
+    for method, options in value.items():
+        method = _check_str(method, f"{where}: key", "a method name")
+        if not isinstance(options, Mapping):
+            raise TaskError(f"{where}: {method}: expected a mapping of option names to values, "
+                            f"got {kind_of(options)}")
+        checked[method] = {}
+        for key, item in options.items():
+            key = _check_str(key, f"{where}: {method}: key", "an option name")
+            if item is not None and not isinstance(item, (bool, int, float, str)):
+                raise TaskError(f"{where}: {method}: {key}: expected a number, true/false or "
+                                f"text, got {kind_of(item)}")
+            checked[method][key] = item
+    return checked
 
 
 def parse_prompts(raw: Any, source: str, key: str = "prompts") -> tuple[RawPrompt, ...]:

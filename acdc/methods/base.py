@@ -212,14 +212,19 @@ class Method:
 
 def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) -> Any:
     """The method's settings from the options given (None: not given), the task file (fields
-    declared `from_task`) and the fields' defaults; an option the method does not take is one
-    line naming it."""
+    declared `from_task`, then the file's `method_defaults:` for this method) and the fields'
+    defaults; an option the method does not take is one line naming it."""
     fields = {item.name: item for item in dataclasses.fields(method.settings_type)}
     for key, value in options.items():
         if value is not None and value is not False and key not in fields:
             flag = "--" + key.replace("_", "-")
             raise AcdcError(f"{flag} is not an option of method {method.name}; leave it out or "
                             f"choose a method that takes it")
+    task_defaults = dict(getattr(spec, "method_defaults", {}).get(method.name, {}))
+    for key in task_defaults:
+        if key not in fields:
+            raise AcdcError(f"{spec.source}: method_defaults: {method.name}: {key!r} is not an "
+                            f"option of method {method.name}; use one of {', '.join(fields)}")
     values = {}
     for name, item in fields.items():
         given = options.get(name)
@@ -228,6 +233,8 @@ def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) ->
             values[name] = given
         elif task_key is not None and getattr(spec, task_key, None) is not None:
             values[name] = getattr(spec, task_key)
+        elif task_defaults.get(name) is not None:
+            values[name] = task_defaults[name]
         elif item.default is dataclasses.MISSING:
             raise AcdcError(f"method {method.name} needs {option_flag(item)} (the task file has "
                             f"no {task_key or name}: either gives it)")

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 INIT_MEAN, INIT_STD = 10.0, 0.01  # log-alpha at the start: every gate open
 EPS = 1e-6  # u ~ U(eps, 1 - eps)
 FACTOR = 0.8  # the soft mask of the readout: sigmoid(FACTOR * log_alpha / beta)
+THRESHOLD = 0.005  # the readout keeps soft masks above this (the authors' tracr scripts)
 WEIGHT_DECAY = 0.01  # PyTorch AdamW's default, which the authors' optimiser keeps
 MAX_GRAD_NORM = 1.0  # the Hugging Face Trainer's default clipping
 # the authors' GPT-2 schedule: 3000 steps, target reached at 2500, learning-rate warm-up 200
@@ -97,6 +98,9 @@ class EdgePruningSettings:
     lr_warmup: int | None = option(
         None, help="edge-pruning: steps of linear learning-rate warm-up, before the linear "
                    "decay to 0 (default: 1/15 of --steps, as the authors' 200 of 3000).")
+    quadratic_only: bool = option(
+        False, help="edge-pruning: leave out the Lagrangian's linear term (lambda_1 stays 0; "
+                    "the authors' --disable_linear_reg_term).")
     node_masks: bool = option(
         False, help="edge-pruning: also learn a gate per node (input, heads, MLPs) that "
                     "removes all its outgoing edges at once.")
@@ -148,6 +152,15 @@ class EdgePruningSettings:
             return self.lr_warmup
         return round(WARMUP_FRACTION * self.steps)
 
+    def n_closed(self, n_residual: int) -> int | None:
+        """How many edges the readout closes: those the size asked for removes (`top_n`,
+        `edges_fraction`), or None (the expected number, for `target_sparsity`)."""
+        if self.top_n is not None:
+            return n_residual - min(self.top_n, n_residual)
+        if self.edges_fraction is not None:
+            return n_residual - round(self.edges_fraction * n_residual)
+        return None
+
     def target(self, n_residual: int) -> float:
         """The edge sparsity aimed at, for a graph of `n_residual` residual edges."""
         if self.target_sparsity is not None:
@@ -161,43 +174,34 @@ class EdgePruningSettings:
         return 1.0 - self.top_n / n_residual
 
 
-def readout(log_alpha: torch.Tensor) -> torch.Tensor:
-    """The authors' deterministic mask (bool) of trained log-alphas: zero the k smallest soft
-    masks, k the expected number of closed gates, then keep the soft masks above the threshold
-    at which the hard sparsity equals the soft sparsity (bisection on [0, 1] to 1e-5)."""
+def readout(log_alpha: torch.Tensor, n_closed: int | None = None) -> torch.Tensor:
+    """The authors' deterministic mask (bool) of trained log-alphas: the `n_closed` smallest
+    soft masks sigmoid(0.8 log-alpha / beta) are set to 0 (default: the expected number of
+    closed gates, the sum of P(z = 0), rounded), and the rest kept where above THRESHOLD."""
     import torch
 
     from acdc.core import hard_concrete
 
     log_alpha = log_alpha.detach().double()
     n = len(log_alpha)
-    if n == 0:
-        return torch.zeros(0, dtype=torch.bool, device=log_alpha.device)
-    expected_zeros = n - float(hard_concrete.p_open(log_alpha).sum())
-    k = min(n, max(0, round(expected_zeros)))
+    if n_closed is None:
+        n_closed = round(float(hard_concrete.p_closed(log_alpha).sum()))
+    k = min(n, max(0, n_closed))
     soft = torch.sigmoid(FACTOR * log_alpha / hard_concrete.BETA)
     if k > 0:
         soft[torch.topk(soft, k, largest=False).indices] = 0
-    soft_sparsity = 1 - float(soft.mean())
-    low, high = 0.0, 1.0
-    while high - low > 1e-5:
-        middle = (low + high) / 2
-        hard_sparsity = 1 - float((soft > middle).double().mean())
-        if hard_sparsity < soft_sparsity:
-            low = middle
-        else:
-            high = middle
-    return soft > (low + high) / 2
+    return soft > THRESHOLD
 
 
 def _circuit(graph: Graph, residual: list[int], edge_alpha: torch.Tensor,
-             node_alpha: torch.Tensor | None) -> tuple[list[bool], list[float | None]]:
+             node_alpha: torch.Tensor | None, n_closed: int | None
+             ) -> tuple[list[bool], list[float | None]]:
     """Kept flags (before pruning; direct edges following their inputs) and scores."""
     from acdc.core.selection import with_direct_edges
 
     kept = [False] * len(graph.edges)
     scores: list[float | None] = [None] * len(graph.edges)
-    on = readout(edge_alpha).tolist()
+    on = readout(edge_alpha, n_closed).tolist()
     alphas = edge_alpha.detach().double().tolist()
     nodes_on = readout(node_alpha).tolist() if node_alpha is not None else None
     node_alphas = node_alpha.detach().double().tolist() if node_alpha is not None else None
@@ -235,6 +239,7 @@ def discover(job: Discovery) -> KeptEdges:
     edge_alpha = initial(n_edges)
     node_alpha = initial(n_nodes) if settings.node_masks else None
     edge_lambdas = torch.zeros(2, device=device, requires_grad=True)
+    linear_on = torch.tensor([0.0 if settings.quadratic_only else 1.0, 1.0], device=device)
     node_lambdas = (torch.zeros(2, device=device, requires_grad=True)
                     if settings.node_target_sparsity is not None else None)
     groups: list[dict] = [{"params": [edge_alpha], "lr": settings.lr},
@@ -254,7 +259,8 @@ def discover(job: Discovery) -> KeptEdges:
 
     def lagrangian(lambdas: torch.Tensor, sparsity: torch.Tensor, aim: float) -> torch.Tensor:
         gap = sparsity - aim
-        return lambdas[0] * gap + lambdas[1] * gap * gap
+        weights = lambdas * linear_on  # lambda_1 gets no gradient when left out
+        return weights[0] * gap + weights[1] * gap * gap
 
     def step(i: int) -> TrainingProgress:
         aim = target * min(1.0, i / ramp) if ramp > 0 else target
@@ -285,7 +291,8 @@ def discover(job: Discovery) -> KeptEdges:
                                 time.perf_counter() - started)
 
     done, interrupted = run_steps(settings.steps, step, job.on_progress)
-    kept, scores = _circuit(graph, residual, edge_alpha, node_alpha)
+    kept, scores = _circuit(graph, residual, edge_alpha, node_alpha,
+                            settings.n_closed(n_edges))
     results = {
         "partial": interrupted, "steps_done": done, "target_sparsity": target,
         "sampled_sparsity": last.get("sparsity"), "final_loss": last.get("loss"),
