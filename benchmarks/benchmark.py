@@ -469,7 +469,7 @@ def edge_pruning_part(batch: int, seq: int, steps: int, seed: int = 0) -> dict:
     unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
     if len(stamps) != steps:
         raise RuntimeError(f"{len(stamps)} progress reports for {steps} steps")
-    step_times = {kind: [b[kind] - a[kind] for a, b in zip(stamps, stamps[1:])]
+    step_times = {kind: [b[kind] - a[kind] for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
                   for kind in clocks}
     step = {kind: statistics.median(step_times[kind]) for kind in clocks}
     setup = {kind: stamps[0][kind] - start[kind] - step[kind] for kind in clocks}

@@ -17,7 +17,8 @@ from acdc.methods.edge_pruning import METHOD, EdgePruningSettings, readout
 from acdc.methods.registry import get_method
 
 # fast settings for the tiny models: a few hundred steps instead of thousands
-FAST = dict(steps=600, lr=0.3, reg_lr=0.01, quadratic_only=True)
+FAST = dict(steps=1000, lr=0.1, reg_lr=0.001, sparsity_warmup=0.6, lr_warmup=0.1,
+            quadratic_only=True)
 
 
 def known():
@@ -57,6 +58,7 @@ def test_registered_with_its_options():
     ({"edges_fraction": 1.5}, "--edges-fraction must be in [0, 1]"),
     ({"target_sparsity": 3}, "--target-sparsity must be in [0, 2]"),
     ({"top_n": 3, "steps": 0}, "--steps must be a whole number >= 1"),
+    ({"top_n": 3, "sparsity_warmup": 200}, "--sparsity-warmup is a fraction of --steps"),
     ({"top_n": 3, "lr": 0}, "--lr must be a number > 0"),
     ({"top_n": 3, "node_target_sparsity": 0.5}, "--node-target-sparsity needs --node-masks"),
 ])
@@ -159,3 +161,43 @@ def test_node_masks():
     for edge in circuit.graph.edges:
         if edge.kind == "residual":
             assert circuit.scores[edge.index] is not None
+
+
+def ranking_auc(circuit, reference) -> float:
+    """Edge ROC AUC of the circuit's scores: the top-n circuits for every n (direct edges
+    following their inputs), against the reference."""
+    from acdc.core.selection import Selection, select_edges
+    from acdc.evaluation.roc import sweep_roc
+
+    graph = circuit.graph
+    n = sum(1 for e in graph.edges if e.kind == "residual")
+    circuits = [(float(k), select_edges(graph, circuit.scores, Selection(top_n=k)))
+                for k in range(n + 1)]
+    return sweep_roc(graph, circuits, reference).auc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tracr-proportion", "tracr-reverse"])
+def test_recovers_the_tracr_circuits_with_the_tasks_defaults(name):
+    """Zero ablation and the task's metric, as the paper; the task files' method_defaults;
+    the size of the canonical circuit: exactly the canonical circuit, ranking AUC 1."""
+    from acdc.core.models import load_model
+    from acdc.core.tasks import read_task, resolve_task
+    from acdc.evaluation.canonical import load_canonical
+
+    spec = read_task(name)
+    loaded = load_model(spec.model)
+    task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    graph_shape = loaded.shape.graph_shape("qkv")
+    from acdc.core.graph import build_graph
+
+    reference = load_canonical(name, build_graph(graph_shape))
+    size = sum(1 for e, k in zip(build_graph(graph_shape).edges, reference, strict=True)
+               if k and e.kind == "residual")
+    settings = make_settings(METHOD, spec, {"top_n": size})
+    assert settings.steps == 8000 and settings.quadratic_only  # the task's defaults
+    circuit = run_method(METHOD, loaded, task, CommonSettings(spec.metric, spec.ablation),
+                         settings, seed=0)
+    assert list(circuit.kept) == list(reference)
+    assert ranking_auc(circuit, reference) == 1.0
+    assert circuit.results["metric_circuit"] < 1e-6

@@ -78,7 +78,7 @@ class MaskLayout:
             start = indices[0]
             if indices != list(range(start, start + len(names) * senders)):
                 raise ValueError(f"edges into {names[0]} ... are not in the order assumed")
-            for row, name in enumerate(names):
+            for name in names:
                 for s, i in enumerate(by_receiver[name]):
                     edge = graph.edges[i]
                     if edge.sender is None or edge.sender.index != s:
@@ -86,7 +86,9 @@ class MaskLayout:
             return start, start + len(names) * senders
 
         qkvs: tuple[str | None, ...] = ("q", "k", "v") if graph.granularity == "qkv" else (None,)
-        heads, mlps, directs = [], [], []
+        heads: list[tuple[int, int]] = []
+        mlps: list[tuple[int, int]] = []
+        directs: list[tuple[int, int] | None] = []
         for layer in range(graph.n_layers):
             receivers = [r for r in graph.receivers if r.kind == "head" and r.layer == layer]
             expected = [(qkv, head) for qkv in qkvs for head in range(graph.n_heads)]
@@ -119,7 +121,7 @@ class _Mix(torch.autograd.Function):
     later write to other rows)."""
 
     @staticmethod
-    def forward(ctx, mask: torch.Tensor, values: torch.Tensor,  # type: ignore[override]
+    def forward(ctx, mask: torch.Tensor, values: torch.Tensor,
                 *blocks: torch.Tensor) -> torch.Tensor:
         ctx.values = values
         ctx.sizes = [len(block) for block in blocks]
@@ -128,7 +130,7 @@ class _Mix(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
         grad_mask = grad @ ctx.values.T if ctx.needs_input_grad[0] else None
         wanted = ctx.needs_input_grad[2:]
@@ -158,8 +160,8 @@ class MaskedForward:
         self.positions, self.attention_masks = patched.positions, patched.attention_masks
         self.head_senders = patched.head_senders
         self.ablated = patched.ablated
-        self.ablated_qkv = patched.ablated_qkv
-        assert self.ablated_qkv is not None  # set by PatchedModel's constructor
+        assert patched.ablated_qkv is not None  # set by PatchedModel's constructor
+        self.ablated_qkv: list[torch.Tensor] = patched.ablated_qkv
         self.base_heads, self.base_mlp = patched.base_heads, patched.base_mlp
         self.base_logits = patched.base_logits
         self.ablated_head_sums = patched.ablated_head_sums

@@ -9,14 +9,16 @@ each sender, with the run's ablation) and descends
 
     loss = metric(masked logits) + lambda_1 (s - t) + lambda_2 (s - t)^2
 
-where the metric is the run's (KL to the full model at the task's metric positions by default),
-s = 1 - (sum of the sampled gates) / (residual edges) is the sampled sparsity and t the target,
-raised linearly from 0 over the first `sparsity_warmup` steps. The multipliers lambda start at 0
-and are *ascended* (AdamW with `maximize`): while s is below t they grow and push the gates
-shut. One AdamW (PyTorch's default weight decay, 0.01) updates the log-alphas at `lr` and the
-multipliers at `reg_lr`, both following a linear warm-up over `lr_warmup` steps then a linear
-decay to 0; the joint gradient norm is clipped at 1 (the authors' Hugging Face Trainer's
-default). Model weights never change.
+where the metric is the run's (KL to the full model at the task's metric positions by
+default), s = 1 - (sum of the sampled gates) / (residual edges) is the sampled sparsity and t
+the target, raised linearly from 0 over the first `sparsity_warmup` fraction of the steps. The
+multipliers start at 0 and are *ascended* (AdamW with `maximize`): while s is below t they grow
+and push the gates shut; `quadratic_only` keeps lambda_1 at 0 (the authors'
+`--disable_linear_reg_term`). One AdamW (PyTorch's default weight decay, 0.01) updates the
+log-alphas at `lr` and the multipliers at `reg_lr`, both following a linear warm-up over the
+first `lr_warmup` fraction of the steps, then a linear decay to 0; the joint gradient norm is
+clipped at 1 (the default of the Hugging Face Trainer the authors train with). Model weights
+never change.
 
 The target is the size asked for: `--top-n N` aims at N residual edges (t = 1 - N / edges),
 `--edges-fraction F` at that fraction (t = 1 - F), `--target-sparsity t` directly (above 1
@@ -27,15 +29,23 @@ outgoing edges at once; without `--node-target-sparsity` the node gates are trai
 metric alone (the authors' published GPT-2 and tracr-reverse runs), with it they get their own
 Lagrangian.
 
-**The circuit** is the authors' deterministic readout of the final log-alphas: the expected
-number of closed gates k = round(sum of P(z = 0)) is computed, the k smallest soft masks
-sigmoid(0.8 log-alpha / beta) are set to 0, and a threshold on the rest is found by bisection so
-that the hard mask's sparsity equals the soft masks' (the authors' GPT-2 rule; their tracr
-scripts use a fixed threshold of 0.005 instead, which gives the same circuits on the tracr
-tasks). An edge whose sender's node gate reads out closed is dropped. Direct q/k/v edges follow
-their inputs, and the kept edges are pruned to those on a path from input to logits. Each
-edge's score is its log-alpha (with node masks: the smaller of its own and its sender's), so
-the ranking also gives curves, sweeps and ROC.
+**The circuit** is the authors' deterministic readout of the final log-alphas: the k smallest
+soft masks sigmoid(0.8 log-alpha / beta) are set to 0 and the rest kept where above 0.005 (the
+threshold of their tracr scripts). With `--top-n` or `--edges-fraction`, k is the number of
+edges that size removes, so the circuit has the size asked for; with `--target-sparsity`, k is
+the expected number of closed gates (the sum of P(z = 0), rounded), the authors' rule. (Their
+GPT-2 scripts instead bisect the threshold so that the hard sparsity equals the soft one; on
+the tracr tasks that dropped needed edges whose masks had not saturated.) An edge whose
+sender's node gate reads out closed is dropped. Direct q/k/v edges follow their inputs, and the
+kept edges are pruned to those on a path from input to logits. Each edge's score is its
+log-alpha (with node masks: the smaller of its own and its sender's), so the ranking also gives
+curves, sweeps and ROC.
+
+Defaults are the authors' GPT-2 settings (3000 steps, lr = reg_lr = 0.8, target reached at
+5/6 of the steps, learning-rate warm-up 1/15). A task file can set its own
+(`method_defaults:`); the tracr tasks do: on those 26- and 77-edge graphs the GPT-2 settings
+close needed edges within the first steps, and a slow schedule with the quadratic term alone
+recovers the canonical circuits (README, "Edge pruning").
 
 Differences from the authors' code: their GPT-2 graph has separate token and position
 embedding writers (ours: one `input` sender) and no direct q/k/v edges; each of their heads
@@ -92,12 +102,12 @@ class EdgePruningSettings:
     lr: float = option(0.8, help="edge-pruning: learning rate of the masks' log-alphas.")
     reg_lr: float = option(0.8, help="edge-pruning: learning rate of the Lagrange "
                                      "multipliers (ascended).")
-    sparsity_warmup: int | None = option(
-        None, help="edge-pruning: steps over which the target sparsity rises linearly from 0 "
-                   "(default: 5/6 of --steps, as the authors' 2500 of 3000).")
-    lr_warmup: int | None = option(
-        None, help="edge-pruning: steps of linear learning-rate warm-up, before the linear "
-                   "decay to 0 (default: 1/15 of --steps, as the authors' 200 of 3000).")
+    sparsity_warmup: float | None = option(
+        None, help="edge-pruning: the fraction of --steps over which the target sparsity rises "
+                   "linearly from 0 (default: 5/6, as the authors' 2500 of 3000).")
+    lr_warmup: float | None = option(
+        None, help="edge-pruning: the fraction of --steps of linear learning-rate warm-up, "
+                   "before the linear decay to 0 (default: 1/15, as the authors' 200 of 3000).")
     quadratic_only: bool = option(
         False, help="edge-pruning: leave out the Lagrangian's linear term (lambda_1 stays 0; "
                     "the authors' --disable_linear_reg_term).")
@@ -126,12 +136,15 @@ class EdgePruningSettings:
                                       or not low <= value <= high):
                 raise AcdcError(f"--{name.replace('_', '-')} must be in [{low}, {high}], "
                                 f"got {value!r}")
-        for name in ("steps", "sparsity_warmup", "lr_warmup"):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise AcdcError(f"--steps must be a whole number >= 1, got {self.steps!r}")
+        for name in ("sparsity_warmup", "lr_warmup"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < (1 if name == "steps" else 0)):
-                raise AcdcError(f"--{name.replace('_', '-')} must be a whole number >= "
-                                f"{1 if name == 'steps' else 0}, got {value!r}")
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not 0 <= value <= 1):
+                raise AcdcError(f"--{name.replace('_', '-')} is a fraction of --steps, in "
+                                f"[0, 1]; got {value!r}")
         for name in ("lr", "reg_lr"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -142,15 +155,15 @@ class EdgePruningSettings:
 
     @property
     def ramp_steps(self) -> int:
-        if self.sparsity_warmup is not None:
-            return self.sparsity_warmup
-        return round(RAMP_FRACTION * self.steps)
+        """Steps over which the target rises."""
+        fraction = RAMP_FRACTION if self.sparsity_warmup is None else self.sparsity_warmup
+        return round(fraction * self.steps)
 
     @property
     def warmup_steps(self) -> int:
-        if self.lr_warmup is not None:
-            return self.lr_warmup
-        return round(WARMUP_FRACTION * self.steps)
+        """Steps of learning-rate warm-up."""
+        fraction = WARMUP_FRACTION if self.lr_warmup is None else self.lr_warmup
+        return round(fraction * self.steps)
 
     def n_closed(self, n_residual: int) -> int | None:
         """How many edges the readout closes: those the size asked for removes (`top_n`,
