@@ -26,11 +26,14 @@ heads' edges: each receiver gets, per earlier layer, that norm of the ablated he
 masked deltas, as `PatchedModel._mix` computes it.
 
 Cost. Every sender's delta `live - ablated` is copied into one buffer `[senders, batch, pos,
-d_model]` as it is computed, and each receiver group's input is one matrix product of its masks
-with a prefix of that buffer (`_Mix`, an autograd function whose backward reads the buffer
-instead of keeping a copy per product). What autograd keeps besides is what an ordinary forward
-keeps, times the residual copies of the head inputs (one per q/k/v input of every head, each
-with its own norm).
+d_model]` as it is computed (`_Store`), and each receiver group's input is one matrix product of
+its masks with a range of that buffer (`_Mix`). Neither keeps a copy: the backward pass of a
+product reads the buffer and adds its gradient into a second buffer of the same shape, from
+which each sender's gradient is taken once every receiver that reads it is done (autograd's
+order, enforced by a scalar handle per block of senders). The head inputs (one residual copy
+per q/k/v input of every head, each with its own norm) are recomputed in the backward pass
+instead of being kept (`torch.utils.checkpoint`): one more mix and norm per layer, for a memory
+of about one residual stream per sender instead of one per head input.
 
 >>> masked = MaskedForward(patched)  # doctest: +SKIP
 >>> z = torch.ones(len(patched.graph.edges), requires_grad=True)  # doctest: +SKIP
@@ -43,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from acdc.core import forward
 from acdc.core.graph import Graph
@@ -111,34 +115,103 @@ class MaskLayout:
         return cls(tuple(heads), tuple(mlps), tuple(directs), logits)
 
 
-class _Mix(torch.autograd.Function):
-    """`mask [rows, n] @ values [n, features]`, where `values` is the concatenation of the
-    `blocks` (the senders' deltas as the forward pass made them) held in a shared buffer.
+class _Deltas:
+    """One pass's sender deltas `[senders, batch * pos * d_model]` and, in its backward pass,
+    their gradients (allocated at the first product's backward). `finished` once every stored
+    block's gradient has been read: the next pass may then reuse both buffers."""
 
-    The gradient of the mask reads the buffer (no copy of `values` is kept per product); the
-    gradient of `values` goes to each block. Nothing writes the first n rows of the buffer
-    after the product, which is why the buffer is not saved (saving would version-check every
-    later write to other rows)."""
+    def __init__(self, n_senders: int, shape: tuple[int, int, int], dtype: torch.dtype,
+                 device: torch.device, spare: _Deltas | None = None):
+        self.shape = shape
+        size = (n_senders, shape[0] * shape[1] * shape[2])
+        reuse = spare is not None and spare.finished and tuple(spare.values.shape) == size
+        self.values = spare.values if reuse else torch.empty(size, dtype=dtype,
+                                                                device=device)
+        self.spare_grads = spare.grads if reuse else None
+        self.grads: torch.Tensor | None = None
+        self.pending = 0  # stored blocks whose gradient has not been read
+        self.finished = False
+
+    def grad_rows(self, start: int, stop: int) -> torch.Tensor:
+        if self.grads is None:
+            if self.spare_grads is not None:
+                self.grads, self.spare_grads = self.spare_grads.zero_(), None
+            else:
+                self.grads = torch.zeros_like(self.values)
+        return self.grads[start:stop]
+
+
+class _Store(torch.autograd.Function):
+    """Copy a block of senders' deltas into the buffer; return a scalar handle that every
+    product reading the block takes as an input, so that the block's gradient (summed in the
+    buffer by those products) is read only after all of them."""
 
     @staticmethod
-    def forward(ctx, mask: torch.Tensor, values: torch.Tensor,
-                *blocks: torch.Tensor) -> torch.Tensor:
-        ctx.values = values
-        ctx.sizes = [len(block) for block in blocks]
+    def forward(ctx, delta: torch.Tensor, deltas: _Deltas,
+                start: int) -> torch.Tensor:
+        n = delta.shape[0]
+        deltas.values[start:start + n] = delta.reshape(n, -1)
+        deltas.pending += 1
+        ctx.deltas, ctx.start, ctx.shape = deltas, start, delta.shape
+        return delta.new_zeros(())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, _: torch.Tensor):
+        n = ctx.shape[0]
+        deltas = ctx.deltas
+        grad = deltas.grad_rows(ctx.start, ctx.start + n).reshape(ctx.shape).clone()
+        deltas.pending -= 1
+        deltas.finished = deltas.pending == 0
+        return grad, None, None
+
+
+class _Mix(torch.autograd.Function):
+    """`base + mask [rows, m] @ deltas[start:stop]` (at the metric positions when `at` gives
+    them: (prompt and position indices); `base` [features] or None, added to every row in the
+    same product): the gradient of the mask reads the buffer, the gradient of the deltas is
+    added into the gradient buffer. `handles` are the `_Store` handles of the blocks in the
+    range (they carry no gradient; they order the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor, deltas: _Deltas, start: int, stop: int,
+                at: tuple[torch.Tensor, torch.Tensor] | None, base: torch.Tensor | None,
+                *handles: torch.Tensor) -> torch.Tensor:
+        ctx.deltas, ctx.start, ctx.stop, ctx.at = deltas, start, stop, at
+        ctx.n_handles = len(handles)
         ctx.save_for_backward(mask)
-        return mask @ values
+        values = _Mix.rows(deltas, start, stop, at)
+        if base is None:
+            return mask @ values
+        return torch.addmm(base.reshape(1, -1), mask, values)
+
+    @staticmethod
+    def rows(deltas: _Deltas, start: int, stop: int,
+             at: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        values = deltas.values[start:stop]
+        if at is None:
+            return values
+        return values.view(stop - start, *deltas.shape)[:, at[0], at[1]].reshape(
+            stop - start, -1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        grad_mask = grad @ ctx.values.T if ctx.needs_input_grad[0] else None
-        wanted = ctx.needs_input_grad[2:]
-        grads: list[torch.Tensor | None] = [None] * len(wanted)
-        if any(wanted):
-            parts = (mask.T @ grad).split(ctx.sizes)
-            grads = [part if want else None for part, want in zip(parts, wanted, strict=True)]
-        return grad_mask, None, *grads
+        deltas, start, stop, at = ctx.deltas, ctx.start, ctx.stop, ctx.at
+        grad_mask = None
+        if ctx.needs_input_grad[0]:
+            grad_mask = grad @ _Mix.rows(deltas, start, stop, at).T
+        if any(ctx.needs_input_grad[6:]):
+            rows = deltas.grad_rows(start, stop)
+            if at is None:
+                rows.addmm_(mask.T, grad)
+            else:
+                m = stop - start
+                full = rows.view(m, *deltas.shape)
+                full[:, at[0], at[1]] += (mask.T @ grad).view(m, len(at[0]), -1)
+        zero = grad.new_zeros(())
+        return (grad_mask, None, None, None, None, None, *[zero] * ctx.n_handles)
 
 
 class MaskedForward:
@@ -147,7 +220,9 @@ class MaskedForward:
     `logits(edges, nodes)` returns the logits at the metric positions `[n_positions, d_vocab]`
     for edge masks `[n_edges]` (graph order) and node masks `[n_senders]` (None: all 1),
     differentiable in both. The `PatchedModel` can be dropped afterwards: only the ablated
-    values, biases and clean logits are kept.
+    values, biases and clean logits are kept. A pass reuses the buffers of the previous one
+    once that one's backward pass has run (so a graph kept with `retain_graph` must not be
+    differentiated again after the next pass).
     """
 
     def __init__(self, patched: PatchedModel):
@@ -174,6 +249,9 @@ class MaskedForward:
             for heads in self.head_senders:
                 linear[heads] = 0
         self.linear_senders = linear
+        self._last: _Deltas | None = None  # the last pass's buffers, reused once it is done
+        self.projections = [forward.stacked_projections(lw, shared=self.n_inputs == 1)
+                            for lw in self.w.layers]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -196,10 +274,17 @@ class MaskedForward:
         scale = None if nodes is None else nodes.to(self.dtype)
         layout, w = self.layout, self.w
         batch, n_pos, d_model = self.input_delta.shape
-        values = torch.empty(self.n_senders, batch, n_pos, d_model, dtype=self.dtype,
-                             device=self.device)
-        values[0] = self.input_delta
-        blocks: list[torch.Tensor] = [self.input_delta[None]]
+        deltas = _Deltas(self.n_senders, (batch, n_pos, d_model), self.dtype, self.device,
+                         self._last)
+        self._last = deltas
+        deltas.values[0] = self.input_delta.reshape(-1)
+        handles: list[tuple[int, int, torch.Tensor | None]] = [(0, 1, None)]
+
+        def store(delta: torch.Tensor, start: int) -> None:
+            handle = _Store.apply(delta, deltas, start) if delta.requires_grad else None
+            if handle is None:
+                deltas.values[start:start + delta.shape[0]] = delta.reshape(delta.shape[0], -1)
+            handles.append((start, start + delta.shape[0], handle))
 
         def masks(span: tuple[int, int], n: int, *shape: int) -> torch.Tensor:
             m = edges[span[0]:span[1]].view(*shape, n)
@@ -209,9 +294,8 @@ class MaskedForward:
             lw = w.layers[layer]
             n = self.graph.senders_before(layer)
             m = masks(layout.heads[layer], n, self.n_inputs, self.n_heads)
-            x = self.base_heads[layer] + self._mix(m, values, blocks, n)
-            x = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-            qkv = forward.qkv(lw, x)
+            qkv = forward.stacked_qkv(self.projections[layer],
+                                      self._head_inputs(layer, m, deltas, handles, n))
             span = layout.direct[layer]
             ablated_qkv = self.ablated_qkv[layer]
             if span is not None:
@@ -224,61 +308,61 @@ class MaskedForward:
                                      w.attn_soft_cap)
             out = forward.head_outputs(lw, z_heads)
             heads = self.head_senders[layer]
-            delta = out if self.ablated is None else out - self.ablated[heads]
-            values[heads] = delta.detach()
-            blocks.append(delta)
+            store(out if self.ablated is None else out - self.ablated[heads], heads.start)
             if self.has_mlp:
                 index = self.graph.sender_of_mlp(layer)
                 n = self.graph.senders_of_mlp(layer)
                 m = masks(layout.mlps[layer], n)
-                x = self.base_mlp[layer] + self._mix(m, values, blocks, n)
+                x = self._mix(m, deltas, handles, n, base=self.base_mlp[layer])
                 out = forward.mlp(w, lw, x)
                 delta = out if self.ablated is None else out - self.ablated[index]
-                values[index] = delta.detach()
-                blocks.append(delta[None])
+                store(delta[None], index)
         m = masks(layout.logits, self.n_senders)
-        x = self.base_logits + self._mix(m, values, blocks, self.n_senders, at_metric=True)
+        x = self._mix(m, deltas, handles, self.n_senders, at_metric=True, base=self.base_logits)
+        deltas.finished = deltas.pending == 0  # nothing to differentiate: free to reuse
         return forward.unembed(w, x)
 
-    def _mix(self, mask: torch.Tensor, values: torch.Tensor, blocks: list[torch.Tensor], n: int,
-             at_metric: bool = False) -> torch.Tensor:
-        """mask [..., n] times the first n senders' deltas -> [..., batch, pos, d_model] (at
-        the metric positions: [..., n_positions, d_model])."""
-        used = []
-        total = 0
-        for block in blocks:
-            if total == n:
-                break
-            used.append(block)
-            total += block.shape[0]
-        assert total == n, "a receiver reads a prefix of whole blocks of senders"
-        prefix = values[:n]
-        if at_metric:
-            prefix = prefix[:, self.pos_batch, self.pos_index]
-            used = [block[:, self.pos_batch, self.pos_index] for block in used]
+    def _head_inputs(self, layer: int, mask: torch.Tensor, deltas: _Deltas,
+                     handles: list[tuple[int, int, torch.Tensor | None]], n: int
+                     ) -> torch.Tensor:
+        """Every head input's residual copy, normalised (`mask` [inputs, heads, n]):
+        [inputs, heads, batch, pos, d_model]. Under autograd, recomputed in the backward pass
+        instead of kept."""
+        def compute(mask: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+            lw = self.w.layers[layer]
+            x = self._mix(mask, deltas, handles, n, base=self.base_heads[layer])
+            return forward.norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+
+        if not torch.is_grad_enabled() or layer >= self.n_layers // 2:
+            return compute(mask)
+        # the handles are passed so that the recomputation keeps them as inputs
+        ready = [h for _, stop, h in handles if h is not None and stop <= n]
+        return checkpoint(compute, mask, *ready, use_reentrant=False)
+
+    def _mix(self, mask: torch.Tensor, deltas: _Deltas,
+             handles: list[tuple[int, int, torch.Tensor | None]], n: int,
+             at_metric: bool = False, base: torch.Tensor | None = None) -> torch.Tensor:
+        """`base` plus mask [..., n] times the first n senders' deltas -> [..., batch, pos,
+        d_model] (at the metric positions: [..., n_positions, d_model])."""
+        at = (self.pos_batch, self.pos_index) if at_metric else None
+        used = [(start, stop, h) for start, stop, h in handles if stop <= n]
+        assert used[-1][1] == n, "a receiver reads a prefix of whole blocks of senders"
+        ready = [h for _, _, h in used if h is not None]
         rows = mask.reshape(-1, n)
         linear = rows if not self.post_norm else rows * self.linear_senders[:n]
-        flat = _Mix.apply(linear, prefix.reshape(n, -1),
-                          *(block.reshape(block.shape[0], -1) for block in used))
-        out = flat.view(len(rows), *prefix.shape[1:])
+        flat = _Mix.apply(linear, deltas, 0, n, at, base, *ready)
+        shape = ((len(self.pos_batch),) if at_metric else deltas.shape[:2]) + deltas.shape[2:]
+        out = flat.view(len(rows), *shape)
         if self.post_norm:
-            for term in self._post_norm_heads(rows, used, n, at_metric):
-                out = out + term
-        return out.view(*mask.shape[:-1], *prefix.shape[1:])
-
-    def _post_norm_heads(self, rows: torch.Tensor, blocks: list[torch.Tensor], n: int,
-                         at_metric: bool) -> list[torch.Tensor]:
-        """With post-attention norms: per earlier layer, norm(b_O + ablated heads + each row's
-        masked head deltas) (`PatchedModel._mix`)."""
-        terms = []
-        for layer, heads in enumerate(self.head_senders):
-            if heads.stop > n:
-                break
-            block = blocks[1 + layer * (2 if self.has_mlp else 1)]
-            mixed = (rows[:, heads] @ block.reshape(len(block), -1)).view(
-                len(rows), *block.shape[1:])
-            if self.ablated_head_sums is not None:
-                ablated = self.ablated_head_sums[layer]
-                mixed = mixed + (ablated[self.pos_batch, self.pos_index] if at_metric else ablated)
-            terms.append(forward.attention_out(self.w, self.w.layers[layer], mixed))
-        return terms
+            for layer, heads in enumerate(self.head_senders):
+                if heads.stop > n:
+                    break
+                handle = next(h for start, _, h in used if start == heads.start)
+                mixed = _Mix.apply(rows[:, heads], deltas, heads.start, heads.stop, at, None,
+                                   *([handle] if handle is not None else [])).view(out.shape)
+                if self.ablated_head_sums is not None:
+                    ablated = self.ablated_head_sums[layer]
+                    mixed = mixed + (ablated[self.pos_batch, self.pos_index] if at_metric
+                                     else ablated)
+                out = out + forward.attention_out(self.w, self.w.layers[layer], mixed)
+        return out.view(*mask.shape[:-1], *shape)

@@ -40,11 +40,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class MaskProblem:
-    """The masked forward of one task, ablation and graph, its metric and a meter."""
+    """The masked forward of one task, ablation and graph, and its metric. Only what the
+    masked forward reads is kept while masks are learnt (the ablated values, not the patched
+    model's working copy of the deltas); `meter()` records the task's runs again, once, to
+    measure the circuit found."""
 
     masked: MaskedForward
     metric: Metric
-    meter: CircuitMeter
+    model: LoadedModel
+    task: Task
+    common: CommonSettings
 
     @classmethod
     def of(cls, model: LoadedModel, task: Task, graph: Graph,
@@ -62,7 +67,12 @@ class MaskProblem:
             targets = metric_targets(task.clean, task.positions, task.answers,
                                      task.wrong_answers, device)
             metric = build_metric(common.metric, patched.clean_logits, targets)
-        return cls(MaskedForward(patched), metric, CircuitMeter(patched, metric))
+        return cls(MaskedForward(patched), metric, model, task, common)
+
+    def meter(self) -> CircuitMeter:
+        """A meter of circuits of this graph on the task's runs, recorded again."""
+        return CircuitMeter.of(self.model, self.task, self.masked.graph, self.common.metric,
+                               self.common.ablation)
 
 
 @dataclass(frozen=True)

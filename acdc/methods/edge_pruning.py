@@ -313,7 +313,7 @@ def discover(job: Discovery) -> KeptEdges:
         "lambdas": [float(v) for v in edge_lambdas.detach()],
         "n_edges_read_out": sum(1 for i in residual if kept[i]),
     }
-    return KeptEdges(kept, scores, results, prune=True, meter=problem.meter)
+    return KeptEdges(kept, scores, results, prune=True, meter=problem.meter())
 
 
 METHOD = Method(

@@ -222,7 +222,7 @@ def discover(job: Discovery) -> KeptEdges:
                "final_objective": last.get("objective"),
                "regulariser": last.get("regulariser"), "heads_open": heads_open,
                "mlps_open": sum(mlp_on), "gates_open": sum(direct_on) + sum(mlp_on)}
-    return KeptEdges(kept, scores, results, prune=True, meter=problem.meter,
+    return KeptEdges(kept, scores, results, prune=True, meter=problem.meter(),
                      node_scores=node_scores)
 
 
