@@ -124,13 +124,15 @@ class _Deltas:
                  device: torch.device, spare: _Deltas | None = None):
         self.shape = shape
         size = (n_senders, shape[0] * shape[1] * shape[2])
-        reuse = spare is not None and spare.finished and tuple(spare.values.shape) == size
-        self.values = spare.values if reuse else torch.empty(size, dtype=dtype,
-                                                                device=device)
-        self.spare_grads = spare.grads if reuse else None
+        self.spare_grads: torch.Tensor | None = None
+        if spare is not None and spare.finished and tuple(spare.values.shape) == size:
+            self.values: torch.Tensor = spare.values
+            self.spare_grads = spare.grads
+        else:
+            self.values = torch.empty(size, dtype=dtype, device=device)
         self.grads: torch.Tensor | None = None
         self.pending = 0  # stored blocks whose gradient has not been read
-        self.finished = False
+        self.finished: bool = False
 
     def grad_rows(self, start: int, stop: int) -> torch.Tensor:
         if self.grads is None:
