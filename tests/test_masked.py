@@ -227,3 +227,22 @@ def test_layout_matches_edge_names():
         start, stop = layout.logits
         assert [e.sender.index for e in graph.edges[start:stop]] == list(
             range(len(graph.senders)))
+
+
+def test_successive_passes_reuse_buffers_without_mixing_gradients():
+    """A pass reuses the previous pass's buffers once its backward has run: the gradients of
+    each pass equal those of a fresh masked forward."""
+    s = setup_of(CASES[7])  # neox2: MLPs and parallel blocks
+    grads = []
+    for seed in (5, 6):
+        edges, nodes = s.random_masks(seed)
+        edges.requires_grad_(True)
+        s.metric(s.masked.logits(edges, nodes)).backward()
+        grads.append(edges.grad)
+    assert s.masked._last is not None and s.masked._last.finished
+    for seed, grad in zip((5, 6), grads, strict=True):
+        fresh = MaskedForward(s.patched)
+        edges, nodes = s.random_masks(seed)
+        edges.requires_grad_(True)
+        s.metric(fresh.logits(edges, nodes)).backward()
+        torch.testing.assert_close(edges.grad, grad, rtol=0, atol=0)

@@ -31,9 +31,11 @@ its masks with a range of that buffer (`_Mix`). Neither keeps a copy: the backwa
 product reads the buffer and adds its gradient into a second buffer of the same shape, from
 which each sender's gradient is taken once every receiver that reads it is done (autograd's
 order, enforced by a scalar handle per block of senders). The head inputs (one residual copy
-per q/k/v input of every head, each with its own norm) are recomputed in the backward pass
-instead of being kept (`torch.utils.checkpoint`): one more mix and norm per layer, for a memory
-of about one residual stream per sender instead of one per head input.
+per q/k/v input of every head, each with its own norm) are what a pass costs: the first
+`recompute` fraction of the layers (half by default) recomputes them in the backward pass
+(`torch.utils.checkpoint`: one more product and norm per layer) instead of keeping the norms'
+inputs, a residual stream per head input. A pass reuses the previous pass's buffers once that
+pass's backward has run.
 
 >>> masked = MaskedForward(patched)  # doctest: +SKIP
 >>> z = torch.ones(len(patched.graph.edges), requires_grad=True)  # doctest: +SKIP
@@ -113,6 +115,9 @@ class MaskLayout:
                 directs.append(None)
         logits = block(["logits"], len(graph.senders))
         return cls(tuple(heads), tuple(mlps), tuple(directs), logits)
+
+
+RECOMPUTE = 0.5  # the fraction of layers whose head inputs are recomputed (see the docstring)
 
 
 class _Deltas:
@@ -227,8 +232,11 @@ class MaskedForward:
     differentiated again after the next pass).
     """
 
-    def __init__(self, patched: PatchedModel):
+    def __init__(self, patched: PatchedModel, recompute: float = RECOMPUTE):
+        """`recompute`: the fraction of the layers (the first ones) whose head inputs are
+        recomputed in the backward pass instead of kept."""
         self.w, self.graph = patched.w, patched.graph
+        self.recomputed_layers = round(recompute * self.graph.n_layers)
         self.layout = MaskLayout.of(self.graph)
         self.n_layers, self.n_heads = self.graph.n_layers, self.graph.n_heads
         self.has_mlp, self.post_norm = patched.has_mlp, patched.post_norm
@@ -335,7 +343,7 @@ class MaskedForward:
             x = self._mix(mask, deltas, handles, n, base=self.base_heads[layer])
             return forward.norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
 
-        if not torch.is_grad_enabled() or layer >= self.n_layers // 2:
+        if not torch.is_grad_enabled() or layer >= self.recomputed_layers:
             return compute(mask)
         # the handles are passed so that the recomputation keeps them as inputs
         ready = [h for _, stop, h in handles if h is not None and stop <= n]
