@@ -68,12 +68,16 @@ def test_circuit_from_gates():
     # a0.h0 lives through its query only; a1.h0 and m1 are closed; m0 is open
     assert names == {"input->a0.h0<q>", "a0.h0<q>->a0.h0", "input->m0", "a0.h0->m0",
                      "input->logits", "a0.h0->logits", "m0->logits"}
-    assert nodes == {"a0.h0": 2.0, "m0": 1.0, "a1.h0": -1.0, "m1": -0.5}
-    by_name = {e.name: scores[e.index] for e in graph.edges}
-    assert by_name["a0.h0->m0"] == 1.0 and by_name["input->a0.h0<k>"] == -1.0
-    assert by_name["m0->a1.h0<v>"] == -4.0 and by_name["input->logits"] == 2.0
-    # score >= 0 is exactly the deterministic circuit
-    assert all((s is not None and s >= 0) == kept[i] for i, s in enumerate(scores))
+    logit = {name: math.log(p / (1 - p)) for name, p in nodes.items() if p is not None}
+    assert logit == pytest.approx({"a0.h0": 2.0, "m0": 1.0, "a1.h0": -1.0, "m1": -0.5})
+    by_name = {e.name: math.log(s / (1 - s)) for e in graph.edges
+               if (s := scores[e.index]) is not None}
+    assert by_name["a0.h0->m0"] == pytest.approx(1.0)
+    assert by_name["input->a0.h0<k>"] == pytest.approx(-1.0)
+    assert by_name["m0->a1.h0<v>"] == pytest.approx(-4.0)
+    assert by_name["input->logits"] == pytest.approx(2.0)
+    # score >= 1/2 is exactly the deterministic circuit
+    assert all((s is not None and s >= 0.5) == kept[i] for i, s in enumerate(scores))
 
 
 @pytest.mark.slow
@@ -88,7 +92,7 @@ def test_recovers_a_known_node_circuit(seed):
     assert circuit.results["heads_open"] == 2 and circuit.results["gates_open"] == 2
     assert circuit.results["metric_circuit"] == pytest.approx(circuit.results["metric_full"],
                                                               abs=1e-6)
-    assert circuit.node_scores["a0.h0"] > 0 > circuit.node_scores["a1.h1"]
+    assert circuit.node_scores["a0.h0"] > 0.5 > circuit.node_scores["a1.h1"]
 
 
 def test_seeds_readouts_and_interrupt():

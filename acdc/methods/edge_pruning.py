@@ -37,9 +37,10 @@ the expected number of closed gates (the sum of P(z = 0), rounded), the authors'
 GPT-2 scripts instead bisect the threshold so that the hard sparsity equals the soft one; on
 the tracr tasks that dropped needed edges whose masks had not saturated.) An edge whose
 sender's node gate reads out closed is dropped. Direct q/k/v edges follow their inputs, and the
-kept edges are pruned to those on a path from input to logits. Each edge's score is its
-log-alpha (with node masks: the smaller of its own and its sender's), so the ranking also gives
-curves, sweeps and ROC.
+kept edges are pruned to those on a path from input to logits. Each edge's score is its soft
+mask sigmoid(0.8 log-alpha / beta), in (0, 1) and increasing with log-alpha (with node masks:
+the smaller of its own and its sender's), so ranking by |score|, as selection, curves, sweeps
+and ROC do, ranks the edges by log-alpha.
 
 Defaults are the authors' GPT-2 settings (3000 steps, lr = reg_lr = 0.8, target reached at
 5/6 of the steps, learning-rate warm-up 1/15). A task file can set its own
@@ -187,6 +188,16 @@ class EdgePruningSettings:
         return 1.0 - self.top_n / n_residual
 
 
+def soft_mask(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The readout's soft mask sigmoid(0.8 log-alpha / beta) in float64: an edge's score
+    (in (0, 1), increasing with log-alpha, so that ranking by |score| ranks by log-alpha)."""
+    import torch
+
+    from acdc.core import hard_concrete
+
+    return torch.sigmoid(FACTOR * log_alpha.detach().double() / hard_concrete.BETA)
+
+
 def readout(log_alpha: torch.Tensor, n_closed: int | None = None) -> torch.Tensor:
     """The authors' deterministic mask (bool) of trained log-alphas: the `n_closed` smallest
     soft masks sigmoid(0.8 log-alpha / beta) are set to 0 (default: the expected number of
@@ -200,7 +211,7 @@ def readout(log_alpha: torch.Tensor, n_closed: int | None = None) -> torch.Tenso
     if n_closed is None:
         n_closed = round(float(hard_concrete.p_closed(log_alpha).sum()))
     k = min(n, max(0, n_closed))
-    soft = torch.sigmoid(FACTOR * log_alpha / hard_concrete.BETA)
+    soft = soft_mask(log_alpha)
     if k > 0:
         soft[torch.topk(soft, k, largest=False).indices] = 0
     return soft > THRESHOLD
@@ -215,9 +226,9 @@ def _circuit(graph: Graph, residual: list[int], edge_alpha: torch.Tensor,
     kept = [False] * len(graph.edges)
     scores: list[float | None] = [None] * len(graph.edges)
     on = readout(edge_alpha, n_closed).tolist()
-    alphas = edge_alpha.detach().double().tolist()
+    alphas = soft_mask(edge_alpha).tolist()
     nodes_on = readout(node_alpha).tolist() if node_alpha is not None else None
-    node_alphas = node_alpha.detach().double().tolist() if node_alpha is not None else None
+    node_alphas = soft_mask(node_alpha).tolist() if node_alpha is not None else None
     for i, index in enumerate(residual):
         sender = graph.edges[index].sender
         assert sender is not None  # a residual edge

@@ -27,10 +27,12 @@ k and v gates are all closed; the circuit is every edge among kept nodes (`input
 always), less the edges into a closed q, k or v input and that input's direct edge (as the ACDC
 code removes them), pruned to the edges on a path from input to logits.
 
-Scores: each head's node score is the largest of its q, k and v log-alphas, each MLP's its
-gate's; an edge's score is the smallest of its two ends' (a q/k/v input counting as its own
-gate), so keeping every edge whose score is >= 0 is the deterministic circuit, and the ranking
-gives curves and ROC at edge or node level (the edge `input->logits`, which no gate
+Scores: sigmoid(log-alpha) of a gate (in (0, 1), at least 1/2 exactly when the gate reads out
+open, ordered as log-alpha, so ranking by |score| ranks gates). Each head's node score is that
+of the largest of its q, k and v log-alphas, each MLP's its gate's; an edge's score is the
+smaller of its two ends' (a q/k/v input counting as its own gate), so keeping every edge whose
+score is >= 1/2 is the deterministic circuit, and the ranking gives curves and ROC at edge or
+node level (the edge `input->logits`, which no gate
 touches, scores as the highest gate).
 
 Differences from the ACDC code: there a zero-ablated gate multiplies the activation by z (q,
@@ -127,10 +129,16 @@ def regulariser(direct: torch.Tensor, mlps: torch.Tensor, gates: Gates) -> torch
     return per_hook.mean()
 
 
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
 def _circuit(graph: Graph, gates: Gates, direct_alpha: list[float], mlp_alpha: list[float],
              direct_on: list[bool], mlp_on: list[bool]
              ) -> tuple[list[bool], list[float | None], dict[str, float | None]]:
-    """Kept flags (before pruning), edge scores and node scores."""
+    """Kept flags (before pruning), edge scores and node scores, from the gates' log-alphas
+    and readouts. Scores are sigmoid(log-alpha) of the gates they take: in (0, 1), >= 1/2
+    exactly for an open gate, ordered as log-alpha."""
     gate_of: dict[str, tuple[float, bool]] = {}  # q/k/v input name -> (log-alpha, open)
     for i, index in enumerate(gates.direct):
         gate_of[graph.edges[index].receiver.name] = (direct_alpha[i], direct_on[i])
@@ -159,8 +167,8 @@ def _circuit(graph: Graph, gates: Gates, direct_alpha: list[float], mlp_alpha: l
             elif receiver.name in node:
                 ends.append(node[receiver.name])
         kept.append(all(on for _, on in ends))
-        scores.append(min(a for a, _ in ends) if ends else top)
-    node_scores: dict[str, float | None] = {name: a for name, (a, _) in node.items()}
+        scores.append(_sigmoid(min(a for a, _ in ends) if ends else top))
+    node_scores: dict[str, float | None] = {name: _sigmoid(a) for name, (a, _) in node.items()}
     return kept, scores, node_scores
 
 
