@@ -201,3 +201,29 @@ def test_recovers_the_tracr_circuits_with_the_tasks_defaults(name):
     assert list(circuit.kept) == list(reference)
     assert ranking_auc(circuit, reference) == 1.0
     assert circuit.results["metric_circuit"] < 1e-6
+
+
+def test_a_run_through_the_pipeline(tmp_path):
+    """`acdc.run` with an options dict: the task's method_defaults, the options given, the
+    files written (the circuit, run.yaml with every setting), scores and results."""
+    import json
+
+    import yaml
+
+    from acdc import run as pipeline
+
+    job = pipeline.start_run("tracr-proportion", method="edge-pruning", top_n=5, steps=30,
+                             out=tmp_path / "out")
+    assert job.settings.settings.lr == 0.03 and job.settings.settings.steps == 30
+    outcome = pipeline.execute(job)
+    pipeline.write_outputs(job, outcome, render_svg=False)
+    job.close()
+    data = yaml.safe_load((tmp_path / "out" / "run.yaml").read_text())
+    assert data["method"] == "edge-pruning" and data["top_n"] == 5 and data["lr"] == 0.03
+    assert data["quadratic_only"] is True and data["partial"] is False
+    assert "--top-n 5" in data["repeat"]
+    circuit = json.loads((tmp_path / "out" / "circuit.json").read_text())
+    assert circuit["method"] == "edge-pruning"
+    assert outcome.circuit.results["steps_done"] == 30
+    assert all(0 < s < 1 for e, s in zip(outcome.circuit.graph.edges, outcome.circuit.scores,
+                                          strict=True) if e.kind == "residual")

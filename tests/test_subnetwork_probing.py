@@ -119,3 +119,20 @@ def test_seeds_readouts_and_interrupt():
 
     partial = run_method(METHOD, loaded, task, common, settings, seed=1, on_progress=stop)
     assert partial.results["partial"] is True and partial.results["steps_done"] == 1
+
+
+def test_a_run_through_the_pipeline(tmp_path):
+    from acdc import run as pipeline
+
+    job = pipeline.start_run("tracr-reverse", method="sp", lambda_l0=0.5, steps=20,
+                             out=tmp_path / "out")
+    outcome = pipeline.execute(job)
+    pipeline.write_outputs(job, outcome, render_svg=False)
+    job.close()
+    circuit = outcome.circuit
+    assert circuit.level == "node" and circuit.settings["lambda_l0"] == 0.5
+    assert set(circuit.node_scores) == {"a0.h0", "a1.h0", "a2.h0", "a3.h0", "m0", "m1", "m2",
+                                        "m3"}
+    assert (tmp_path / "out" / "circuit.json").is_file()
+    with pytest.raises(AcdcError, match="is not an option of method sp"):
+        pipeline.resolve_settings("tracr-reverse", method="sp", top_n=5)
