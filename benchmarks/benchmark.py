@@ -25,15 +25,15 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    (`--attribution-part`), so that each peak resident set size is its own; the model's own
    resident size (measured right after it is built) is reported apart.
 
+4. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
+   at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
+   circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
+
 5. `--edge-pruning` (or `--edge-pruning-only`): edge pruning on the GPT-2-small-shaped model,
    batch `--attribution-batch` x `--attribution-seq` (50 x 16), KL: the cost of one
    optimisation step (sampled masks, masked forward, backward, optimiser) in FPE, as the median
    of the steps after the first, and the run's peak memory against the plain forward with every
    activation cached (part 3's `forward`), each in a fresh process.
-
-4. `--families llama gemma2`: part 2's edge-test costs on Llama's and Gemma 2's architectures
-   at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
-   circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
 
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part

@@ -166,11 +166,11 @@ class Discovery:
     `graph` is the run's graph; `seed` the run's seed (torch's generator is seeded with it
     before the method starts, for methods that sample); `selection` the rule that will choose
     the circuit from the method's scores (None for a method that keeps edges itself; edge
-    pruning aims its sparsity at it); `record` the run's settings as a journal's header records
-    them; `out_dir` is where a resumable method keeps its journal (None: keep none);
-    `resume_from` the journal read back when resuming; `recordings` the task's clean and
-    corrupted runs on this model, recorded once for several runs (`acdc.core.recordings`;
-    a sweep), or None."""
+    pruning takes its target size as options of its own); `record` the run's settings as a
+    journal's header records them; `out_dir` is where a resumable method keeps its journal
+    (None: keep none); `resume_from` the journal read back when resuming; `recordings` the
+    task's clean and corrupted runs on this model, recorded once for several runs
+    (`acdc.core.recordings`; a sweep), or None."""
 
     model: LoadedModel
     task: Task
