@@ -184,7 +184,7 @@ class RunSettings:
 
 def _kind(annotation: Any) -> type | tuple[type, ...]:
     """The Python type(s) a recorded field's value must have, from its annotation."""
-    text = str(annotation)
+    text = str(annotation).replace(" ", "").removesuffix("|None")
     if text == "bool":
         return bool
     if text == "float":
