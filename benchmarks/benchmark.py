@@ -447,8 +447,8 @@ def edge_pruning_part(batch: int, seq: int, steps: int, seed: int = 0) -> dict:
     """Edge pruning on the GPT-2 shape, in this (fresh) process: `steps` steps, each timed
     (wall and CPU) from the progress reports, which come after every step here (a step takes
     longer than their half-second spacing); the first step (allocations) is reported apart."""
-    from acdc.core.models import LoadedModel
-    from acdc.core.tasks import Task
+    from acdc.core.loading import LoadedModel
+    from acdc.core.tasks.values import Task
     from acdc.methods.base import run_method
     from acdc.methods.edge_pruning import METHOD, EdgePruningSettings
 
@@ -550,7 +550,7 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
     from acdc.core.recordings import CircuitMeter, record
     from acdc.core.removals import SingleRemovals, receiver_groups
     from acdc.core.selection import Selection, prune, select_edges
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
     from acdc.methods.base import run_method
     from acdc.methods.exact import EXACT
 
@@ -565,7 +565,7 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
                 metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
                 clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
                 answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
 
     loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
@@ -656,12 +656,12 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
 def bench_gpt2_hisp(batch: int, seq: int, seed: int = 0) -> dict:
     """HISP's cost on the GPT-2-small shape, by phase (see the module docstring)."""
     from acdc.core.metrics import build_metric, metric_targets
-    from acdc.core.models import LoadedModel
+    from acdc.core.loading import LoadedModel
     from acdc.core.patching import task_tensors
     from acdc.core.recordings import CircuitMeter
     from acdc.core.selection import Selection, edges_among, prune, select_nodes
     from acdc.core.settings import CommonSettings as Common
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
     from acdc.methods.base import run_method
     from acdc.methods.hisp import HISP
     from acdc.methods.hisp.scores import gate_gradients

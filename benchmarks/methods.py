@@ -1,33 +1,31 @@
-"""ACDC, EAP and EAP-IG side by side on the bundled tasks: time, faithfulness curve, ROC AUC.
+"""The method table: every discovery method on every bundled task and both tracr programs.
 
 Run from the repository root (one process; writes `OUT/methods.json`, `OUT/methods.md` and one
-plot per task, `DOCS/methods-TASK.svg`):
+plot per task of every method's faithfulness curve, `DOCS/methods-TASK.svg`):
 
     python benchmarks/methods.py --out benchmarks/results --docs docs
 
-For every bundled task whose model is present, at the task's defaults (prompts, ablation,
-granularity):
+For each task, at its defaults (prompts, ablation, granularity), every registered method:
+ACDC (the task's metric and threshold; its ranking is the rank scores of a sweep over the
+task's grid, the largest threshold that keeps an edge), subnetwork probing, HISP, EAP, EAP-IG
+(5 steps), edge pruning and exact patching. The ranking methods use the task's own measure
+(logit_diff for demo and ioi, prob_diff for greater-than, nll for induction, the L2 distance
+for tracr), since a gradient of KL (and of L2) at the clean run is zero; HISP and EAP cannot
+run where that leaves them no metric (the tracr tasks), and say so. Edge pruning aims at the
+size of the reference circuit; subnetwork probing and HISP rank heads and MLPs.
 
-- ACDC with the task's metric and threshold (the circuit `circuit discover --task X` finds),
-  then a sweep of ACDC over `--thresholds` (default 1e-4:1e-1:13, as `circuit sweep
-  --thresholds`), whose rank scores (the largest threshold keeping an edge) are ACDC's ranking;
-- EAP and EAP-IG (5 steps) with the task's own measure as the metric (logit_diff for demo and
-  ioi, prob_diff for greater-than, nll for induction; plain EAP has no gradient for kl), each
-  edge ranked by |score|.
+The reference is the ground truth for tracr (the compiled circuits) and otherwise the ACDC
+circuit at the task's default threshold (the bundled models are trained, their circuits not
+known: ACDC's own AUC there is high by construction). Per method and task:
 
-Per method: the run time (the method alone, the model loaded and the task tokenised; for ACDC
-the run at the default threshold, and the sweep's time beside it), the faithfulness curve of
-its ranking (f for KL and for the task's measure at the MIB fractions, pruned, CPR and CMD;
-`CircuitEvaluator.curve`), and the pessimistic ROC AUC of the ranking against the ACDC circuit
-at the task's default threshold: every cut of the ranking (`acdc.evaluation.roc.ranking_roc`,
-as `circuit compare RUN --reference X` computes it: the top-k edges, unpruned, cut between
-different |scores|), plus (0, 0) and (1, 1) (ACDC's own AUC is of its sweep ranking against its
-own circuit, so high by construction). And f of each method's circuit of the ACDC circuit's
-size (top-n, pruned).
+- edge AUC and node AUC: the pessimistic ROC area of every cut of its ranking
+  (`acdc.evaluation.roc.ranking_roc`, as `circuit compare RUN --reference X` computes it);
+- CPR and CMD of the task's measure over the MIB circuit sizes (`CircuitEvaluator.curve`: the
+  top edges by |score|, residual edges counted as MIB counts, pruned);
+- cost in forward-pass equivalents: the method's time over the median time of one plain
+  forward pass of the model on the task's clean prompts (`LoadedModel.logits`).
 
-Ties: a sweep's rank scores take 13 values, and the many edges tied at the top (kept at every
-threshold, +inf) are taken in graph order, so ACDC's top-k at small fractions is often an
-arbitrary part of its circuit that pruning empties (f = 0 there).
+`--quick` shortens the mask-learning methods' schedules (for a smoke test, not the table).
 """
 
 from __future__ import annotations
@@ -36,10 +34,11 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does; before torch loads
 import torch  # noqa: E402
@@ -48,118 +47,168 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acdc.core.loading import load_model  # noqa: E402
-from acdc.core.selection import Selection  # noqa: E402
-from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
+from acdc.core.selection import Selection, kept_nodes  # noqa: E402
+from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
+from acdc.evaluation.canonical import CANONICAL_NAMES, load_canonical  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
-from acdc.evaluation.measures import FaithfulnessCurve, ranking_from_scores, ranking_scores  # noqa: E402
+from acdc.evaluation.measures import ranking_from_scores  # noqa: E402
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
 from acdc.evaluation.roc import ranking_roc  # noqa: E402
-from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
-from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
-from acdc.methods.base import run_method  # noqa: E402
+from acdc.methods.base import make_settings, run_method  # noqa: E402
+from acdc.methods.registry import METHODS  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
-from acdc.sweeps.grid import parse_grid  # noqa: E402
+from acdc.sweeps.grid import default_grid  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
+TASKS = ("demo", "ioi", "greater-than", "induction", "tracr-reverse", "tracr-proportion")
 TASK_MEASURE = {"demo": "logit_diff", "ioi": "logit_diff", "greater-than": "prob_diff",
-                "induction": "nll"}
-METHODS = ("ACDC", "EAP", "EAP-IG")
+                "induction": "nll", "tracr-reverse": "l2", "tracr-proportion": "l2"}
+ROWS = ("acdc", "sp", "hisp", "eap", "eap-ig", "edge-pruning", "exact")
+NAMES = {"acdc": "ACDC", "sp": "SP", "hisp": "HISP", "eap": "EAP", "eap-ig": "EAP-IG",
+         "edge-pruning": "edge pruning", "exact": "exact"}
+# The ACDC paper's Table 2 as recomputed from the authors' ROC data (trained GPT-2 small for
+# IOI and greater-than, the compiled tracr models), edge AUC / node AUC; corrupt ablation for
+# IOI and greater-than with KL, zero ablation for tracr with the task's loss (L2).
+PUBLISHED = {
+    ("acdc", "ioi"): "0.869 / 0.880", ("sp", "ioi"): "0.823 / 0.842",
+    ("hisp", "ioi"): "0.789 / 0.668",
+    ("acdc", "greater-than"): "0.853 / 0.890", ("sp", "greater-than"): "0.806 / 0.827",
+    ("hisp", "greater-than"): "0.693 / 0.642",
+    ("acdc", "tracr-reverse"): "1.000 / 1.000", ("sp", "tracr-reverse"): "0.801 / 1.000",
+    ("hisp", "tracr-reverse"): "0.577 / 0.750",
+    ("acdc", "tracr-proportion"): "1.000 / 1.000", ("sp", "tracr-proportion"): "0.829 / 1.000",
+    ("hisp", "tracr-proportion"): "0.679 / 0.909",
+}
 
 
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
+def forward_seconds(loaded, task) -> float:
+    """The median time of one plain forward pass on the task's clean prompts."""
+    width = max(len(p) for p in task.clean)
+    tokens = torch.tensor([p + [p[-1]] * (width - len(p)) for p in task.clean])
+    with torch.inference_mode():
+        loaded.logits(tokens)  # warm-up
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            loaded.logits(tokens)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def ranking_auc(graph, ranking, reference, n_edges: int) -> dict:
-    """The pessimistic ROC of every cut of `ranking` (`acdc.evaluation.roc.ranking_roc`)."""
-    scores, _ = ranking_scores(ranking, n_edges)
-    return ranking_roc(graph, reference, "edge", edge_scores=scores).to_json()
+def options_for(name: str, spec, reference_size: int, quick: bool) -> dict[str, Any]:
+    """A method's options on a task: the task file's defaults, a size for edge pruning."""
+    if name == "acdc":
+        return {}
+    if name == "edge-pruning":
+        steps = {"steps": 200} if quick else {}
+        return {"top_n": reference_size, **steps}
+    if name == "sp":
+        return {"steps": 300} if quick else {}
+    if name == "eap-ig":
+        return {"ig_steps": 5}
+    return {}
 
 
-def curve_json(curve: FaithfulnessCurve, metrics: list[str]) -> dict:
-    return {"fractions": curve.fractions,
-            "f": {name: curve.faithfulness(name) for name in metrics},
-            "n_edges_kept": [p.n_edges_kept for p in curve.points],
-            "cpr": {name: curve.cpr[name] for name in metrics},
-            "cmd": {name: curve.cmd[name] for name in metrics}}
-
-
-def bench_task(spec, thresholds: tuple[float, ...]) -> dict:
+def bench_task(spec, quick: bool) -> dict:
     loaded = load_model(spec.model)
     task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
     torch.set_num_threads(cpu_threads(loaded.shape, "cpu") or DEFAULT_THREADS)
     measure = TASK_MEASURE[spec.name]
-    ablation = cast(Ablation, task.ablation)
-    metrics = list(dict.fromkeys(["kl", measure]))
-
-    acdc, acdc_s = timed(lambda: run_acdc(loaded, task, CommonSettings(task.metric, ablation),
-                                          AcdcSettings(task.threshold)))
-    graph, reference, n_edges = acdc.graph, list(acdc.kept), len(acdc.graph.edges)
-
-    def sweep():
-        return [run_acdc(loaded, task, CommonSettings(task.metric, ablation),
-                         AcdcSettings(t), graph=graph).kept for t in thresholds]
-
-    sweep_kept, sweep_s = timed(sweep)
-    acdc_scores = rank_scores(thresholds, sweep_kept)
-
-    common = CommonSettings(measure, ablation)
-    size = Selection(top_n=acdc.n_residual_kept)
-    eap, eap_s = timed(lambda: run_method(EAP, loaded, task, common, EapSettings(), size,
-                                          graph=graph))
-    ig, ig_s = timed(lambda: run_method(EAP_IG, loaded, task, common, EapIgSettings(ig_steps=5),
-                                        size, graph=graph))
-
-    evaluator = CircuitEvaluator(loaded, task, graph, task.ablation, metrics=metrics)
-    rankings = {"ACDC": list(enumerate(acdc_scores)), "EAP": ranking_from_scores(eap.scores),
-                "EAP-IG": ranking_from_scores(ig.scores)}
-    seconds = {"ACDC": acdc_s, "EAP": eap_s, "EAP-IG": ig_s}
-    circuits = {"ACDC": acdc, "EAP": eap, "EAP-IG": ig}
-    rows = {}
-    for name in METHODS:
-        curve = evaluator.curve(rankings[name])
-        at_size = evaluator.evaluate(circuits[name].kept)
-        rows[name] = {"seconds": seconds[name], **curve_json(curve, metrics),
-                      "at_acdc_size": {"n_edges_kept": circuits[name].n_edges_kept,
-                                       **{m: at_size.metrics[m].faithfulness for m in metrics}},
-                      "roc": ranking_auc(graph, rankings[name], reference, n_edges)}
-    rows["ACDC"]["rank_scores"] = [encode_score(s) for s in acdc_scores]
-    rows["ACDC"]["sweep_seconds"] = sweep_s
-    return {"task": spec.name, "model": Path(spec.model).name, "edges": n_edges,
-            "acdc_metric": task.metric, "threshold": task.threshold, "measure": measure,
-            "reference_edges": acdc.n_edges_kept, "thresholds": list(thresholds),
-            "methods": rows}
+    forward_s = forward_seconds(loaded, task)
+    acdc_common = CommonSettings(task.metric, task.ablation)  # type: ignore[arg-type]
+    acdc_settings = make_settings(METHODS["acdc"], spec, {})
+    acdc = run_method(METHODS["acdc"], loaded, task, acdc_common, acdc_settings, seed=task.seed)
+    graph = acdc.graph
+    if spec.name in CANONICAL_NAMES:
+        reference, source = list(load_canonical(spec.name, graph)), f"canonical {spec.name}"
+    else:
+        reference, source = list(acdc.kept), "ACDC at the default threshold"
+    reference_size = sum(1 for e in graph.edges if e.kind == "residual" and reference[e.index])
+    evaluator = CircuitEvaluator(loaded, task, graph, task.ablation, metrics=[measure])
+    rows: dict[str, dict] = {}
+    for name in ROWS:
+        method = METHODS[name]
+        metric = task.metric if name in ("acdc", "edge-pruning", "sp") else measure
+        common = CommonSettings(metric, task.ablation)  # type: ignore[arg-type]
+        try:
+            settings = make_settings(method, spec, options_for(name, spec, reference_size,
+                                                               quick))
+            if method.check is not None:
+                method.check(settings, common)
+        except Exception as error:  # a method that cannot run on this task: say why
+            rows[name] = {"skipped": str(error)}
+            continue
+        start = time.perf_counter()
+        if name == "acdc":  # the sweep's rank scores are ACDC's ranking
+            grid = default_grid(spec.name, task.metric).thresholds
+            kept = [run_method(method, loaded, task, common,
+                               make_settings(method, spec, {"threshold": t}), graph=graph,
+                               seed=task.seed).kept for t in grid]
+            scores = rank_scores(list(grid), kept)
+            circuit = acdc
+        else:
+            selection = Selection(top_n=reference_size) if method.ranks else None
+            circuit = run_method(method, loaded, task, common, settings, selection, graph=graph,
+                                 seed=task.seed)
+            scores = list(circuit.scores)
+        seconds = time.perf_counter() - start
+        node_scores = circuit.node_scores
+        if node_scores is not None:
+            edge_roc = ranking_roc(graph, reference, "edge", node_scores=node_scores)
+            node_roc = ranking_roc(graph, reference, "node", node_scores=node_scores)
+            curve = evaluator.curve(node_scores=node_scores)
+        else:
+            edge_roc = ranking_roc(graph, reference, "edge", edge_scores=scores)
+            node_roc = ranking_roc(graph, reference, "node", edge_scores=scores)
+            curve = evaluator.curve(ranking_from_scores(scores))
+        rows[name] = {
+            "metric": metric, "seconds": seconds, "fpe": seconds / forward_s,
+            "edge_auc": edge_roc.auc, "node_auc": node_roc.auc,
+            "cpr": curve.cpr[measure], "cmd": curve.cmd[measure],
+            "curve": {"fractions": curve.fractions, "f": curve.faithfulness(measure)},
+            "circuit_residual_edges": circuit.n_residual_kept,
+            "circuit_nodes": len(kept_nodes(graph, circuit.kept)),
+            **({"rank_scores": [encode_score(s) for s in scores]} if name == "acdc" else {}),
+        }
+        print(f"  {spec.name} {name}: {seconds:.1f} s, edge AUC {edge_roc.auc:.3f}",
+              file=sys.stderr)
+    return {"task": spec.name, "model": Path(spec.model).name, "measure": measure,
+            "ablation": task.ablation, "edges": len(graph.edges),
+            "residual_edges": sum(1 for e in graph.edges if e.kind == "residual"),
+            "reference": source, "reference_residual_edges": reference_size,
+            "forward_s": forward_s, "methods": rows}
 
 
 def plot(row: dict, path: Path) -> None:
+    """Every method's faithfulness curve (the task's measure) on one task."""
     import matplotlib
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.hashsalt"] = "circuit"
     import matplotlib.pyplot as plt
 
-    metrics = list(dict.fromkeys(["kl", row["measure"]]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), dpi=100,
-                             squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for name, style in zip(METHODS, ("o-", "s-", "^-"), strict=True):
-            m = row["methods"][name]
-            points = [(x, f) for x, f in zip(m["fractions"], m["f"][metric], strict=True)
-                      if f is not None]
-            label = (f"{name} (CPR {m['cpr'][metric]:.2f}, CMD {m['cmd'][metric]:.2f})"
-                     if m["cpr"][metric] is not None else name)
-            ax.plot(*zip(*points, strict=True), style, markersize=4, label=label)
-        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"fraction of the {row['edges']} edges (top by |score|, pruned)")
-        ax.set_ylabel(f"f ({metric})")
-        ax.set_title(f"{row['task']}: f for {metric}")
-        ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    styles = ("o-", "s--", "^-.", "v:", "D-", "P--", "X-.")
+    for name, style in zip(ROWS, styles, strict=True):
+        m = row["methods"].get(name, {})
+        if "curve" not in m:
+            continue
+        points = [(x, f) for x, f in zip(m["curve"]["fractions"], m["curve"]["f"], strict=True)
+                  if f is not None]
+        if points:
+            label = f"{NAMES[name]} (CPR {_f(m['cpr'])}, CMD {_f(m['cmd'])})"
+            ax.plot(*zip(*points, strict=True), style, markersize=4, markerfacecolor="none",
+                    label=label)
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"fraction of the {row['residual_edges']} residual edges (top by |score|, "
+                  f"pruned)")
+    ax.set_ylabel(f"f ({row['measure']})")
+    ax.set_title(f"{row['task']}: faithfulness by circuit size")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Date": None})
@@ -167,58 +216,78 @@ def plot(row: dict, path: Path) -> None:
 
 
 def markdown(report: dict) -> str:
+    tasks = report["tasks"]
+    head = "| method | " + " | ".join(f"{t['task']}" for t in tasks) + " |"
+    rule = "|---|" + "---|" * len(tasks)
     lines = [f"Benchmark: `python benchmarks/methods.py` ({report['machine']}, torch "
-             f"{report['torch']}, {report['date']}). ACDC: the task's metric (kl) and threshold; "
-             f"its curve and AUC use the rank scores of a sweep over {report['grid']} "
-             "(13 thresholds). EAP and EAP-IG (5 steps): the task's measure as the metric. "
-             "Time: the method alone (model loaded, task tokenised). CPR/CMD: the faithfulness "
-             "curve at the MIB fractions (pruned). AUC: pessimistic ROC AUC of every cut of the "
-             "ranking (top-k edges) against the ACDC circuit at the default threshold.",
-             "f at ACDC's size: the method's circuit of as many edges as ACDC's at the default "
-             "threshold (top-n by |score|, then pruned: edges left), f for KL / the task's "
-             "measure.",
-             "", "| task | method | metric | time | CPR kl | CMD kl | CPR task | CMD task | AUC | "
-             "f at ACDC's size |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in report["tasks"]:
-        measure = row["measure"]
-        for name in METHODS:
-            m = row["methods"][name]
-            metric = row["acdc_metric"] if name == "ACDC" else measure
-            time_s = f"{m['seconds']:.2f} s"
-            if name == "ACDC":
-                time_s += f" (sweep {m['sweep_seconds']:.1f} s)"
-            lines.append(
-                f"| {row['task']} ({row['reference_edges']} of {row['edges']} edges; task: "
-                f"{measure}) | {name} | {metric} | {time_s} | {_f(m['cpr']['kl'])} | "
-                f"{_f(m['cmd']['kl'])} | {_f(m['cpr'][measure])} | {_f(m['cmd'][measure])} | "
-                f"{_f(m['roc']['auc'])} | {_size(m['at_acdc_size'], measure)} |")
+             f"{report['torch']}, {report['date']}{', quick schedules' if report['quick'] else ''}"
+             f"). Each task at its defaults; references: "
+             + "; ".join(f"{t['task']}: {t['reference']} ({t['reference_residual_edges']} of "
+                         f"{t['residual_edges']} residual edges)" for t in tasks) + ".", "",
+             "**Edge AUC / node AUC** (pessimistic ROC area of every cut of each method's "
+             "ranking against the reference):", "", head, rule]
+    for name in ROWS:
+        cells = []
+        for t in tasks:
+            m = t["methods"].get(name, {})
+            cells.append("-" if "skipped" in m or not m else
+                         f"{_f(m['edge_auc'])} / {_f(m['node_auc'])}")
+        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    lines += ["", "**CPR / CMD** of each task's measure (faithfulness curve of the ranking at the "
+              "MIB circuit sizes, pruned):", "", head, rule]
+    for name in ROWS:
+        cells = []
+        for t in tasks:
+            m = t["methods"].get(name, {})
+            cells.append("-" if "skipped" in m or not m else f"{_f(m['cpr'])} / {_f(m['cmd'])}")
+        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    lines += ["", "**Cost** in forward-pass equivalents (the method alone, model loaded and task "
+              "tokenised; ACDC: its sweep):", "", head, rule]
+    for name in ROWS:
+        cells = []
+        for t in tasks:
+            m = t["methods"].get(name, {})
+            cells.append("-" if "skipped" in m or not m else f"{m['fpe']:.0f}")
+        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    skipped = [f"{NAMES[name]} on {t['task']}: {m['skipped']}" for t in tasks
+               for name, m in t["methods"].items() if "skipped" in m]
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    lines += ["", "**Published** (the ACDC paper's Table 2, edge AUC / node AUC, recomputed from "
+              "the authors' ROC data; GPT-2 small for IOI and greater-than with KL and corrupt "
+              "ablation, the compiled tracr models with L2 and zero ablation):", "",
+              "| method | ioi | greater-than | tracr-reverse | tracr-proportion |",
+              "|---|---|---|---|---|"]
+    for name in ("acdc", "sp", "hisp"):
+        lines.append(f"| {NAMES[name]} | " + " | ".join(
+            PUBLISHED.get((name, t), "-") for t in ("ioi", "greater-than", "tracr-reverse",
+                                                   "tracr-proportion")) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _size(at: dict, measure: str) -> str:
-    return f"{_f(at['kl'])} / {_f(at[measure])} ({at['n_edges_kept']} edges)"
-
-
-def _f(value) -> str:
+def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
-    parser.add_argument("--thresholds", default="1e-4:1e-1:13", help="ACDC's sweep grid")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs",
+                        help="where the per-task plots go (methods-TASK.svg)")
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--quick", action="store_true",
+                        help="short schedules for the mask-learning methods (a smoke test)")
     args = parser.parse_args()
-    grid = parse_grid(args.thresholds)
-    report = {"machine": platform.machine(), "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"), "grid": args.thresholds, "tasks": []}
-    for spec in list_tasks():
-        if spec.name not in TASK_MEASURE or spec.model is None or not Path(spec.model).is_dir():
-            continue
-        row = bench_task(spec, grid.thresholds)
+    report: dict[str, Any] = {"machine": platform.machine(), "torch": torch.__version__,
+                              "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+                              "tasks": []}
+    specs = {spec.name: spec for spec in list_tasks()}
+    for name in args.tasks:
+        spec = specs[name]
+        print(f"{name} ...", file=sys.stderr)
+        row = bench_task(spec, args.quick)
         report["tasks"].append(row)
-        plot(row, args.docs / f"methods-{spec.name}.svg")
-        print(f"{spec.name}: done", file=sys.stderr)
+        plot(row, args.docs / f"methods-{name}.svg")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "methods.json").write_text(json.dumps(report, indent=1) + "\n")
     text = markdown(report)

@@ -223,7 +223,7 @@ def known_circuit_model():
 
 def known_circuit_task():
     """Prompts of 6 tokens over a vocabulary of 4, read at the last two positions."""
-    from acdc.core.tasks import Task
+    from acdc.core.tasks.values import Task
 
     rng = random.Random(0)
     clean = [[rng.randrange(4) for _ in range(6)] for _ in range(8)]
