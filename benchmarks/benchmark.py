@@ -476,7 +476,7 @@ def edge_pruning_part(batch: int, seq: int, steps: int, seed: int = 0) -> dict:
     forward_before = plain_forward()
     stamps: list[dict[str, float]] = []
     start = {kind: clock() for kind, clock in clocks.items()}
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
     circuit = run_method(METHOD, loaded, task, CommonSettings("kl", "corrupt"),
                          EdgePruningSettings(edges_fraction=0.02, steps=steps), seed=seed,
                          on_progress=lambda _: stamps.append(
@@ -567,7 +567,7 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
                 answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
     from acdc.core.loading import LoadedModel
 
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
     clocks = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -655,8 +655,8 @@ def bench_gpt2_exact(batch: int, seq: int, whole: bool, seed: int = 0) -> dict:
 
 def bench_gpt2_hisp(batch: int, seq: int, seed: int = 0) -> dict:
     """HISP's cost on the GPT-2-small shape, by phase (see the module docstring)."""
-    from acdc.core.metrics import build_metric, metric_targets
     from acdc.core.loading import LoadedModel
+    from acdc.core.metrics import build_metric, metric_targets
     from acdc.core.patching import task_tensors
     from acdc.core.recordings import CircuitMeter
     from acdc.core.selection import Selection, edges_among, prune, select_nodes
@@ -677,7 +677,7 @@ def bench_gpt2_hisp(batch: int, seq: int, seed: int = 0) -> dict:
                 metric="logit_diff", threshold=0.0, ablation="corrupt", seed=seed,
                 clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
                 answers=answers[:, :1].tolist(), wrong_answers=answers[:, 1:].tolist())
-    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    loaded = LoadedModel("gpt2-shape", extract_weights(model), None, model_shape(model.cfg))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
     clocks = {"wall": time.perf_counter, "cpu": time.process_time}
 
