@@ -59,11 +59,12 @@ top. A sweep's rank score, the largest threshold at which an edge is still kept 
 at every threshold: auto-circuit's convention), ranks edges by how firmly ACDC keeps them and
 is the better ranking for ACDC; `CircuitEvaluator.curve` takes any ranking, so a sweep's plugs in.
 
->>> evaluator = CircuitEvaluator(loaded_model, task, circuit.graph, "corrupt")  # doctest: +SKIP
->>> result = evaluator.evaluate(circuit.kept)  # doctest: +SKIP
->>> result.metrics["kl"].faithfulness  # doctest: +SKIP
-0.97
->>> evaluator.curve(ranking_from_scores(circuit.scores)).cpr["kl"]  # doctest: +SKIP
+Examples:
+    >>> evaluator = CircuitEvaluator(loaded_model, task, circuit.graph, "corrupt")  # doctest: +SKIP
+    >>> result = evaluator.evaluate(circuit.kept)  # doctest: +SKIP
+    >>> result.metrics["kl"].faithfulness  # doctest: +SKIP
+    0.97
+    >>> evaluator.curve(ranking_from_scores(circuit.scores)).cpr["kl"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ class Spread:
 def normalised(value: float, full: float, empty: float) -> float | None:
     """(value - empty) / (full - empty); None when full = empty.
 
-    >>> normalised(3.0, full=4.0, empty=0.0)
-    0.75
+    Examples:
+        >>> normalised(3.0, full=4.0, empty=0.0)
+        0.75
     """
     span = full - empty
     if span == 0 or not math.isfinite(span):
@@ -272,8 +274,9 @@ def _check_curve(fractions: Sequence[float], f: Sequence[float | None]) -> bool:
 def cpr(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
     """Area under f over the fractions (trapezoid rule); None if some f is undefined.
 
-    >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
-    0.5
+    Examples:
+        >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+        0.5
     """
     if not _check_curve(fractions, f):
         return None
@@ -284,8 +287,9 @@ def cmd(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
     """Area of |1 - f| over the fractions (trapezoid rule on |1 - f| at the points); None if
     some f is undefined.
 
-    >>> cmd([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
-    0.5
+    Examples:
+        >>> cmd([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+        0.5
     """
     if not _check_curve(fractions, f):
         return None
