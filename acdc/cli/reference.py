@@ -4,13 +4,15 @@ The documentation's "Commands" page is this text: every command and group of `ci
 its usage line, its description and every option and argument exactly as `--help` shows them
 (types, choices, defaults). The options `discover` and `sweep` take from the method registry
 (`acdc.cli.options.with_method_options`) are there too, because the text is made from the
-command line as click builds it, not from a list kept by hand. The documentation build calls
-`command_reference()` (an MkDocs hook, `scripts/mkdocs_hooks.py`), so the page cannot drift
-from the program; `python -m acdc.cli.reference` prints it.
+command line as click builds it, not from a list kept by hand. At every documentation build
+an MkDocs hook (`scripts/mkdocs_hooks.py`) replaces the stub `docs/cli.md` with
+`command_reference()`, so the page cannot drift from the program; `python -m
+acdc.cli.reference` prints it.
 
->>> text = command_reference()
->>> "## circuit discover" in text and "--ig-steps" in text
-True
+Examples:
+    >>> text = command_reference()
+    >>> "## circuit discover" in text and "--ig-steps" in text
+    True
 """
 
 from __future__ import annotations
