@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from acdc.core.tasks.spec import TaskSpec
     from acdc.core.tasks.values import Task
     from acdc.evaluation.compare import CircuitComparison, Confusion
-    from acdc.evaluation.faithfulness import Evaluation, FaithfulnessCurve
+    from acdc.evaluation.measures import Evaluation, FaithfulnessCurve
 
 def load_model(model: LoadedModel | str | Path, device: str = "cpu",
                dtype: str = "float32") -> LoadedModel:
@@ -182,7 +182,8 @@ def evaluate(circuit: Circuit | str | Path, model: LoadedModel | str | Path, tas
     `metrics`), and with `curve` its faithfulness curve over its own scores; `circuit` a value
     or a file (`circuit.json`, a MIB file, a run directory)."""
     from acdc.core.circuit import circuit_path
-    from acdc.evaluation.faithfulness import MIB_FRACTIONS, CircuitEvaluator, ranking_from_scores
+    from acdc.evaluation.faithfulness import CircuitEvaluator
+    from acdc.evaluation.measures import MIB_FRACTIONS, ranking_from_scores
 
     if not isinstance(circuit, Circuit):
         circuit = load_circuit(circuit_path(circuit))

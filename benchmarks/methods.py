@@ -52,12 +52,8 @@ from acdc.core.selection import Selection  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
-from acdc.evaluation.faithfulness import (  # noqa: E402
-    CircuitEvaluator,
-    FaithfulnessCurve,
-    ranking_from_scores,
-    ranking_scores,
-)
+from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
+from acdc.evaluation.measures import FaithfulnessCurve, ranking_from_scores, ranking_scores  # noqa: E402
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
 from acdc.evaluation.roc import ranking_roc  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402

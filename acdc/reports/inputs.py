@@ -207,7 +207,7 @@ def read_evaluation(path: Path) -> Evaluation:
 
 def _curve(record: Record) -> Any:
     """A `FaithfulnessCurve` from its JSON (`FaithfulnessCurve.to_json`), checked."""
-    from acdc.evaluation.faithfulness import CurvePoint, FaithfulnessCurve
+    from acdc.evaluation.measures import CurvePoint, FaithfulnessCurve
 
     cpr, cmd = record.metric_numbers("cpr"), record.metric_numbers("cmd")
     if set(cmd) != set(cpr):
