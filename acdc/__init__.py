@@ -7,11 +7,11 @@ From a notebook or a script, one call per step (`acdc.api`, exposed here):
 >>> circuit = acdc.discover(model, "demo", threshold=0.03)      # doctest: +SKIP
 >>> acdc.evaluate(circuit, model, "demo")                       # doctest: +SKIP
 
-Layers, lower ones never importing higher ones (README "Architecture", checked by
-tests/test_layers.py): `errors`; `core` (what every method shares: the graph, model loading,
+Layers, lower ones never importing higher ones (the documentation's "Architecture", checked
+by tests/test_layers.py): `errors`; `core` (what every method shares: the graph, model loading,
 the patched forward, metrics, settings, tasks, selection, the `Circuit` value); `methods`
-(discovery methods behind one registry); `export` (drawings, MIB/GraphML/CSV); `evaluation`
-(faithfulness, comparisons, ROC); `run` (a run from settings to files); `sweep`; `report`;
+(discovery methods behind one registry); `exports` (drawings, MIB/GraphML/CSV); `evaluation`
+(faithfulness, comparisons, ROC); `run` (a run from settings to files); `sweeps`; `reports`;
 `api` (these functions); `cli`. Importing `acdc` is cheap: the functions load their layers
 when first used.
 """

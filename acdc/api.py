@@ -10,13 +10,14 @@ itself as a table; plain data) and write files only when asked (`out=`, `path=`)
 holds a lock or a file open: nothing needs closing (the file pipeline of `acdc.run` holds its
 run directory's lock; use it as a context manager: `with start_run(...) as run:`).
 
->>> import acdc
->>> model = acdc.load_model("models/demo")                          # doctest: +SKIP
->>> circuit = acdc.discover(model, "demo", threshold=0.03)          # doctest: +SKIP
->>> circuit                                                         # doctest: +SKIP
->>> acdc.evaluate(circuit, model, "demo")                           # doctest: +SKIP
->>> ig = acdc.discover(model, "demo", method="eap-ig", top_n=30)    # doctest: +SKIP
->>> acdc.compare(circuit, ig)                                       # doctest: +SKIP
+Examples:
+    >>> import acdc
+    >>> model = acdc.load_model("models/demo")                          # doctest: +SKIP
+    >>> circuit = acdc.discover(model, "demo", threshold=0.03)          # doctest: +SKIP
+    >>> circuit                                                         # doctest: +SKIP
+    >>> acdc.evaluate(circuit, model, "demo")                           # doctest: +SKIP
+    >>> ig = acdc.discover(model, "demo", method="eap-ig", top_n=30)    # doctest: +SKIP
+    >>> acdc.compare(circuit, ig)                                       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def discover(model: LoadedModel | str | Path, task: Any, method: str = "acdc", *
     from the task as for `circuit discover`. With `out`, the circuit is also written there
     (`circuit.json`, `circuit.svg`).
 
-    >>> acdc.discover("models/ioi", "ioi", method="eap-ig", metric="logit_diff",
-    ...               top_n=50)  # doctest: +SKIP
+    Examples:
+        >>> acdc.discover("models/ioi", "ioi", method="eap-ig", metric="logit_diff",
+        ...               top_n=50)  # doctest: +SKIP
     """
     import torch
 

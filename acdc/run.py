@@ -274,6 +274,13 @@ class Run:
         self.lock.release()
         remove_if_empty(list(self.created))
 
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """`with start_run(...) as run:` closes the run however the block ends."""
+        self.close()
+
 
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
               metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",

@@ -1,10 +1,11 @@
-"""A slow, plain reference implementation of ACDC, written from `shared/ACDC.md` alone.
+"""A slow, plain reference implementation of ACDC, written from the ACDC paper's
+description alone (Conmy et al. 2023; the documentation's "The graph" and "Methods" pages).
 
 It exists to hold the fast engine (`acdc/engine.py` + `acdc/patching.py`) to the method: it
 shares no code with them, and every edge test is one full hooked TransformerLens forward pass
 on the clean prompts. Nothing here is clever; everything is spelled out.
 
-The graph (ACDC.md section 1):
+The graph (the paper's):
 
 - senders: `input` (hook_embed + hook_pos_embed; hook_embed alone with rotary positions),
   every head `a{l}.h{h}` (its `hook_result`, which excludes b_O) and every MLP `m{l}`
@@ -26,7 +27,7 @@ head's q/k/v over the real tokens of the corrupt prompts, one prompt and positio
 over all of them (`mean`) or per position over the prompts that reach it (`mean-positional`);
 padding after a prompt's end never counts.
 
-Model families (ACDC.md's graph, carried over):
+Model families (the paper's graph, carried over):
 
 - parallel blocks (`parallel_attn_mlp`): `m{l}` reads the block's input, not its own layer's
   heads;
@@ -149,7 +150,8 @@ def _senders_read_by(shape: RefShape, layer: int, kind: str, reverse_head_order:
 
 def edge_groups(shape: RefShape, granularity: str = "qkv",
                 reverse_head_order: bool = False) -> list[RefGroup]:
-    """Every edge, grouped and ordered as ACDC visits them (ACDC.md section 2, "Order").
+    """Every edge, grouped and ordered as ACDC visits them (the documentation's "Methods"
+    page, ACDC, "Order").
 
     Layers from last to first. Within a layer: `logits` (last layer only), the MLP input, then
     (q/k/v granularity) the direct edges of every head's v, then k, then q, then the residual

@@ -263,6 +263,27 @@ def test_plot_without_matplotlib_warns_and_writes_nothing(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_coinciding_curves_are_drawn_apart_and_named(tmp_path):
+    """KL and NLL often give the same f at every size: the later line must not hide the
+    earlier one (its own line style and a larger hollow marker) and the legend says so."""
+    from acdc.evaluation.faithfulness import CurvePoint, FaithfulnessCurve
+    from acdc.evaluation.plots import curve_series, plot_curve
+
+    f = {"kl": [0.2, 0.9], "nll": [0.2 + 1e-5, 0.9], "logit_diff": [0.1, 0.7]}
+    points = tuple(CurvePoint(x, 1, 1, {}, {m: v[i] for m, v in f.items()})
+                   for i, x in enumerate((0.1, 1.0)))
+    curve = FaithfulnessCurve(points, dict.fromkeys(f, 0.5), dict.fromkeys(f, 0.5), 10, 10, True)
+    series = {s["name"]: s for s in curve_series(curve)}
+    assert series["nll"]["label"].endswith("; on the kl line)")
+    assert "on the" not in series["kl"]["label"] + series["logit_diff"]["label"]
+    looks = {(s["linestyle"], s["marker"]) for s in series.values()}
+    assert len(looks) == 3
+    assert series["nll"]["markersize"] > series["kl"]["markersize"]
+    pytest.importorskip("matplotlib")
+    svg, _ = plot_curve(curve, tmp_path / "c")
+    assert "on the kl line" in svg.read_text()
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

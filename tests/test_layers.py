@@ -1,4 +1,4 @@
-"""The layering the README's Architecture section describes, checked on the import graph.
+"""The layering the documentation's Architecture page describes, checked on the import graph.
 
 Every import of every module under `acdc/` and of `cli.py` (at the top of a file or inside a
 function: a lazy import is still a dependency) is read with `ast`. A module may import its

@@ -1,4 +1,5 @@
-"""Metrics: the values ACDC.md defines, and one metric per candidate circuit for batched logits."""
+"""Metrics: the values the ACDC paper defines, and one metric per candidate circuit for batched
+logits."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The slow reference ACDC (`reference_acdc.py`) checked against the invariants of ACDC.md and
+"""The slow reference ACDC (`reference_acdc.py`) checked against the ACDC paper's invariants and
 against computations done by hand from the model's weights."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_visiting_order_equals_the_graphs(shape, granularity, reverse):
 
 
 def test_visiting_order_by_hand():
-    """ACDC.md's order spelled out for 2 layers x 2 heads with MLPs (first groups)."""
+    """ACDC's order spelled out for 2 layers x 2 heads with MLPs (first groups)."""
     order = ref.edge_order(ref.RefShape(2, 2, True), "qkv")
     assert order[:7] == ["m1->logits", "a1.h1->logits", "a1.h0->logits", "m0->logits",
                          "a0.h1->logits", "a0.h0->logits", "input->logits"]

@@ -127,6 +127,19 @@ def test_resume_with_contradicting_options_is_refused_before_loading(tiny_task, 
     resumed.close()
 
 
+def test_a_run_is_a_context_manager_that_releases_its_directory(tiny_task, tmp_path):
+    out = tmp_path / "out"
+    with pipeline.start_run(str(tiny_task), out=out) as job:
+        pipeline.write_outputs(job, pipeline.execute(job), render_svg=False)
+        with pytest.raises(AcdcError, match="another circuit command is running"):
+            pipeline.resume_run(out)
+    pipeline.resume_run(out).close()  # released when the block ended
+    with pytest.raises(RuntimeError), pipeline.start_run(str(tiny_task),
+                                                         out=tmp_path / "failed"):
+        raise RuntimeError("the block failed")
+    assert not (tmp_path / "failed").exists()  # created for the run, nothing written: removed
+
+
 def test_method_registry():
     assert get_method("acdc") is METHODS["acdc"]
     with pytest.raises(AcdcError, match="unknown method 'acdd' .did you mean 'acdc'"):

@@ -147,7 +147,7 @@ def test_zero_ablation_recovers_the_circuit_at_every_threshold_auc_one(bundled, 
 def test_corrupt_ablation_finds_a_smaller_circuit(bundled):
     """With corrupt ablation every prompt's corruption is another prompt of the same structure
     (a permutation of the same tokens, the same length), so what they share is not needed: a
-    part of the canonical circuit, never more (EVALUATION.md section 7: expected)."""
+    part of the canonical circuit, never more (the ACDC paper reports it: expected)."""
     for name in NAMES:
         model, task, spec = bundled[name]
         circuit = run_acdc(model, task, CommonSettings("l2", "corrupt"),

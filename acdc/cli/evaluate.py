@@ -33,10 +33,13 @@ def evaluate(
         help="Metric to evaluate: kl, logit_diff, prob_diff, nll or l2; repeat it or separate "
              "by commas for several. Default: every metric the task supports.")] = None,
     ablation: Annotated[Ablation | None, typer.Option(
-        help="What an ablated edge carries: the corrupted run's value, or zero. Default: the "
-             "run's.")] = None,
+        help="What an ablated edge carries: the corrupted run's value, zero, or the corrupted "
+             "prompts' mean (mean, mean-positional). Default: the run's.")] = None,
     seed: Annotated[int | None, typer.Option(
-        help="Seed of a generated task. Default: the run's (the task's own with --task).")] = None,
+        help="The run seed recorded with the evaluation (default: the run's; the task's with "
+             "--task). It changes no number: evaluating is deterministic, and a generated "
+             "task's prompts come from its generator's own seed (generator: seed: in the task "
+             "file).")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu, cuda or cuda:N. Default: the run's, else cpu.")] = None,
     dtype: Annotated[Dtype | None, typer.Option(

@@ -16,11 +16,12 @@ checks the file against the rebuilt graph, so a file from another graph shape or
 edge list is refused in one line. A MIB circuit file (the benchmark's format, which has no tag:
 `cfg`, `nodes` and `edges` objects) is read by `acdc.core.mib`.
 
->>> from acdc.core.graph import GraphShape, build_graph
->>> graph = build_graph(GraphShape(1, 2, False))
->>> kept = tuple(e.name == "a0.h1->logits" for e in graph.edges)
->>> Circuit(graph, kept, (None,) * len(kept)).nodes()
-['a0.h1', 'logits']
+Examples:
+    >>> from acdc.core.graph import GraphShape, build_graph
+    >>> graph = build_graph(GraphShape(1, 2, False))
+    >>> kept = tuple(e.name == "a0.h1->logits" for e in graph.edges)
+    >>> Circuit(graph, kept, (None,) * len(kept)).nodes()
+    ['a0.h1', 'logits']
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The computational graph ACDC searches: senders, receivers and the edges between them.
 
-A transformer is read as a DAG whose edges carry residual-stream contributions
-(`../shared/ACDC.md`, section 1). Senders write to the residual stream: `input` (token plus
+A transformer is read as a DAG whose edges carry residual-stream contributions (Conmy et al.
+2023; the documentation's "The graph"). Senders write to the residual stream: `input` (token plus
 positional embedding), every attention head `a{l}.h{h}` (its own `z @ W_O`, without `b_O`) and
 every MLP `m{l}` (without `b_out`). Receivers read it: the query, key and value input of every
 head (`a{l}.h{h}<q>` ...), every MLP input `m{l}` and `logits`. With `granularity="head"` a

@@ -1,6 +1,6 @@
 """The MIB circuit file: the circuit track's JSON (EAP-IG's `Graph.to_json`), both ways.
 
-The MIB benchmark (`../shared/EVALUATION.md`, section 6) exchanges circuits as one JSON object:
+The MIB benchmark (Mueller et al. 2025, its circuit track) exchanges circuits as one JSON object:
 
 - `cfg`: `n_layers`, `n_heads`, `parallel_attn_mlp`, `d_model`;
 - `nodes`: `{name: {"in_graph": bool}}` over `input`, every head `a{l}.h{h}`, every MLP `m{l}`

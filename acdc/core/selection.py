@@ -21,12 +21,14 @@ them and for the faithfulness curves:
   subnetwork probing and HISP define it; `select_nodes` ranks nodes as `select_edges` ranks
   edges (`input` and `logits` always belong).
 
->>> from acdc.core.graph import GraphShape, build_graph
->>> graph = build_graph(GraphShape(1, 1, False))
->>> scores = [1.0 if e.name in ("input->a0.h0<v>", "a0.h0->logits") else 0.1 for e in graph.edges]
->>> kept = prune(graph, select_edges(graph, scores, Selection(top_n=2)))
->>> [e.name for e in graph.edges if kept[e.index]]
-['input->a0.h0<v>', 'a0.h0<v>->a0.h0', 'a0.h0->logits']
+Examples:
+    >>> from acdc.core.graph import GraphShape, build_graph
+    >>> graph = build_graph(GraphShape(1, 1, False))
+    >>> top = ("input->a0.h0<v>", "a0.h0->logits")
+    >>> scores = [1.0 if e.name in top else 0.1 for e in graph.edges]
+    >>> kept = prune(graph, select_edges(graph, scores, Selection(top_n=2)))
+    >>> [e.name for e in graph.edges if kept[e.index]]
+    ['input->a0.h0<v>', 'a0.h0<v>->a0.h0', 'a0.h0->logits']
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def edges_at(fraction: float, n_edges: int) -> int:
     """The number of edges at `fraction` of `n_edges` as the MIB benchmark takes it:
     `int(fraction * n_edges)`, truncated (its evaluation code does so at every circuit size).
 
-    >>> edges_at(0.001, 32491), edges_at(0.002, 32491), edges_at(1.0, 32491)
-    (32, 64, 32491)
+    Examples:
+        >>> edges_at(0.001, 32491), edges_at(0.002, 32491), edges_at(1.0, 32491)
+        (32, 64, 32491)
     """
     if not 0 <= fraction <= 1:
         raise ValueError(f"a fraction of the edges must lie in [0, 1], got {fraction}")

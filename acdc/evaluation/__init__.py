@@ -14,5 +14,6 @@ circuit, and how it behaves across sizes and thresholds.
   and the script that generates them from the published head lists.
 - `sources`, `summary`: what `circuit compare` reads and writes.
 
-The definitions are those of `shared/EVALUATION.md`.
+The definitions are those of the ACDC paper (Conmy et al. 2023) and of the MIB benchmark's
+circuit track (Mueller et al. 2025); the documentation's "Judging circuits" page states them.
 """

@@ -4,7 +4,7 @@ Two circuits are compared by the edges (and nodes) they share and those only one
 keeps; Jaccard is |A ∩ B| / |A ∪ B|. Against a reference circuit, every edge of the full graph
 is a positive (in the reference) or a negative, so a circuit has a true-positive rate
 TP / (TP + FN), a false-positive rate FP / (FP + TN) and a precision TP / (TP + FP)
-(`shared/EVALUATION.md`, section 3).
+(the ACDC paper's ROC, Conmy et al. 2023, section 4).
 
 Nodes follow the ACDC paper's node-level ROC: a node is present when it touches a present
 edge, and a head's q/k/v inputs count as the head itself, so the nodes are `input`, the heads,

@@ -59,11 +59,12 @@ top. A sweep's rank score, the largest threshold at which an edge is still kept 
 at every threshold: auto-circuit's convention), ranks edges by how firmly ACDC keeps them and
 is the better ranking for ACDC; `CircuitEvaluator.curve` takes any ranking, so a sweep's plugs in.
 
->>> evaluator = CircuitEvaluator(loaded_model, task, circuit.graph, "corrupt")  # doctest: +SKIP
->>> result = evaluator.evaluate(circuit.kept)  # doctest: +SKIP
->>> result.metrics["kl"].faithfulness  # doctest: +SKIP
-0.97
->>> evaluator.curve(ranking_from_scores(circuit.scores)).cpr["kl"]  # doctest: +SKIP
+Examples:
+    >>> evaluator = CircuitEvaluator(loaded_model, task, circuit.graph, "corrupt")  # doctest: +SKIP
+    >>> result = evaluator.evaluate(circuit.kept)  # doctest: +SKIP
+    >>> result.metrics["kl"].faithfulness  # doctest: +SKIP
+    0.97
+    >>> evaluator.curve(ranking_from_scores(circuit.scores)).cpr["kl"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ class Spread:
 def normalised(value: float, full: float, empty: float) -> float | None:
     """(value - empty) / (full - empty); None when full = empty.
 
-    >>> normalised(3.0, full=4.0, empty=0.0)
-    0.75
+    Examples:
+        >>> normalised(3.0, full=4.0, empty=0.0)
+        0.75
     """
     span = full - empty
     if span == 0 or not math.isfinite(span):
@@ -194,8 +195,9 @@ def _check_curve(fractions: Sequence[float], f: Sequence[float | None]) -> bool:
 def cpr(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
     """Area under f over the fractions (trapezoid rule); None if some f is undefined.
 
-    >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
-    0.5
+    Examples:
+        >>> cpr([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+        0.5
     """
     if not _check_curve(fractions, f):
         return None
@@ -206,8 +208,9 @@ def cmd(fractions: Sequence[float], f: Sequence[float | None]) -> float | None:
     """Area of |1 - f| over the fractions (trapezoid rule on |1 - f| at the points); None if
     some f is undefined.
 
-    >>> cmd([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
-    0.5
+    Examples:
+        >>> cmd([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+        0.5
     """
     if not _check_curve(fractions, f):
         return None

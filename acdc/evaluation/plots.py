@@ -35,24 +35,58 @@ def _pyplot():
     return plt
 
 
+# One look per series, in the order the metrics are drawn: line style and marker both differ,
+# markers hollow and growing, so a series drawn over another stays visible around it.
+STYLES: tuple[tuple[Any, str], ...] = (("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"),
+                                       ((0, (5, 1, 1, 1)), "v"), ((0, (1, 3)), "P"))
+# Two series closer than this everywhere (f units) lie on one line at any plotted size.
+COINCIDE = 1e-3
+
+
+def curve_series(curve: FaithfulnessCurve) -> list[dict[str, Any]]:
+    """What `plot_curve` draws, one entry per metric with an f: its points, its legend label
+    (CPR and CMD; "on the X line" when its points coincide with an earlier metric X's, as KL's
+    and NLL's do when the model is nearly certain of the tokens NLL scores), its line style
+    and marker."""
+    series: list[dict[str, Any]] = []
+    for name in curve.cpr:
+        points = [(x, f) for x, f in zip(curve.fractions, curve.faithfulness(name), strict=True)
+                  if f is not None]
+        if not points:
+            continue
+        area = (f"CPR {curve.cpr[name]:.3g}, CMD {curve.cmd[name]:.3g}"
+                if curve.cpr[name] is not None else "f undefined at some sizes")
+        same = next((earlier["name"] for earlier in series
+                     if _coincide(earlier["points"], points)), None)
+        if same is not None:
+            area += f"; on the {same} line"
+        linestyle, marker = STYLES[len(series) % len(STYLES)]
+        series.append({"name": name, "points": points, "label": f"{name} ({area})",
+                       "linestyle": linestyle, "marker": marker,
+                       "markersize": 4 + 2 * len(series)})
+    return series
+
+
+def _coincide(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    return len(a) == len(b) and all(xa == xb and abs(fa - fb) < COINCIDE
+                                    for (xa, fa), (xb, fb) in zip(a, b, strict=True))
+
+
 def plot_curve(curve: FaithfulnessCurve, stem: Path, title: str = "",
                ranking: str = "") -> list[Path]:
     """f against the fraction of edges (log x), one line per metric with its CPR and CMD in
-    the legend, and f = 1 dashed; written to `stem`.svg and `stem`.png. Returns the files."""
+    the legend, and f = 1 dashed; written to `stem`.svg and `stem`.png. Returns the files.
+    Each metric has its own line style and hollow marker (`curve_series`), so metrics whose
+    curves coincide stay visible, and the legend says which line they lie on."""
     plt = _pyplot()
     if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(7.2, 4.5), dpi=120)
     try:
-        xs = curve.fractions
-        for name in curve.cpr:
-            points = [(x, f) for x, f in zip(xs, curve.faithfulness(name), strict=True)
-                      if f is not None]
-            if not points:
-                continue
-            area = (f"CPR {curve.cpr[name]:.3g}, CMD {curve.cmd[name]:.3g}"
-                    if curve.cpr[name] is not None else "f undefined at some sizes")
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=4, label=f"{name} ({area})")
+        for item in curve_series(curve):
+            ax.plot(*zip(*item["points"], strict=True), linestyle=item["linestyle"],
+                    marker=item["marker"], markersize=item["markersize"],
+                    markerfacecolor="none", label=item["label"])
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")

@@ -7,7 +7,7 @@ points plus the corners (0, 0) and (1, 1), with every point dominated by another
 dominates p when q's FPR is no larger and its TPR no smaller (and q is not p). What is left is
 a staircase of points with FPR and TPR both increasing.
 
-The area is the "pessimistic" one (`shared/EVALUATION.md`, section 3): sorted by FPR,
+The area is the "pessimistic" one of the ACDC authors' code (Conmy et al. 2023): sorted by FPR,
 
     AUC = sum_i (1 - x_i) * (y_i - y_{i-1}),    y before the first point = 0,
 

@@ -25,11 +25,12 @@ there. A resumable method keeps a `Journal` in the run's directory (ACDC: its de
 
 A toy method, complete (tests/test_methods.py registers one like it):
 
->>> def random_scores(job: Discovery) -> EdgeScores:
-...     import torch
-...     generator = torch.Generator().manual_seed(job.seed)
-...     return EdgeScores(torch.rand(len(job.graph.edges), generator=generator).tolist())
->>> toy = Method("random", "seeded random scores (a baseline)", random_scores, returns="edges")
+Examples:
+    >>> def random_scores(job: Discovery) -> EdgeScores:
+    ...     import torch
+    ...     generator = torch.Generator().manual_seed(job.seed)
+    ...     return EdgeScores(torch.rand(len(job.graph.edges), generator=generator).tolist())
+    >>> toy = Method("random", "seeded random scores (a baseline)", random_scores, returns="edges")
 """
 
 from __future__ import annotations
@@ -310,8 +311,9 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
     its result chosen, pruned and measured by `finish`. `settings` default to the method's
     defaults; a ranking method needs `selection`.
 
-    >>> circuit = run_method(EAP_IG, loaded_model, task, CommonSettings(metric="logit_diff"),
-    ...                      selection=Selection(top_n=50))  # doctest: +SKIP
+    Examples:
+        >>> circuit = run_method(EAP_IG, loaded_model, task, CommonSettings(metric="logit_diff"),
+        ...                      selection=Selection(top_n=50))  # doctest: +SKIP
     """
     import torch
 

@@ -1,7 +1,8 @@
 """The canonical circuits, as edge lists of the project's graph.
 
 Circuits found by hand, or known by construction, are the references the ACDC paper measures
-its ROC against (`shared/EVALUATION.md`, sections 4 and 7):
+its ROC against (Conmy et al. 2023, section 4; the documentation's "Judging circuits" page,
+"Canonical circuits", summarises each):
 
 - GPT-2 small: IOI (Wang et al. 2022) and greater-than (Hanna et al. 2023). The papers give
   heads and their roles, not edges; the ACDC authors turned them into edge sets with a few
@@ -17,9 +18,9 @@ its ROC against (`shared/EVALUATION.md`, sections 4 and 7):
 This module states each construction in the project's naming, one `Rule` at a time, and the
 files `<name>.txt` beside it are generated from them (`python -m acdc.evaluation.canonical`
 writes them; `--check` verifies the shipped ones). Each file's header shows the counting: the
-components, every rule with the edges it adds, and which rules the short summary in
-EVALUATION.md leaves out (they are the authors' construction all the same; without them the
-GPT-2 counts would be 692 and 224, not 1,041 and 262).
+components, every rule with the edges it adds, and which rules the documentation's short
+summary leaves out (they are the authors' construction all the same; without them the GPT-2
+counts would be 692 and 224, not 1,041 and 262).
 
 `load_canonical(name, graph)` reads a shipped file against the graph of its model;
 `circuit compare ... --reference ioi-gpt2` (or `tracr-reverse`) uses it.
@@ -78,8 +79,9 @@ GT_LATE_MLPS: tuple[int, ...] = (8, 9, 10, 11)
 
 @dataclass(frozen=True)
 class Rule:
-    """One construction rule: what it adds, in words, whether the summary in EVALUATION.md
-    section 4 states it, and the edges it names (some may be named by an earlier rule too)."""
+    """One construction rule: what it adds, in words, whether the documentation's short
+    summary of the circuit states it, and the edges it names (some may be named by an earlier
+    rule too)."""
 
     text: str
     in_summary: bool
@@ -99,7 +101,6 @@ class Canonical:
     rules: Callable[[Graph], list[Rule]]
     model: str = "GPT-2 small"  # the model whose graph the circuit is of, for people
     shape: GraphShape = GPT2_SMALL
-    section: int = 4  # the section of shared/EVALUATION.md that summarises it
 
 
 # --------------------------------------------------------------------------- naming helpers
@@ -255,14 +256,14 @@ def tracr_proportion_rules(graph: Graph) -> list[Rule]:
 TRACR_SOURCE = ("the program compiled by tracr (Lindner et al. 2023), the ACDC paper's ground",
                 "truth (Conmy et al. 2023, section 4; the authors' edge list in their repository,",
                 "acdc/tracr_task/utils.py, with token and position embeddings as one `input`",
-                "node), restated from shared/EVALUATION.md section 7.")
+                "node); summarised in the documentation, \"Judging circuits\".")
 
 CANONICAL: dict[str, Canonical] = {
     "ioi-gpt2": Canonical(
         "ioi-gpt2", "IOI circuit of GPT-2 small",
         ("Wang et al. 2022, 'Interpretability in the Wild' (the heads and their classes);",
          "edges as the ACDC authors construct them (Conmy et al. 2023, ACDC repository,",
-         "acdc/ioi/utils.py), restated from shared/EVALUATION.md section 4."),
+         "acdc/ioi/utils.py); summarised in the documentation, \"Judging circuits\"."),
         tuple(f"{cls}: {' '.join(f'{layer}.{head}' for layer, head in heads)}"
               for cls, heads in IOI_CLASSES.items()),
         1041, ioi_rules),
@@ -270,7 +271,7 @@ CANONICAL: dict[str, Canonical] = {
         "greater-than-gpt2", "greater-than circuit of GPT-2 small",
         ("Hanna et al. 2023, 'How does GPT-2 compute greater-than?' (the components);",
          "edges as the ACDC authors construct them (Conmy et al. 2023, ACDC repository,",
-         "acdc/greaterthan/utils.py), restated from shared/EVALUATION.md section 4."),
+         "acdc/greaterthan/utils.py); summarised in the documentation, \"Judging circuits\"."),
         ("early heads: 0.1 0.3 0.5; early MLPs: 0 1 2 3",
          "middle heads: 5.5 6.1 6.9 7.10 8.11 9.1; late MLPs: 8 9 10 11"),
         262, greater_than_rules),
@@ -278,11 +279,11 @@ CANONICAL: dict[str, Canonical] = {
         "tracr-reverse", "circuit of tracr's reverse program", TRACR_SOURCE,
         ("a0.h0, m0: length; m1, m2: opp_idx; a3.h0: reverse (layers 1-2 attention and m3 "
          "are empty)",),
-        14, tracr_reverse_rules, "tracr-reverse", TRACR_REVERSE, 7),
+        14, tracr_reverse_rules, "tracr-reverse", TRACR_REVERSE),
     "tracr-proportion": Canonical(
         "tracr-proportion", "circuit of tracr's proportion-of-x program", TRACR_SOURCE,
         ("m0: tokens == x; a1.h0: the running mean (a0.h0 and m1 are empty)",),
-        8, tracr_proportion_rules, "tracr-proportion", TRACR_PROPORTION, 7),
+        8, tracr_proportion_rules, "tracr-proportion", TRACR_PROPORTION),
 }
 CANONICAL_NAMES: tuple[str, ...] = tuple(CANONICAL)
 
@@ -320,7 +321,7 @@ def canonical_text(name: str) -> str:
                   f"(direct q/k/v edges counted).",
               "", "Components:", *(f"  {line}" for line in spec.heads),
               "", "Counting, rule by rule (an edge counts for the first rule naming it;",
-              f"* = stated in the summary of shared/EVALUATION.md section {spec.section}):",
+              "* = stated in the documentation's short summary, \"Judging circuits\"):",
               "      new  named  rule"]
     seen: set[str] = set()
     summary_total = 0

@@ -1,6 +1,6 @@
 """ACDC: visit receivers in reverse topological order and prune edges that do not matter.
 
-`run_acdc` follows `../shared/ACDC.md`, section 2: starting from the full graph H, it visits
+`run_acdc` follows the ACDC paper (Conmy et al. 2023): starting from the full graph H, it visits
 every receiver from the output back to the input (`Graph.acdc_order`). For each incoming edge
 it removes the edge, measures the metric of H without it, and removes it for good if the metric
 rose by less than the threshold (`|change| < threshold` with `abs`); the current metric is then

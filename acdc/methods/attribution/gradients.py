@@ -1,7 +1,7 @@
 """Every edge's attribution score from a few differentiable forward passes.
 
 The score of an edge u -> v is the first-order estimate of the metric's change when that edge
-alone carries its ablated value (`../shared/EVALUATION.md`, section 5):
+alone carries its ablated value (Syed et al. 2023; Hanna et al. 2024):
 
     score(u -> v) = (a_u(ablated) - a_u(clean)) . dm/dx_v
 
