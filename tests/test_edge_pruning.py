@@ -127,6 +127,7 @@ def test_recovers_a_known_circuit(seed):
     assert min(inside) > max(outside)
 
 
+@pytest.mark.hooked_transformer  # a tiny model from a config
 def test_deterministic_for_a_seed_and_partial_on_interrupt():
     loaded, task = tiny()
     common = CommonSettings("kl", "corrupt")
@@ -152,6 +153,7 @@ def test_deterministic_for_a_seed_and_partial_on_interrupt():
     assert "metric_circuit" in partial.results
 
 
+@pytest.mark.hooked_transformer  # a tiny model from a config
 def test_node_masks():
     loaded, task = tiny("mlp3")
     settings = EdgePruningSettings(edges_fraction=0.2, steps=6, lr=0.5, node_masks=True,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from cli_helpers import invoke
-from test_cli import TINY_CONFIG, write_task
+from test_cli import PROMPTS, TINY_CONFIG, write_task
 
 from acdc.core.models import build_model, save_checkpoint
 from acdc.methods import registry
@@ -60,7 +60,9 @@ def toys():
 def task_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
     save_checkpoint(build_model(TINY_CONFIG, seed=0), root / "model", config=TINY_CONFIG)
-    return write_task(root / "tiny.yaml", model=str(root / "model"))
+    # answers and wrong answers, so that the gradient methods can use a task metric
+    prompts = [{**p, "answer": p["clean"][-1], "wrong": p["corrupt"][-1]} for p in PROMPTS]
+    return write_task(root / "tiny.yaml", model=str(root / "model"), prompts=prompts)
 
 
 # --------------------------------------------------------------------------- the tests
@@ -121,3 +123,32 @@ def test_methods_are_listed_once(task_file):
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert names == list(registry.METHODS)
     assert "random" in names and "--scale" in result.stdout
+
+
+QUICK = {"acdc": [], "eap": ["--metric", "logit_diff", "--top-n", "8"],
+         "eap-ig": ["--top-n", "8", "--ig-steps", "2"],
+         "exact": ["--top-n", "8"], "hisp": ["--metric", "logit_diff", "--top-n", "3"],
+         "edge-pruning": ["--top-n", "8", "--steps", "20"],
+         "sp": ["--steps", "20"]}
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_every_method_runs_end_to_end_with_the_same_outputs(tmp_path, task_file, name):
+    """`circuit discover --method M` for every registered method: circuit.json and run.yaml as
+    for any method, a repeat command that parses, and every judging command takes the
+    circuit."""
+    assert set(QUICK) == set(registry.METHODS) - {t.name for t in TOYS}
+    out = tmp_path / name
+    result = invoke("discover", "--task", task_file, "--method", name, *QUICK[name],
+                    "--out", out, "--no-render", "--quiet")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "circuit.json").read_text())
+    assert data["method"] == name and data["format"] == "circuit/1"
+    assert len(data["edges"]) == data["n_edges_total"]
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert f"--method {name}" in run["repeat"]
+    for args in (["evaluate", out, "--quiet"], ["render", out / "circuit.json", "-f", "dot"],
+                 ["export", out, "-f", "csv"], ["compare", out, out, "--no-render",
+                                                "--out", tmp_path / f"{name}-cmp"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.output)

@@ -97,6 +97,7 @@ def test_recovers_a_known_node_circuit(seed):
     assert circuit.node_scores["a0.h0"] > 0.5 > circuit.node_scores["a1.h1"]
 
 
+@pytest.mark.hooked_transformer  # a tiny model from a config
 def test_seeds_readouts_and_interrupt():
     model = make_model("mlp3")
     t = make_task(12)
