@@ -45,6 +45,7 @@ from acdc.core.files import (
     write_text_atomic,
 )
 from acdc.core.graph import build_graph
+from acdc.core.positions import positional_shape
 from acdc.core.selection import RULES, Selection
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
@@ -466,7 +467,8 @@ def load_shared(run: Run, threads: int = 0) -> SharedInputs:
     loaded, task = _load_inputs(run)
     _set_threads(loaded.shape, run.settings.device, threads)
     common = run.settings.common
-    graph = build_graph(loaded.shape.graph_shape(common.granularity))
+    graph = build_graph(positional_shape(loaded.shape.graph_shape(common.granularity), task,
+                                         common.positions))
     return SharedInputs(loaded, task, record(loaded, task, graph, common.ablation))
 
 
@@ -518,7 +520,9 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
     torch.manual_seed(settings.seed)
     _set_threads(loaded.shape, settings.device, threads)
     graph = (shared.recordings.graph if shared is not None
-             else build_graph(loaded.shape.graph_shape(settings.common.granularity)))
+             else build_graph(positional_shape(
+                 loaded.shape.graph_shape(settings.common.granularity), task,
+                 settings.common.positions)))
     job = Discovery(model=loaded, task=task, graph=graph, common=settings.common,
                     settings=settings.settings, seed=settings.seed, selection=settings.selection,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,

@@ -304,6 +304,7 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
     import torch
 
     from acdc.core.graph import build_graph
+    from acdc.core.positions import positional_shape
 
     common.validate()
     settings = settings if settings is not None else method.settings_type()
@@ -319,7 +320,8 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
         selection.validate()
     if graph is None:
         graph = (recordings.graph if recordings is not None
-                 else build_graph(model.shape.graph_shape(common.granularity)))
+                 else build_graph(positional_shape(model.shape.graph_shape(common.granularity),
+                                                   task, common.positions)))
     job = Discovery(model=model, task=task, graph=graph, common=common, settings=settings,
                     seed=seed, selection=selection if method.ranks else None,
                     on_progress=on_progress, recordings=recordings)

@@ -8,6 +8,7 @@ import torch
 
 from acdc.core import forward
 from acdc.core.graph import Graph, build_graph
+from acdc.core.positions import positional_shape
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.recordings import CircuitMeter
@@ -29,7 +30,8 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     name = method_name(settings)
     check_metric(name, common.metric)
     if graph is None:
-        graph = build_graph(model.shape.graph_shape(common.granularity))
+        graph = build_graph(positional_shape(model.shape.graph_shape(common.granularity), task,
+                                             common.positions))
     weights = model.weights
     device = weights.W_E.device
     tensors = task_tensors(task, device, weights.causal)
