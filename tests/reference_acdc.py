@@ -277,14 +277,15 @@ class Ablation:
     qkv: dict[tuple[int, int, str], torch.Tensor]  # (layer, head, "q") -> [batch, pos, d_head]
 
 
-def _at(groups: list[list[str]] | None, name: str | None, tokens: torch.Tensor
-        ) -> torch.Tensor | float:
+def _at(groups: list[list[str]] | None, name: str | None, tokens: torch.Tensor,
+        dtype: torch.dtype = torch.float32) -> torch.Tensor | float:
     """1.0 at the tokens of position group `name`, 0.0 elsewhere (padding included), as a
-    [batch, pos, 1] tensor; the number 1.0 for a position-blind edge (`name` None)."""
+    [batch, pos, 1] tensor of `dtype`; the number 1.0 for a position-blind edge (`name`
+    None)."""
     if name is None:
         return 1.0
     assert groups is not None, "positional edges need the tokens' groups"
-    mask = torch.zeros(tokens.shape[0], tokens.shape[1], 1)
+    mask = torch.zeros(tokens.shape[0], tokens.shape[1], 1, dtype=dtype)
     for b, row in enumerate(groups):
         for p, group in enumerate(row):
             if group == name:
@@ -327,8 +328,8 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
             if post_norm and sender.startswith("a"):
                 by_layer.setdefault(_layer_head(sender)[0], []).append((sender, group))
             else:
-                total = total + _at(groups, group, tokens) * (live[sender]
-                                                              - ablation.senders[sender])
+                change = live[sender] - ablation.senders[sender]
+                total = total + _at(groups, group, tokens, change.dtype) * change
         for layer, heads in by_layer.items():
             # the sum this receiver reads, written out (not live_sum - changes: a norm of
             # rounding noise, where every head is zero-ablated, is far from the norm of zero);

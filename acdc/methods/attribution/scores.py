@@ -34,7 +34,7 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
                                              common.positions))
     weights = model.weights
     device = weights.W_E.device
-    tensors = task_tensors(task, device, weights.causal)
+    tensors = task_tensors(task, device, weights.causal, graph.shape)
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
     clean = None
     if settings.alphas == (1.0,):  # EAP: the differentiated clean pass is the clean run
@@ -45,7 +45,7 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     with torch.no_grad():  # not inference mode: the gradient passes read these tensors
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
                                tensors.pos_index, common.ablation, tensors.lengths,
-                               clean.recorded if clean is not None else None)
+                               clean.recorded if clean is not None else None, tensors.groups)
         metric = build_metric(common.metric, patched.clean_logits, targets)
     scores = edge_scores(patched, metric, settings.alphas, clean)
     del clean
