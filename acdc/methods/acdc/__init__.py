@@ -91,6 +91,7 @@ METHOD = Method(
     settings_type=AcdcSettings,
     journal=DecisionLog(),
     extra_memory=extra_memory,
+    positions=True,
     citation="Conmy, Mavor-Parker, Lynch, Heimersheim, Garriga-Alonso. Towards Automated "
              "Circuit Discovery for Mechanistic Interpretability. NeurIPS 2023. "
              "arXiv:2304.14997",
