@@ -46,6 +46,7 @@ from acdc.core.tasks.labels import OTHER
 from acdc.errors import AcdcError, TaskError
 
 if TYPE_CHECKING:
+    from acdc.core.tasks.spec import TaskSpec
     from acdc.core.tasks.values import Task
 
 POSITIONS_HELP = ("Circuits that know where: none (every edge stands for all positions), "
@@ -58,6 +59,24 @@ def check_mode(mode: str) -> None:
         raise AcdcError(f"unknown positions {mode!r}: use one of {', '.join(POSITION_MODES)}")
 
 
+def check_spec(spec: TaskSpec, mode: str) -> None:
+    """Refuse `--positions labels` for a task file that labels nothing, before the model is
+    loaded (the same line `group_names` gives once it is tokenised)."""
+    check_mode(mode)
+    if mode != "labels":
+        return
+    from acdc.core.generators.registry import GENERATORS
+
+    generated = spec.generator is not None and GENERATORS[spec.generator["kind"]].labels
+    if spec.labels is None and not generated and all(p.labels is None for p in spec.prompts):
+        raise TaskError(_no_labels(spec.name))
+
+
+def _no_labels(name: str) -> str:
+    return (f"task {name}: labels no positions, so --positions labels has no groups; add "
+            f"labels: to the task file (IO: Mary, END: -1), or use --positions all")
+
+
 def group_names(task: Task, mode: str) -> tuple[str, ...]:
     """The position groups of `task` under `mode` (empty for `none`); one `TaskError` line
     when the task cannot be grouped so."""
@@ -66,9 +85,7 @@ def group_names(task: Task, mode: str) -> tuple[str, ...]:
         return ()
     if mode == "labels":
         if not task.labels:
-            raise TaskError(f"task {task.name}: labels no positions, so --positions labels has "
-                            f"no groups; add labels: to the task file (IO: Mary, END: -1), or "
-                            f"use --positions all")
+            raise TaskError(_no_labels(task.name))
         return (*task.label_names, OTHER)
     lengths = {len(p) for p in task.clean}
     if len(lengths) > 1:

@@ -48,7 +48,12 @@ from acdc.core.circuit import Circuit, score_or_none
 from acdc.core.graph import Edge, Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.patching import Stage, task_tensors
-from acdc.core.positions import inert_groups, metric_groups, positional_shape
+from acdc.core.positions import (
+    inert_groups,
+    metric_groups,
+    positional_shape,
+    positions_digest,
+)
 from acdc.core.recordings import Recordings, record
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.errors import AcdcError
@@ -131,6 +136,9 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         graph = (recordings.graph if recordings is not None
                  else build_graph(positional_shape(model.shape.graph_shape(common.granularity),
                                                    task, common.positions)))
+    if graph.shape.positions != common.positions:
+        raise ValueError(f"a graph at positions {graph.shape.positions} handed to a run at "
+                         f"positions {common.positions}")
     torch.manual_seed(task.seed)
     patched = (record(model, task, graph, common.ablation).patched if recordings is None
                else recordings.fresh())
@@ -165,7 +173,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         kept=tuple(bool(k) for k in search.kept.tolist()),
         scores=tuple(score_or_none(s) for s in search.scores.tolist()),
         settings={"model": model.name, "task": task.name, "method": "acdc",
-                  **settings_record(settings, common)},
+                  **settings_record(settings, common),
+                  **({"positions_sha256": positions_digest(task, graph.groups,
+                                                           graph.shape.positions)}
+                     if graph.positional else {})},
         results={"n_edges_decided": search.n_decided, "metric_circuit": metric_circuit,
                  "metric_full": metric_full, "metric_noise": metric_noise,
                  "runtime_s": time.perf_counter() - start, "partial": partial},
