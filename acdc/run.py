@@ -45,10 +45,9 @@ from acdc.core.files import (
     unique_directory,
     write_text_atomic,
 )
-from acdc.core.graph import build_graph
+from acdc.core.graph import POSITION_MODES, build_graph
 from acdc.core.positions import check_spec, positional_shape
 from acdc.core.selection import RULES, Selection
-from acdc.core.graph import POSITION_MODES
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
 from acdc.core.tasks.reading import read_task

@@ -334,7 +334,7 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
             # the sum this receiver reads, written out (not live_sum - changes: a norm of
             # rounding noise, where every head is zero-ablated, is far from the norm of zero);
             # token by token, a head removed at a token reads its ablated result there
-            def read(h: str) -> torch.Tensor:
+            def read(h: str, heads: list[tuple[str, str | None]] = heads) -> torch.Tensor:
                 at = [g for s, g in heads if s == h]
                 if not at:
                     return live[h]

@@ -61,11 +61,9 @@ def graph(
     --positions N, every edge is counted once per group and the estimate adds the masks' group
     axis and where each receiver of a layer reads each sender.
     """
-    from acdc.core.graph import count_edges
+    from acdc.core.graph import GraphShape, count_edges
     from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
-
-    from acdc.core.graph import GraphShape
 
     chosen = Granularity(granularity).value
     shape = load_shape(model)

@@ -51,6 +51,7 @@ from acdc.core.graph import (
     Edge,
     Graph,
     GraphShape,
+    PositionMode,
     build_graph,
     check_groups,
     count_edges,
@@ -275,7 +276,7 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
     return Circuit(graph, tuple(kept), tuple(scores), settings, results, node_scores)
 
 
-def _read_groups(data: dict[str, Any], source: str) -> tuple[Any, tuple[str, ...]]:
+def _read_groups(data: dict[str, Any], source: str) -> tuple[PositionMode, tuple[str, ...]]:
     """A circuit file's `positions` and `groups` (a blind circuit has neither)."""
     positions = data.get("positions", "none")
     if not isinstance(positions, str) or positions not in POSITION_MODES:
@@ -286,7 +287,7 @@ def _read_groups(data: dict[str, Any], source: str) -> tuple[Any, tuple[str, ...
         if groups is not None:
             raise GraphError(f"{source}: has groups but positions none; a position-blind "
                              f"circuit has no groups")
-        return positions, ()
+        return "none", ()
     if (not isinstance(groups, list) or not groups
             or not all(isinstance(g, str) for g in groups)):
         raise GraphError(f"{source}: positions {positions} needs groups, a list of the "
@@ -294,11 +295,12 @@ def _read_groups(data: dict[str, Any], source: str) -> tuple[Any, tuple[str, ...
     if len(groups) > MAX_GROUPS:
         raise GraphError(f"{source}: {len(groups):,} position groups, more than the "
                          f"{MAX_GROUPS:,} any task has")
+    mode: PositionMode = positions  # type: ignore[assignment]  # one of POSITION_MODES
     try:
-        check_groups(GraphShape(1, 1, False, positions=positions, groups=tuple(groups)))
+        check_groups(GraphShape(1, 1, False, positions=mode, groups=tuple(groups)))
     except GraphError as error:
         raise GraphError(f"{source}: {error}") from None
-    return positions, tuple(groups)
+    return mode, tuple(groups)
 
 
 def _read_node_scores(value: Any, graph: Graph, source: str

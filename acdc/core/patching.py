@@ -124,8 +124,9 @@ def task_tensors(task: Task, device: torch.device | str, causal: bool = True,
         padding = len(shape.groups)
         groups = torch.tensor([r + [padding] * (width - len(r)) for r in rows],
                               dtype=torch.long).to(device)
-    return TaskTensors(*(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch,
-                                                 pos_index, lengths)), groups)
+    clean, corrupt, pos_batch, pos_index, lengths = (
+        t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index, lengths))
+    return TaskTensors(clean, corrupt, pos_batch, pos_index, lengths, groups)
 
 
 def token_mean(values: torch.Tensor, lengths: torch.Tensor, positional: bool) -> torch.Tensor:

@@ -71,12 +71,13 @@ class EdgeSlots:
     def of(cls, graph: Graph, device: torch.device) -> EdgeSlots:
         index = {(e.receiver.name, e.sender.index if e.sender else None): e.index
                  for e in graph.edges if not e.group}
+        heads, mlps, direct, logits = cls._slots(graph, index, device)
         if graph.positional:  # edge e at group g is entry e + g: the groups as a last axis
             offsets = torch.arange(graph.n_groups, device=device)
-            return cls(*(tuple(t[..., None] + offsets for t in slots) for slots in
-                         cls._slots(graph, index, device)[:3]),
-                       cls._slots(graph, index, device)[3][..., None] + offsets)
-        return cls(*cls._slots(graph, index, device))
+            heads, mlps, direct = (tuple(t[..., None] + offsets for t in slots)
+                                   for slots in (heads, mlps, direct))
+            logits = logits[..., None] + offsets
+        return cls(heads, mlps, direct, logits)
 
     @staticmethod
     def _slots(graph: Graph, index: dict, device: torch.device
@@ -288,7 +289,7 @@ class _Scorer:
             for layer in range(self.graph.n_layers):
                 self._layer(run, layer, weight, previous_mlp)
                 previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
-            delta, slots, scores = self.pm.delta, self.slots, self.scores
+            delta, slots = self.pm.delta, self.slots
             if previous_mlp is not None:  # the last MLP
                 m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
                 grad = previous_mlp.reshape(1, self.tokens, self.d_model)

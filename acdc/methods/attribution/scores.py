@@ -8,9 +8,9 @@ import torch
 
 from acdc.core import forward
 from acdc.core.graph import Graph, build_graph
-from acdc.core.positions import positional_shape
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.patching import PatchedModel, task_tensors
+from acdc.core.positions import positional_shape
 from acdc.core.recordings import CircuitMeter
 from acdc.core.settings import CommonSettings
 from acdc.methods.attribution import EapSettings, check_metric, method_name
