@@ -219,6 +219,7 @@ class IncrementalPatcher:
     def _clear_inputs(self) -> None:
         self.inputs.clear()
         self.input_bytes = 0
+        self._kept_weights.clear()  # a layer's receivers' at a time (positional graphs)
 
     def _forget_input(self, rid: int) -> None:
         x = self.inputs.pop(rid)
