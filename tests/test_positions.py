@@ -595,3 +595,26 @@ def test_methods_that_cannot_work_at_positions_refuse():
     with pytest.raises(AcdcError, match="hisp does not work at positions .it scores heads"):
         check_positions(METHODS["hisp"], CommonSettings(positions="all"))
     check_positions(METHODS["hisp"], CommonSettings())
+
+
+def test_positions_are_recorded_only_when_not_none():
+    from acdc.core.settings import settings_record
+    from acdc.methods.acdc.settings import AcdcSettings
+    from acdc.run import RunSettings
+
+    assert "positions" not in settings_record(CommonSettings())
+    assert settings_record(CommonSettings(positions="labels"))["positions"] == "labels"
+    with pytest.raises(AcdcError, match="unknown positions 'some'"):
+        CommonSettings(positions="some").validate()  # type: ignore[arg-type]
+    for positions in ("none", "labels"):
+        run = RunSettings("t", "t.yaml", "m", "acdc", AcdcSettings(0.1), CommonSettings(
+            positions=positions), seed=0)  # type: ignore[arg-type]
+        record = run.record()
+        assert ("positions" in record) == (positions != "none")
+        back = RunSettings.from_record(record, "log")
+        assert back.common == run.common
+        assert ("--positions" in run.repeat_command()) == (positions != "none")
+        assert run.conflicts({"positions": positions}) == []
+        other = "all" if positions == "none" else "none"
+        assert run.conflicts({"positions": other}) == [
+            f"--positions {other} (the run used {positions})"]
