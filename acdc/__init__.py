@@ -1,10 +1,33 @@
-"""circuit: automated circuit discovery for TransformerLens models.
+"""circuit: automated circuit discovery for transformer language models.
 
-Layers, lower ones never importing higher ones: `errors`; `core` (what every method shares:
-the graph, model loading, the patched forward, metrics, settings, tasks, the `Circuit`
-value); `methods` (discovery methods behind one registry, each returning a `Circuit`; ACDC in
-`methods/acdc`); `export` (drawings); `run` (a run from settings to files); `zoo` (the bundled
-models' training). The README's "Architecture" section says what each may import.
+From a notebook or a script, one call per step (`acdc.api`, exposed here):
+
+>>> import acdc
+>>> model = acdc.load_model("models/demo")                      # doctest: +SKIP
+>>> circuit = acdc.discover(model, "demo", threshold=0.03)      # doctest: +SKIP
+>>> acdc.evaluate(circuit, model, "demo")                       # doctest: +SKIP
+
+Layers, lower ones never importing higher ones (README "Architecture", checked by
+tests/test_layers.py): `errors`; `core` (what every method shares: the graph, model loading,
+the patched forward, metrics, settings, tasks, selection, the `Circuit` value); `methods`
+(discovery methods behind one registry); `export` (drawings, MIB/GraphML/CSV); `evaluation`
+(faithfulness, comparisons, ROC); `run` (a run from settings to files); `sweep`; `report`;
+`api` (these functions); `cli`. Importing `acdc` is cheap: the functions load their layers
+when first used.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+API = ("load_model", "load_task", "task_spec", "discover", "evaluate", "sweep", "compare",
+       "export", "report", "save")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from acdc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'acdc' has no attribute {name!r}")

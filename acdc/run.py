@@ -198,7 +198,7 @@ class RunSettings:
 
 def _kind(annotation: Any) -> type | tuple[type, ...]:
     """The Python type(s) a recorded field's value must have, from its annotation."""
-    text = str(annotation)
+    text = str(annotation).replace(" ", "").removesuffix("|None")
     if text == "bool":
         return bool
     if text == "float":
@@ -597,7 +597,7 @@ def write_outputs(run: Run, outcome: Outcome, render_svg: bool = True,
     """Write `circuit.json`, `circuit.dot` (and `.svg`; edge widths by |score| unless
     `score_width` is False) and `run.yaml` into the run's directory; return every file the run
     wrote, its journal included."""
-    from acdc.export.dot import circuit_title, render, to_dot
+    from acdc.exports.dot import circuit_title, render, to_dot
 
     out_dir, circuit = run.out_dir, outcome.circuit
     written = [write_circuit(circuit, out_dir / CIRCUIT_JSON)]

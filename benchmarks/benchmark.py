@@ -41,6 +41,12 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    at GPT-2 small's size (`LLAMA_CONFIG`, `GEMMA2_CONFIG`), the same batch and the same random
    circuit, tabled beside GPT-2's (FPE against each model's own plain forward).
 
+5. `--edge-pruning` (or `--edge-pruning-only`): edge pruning on the GPT-2-small-shaped model,
+   batch `--attribution-batch` x `--attribution-seq` (50 x 16), KL: the cost of one
+   optimisation step (sampled masks, masked forward, backward, optimiser) in FPE, as the median
+   of the steps after the first, and the run's peak memory against the plain forward with every
+   activation cached (part 3's `forward`), each in a fresh process.
+
 7. `--positions` (or `--positions-only`, writing positions.json/.md): circuits at positions.
    (a) Part 2's edge-test costs on the GPT-2-small shape with the graph at 6 position groups, as
    IOI's labels give them (IO, S1, S1+1, S2, END, other at positions 2, 4, 5, 10, 14 and the
@@ -608,6 +614,85 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     return row
 
 
+def edge_pruning_part(batch: int, seq: int, steps: int, seed: int = 0) -> dict:
+    """Edge pruning on the GPT-2 shape, in this (fresh) process: `steps` steps, each timed
+    (wall and CPU) from the progress reports, which come after every step here (a step takes
+    longer than their half-second spacing); the first step (allocations) is reported apart."""
+    from acdc.core.models import LoadedModel
+    from acdc.core.tasks import Task
+    from acdc.methods.base import run_method
+    from acdc.methods.edge_pruning import METHOD, EdgePruningSettings
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(seed)
+    model = build_model(GPT2_CONFIG, seed=seed)
+    model_rss = current_rss_mb()
+    clean = torch.randint(0, 50257, (batch, seq))
+    corrupt = torch.randint(0, 50257, (batch, seq))
+    task = Task(name="gpt2-shape", description="", source="benchmark", model=None,
+                metric="kl", threshold=0.0, ablation="corrupt", seed=seed,
+                clean=clean.tolist(), corrupt=corrupt.tolist(), positions=[[seq - 1]] * batch,
+                answers=None, wrong_answers=None)
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+
+    def plain_forward() -> dict[str, float]:
+        runs = []
+        with torch.inference_mode():
+            for _ in range(3):
+                start = {kind: clock() for kind, clock in clocks.items()}
+                model(clean)
+                runs.append({kind: clock() - start[kind] for kind, clock in clocks.items()})
+        return {kind: statistics.median(r[kind] for r in runs) for kind in clocks}
+
+    forward_before = plain_forward()
+    stamps: list[dict[str, float]] = []
+    start = {kind: clock() for kind, clock in clocks.items()}
+    loaded = LoadedModel("gpt2-shape", model, None, model_shape(model.cfg))
+    circuit = run_method(METHOD, loaded, task, CommonSettings("kl", "corrupt"),
+                         EdgePruningSettings(edges_fraction=0.02, steps=steps), seed=seed,
+                         on_progress=lambda _: stamps.append(
+                             {kind: clock() for kind, clock in clocks.items()}))
+    end = {kind: clock() for kind, clock in clocks.items()}
+    peak = peak_rss_mb()
+    forward_after = plain_forward()
+    unit = {kind: (forward_before[kind] + forward_after[kind]) / 2 for kind in clocks}
+    if len(stamps) != steps:
+        raise RuntimeError(f"{len(stamps)} progress reports for {steps} steps")
+    step_times = {kind: [b[kind] - a[kind] for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
+                  for kind in clocks}
+    step = {kind: statistics.median(step_times[kind]) for kind in clocks}
+    setup = {kind: stamps[0][kind] - start[kind] - step[kind] for kind in clocks}
+    finish = {kind: end[kind] - stamps[-1][kind] for kind in clocks}
+    return {"part": "edge-pruning", "batch": batch, "seq": seq, "threads": DEFAULT_THREADS,
+            "steps": steps, "edges": len(circuit.graph.edges), "model_rss_mb": model_rss,
+            "forward": unit, "forward_runs": [forward_before, forward_after],
+            "step_s": step, "step_runs_s": step_times, "setup_s": setup, "finish_s": finish,
+            "fpe": {"step": {k: step[k] / unit[k] for k in clocks},
+                    "setup": {k: setup[k] / unit[k] for k in clocks},
+                    "finish": {k: finish[k] / unit[k] for k in clocks}},
+            "peak_rss_mb": peak}
+
+
+def bench_gpt2_edge_pruning(batch: int, seq: int, steps: int) -> dict:
+    """The cached forward and an edge-pruning run, each in a fresh process."""
+    import subprocess
+
+    rows = {}
+    for part, extra in (("forward", ["--attribution-part", "forward"]),
+                        ("edge-pruning", ["--edge-pruning-part", "--edge-pruning-steps",
+                                          str(steps)])):
+        print(f"  {part} ...", flush=True)
+        done = subprocess.run([sys.executable, __file__, *extra, "--attribution-batch",
+                               str(batch), "--attribution-seq", str(seq)],
+                              check=True, capture_output=True, text=True)
+        rows[part] = json.loads(done.stdout.strip().splitlines()[-1])
+    cache, row = rows["forward"], rows["edge-pruning"]
+    row["memory_vs_cache"] = row["peak_rss_mb"] / cache["peak_rss_mb"]
+    row["activations_vs_cache"] = ((row["peak_rss_mb"] - row["model_rss_mb"])
+                                   / (cache["peak_rss_mb"] - cache["model_rss_mb"]))
+    return rows
+
+
 def bench_gpt2_attribution(batch: int, seq: int) -> dict:
     """The three parts, each in a fresh process (peak RSS only grows within a process)."""
     import subprocess
@@ -935,6 +1020,25 @@ def markdown(report: dict) -> str:
                   "| final circuit pass | whole run | peak RSS |", "|---|---|---|---|---|",
                   f"| {cell('gradients')} | {cell('ablated run')} | {cell('final')} | "
                   f"**{cell('whole')}** | {h['peak_rss_mb']:.0f} MB |", ""]
+    e = report.get("gpt2_edge_pruning")
+    if e:
+        f, r = e["forward"], e["edge-pruning"]
+        fpe = r["fpe"]
+        lines += [f"Edge pruning on the GPT-2-small shape, batch {r['batch']} x {r['seq']}, KL, "
+                  f"corrupt ablation, {r['edges']} edges, {r['threads']} threads, {r['steps']} "
+                  f"steps. FPE as above (wall / CPU); a step is the median of the steps after "
+                  f"the first. A plain forward caching every activation peaks at "
+                  f"{f['peak_rss_mb']:.0f} MB resident ({f['model_rss_mb']:.0f} MB the model "
+                  f"and the libraries); each runs in its own process.", "",
+                  "| one step | setup (runs, first step) | final circuit | peak RSS "
+                  "| vs cached forward | above the model, vs cached forward |",
+                  "|---|---|---|---|---|---|",
+                  f"| **{fpe['step']['wall']:.2f} / {fpe['step']['cpu']:.2f}** "
+                  f"({r['step_s']['wall']:.1f} s) "
+                  f"| {fpe['setup']['wall']:.2f} / {fpe['setup']['cpu']:.2f} "
+                  f"| {fpe['finish']['wall']:.2f} / {fpe['finish']['cpu']:.2f} "
+                  f"| {r['peak_rss_mb']:.0f} MB | {r['memory_vs_cache']:.2f}x "
+                  f"| {r['activations_vs_cache']:.2f}x |", ""]
     if report.get("positions"):
         lines += positions_markdown(report["positions"])
     return "\n".join(lines)
@@ -1056,7 +1160,26 @@ def main() -> None:
                         default=[0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
                         help=argparse.SUPPRESS)  # one part, in this process; prints JSON
+    parser.add_argument("--edge-pruning", action="store_true",
+                        help="also time edge pruning's steps on the GPT-2 shape (two processes)")
+    parser.add_argument("--edge-pruning-only", action="store_true",
+                        help="only the edge-pruning part (writes edge_pruning.json/.md)")
+    parser.add_argument("--edge-pruning-steps", type=int, default=6)
+    parser.add_argument("--edge-pruning-part", action="store_true",
+                        help=argparse.SUPPRESS)  # the run, in this process; prints JSON
     args = parser.parse_args()
+    if args.edge_pruning_part:
+        print(json.dumps(edge_pruning_part(args.attribution_batch, args.attribution_seq,
+                                           args.edge_pruning_steps)))
+        return
+    if args.edge_pruning_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["gpt2_edge_pruning"] = bench_gpt2_edge_pruning(
+            args.attribution_batch, args.attribution_seq, args.edge_pruning_steps)
+        write_report(Path(args.out), "edge_pruning", report)
+        return
     if args.attribution_part:
         print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
                                           args.attribution_seq)))
@@ -1130,6 +1253,10 @@ def main() -> None:
         print("GPT-2 shape, exact edge patching ...", flush=True)
         report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,
                                                 args.exact_whole)
+    if args.edge_pruning:
+        print("GPT-2 shape, edge pruning ...", flush=True)
+        report["gpt2_edge_pruning"] = bench_gpt2_edge_pruning(
+            args.attribution_batch, args.attribution_seq, args.edge_pruning_steps)
     write_report(Path(args.out), "benchmark", report)
 
 

@@ -45,7 +45,8 @@ from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
 from acdc.core.tasks.values import Task  # noqa: E402
-from acdc.evaluation.faithfulness import CircuitEvaluator, ranking_from_scores  # noqa: E402
+from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
+from acdc.evaluation.measures import ranking_from_scores  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
 

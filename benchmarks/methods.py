@@ -52,19 +52,15 @@ from acdc.core.selection import Selection  # noqa: E402
 from acdc.core.settings import Ablation, CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
-from acdc.evaluation.faithfulness import (  # noqa: E402
-    CircuitEvaluator,
-    FaithfulnessCurve,
-    ranking_from_scores,
-    ranking_scores,
-)
+from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
+from acdc.evaluation.measures import FaithfulnessCurve, ranking_from_scores, ranking_scores  # noqa: E402
 from acdc.evaluation.rank_scores import encode_score, rank_scores  # noqa: E402
 from acdc.evaluation.roc import ranking_roc  # noqa: E402
 from acdc.methods.acdc.search import AcdcSettings, run_acdc  # noqa: E402
 from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings  # noqa: E402
 from acdc.methods.base import run_method  # noqa: E402
 from acdc.run import cpu_threads  # noqa: E402
-from acdc.sweep.grid import parse_grid  # noqa: E402
+from acdc.sweeps.grid import parse_grid  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 TASK_MEASURE = {"demo": "logit_diff", "ioi": "logit_diff", "greater-than": "prob_diff",

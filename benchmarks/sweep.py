@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
-from acdc.sweep.grid import parse_grid, run_dir_name  # noqa: E402
+from acdc.sweeps.grid import parse_grid, run_dir_name  # noqa: E402
 
 CIRCUIT = [sys.executable, "-c", "import cli; cli.main()"]
 

@@ -189,3 +189,44 @@ def error_of(fn, *args, **kwargs) -> str:
     message = str(caught.value)
     assert "\n" not in message, message
     return message
+
+
+# A hand-set model whose circuit is known (the mask-learning methods' tests): two layers of
+# two heads, no norms, no biases. a0.h0 averages the tokens' one-hot embeddings (dims 0-3) into
+# dims 4-7 (uniform attention: zero W_Q and W_K); a1.h0 averages those into dims 8-11, which
+# alone the unembedding reads. The other heads' W_O is zero. Under zero ablation the circuit is
+# input -> a0.h0<v> -> a0.h0 -> a1.h0<v> -> a1.h0 -> logits and nothing else matters.
+KNOWN_CIRCUIT = ("input->a0.h0<v>", "a0.h0<v>->a0.h0", "a0.h0->a1.h0<v>", "a1.h0<v>->a1.h0",
+                 "a1.h0->logits")
+
+
+def known_circuit_model():
+    model = build_model({"n_layers": 2, "d_model": 12, "n_heads": 2, "d_head": 4,
+                         "attn_only": True, "normalization_type": None, "d_vocab": 4,
+                         "n_ctx": 8}, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, param in model.named_parameters():
+            param.zero_()
+        eye = torch.eye(4)
+        model.embed.W_E[:, :4] = eye
+        for layer, (read, write) in enumerate(((0, 4), (4, 8))):
+            attn = model.blocks[layer].attn
+            attn.W_V[0, read:read + 4] = eye
+            attn.W_O[0, :, write:write + 4] = eye
+            # the other head computes something, but writes nothing
+            for W in (attn.W_Q, attn.W_K, attn.W_V):
+                W[1] = torch.randn(W[1].shape, generator=generator)
+        model.unembed.W_U[8:12] = 10 * eye
+    return model
+
+
+def known_circuit_task():
+    """Prompts of 6 tokens over a vocabulary of 4, read at the last two positions."""
+    from acdc.core.tasks import Task
+
+    rng = random.Random(0)
+    clean = [[rng.randrange(4) for _ in range(6)] for _ in range(8)]
+    return Task(name="known", description="", source="tests", model=None, metric="kl",
+                threshold=0.0, ablation="zero", seed=0, clean=clean, corrupt=clean,
+                positions=[[4, 5]] * len(clean), answers=None, wrong_answers=None)

@@ -72,12 +72,15 @@ def _head_receiver(layer: int, head: int, qkv: str, granularity: str) -> str:
 def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
                  masks: dict[str, torch.Tensor] | None, input_value: torch.Tensor | None,
                  grads: dict[str, torch.Tensor] | None, fixed: ref.Ablation | None = None,
+                 nodes: dict[str, torch.Tensor] | None = None,
                  groups: list[list[str]] | None = None):
     """One hooked forward pass: receivers patched by `masks` (edge name -> scalar; missing:
     1), the input sender's output replaced by `input_value`, and the gradients of receiver
     inputs and q/k/v stored into `grads` when the metric is differentiated. `fixed`: the
     sender outputs whose difference from the ablated ones a mask scales (default: this
-    pass's own)."""
+    pass's own). `nodes`: node masks (head or MLP name -> scalar): that sender's output in the
+    residual stream becomes `ablated + z * (live - ablated)`, for every receiver alike."""
+    nodes = nodes or {}
     model = ref.ungrouped(model)
     shape = ref.shape_of(model)
     post_norm = bool(model.cfg.use_normalization_before_and_after)
@@ -140,15 +143,23 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
         live["input"] = input_value
         return input_value - live["embed"]
 
+    def node_masked(x, name: str) -> torch.Tensor:
+        if name not in nodes:
+            return x
+        return ablated.senders[name] + nodes[name] * (x - ablated.senders[name])
+
     def result_hook(x, hook, layer):
+        x = torch.stack([node_masked(x[:, :, h], f"a{layer}.h{h}")
+                         for h in range(shape.n_heads)], dim=2)
         for h in range(shape.n_heads):
             live[f"a{layer}.h{h}"] = x[:, :, h]
         head_sums[layer] = x.sum(2) + model.blocks[layer].attn.b_O
         return x
 
     def mlp_out_hook(x, hook, layer):
-        live[f"m{layer}"] = x if post_norm else x - model.blocks[layer].mlp.b_out
-        return x
+        bias = 0 if post_norm else model.blocks[layer].mlp.b_out
+        live[f"m{layer}"] = node_masked(x - bias, f"m{layer}")
+        return live[f"m{layer}"] + bias
 
     def head_input_hook(x, hook, layer, qkv):
         copies = []
@@ -220,11 +231,19 @@ class Problem:
         return metric_tensor(self.metric, logits, self.clean_logits, self.clean, self.positions,
                              self.answers, self.wrong)
 
-    def masked_metric(self, masks: dict[str, torch.Tensor | float]) -> torch.Tensor:
-        """The metric with each named edge's mask at the given value (others at 1)."""
-        masks = {k: torch.as_tensor(v, dtype=self.clean_logits.dtype) for k, v in masks.items()}
+    def masked_metric(self, masks: dict[str, torch.Tensor | float],
+                      nodes: dict[str, torch.Tensor | float] | None = None) -> torch.Tensor:
+        """The metric with each named edge's mask at the given value (others at 1) and each
+        named node's mask (`input`, heads, MLPs; others at 1)."""
+        dtype = self.clean_logits.dtype
+        masks = {k: torch.as_tensor(v, dtype=dtype) for k, v in masks.items()}
+        nodes = {k: torch.as_tensor(v, dtype=dtype) for k, v in (nodes or {}).items()}
+        value = None
+        if "input" in nodes:
+            ablated_input = self.ablated.senders["input"]
+            value = ablated_input + nodes["input"] * (self.live.senders["input"] - ablated_input)
         logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
-                              None, None, groups=self.groups)
+                              value, None, nodes=nodes, groups=self.groups)
         return self.value(logits)
 
     def scores_by_masks(self, alphas=(1.0,)) -> dict[str, float]:

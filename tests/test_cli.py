@@ -416,3 +416,22 @@ def test_zoo_train_and_eval_a_few_steps(tmp_path, monkeypatch):
     result = invoke("zoo", "eval", "demo", "--model", out)
     assert result.exit_code == 0, result.output
     assert "accuracy:" in result.stdout
+
+
+@pytest.mark.slow
+def test_commands_that_need_no_model_import_neither_torch_nor_transformer_lens(tmp_path):
+    """`benchmarks/startup.py` times them; here each runs in a fresh process and must not
+    have imported torch, TransformerLens or transformers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "startup", Path(cli.__file__).parent / "benchmarks" / "startup.py")
+    assert spec is not None and spec.loader is not None
+    startup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(startup)
+    run = tmp_path / "run"
+    assert invoke("discover", "--task", "demo", "--out", run, "--quiet",
+                  "--no-render").exit_code == 0
+    for name, args in startup.commands(run, tmp_path):
+        result = startup.time_command(args, 1, tmp_path)
+        assert result["heavy_imports"] == "", (name, result["heavy_imports"])

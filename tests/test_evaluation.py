@@ -26,13 +26,12 @@ from acdc.core.models import build_model, extract_weights, save_checkpoint
 from acdc.core.selection import prune as prune_circuit
 from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError, GraphError
-from acdc.evaluation.faithfulness import (
+from acdc.evaluation.faithfulness import CircuitEvaluator, edges_at
+from acdc.evaluation.measures import (
     METRIC_SIGN,
     MIB_FRACTIONS,
-    CircuitEvaluator,
     cmd,
     cpr,
-    edges_at,
     normalised,
     ranking_from_scores,
     ranking_scores,
@@ -253,7 +252,7 @@ def test_curve_points_are_pruned_top_k_circuits(tiny_models, tiny_tasks):
 
 def test_plot_without_matplotlib_warns_and_writes_nothing(tmp_path, monkeypatch):
     from acdc.errors import RunWarning
-    from acdc.evaluation.faithfulness import CurvePoint, FaithfulnessCurve
+    from acdc.evaluation.measures import CurvePoint, FaithfulnessCurve
     from acdc.evaluation.plots import plot_curve
 
     points = tuple(CurvePoint(x, 1, 1, {"kl": 0.0}, {"kl": x}) for x in (0.1, 1.0))

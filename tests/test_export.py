@@ -12,7 +12,7 @@ import pytest
 from acdc.core.circuit import Circuit, circuit_nodes, load_circuit, write_circuit
 from acdc.core.graph import GraphShape, build_graph
 from acdc.errors import AcdcError, GraphError
-from acdc.export import dot as export
+from acdc.exports import dot as export
 
 HAS_DOT = shutil.which("dot") is not None
 

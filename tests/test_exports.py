@@ -24,8 +24,8 @@ from acdc.core.graph import GraphShape, build_graph
 from acdc.core.mib import mib_edge_count, mib_edge_counts, to_mib
 from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import GraphError
-from acdc.export.dot import MAX_WIDTH, MIN_WIDTH, circuit_title, model_label, to_dot
-from acdc.export.formats import CSV_COLUMNS, circuit_to_networkx, to_csv, to_graphml
+from acdc.exports.dot import MAX_WIDTH, MIN_WIDTH, circuit_title, model_label, to_dot
+from acdc.exports.formats import CSV_COLUMNS, circuit_to_networkx, to_csv, to_graphml
 
 HAS_DOT = shutil.which("dot") is not None
 TINY_CONFIG = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32,

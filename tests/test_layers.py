@@ -21,11 +21,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("acdc.errors",),
     ("acdc.core",),
     ("acdc.methods", "acdc.zoo"),
-    ("acdc.export",),
+    ("acdc.exports",),
     ("acdc.evaluation",),  # judging circuits (its pipeline, `evaluate`, is higher)
     ("acdc.run",),  # the discovery pipeline
-    ("acdc.evaluation.evaluate", "acdc.sweep"),  # pipelines built on runs
-    ("acdc.report",),  # reads what evaluate, compare and sweep wrote
+    ("acdc.evaluation.evaluate", "acdc.sweeps"),  # pipelines built on runs
+    ("acdc.reports",),  # reads what evaluate, compare and sweep wrote
     ("acdc.api", "acdc"),  # the notebook functions, and the package's own `__init__`
     ("acdc.cli", "cli"),
 ]

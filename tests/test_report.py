@@ -41,9 +41,9 @@ from acdc.core.graph import GraphShape, build_graph
 from acdc.core.models import build_model, save_checkpoint
 from acdc.evaluation.rank_scores import encode_score, rank_scores
 from acdc.evaluation.sources import load_sweep
-from acdc.report import edge_data, read_source
-from acdc.report.page import content_security_policy, script_json
-from acdc.report.svg import ATTRIBUTES, ELEMENTS, clean_svg
+from acdc.reports import edge_data, read_source
+from acdc.reports.page import content_security_policy, script_json
+from acdc.reports.svg import ATTRIBUTES, ELEMENTS, clean_svg
 
 HAS_DOT = shutil.which("dot") is not None
 NO_DOT = "Graphviz `dot` missing (apt-get install -y graphviz): the report has no drawing"
@@ -302,11 +302,11 @@ def test_report_of_a_mib_file_beside_its_run(evaluated_run, tmp_path):
 
 
 def test_without_graphviz_the_page_says_how_to_get_the_drawing(run_dir, tmp_path, monkeypatch):
-    import acdc.export.dot
-    import acdc.report.page
+    import acdc.exports.dot
+    import acdc.reports.page
 
-    monkeypatch.setattr(acdc.export.dot.shutil, "which", lambda name: None)
-    monkeypatch.setattr(acdc.report.page, "_graphviz", lambda: False)
+    monkeypatch.setattr(acdc.exports.dot.shutil, "which", lambda name: None)
+    monkeypatch.setattr(acdc.reports.page, "_graphviz", lambda: False)
     out = tmp_path / "r.html"
     result = invoke("report", run_dir, "--out", out)
     assert result.exit_code == 0, result.output
@@ -879,11 +879,11 @@ def test_a_hostile_directory_runs_nothing_and_fetches_nothing_in_chromium(
         graphviz, recorder, tmp_path, monkeypatch):
     server, requests = recorder
     if not graphviz:  # the run's own circuit.svg is then shown, through the allow-list
-        import acdc.export.dot
-        import acdc.report.page
+        import acdc.exports.dot
+        import acdc.reports.page
 
-        monkeypatch.setattr(acdc.export.dot.shutil, "which", lambda name: None)
-        monkeypatch.setattr(acdc.report.page, "_graphviz", lambda: False)
+        monkeypatch.setattr(acdc.exports.dot.shutil, "which", lambda name: None)
+        monkeypatch.setattr(acdc.reports.page, "_graphviz", lambda: False)
     elif not HAS_DOT:
         pytest.skip(NO_DOT)
     sweep = plant(tmp_path / HOSTILE_NAME, server)
@@ -942,5 +942,5 @@ def test_the_report_reuses_the_readers_of_evaluation():
     """The report sits above evaluation (tests/test_layers.py checks the layers) and reads
     sweeps and rank scores through evaluation's readers, not copies of them."""
     root = Path(__file__).resolve().parent.parent
-    report = set().union(*(_imports(p) for p in (root / "acdc" / "report").glob("*.py")))
+    report = set().union(*(_imports(p) for p in (root / "acdc" / "reports").glob("*.py")))
     assert {"acdc.evaluation.sources", "acdc.evaluation.rank_scores"} <= report  # no copies

@@ -37,7 +37,7 @@ from test_fuzz import COMMON, JUNK, SCALE
 from test_report import check_safe, hand_sweep, hostile_svg, plant, sweep_record
 
 from acdc.core.files import FileError
-from acdc.report.svg import ATTRIBUTES, ELEMENTS, clean_svg
+from acdc.reports.svg import ATTRIBUTES, ELEMENTS, clean_svg
 
 SECONDS_PER_CASE = 10.0  # a report draws with Graphviz and matplotlib; far less than a hang
 MAX_GROWTH_MB = 1000

@@ -137,10 +137,14 @@ def test_discover_method_option(tiny_task, tmp_path):
     result = invoke("discover", "--task", tiny_task, "--method", "acdc", "--out", tmp_path / "a",
                     "--quiet", "--no-render")
     assert result.exit_code == 0, result.output
-    result = invoke("discover", "--task", tiny_task, "--method", "edge-pruning", "--out",
+    result = invoke("discover", "--task", tiny_task, "--method", "no-such-method", "--out",
                     tmp_path / "b")
-    assert result.exit_code == 1 and "unknown method 'edge-pruning'" in result.stderr
+    assert result.exit_code == 1 and "unknown method 'no-such-method'" in result.stderr
     assert not (tmp_path / "b").exists()  # refused before anything was written
+    result = invoke("discover", "--task", tiny_task, "--method", "edge-pruning", "--out",
+                    tmp_path / "c")
+    assert result.exit_code == 1 and "edge-pruning aims at a circuit size" in result.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_run_larger_than_the_memory_allowed_is_refused_before_it_starts(tiny_task, tmp_path):

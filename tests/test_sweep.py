@@ -20,8 +20,8 @@ from acdc.core.models import build_model, save_checkpoint
 from acdc.errors import AcdcError
 from acdc.evaluation.rank_scores import decode_score, encode_score, rank_scores
 from acdc.evaluation.sources import load_sweep
-from acdc.sweep import GridError, RunOptions, default_grid, parse_grid, run_dir_name
-from acdc.sweep.plan import ThresholdJob, start_sweep
+from acdc.sweeps import GridError, RunOptions, default_grid, parse_grid, run_dir_name
+from acdc.sweeps.plan import ThresholdJob, start_sweep
 
 GRID = "1e-4:1e-2:3"  # on the tiny model: from nearly everything kept to a small circuit
 THRESHOLDS = (0.0001, 0.001, 0.01)
@@ -305,7 +305,7 @@ def test_threads_beyond_the_cores_are_refused_before_anything_is_written(task, t
     assert result.exit_code == 2  # a usage error, found when the options are parsed
     assert "--threads" in error_line(result) and "give at most" in error_line(result)
     assert list(tmp_path.iterdir()) == []
-    from acdc.sweep import open_sweep, prepare_sweep, run_sweep  # the library checks it too
+    from acdc.sweeps import open_sweep, prepare_sweep, run_sweep  # the library checks it too
 
     plan = open_sweep(prepare_sweep(str(task), thresholds=GRID, out=tmp_path / "lib"))
     try:
@@ -318,8 +318,8 @@ def test_threads_beyond_the_cores_are_refused_before_anything_is_written(task, t
 
 def test_jobs_are_bounded_by_the_cores_and_the_memory(task, monkeypatch):
     from acdc.core.shapes import load_shape
-    from acdc.sweep import capacity
-    from acdc.sweep.plan import prepare_sweep
+    from acdc.sweeps import capacity
+    from acdc.sweeps.plan import prepare_sweep
 
     settings = prepare_sweep(str(task), thresholds=GRID).settings
     need = capacity.worker_memory(settings, load_shape(settings.run.model))
@@ -346,7 +346,7 @@ def test_jobs_are_bounded_by_the_cores_and_the_memory(task, monkeypatch):
 
 def test_jobs_beyond_the_machine_run_what_fits_and_say_so(task, independent, tmp_path,
                                                           monkeypatch):
-    from acdc.sweep import capacity
+    from acdc.sweeps import capacity
 
     monkeypatch.setattr(capacity, "available_cores", lambda: 1)
     result = sweep(task, tmp_path / "sweep", "--jobs", "10000")
@@ -461,7 +461,7 @@ def test_a_failed_sweep_leaves_nothing_behind(task, tmp_path, monkeypatch):
 
 def test_sweeps_started_in_the_same_second_get_their_own_directories(task, tmp_path,
                                                                      monkeypatch):
-    from acdc.sweep import plan as planning
+    from acdc.sweeps import plan as planning
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(planning.time, "strftime", lambda _: "20260101-000000")
@@ -541,8 +541,8 @@ class _DiesInWorker(ThresholdJob):
 def test_worker_processes_and_a_killed_worker(task, independent, tmp_path):
     """--jobs 2 gives the local sweep's circuits; a worker that dies loses only its own
     threshold (the others finish, on a replacement worker too), and the resume reruns it."""
-    from acdc.sweep.backends import run_in_processes
-    from acdc.sweep.driver import run_sweep
+    from acdc.sweeps.backends import run_in_processes
+    from acdc.sweeps.driver import run_sweep
 
     out = tmp_path / "sweep"
     plan = start_sweep(str(task), thresholds=GRID, out=out)

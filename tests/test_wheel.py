@@ -108,7 +108,7 @@ def test_wheel_carries_every_bundled_file(wheel):
     assert data == expected
     assert "acdc/py.typed" in names and "cli.py" in names
     assert "acdc/core/bundled.py" in names and "acdc/methods/acdc/search.py" in names
-    assert {"acdc/report/report.css", "acdc/report/report.js"} <= names  # the page's own
+    assert {"acdc/reports/report.css", "acdc/reports/report.js"} <= names  # the page's own
 
 
 def install(how: str, wheel: Path, tmp_path: Path) -> tuple[Path, dict, Path, dict]:

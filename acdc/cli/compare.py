@@ -50,7 +50,7 @@ def compare(
 def _comparison_lines(summary) -> list[str]:
     from acdc.evaluation.sources import Sweep
     from acdc.evaluation.summary import RankingScores, SweepScores, describe
-    from acdc.export.dot import circuit_title
+    from acdc.exports.dot import circuit_title
 
     lines = []
     for item in summary.items:

@@ -39,8 +39,8 @@ def render(
     (without the model)."""
     from acdc.core.circuit import load_circuit
     from acdc.core.files import check_output, new_directories
-    from acdc.export.dot import circuit_title, to_dot
-    from acdc.export.dot import render as render_dot
+    from acdc.exports.dot import circuit_title, to_dot
+    from acdc.exports.dot import render as render_dot
 
     file_format = RenderFormat(format).value
     circuit = load_circuit(circuit_json)
@@ -85,7 +85,7 @@ def export(
              "beside the circuit, else the circuit's model).")] = None,
 ) -> None:
     """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
-    from acdc.export.formats import export_circuit
+    from acdc.exports.formats import export_circuit
 
     written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
     if ExportFormat(format) is ExportFormat.mib:  # counted as the file (and MIB) counts them

@@ -168,7 +168,7 @@ class _WithMethodOptions:
                 continue
             kind = _option_type(item)
             help_text = item.metadata.get("help", "")
-            if "the ranking methods" not in owners and len(owners) < 4:
+            if len(owners) < 5:
                 help_text += f" [{', '.join(owners)}]"
             flag = option_flag(item)
             if kind is bool:

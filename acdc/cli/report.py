@@ -33,7 +33,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page about a run or a sweep: settings, the circuit
     drawing, metrics, faithfulness, sweep and ROC plots, and a sortable table of edges."""
-    from acdc.report import write_report
+    from acdc.reports import write_report
 
     written = write_report(target, out, threshold=threshold, comparisons=comparison,
                            score_width=not no_score_width)

@@ -79,7 +79,7 @@ def sweep(
     each evaluated as `circuit evaluate` does), DIR/sweep.json (edges, nodes, every metric and
     f(C) per threshold; every edge's rank score) and plots (DIR/sweep.svg, .png). Every input
     is checked, and a Ray cluster connected, before anything is written."""
-    from acdc.sweep import (
+    from acdc.sweeps import (
         GridError,
         RunOptions,
         SweepConflict,

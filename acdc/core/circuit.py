@@ -61,6 +61,9 @@ from acdc.errors import GraphError, short_repr
 
 FORMAT = "circuit/1"
 MAX_GROUPS = 100_000  # position groups a file may name (a group per token of a long prompt)
+DRAWINGS: dict[str, Callable[[Circuit], str | None]] = {}
+"""How a circuit draws itself, by format: installed by the drawing layer (`acdc.exports.dot`
+puts `svg` there when imported), so that this value needs no drawing code."""
 # Results written with the edge counts, before the node and edge lists (circuit/1's layout).
 COUNT_RESULTS: tuple[str, ...] = ("n_edges_decided",)
 SHAPE_KEYS: tuple[str, ...] = ("n_layers", "n_heads", "has_mlp", "parallel_attn_mlp")
@@ -103,6 +106,19 @@ class Circuit:
     def n_residual_kept(self) -> int:
         """Kept residual edges: the circuit's size as the MIB benchmark counts it."""
         return sum(1 for e in self.graph.edges if e.kind == "residual" and self.kept[e.index])
+
+    def __repr__(self) -> str:
+        settings = self.settings
+        what = ", ".join(f"{key} {settings[key]}" for key in ("task", "model", "method")
+                         if key in settings)
+        return f"Circuit({what + ': ' if what else ''}{self.size()} kept)"
+
+    def _repr_svg_(self) -> str | None:
+        """The circuit's drawing, for Jupyter: drawn by the function `acdc.exports.dot`
+        installs (`DRAWINGS`), when Graphviz is installed; None otherwise (Jupyter then shows
+        the text)."""
+        draw = DRAWINGS.get("svg")
+        return draw(self) if draw is not None else None
 
     def size(self) -> str:
         """The circuit's size in words, the same in every command: kept residual edges (MIB's

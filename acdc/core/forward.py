@@ -161,6 +161,29 @@ def heads_sum(lw: LayerWeights, z: torch.Tensor) -> torch.Tensor:
     return (flat @ lw.W_O.reshape(n_heads * d_head, -1)).view(*lead, -1)
 
 
+def stacked_projections(lw: LayerWeights, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The q, k and v projections of every head as one batched product's weights and biases:
+    `shared` False, one per head input ([3 * n_heads, d_model, d_head] and
+    [3 * n_heads, 1, d_head], q heads then k heads then v heads); `shared` True, one input per
+    head feeding its q, k and v ([n_heads, d_model, 3 * d_head] and [n_heads, 1, 3 * d_head])."""
+    W = torch.stack([W for W, _ in projections(lw)])  # [3, heads, d_model, d_head]
+    b = torch.stack([b for _, b in projections(lw)])  # [3, heads, d_head]
+    if shared:
+        return W.permute(1, 2, 0, 3).flatten(2), b.permute(1, 0, 2).flatten(1)[:, None]
+    return W.flatten(0, 1), b.flatten(0, 1)[:, None]
+
+
+def stacked_qkv(weights: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`qkv` with `stacked_projections`: x [inputs, n_heads, batch, pos, d_model] (inputs 3, or
+    1 with `shared` weights) -> [3, n_heads, batch, pos, d_head], one batched product."""
+    W, b = weights
+    inputs, heads, batch, n_pos, d_model = x.shape
+    out = torch.baddbmm(b, x.reshape(inputs * heads, batch * n_pos, d_model), W)
+    if inputs == 3:
+        return out.view(3, heads, batch, n_pos, -1)
+    return out.view(heads, batch, n_pos, 3, -1).permute(3, 0, 1, 2, 4)
+
+
 def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tensor:
     """One head's query (i = Q), key (K) or value (V) from its normalised input x [..., d_model]."""
     W, b = projections(lw)[i]

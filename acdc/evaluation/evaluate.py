@@ -41,9 +41,8 @@ from acdc.core.files import check_output, new_directories, read_yaml, write_json
 from acdc.core.tasks.reading import read_task
 from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError, RunWarning, short_repr
-from acdc.evaluation.faithfulness import (
+from acdc.evaluation.measures import (
     MIB_FRACTIONS,
-    CircuitEvaluator,
     Evaluation,
     FaithfulnessCurve,
     ranking_from_scores,
@@ -235,7 +234,7 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
 
     from acdc.core.loading import load_model
     from acdc.core.tasks.resolving import resolve_task
-    from acdc.evaluation.faithfulness import check_graph_fits
+    from acdc.evaluation.faithfulness import CircuitEvaluator, check_graph_fits
 
     loaded = load_model(job.model, device=job.device, dtype=job.dtype)
     check_graph_fits(job.circuit.graph, loaded, str(job.circuit_path))

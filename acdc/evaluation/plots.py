@@ -15,7 +15,7 @@ from acdc.core.files import atomic_path
 from acdc.errors import RunWarning
 
 if TYPE_CHECKING:
-    from acdc.evaluation.faithfulness import FaithfulnessCurve
+    from acdc.evaluation.measures import FaithfulnessCurve
 
 FORMATS: tuple[str, ...] = ("svg", "png")
 

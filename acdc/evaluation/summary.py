@@ -12,7 +12,7 @@
 
 `write_outputs` writes what was computed into a directory: `comparison.json` (the inputs, the
 pair, the reference and every circuit's scores), `union.dot`/`union.svg` (two circuits, or one
-circuit against its reference, drawn together by `acdc.export.union`), and for sweeps and
+circuit against its reference, drawn together by `acdc.exports.union`), and for sweeps and
 rankings `roc.json`, `roc.svg` and, when matplotlib is installed, `roc.png`.
 """
 
@@ -319,8 +319,8 @@ def write_outputs(summary: CompareSummary, out_dir: str | Path | None,
 
 def _write_files(summary: CompareSummary, out_dir: Path, render_svg: bool) -> list[Path]:
     from acdc.evaluation.roc_plot import roc_png, roc_svg
-    from acdc.export.dot import render
-    from acdc.export.union import union_to_dot
+    from acdc.exports.dot import render
+    from acdc.exports.union import union_to_dot
 
     written = [_write_json(out_dir / "comparison.json", summary.comparison_json())]
     drawing = union_sets(summary)

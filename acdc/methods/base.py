@@ -98,13 +98,15 @@ class NodeScores:
 class KeptEdges:
     """The circuit a method chose itself, with scores when it has them. `results` may hold
     `metric_circuit` and `metric_full` (the pipeline then does not measure them again) and
-    `partial`; `prune` asks for the kept edges on no path from input to logits to be dropped."""
+    `partial`; `prune` asks for the kept edges on no path from input to logits to be dropped;
+    `node_scores` (heads and MLPs by name) makes it a node circuit (subnetwork probing)."""
 
     kept: Sequence[bool]
     scores: Sequence[float | None] | None = None
     results: Mapping[str, Any] = field(default_factory=dict)
     prune: bool = False
     meter: CircuitMeter | None = None
+    node_scores: Mapping[str, float | None] | None = None
 
 
 MethodResult = EdgeScores | NodeScores | KeptEdges
@@ -152,11 +154,11 @@ class Discovery:
     `graph` is the run's graph; `seed` the run's seed (torch's generator is seeded with it
     before the method starts, for methods that sample); `selection` the rule that will choose
     the circuit from the method's scores (None for a method that keeps edges itself; edge
-    pruning aims its sparsity at it); `record` the run's settings as a journal's header records
-    them; `out_dir` is where a resumable method keeps its journal (None: keep none);
-    `resume_from` the journal read back when resuming; `recordings` the task's clean and
-    corrupted runs on this model, recorded once for several runs (`acdc.core.recordings`;
-    a sweep), or None."""
+    pruning takes its target size as options of its own); `record` the run's settings as a
+    journal's header records them; `out_dir` is where a resumable method keeps its journal
+    (None: keep none); `resume_from` the journal read back when resuming; `recordings` the
+    task's clean and corrupted runs on this model, recorded once for several runs
+    (`acdc.core.recordings`; a sweep), or None."""
 
     model: LoadedModel
     task: Task
@@ -213,16 +215,21 @@ def check_positions(method: Method, common: CommonSettings) -> None:
                     f"--positions, or use a method that does ({able})")
 
 
-def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) -> Any:
+def make_settings(method: Method, spec: TaskSpec | Task, options: Mapping[str, Any]) -> Any:
     """The method's settings from the options given (None: not given), the task file (fields
-    declared `from_task`) and the fields' defaults; an option the method does not take is one
-    line naming it."""
+    declared `from_task`, then the file's `method_defaults:` for this method) and the fields'
+    defaults; an option the method does not take is one line naming it."""
     fields = {item.name: item for item in dataclasses.fields(method.settings_type)}
     for key, value in options.items():
         if value is not None and value is not False and key not in fields:
             flag = "--" + key.replace("_", "-")
             raise AcdcError(f"{flag} is not an option of method {method.name}; leave it out or "
                             f"choose a method that takes it")
+    task_defaults = dict(getattr(spec, "method_defaults", {}).get(method.name, {}))
+    for key in task_defaults:
+        if key not in fields:
+            raise AcdcError(f"{spec.source}: method_defaults: {method.name}: {key!r} is not an "
+                            f"option of method {method.name}; use one of {', '.join(fields)}")
     values = {}
     for name, item in fields.items():
         given = options.get(name)
@@ -231,6 +238,8 @@ def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) ->
             values[name] = given
         elif task_key is not None and getattr(spec, task_key, None) is not None:
             values[name] = getattr(spec, task_key)
+        elif task_defaults.get(name) is not None:
+            values[name] = task_defaults[name]
         elif item.default is dataclasses.MISSING:
             raise AcdcError(f"method {method.name} needs {option_flag(item)} (the task file has "
                             f"no {task_key or name}: either gives it)")
@@ -241,7 +250,8 @@ def make_settings(method: Method, spec: TaskSpec, options: Mapping[str, Any]) ->
     return settings
 
 
-def make_selection(method: Method, spec: TaskSpec, given: Mapping[str, Any]) -> Selection | None:
+def make_selection(method: Method, spec: TaskSpec | Task,
+                   given: Mapping[str, Any]) -> Selection | None:
     """The selection rule of a ranking method: the one given (`top_n`, `edges_fraction` or
     `threshold`), else the task's threshold as a score threshold; None for a method that keeps
     edges itself (which takes none of those options: refused by `make_settings`)."""
@@ -286,6 +296,8 @@ def finish(job: Discovery, method: Method, result: MethodResult, started: float)
         kept = prune(graph, result.kept, read_at(job)) if result.prune else list(result.kept)
         scores = (list(result.scores) if result.scores is not None
                   else [None] * len(graph.edges))
+        if result.node_scores is not None:
+            node_scores = dict(result.node_scores)
     if len(scores) != len(graph.edges) or len(kept) != len(graph.edges):
         raise ValueError(f"method {method.name} returned {len(scores)} scores for a graph of "
                          f"{len(graph.edges)} edges")

@@ -4,13 +4,13 @@ The command line's choices and help, `circuit methods`, the run pipeline and the
 all read this registry. `register` adds a method (a test's toy method, a plug-in).
 
 >>> sorted(METHODS)
-['acdc', 'eap', 'eap-ig', 'exact', 'hisp']
+['acdc', 'eap', 'eap-ig', 'edge-pruning', 'exact', 'hisp', 'sp']
 """
 
 from __future__ import annotations
 
 from acdc.errors import AcdcError, did_you_mean
-from acdc.methods import acdc, attribution, exact, hisp
+from acdc.methods import acdc, attribution, edge_pruning, exact, hisp, subnetwork_probing
 from acdc.methods.base import Method
 
 METHODS: dict[str, Method] = {}
@@ -33,5 +33,6 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-for _method in (acdc.METHOD, attribution.EAP, attribution.EAP_IG, exact.EXACT, hisp.HISP):
+for _method in (acdc.METHOD, attribution.EAP, attribution.EAP_IG, exact.EXACT, hisp.HISP,
+                edge_pruning.METHOD, subnetwork_probing.METHOD):
     register(_method)

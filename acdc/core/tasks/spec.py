@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "labels",
     "prompts",
     "generator",
+    "method_defaults",
 )
 REQUIRED_KEYS: tuple[str, ...] = ()
 OVERRIDABLE: tuple[str, ...] = ("metric", "threshold", "ablation", "seed", "model")
@@ -68,6 +69,10 @@ class TaskSpec:
     """The checked `generator:` mapping, every parameter filled in; None for written prompts."""
     labels: Labels | None = field(default=None, repr=False)
     """The labels of every prompt without its own (`acdc.core.tasks.labels`); None: none."""
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False,
+                                                             hash=False)
+    """Per method name, option defaults for this task (`method_defaults:`; a method checks
+    its own keys when a run starts)."""
 
     @property
     def n_prompts(self) -> int:
@@ -207,9 +212,33 @@ def spec_from_dict(data: Any, source: str, base_dir: Path | None) -> TaskSpec:
         prompts=parse_prompts(data["prompts"], source) if generator is None else (),
         generator=generator,
         labels=labels,
+        method_defaults=_check_method_defaults(data.get("method_defaults", {}),
+                                               where("method_defaults")),
     )
     check_spec_needs(spec)
     return spec
+
+
+def _check_method_defaults(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """`method_defaults:` a mapping of method names to mappings of option names to plain
+    values (numbers, true/false, text); which names a method takes, it checks itself."""
+    if not isinstance(value, Mapping):
+        raise TaskError(f"{where}: expected a mapping of method names to options (e.g. "
+                        f"edge-pruning: {{lr: 0.03}}), got {kind_of(value)}")
+    checked: dict[str, dict[str, Any]] = {}
+    for method, options in value.items():
+        method = check_str(method, f"{where}: key", "a method name")
+        if not isinstance(options, Mapping):
+            raise TaskError(f"{where}: {method}: expected a mapping of option names to values, "
+                            f"got {kind_of(options)}")
+        checked[method] = {}
+        for key, item in options.items():
+            key = check_str(key, f"{where}: {method}: key", "an option name")
+            if item is not None and not isinstance(item, (bool, int, float, str)):
+                raise TaskError(f"{where}: {method}: {key}: expected a number, true/false or "
+                                f"text, got {kind_of(item)}")
+            checked[method][key] = item
+    return checked
 
 
 def check_spec_needs(spec: TaskSpec, list_key: str = "prompts") -> None:

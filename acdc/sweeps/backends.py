@@ -1,6 +1,6 @@
 """Where a sweep's thresholds run: this process, N local worker processes, or a Ray cluster.
 
-Every backend takes the jobs left (`acdc.sweep.plan.ThresholdJob`) and calls `on_outcome` in
+Every backend takes the jobs left (`acdc.sweeps.plan.ThresholdJob`) and calls `on_outcome` in
 this process as each threshold finishes (the driver then updates sweep.json and prints a line).
 
 - `run_here`: one threshold after the other in this process (`--jobs 1`, the default).
@@ -44,8 +44,8 @@ from typing import Any, cast
 
 from acdc.core.files import MAX_GRAPH_FILE_BYTES, read_bytes
 from acdc.errors import AcdcError
-from acdc.sweep.plan import ThresholdJob
-from acdc.sweep.worker import (
+from acdc.sweeps.plan import ThresholdJob
+from acdc.sweeps.worker import (
     RunOptions,
     ThresholdOutcome,
     land,

@@ -1,6 +1,6 @@
 """Running a planned sweep: hand its thresholds to a backend, keep sweep.json up to date, plot.
 
-`run_sweep(plan, ...)` runs every job left on the chosen backend (`acdc.sweep.backends`),
+`run_sweep(plan, ...)` runs every job left on the chosen backend (`acdc.sweeps.backends`),
 rewrites `sweep.json` as each threshold finishes (a killed sweep leaves a file that says what
 is done) and, at the end, writes `sweep.json` with the rank scores once every threshold is
 finished, and the plots. It returns a `SweepOutcome`; the CLI prints from it.
@@ -20,17 +20,17 @@ from typing import Any
 
 from acdc.core.configs import check_threads
 from acdc.errors import RunWarning
-from acdc.sweep.backends import (
+from acdc.sweeps.backends import (
     Failure,
     RayConnection,
     run_here,
     run_in_processes,
     run_on_ray,
 )
-from acdc.sweep.capacity import Workers, choose_workers
-from acdc.sweep.plan import SweepPlan, ThresholdJob
-from acdc.sweep.results import PLOT_STEM, SweepRecords, plot_sweep
-from acdc.sweep.worker import RunOptions, ThresholdOutcome
+from acdc.sweeps.capacity import Workers, choose_workers
+from acdc.sweeps.plan import SweepPlan, ThresholdJob
+from acdc.sweeps.results import PLOT_STEM, SweepRecords, plot_sweep
+from acdc.sweeps.worker import RunOptions, ThresholdOutcome
 
 OnThreshold = Callable[[ThresholdJob, ThresholdOutcome], None]
 
@@ -53,7 +53,7 @@ def run_sweep(plan: SweepPlan, options: RunOptions | None = None, jobs: int | Wo
               ray: str | RayConnection | None = None,
               on_threshold: OnThreshold | None = None) -> SweepOutcome:
     """Run the plan's jobs here (`jobs` 1), on `jobs` worker processes (at most as many as the
-    machine holds: `acdc.sweep.capacity`; a `Workers` is taken as chosen), or on the Ray
+    machine holds: `acdc.sweeps.capacity`; a `Workers` is taken as chosen), or on the Ray
     cluster at `ray` (an address, or a connection made with `connect_ray`); then write
     sweep.json and the plots. KeyboardInterrupt stops it (sweep.json, rewritten as each
     threshold finishes, holds the finished ones); a failed or interrupted sweep that leaves no

@@ -46,7 +46,7 @@ from acdc.run import (
     write_outputs,
     write_run_yaml,
 )
-from acdc.sweep.plan import ThresholdJob
+from acdc.sweeps.plan import ThresholdJob
 
 Status = Literal["finished", "interrupted"]
 

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from acdc.core.circuit import Circuit
+from acdc.core.circuit import DRAWINGS, Circuit
 from acdc.core.files import atomic_path, check_output, write_text_atomic
 from acdc.core.graph import Edge, Graph, head_name
 from acdc.errors import GraphError, RunWarning
@@ -304,3 +304,18 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
             reason = message[0] if message else f"exit code {done.returncode}"
             raise GraphError(f"{binary} failed to render {path} ({reason})")
     return path
+
+
+def circuit_svg(circuit: Circuit) -> str | None:
+    """The circuit drawn as SVG text (Graphviz `dot`), or None without Graphviz: what a
+    `Circuit` shows in Jupyter."""
+    binary = shutil.which("dot")
+    if binary is None:
+        return None
+    source = to_dot(circuit, title=circuit_title(circuit))
+    done = subprocess.run([binary, "-Tsvg"], input=source.encode(), capture_output=True,
+                          timeout=600)
+    return done.stdout.decode() if done.returncode == 0 else None
+
+
+DRAWINGS["svg"] = circuit_svg

@@ -3,16 +3,16 @@
 A report embeds no image file as it finds it: a file in a run or sweep directory can hold
 anything, script included. Each drawing is made again from the data the tool wrote:
 
-- the circuit by `acdc.export.dot` through Graphviz, from the circuit itself;
+- the circuit by `acdc.exports.dot` through Graphviz, from the circuit itself;
 - the faithfulness curve by `acdc.evaluation.plots.plot_curve`, from `evaluation.json`;
-- the sweep's plot by `acdc.sweep.results.plot_sweep`, from `sweep.json`;
+- the sweep's plot by `acdc.sweeps.results.plot_sweep`, from `sweep.json`;
 - the ROC curve by `acdc.evaluation.roc_plot.roc_svg`, from `roc.json` (and the single
   circuits' points from `comparison.json`).
 
 Two drawings cannot be made again from what is on disk: the union drawing of `circuit compare`
 (comparison.json does not list the reference's edges, nor whether the model's blocks are
 parallel), and the circuit without Graphviz (then the run's own `circuit.svg` is all there is).
-Those files, like every drawing above, go through the allow-list of `acdc.report.svg` before
+Those files, like every drawing above, go through the allow-list of `acdc.reports.svg` before
 they reach the page. A `$` in a name from a file is escaped for matplotlib, which would read
 `$...$` as a formula.
 """
@@ -26,15 +26,15 @@ from typing import Any
 
 from acdc.core.circuit import Circuit
 from acdc.core.files import MAX_RESULTS_BYTES, read_text
-from acdc.report.inputs import Comparison, Evaluation, Roc
-from acdc.report.svg import clean_svg
+from acdc.reports.inputs import Comparison, Evaluation, Roc
+from acdc.reports.svg import clean_svg
 
 SVG_WHAT = "an SVG drawing"
 
 
 def circuit_drawing(circuit: Circuit, title: str, score_width: bool, prefix: str) -> str | None:
     """The circuit drawn by Graphviz, cleaned; None when Graphviz is not installed."""
-    from acdc.export.dot import render, to_dot
+    from acdc.exports.dot import render, to_dot
 
     source = to_dot(circuit, title=title, score_width=score_width)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -69,8 +69,8 @@ def curve_drawing(evaluation: Evaluation, prefix: str) -> str | None:
 
 def sweep_drawing(record: dict[str, Any], prefix: str) -> str | None:
     """The sweep's plot, as `circuit sweep` draws it, from the checked `sweep.json` values."""
-    from acdc.sweep.driver import sweep_title
-    from acdc.sweep.results import plot_sweep
+    from acdc.sweeps.driver import sweep_title
+    from acdc.sweeps.results import plot_sweep
 
     if not any(run["status"] == "finished" for run in record["runs"]):
         return None

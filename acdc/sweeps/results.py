@@ -2,7 +2,7 @@
 
 Everything here is read back from `tau-<t>/circuit.json` and `tau-<t>/evaluation.json`, so the
 file describes what is on disk, whichever process or machine ran each threshold. `sweep.json`
-(format `circuit-sweep/1`) holds, after the settings header (`acdc.sweep.plan`):
+(format `circuit-sweep/1`) holds, after the settings header (`acdc.sweeps.plan`):
 
 - `finished`: every threshold has a finished, evaluated run;
 - `n_edges_total`, `n_nodes_total`: the graph's edges and nodes (heads, MLPs, input, logits);
@@ -36,8 +36,8 @@ from acdc.evaluation.evaluate import EVALUATION_JSON
 from acdc.evaluation.evaluate import FORMAT as EVALUATION_FORMAT
 from acdc.evaluation.rank_scores import encode_score, rank_scores
 from acdc.run import CIRCUIT_JSON
-from acdc.sweep.grid import run_dir_name
-from acdc.sweep.plan import SWEEP_JSON, SweepSettings
+from acdc.sweeps.grid import run_dir_name
+from acdc.sweeps.plan import SWEEP_JSON, SweepSettings
 
 PLOT_STEM = "sweep"
 

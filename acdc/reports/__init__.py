@@ -3,7 +3,7 @@
 The page needs nothing but itself: its style, script and data are inline, every drawing is
 inline SVG, and a Content-Security-Policy lets nothing else run or load. It shows, in order:
 
-1. a summary: the circuit's title (`acdc.export.dot.circuit_title`), edges and nodes kept, the
+1. a summary: the circuit's title (`acdc.exports.dot.circuit_title`), edges and nodes kept, the
    run's metric;
 2. the circuit drawing, with edge widths by |score| unless turned off;
 3. the metrics table from `evaluation.json` beside the circuit (`circuit evaluate`; for a MIB
@@ -17,7 +17,7 @@ inline SVG, and a Content-Security-Policy lets nothing else run or load. It show
 6. the run's settings (`run.yaml`, with the command that repeats the run);
 7. a sortable, filterable table of every edge with its kept flag and score.
 
-The package sits above `acdc.evaluation` and `acdc.sweep`, whose readers and plots it uses:
+The package sits above `acdc.evaluation` and `acdc.sweeps`, whose readers and plots it uses:
 
 - `source`: what the page is made of (`read_source`), through the one reader of run and sweep
   directories that `circuit compare` uses (`acdc.evaluation.sources`);
@@ -31,7 +31,7 @@ The package sits above `acdc.evaluation` and `acdc.sweep`, whose readers and plo
 PosixPath('runs/demo/report.html')
 """
 
-from acdc.report.page import build_report, edge_data, write_report
-from acdc.report.source import Source, read_source
+from acdc.reports.page import build_report, edge_data, write_report
+from acdc.reports.source import Source, read_source
 
 __all__ = ["Source", "build_report", "edge_data", "read_source", "write_report"]

@@ -61,7 +61,7 @@ from acdc.run import (
     resolve_settings,
     same_path,
 )
-from acdc.sweep.grid import (
+from acdc.sweeps.grid import (
     RUN_PREFIX,
     Grid,
     default_grid,
@@ -202,7 +202,7 @@ def prepare_sweep(task: str, *, thresholds: str | None = None, model: str | None
                   candidates: int = 0, out: Path | None = None,
                   command: tuple[str, ...] | None = None) -> SweepRequest:
     """A sweep of `task` (a bundled name or a YAML file) over `thresholds` (a grid spec, see
-    `acdc.sweep.grid`; None: the paper's grid for the task, else the default), with the
+    `acdc.sweeps.grid`; None: the paper's grid for the task, else the default), with the
     options of `circuit discover`, checked against the sweep already in `out` if there is one
     (it is continued when the settings agree). Nothing is written."""
     options: dict[str, Any] = {"abs": abs, "reverse_head_order": reverse_head_order}

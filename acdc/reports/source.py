@@ -7,7 +7,7 @@ page reads `run.yaml` and `evaluation.json`; in a sweep directory `sweep.json`; 
 `circuit compare` output directories found in the directory (itself and its subdirectories
 other than runs) or named with `--comparison`. Each of these files is optional: one that cannot
 be read or holds a wrong value is left out, with a note naming the file and what is wrong
-(`acdc.report.inputs`). A circuit that cannot be read is an error.
+(`acdc.reports.inputs`). A circuit that cannot be read is an error.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from acdc.evaluation.sources import (
     input_kind,
     load_sweep,
 )
-from acdc.report.inputs import (
+from acdc.reports.inputs import (
     Comparison,
     Evaluation,
     Roc,

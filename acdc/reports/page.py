@@ -6,7 +6,7 @@ nothing in it can end its `<script type="application/json">` block. The page's s
 are the package's `report.css` and `report.js`, inline; a Content-Security-Policy meta tag
 allows exactly those two (by their SHA-256) and nothing else: no other script, no inline style
 attribute, no image, font, frame or connection, from anywhere. The drawings are inline SVG that
-went through `acdc.report.svg`.
+went through `acdc.reports.svg`.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from acdc.core.files import (
 )
 from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.rank_scores import encode_score, rank_scores
-from acdc.report.figures import (
+from acdc.reports.figures import (
     circuit_drawing,
     curve_drawing,
     roc_drawing,
     saved_drawing,
     sweep_drawing,
 )
-from acdc.report.inputs import ComparedInput
-from acdc.report.source import (
+from acdc.reports.inputs import ComparedInput
+from acdc.reports.source import (
     CIRCUIT_FILE,
     RUN_FILE,
     SWEEP_FILE,
@@ -59,7 +59,7 @@ MAX_SETTING_DEPTH = 8  # nested mappings flattened into `a.b.c` names
 @cache
 def asset(name: str) -> str:
     """The package's `report.css` or `report.js`."""
-    return resources.files("acdc.report").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("acdc.reports").joinpath(name).read_text(encoding="utf-8")
 
 
 def _sha256(text: str) -> str:
@@ -114,7 +114,7 @@ def _drawn(draw: Any, notes: list[str], *args: Any) -> str | None:
 
 def drawing(source: Source, score_width: bool) -> str:
     """The circuit drawn by Graphviz; without Graphviz the run's own circuit.svg, or a note."""
-    from acdc.export.dot import INSTALL_HINT, circuit_title
+    from acdc.exports.dot import INSTALL_HINT, circuit_title
 
     circuit = source.circuit
     svg = _drawn(circuit_drawing, source.notes, circuit, circuit_title(circuit), score_width,
@@ -459,7 +459,7 @@ def edges_section(source: Source) -> str:
 
 def build_report(source: Source, score_width: bool = True) -> str:
     """The page's HTML."""
-    from acdc.export.dot import circuit_title
+    from acdc.exports.dot import circuit_title
 
     title = circuit_title(source.circuit)
     sections = [

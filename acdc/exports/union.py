@@ -1,12 +1,12 @@
 """Drawing two edge sets of one graph together: the union, shared edges black, the rest coloured.
 
-`union_to_dot` draws every edge kept by A or by B with the layout of `acdc.export.dot` (layers
+`union_to_dot` draws every edge kept by A or by B with the layout of `acdc.exports.dot` (layers
 as ranks, q/k/v inputs as small circles): edges in both are black, edges only in A orange and
 solid, edges only in B purple and dashed (colour-blind safe, and told apart by line style in
 grey print too). A legend with the three counts sits in the title; every edge's tooltip (SVG)
 says its name and where it is. `circuit compare` draws A against B, or a circuit against its
 reference (A = the circuit, B = the reference: orange edges are false positives, purple ones
-false negatives). Render the DOT with `acdc.export.dot.render`.
+false negatives). Render the DOT with `acdc.exports.dot.render`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from html import escape
 
 from acdc.core.graph import Graph
-from acdc.export.dot import add_nodes, node_id
+from acdc.exports.dot import add_nodes, node_id
 
 BOTH_COLOR = "black"
 ONLY_A_COLOR = "#e66100"

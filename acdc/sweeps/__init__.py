@@ -29,11 +29,11 @@ A sweep directory:
 >>> [run["n_edges_kept"] for run in outcome.record["runs"]]  # doctest: +SKIP
 """
 
-from acdc.sweep.backends import RayConnection, connect_ray
-from acdc.sweep.capacity import Workers, choose_workers
-from acdc.sweep.driver import SweepOutcome, run_sweep
-from acdc.sweep.grid import DEFAULT_GRID, Grid, GridError, default_grid, parse_grid, run_dir_name
-from acdc.sweep.plan import (
+from acdc.sweeps.backends import RayConnection, connect_ray
+from acdc.sweeps.capacity import Workers, choose_workers
+from acdc.sweeps.driver import SweepOutcome, run_sweep
+from acdc.sweeps.grid import DEFAULT_GRID, Grid, GridError, default_grid, parse_grid, run_dir_name
+from acdc.sweeps.plan import (
     SweepConflict,
     SweepPlan,
     SweepRequest,
@@ -43,7 +43,7 @@ from acdc.sweep.plan import (
     resume_sweep,
     start_sweep,
 )
-from acdc.sweep.worker import RunOptions
+from acdc.sweeps.worker import RunOptions
 
 __all__ = ["DEFAULT_GRID", "Grid", "GridError", "RayConnection", "RunOptions", "SweepConflict",
            "SweepOutcome", "SweepPlan", "SweepRequest", "Workers", "choose_workers",

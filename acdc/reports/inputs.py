@@ -7,7 +7,7 @@ number is finite and a fraction within [0, 1], that a metric is a known one. The
 that is wrong is a `FileError` naming the file, the key and what was expected; the page then
 leaves that file out and says so. Nothing of a file reaches the page unchecked, so no file can
 break the page's code, and the plots are re-drawn from these values by the project's own
-plotting (`acdc.report.figures`).
+plotting (`acdc.reports.figures`).
 
 - `evaluation.json` (`circuit evaluate`): `read_evaluation`;
 - `sweep.json` (`circuit sweep`): `read_sweep_table` (the per-threshold rows) and
@@ -207,7 +207,7 @@ def read_evaluation(path: Path) -> Evaluation:
 
 def _curve(record: Record) -> Any:
     """A `FaithfulnessCurve` from its JSON (`FaithfulnessCurve.to_json`), checked."""
-    from acdc.evaluation.faithfulness import CurvePoint, FaithfulnessCurve
+    from acdc.evaluation.measures import CurvePoint, FaithfulnessCurve
 
     cpr, cmd = record.metric_numbers("cpr"), record.metric_numbers("cmd")
     if set(cmd) != set(cpr):
@@ -299,10 +299,10 @@ def _finite(value: Any) -> float | None:
 
 
 def read_sweep_plot(data: Any, source: str) -> dict[str, Any] | None:
-    """What `acdc.sweep.results.plot_sweep` draws (and `acdc.sweep.driver.sweep_title` names),
+    """What `acdc.sweeps.results.plot_sweep` draws (and `acdc.sweeps.driver.sweep_title` names),
     from a `sweep.json` that `circuit sweep` wrote (format `circuit-sweep/1`), checked; None
     for another layout."""
-    from acdc.sweep.plan import FORMAT
+    from acdc.sweeps.plan import FORMAT
 
     if not (isinstance(data, dict) and isinstance(data.get("runs"), list)
             and data.get("format") == FORMAT):
