@@ -83,15 +83,16 @@ def load_task(task: Any, model: LoadedModel | str | Path, **overrides: Any) -> T
 
 def discover(model: LoadedModel | str | Path, task: Any, method: str = "acdc", *,
              metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",
-             seed: int | None = None, out: str | Path | None = None,
+             positions: str = "none", seed: int | None = None, out: str | Path | None = None,
              **options: Any) -> Circuit:
     """Run a discovery method and return its `Circuit` (drawn inline in Jupyter).
 
     `options` are the method's own and the selection rule, named as on the command line with
     underscores: `threshold` (ACDC's tau, or a ranking method's score threshold), `top_n`,
     `edges_fraction`, `ig_steps`, ... (`circuit methods` lists each method's). Defaults come
-    from the task as for `circuit discover`. With `out`, the circuit is also written there
-    (`circuit.json`, `circuit.svg`).
+    from the task as for `circuit discover`. `positions` "labels" or "all" finds a circuit at
+    positions (every edge once per position group; README "Circuits at positions"). With
+    `out`, the circuit is also written there (`circuit.json`, `circuit.svg`).
 
     Examples:
         >>> acdc.discover("models/ioi", "ioi", method="eap-ig", metric="logit_diff",
@@ -101,7 +102,7 @@ def discover(model: LoadedModel | str | Path, task: Any, method: str = "acdc", *
 
     from acdc.core.selection import RULES
     from acdc.core.settings import CommonSettings
-    from acdc.methods.base import make_selection, make_settings, run_method
+    from acdc.methods.base import check_positions, make_selection, make_settings, run_method
     from acdc.methods.registry import get_method
 
     chosen = get_method(method)
@@ -113,10 +114,13 @@ def discover(model: LoadedModel | str | Path, task: Any, method: str = "acdc", *
                            threshold=threshold)
     common = CommonSettings(metric=tokenised.metric,
                             ablation=tokenised.ablation,  # type: ignore[arg-type]
-                            granularity=granularity)  # type: ignore[arg-type]
+                            granularity=granularity,  # type: ignore[arg-type]
+                            positions=positions)  # type: ignore[arg-type]
+    common.validate()
     settings = make_settings(chosen, tokenised, options)
     if chosen.check is not None:
         chosen.check(settings, common)
+    check_positions(chosen, common)
     selection = make_selection(chosen, tokenised, rules)
     torch.manual_seed(tokenised.seed)
     circuit = run_method(chosen, loaded, tokenised, common, settings, selection,

@@ -2,7 +2,7 @@
 
 `RunSettings` is the one frozen record of what a run does: the task (its name and the file it
 came from), the model, the method and the method's own settings, the settings every method
-shares (metric, ablation, granularity), seed, device and dtype. Everything that writes or
+shares (metric, ablation, granularity, positions), seed, device and dtype. Everything that writes or
 checks settings derives from it: the journal's header (`record`), `run.yaml`, the command
 that repeats the run (`repeat_command`) and the check of options given with `--resume`
 (`conflicts`); `circuit.json` gets the same fields from `acdc.core.settings.settings_record`.
@@ -23,6 +23,7 @@ A run goes through three calls, each usable from Python as from the CLI:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -44,7 +45,8 @@ from acdc.core.files import (
     unique_directory,
     write_text_atomic,
 )
-from acdc.core.graph import build_graph
+from acdc.core.graph import POSITION_MODES, build_graph
+from acdc.core.positions import check_spec, positional_shape
 from acdc.core.selection import RULES, Selection
 from acdc.core.settings import ABLATIONS, METRICS, CommonSettings, recorded_fields, settings_record
 from acdc.core.shapes import local_shape
@@ -52,7 +54,14 @@ from acdc.core.tasks.reading import read_task
 from acdc.core.tasks.resolving import check_prompt_lengths
 from acdc.core.tasks.spec import TaskSpec
 from acdc.errors import AcdcError, RunWarning
-from acdc.methods.base import Discovery, Method, finish, make_selection, make_settings
+from acdc.methods.base import (
+    Discovery,
+    Method,
+    check_positions,
+    finish,
+    make_selection,
+    make_settings,
+)
 from acdc.methods.registry import DEFAULT_METHOD, METHODS, get_method
 
 if TYPE_CHECKING:
@@ -62,6 +71,10 @@ if TYPE_CHECKING:
     from acdc.core.tasks.values import Task
 
 DEVICES_HELP = "cpu, cuda or cuda:N"
+# settings every method shares that a record leaves out at their default (`positions`)
+UNLESS_DEFAULT_VALUES: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(CommonSettings)
+    if f.metadata.get("unless_default")}
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
 SMALL_MODEL_PARAMS = 20_000_000
 RUN_YAML = "run.yaml"
@@ -121,6 +134,7 @@ class RunSettings:
             metric=_record_choice(record, "metric", source, METRICS),
             ablation=_record_choice(record, "ablation", source, ABLATIONS),  # type: ignore[arg-type]
             granularity=_record_choice(record, "granularity", source, ("qkv", "head")),  # type: ignore[arg-type]
+            positions=_record_choice(record, "positions", source, POSITION_MODES, "none"),  # type: ignore[arg-type]
         )
         seed = _record_value(record, "seed", source, int)
         if seed < 0:
@@ -167,7 +181,7 @@ class RunSettings:
         found = []
         for key, value in given.items():
             flag = "--" + key.replace("_", "-")
-            recorded: Any = record.get(key)
+            recorded: Any = record.get(key, UNLESS_DEFAULT_VALUES.get(key))
             if key == "task":
                 agrees = value == self.task or same_path(value, self.task_file)
             elif key == "model":
@@ -210,8 +224,9 @@ def _record_value(record: Mapping[str, Any], key: str, source: str,
     return value
 
 
-def _record_choice(record: Mapping[str, Any], key: str, source: str, options) -> str:
-    value = _record_value(record, key, source, str)
+def _record_choice(record: Mapping[str, Any], key: str, source: str, options,
+                   *default: str) -> str:
+    value = _record_value(record, key, source, str, *default)
     if value not in options:
         raise AcdcError(f"{source}: the header's {key} is {value!r}, not one of "
                         f"{', '.join(options)}; the log is damaged: start a new run")
@@ -284,15 +299,16 @@ class Run:
 
 def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
               metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",
-              seed: int | None = None, device: str = "cpu", dtype: str = "float32",
-              out: Path | None = None, command: tuple[str, ...] | None = None,
-              **options: Any) -> Run:
+              positions: str = "none", seed: int | None = None, device: str = "cpu",
+              dtype: str = "float32", out: Path | None = None,
+              command: tuple[str, ...] | None = None, **options: Any) -> Run:
     """A new run of `task` (a bundled name or a YAML file). Values given as None take the task
     file's; `options` are the method's own (ACDC: threshold, abs, reverse_head_order,
     candidates). The output directory is checked and created here."""
     spec, settings = resolve_settings(task, method=method, model=model, metric=metric,
-                                      ablation=ablation, granularity=granularity, seed=seed,
-                                      device=device, dtype=dtype, **options)
+                                      ablation=ablation, granularity=granularity,
+                                      positions=positions, seed=seed, device=device,
+                                      dtype=dtype, **options)
     chosen = get_method(settings.method)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if out is None:
@@ -313,8 +329,9 @@ def start_run(task: str, *, method: str = DEFAULT_METHOD, model: str | None = No
 
 def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | None = None,
                      metric: str | None = None, ablation: str | None = None,
-                     granularity: str = "qkv", seed: int | None = None, device: str = "cpu",
-                     dtype: str = "float32", **options: Any) -> tuple[TaskSpec, RunSettings]:
+                     granularity: str = "qkv", positions: str = "none", seed: int | None = None,
+                     device: str = "cpu", dtype: str = "float32", **options: Any
+                     ) -> tuple[TaskSpec, RunSettings]:
     """The task as read and the settings of a run of it (what `start_run` resolves before it
     touches the output directory)."""
     chosen = get_method(method)
@@ -333,11 +350,13 @@ def resolve_settings(task: str, *, method: str = DEFAULT_METHOD, model: str | No
     else:  # a prompt too long for the context: say so before loading anything
         check_prompt_lengths(spec, local_shape(spec.model, kind).n_ctx)
     common = CommonSettings(metric=spec.metric, ablation=spec.ablation,  # type: ignore[arg-type]
-                            granularity=granularity)  # type: ignore[arg-type]
+                            granularity=granularity, positions=positions)  # type: ignore[arg-type]
     common.validate()
     own = make_settings(chosen, spec, options)
     if chosen.check is not None:
         chosen.check(own, common)
+    check_positions(chosen, common)
+    check_spec(spec, positions)
     settings = RunSettings(
         task=spec.name, task_file=task_file(spec),
         model=spec.model, method=chosen.name, settings=own, common=common, seed=spec.seed,
@@ -473,7 +492,8 @@ def load_shared(run: Run, threads: int = 0) -> SharedInputs:
     loaded, task = _load_inputs(run)
     _set_threads(loaded.shape, run.settings.device, threads)
     common = run.settings.common
-    graph = build_graph(loaded.shape.graph_shape(common.granularity))
+    graph = build_graph(positional_shape(loaded.shape.graph_shape(common.granularity), task,
+                                         common.positions))
     return SharedInputs(loaded, task, record(loaded, task, graph, common.ablation))
 
 
@@ -525,7 +545,9 @@ def execute(run: Run, on_progress: Callable[[Any], None] | None = None,
     torch.manual_seed(settings.seed)
     _set_threads(loaded.shape, settings.device, threads)
     graph = (shared.recordings.graph if shared is not None
-             else build_graph(loaded.shape.graph_shape(settings.common.granularity)))
+             else build_graph(positional_shape(
+                 loaded.shape.graph_shape(settings.common.granularity), task,
+                 settings.common.positions)))
     job = Discovery(model=loaded, task=task, graph=graph, common=settings.common,
                     settings=settings.settings, seed=settings.seed, selection=settings.selection,
                     record=settings.record(), out_dir=run.out_dir, resume_from=run.resume_from,

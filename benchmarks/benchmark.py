@@ -47,6 +47,17 @@ Run from the repository root (one process; writes `OUT/benchmark.json` and `OUT/
    of the steps after the first, and the run's peak memory against the plain forward with every
    activation cached (part 3's `forward`), each in a fresh process.
 
+7. `--positions` (or `--positions-only`, writing positions.json/.md): circuits at positions.
+   (a) Part 2's edge-test costs on the GPT-2-small shape with the graph at 6 position groups, as
+   IOI's labels give them (IO, S1, S1+1, S2, END, other at positions 2, 4, 5, 10, 14 and the
+   rest of 15 tokens), next to the blind graph's in the same process: the same random sparse
+   circuit, each of its edges kept at a random half of the groups (at least one; into the
+   logits at END, where the metric is), closed as ACDC leaves it at positions; every live
+   receiver and group timed. (b) The bundled ioi task: circuits at positions against blind ones
+   at the same number of residual edges: EAP-IG (5 steps) and exact patching rankings cut at
+   the same top-n, and ACDC at a few thresholds, each circuit's faithfulness (logit difference,
+   the clean model 1, the empty circuit 0) and KL.
+
 Threads: each bundled task runs with the threads `circuit discover` would use (1 for small
 models), for the engine, the reference and the plain forward pass alike; the GPT-2-shaped part
 uses PyTorch's default. Peak memory is the process's peak resident set size after each part
@@ -209,12 +220,14 @@ def sparse_circuit(graph, rng: random.Random, node_fraction: float, edge_keep: f
 
 
 def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: int = 0,
-                         config: dict | None = None) -> dict:
+                         config: dict | None = None,
+                         labels: dict[str, int] | None = None) -> dict:
     """Time the edge tests a whole run with a sparse circuit makes: walk the ACDC order with
     the decisions of a random sparse circuit and, at every live receiver (one whose node keeps
     an outgoing edge: ACDC tests only those), time a few of its edge tests; weight each
     receiver by its number of incoming edges (every one is tested in a real run). `config`:
-    the model (default the GPT-2-small shape)."""
+    the model (default the GPT-2-small shape). `labels` (label -> position, the same in every
+    prompt): the graph at positions, its groups the labels then `other` (part 7)."""
     torch.set_num_threads(DEFAULT_THREADS)
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -222,20 +235,29 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
     clean = torch.randint(0, 50257, (batch, seq))
     corrupt = torch.randint(0, 50257, (batch, seq))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    blind_graph, groups = graph, None
+    if labels is not None:
+        shape, groups = positional_benchmark_shape(graph.shape, labels, batch, seq)
+        graph = build_graph(shape)
     with torch.inference_mode():
         forward_s = median_time(lambda: model(clean), 3)
         start = time.perf_counter()
         patched = PatchedModel(extract_weights(model), graph, clean, corrupt,
-                               torch.arange(batch), torch.full((batch,), seq - 1), "corrupt")
+                               torch.arange(batch), torch.full((batch,), seq - 1), "corrupt",
+                               groups=groups)
         record_s = time.perf_counter() - start
         metric = build_metric("kl", patched.clean_logits, MetricTargets.empty())
         incremental = IncrementalPatcher(patched)
-        circuit = sparse_circuit(graph, rng, node_fraction=0.15, edge_keep=0.5)
+        circuit = sparse_circuit(blind_graph, rng, node_fraction=0.15, edge_keep=0.5)
+        if groups is not None:
+            circuit = positional_circuit(graph, circuit, rng)
+            live_at = positional_liveness(graph, circuit)
         sources = {graph.edge(name).endpoints[0] for name in circuit}
         receivers, forwards, layer_forward_s, synced_layer = [], [], forward_s, None
         for node, edges in graph.acdc_order():
             layer = edges[0].receiver.layer
-            live = node == "logits" or node in sources
+            live = (node == "logits" or node in sources) if groups is None else live_at(
+                node, edges[0])
             if live and edges[0].kind == "residual":
                 if layer != synced_layer:  # activations of the circuit decided so far
                     incremental.resync()
@@ -254,6 +276,8 @@ def bench_gpt2_edge_cost(batch: int, seq: int, tests_per_receiver: int, seed: in
                 tests = iter(sample * 3)
                 test_s = median_time(lambda tests=tests: one_test(next(tests)), len(sample))
                 receivers.append({"receiver": node, "layer": layer, "edges": len(edges),
+                                  "group": None if groups is None
+                                  else graph.groups[edges[0].group],
                                   "test_s": test_s, "fpe": test_s / layer_forward_s})
             # then decide the group as the circuit says (bookkeeping only: timing needs the
             # circuit's shape, and the next layer starts from a fresh pass)
@@ -308,6 +332,153 @@ def bench_gpt2_run(batch: int, seq: int, threshold: float, seed: int = 0) -> dic
             "run_s": runtime(result), "tested": n_tested(result), "kept": result.n_edges_kept,
             "fpe_per_test": runtime(result) / forward_s / max(n_tested(result), 1),
             "peak_rss_mb": peak_rss_mb()}
+
+
+IOI_LABELS = {"IO": 2, "S1": 4, "S1+1": 5, "S2": 10, "END": 14}  # in 15 tokens, as IOI's
+
+
+def positional_benchmark_shape(shape, labels: dict[str, int], batch: int, seq: int):
+    """The shape at the groups of `labels` (then `other`) and each token's group
+    [batch, seq]."""
+    from acdc.core.graph import GraphShape
+
+    names = (*labels, "other")
+    row = [len(labels)] * seq
+    for g, position in enumerate(labels.values()):
+        row[position] = g
+    positional = GraphShape(shape.n_layers, shape.n_heads, shape.has_mlp, shape.granularity,
+                            shape.parallel_attn_mlp, "labels", names)
+    return positional, torch.tensor([row] * batch)
+
+
+def positional_circuit(graph, blind: set[str], rng: random.Random, keep: float = 0.5
+                       ) -> set[str]:
+    """A blind circuit at positions: each edge at a random `keep` of the groups (at least one;
+    an edge into the logits at the last group before `other`, where the metric is), then
+    closed as ACDC leaves it: edges into a node dead at their group dropped until none is."""
+    n = graph.n_groups
+    end = n - 2  # END: the metric's group
+    kept = set()
+    for name in sorted(blind):
+        if name.endswith("->logits"):
+            chosen = [end]
+        else:
+            chosen = [g for g in range(n) if rng.random() < keep] or [rng.randrange(n)]
+        kept.update(f"{name}@{graph.groups[g]}" for g in chosen)
+    while True:
+        live = positional_liveness(graph, kept)
+        dead = {name for name in kept if not live(*_visited_as(graph.edge(name)))}
+        if not dead:
+            return kept
+        kept -= dead
+
+
+def _visited_as(edge) -> tuple[str, object]:
+    """The (node, first edge) pair under which ACDC visits an edge (`Graph.acdc_order`)."""
+    if edge.kind == "direct":
+        return f"a{edge.receiver.layer}.h{edge.receiver.head}", edge
+    return edge.receiver.name, edge
+
+
+def positional_liveness(graph, kept: set[str]):
+    """Whether ACDC at positions tests the edges it visits under (node, first edge): the
+    dead-node rules of `acdc.methods.acdc.search` for the final circuit `kept` (the metric at
+    the END group only; no inert group: random tokens differ from the first)."""
+    out_at: dict[tuple[str, int], int] = {}
+    out_any: dict[str, int] = {}
+    for name in kept:
+        edge = graph.edge(name)
+        source = edge.sender.name if edge.sender is not None else edge.receiver.name
+        out_at[(source, edge.group)] = out_at.get((source, edge.group), 0) + 1
+        out_any[source] = out_any.get(source, 0) + 1
+    end = graph.n_groups - 2
+
+    def live(node: str, edge) -> bool:
+        if edge.receiver.kind == "logits":
+            return edge.group == end
+        every = edge.receiver.kind == "head" and (
+            edge.qkv in ("k", "v") or (edge.kind == "residual" and edge.receiver.qkv is None))
+        return bool(out_any.get(node)) if every else bool(out_at.get((node, edge.group)))
+
+    return live
+
+
+def bench_positions_edge_cost(batch: int, seq: int, tests_per_receiver: int) -> dict:
+    """Part 7 (a): edge-test costs at positions next to the blind ones."""
+    blind = bench_gpt2_edge_cost(batch, seq, tests_per_receiver)
+    positional = bench_gpt2_edge_cost(batch, seq, tests_per_receiver, labels=IOI_LABELS)
+    return {"blind": blind, "positional": positional,
+            "ratio": positional["projected_fpe_per_test"] / blind["projected_fpe_per_test"]}
+
+
+def bench_positions(args) -> dict:
+    """Part 7: (b), then (a) unless --no-gpt2."""
+    print("positions: the ioi task, blind and at positions ...", flush=True)
+    out = {"ioi": bench_positions_ioi(args.positions_budgets, args.positions_thresholds)}
+    if not args.no_gpt2:
+        print("positions: GPT-2 shape, edge test costs blind and at 6 groups ...", flush=True)
+        out["edge_cost"] = bench_positions_edge_cost(args.gpt2_batch, args.gpt2_seq,
+                                                     args.gpt2_tests)
+    return out
+
+
+def bench_positions_ioi(budgets: list[int], thresholds: list[float]) -> dict:
+    """Part 7 (b): the bundled ioi task, circuits at positions against blind ones at the same
+    number of residual edges."""
+    from acdc.core.graph import build_graph as build
+    from acdc.core.positions import metric_groups, positional_shape
+    from acdc.core.recordings import CircuitMeter
+    from acdc.core.selection import Selection, n_residual, prune, select_edges
+    from acdc.methods.attribution import EapIgSettings
+    from acdc.methods.attribution.scores import edge_attribution
+    from acdc.methods.base import run_method
+    from acdc.methods.exact import EXACT
+
+    spec = next(s for s in list_tasks() if s.name == "ioi")
+    loaded = load_model(spec.model)
+    task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    torch.set_num_threads(cpu_threads(loaded.shape, "cpu") or DEFAULT_THREADS)
+    blind_shape = loaded.shape.graph_shape("qkv")
+    graphs = {"none": build(blind_shape),
+              "labels": build(positional_shape(blind_shape, task, "labels"))}
+    sinks = {"none": None, "labels": metric_groups(task, graphs["labels"].groups, "labels")}
+    meters = {(mode, metric): CircuitMeter.of(loaded, task, graphs[mode], metric, "corrupt")
+              for mode in graphs for metric in ("logit_diff", "kl")}
+
+    def measure(mode: str, kept: list[bool]) -> dict:
+        ld = meters[(mode, "logit_diff")]
+        empty = ld.metric([False] * len(kept))
+        return {"edges": n_residual(graphs[mode], kept),
+                "faithfulness": (ld.metric(kept) - empty) / (ld.full - empty),
+                "kl": meters[(mode, "kl")].metric(kept)}
+
+    rows: dict[str, list] = {"eap-ig": [], "exact": [], "acdc": []}
+    for mode, graph in graphs.items():
+        common = CommonSettings("logit_diff", "corrupt", "qkv", mode)
+        rankings = {
+            "eap-ig": edge_attribution(loaded, task, common, EapIgSettings(ig_steps=5),
+                                       graph)[0],
+            "exact": list(run_method(EXACT, loaded, task, common, None, Selection(top_n=1),
+                                     graph=graph).scores)}
+        n_groups = graph.n_groups if mode != "none" else 1
+        for method, scores in rankings.items():
+            for n in budgets:
+                # at positions also at the blind circuit's size in edges at a group: a blind
+                # edge stands for one edge at every group
+                for cut in sorted({n, n * n_groups}):
+                    kept = prune(graph, select_edges(graph, scores, Selection(top_n=cut)),
+                                 sinks[mode])
+                    rows[method].append({"positions": mode, "top_n": cut, "budget": n,
+                                         **measure(mode, kept)})
+        for threshold in thresholds:
+            circuit = run_acdc(loaded, task, CommonSettings("kl", "corrupt", "qkv", mode),
+                               AcdcSettings(threshold), graph=graph)
+            print(f"  acdc {mode} tau {threshold}: {circuit.n_residual_kept} edges", flush=True)
+            rows["acdc"].append({"positions": mode, "threshold": threshold,
+                                 **measure(mode, list(circuit.kept))})
+    return {"task": "ioi", "prompts": task.n_prompts, "groups": list(graphs["labels"].groups),
+            "edges": {mode: n_residual(g, [True] * len(g.edges)) for mode, g in graphs.items()},
+            **rows}
 
 
 # --------------------------------------------------------------------------- attribution
@@ -868,7 +1039,69 @@ def markdown(report: dict) -> str:
                   f"| {fpe['finish']['wall']:.2f} / {fpe['finish']['cpu']:.2f} "
                   f"| {r['peak_rss_mb']:.0f} MB | {r['memory_vs_cache']:.2f}x "
                   f"| {r['activations_vs_cache']:.2f}x |", ""]
+    if report.get("positions"):
+        lines += positions_markdown(report["positions"])
     return "\n".join(lines)
+
+
+def positions_markdown(p: dict) -> list[str]:
+    """Part 7's tables."""
+    lines: list[str] = []
+    cost = p.get("edge_cost")
+    if cost:
+        b, q = cost["blind"], cost["positional"]
+        lines += [f"Edge tests at positions, GPT-2-small shape, batch {b['batch']} x {b['seq']}, "
+                  f"random weights, the same random sparse circuit blind and at 6 groups (IOI's "
+                  f"labels: each blind edge at a random half of the groups, closed as ACDC "
+                  f"leaves it); both measured in one process, each against plain forwards timed "
+                  f"next to its own tests (FPE: the ratio is what compares):", "",
+                  "| graph | edges | circuit edges | edges tested (live receivers) | plain forward "
+                  "| FPE per edge test (setup included) |", "|---|---|---|---|---|---|"]
+        for name, row in (("blind", b), ("6 groups", q)):
+            lines.append(f"| {name} | {row['graph_edges']} | {row['circuit_edges']} | "
+                         f"{row['tested_edges']} | {row['forward_s']:.2f} s | "
+                         f"{row['projected_fpe_per_test']:.4f} |")
+        lines += ["", f"At positions one edge test costs **{cost['ratio']:.2f}x** the blind "
+                  f"one.", "", "| receiver layer | blind: test | FPE | 6 groups: test | FPE |",
+                  "|---|---|---|---|---|"]
+        by_layer = {r["layer"]: r for r in q["layers"]}
+        for r in b["layers"]:
+            other = by_layer.get(r["layer"])
+            name = "logits" if r["layer"] == GPT2_CONFIG["n_layers"] else r["layer"]
+            right = (f"{other['test_ms']:.1f} ms | {other['fpe']:.4f}" if other else "- | -")
+            lines.append(f"| {name} | {r['test_ms']:.1f} ms | {r['fpe']:.4f} | {right} |")
+        lines.append("")
+    ioi = p.get("ioi")
+    if ioi:
+        lines += [f"The bundled ioi task ({ioi['prompts']} prompts), blind ({ioi['edges']['none']} "
+                  f"residual edges) and at positions ({', '.join(ioi['groups'])}: "
+                  f"{ioi['edges']['labels']} residual edges), corrupt ablation. Faithfulness: "
+                  f"logit difference of the circuit, the clean model 1 and the empty circuit 0; "
+                  f"KL to the clean model. Rankings cut at the same top-n (then pruned: the "
+                  f"edges column counts what is left); ACDC on KL at each threshold:", "",
+                  "| method | cut | blind: edges (x 6 groups) | faithfulness | KL "
+                  "| at positions, same cut: edges | faithfulness | KL "
+                  "| at positions, top 6 x n: edges | faithfulness | KL |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        n_groups = len(ioi["groups"])
+
+        def cells(r: dict) -> str:
+            return f"{r['edges']} | {r['faithfulness']:.3f} | {r['kl']:.3f}"
+
+        for method in ("eap-ig", "exact", "acdc"):
+            key = "threshold" if method == "acdc" else "budget"
+            at = [r for r in ioi[method] if r["positions"] == "labels"]
+            for r in (r for r in ioi[method] if r["positions"] == "none"):
+                same = next(q for q in at if q[key] == r[key]
+                            and (method == "acdc" or q["top_n"] == r["top_n"]))
+                cut = f"tau {r[key]:g}" if method == "acdc" else f"top {r[key]}"
+                wide = ("- | - | -" if method == "acdc" else cells(next(
+                    q for q in at if q["budget"] == r[key] and q["top_n"] == r[key] * n_groups)))
+                lines.append(f"| {method} | {cut} | {r['edges']} ({r['edges'] * n_groups}) | "
+                             f"{r['faithfulness']:.3f} | {r['kl']:.3f} | {cells(same)} | "
+                             f"{wide} |")
+        lines.append("")
+    return lines
 
 
 def write_report(out: Path, stem: str, report: dict) -> None:
@@ -916,6 +1149,15 @@ def main() -> None:
                              "--attribution-batch and --attribution-seq)")
     parser.add_argument("--hisp-only", action="store_true",
                         help="only the HISP part (writes hisp.json/.md)")
+    parser.add_argument("--positions", action="store_true",
+                        help="also part 7: circuits at positions (edge-test cost at 6 groups, "
+                             "the ioi task's circuits blind and at positions)")
+    parser.add_argument("--positions-only", action="store_true",
+                        help="only part 7 (writes positions.json/.md)")
+    parser.add_argument("--positions-budgets", type=int, nargs="*",
+                        default=[5, 10, 20, 40, 80, 160])
+    parser.add_argument("--positions-thresholds", type=float, nargs="*",
+                        default=[0.003, 0.01, 0.03, 0.1])
     parser.add_argument("--attribution-part", choices=("forward", "eap", "eap-ig"),
                         help=argparse.SUPPRESS)  # one part, in this process; prints JSON
     parser.add_argument("--edge-pruning", action="store_true",
@@ -941,6 +1183,13 @@ def main() -> None:
     if args.attribution_part:
         print(json.dumps(attribution_part(args.attribution_part, args.attribution_batch,
                                           args.attribution_seq)))
+        return
+    if args.positions_only:
+        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report["positions"] = bench_positions(args)
+        write_report(Path(args.out), "positions", report)
         return
     if args.hisp_only:
         report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
@@ -998,6 +1247,8 @@ def main() -> None:
     if args.hisp:
         print("GPT-2 shape, HISP ...", flush=True)
         report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
+    if args.positions:
+        report["positions"] = bench_positions(args)
     if args.exact:
         print("GPT-2 shape, exact edge patching ...", flush=True)
         report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,

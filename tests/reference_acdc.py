@@ -42,6 +42,24 @@ Model families (the paper's graph, carried over):
 - rotary positions, local attention and soft-capping are TransformerLens' own forward: a
   removed direct edge replaces `hook_q` / `hook_k`, before the rotation.
 
+Positions (auto-circuit's token-specific edges): given `groups` (per prompt, the name of the
+position group of each of its tokens; its padding in none) and `group_names` (their order),
+every edge exists once per group, named `edge@group`. Removing `s->r@g` subtracts
+(live s - ablated s) from r's input at the tokens of group g only; removing a direct edge at g
+replaces the head's q (k, v) by its ablated value at the tokens of g only. The visiting order
+is the blind one with every group of edges repeated for each group name in order. A group of
+edges (one receiver, one group) is removed untested when:
+
+- its group is inert: with causal attention, each of its tokens lies after its prompt's last
+  metric position or, under corrupt ablation, before the first token where the prompt's clean
+  and corrupt tokens differ;
+- it goes into `logits` at a group without a metric position;
+- it goes into an MLP at g, or is a head's direct q edge at g, and no kept edge leaves that
+  node at g;
+- it is a head's direct k or v edge at g (or, at head granularity, goes into the head at g)
+  and no kept edge leaves the head at any group;
+- it goes into a head's q, k or v input at g and that input's direct edge at g is removed.
+
 Usage: `reference_acdc(model, clean, corrupt, positions, answers, wrong_answers, threshold)`
 returns `{"a1.h0->logits": (kept, score), ...}` for every edge.
 """
@@ -72,14 +90,17 @@ class RefEdge:
     layer: int  # layer of the receiver (n_layers for logits)
     head: int | None
     qkv: str | None  # "q"/"k"/"v" for q/k/v receivers and direct edges
+    group: str | None = None  # the position group of a positional edge
 
 
 @dataclass(frozen=True)
 class RefGroup:
-    """Edges visited together, and the node whose liveness decides whether they are tested."""
+    """Edges visited together, and the node whose liveness decides whether they are tested
+    (and, for positional edges, their position group)."""
 
     node: str
     edges: tuple[RefEdge, ...]
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,14 +209,25 @@ def edge_groups(shape: RefShape, granularity: str = "qkv",
     return groups
 
 
+def positional_groups(groups: list[RefGroup], group_names: list[str]) -> list[RefGroup]:
+    """Every group of edges once per position group, in the order of `group_names`."""
+    out = []
+    for group in groups:
+        for name in group_names:
+            edges = tuple(dataclasses.replace(e, name=f"{e.name}@{name}", group=name)
+                          for e in group.edges)
+            out.append(RefGroup(group.node, edges, name))
+    return out
+
+
 def edge_order(shape: RefShape, granularity: str = "qkv",
                reverse_head_order: bool = False) -> list[str]:
     """Edge names in visiting order."""
     return [e.name for g in edge_groups(shape, granularity, reverse_head_order) for e in g.edges]
 
 
-def _outgoing(groups: list[RefGroup], node: str) -> list[str]:
-    """Names of the edges leaving `node`.
+def _outgoing(groups: list[RefGroup], node: str, at: str | None = None) -> list[str]:
+    """Names of the edges leaving `node` (at position group `at` only, when given).
 
     A head or MLP sends residual edges; a q/k/v input receiver `a1.h2<q>` sends only its
     direct edge into the head.
@@ -203,6 +235,8 @@ def _outgoing(groups: list[RefGroup], node: str) -> list[str]:
     out = []
     for group in groups:
         for edge in group.edges:
+            if at is not None and edge.group != at:
+                continue
             if edge.sender == node or (edge.sender is None and edge.receiver == node):
                 out.append(edge.name)
     return out
@@ -245,44 +279,74 @@ class Ablation:
     qkv: dict[tuple[int, int, str], torch.Tensor]  # (layer, head, "q") -> [batch, pos, d_head]
 
 
+def _at(groups: list[list[str]] | None, name: str | None, tokens: torch.Tensor,
+        dtype: torch.dtype = torch.float32) -> torch.Tensor | float:
+    """1.0 at the tokens of position group `name`, 0.0 elsewhere (padding included), as a
+    [batch, pos, 1] tensor of `dtype`; the number 1.0 for a position-blind edge (`name`
+    None)."""
+    if name is None:
+        return 1.0
+    assert groups is not None, "positional edges need the tokens' groups"
+    mask = torch.zeros(tokens.shape[0], tokens.shape[1], 1, dtype=dtype)
+    for b, row in enumerate(groups):
+        for p, group in enumerate(row):
+            if group == name:
+                mask[b, p, 0] = 1.0
+    return mask
+
+
 def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | None,
-         granularity: str, zero_senders: bool = False) -> tuple[torch.Tensor, Ablation]:
+         granularity: str, zero_senders: bool = False,
+         groups: list[list[str]] | None = None) -> tuple[torch.Tensor, Ablation]:
     """One hooked forward pass; returns the logits and every sender's live output and q/k/v.
 
-    `removed` names the removed edges (patched against `ablation`). With `zero_senders`, every
-    sender's output is replaced by zero (this is the zero-ablation run).
+    `removed` names the removed edges (patched against `ablation`); a positional edge
+    `x->y@g` is removed at the tokens of group g only (`groups`: each prompt's tokens' group
+    names). With `zero_senders`, every sender's output is replaced by zero (this is the
+    zero-ablation run).
     """
     model = ungrouped(model)
     shape = shape_of(model)
     live: dict[str, torch.Tensor] = {}
     live_qkv: dict[tuple[int, int, str], torch.Tensor] = {}
-    removed_into: dict[str, list[str]] = {}
-    removed_direct: set[tuple[int, int, str]] = set()
+    removed_into: dict[str, list[tuple[str, str | None]]] = {}
+    removed_direct: dict[tuple[int, int, str], list[str | None]] = {}
     for name in removed:
+        name, group = name.split("@") if "@" in name else (name, None)
         sender, receiver = name.split("->")
         if "<" in sender:  # direct edge a1.h2<q>->a1.h2
             layer, head = _layer_head(receiver)
-            removed_direct.add((layer, head, sender[-2]))
+            removed_direct.setdefault((layer, head, sender[-2]), []).append(group)
         else:
-            removed_into.setdefault(receiver, []).append(sender)
+            removed_into.setdefault(receiver, []).append((sender, group))
 
     post_norm = bool(model.cfg.use_normalization_before_and_after)
     head_sums: dict[int, torch.Tensor] = {}  # layer -> b_O + sum of its live head results
 
     def correction(receiver: str) -> torch.Tensor | int:
         total: torch.Tensor | int = 0
-        by_layer: dict[int, list[str]] = {}
-        for sender in removed_into.get(receiver, []):
+        by_layer: dict[int, list[tuple[str, str | None]]] = {}
+        for sender, group in removed_into.get(receiver, []):
             if post_norm and sender.startswith("a"):
-                by_layer.setdefault(_layer_head(sender)[0], []).append(sender)
+                by_layer.setdefault(_layer_head(sender)[0], []).append((sender, group))
             else:
-                total = total + (live[sender] - ablation.senders[sender])
+                change = live[sender] - ablation.senders[sender]
+                total = total + _at(groups, group, tokens, change.dtype) * change
         for layer, heads in by_layer.items():
             # the sum this receiver reads, written out (not live_sum - changes: a norm of
-            # rounding noise, where every head is zero-ablated, is far from the norm of zero)
+            # rounding noise, where every head is zero-ablated, is far from the norm of zero);
+            # token by token, a head removed at a token reads its ablated result there
+            def read(h: str, heads: list[tuple[str, str | None]] = heads) -> torch.Tensor:
+                at = [g for s, g in heads if s == h]
+                if not at:
+                    return live[h]
+                if None in at:
+                    return ablation.senders[h]
+                removed_at = sum(_at(groups, g, tokens) for g in at)
+                return torch.where(removed_at > 0, ablation.senders[h], live[h])
+
             patched_sum = model.blocks[layer].attn.b_O + sum(
-                ablation.senders[h] if h in heads else live[h]
-                for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
+                read(h) for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
             post = model.blocks[layer].ln1_post
             total = total + (post(head_sums[layer]) - post(patched_sum))
         return total
@@ -322,8 +386,10 @@ def _run(model, tokens: torch.Tensor, removed: set[str], ablation: Ablation | No
     def qkv_hook(x, hook, layer, qkv):
         x = x.clone()
         for h in range(shape.n_heads):
-            if (layer, h, qkv) in removed_direct:
-                x[:, :, h] = ablation.qkv[(layer, h, qkv)]
+            for group in removed_direct.get((layer, h, qkv), []):
+                at = _at(groups, group, tokens)
+                x[:, :, h] = torch.where(torch.as_tensor(at) > 0, ablation.qkv[(layer, h, qkv)],
+                                         x[:, :, h])
             live_qkv[(layer, h, qkv)] = x[:, :, h]
         return x
 
@@ -398,9 +464,10 @@ def _mean(values: torch.Tensor, lengths: list[int], positional: bool) -> torch.T
 
 
 def patched_logits(model, clean: torch.Tensor, ablated: Ablation, removed: set[str],
-                   granularity: str = "qkv") -> torch.Tensor:
+                   granularity: str = "qkv", groups: list[list[str]] | None = None
+                   ) -> torch.Tensor:
     """Logits of the clean prompts with the edges in `removed` removed."""
-    return _run(model, clean, removed, ablated, granularity)[0]
+    return _run(model, clean, removed, ablated, granularity, groups=groups)[0]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -447,7 +514,8 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
                    wrong_answers: list[list[int]] | None, threshold: float, metric: str = "kl",
                    ablation: str = "corrupt", granularity: str = "qkv", use_abs: bool = False,
                    reverse_head_order: bool = False, follow: dict[str, bool] | None = None,
-                   follow_tolerance: float = 0.0) -> dict[str, tuple[bool, float | None]]:
+                   follow_tolerance: float = 0.0, groups: list[list[str]] | None = None,
+                   group_names: list[str] | None = None) -> dict[str, tuple[bool, float | None]]:
     """ACDC, one full forward pass per tested edge. Returns {edge name: (kept, score)}; score
     is metric(H without the edge) - metric(H), or None for an edge removed untested because
     its node had no outgoing edges left.
@@ -457,24 +525,60 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
     `follow_tolerance` of the threshold; the returned `kept` is still this run's own decision.
     This keeps two implementations on the same path after a float-rounding tie, so that every
     later edge is still compared like for like.
+
+    `groups` and `group_names` make the graph positional (module docstring): `groups[b][p]`
+    is the group name of token p of prompt b.
     """
     model = ungrouped(model)
     shape = shape_of(model)
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
-    groups = edge_groups(shape, granularity, reverse_head_order)
+    groups_in_order = edge_groups(shape, granularity, reverse_head_order)
+    if group_names is not None:
+        groups_in_order = positional_groups(groups_in_order, group_names)
     ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation, [len(c) for c in clean])
     with torch.no_grad():
         clean_logits = model(clean_tokens)
 
     def evaluate(removed: set[str]) -> float:
-        logits = patched_logits(model, clean_tokens, ablated, removed, granularity)
+        logits = patched_logits(model, clean_tokens, ablated, removed, granularity, groups)
         return metric_value(metric, logits, clean_logits, clean, positions, answers, wrong_answers)
+
+    inert, read = set(), set()
+    if group_names is not None:
+        assert groups is not None
+        read = {groups[b][p] for b, prompt_positions in enumerate(positions)
+                for p in prompt_positions}
+        if model.cfg.attention_dir == "causal":
+            can_change = set()
+            for b, row in enumerate(groups):
+                first = 0
+                if ablation == "corrupt":
+                    differ = [p for p in range(len(clean[b])) if clean[b][p] != corrupt[b][p]]
+                    first = differ[0] if differ else len(clean[b])
+                for p in range(first, max(positions[b]) + 1):
+                    can_change.add(row[p])
+            inert = set(group_names) - can_change
+
+    def dead(group: RefGroup) -> bool:
+        """Whether the group's edges change nothing (module docstring)."""
+        if group.group is None:
+            return group.node != "logits" and all(
+                e in removed for e in _outgoing(groups_in_order, group.node))
+        if group.group in inert:
+            return True
+        first = group.edges[0]
+        if group.node == "logits":
+            return group.group not in read
+        every_group = first.qkv in ("k", "v") if first.sender is None else (
+            first.qkv is None and first.head is not None)
+        at = None if every_group else group.group
+        return all(e in removed for e in _outgoing(groups_in_order, group.node, at))
 
     removed: set[str] = set()
     current = evaluate(removed)
     result: dict[str, tuple[bool, float | None]] = {}
-    for group in groups:
-        if group.node != "logits" and all(e in removed for e in _outgoing(groups, group.node)):
+    for group in groups_in_order:
+        if dead(group):
             for edge in group.edges:
                 removed.add(edge.name)
                 result[edge.name] = (False, None)
@@ -494,13 +598,13 @@ def reference_acdc(model, clean: list[list[int]], corrupt: list[list[int]],
 
 
 def circuit_metric(model, clean, corrupt, positions, answers, wrong_answers, removed: set[str],
-                   metric: str = "kl", ablation: str = "corrupt",
-                   granularity: str = "qkv") -> float:
+                   metric: str = "kl", ablation: str = "corrupt", granularity: str = "qkv",
+                   groups: list[list[str]] | None = None) -> float:
     """The metric of the circuit that lacks the edges in `removed`."""
     model = ungrouped(model)
     clean_tokens, corrupt_tokens = pad(clean), pad(corrupt)
     ablated = ablation_run(model, clean_tokens, corrupt_tokens, ablation, [len(c) for c in clean])
     with torch.no_grad():
         clean_logits = model(clean_tokens)
-    logits = patched_logits(model, clean_tokens, ablated, removed, granularity)
+    logits = patched_logits(model, clean_tokens, ablated, removed, granularity, groups)
     return metric_value(metric, logits, clean_logits, clean, positions, answers, wrong_answers)

@@ -22,6 +22,10 @@ layer's norm of the summed heads (`reference_acdc.py`), which the receiver's gra
 does not score: there `scores_by_masks` is the reference. Its EAP-IG passes keep the clean
 run's deltas (`fixed`), as the method defines them.
 
+Positions: with `groups` (each prompt's tokens' group names) and `group_names`, every edge is
+replicated per group (`edge@group`); an edge's mask scales its correction at the tokens of its
+group only, and its gradient score is the product summed over those tokens.
+
 Ablated values come from `reference_acdc.ablation_run` (corrupt, zero, mean,
 mean-positional). Metrics are recomputed here in float64 torch, one (prompt, position) pair at
 a time.
@@ -68,7 +72,8 @@ def _head_receiver(layer: int, head: int, qkv: str, granularity: str) -> str:
 def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
                  masks: dict[str, torch.Tensor] | None, input_value: torch.Tensor | None,
                  grads: dict[str, torch.Tensor] | None, fixed: ref.Ablation | None = None,
-                 nodes: dict[str, torch.Tensor] | None = None):
+                 nodes: dict[str, torch.Tensor] | None = None,
+                 groups: list[list[str]] | None = None):
     """One hooked forward pass: receivers patched by `masks` (edge name -> scalar; missing:
     1), the input sender's output replaced by `input_value`, and the gradients of receiver
     inputs and q/k/v stored into `grads` when the metric is differentiated. `fixed`: the
@@ -83,15 +88,18 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
     head_sums: dict[int, torch.Tensor] = {}
     masks = masks or {}
     live: dict[str, torch.Tensor] = {}
-    by_receiver: dict[str, list[tuple[str, torch.Tensor]]] = {}
-    direct: dict[tuple[int, int, str], torch.Tensor] = {}
+    by_receiver: dict[str, list[tuple[str, torch.Tensor, object]]] = {}
+    direct: dict[tuple[int, int, str], list[tuple[torch.Tensor, object]]] = {}
     for name, mask in masks.items():
+        name, group = name.split("@") if "@" in name else (name, None)
+        # 1.0, or 1 at the tokens of the edge's group
+        at = ref._at(groups, group, tokens, model.cfg.dtype)
         sender, receiver = name.split("->")
         if "<" in sender:
             layer, head = ref._layer_head(receiver)
-            direct[(layer, head, sender[-2])] = mask
+            direct.setdefault((layer, head, sender[-2]), []).append((mask, at))
         else:
-            by_receiver.setdefault(receiver, []).append((sender, mask))
+            by_receiver.setdefault(receiver, []).append((sender, mask, at))
 
     def capture(x: torch.Tensor, key: str) -> torch.Tensor:
         if grads is not None and x.requires_grad:
@@ -104,15 +112,16 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
     def correction(receiver: str):
         total = 0
         by_layer: dict[int, dict[str, torch.Tensor]] = {}
-        for sender, mask in by_receiver.get(receiver, []):
+        for sender, mask, at in by_receiver.get(receiver, []):
             if post_norm and sender.startswith("a"):
-                by_layer.setdefault(ref._layer_head(sender)[0], {})[sender] = mask
+                by_layer.setdefault(ref._layer_head(sender)[0], {}).setdefault(
+                    sender, []).append((mask, at))
             else:
-                total = total + (1 - mask) * delta(sender)
+                total = total + (1 - mask) * at * delta(sender)
         for layer, heads in by_layer.items():
             patched_sum = model.blocks[layer].attn.b_O + sum(
-                live[h] - (1 - heads[h]) * delta(h) if h in heads else live[h]
-                for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
+                live[h] - sum((1 - m) * at for m, at in heads[h]) * delta(h) if h in heads
+                else live[h] for h in (f"a{layer}.h{i}" for i in range(shape.n_heads)))
             post = model.blocks[layer].ln1_post
             total = total + (post(head_sums[layer]) - post(patched_sum))
         return total
@@ -163,13 +172,14 @@ def _hooked_pass(model, tokens, ablated: ref.Ablation, granularity: str,
         heads = []
         for h in range(shape.n_heads):
             value = x[:, :, h]
-            mask = direct.get((layer, h, qkv))
-            if mask is not None:
+            for mask, at in direct.get((layer, h, qkv), []):
                 base = ablated.qkv[(layer, h, qkv)]
-                if fixed is None:
+                if fixed is None and not isinstance(at, torch.Tensor):
                     value = base + mask * (value - base)
+                elif fixed is None:
+                    value = value - at * (1 - mask) * (value - base)
                 else:
-                    value = value - (1 - mask) * (fixed.qkv[(layer, h, qkv)] - base)
+                    value = value - at * (1 - mask) * (fixed.qkv[(layer, h, qkv)] - base)
             heads.append(capture(value, f"{layer}.{h}.{qkv}"))
         return torch.stack(heads, dim=2)
 
@@ -201,8 +211,10 @@ class Problem:
     """A model, a task and an ablation, with the clean and ablated runs recorded."""
 
     def __init__(self, model, clean, corrupt, positions, answers, wrong, metric: str,
-                 ablation: str = "corrupt", granularity: str = "qkv"):
+                 ablation: str = "corrupt", granularity: str = "qkv",
+                 groups: list[list[str]] | None = None, group_names: list[str] | None = None):
         self.model, self.metric, self.granularity = model, metric, granularity
+        self.groups = groups
         self.clean, self.positions, self.answers, self.wrong = clean, positions, answers, wrong
         self.tokens = ref.pad(clean)
         self.ablated = ref.ablation_run(model, self.tokens, ref.pad(corrupt), ablation,
@@ -210,7 +222,10 @@ class Problem:
         with torch.no_grad():
             self.clean_logits = model(self.tokens)
         self.live = ref._run(model, self.tokens, set(), None, "qkv")[1]  # the clean run
-        self.edges = [e for g in ref.edge_groups(ref.shape_of(model), granularity) for e in g.edges]
+        in_order = ref.edge_groups(ref.shape_of(model), granularity)
+        if group_names is not None:
+            in_order = ref.positional_groups(in_order, group_names)
+        self.edges = [e for g in in_order for e in g.edges]
 
     def value(self, logits: torch.Tensor) -> torch.Tensor:
         return metric_tensor(self.metric, logits, self.clean_logits, self.clean, self.positions,
@@ -228,7 +243,7 @@ class Problem:
             ablated_input = self.ablated.senders["input"]
             value = ablated_input + nodes["input"] * (self.live.senders["input"] - ablated_input)
         logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
-                              value, None, nodes=nodes)
+                              value, None, nodes=nodes, groups=self.groups)
         return self.value(logits)
 
     def scores_by_masks(self, alphas=(1.0,)) -> dict[str, float]:
@@ -243,7 +258,7 @@ class Problem:
             masks = {e.name: torch.ones((), dtype=dtype, requires_grad=True) for e in self.edges}
             value = None if alpha == 1.0 else ablated_input + alpha * (clean_input - ablated_input)
             logits = _hooked_pass(self.model, self.tokens, self.ablated, self.granularity, masks,
-                                  value, None, fixed=self.live)
+                                  value, None, fixed=self.live, groups=self.groups)
             self.value(logits).backward()
             for name, mask in masks.items():
                 scores[name] -= float(mask.grad) / len(alphas)
@@ -276,6 +291,7 @@ class Problem:
                     else:
                         qkvs = (e.qkv,) if self.granularity == "qkv" else ref.QKV
                         grad = sum(grads[f"{e.layer}.{e.head}.{q}.in"] for q in qkvs)
-                scores[e.name] += float((change * grad).sum()) / len(alphas)
+                at = ref._at(self.groups, e.group, self.tokens, change.dtype)
+                scores[e.name] += float((at * change * grad).sum()) / len(alphas)
         self.model.zero_grad(set_to_none=True)
         return scores

@@ -29,6 +29,8 @@ from acdc.cli.options import (
     NoRenderOption,
     NoScoreWidthOption,
     OutOption,
+    Positions,
+    PositionsOption,
     QuietOption,
     ResumeOption,
     SeedOption,
@@ -48,6 +50,7 @@ def discover(
     ctx: typer.Context, task: TaskOption = None, model: ModelOption = None,
     method: MethodOption = "acdc", metric: MetricOption = None,
     ablation: AblationOption = None, granularity: GranularityOption = Granularity.qkv,
+    positions: PositionsOption = Positions.none,
     seed: SeedOption = None, device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32,
     threads: ThreadsOption = 0, max_memory: MaxMemoryOption = None, out: OutOption = None,
     quiet: QuietOption = False, no_render: NoRenderOption = False,
@@ -60,7 +63,7 @@ def discover(
     from acdc import run as pipeline
 
     given = given_options(ctx, {"task", "model", "method", "metric", "ablation", "granularity",
-                                 "seed", "device", "dtype", "out", *options})
+                                 "positions", "seed", "device", "dtype", "out", *options})
     unrecorded = {item.name for item, _ in method_options()
                   if not item.metadata.get("recorded", True)}
     tuning = {key: given.pop(key) for key in list(given) if key in unrecorded}
@@ -110,9 +113,11 @@ def _announce(job, status: Status) -> None:
     if settings.selection is not None:
         own += ("; " if own else "") + settings.selection.describe()
     prompts = f"{spec.n_prompts} prompt" + ("" if spec.n_prompts == 1 else "s")
+    where = ("" if settings.common.positions == "none"
+             else f", positions {settings.common.positions}")
     status.say(f"task {spec.name}: {prompts}, method {settings.method}"
                f"{f' ({own})' if own else ''}, "
-               f"metric {settings.common.metric}, ablation {settings.common.ablation}")
+               f"metric {settings.common.metric}, ablation {settings.common.ablation}{where}")
     status.say(f"loading model {settings.model} ...")
 
 

@@ -36,6 +36,13 @@ def graph(
         int,
         typer.Option(min=1, help="Tokens per prompt, for the memory estimate."),
     ] = 32,
+    positions: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="Position groups: every edge once per group, as "
+                                              "`circuit discover --positions` makes them (a "
+                                              "task's labels and `other`: 6 for ioi; a group "
+                                              "per token for `all`). 0: position-blind."),
+    ] = 0,
 ) -> None:
     """Node and edge counts of a model's graph and a memory estimate for a run; reads no weights.
 
@@ -50,16 +57,22 @@ def graph(
     2 x 3 x layers x query heads x batch x seq_len x d_head (committed and ablated q/k/v); cached
     receiver inputs (at most 256 MiB); the unembedding (head-to-vocabulary factors of at most
     256 MiB, logits at one position per prompt); and the largest per-layer
-    temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top.
+    temporaries. The Python runtime and libraries (about 0.5-1 GB) come on top. With
+    --positions N, every edge is counted once per group and the estimate adds the masks' group
+    axis and where each receiver of a layer reads each sender.
     """
-    from acdc.core.graph import count_edges
+    from acdc.core.graph import GraphShape, count_edges
     from acdc.core.shapes import load_shape
     from acdc.methods.acdc.memory import estimate_memory
 
     chosen = Granularity(granularity).value
     shape = load_shape(model)
-    counts = count_edges(shape.graph_shape(chosen))
-    estimate = estimate_memory(shape, counts["senders"], batch, seq_len)
+    blind = shape.graph_shape(chosen)
+    graph_shape = blind if not positions else GraphShape(
+        blind.n_layers, blind.n_heads, blind.has_mlp, blind.granularity,
+        blind.parallel_attn_mlp, "all", tuple(str(i) for i in range(positions)))
+    counts = count_edges(graph_shape)
+    estimate = estimate_memory(shape, counts["senders"], batch, seq_len, n_groups=positions)
     heads = f"{shape.n_heads} heads"
     if shape.n_key_value_heads:
         heads = f"{shape.n_heads} query heads, {shape.n_key_value_heads} key/value heads"
@@ -84,8 +97,10 @@ def graph(
                f"{counts['heads']} heads, {counts['mlps']} MLPs; {counts['receivers']} receivers)")
     if shape.parallel_attn_mlp and shape.has_mlp:
         typer.echo("parallel blocks: an MLP reads what its layer's heads read, not those heads")
+    at = (f" ({count_edges(blind)['edges']:,} blind edges at {positions} position groups)"
+          if positions else "")
     typer.echo(f"edges: {counts['edges']:,} = {counts['residual']:,} residual + "
-               f"{counts['direct']:,} direct")
+               f"{counts['direct']:,} direct{at}")
     for kind, n in counts["by_receiver"].items():
         typer.echo(f"  into {kind}: {n:,}")
     typer.echo(f"memory estimate for a run (batch {batch}, {seq_len} tokens, fp32): about "
@@ -94,7 +109,9 @@ def graph(
                f"{byte_size(estimate['qkv'])} + "
                f"receiver inputs {byte_size(estimate['inputs'])} + unembedding "
                f"{byte_size(estimate['unembedding'])} + temporaries "
-               f"{byte_size(estimate['temporaries'])}, plus the Python runtime")
+               f"{byte_size(estimate['temporaries'])}"
+               + (f" + positions {byte_size(estimate['positions'])}" if positions else "")
+               + ", plus the Python runtime")
 
 
 

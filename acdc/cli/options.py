@@ -35,6 +35,12 @@ class Ablation(str, Enum):
     mean_positional = "mean-positional"
 
 
+class Positions(str, Enum):
+    none = "none"
+    labels = "labels"
+    all = "all"
+
+
 class Dtype(str, Enum):
     float32 = "float32"
     float64 = "float64"
@@ -68,6 +74,10 @@ AblationOption = Annotated[Ablation | None, typer.Option(
          "output averaged over the corrupted prompts' tokens (mean) or per position "
          "(mean-positional). Default: the task's.")]
 GranularityOption = Annotated[Granularity, typer.Option(help=GRANULARITY_HELP)]
+PositionsOption = Annotated[Positions, typer.Option(
+    help="Circuits that know where: none (an edge stands for every token), labels (every "
+         "edge once per label of the task, then `other` for the unlabelled tokens) or all "
+         "(once per token index; prompts of one length). Methods that score nodes refuse it.")]
 SeedOption = Annotated[int | None, typer.Option(help="Random seed. Default: the task's.")]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 DtypeOption = Annotated[Dtype, typer.Option(

@@ -16,6 +16,18 @@ checks the file against the rebuilt graph, so a file from another graph shape or
 edge list is refused in one line. A MIB circuit file (the benchmark's format, which has no tag:
 `cfg`, `nodes` and `edges` objects) is read by `acdc.core.mib`.
 
+A positional circuit (`--positions labels|all`, `acdc.core.graph`) is the same value over the
+positional graph: `edges` lists every edge at every group in graph order (`a0.h1->a2.h3<q>@S2`;
+blind edge e at group g is entry e x G + g), with its kept flag and score. The file adds the
+mode (`positions`: `labels` or `all`, with the settings), the groups in order (`groups`, with
+the graph's shape: `["IO", "S1", "S1+1", "S2", "END", "other"]`, or `["0", ..., "P-1"]`) and
+`positions_sha256`, the digest of the task's assignment of every prompt's tokens to the groups
+(`acdc.core.positions.positions_digest`): a command that applies the circuit to a task must
+recompute it on that task and refuse a task whose tokens fall into other groups. A blind
+circuit's file has none of these keys. Position-blind consumers read such a circuit's blind
+edge e as kept when any of its groups is (`Circuit.blind_kept`) and its score as the sum
+over its groups (`Circuit.blind_scores`).
+
 Examples:
     >>> from acdc.core.graph import GraphShape, build_graph
     >>> graph = build_graph(GraphShape(1, 2, False))
@@ -34,11 +46,22 @@ from pathlib import Path
 from typing import Any
 
 from acdc.core.files import MAX_GRAPH_FILE_BYTES, read_json, write_text_atomic
-from acdc.core.graph import GRANULARITIES, Edge, Graph, GraphShape, build_graph, count_edges
+from acdc.core.graph import (
+    GRANULARITIES,
+    POSITION_MODES,
+    Edge,
+    Graph,
+    GraphShape,
+    PositionMode,
+    build_graph,
+    check_groups,
+    count_edges,
+)
 from acdc.core.mib import read_mib
 from acdc.errors import GraphError, short_repr
 
 FORMAT = "circuit/1"
+MAX_GROUPS = 100_000  # position groups a file may name (a group per token of a long prompt)
 DRAWINGS: dict[str, Callable[[Circuit], str | None]] = {}
 """How a circuit draws itself, by format: installed by the drawing layer (`acdc.exports.dot`
 puts `svg` there when imported), so that this value needs no drawing code."""
@@ -124,6 +147,21 @@ class Circuit:
     def kept_edges(self) -> list[Edge]:
         return [e for e in self.graph.edges if self.kept[e.index]]
 
+    def blind_kept(self) -> tuple[bool, ...]:
+        """Per edge of the blind graph: kept at some group (a blind circuit's own flags)."""
+        n = self.graph.n_groups
+        return tuple(any(self.kept[i:i + n]) for i in range(0, len(self.kept), n))
+
+    def blind_scores(self) -> tuple[float | None, ...]:
+        """Per edge of the blind graph: the sum of its groups' scores (None where no group was
+        scored); a blind circuit's own scores. For EAP this is the blind score."""
+        n = self.graph.n_groups
+        out: list[float | None] = []
+        for i in range(0, len(self.scores), n):
+            scored = [s for s in self.scores[i:i + n] if s is not None]
+            out.append(sum(scored) if scored else None)
+        return tuple(out)
+
     def nodes(self) -> list[str]:
         """Every node touching a kept edge, in `graph.node_names()` order."""
         return circuit_nodes(self.graph, self.kept)
@@ -141,6 +179,9 @@ class Circuit:
             "has_mlp": graph.shape.has_mlp,
             # written only for parallel blocks, so files of sequential models are unchanged
             **({"parallel_attn_mlp": True} if graph.shape.parallel_attn_mlp else {}),
+            # and the position groups only for positional graphs
+            **({"positions": graph.shape.positions, "groups": list(graph.groups)}
+               if graph.positional else {}),
             "n_edges_total": len(graph.edges),
             "n_edges_kept": self.n_edges_kept,
             **counts,
@@ -217,14 +258,17 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
                 not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool))):
             raise GraphError(f"{source}: {key} is {short_repr(value)}; it must be "
                              f"{'true or false' if wanted is bool else 'a number'}")
+    positions, groups = _read_groups(data, source)
     shape = GraphShape(data["n_layers"], data["n_heads"], data["has_mlp"],
-                       data["granularity"], data.get("parallel_attn_mlp", False))
+                       data["granularity"], data.get("parallel_attn_mlp", False), positions,
+                       groups)
     edges = data["edges"]
     n_edges = count_edges(shape)["edges"]  # closed form: a wrong shape builds no graph
     if not isinstance(edges, list) or len(edges) != n_edges:
         got = len(edges) if isinstance(edges, list) else short_repr(edges)
+        at = f" at {len(groups)} position groups" if groups else ""
         raise GraphError(f"{source}: has {got} edges, a {shape.n_layers}-layer "
-                         f"{shape.n_heads}-head {granularity} graph has {n_edges:,}")
+                         f"{shape.n_heads}-head {granularity} graph{at} has {n_edges:,}")
     graph = build_graph(shape)
     kept: list[bool] = []
     scores: list[float | None] = []
@@ -243,10 +287,37 @@ def _read_v1(data: dict[str, Any], source: str) -> Circuit:
         scores.append(None if score is None else float(score))
     node_scores = _read_node_scores(data.get("node_scores"), graph, source)
     derived = {"format", *SHAPE_KEYS, "n_edges_total", "n_edges_kept", "nodes", "edges",
-               "node_scores"}
+               "node_scores", "groups"}
     settings = {k: v for k, v in data.items() if k not in derived and k not in V1_RESULT_KEYS}
     results = {k: data[k] for k in V1_RESULT_KEYS if k in data}
     return Circuit(graph, tuple(kept), tuple(scores), settings, results, node_scores)
+
+
+def _read_groups(data: dict[str, Any], source: str) -> tuple[PositionMode, tuple[str, ...]]:
+    """A circuit file's `positions` and `groups` (a blind circuit has neither)."""
+    positions = data.get("positions", "none")
+    if not isinstance(positions, str) or positions not in POSITION_MODES:
+        raise GraphError(f"{source}: positions is {short_repr(positions)}, not one of "
+                         f"{', '.join(POSITION_MODES)}")
+    groups = data.get("groups")
+    if positions == "none":
+        if groups is not None:
+            raise GraphError(f"{source}: has groups but positions none; a position-blind "
+                             f"circuit has no groups")
+        return "none", ()
+    if (not isinstance(groups, list) or not groups
+            or not all(isinstance(g, str) for g in groups)):
+        raise GraphError(f"{source}: positions {positions} needs groups, a list of the "
+                         f"position groups' names, got {short_repr(groups)}")
+    if len(groups) > MAX_GROUPS:
+        raise GraphError(f"{source}: {len(groups):,} position groups, more than the "
+                         f"{MAX_GROUPS:,} any task has")
+    mode: PositionMode = positions  # type: ignore[assignment]  # one of POSITION_MODES
+    try:
+        check_groups(GraphShape(1, 1, False, positions=mode, groups=tuple(groups)))
+    except GraphError as error:
+        raise GraphError(f"{source}: {error}") from None
+    return mode, tuple(groups)
 
 
 def _read_node_scores(value: Any, graph: Graph, source: str

@@ -113,6 +113,10 @@ def to_mib(circuit: Circuit, d_model: int) -> dict[str, Any]:
     if not graph.shape.has_mlp:
         raise GraphError("MIB's graph has an MLP in every layer, so a circuit of an attention-only "
                          "model cannot be written as a MIB file")
+    if graph.positional:
+        raise GraphError(f"a circuit at positions ({graph.shape.positions}) cannot be written as "
+                         f"a MIB file: MIB's graph has no positions (export it as csv or "
+                         f"graphml)")
     if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
         raise GraphError(f"d_model is {d_model!r}; it must be a positive whole number")
     touched: set[str] = set()

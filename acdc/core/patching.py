@@ -36,6 +36,18 @@ corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` p
 batched product, never TransformerLens' `use_attn_result` broadcast). The arithmetic itself
 (norms, projections, attention, MLP, unembedding) is `forward.py`'s; this module decides what
 each receiver reads.
+
+In a positional graph (`acdc.core.graph`) each mask has a group axis before the senders'
+(`[..., groups + 1, senders]`, the last column for the padding, which belongs to no group and
+is never read by a real token): the input of receiver r at a token of group g is
+
+    bias_r + sum over senders s of  ablated_s + mask[r, g, s] * (live_s - ablated_s)
+
+computed group by group over the tokens of each group (`TaskTensors.groups` says which token
+belongs to which), and a direct edge's mask `[3, heads, groups + 1]` chooses the live or the
+ablated q/k/v token by token. Where a receiver's masks are the same at every group (the
+recorded runs) the position-blind product is used, so the recordings are the blind ones bit
+for bit.
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ import torch
 
 from acdc.core import forward
 from acdc.core.forward import norm
-from acdc.core.graph import Edge, Graph
+from acdc.core.graph import Edge, Graph, GraphShape
 from acdc.core.weights import Weights
 from acdc.errors import TaskError
 
@@ -72,19 +84,24 @@ class RecordedRun:
 @dataclass(frozen=True)
 class TaskTensors:
     """A task's prompts as tensors: right-padded clean and corrupt tokens `[batch, pos]`, the
-    flattened metric positions (prompt and position of each) and every prompt's length."""
+    flattened metric positions (prompt and position of each) and every prompt's length; for a
+    positional graph, each token's position group `[batch, pos]` (the padding: the number of
+    groups), else None."""
 
     clean: torch.Tensor
     corrupt: torch.Tensor
     pos_batch: torch.Tensor
     pos_index: torch.Tensor
     lengths: torch.Tensor
+    groups: torch.Tensor | None = None
 
 
-def task_tensors(task: Task, device: torch.device | str, causal: bool = True) -> TaskTensors:
+def task_tensors(task: Task, device: torch.device | str, causal: bool = True,
+                 shape: GraphShape | None = None) -> TaskTensors:
     """The tensors of `task` on `device`, padded with token 0 on the right. Causal attention
     never reads the padding (it comes after every real token); bidirectional attention
-    (`causal` False) would, so there the prompts must all have one length."""
+    (`causal` False) would, so there the prompts must all have one length. `shape`: the
+    graph's, for its position groups (`acdc.core.positions`)."""
     width = max(len(p) for p in task.clean)
     if not causal and any(len(p) != width for p in task.clean):
         shortest = min(len(p) for p in task.clean)
@@ -99,8 +116,17 @@ def task_tensors(task: Task, device: torch.device | str, causal: bool = True) ->
                              dtype=torch.long)
     pos_index = torch.tensor([p for pos in task.positions for p in pos], dtype=torch.long)
     lengths = torch.tensor([len(p) for p in task.clean], dtype=torch.long)
-    return TaskTensors(*(t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch,
-                                                 pos_index, lengths)))
+    groups = None
+    if shape is not None and shape.positions != "none":
+        from acdc.core.positions import group_of
+
+        rows = group_of(task, shape.groups, shape.positions)
+        padding = len(shape.groups)
+        groups = torch.tensor([r + [padding] * (width - len(r)) for r in rows],
+                              dtype=torch.long).to(device)
+    clean, corrupt, pos_batch, pos_index, lengths = (
+        t.to(device) for t in (pad(task.clean), pad(task.corrupt), pos_batch, pos_index, lengths))
+    return TaskTensors(clean, corrupt, pos_batch, pos_index, lengths, groups)
 
 
 def token_mean(values: torch.Tensor, lengths: torch.Tensor, positional: bool) -> torch.Tensor:
@@ -146,13 +172,25 @@ class PatchedModel:
     def __init__(self, weights: Weights, graph: Graph, clean_tokens: torch.Tensor,
                  corrupt_tokens: torch.Tensor, pos_batch: torch.Tensor, pos_index: torch.Tensor,
                  ablation: str = "corrupt", lengths: torch.Tensor | None = None,
-                 clean_run: RecordedRun | None = None):
+                 clean_run: RecordedRun | None = None, groups: torch.Tensor | None = None):
         """`lengths` are the prompts' lengths (the mean ablations leave out the padding after
         them); None: every prompt fills the batch's width. `clean_run`: the clean run as
         another ordinary forward pass recorded it (the attribution methods' differentiated
-        pass), taken over instead of recording it again."""
+        pass), taken over instead of recording it again. `groups`: each token's position
+        group `[batch, pos]` (`TaskTensors.groups`), for a positional graph."""
         self.w = weights
         self.graph = graph
+        self.positional = graph.positional
+        if self.positional and groups is None:
+            raise ValueError("a positional graph needs the tokens' position groups")
+        self.n_groups = graph.n_groups
+        self.groups = groups
+        if groups is not None:
+            # each group's tokens, flat over [batch * pos] and over the metric positions (the
+            # last group is the padding); None where a group has no token
+            self.group_tokens = _members(groups.flatten(), self.n_groups + 1)
+            self.metric_groups = groups[pos_batch, pos_index]
+            self.group_metric = _members(self.metric_groups, self.n_groups + 1)
         self.n_layers = graph.n_layers
         self.n_heads = graph.n_heads
         self.has_mlp = graph.shape.has_mlp
@@ -244,34 +282,38 @@ class PatchedModel:
     def _set_all_masks(self, value: float) -> None:
         dtype, device = self.w.W_E.dtype, self.w.W_E.device
         g = self.graph
+        # a positional graph's masks have a group axis (its groups and the padding)
+        at = (self.n_groups + 1,) if self.positional else ()
         self.head_masks = [
-            torch.full((self.n_inputs, self.n_heads, g.senders_before(layer)), value, dtype=dtype,
-                       device=device)
+            torch.full((self.n_inputs, self.n_heads, *at, g.senders_before(layer)), value,
+                       dtype=dtype, device=device)
             for layer in range(self.n_layers)
         ]
         self.mlp_masks = [
-            torch.full((g.senders_of_mlp(layer),), value, dtype=dtype, device=device)
+            torch.full((*at, g.senders_of_mlp(layer)), value, dtype=dtype, device=device)
             for layer in range(self.n_layers)
         ] if self.has_mlp else []
-        self.logit_mask = torch.full((self.n_senders,), value, dtype=dtype, device=device)
+        self.logit_mask = torch.full((*at, self.n_senders), value, dtype=dtype, device=device)
+        direct = (self.n_groups + 1,) if self.positional else (1, 1, 1)
         self.direct_masks = [
-            torch.full((3, self.n_heads, 1, 1, 1), bool(value), device=device)
+            torch.full((3, self.n_heads, *direct), bool(value), device=device)
             for _ in range(self.n_layers)
         ]
 
     def _slot(self, edge: Edge) -> tuple[torch.Tensor, tuple[int, ...]]:
         r = edge.receiver
+        at = () if edge.group is None else (edge.group,)
         if edge.kind == "direct":
             assert r.head is not None  # a direct edge goes into a head
-            return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, 0, 0, 0)
+            return self.direct_masks[r.layer], (QKV_INDEX[edge.qkv], r.head, *(at or (0, 0, 0)))
         assert edge.sender is not None  # a residual edge
         s = edge.sender.index
         if r.kind == "logits":
-            return self.logit_mask, (s,)
+            return self.logit_mask, (*at, s)
         if r.kind == "mlp":
-            return self.mlp_masks[r.layer], (s,)
+            return self.mlp_masks[r.layer], (*at, s)
         assert r.head is not None  # a head input
-        return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, s)
+        return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, *at, s)
 
     def take_clean_qkv(self) -> list[torch.Tensor]:
         """Every layer's q/k/v of the clean run, handed over: the model keeps no reference
@@ -378,7 +420,8 @@ class PatchedModel:
     def _mix(self, mask: torch.Tensor, n_senders: int, at_metric: bool = False
              ) -> torch.Tensor:
         """mask [..., n_senders] times delta[:n_senders] -> [..., batch, pos, d_model] (at the
-        metric positions only: [..., n_positions, d_model]).
+        metric positions only: [..., n_positions, d_model]). A positional mask
+        [..., groups + 1, n_senders] mixes each group's tokens with its own row.
 
         With post-attention norms a layer's heads reach the residual stream through
         `norm(b_O + sum of their outputs)`: each receiver gets, per earlier layer, that norm of
@@ -387,6 +430,31 @@ class PatchedModel:
         delta = self.delta[:n_senders]
         if at_metric:
             delta = delta[:, self.pos_batch, self.pos_index]
+        if not self.positional:
+            return self._mix_rows(mask, delta, lambda layer: self._ablated_heads(layer, at_metric))
+        first = mask[..., :1, :]
+        if torch.equal(mask, first.expand_as(mask)):  # one row for every group
+            return self._mix_rows(first[..., 0, :], delta,
+                                  lambda layer: self._ablated_heads(layer, at_metric))
+        lead, d_model = mask.shape[:-2], delta.shape[-1]
+        flat = delta.reshape(n_senders, -1, d_model)  # [senders, tokens, d]
+        out = delta.new_empty(*lead, flat.shape[1], d_model)
+        for g, tokens in enumerate(self.group_metric if at_metric else self.group_tokens):
+            if tokens is None:
+                continue
+
+            def heads(layer: int, tokens: torch.Tensor = tokens) -> torch.Tensor:
+                ablated = self._ablated_heads(layer, at_metric)
+                return ablated if ablated.dim() == 0 else ablated.reshape(-1, d_model)[tokens]
+
+            out[..., tokens, :] = self._mix_rows(mask[..., g, :], flat[:, tokens], heads)
+        return out.view(*lead, *delta.shape[1:])
+
+    def _mix_rows(self, mask: torch.Tensor, delta: torch.Tensor,
+                  ablated_heads) -> torch.Tensor:
+        """mask [..., n] times delta [n, *tokens, d] -> [..., *tokens, d] (see `_mix`);
+        `ablated_heads(layer)` is a layer's ablated head sum at those tokens."""
+        n_senders = delta.shape[0]
         if not self.post_norm:
             flat = mask.reshape(-1, n_senders) @ delta.reshape(n_senders, -1)
             return flat.view(*mask.shape[:-1], *delta.shape[1:])
@@ -398,7 +466,7 @@ class PatchedModel:
             if senders.stop > n_senders:
                 break
             linear[:, senders] = 0
-            ablated = self._ablated_heads(layer, at_metric)
+            ablated = ablated_heads(layer)
             mixed = ablated + (rows[:, senders] @ delta[senders].flatten(1)).view(
                 len(rows), *delta.shape[1:])
             lw = self.w.layers[layer]
@@ -425,8 +493,9 @@ class PatchedModel:
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
         masks = self.head_masks[layer]
-        distinct, which = torch.unique(masks.reshape(-1, n_senders), dim=0, return_inverse=True)
-        mixed = distinct if 2 * len(distinct) <= len(which) else masks
+        row = masks.shape[2:]  # [senders], or [groups + 1, senders]
+        distinct, which = torch.unique(masks.reshape(-1, row.numel()), dim=0, return_inverse=True)
+        mixed = distinct.view(-1, *row) if 2 * len(distinct) <= len(which) else masks
         x = norm(self.base_heads[layer] + self._mix(mixed, n_senders),
                  lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
         if mixed is masks:
@@ -440,7 +509,11 @@ class PatchedModel:
         lw = self.w.layers[layer]
         qkv = forward.qkv(lw, self._head_inputs(layer))
         if self.ablated_qkv is not None:
-            qkv = torch.where(self.direct_masks[layer], qkv, self.ablated_qkv[layer])
+            direct = self.direct_masks[layer]
+            if self.positional:  # [3, heads, groups + 1] -> each token's [3, heads, b, p, 1]
+                assert self.groups is not None  # a positional model has them
+                direct = direct[:, :, self.groups, None]
+            qkv = torch.where(direct, qkv, self.ablated_qkv[layer])
         q, k, v = qkv
         q = forward.rotate(self.w, lw, q, self.positions)
         k = forward.rotate(self.w, lw, k, self.positions)
@@ -462,15 +535,25 @@ class PatchedModel:
     def _mlp(self, layer: int) -> None:
         lw = self.w.layers[layer]
         index = self.graph.sender_of_mlp(layer)
-        x = self.base_mlp[layer] + self._mix(self.mlp_masks[layer], len(self.mlp_masks[layer]))
+        mask = self.mlp_masks[layer]
+        x = self.base_mlp[layer] + self._mix(mask, mask.shape[-1])
         out = forward.mlp(self.w, lw, x)  # b_out is a bias, not part of the sender
         self.delta[index] = out if self.ablated is None else out - self.ablated[index]
 
     def _logits(self) -> torch.Tensor:
-        if self.post_norm:
+        if self.post_norm or self.positional:
             x = self.base_logits + self._mix(self.logit_mask, self.n_senders, at_metric=True)
             return forward.unembed(self.w, x)
         delta = self.delta[:, self.pos_batch, self.pos_index]  # [senders, n_positions, d]
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
             delta.shape[1:])
         return forward.unembed(self.w, x)
+
+
+def _members(groups: torch.Tensor, n: int) -> list[torch.Tensor | None]:
+    """For each of `n` groups, the indices of `groups` (a flat tensor) that hold it, or None."""
+    out: list[torch.Tensor | None] = []
+    for g in range(n):
+        where = torch.nonzero(groups == g).flatten()
+        out.append(where if len(where) else None)
+    return out

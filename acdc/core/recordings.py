@@ -76,7 +76,8 @@ class Recordings:
             raise ValueError(f"recordings with {self.ablation} ablation handed to a run with "
                              f"{ablation} ablation")
         mine, theirs = dataclasses.astuple(self.tensors), dataclasses.astuple(tensors)
-        if any(a.shape != b.shape or not torch.equal(a, b.to(a.device))
+        if any((a is None) != (b is None) or (a is not None and (
+                a.shape != b.shape or not torch.equal(a, b.to(a.device))))
                for a, b in zip(mine, theirs, strict=True)):
             raise ValueError("recordings of other prompts handed to a run")
 
@@ -86,9 +87,10 @@ def record(model: LoadedModel, task: Task, graph: Graph, ablation: str) -> Recor
     `graph` (two ordinary forward passes, or one)."""
     weights = model.weights
     with torch.inference_mode():
-        tensors = task_tensors(task, weights.W_E.device, weights.causal)
+        tensors = task_tensors(task, weights.W_E.device, weights.causal, graph.shape)
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
-                               tensors.pos_index, ablation, tensors.lengths)
+                               tensors.pos_index, ablation, tensors.lengths,
+                               groups=tensors.groups)
     return Recordings(patched, tensors, ablation)
 
 

@@ -21,6 +21,10 @@ row of a leading dimension:
   and values before them are the clean run's. The last layer reads its queries, and the
   unembedding its input, at the metric positions only.
 
+In a positional graph (`acdc.core.graph`) an edge at group g changes its receiver's input (or,
+a direct edge, the head's q/k/v) at the tokens of g only; the candidates of one pass are the
+edges into one receiver at one group.
+
 Nothing is written to the patched model: it stays the full model, and a `CircuitMeter` can
 measure circuits with it afterwards. A direct edge `a1.h2<q>->a1.h2` is one candidate: the
 head's query becomes its ablated query.
@@ -73,14 +77,15 @@ def changing_positions(delta: torch.Tensor, metric_positions: torch.Tensor,
 
 def receiver_groups(graph: Graph) -> list[list[Edge]]:
     """The edges in groups `SingleRemovals.logits` takes: the residual edges into each
-    receiver (graph order), and each direct edge alone."""
-    groups: dict[str, list[Edge]] = {}
+    receiver (graph order; in a positional graph, into each receiver at each group), and each
+    direct edge alone."""
+    groups: dict[tuple[str, int | None], list[Edge]] = {}
     singles: list[list[Edge]] = []
     for edge in graph.edges:
         if edge.kind == "direct":
             singles.append([edge])
         else:
-            groups.setdefault(edge.receiver.name, []).append(edge)
+            groups.setdefault((edge.receiver.name, edge.group), []).append(edge)
     return [*groups.values(), *singles]
 
 
@@ -135,6 +140,10 @@ class SingleRemovals:
         per_candidate = max(batch * width * max(d_mlp, 3 * d_model),
                             len(self.pos_batch) * w.W_U.shape[-1])
         self.width = max(1, CANDIDATE_NUMBERS // per_candidate)
+        if pm.groups is not None:  # each token's position group: over the window, at the
+            # metric positions, and every position a key or value is read from
+            self.token_groups = {"all": pm.groups[:, window], "metric": pm.metric_groups,
+                                 "keys": pm.groups[:, :self.last + 1]}
 
     # ------------------------------------------------------------------ the interface
 
@@ -146,8 +155,9 @@ class SingleRemovals:
         if not edges:
             raise ValueError("no edges to remove")
         receiver = edges[0].receiver
-        if any(e.receiver != receiver or e.kind != edges[0].kind for e in edges):
-            raise ValueError("edges removed in one pass go into one receiver")
+        if any(e.receiver != receiver or e.kind != edges[0].kind or e.group != edges[0].group
+               for e in edges):
+            raise ValueError("edges removed in one pass go into one receiver (at one group)")
         if edges[0].kind == "direct":
             if len(edges) != 1:
                 raise ValueError("a direct edge is removed alone")
@@ -169,6 +179,20 @@ class SingleRemovals:
         delta = self.delta.index_select(0, index)
         if at_metric:
             delta = delta[:, self.pos_batch, self.pos_local]
+        group = edges[0].group
+        if group is not None:  # at the tokens of the edges' group only
+            at = self._at_group(group, "metric" if at_metric else "all")
+            return self._removed_blind(senders, delta, at_metric) * at
+        return self._removed_blind(senders, delta, at_metric)
+
+    def _at_group(self, group: int, where: str) -> torch.Tensor:
+        """1 at the tokens of a position group, 0 elsewhere, [..., 1] over the tokens of
+        `where` ("all": the window, "metric", "keys": positions 0 to the last)."""
+        return (self.token_groups[where] == group).to(self.delta.dtype)[..., None]
+
+    def _removed_blind(self, senders: list[int], delta: torch.Tensor, at_metric: bool
+                       ) -> torch.Tensor:
+        """What each sender's removal takes from the receiver's input at every token."""
         if not self.w.post_norm:
             return delta
         removed = delta.clone()
@@ -219,10 +243,14 @@ class SingleRemovals:
         ablated = self.pm.ablated_qkv[r.layer][i, r.head][None]  # [1, batch, pos, d_head]
         at_metric = r.layer == self.n_layers - 1 and i == 0
         if i == 0:
-            value = (ablated[:, self.pos_batch, self.pm.pos_index] if at_metric
-                     else ablated[:, :, self.window])
+            where, tokens = (("metric", (slice(None), self.pos_batch, self.pm.pos_index))
+                             if at_metric else ("all", (slice(None), slice(None), self.window)))
         else:  # keys and values from the first position on
-            value = ablated[:, :, :self.last + 1]
+            where, tokens = "keys", (slice(None), slice(None), slice(0, self.last + 1))
+        value = ablated[tokens]
+        if edge.group is not None:  # ablated at the tokens of its group only
+            clean = self.qkv[r.layer][i, r.head][None]
+            value = torch.where(self._at_group(edge.group, where) > 0, value, clean[tokens])
         return self._after_head(r.layer, r.head, {i: value}, at_metric)
 
     # ------------------------------------------------------------------ a head's change

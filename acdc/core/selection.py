@@ -15,7 +15,10 @@ them and for the faithfulness curves:
   never chosen by a threshold and come last in a ranking.
 - **Pruning** (`prune`): only the kept edges on a path from `input` to `logits` through kept
   edges remain (`Graph.connected`): the others change nothing, since what they carry never
-  reaches the logits or carries nothing from the input.
+  reaches the logits or carries nothing from the input. In a positional graph a path moves
+  through (node, group) pairs: residual and direct query edges stay in their group, a direct
+  key or value edge (at head granularity, any edge into a head) reaches the head at every
+  group; `logits` is read at the groups holding a metric position (`sinks`).
 - **Node circuits**: a set of nodes (`input`, heads `a1.h2`, MLPs `m3`, `logits`; a head's
   q/k/v inputs count as the head) is the circuit of every edge among them (`edges_among`), as
   subnetwork probing and HISP define it; `select_nodes` ranks nodes as `select_edges` ranks
@@ -144,11 +147,12 @@ def residual_edges(graph: Graph) -> list[Edge]:
 
 def with_direct_edges(graph: Graph, kept: Sequence[bool]) -> list[bool]:
     """`kept` with each direct edge `a1.h2<q>->a1.h2` set exactly when a kept residual edge
-    feeds `a1.h2<q>` (the direct edges follow the residual ones)."""
-    fed = {edge.receiver.name for edge in graph.edges
+    feeds `a1.h2<q>` (the direct edges follow the residual ones; in a positional graph, at
+    the direct edge's group)."""
+    fed = {(edge.receiver.name, edge.group) for edge in graph.edges
            if edge.kind == "residual" and kept[edge.index]}
-    return [edge.receiver.name in fed if edge.kind == "direct" else bool(kept[edge.index])
-            for edge in graph.edges]
+    return [(edge.receiver.name, edge.group) in fed if edge.kind == "direct"
+            else bool(kept[edge.index]) for edge in graph.edges]
 
 
 def select_edges(graph: Graph, scores: Sequence[float | None],
@@ -161,11 +165,13 @@ def select_edges(graph: Graph, scores: Sequence[float | None],
     return with_direct_edges(graph, [i in chosen for i in range(len(graph.edges))])
 
 
-def prune(graph: Graph, kept: Sequence[bool]) -> list[bool]:
-    """The kept edges on a path from `input` to `logits` through kept edges."""
+def prune(graph: Graph, kept: Sequence[bool], sinks: Collection[int] | None = None
+          ) -> list[bool]:
+    """The kept edges on a path from `input` to `logits` through kept edges (`sinks`: in a
+    positional graph, the groups where `logits` is read; None: every group)."""
     if len(kept) != len(graph.edges):
         raise ValueError(f"{len(kept)} kept flags for a graph of {len(graph.edges)} edges")
-    return graph.connected(kept)
+    return graph.connected(kept, sinks)
 
 
 def n_residual(graph: Graph, kept: Sequence[bool]) -> int:

@@ -1,6 +1,7 @@
 """What every discovery method is told: the metric, the ablation and the graph's granularity.
 
-`CommonSettings` holds the three choices every method shares; each method adds its own frozen
+`CommonSettings` holds the choices every method shares (metric, ablation, granularity and
+whether circuits know positions); each method adds its own frozen
 settings dataclass (ACDC: threshold, the absolute-value rule, head order). A field of such a
 dataclass is *recorded* (written to the run's log header, `run.yaml`, `circuit.json` and the
 repeat command, and checked on resume) unless its metadata says `recorded: False`: knobs that
@@ -20,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from acdc.core.graph import GRANULARITIES
+from acdc.core.graph import GRANULARITIES, POSITION_MODES
 from acdc.errors import AcdcError
 
 METRICS: dict[str, str] = {
@@ -49,9 +50,13 @@ ZERO_GRADIENT: dict[str, str] = {
 HISP) would score everything 0 with them."""
 ABLATIONS: tuple[str, ...] = ("corrupt", "zero", "mean", "mean-positional")
 UNRECORDED = {"recorded": False}  # field metadata: a knob that never changes a result
+# field metadata: recorded only when not at its default, so that files written without the
+# setting (before it existed) and with its default are the same
+UNLESS_DEFAULT = {"unless_default": True}
 
 Ablation = Literal["corrupt", "zero", "mean", "mean-positional"]
 Granularity = Literal["qkv", "head"]
+PositionMode = Literal["none", "labels", "all"]
 
 
 @dataclass(frozen=True)
@@ -59,16 +64,20 @@ class CommonSettings:
     """The metric every method minimises (lower is better), what a removed edge carries
     (`corrupt`: the corrupted run's value; `zero`: nothing; `mean`: the sender's output
     averaged over every token of the corrupted prompts; `mean-positional`: averaged per
-    position; see `acdc.core.patching`) and the graph's granularity."""
+    position; see `acdc.core.patching`), the graph's granularity and its positions (`none`:
+    every edge stands for every token; `labels`, `all`: every edge once per position group,
+    `acdc.core.positions`; recorded only when not `none`)."""
 
     metric: str = "kl"
     ablation: Ablation = "corrupt"
     granularity: Granularity = "qkv"
+    positions: PositionMode = dataclasses.field(default="none", metadata=UNLESS_DEFAULT)
 
     def validate(self) -> None:
         for name, value, options in (("metric", self.metric, METRICS),
                                      ("ablation", self.ablation, ABLATIONS),
-                                     ("granularity", self.granularity, GRANULARITIES)):
+                                     ("granularity", self.granularity, GRANULARITIES),
+                                     ("positions", self.positions, POSITION_MODES)):
             if value not in options:
                 raise AcdcError(f"unknown {name} {value!r}: use one of {', '.join(options)}")
 
@@ -95,9 +104,13 @@ def recorded_fields(settings_type: type) -> list[dataclasses.Field]:
 
 
 def settings_record(*settings: Any) -> dict[str, Any]:
-    """The recorded fields of one or more settings dataclasses, as {name: value}."""
+    """The recorded fields of one or more settings dataclasses, as {name: value} (a field
+    recorded only when not at its default is left out at its default)."""
     record: dict[str, Any] = {}
     for item in settings:
         for f in recorded_fields(type(item)):
-            record[f.name] = getattr(item, f.name)
+            value = getattr(item, f.name)
+            if f.metadata.get("unless_default") and value == f.default:
+                continue
+            record[f.name] = value
     return record

@@ -128,7 +128,12 @@ def _unsupported(name: str, task_name: str, allowed: list[str]) -> str:
 
 
 def check_graph_fits(graph: Graph, model: LoadedModel, source: str = "the circuit") -> None:
-    """Refuse, in one line, a circuit whose graph is not the model's."""
+    """Refuse, in one line, a circuit whose graph is not the model's (or is at positions,
+    which evaluation does not handle yet)."""
+    if graph.positional:
+        raise GraphError(f"{source}: is a circuit at positions ({graph.shape.positions}: "
+                         f"{', '.join(graph.groups[:6])}{' ...' if len(graph.groups) > 6 else ''}"
+                         f"); evaluating circuits at positions is not supported yet")
     expected = model.shape.graph_shape(graph.granularity)
     if graph.shape != expected:
         raise GraphError(f"{source}: its graph ({_describe(graph.shape)}) is not the graph of "

@@ -82,7 +82,7 @@ def find_d_model(circuit_path: Path, circuit: Circuit) -> int:
         raise AcdcError(f"cannot read d_model from the run's model {model!r} ({error}); "
                         f"{hint}") from None
     graph = circuit.graph
-    if shape.graph_shape(graph.granularity) != graph.shape:
+    if shape.graph_shape(graph.granularity) != graph.shape.blind():
         raise AcdcError(f"the run's model {model!r} has {shape.n_layers} layers and "
                         f"{shape.n_heads} heads, the circuit {graph.n_layers} and "
                         f"{graph.n_heads} (or they differ in MLPs or parallel blocks); {hint}")
@@ -162,6 +162,9 @@ def export_circuit(target: str | Path, format: str, out: str | Path | None = Non
         raise AcdcError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     path = circuit_path(target)
     circuit = load_circuit(path)
+    if circuit.graph.positional and format != "mib":  # MIB says why in its own words
+        raise AcdcError(f"{path}: is a circuit at positions ({circuit.graph.shape.positions}); "
+                        f"exporting circuits at positions as {format} is not supported yet")
     out = Path(out) if out is not None else default_out(path, format)
     run_yaml = path.parent / RUN_FILE
     check_output(out, "--out", [path, *([run_yaml] if run_yaml.is_file() else [])])

@@ -181,7 +181,9 @@ class Method:
     (`edges`, `nodes`: scores chosen by a selection rule; `kept`: a circuit). `settings_type`
     holds its options (`option(...)` fields); `check` refuses settings it cannot use before
     anything is loaded; `journal` is None for a method whose runs cannot resume;
-    `extra_memory` the bytes a run needs beyond the weights (None: cannot say)."""
+    `extra_memory` the bytes a run needs beyond the weights (None: cannot say); `positions`
+    whether it works on positional graphs (`--positions`; `check_positions` refuses the
+    others)."""
 
     name: str
     description: str
@@ -192,11 +194,26 @@ class Method:
     journal: Journal | None = None
     extra_memory: Callable[[ModelShape, CommonSettings, Task], int] | None = None
     citation: str = ""
+    # whether the method works on positional graphs (`--positions labels|all`)
+    positions: bool = False
 
     @property
     def ranks(self) -> bool:
         """Whether the circuit is chosen from the method's scores by a selection rule."""
         return self.returns != "kept"
+
+
+def check_positions(method: Method, common: CommonSettings) -> None:
+    """Refuse, in one line, a run at positions of a method that cannot work at positions."""
+    if common.positions == "none" or method.positions:
+        return
+    from acdc.methods.registry import METHODS
+
+    why = (" (it scores heads and MLPs, which have no positions)" if method.returns == "nodes"
+           else "")
+    able = ", ".join(name for name, m in METHODS.items() if m.positions)
+    raise AcdcError(f"method {method.name} does not work at positions{why}: leave out "
+                    f"--positions, or use a method that does ({able})")
 
 
 def make_settings(method: Method, spec: TaskSpec | Task, options: Mapping[str, Any]) -> Any:
@@ -267,7 +284,7 @@ def finish(job: Discovery, method: Method, result: MethodResult, started: float)
         assert job.selection is not None, f"method {method.name} ranks but has no rule"
         scores = [score_or_none(s) if s is not None else None for s in result.scores]
         selected = select_edges(graph, scores, job.selection)
-        kept = prune(graph, selected)
+        kept = prune(graph, selected, read_at(job))
         results["n_edges_selected"] = n_residual(graph, selected)
     elif isinstance(result, NodeScores):
         assert job.selection is not None, f"method {method.name} ranks but has no rule"
@@ -277,7 +294,7 @@ def finish(job: Discovery, method: Method, result: MethodResult, started: float)
         scores = [None] * len(graph.edges)
         results["n_nodes_selected"] = len(nodes)
     else:
-        kept = prune(graph, result.kept) if result.prune else list(result.kept)
+        kept = prune(graph, result.kept, read_at(job)) if result.prune else list(result.kept)
         scores = (list(result.scores) if result.scores is not None
                   else [None] * len(graph.edges))
         if result.node_scores is not None:
@@ -298,9 +315,32 @@ def finish(job: Discovery, method: Method, result: MethodResult, started: float)
     settings = {"model": job.model.name, "task": job.task.name, "method": method.name,
                 **settings_record(job.settings), **{k: v for k, v in selection.items()
                                                     if v is not None},
-                **settings_record(job.common)}
+                **settings_record(job.common), **positions_record(job.task, graph)}
     return Circuit(graph, tuple(bool(k) for k in kept), tuple(scores), settings, results,
                    node_scores=node_scores)
+
+
+def read_at(job: Discovery) -> frozenset[int] | None:
+    """The groups where a positional run's `logits` are read (its task's metric positions);
+    None for a blind graph."""
+    if not job.graph.positional:
+        return None
+    from acdc.core.positions import metric_groups
+
+    shape = job.graph.shape
+    return metric_groups(job.task, shape.groups, shape.positions)
+
+
+def positions_record(task: Task, graph: Graph) -> dict[str, Any]:
+    """What a positional circuit records of its task besides the groups: the digest of every
+    prompt's tokens' groups (`acdc.core.positions.positions_digest`); nothing for a blind
+    graph."""
+    if not graph.positional:
+        return {}
+    from acdc.core.positions import positions_digest
+
+    shape = graph.shape
+    return {"positions_sha256": positions_digest(task, shape.groups, shape.positions)}
 
 
 def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSettings,
@@ -318,6 +358,7 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
     import torch
 
     from acdc.core.graph import build_graph
+    from acdc.core.positions import positional_shape
 
     common.validate()
     settings = settings if settings is not None else method.settings_type()
@@ -326,6 +367,7 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
         validate()
     if method.check is not None:
         method.check(settings, common)
+    check_positions(method, common)
     if method.ranks and selection is None:
         raise AcdcError(f"method {method.name} ranks edges: give a selection rule (top_n, "
                         f"edges_fraction or threshold)")
@@ -333,7 +375,8 @@ def run_method(method: Method, model: LoadedModel, task: Task, common: CommonSet
         selection.validate()
     if graph is None:
         graph = (recordings.graph if recordings is not None
-                 else build_graph(model.shape.graph_shape(common.granularity)))
+                 else build_graph(positional_shape(model.shape.graph_shape(common.granularity),
+                                                   task, common.positions)))
     job = Discovery(model=model, task=task, graph=graph, common=common, settings=settings,
                     seed=seed, selection=selection if method.ranks else None,
                     on_progress=on_progress, recordings=recordings)

@@ -1,7 +1,7 @@
 """Exact edge patching: every edge scored by removing it alone from the full model.
 
 An edge's score is the change of the run's metric when that edge alone carries its ablated
-value and every other edge is kept:
+value and every other edge is kept (in a positional graph: that edge at its group's tokens):
 
     score(e) = metric(full model without e) - metric(full model)
 
@@ -64,8 +64,8 @@ def discover(job: Discovery) -> EdgeScores:
     device = patched.w.W_E.device
     with torch.inference_mode():
         if job.recordings is not None:
-            job.recordings.check(graph, task_tensors(task, device, patched.w.causal),
-                                 common.ablation)
+            job.recordings.check(graph, task_tensors(task, device, patched.w.causal,
+                                                     graph.shape), common.ablation)
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,
                                  device)
         metric = build_metric(common.metric, patched.clean_logits, targets)
@@ -99,6 +99,7 @@ EXACT = Method(
                 "change when it alone is removed from the full model; the circuit is the top "
                 "edges by |score|",
     run=discover,
+    positions=True,
     citation="Mueller, Geiger, Wiegreffe et al. MIB: A Mechanistic Interpretability Benchmark. "
              "ICML 2025. arXiv:2504.13151 (the exact edge-patching baseline); Conmy et al. "
              "2023, arXiv:2304.14997 (ACDC's test of an edge in the full graph)",

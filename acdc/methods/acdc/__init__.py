@@ -27,7 +27,7 @@ from acdc.methods.acdc.runlog import (
     task_digest,
 )
 from acdc.methods.acdc.settings import AcdcSettings
-from acdc.methods.base import Discovery, KeptEdges, Method
+from acdc.methods.base import Discovery, KeptEdges, Method, positions_record
 
 if TYPE_CHECKING:
     from acdc.core.configs import ModelShape
@@ -42,7 +42,7 @@ def discover(job: Discovery) -> KeptEdges:
     log: RunLog | None = None
     replay: Sequence[Decision] = ()
     if job.out_dir is not None:
-        digest = task_digest(job.task)
+        digest = task_digest(job.task, positions_record(job.task, graph).get("positions_sha256"))
         if job.resume_from is not None:
             logged = job.resume_from
             assert isinstance(logged, LoggedRun)  # what this method's journal read
@@ -74,11 +74,14 @@ def discover(job: Discovery) -> KeptEdges:
 
 def extra_memory(shape: ModelShape, common: CommonSettings, task: Task) -> int:
     """Bytes an ACDC run allocates besides the weights (`memory.estimate_memory`)."""
+    from acdc.core.positions import group_names
+
     graph = count_edges(shape.graph_shape(common.granularity))
     bytes_per_number = 4  # float32; half precision needs less, float64 twice as much
     estimate = estimate_memory(shape, graph["senders"], task.n_prompts,
                                max(len(p) for p in task.clean), bytes_per_number,
-                               common.ablation, sum(len(p) for p in task.positions))
+                               common.ablation, sum(len(p) for p in task.positions),
+                               n_groups=len(group_names(task, common.positions)))
     return estimate["total"] - estimate["params"]
 
 
@@ -91,6 +94,7 @@ METHOD = Method(
     settings_type=AcdcSettings,
     journal=DecisionLog(),
     extra_memory=extra_memory,
+    positions=True,
     citation="Conmy, Mavor-Parker, Lynch, Heimersheim, Garriga-Alonso. Towards Automated "
              "Circuit Discovery for Mechanistic Interpretability. NeurIPS 2023. "
              "arXiv:2304.14997",

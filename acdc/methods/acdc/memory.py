@@ -7,7 +7,8 @@ FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feed
 
 
 def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_number: int = 4,
-                    ablation: str = "corrupt", n_positions: int | None = None) -> dict[str, int]:
+                    ablation: str = "corrupt", n_positions: int | None = None,
+                    n_groups: int = 0) -> dict[str, int]:
     """Bytes a run holds, from the tensors this module and `propagation.py` allocate.
 
     `shape` is a `configs.ModelShape`. Counted: parameters (as loaded: a tied unembedding is its
@@ -21,8 +22,10 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     normalised residual copies, an MLP's hidden layer, three of them for a gated MLP, one
     layer's attention patterns); the unembedding (the cache of head-to-vocabulary factors,
     bounded, and three logits-sized tensors at the metric positions, one per prompt unless
-    `n_positions` says otherwise). Not counted: the Python runtime and libraries (about 0.5-1 GB
-    resident).
+    `n_positions` says otherwise). At `n_groups` position groups (0: a blind graph), the masks
+    have a group axis (a number per edge and group: `positions`) and the engine keeps, for the
+    receivers of one layer, where each reads each sender (a number per sender and token). Not
+    counted: the Python runtime and libraries (about 0.5-1 GB resident).
     """
     tokens = batch * seq_len
     # the key/value projections ungrouped: a copy per query head (`weights.weights_from_state_dict`)
@@ -37,7 +40,12 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     n_receivers = shape.n_layers * (3 * shape.n_heads + int(shape.has_mlp)) + 1
     unembedding = 3 * (n_positions or batch) * shape.d_vocab
     sizes = {"params": n_params, "caches": caches, "qkv": qkv, "temporaries": temporaries,
-             "unembedding": unembedding}
+             "unembedding": unembedding, "positions": 0}
+    if n_groups:
+        receivers_per_layer = 3 * shape.n_heads + int(shape.has_mlp)
+        n_edges = n_receivers * n_senders  # a bound: receivers read at most every sender
+        sizes["positions"] = ((n_groups + 1) * n_edges
+                              + receivers_per_layer * n_senders * tokens)
     result = {name: count * bytes_per_number for name, count in sizes.items()}
     result["inputs"] = min(INPUT_CACHE_BYTES,
                            n_receivers * tokens * shape.d_model * bytes_per_number)

@@ -23,6 +23,15 @@ One evaluation can hold k *candidates*: removals of several edges into the same 
 (`candidates.py` says which). Every tentative tensor then has a leading dimension k; the
 committed state has none, and broadcasting does the rest.
 
+Positional graphs (`acdc.core.graph`): a receiver reads a sender at the tokens of the groups
+where their edge is kept. The engine keeps, per receiver and sender, the set of kept groups
+(all of them: the blind sum; none: the sender is not read) and turns a partial set into a 0/1
+weight over the tokens it computes (`_weight`); a tested edge at group g subtracts its sender's
+delta at the tokens of g only, and a direct edge at g swaps the head's q/k/v for the ablated
+one at those tokens only (where a direct edge is gone at some groups, the head reads the
+ablated q/k/v there). Changes then propagate as in the blind graph, each receiver weighting
+a changed sender by its kept groups.
+
 Nothing is written to the committed state until `commit()`; a kept edge costs no undo.
 The result is exactly the patched forward of `patching.PatchedModel` (the tests hold the two
 to the same decisions and to the slow reference); both compute with `acdc.core.forward`.
@@ -115,8 +124,21 @@ class IncrementalPatcher:
                 rid = self.receiver_id[edge.receiver]
                 self.kept_in[rid].add(edge.sender.index)
                 self.kept_out[edge.sender.index].add(rid)
-        self.direct_kept = {(s.index, i): True for s in g.senders if s.kind == "head"
-                            for i in range(3)}
+        # Positional graphs: the groups (a bit each) of every kept residual (receiver, sender)
+        # pair (absent: every group) and of every head's direct q/k/v edges; 0/1 weights over
+        # the tokens computed, per set of groups and kind of tokens (`_group_weight`).
+        self.positional = g.positional
+        self.all_groups = (1 << g.n_groups) - 1
+        self.kept_groups: dict[tuple[int, int], int] = {}
+        self.direct_kept = {(s.index, i): self.all_groups for s in g.senders
+                            if s.kind == "head" for i in range(3)}
+        self._group_weights: dict[tuple[int, str], torch.Tensor] = {}
+        self._kept_weights: dict[tuple[int, bool], torch.Tensor | None] = {}
+        if self.positional:
+            assert patched.groups is not None  # a positional model has them
+            self.token_groups = {"all": patched.groups[:, self.window],
+                                 "metric": patched.metric_groups,
+                                 "keys": patched.groups[:, :self.last + 1]}
         # receiver -> kept senders, on device (None: it keeps none)
         self._index_cache: dict[int, torch.Tensor | None] = {}
         # keys each metric position does not read, per local window (None: every key)
@@ -197,6 +219,7 @@ class IncrementalPatcher:
     def _clear_inputs(self) -> None:
         self.inputs.clear()
         self.input_bytes = 0
+        self._kept_weights.clear()  # a layer's receivers' at a time (positional graphs)
 
     def _forget_input(self, rid: int) -> None:
         x = self.inputs.pop(rid)
@@ -244,7 +267,8 @@ class IncrementalPatcher:
             if self.post_norm:
                 dropped = dict(zip((_sender_index(e) for e in edges), coefficients.T,
                                    strict=False))
-                new_input = self._post_norm_input(rid, all_positions, None, dropped)
+                new_input = self._post_norm_input(rid, all_positions, None, dropped,
+                                                  edges[0].group)
             else:
                 new_input = (self._committed_input(rid)
                              - self._removed(edges, coefficients, all_positions))
@@ -284,7 +308,12 @@ class IncrementalPatcher:
         else:
             deltas = self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]]
         flat = coefficients @ deltas.reshape(len(index), -1)
-        return flat.view(coefficients.shape[0], *deltas.shape[1:])
+        removed = flat.view(coefficients.shape[0], *deltas.shape[1:])
+        group = edges[0].group
+        if group is not None:  # at the tokens of the edges' group only
+            removed = removed * self._group_weight(1 << group, "all" if all_positions
+                                                   else "metric")
+        return removed
 
     def _recompute(self, node: int, changed_inputs: set[int], t: _Tentative) -> None:
         sender = self.graph.senders[node]
@@ -321,7 +350,11 @@ class IncrementalPatcher:
                 assert self.pm.ablated_qkv is not None  # set up with the patched model
                 i = QKV_INDEX[edge.qkv]
                 ablated = self.pm.ablated_qkv[layer][i, head][None]
-                new[i] = ablated[..., self.window, :] if i == 0 else ablated[..., :self.last + 1, :]
+                span = self.window if i == 0 else slice(0, self.last + 1)
+                new[i] = ablated[..., span, :]
+                if edge.group is not None:  # ... at the tokens of its group only
+                    weight = self._group_weight(1 << edge.group, "all" if i == 0 else "keys")
+                    new[i] = torch.where(weight > 0, new[i], committed[i][None, :, span])
                 continue
             if not all(self.direct_kept[(node, i)] for i in inputs):
                 continue  # a removed direct edge: this input is not read
@@ -334,6 +367,10 @@ class IncrementalPatcher:
                     value = value[..., self.pos_batch, self.pos_index, :]
                 elif i > 0:  # keys and values are read from the first position on
                     value = self._from_start(value, committed[i])
+                kept = self.direct_kept[(node, i)]
+                if kept != self.all_groups:  # the ablated q/k/v where the direct edge is gone
+                    value = self._direct_ablated(layer, head, i, kept, value,
+                                                 i == 0 and not all_positions)
                 new[i] = value
         t.qkv[node] = new
         q = new.get(0)
@@ -349,6 +386,21 @@ class IncrementalPatcher:
             z = z.expand(t.width, *z.shape)
         t.z[node] = z[..., self.pos_batch, self.pos_index, :] if all_positions else z
         return forward.head_output(lw, z, head)
+
+    def _direct_ablated(self, layer: int, head: int, i: int, kept: int, value: torch.Tensor,
+                        at_metric: bool) -> torch.Tensor:
+        """A head's new q (i = 0, over the window or `at_metric`), k or v (from the first
+        position) with the ablated one at the tokens of the groups where its direct edge is
+        gone (`kept`: the groups where it is kept)."""
+        assert self.pm.ablated_qkv is not None  # set up with the patched model
+        ablated = self.pm.ablated_qkv[layer][i, head]
+        if i > 0:
+            where, ablated = "keys", ablated[:, :self.last + 1]
+        elif at_metric:
+            where, ablated = "metric", ablated[self.pos_batch, self.grid_index]
+        else:
+            where, ablated = "all", ablated[:, self.window]
+        return torch.where(self._group_weight(kept, where) > 0, value, ablated)
 
     def _from_start(self, value: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
         """A key or value over the window, preceded by its committed (never changing) values."""
@@ -411,11 +463,15 @@ class IncrementalPatcher:
                 return None
             changes = [(s, -t.coefficients[:, j, None, None] * self._committed_dz(s))
                        for j, s in enumerate(window)]
+            if edge.group is not None:
+                weight = self._group_weight(1 << edge.group, "metric")
+                changes = [(s, change * weight) for s, change in changes]
         else:
             changed = self.kept_in[self.logits_id] & t.delta.keys()
             if any(senders[s].kind != "head" for s in changed):
                 return None
-            changes = [(s, t.z[s] - self._committed_z(s)) for s in sorted(changed)]
+            changes = [(s, self._weighted(t.z[s] - self._committed_z(s), self.logits_id, s,
+                                          False)) for s in sorted(changed)]
         d_model, d_vocab = self.w.W_U.shape
         rows = t.width * len(self.pos_batch)
         d_head = self.w.layers[0].W_O.shape[1]
@@ -462,6 +518,51 @@ class IncrementalPatcher:
             return self.delta[sender]
         return self.delta[sender][self.pos_batch, self.pos_index]
 
+    def _group_weight(self, groups: int, where: str) -> torch.Tensor:
+        """1 at the tokens of `groups` (a bit per group), 0 elsewhere (padding included):
+        [batch, window, 1] (`where` "all"), [n_positions, 1] ("metric") or
+        [batch, last + 1, 1] ("keys": every position a key is read from)."""
+        key = (groups, where)
+        weight = self._group_weights.get(key)
+        if weight is None:
+            members = [g for g in range(self.graph.n_groups) if groups >> g & 1]
+            tokens = self.token_groups[where]
+            wanted = torch.tensor(members, dtype=tokens.dtype, device=tokens.device)
+            weight = torch.isin(tokens, wanted).to(self.dtype)[..., None]
+            self._group_weights[key] = weight
+        return weight
+
+    def _weight(self, rid: int, sender: int, all_positions: bool) -> torch.Tensor | None:
+        """Where receiver `rid` reads `sender` (`_group_weight`); None: at every token."""
+        kept = self.kept_groups.get((rid, sender), self.all_groups)
+        if kept == self.all_groups:
+            return None
+        return self._group_weight(kept, "all" if all_positions else "metric")
+
+    def _weighted(self, value: torch.Tensor, rid: int, sender: int, all_positions: bool
+                  ) -> torch.Tensor:
+        """A sender's delta (or change) as receiver `rid` reads it."""
+        weight = self._weight(rid, sender, all_positions) if self.positional else None
+        return value if weight is None else value * weight
+
+    def _senders_weights(self, rid: int, all_positions: bool) -> torch.Tensor | None:
+        """The weights of a receiver's kept senders (`_kept_index` order), stacked
+        [senders, ..., 1]; None when it reads each of them at every token."""
+        if not self.positional:
+            return None
+        key = (rid, all_positions)
+        if key not in self._kept_weights:
+            senders = sorted(self.kept_in[rid])
+            weights = [self._weight(rid, s, all_positions) for s in senders]
+            if all(w is None for w in weights):
+                self._kept_weights[key] = None
+            else:
+                where = "all" if all_positions else "metric"
+                ones = torch.ones_like(self._group_weight(self.all_groups, where))
+                self._kept_weights[key] = torch.stack([ones if w is None else w
+                                                       for w in weights])
+        return self._kept_weights[key]
+
     def _at_metric(self, value: torch.Tensor, sender: int) -> torch.Tensor:
         return value[..., self.pos_batch, self.pos_index, :] if self.needs_all[sender] else value
 
@@ -491,10 +592,11 @@ class IncrementalPatcher:
             x = self._post_norm_sum(rid, all_positions)
         elif index is not None:
             if all_positions:
-                x = x + self.delta.index_select(0, index).sum(0)
+                deltas = self.delta.index_select(0, index)
             else:
-                x = x + self.delta[index[:, None], self.pos_batch[None],
-                                   self.pos_index[None]].sum(0)
+                deltas = self.delta[index[:, None], self.pos_batch[None], self.pos_index[None]]
+            weights = self._senders_weights(rid, all_positions)
+            x = x + (deltas if weights is None else deltas * weights).sum(0)
         size = x.numel() * x.element_size()
         if self.input_bytes + size <= INPUT_CACHE_BYTES:
             self.inputs[rid] = x
@@ -510,9 +612,12 @@ class IncrementalPatcher:
         if t is not None:
             changed = sorted(self.kept_in[rid] & t.delta.keys())
             if changed:
-                x = x + self._change(t, changed[0], all_positions)  # a fresh tensor: sum in place
+                # a fresh tensor: sum in place
+                x = x + self._weighted(self._change(t, changed[0], all_positions), rid,
+                                       changed[0], all_positions)
                 for s in changed[1:]:
-                    x.add_(self._change(t, s, all_positions))
+                    x.add_(self._weighted(self._change(t, s, all_positions), rid, s,
+                                          all_positions))
         return x
 
     def _post_norm_sum(self, rid: int, all_positions: bool) -> torch.Tensor:
@@ -522,7 +627,8 @@ class IncrementalPatcher:
         x = self._base(rid, all_positions)
         for s in sorted(self.kept_in[rid]):
             if self.graph.senders[s].kind != "head":
-                x = x + self._committed_delta(s, all_positions)
+                x = x + self._weighted(self._committed_delta(s, all_positions), rid, s,
+                                       all_positions)
         n_read = self._senders_read(rid)
         for layer, lw in enumerate(self.w.layers):
             if self.graph.sender_of_head(layer, 0) + self.graph.n_heads > n_read:
@@ -536,14 +642,17 @@ class IncrementalPatcher:
         total = self._ablated_heads(layer, all_positions)
         first = self.graph.sender_of_head(layer, 0)
         for s in sorted(self.kept_in[rid] & set(range(first, first + self.graph.n_heads))):
-            total = total + self._committed_delta(s, all_positions)
+            total = total + self._weighted(self._committed_delta(s, all_positions), rid, s,
+                                           all_positions)
         return total
 
     def _post_norm_input(self, rid: int, all_positions: bool, t: _Tentative | None,
-                         dropped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                         dropped: dict[int, torch.Tensor] | None = None,
+                         dropped_group: int | None = None) -> torch.Tensor:
         """A receiver's input under post-sublayer norms with the tentative changes of `t` (or,
         for the receiver under test, its edges dropped: `dropped` maps their senders to the
-        candidates' coefficients [k]). A non-head sender's change adds; a layer whose heads
+        candidates' coefficients [k]; at the tokens of `dropped_group` only, when given). A
+        non-head sender's change adds; a layer whose heads
         changed replaces its term, `norm(S + change) - norm(S)` with S the committed sum this
         receiver reads. [k, ...] when anything changed, else the committed input."""
         x = self._committed_input(rid)
@@ -553,8 +662,12 @@ class IncrementalPatcher:
             if s in dropped:  # the receiver under test: nothing tentative yet
                 committed = self._committed_delta(s, all_positions)
                 change = -dropped[s].view(-1, *([1] * committed.dim())) * committed
+                if dropped_group is not None:
+                    change = change * self._group_weight(1 << dropped_group, "all"
+                                                         if all_positions else "metric")
             elif t is not None and s in t.delta:
-                change = self._change(t, s, all_positions)
+                change = self._weighted(self._change(t, s, all_positions), rid, s,
+                                        all_positions)
             else:
                 continue
             sender = self.graph.senders[s]
@@ -607,7 +720,9 @@ class IncrementalPatcher:
                 if rid in self.inputs and self.post_norm:  # not additive: summed again later
                     self._forget_input(rid)
                 elif rid in self.inputs:
-                    change = self._change(t, s, self._receiver_all_positions(rid))[candidate]
+                    all_positions = self._receiver_all_positions(rid)
+                    change = self._weighted(self._change(t, s, all_positions)[candidate], rid,
+                                            s, all_positions)
                     self.inputs[rid] = self.inputs[rid] + change
         for s, value in t.delta.items():
             if self.needs_all[s]:
@@ -639,21 +754,32 @@ class IncrementalPatcher:
     def remove(self, edge: Edge) -> None:
         """Drop an edge from the bookkeeping (and the masks) without any computation."""
         self.pm.set_edge(edge, False)
+        bit = 1 << (edge.group or 0)
         if edge.kind == "direct":
             assert edge.receiver.head is not None  # a direct edge goes into a head
             owner = self.graph.sender_of_head(edge.receiver.layer, edge.receiver.head)
-            self.direct_kept[(owner, QKV_INDEX[edge.qkv])] = False
+            self.direct_kept[(owner, QKV_INDEX[edge.qkv])] &= ~bit
         else:
             assert edge.sender is not None  # a residual edge
-            rid = self.receiver_id[edge.receiver]
+            rid, sender = self.receiver_id[edge.receiver], edge.sender.index
+            all_positions = self._receiver_all_positions(rid)
             if rid in self.inputs and self.post_norm:
                 self._forget_input(rid)
             elif rid in self.inputs:
-                self.inputs[rid] = self.inputs[rid] - self._committed_delta(
-                    edge.sender.index, self._receiver_all_positions(rid))
-            self.kept_in[rid].discard(edge.sender.index)
-            self.kept_out[edge.sender.index].discard(rid)
+                removed = self._committed_delta(sender, all_positions)
+                if edge.group is not None:
+                    removed = removed * self._group_weight(bit, "all" if all_positions
+                                                           else "metric")
+                self.inputs[rid] = self.inputs[rid] - removed
+            kept = self.kept_groups.get((rid, sender), self.all_groups) & ~bit
+            self.kept_groups[(rid, sender)] = kept
+            self._kept_weights.pop((rid, True), None)
+            self._kept_weights.pop((rid, False), None)
+            if kept:
+                return
+            self.kept_in[rid].discard(sender)
+            self.kept_out[sender].discard(rid)
             self._index_cache.pop(rid, None)
-            if rid == self.logits_id and edge.sender.index in self.factors:
-                factor = self.factors.pop(edge.sender.index)
+            if rid == self.logits_id and sender in self.factors:
+                factor = self.factors.pop(sender)
                 self.factor_bytes -= factor.numel() * factor.element_size()

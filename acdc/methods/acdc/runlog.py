@@ -12,7 +12,7 @@ the edge in flight:
   (`acdc.run.RunSettings.record`: task name and file, model, method, threshold, metric,
   ablation, granularity, abs, reverse head order, seed, device, dtype), the graph's edge count
   `n_edges` and `task_sha256`, a digest of the tokenised task (so a task file edited since is
-  noticed);
+  noticed; at positions it covers the tokens' position groups too);
 - then one line per decided edge, in the order decided: `{"edge": "a1.h0->logits", "kept":
   false, "score": 0.0003, "metric": 0.012}` (`score` is null for an edge removed untested
   because its node was dead; `metric` is the circuit's metric after the decision).
@@ -86,9 +86,12 @@ class LoggedRun:
         return len(self.decisions) >= self.n_edges
 
 
-def task_digest(task) -> str:
-    """SHA-256 of a resolved task's token ids, metric positions and answers."""
+def task_digest(task, positions_sha256: str | None = None) -> str:
+    """SHA-256 of a resolved task's token ids, metric positions and answers (and, for a run
+    at positions, of its tokens' position groups: `positions_sha256`)."""
     data = [task.clean, task.corrupt, task.positions, task.answers, task.wrong_answers]
+    if positions_sha256 is not None:
+        data.append(positions_sha256)
     return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
 
 

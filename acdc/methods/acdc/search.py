@@ -7,6 +7,23 @@ rose by less than the threshold (`|change| < threshold` with `abs`); the current
 the new one. A node with no remaining outgoing edge is dead: its incoming edges are removed
 without testing.
 
+In a positional graph (`acdc.core.graph`) every receiver's edges are visited once per position
+group, and a node is dead at a group. The edges visited together (one receiver, one group g)
+are removed untested exactly when they provably change nothing:
+
+- every edge at g, when g is inert (`acdc.core.positions.inert_groups`: each of its tokens lies
+  after its prompt's last metric position, or before the first token where the prompt's clean
+  and corrupted tokens differ under corrupt ablation; causal attention only);
+- edges into `logits` at g, when no prompt has a metric position in g (the logits are read
+  there only);
+- edges into an MLP at g, when the MLP keeps no outgoing edge at g (it works token by token:
+  its input at g reaches its output at g only);
+- the direct query edge of a head at g, when the head keeps no outgoing edge at g (a query at g
+  changes the head's output at g only); its direct key or value edge at g (and at head
+  granularity, every edge into the head at g), when the head keeps no outgoing edge at any
+  group (later queries of every group read a key or value at g);
+- edges into a head's q, k or v input at g, when that input's direct edge at g is gone.
+
 The search talks to one `Evaluator` (`evaluator.py`): the incremental engine
 (`propagation.py`) or the full recompute; both compute the same patched forward. It is a pure
 library call: it returns a `Circuit`, reports progress through a callback, prints nothing and
@@ -31,6 +48,12 @@ from acdc.core.circuit import Circuit, score_or_none
 from acdc.core.graph import Edge, Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.patching import Stage, task_tensors
+from acdc.core.positions import (
+    inert_groups,
+    metric_groups,
+    positional_shape,
+    positions_digest,
+)
 from acdc.core.recordings import Recordings, record
 from acdc.core.settings import CommonSettings, settings_record
 from acdc.errors import AcdcError
@@ -111,14 +134,18 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
     start = time.perf_counter()
     if graph is None:
         graph = (recordings.graph if recordings is not None
-                 else build_graph(model.shape.graph_shape(common.granularity)))
+                 else build_graph(positional_shape(model.shape.graph_shape(common.granularity),
+                                                   task, common.positions)))
+    if graph.shape.positions != common.positions:
+        raise ValueError(f"a graph at positions {graph.shape.positions} handed to a run at "
+                         f"positions {common.positions}")
     torch.manual_seed(task.seed)
     patched = (record(model, task, graph, common.ablation).patched if recordings is None
                else recordings.fresh())
     weights = patched.w
     device = weights.W_E.device
     with torch.inference_mode():
-        tensors = task_tensors(task, device, weights.causal)
+        tensors = task_tensors(task, device, weights.causal, graph.shape)
         clean = tensors.clean
         if recordings is not None:
             recordings.check(graph, tensors, common.ablation)
@@ -132,6 +159,11 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         width = candidate_width(settings, batch, seq_len, weights.W_E.shape[1], device)
         search = _Search(graph, evaluator, metric, settings, metric_full, on_progress, start,
                          replay, width)
+        if graph.positional:
+            shape = graph.shape
+            search.read_at = metric_groups(task, shape.groups, shape.positions)
+            search.inert = inert_groups(task, shape.groups, shape.positions, common.ablation,
+                                        weights.causal)
         partial = search.run()
         evaluator.release()  # before the last full pass, the peak of a run's memory
         metric_circuit = float(metric(patched.logits_from(Stage(0))))
@@ -141,7 +173,10 @@ def run_acdc(model: LoadedModel, task: Task, common: CommonSettings, settings: A
         kept=tuple(bool(k) for k in search.kept.tolist()),
         scores=tuple(score_or_none(s) for s in search.scores.tolist()),
         settings={"model": model.name, "task": task.name, "method": "acdc",
-                  **settings_record(settings, common)},
+                  **settings_record(settings, common),
+                  **({"positions_sha256": positions_digest(task, graph.groups,
+                                                           graph.shape.positions)}
+                     if graph.positional else {})},
         results={"n_edges_decided": search.n_decided, "metric_circuit": metric_circuit,
                  "metric_full": metric_full, "metric_noise": metric_noise,
                  "runtime_s": time.perf_counter() - start, "partial": partial},
@@ -170,9 +205,17 @@ class _Search:
         self.current = metric_full
         self.n_kept, self.n_decided, self.n_tested, self.n_removed_tested = n, 0, 0, 0
         self.outgoing: dict[str, int] = {}
+        # positional graphs: kept outgoing edges per (node, group); the groups where logits are
+        # read and the inert groups (set by `run_acdc`)
+        self.outgoing_at: dict[tuple[str, int], int] = {}
+        self.read_at: frozenset[int] = frozenset(range(graph.n_groups))
+        self.inert: frozenset[int] = frozenset()
         for edge in graph.edges:
             source = _source_node(edge)
             self.outgoing[source] = self.outgoing.get(source, 0) + 1
+            if edge.group is not None:
+                key = (source, edge.group)
+                self.outgoing_at[key] = self.outgoing_at.get(key, 0) + 1
         self.clock = _CostClock(graph)
         self.synced = False
 
@@ -189,7 +232,7 @@ class _Search:
                 if self.replay and not self.synced:
                     self.evaluator.resync()  # rebuild the activations of the replayed circuit
                     self.synced = True
-                if node != "logits" and self.outgoing.get(node, 0) == 0:
+                if self._dead(node, edges[0]):
                     for edge in edges:
                         self._remove(edge)
                         self._decided(edge, None)
@@ -216,11 +259,31 @@ class _Search:
         self.current = decision.metric
         self._decided(edge, decision.score, replayed=True)
 
+    def _dead(self, node: str, edge: Edge) -> bool:
+        """Whether the edges into `edge`'s receiver (at its group) are removed untested: their
+        node keeps no outgoing edge (see the module docstring for positional graphs)."""
+        g = edge.group
+        if g is None:
+            return node != "logits" and self.outgoing.get(node, 0) == 0
+        if g in self.inert:
+            return True
+        if edge.receiver.kind == "logits":
+            return g not in self.read_at
+        reads_every_group = (edge.receiver.kind == "head"
+                             and (edge.qkv in ("k", "v")
+                                  or (edge.kind == "residual" and edge.receiver.qkv is None)))
+        if reads_every_group:  # a key or value at g reaches the head's output at every group
+            return self.outgoing.get(node, 0) == 0
+        return self.outgoing_at.get((node, g), 0) == 0
+
     def _remove(self, edge: Edge) -> None:
         self.evaluator.remove(edge)
         self.kept[edge.index] = False
         self.n_kept -= 1
-        self.outgoing[_source_node(edge)] -= 1
+        source = _source_node(edge)
+        self.outgoing[source] -= 1
+        if edge.group is not None:
+            self.outgoing_at[(source, edge.group)] -= 1
 
     def _keep_rate(self) -> float:
         """The fraction of tested edges kept so far (with one kept and one removed assumed):

@@ -115,6 +115,7 @@ EAP = Method(
     run=discover,
     settings_type=EapSettings,
     check=_check,
+    positions=True,
     citation="Syed, Rager, Conmy. Attribution Patching Outperforms Automated Circuit "
              "Discovery. 2023. arXiv:2310.10348",
 )
@@ -125,6 +126,7 @@ EAP_IG = Method(
     run=discover,
     settings_type=EapIgSettings,
     check=_check,
+    positions=True,
     citation="Hanna, Pezzelle, Belinkov. Have Faith in Faithfulness: Going Beyond Circuit "
              "Overlap When Finding Model Mechanisms. COLM 2024. arXiv:2403.17806",
 )

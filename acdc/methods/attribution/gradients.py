@@ -24,6 +24,13 @@ model), differentiated once:
 - an MLP's input and the input of `logits` (the final residual at the metric positions) are
   tensors of their own in the pass, whose gradients autograd keeps.
 
+In a positional graph (`acdc.core.graph`) an edge at group g is the same product summed over
+the tokens of g only: `score(u -> v @ g) = sum over tokens of g of (a_u(ablated) -
+a_u(clean)) . dm/dx_v` (the derivative of the metric with respect to that edge's mask), so one
+backward pass scores every group, and a blind edge's score is the sum of its groups' (the
+padding, in no group, adds nothing: nothing real reads it). The products with the deltas are
+taken group by group over each group's tokens.
+
 Plain EAP differentiates at the clean run (alpha = 1); that pass also records the clean run
 for the patched model (`PatchedModel(clean_run=...)`), which then only records the ablated
 run: two forward passes and one backward in all. EAP-IG (inputs) averages the gradients
@@ -53,7 +60,7 @@ class EdgeSlots:
     """Where each receiver's scores go in the graph's edge order: per layer, the head inputs'
     edges `[receivers, senders]` (rows q heads, k heads, v heads; one row per head at head
     granularity), the MLP's `[senders]` and the direct edges `[3, heads]`; the logits'
-    `[senders]`."""
+    `[senders]`. A positional graph's slots have a last axis of groups."""
 
     heads: tuple[torch.Tensor, ...]
     mlps: tuple[torch.Tensor, ...]
@@ -63,7 +70,19 @@ class EdgeSlots:
     @classmethod
     def of(cls, graph: Graph, device: torch.device) -> EdgeSlots:
         index = {(e.receiver.name, e.sender.index if e.sender else None): e.index
-                 for e in graph.edges}
+                 for e in graph.edges if not e.group}
+        heads, mlps, direct, logits = cls._slots(graph, index, device)
+        if graph.positional:  # edge e at group g is entry e + g: the groups as a last axis
+            offsets = torch.arange(graph.n_groups, device=device)
+            heads, mlps, direct = (tuple(t[..., None] + offsets for t in slots)
+                                   for slots in (heads, mlps, direct))
+            logits = logits[..., None] + offsets
+        return cls(heads, mlps, direct, logits)
+
+    @staticmethod
+    def _slots(graph: Graph, index: dict, device: torch.device
+               ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...],
+                          tuple[torch.Tensor, ...], torch.Tensor]:
         n_heads = graph.n_heads
         qkvs = ("q", "k", "v") if graph.granularity == "qkv" else (None,)
         heads, mlps, direct = [], [], []
@@ -82,7 +101,7 @@ class EdgeSlots:
                      for qkv in ("q", "k", "v")], device=device))
         logits = torch.tensor([index[("logits", s)] for s in range(len(graph.senders))],
                               device=device)
-        return cls(tuple(heads), tuple(mlps), tuple(direct), logits)
+        return tuple(heads), tuple(mlps), tuple(direct), logits
 
 
 def graph_receiver(layer: int, head: int, qkv: str | None) -> str:
@@ -225,6 +244,15 @@ class _Scorer:
         self.device, self.dtype = delta.device, delta.dtype
         self.slots = EdgeSlots.of(self.graph, self.device)
         self.scores = torch.zeros(len(self.graph.edges), dtype=torch.float64, device=self.device)
+        self.positional = self.graph.positional
+        if self.positional:  # each real group's tokens (flat) and metric positions
+            n = self.graph.n_groups
+            self.group_tokens = patched.group_tokens[:n]
+            self.group_metric = patched.group_metric[:n]
+            assert patched.groups is not None  # a positional model has them
+            # [batch * pos, groups]: 1 where a token is in a group (padding in none)
+            self.onehot = torch.nn.functional.one_hot(patched.groups.flatten(), n + 1)[
+                :, :n].to(self.dtype)
         self.split = self.graph.granularity == "qkv"
         batch, n_pos, self.d_model = delta.shape[1:]
         self.tokens = batch * n_pos
@@ -261,14 +289,21 @@ class _Scorer:
             for layer in range(self.graph.n_layers):
                 self._layer(run, layer, weight, previous_mlp)
                 previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
-            delta, slots, scores = self.pm.delta, self.slots, self.scores
+            delta, slots = self.pm.delta, self.slots
             if previous_mlp is not None:  # the last MLP
                 m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
                 grad = previous_mlp.reshape(1, self.tokens, self.d_model)
                 total = self._against_senders(grad, m, run)[0]
-                scores.index_add_(0, slots.mlps[-1], -weight * total.double())
+                self._add(slots.mlps[-1], -weight * total.double())
             total = self._against_senders(run.logits_grad[None], len(delta), run, at_metric=True)
-            scores.index_add_(0, slots.logits, -weight * total[0].double())
+            self._add(slots.logits, -weight * total[0].double())
+
+    def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
+        """Add scores into their edges' entries (a slot tensor of the values' shape)."""
+        if self.positional or slot.dim() > 1:
+            self.scores.index_put_((slot,), values, accumulate=True)
+        else:
+            self.scores.index_add_(0, slot, values)
 
     def _layer(self, run: Gradients, layer: int, weight: float,
                previous_mlp: torch.Tensor | None) -> None:
@@ -310,12 +345,17 @@ class _Scorer:
         scores.index_put_((slots.heads[layer],), -weight * total[:rows].double(), accumulate=True)
         if previous_mlp is not None:
             read = graph.senders_of_mlp(layer - 1)
-            scores.index_add_(0, slots.mlps[layer - 1], -weight * total[rows, :read].double())
+            self._add(slots.mlps[layer - 1], -weight * total[rows, :read].double())
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
             if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
                 raise RuntimeError("the patched model's clean q/k/v were handed over")
-            change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
-            moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
+            if self.positional:  # per token, then summed over each group's tokens
+                change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
+                per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
+                moved = per_token @ self.onehot  # [3, heads, groups]
+            else:
+                change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
+                moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
             scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)
 
     def _against_senders(self, grads: torch.Tensor, n: int, run: Gradients,
@@ -327,13 +367,15 @@ class _Scorer:
         With post-attention norms a head of layer L reaches a receiver through
         `norm_L(b_O + sum of L's heads)`: its delta is scored against the gradient pulled back
         through that norm at this pass's sum (a vector-Jacobian product per receiver and
-        layer), every other sender's against the receiver's own gradient."""
+        layer), every other sender's against the receiver's own gradient.
+
+        Positional graphs: [receivers, n, groups], each group's products over its tokens."""
         delta = self.pm.delta[:n]
         if at_metric:
             delta = delta[:, self.pm.pos_batch, self.pm.pos_index]
         senders = delta.reshape(n, -1)
         rows = grads.reshape(len(grads), -1)
-        total = rows @ senders.T
+        total = self._products(rows, senders, at_metric)
         if run.head_sums is None:
             return total
         for layer, lw in enumerate(self.w.layers):
@@ -349,5 +391,20 @@ class _Scorer:
                                    self.w.eps)
                 (pulled,) = torch.autograd.grad(out, point, grads.view_as(point))
             heads = slice(first, first + self.n_heads)
-            total[:, heads] = pulled.reshape(len(grads), -1) @ senders[heads].T
+            total[:, heads] = self._products(pulled.reshape(len(grads), -1), senders[heads],
+                                             at_metric)
         return total
+
+    def _products(self, rows: torch.Tensor, senders: torch.Tensor, at_metric: bool
+                  ) -> torch.Tensor:
+        """rows [r, tokens * d] against senders [n, tokens * d]: [r, n] (positional graphs:
+        [r, n, groups], each group's tokens alone)."""
+        if not self.positional:
+            return rows @ senders.T
+        r, n, d = len(rows), len(senders), self.d_model
+        rows, senders = rows.view(r, -1, d), senders.view(n, -1, d)
+        out = rows.new_zeros(r, n, self.graph.n_groups)
+        for g, tokens in enumerate(self.group_metric if at_metric else self.group_tokens):
+            if tokens is not None:
+                out[..., g] = rows[:, tokens].reshape(r, -1) @ senders[:, tokens].reshape(n, -1).T
+        return out

@@ -10,6 +10,7 @@ from acdc.core import forward
 from acdc.core.graph import Graph, build_graph
 from acdc.core.metrics import build_metric, metric_targets
 from acdc.core.patching import PatchedModel, task_tensors
+from acdc.core.positions import positional_shape
 from acdc.core.recordings import CircuitMeter
 from acdc.core.settings import CommonSettings
 from acdc.methods.attribution import EapSettings, check_metric, method_name
@@ -29,10 +30,11 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     name = method_name(settings)
     check_metric(name, common.metric)
     if graph is None:
-        graph = build_graph(model.shape.graph_shape(common.granularity))
+        graph = build_graph(positional_shape(model.shape.graph_shape(common.granularity), task,
+                                             common.positions))
     weights = model.weights
     device = weights.W_E.device
-    tensors = task_tensors(task, device, weights.causal)
+    tensors = task_tensors(task, device, weights.causal, graph.shape)
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
     clean = None
     if settings.alphas == (1.0,):  # EAP: the differentiated clean pass is the clean run
@@ -43,7 +45,7 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     with torch.no_grad():  # not inference mode: the gradient passes read these tensors
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
                                tensors.pos_index, common.ablation, tensors.lengths,
-                               clean.recorded if clean is not None else None)
+                               clean.recorded if clean is not None else None, tensors.groups)
         metric = build_metric(common.metric, patched.clean_logits, targets)
     scores = edge_scores(patched, metric, settings.alphas, clean)
     del clean
