@@ -51,6 +51,7 @@ from acdc.core.selection import Selection, kept_nodes  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
+from acdc.errors import GraphError  # noqa: E402
 from acdc.evaluation.canonical import CANONICAL_NAMES, load_canonical  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
 from acdc.evaluation.measures import ranking_from_scores  # noqa: E402
@@ -155,30 +156,39 @@ def bench_task(spec, quick: bool) -> dict:
             scores = list(circuit.scores)
         seconds = time.perf_counter() - start
         node_scores = circuit.node_scores
+        ranking = ({"node_scores": node_scores} if node_scores is not None
+                   else {"edge_scores": scores})
+        edge_auc, node_auc = (auc_or_none(graph, reference, level, ranking)
+                              for level in ("edge", "node"))
         if node_scores is not None:
-            edge_roc = ranking_roc(graph, reference, "edge", node_scores=node_scores)
-            node_roc = ranking_roc(graph, reference, "node", node_scores=node_scores)
             curve = evaluator.curve(node_scores=node_scores)
         else:
-            edge_roc = ranking_roc(graph, reference, "edge", edge_scores=scores)
-            node_roc = ranking_roc(graph, reference, "node", edge_scores=scores)
             curve = evaluator.curve(ranking_from_scores(scores))
         rows[name] = {
             "metric": metric, "seconds": seconds, "fpe": seconds / forward_s,
-            "edge_auc": edge_roc.auc, "node_auc": node_roc.auc,
+            "edge_auc": edge_auc, "node_auc": node_auc,
             "cpr": curve.cpr[measure], "cmd": curve.cmd[measure],
             "curve": {"fractions": curve.fractions, "f": curve.faithfulness(measure)},
             "circuit_residual_edges": circuit.n_residual_kept,
             "circuit_nodes": len(kept_nodes(graph, circuit.kept)),
             **({"rank_scores": [encode_score(s) for s in scores]} if name == "acdc" else {}),
         }
-        print(f"  {spec.name} {name}: {seconds:.1f} s, edge AUC {edge_roc.auc:.3f}",
+        print(f"  {spec.name} {name}: {seconds:.1f} s, edge AUC {_f(edge_auc)}",
               file=sys.stderr)
     return {"task": spec.name, "model": Path(spec.model).name, "measure": measure,
             "ablation": task.ablation, "edges": len(graph.edges),
             "residual_edges": sum(1 for e in graph.edges if e.kind == "residual"),
             "reference": source, "reference_residual_edges": reference_size,
             "forward_s": forward_s, "methods": rows}
+
+
+def auc_or_none(graph, reference, level: str, ranking: dict) -> float | None:
+    """A ranking's ROC area against the reference; None where the reference keeps every node
+    (or none) of the graph, which leaves that level's ROC undefined."""
+    try:
+        return ranking_roc(graph, reference, level, **ranking).auc
+    except GraphError:
+        return None
 
 
 def plot(row: dict, path: Path) -> None:
