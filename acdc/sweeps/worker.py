@@ -88,7 +88,8 @@ def _key(job: ThresholdJob, threads: int) -> tuple[Any, ...]:
     """What the shared inputs depend on: everything recorded but the method's own settings."""
     record = job.settings.record()
     return (record["task"], record["task_file"], record["model"], record["ablation"],
-            record["granularity"], record["seed"], record["device"], record["dtype"],
+            record["granularity"], record.get("positions"), record["seed"], record["device"],
+            record["dtype"],
             replace(job.spec, threshold=0.0), threads)
 
 
