@@ -473,7 +473,8 @@ def _check_same_sweep(out_dir: Path, settings: SweepSettings, given_grid: bool) 
                         f"({header['task_file']}), not of task {mine['task']} "
                         f"({mine['task_file']}); choose another --out")
     conflicts = []
-    for key in (*mine, *(k for k in header if k not in mine)):
+    # settings recorded only when not at their default (positions) count when either has them
+    for key in (*mine, *(k for k in UNLESS_DEFAULT_VALUES if k in header and k not in mine)):
         if key in ("format", "task", "task_file", "grid", "grid_source", "thresholds"):
             continue
         value = mine.get(key, UNLESS_DEFAULT_VALUES.get(key))

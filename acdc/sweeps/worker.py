@@ -30,6 +30,7 @@ from acdc.evaluation.evaluate import (
     EVALUATION_JSON,
     EvaluationJob,
     EvaluationOutcome,
+    check_task,
     run_metric_check,
     write_evaluation,
 )
@@ -127,8 +128,9 @@ def run_threshold(job: ThresholdJob, options: RunOptions,
                   command=job.command, typed=job.typed)
         with contextlib.closing(run):
             shared = _shared(job, run, options.threads)
-            if job.action == "evaluate":
+            if job.action == "evaluate":  # a circuit at positions: found on this task
                 circuit = load_circuit(directory / CIRCUIT_JSON)
+                check_task(circuit, shared.inputs.task, str(job.out_dir / CIRCUIT_JSON))
             else:
                 circuit = _search(job, run, shared.inputs, options)
             if not circuit.partial:
