@@ -474,3 +474,18 @@ def test_sweep_at_positions(tmp_path):
     assert "--threshold" not in again.output.replace("--thresholds", "")
     resumed = invoke("sweep", "--resume", out, "-q")
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_sweep_at_positions_counts_the_group_masks_in_a_workers_memory():
+    from acdc.core.shapes import load_shape
+    from acdc.sweeps.capacity import worker_memory
+    from acdc.sweeps.plan import prepare_sweep
+
+    blind = prepare_sweep("demo", thresholds="0.1").settings
+    positional = prepare_sweep("demo", thresholds="0.1", positions="labels").settings
+    assert positional.run.common.positions == "labels"
+    assert positional.record()["positions"] == "labels" and "positions" not in blind.record()
+    shape = load_shape(blind.run.model)
+    assert worker_memory(positional, shape) > worker_memory(blind, shape)
+    with pytest.raises(AcdcError, match="labels no positions"):
+        prepare_sweep("induction", thresholds="0.1", positions="labels")
