@@ -474,6 +474,21 @@ def test_sweep_at_positions(tmp_path):
     assert "--threshold" not in again.output.replace("--thresholds", "")
     resumed = invoke("sweep", "--resume", out, "-q")
     assert resumed.exit_code == 0, resumed.output
+    # a blind sweep whose threshold directory holds a run at positions refuses it
+    blind = tmp_path / "blind"
+    (blind / "tau-0.03").mkdir(parents=True)
+    header = {k: v for k, v in record.items() if k not in ("positions", "rank_scores")}
+    (blind / "sweep.json").write_text(json.dumps({**header, "finished": False, "runs": []}))
+    log = (out / "tau-0.03" / "decisions.jsonl").read_bytes()
+    (blind / "tau-0.03" / "decisions.jsonl").write_bytes(log)
+    refused = invoke("sweep", "--resume", blind)
+    assert refused.exit_code == 1
+    assert "--positions none (the run used labels)" in error_line(refused)
+    circuit_file = (out / "tau-0.03" / "circuit.json").read_bytes()
+    (blind / "tau-0.03" / "circuit.json").write_bytes(circuit_file)
+    refused = invoke("sweep", "--resume", blind)
+    assert refused.exit_code == 1
+    assert "positions 'labels' (this sweep: none)" in error_line(refused)
 
 
 def test_a_sweep_at_positions_counts_the_group_masks_in_a_workers_memory():

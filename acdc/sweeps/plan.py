@@ -516,7 +516,7 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
         state = journal.read(directory)
         source = str(directory / journal.file_name)
         logged = RunSettings.from_record(state.header, source)
-        recorded = run.record()
+        recorded = {**UNLESS_DEFAULT_VALUES, **run.record()}  # a blind run records no positions
         conflicts = logged.conflicts({key: recorded[key] for key in recorded
                                       if key not in ("task_file", "model")})
         if not (same_path(logged.task_file, run.task_file) or logged.task_file == run.task_file):
