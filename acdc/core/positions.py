@@ -162,7 +162,6 @@ def inert_groups(task: Task, groups: Sequence[str], mode: str, ablation: str,
     return frozenset(range(len(groups))) - live
 
 
-
 def check_assignment(task: Task, groups: Sequence[str], mode: str, recorded: object,
                      source: str) -> None:
     """Refuse, in one `TaskError` line, to apply a positional circuit (`source`, found at

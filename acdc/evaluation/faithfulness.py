@@ -53,8 +53,9 @@ per fraction; all edges and no edge are free).
 **Circuits at positions** (`--positions labels|all`, `acdc.core.graph`): the same measures
 over the positional graph. A circuit keeps edges at position groups; the patched pass reads an
 edge's live value at its group's tokens when the edge is kept there and the ablated value when
-it is not (`acdc.core.patching`), so the full model, the empty circuit and every metric are
-the blind ones, and the complement ablates exactly the (edge, group) pairs the circuit keeps.
+it is not (`acdc.core.patching`), so the full model and the empty circuit are the blind ones,
+every metric is read as for a blind circuit, and the complement ablates exactly the (edge,
+group) pairs the circuit keeps.
 The task's tokens are grouped by `acdc.core.positions` (a task that groups them under other
 names is one `TaskError` line; the circuit file's digest is checked by the caller,
 `acdc.core.positions.check_assignment`). A curve ranks positional edges: k is a fraction of
