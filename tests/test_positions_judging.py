@@ -504,3 +504,17 @@ def test_a_sweep_at_positions_counts_the_group_masks_in_a_workers_memory():
     assert worker_memory(positional, shape) > worker_memory(blind, shape)
     with pytest.raises(AcdcError, match="labels no positions"):
         prepare_sweep("induction", thresholds="0.1", positions="labels")
+
+
+@pytest.mark.slow
+def test_sweep_at_positions_from_python():
+    import acdc
+    from acdc.core.bundled import model_dir
+
+    result = acdc.sweep(model_dir("demo"), "demo", [0.03, 0.1], positions="labels")
+    for circuit in result.circuits.values():
+        assert circuit.graph.groups == ("IO", "S1", "S1+1", "S2", "END", "other")
+        assert len(circuit.settings["positions_sha256"]) == 64
+    assert len(result.rank_scores) == 6 * 134
+    with pytest.raises(AcdcError, match="unknown positions 'some'"):
+        acdc.sweep(model_dir("demo"), "demo", [0.1], positions="some")
