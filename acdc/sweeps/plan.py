@@ -215,7 +215,7 @@ def prepare_sweep(task: str, *, thresholds: str | None = None, model: str | None
                                  device=device, dtype=dtype,
                                  threshold=grid.thresholds[0] if grid else None, **options)
     if grid is None:
-        grid = default_grid(spec.name, run.common.metric)
+        grid = default_grid(spec.name, run.common.metric, run.settings.threshold)
         spec, run = spec.with_overrides(threshold=grid.thresholds[0]), replace(
             run, settings=replace(run.settings, threshold=grid.thresholds[0]))
     settings = SweepSettings(run, spec, grid)
