@@ -17,7 +17,8 @@ the model as the user did: a model name as given, a checkpoint directory by its 
 (`model_label`).
 
 `render` turns DOT into SVG or PNG with the Graphviz `dot` binary when it is on PATH; without
-it the DOT is written and exactly one warning names the install command.
+it the DOT is written and exactly one warning names the install command. Where Graphviz's
+spline router fails on some edge (`run_dot`), the drawing is made with straight edges.
 
 A node circuit (HISP's: a set of heads and MLPs, the circuit every edge among them) is drawn
 as its nodes, each with its score, and one arrow per pair of nodes the circuit joins
@@ -38,6 +39,7 @@ pruning follows, `Graph.connected`). A position-blind circuit's drawing does not
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import warnings
@@ -56,6 +58,8 @@ QKV_STYLES = {"q": "solid", "k": "dashed", "v": "bold"}
 # With score widths `bold` means nothing (an explicit width wins), so v is dotted instead.
 QKV_STYLES_SCORED = {"q": "solid", "k": "dashed", "v": "dotted"}
 MIN_WIDTH, MAX_WIDTH = 0.6, 5.0
+# What Graphviz writes when its spline router fails on an edge (`run_dot`).
+ROUTING_FAILED = re.compile(rb"triangulation failed|Pshortestpath|routesplines|lost \S+ \S+ edge")
 
 
 class RenderWarning(RunWarning):
@@ -89,8 +93,8 @@ def model_label(model: object) -> str:
 
 
 def circuit_title(circuit: Circuit) -> str:
-    """`task on model, method metric threshold t` (or `top-n N`, `edges-fraction F`) from the
-    circuit's settings (a MIB file's
+    """`task on model, method metric threshold t` (or `top-n N`, `edges-fraction F`; for a
+    circuit at positions `, positions labels`) from the circuit's settings (a MIB file's
     circuit: `MIB circuit file, L layers x H heads`)."""
     settings = circuit.settings
     if "task" not in settings and "model" not in settings:
@@ -105,6 +109,8 @@ def circuit_title(circuit: Circuit) -> str:
         value = settings.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             title += f" {key.replace('_', '-')} {value:g}"
+    if circuit.graph.positional:
+        title += f", positions {circuit.graph.shape.positions}"
     if circuit.partial:
         title += " (partial run)"
     return title
@@ -471,8 +477,7 @@ def render(dot_source: str, path: str | Path, format: str = "svg") -> Path:
         return dot_path
     with atomic_path(path) as temporary:
         try:
-            done = subprocess.run([binary, f"-T{format}", "-o", str(temporary)],
-                                  input=dot_source.encode(), capture_output=True, timeout=600)
+            done = run_dot(binary, [f"-T{format}", "-o", str(temporary)], dot_source)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise GraphError(f"{binary} failed to render {path} ({error})") from None
         if done.returncode != 0:
@@ -489,9 +494,22 @@ def circuit_svg(circuit: Circuit) -> str | None:
     if binary is None:
         return None
     source = to_dot(circuit, title=circuit_title(circuit))
-    done = subprocess.run([binary, "-Tsvg"], input=source.encode(), capture_output=True,
-                          timeout=600)
+    done = run_dot(binary, ["-Tsvg"], source)
     return done.stdout.decode() if done.returncode == 0 else None
+
+
+def run_dot(binary: str, arguments: list[str], source: str) -> subprocess.CompletedProcess:
+    """Run Graphviz `dot` on `source`. Where its spline router fails (Graphviz 2.43 does, now
+    and then, on edges between clusters: an error, or edges lost with a message), the drawing
+    is made again with straight edges (`splines=line`), which always route."""
+    done = subprocess.run([binary, *arguments], input=source.encode(), capture_output=True,
+                          timeout=600)
+    if done.returncode != 0 or ROUTING_FAILED.search(done.stderr):
+        again = subprocess.run([binary, "-Gsplines=line", *arguments], input=source.encode(),
+                               capture_output=True, timeout=600)
+        if again.returncode == 0:
+            return again
+    return done
 
 
 DRAWINGS["svg"] = circuit_svg
