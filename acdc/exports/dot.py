@@ -332,7 +332,7 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
     rows: dict[str, list[str]] = {}
     for g in columns:
         with dot.subgraph(name=f"cluster_{g}") as column:
-            column.attr(label=_dot_text(groups[g]), labelloc="b", style="rounded",
+            column.attr(label=graphviz.escape(groups[g]), labelloc="b", style="rounded",
                         color="#bbbbbb", fontsize="12")
             anchor = f"column__{g}"
             column.node(anchor, label="", shape="point", style="invis", width="0")
@@ -356,7 +356,8 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
         assert edge.group is not None
         source, target = edge.endpoints
         qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
-        attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
+        attrs = {"tooltip": f"{_dot_text(edge.name)} "
+                            f"(score {_fmt_score(circuit.scores[edge.index])})"}
         if not circuit.kept[edge.index]:
             attrs.update(color="#cccccc", style="dotted")
         elif qkv is not None:
@@ -377,7 +378,9 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
 
 
 def _dot_text(text: str) -> str:
-    """A name from a file as DOT label text: backslashes doubled (DOT reads `\\N`, `\\l`)."""
+    """A name from a file inside DOT label text: backslashes doubled (DOT reads `\\N`, `\\l`;
+    the `graphviz` package quotes the rest). A whole label that is a name goes through
+    `graphviz.escape`, which also keeps a name in `<...>` from being read as HTML."""
     return text.replace("\\", "\\\\")
 
 

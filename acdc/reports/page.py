@@ -211,7 +211,7 @@ def nodes_table(source: Source) -> str:
         return abs(score) if score is not None and math.isfinite(score) else -1.0
 
     names = sorted(scored_nodes(graph), key=lambda n: (n not in kept, -magnitude(n)))
-    rows = [(escape(name), _num(name in kept), _num(scores.get(name)),
+    rows = [(escape(name), "yes" if name in kept else "no", _num(scores.get(name)),
              _num(abs(value) if (value := scores.get(name)) is not None else None))
             for name in names]
     return ('<h3 id="nodes">Nodes</h3><p class="legend">A node circuit: the method scored '
