@@ -314,7 +314,7 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
               f"{len(groups)} position groups")
     empty = [_dot_text(groups[g]) for g in range(len(groups)) if g not in at]
     if empty:
-        label += f" (none at {', '.join(empty)})"
+        label += f" (none at {names_line(empty)})"
     label += ("\ncolumns: position groups, each edge in its group's column; dashed grey arrow: "
               "a head's queries at its end\nread the head's keys and values at its start")
     if graph.granularity == "head":
@@ -375,6 +375,20 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
                  tooltip=f"{head}: queries at {_dot_text(groups[g2])} read keys/values at "
                          f"{_dot_text(groups[g])}")
     return dot.source
+
+
+MAX_NAMES = 12  # names written out in one line (`names_line`)
+
+
+def names_line(names: Sequence[str]) -> str:
+    """Names for one line: all of them, or the first ones and the last around an ellipsis.
+
+    >>> names_line([str(i) for i in range(40)])
+    '0, 1, 2, 3, 4, 5, 6, 7, 8, 9, …, 39'
+    """
+    if len(names) <= MAX_NAMES:
+        return ", ".join(names)
+    return ", ".join([*names[:MAX_NAMES - 2], "…", names[-1]])
 
 
 def _dot_text(text: str) -> str:

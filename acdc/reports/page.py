@@ -33,6 +33,7 @@ from acdc.core.files import (
 )
 from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.rank_scores import encode_score, rank_scores
+from acdc.exports.dot import names_line
 from acdc.reports.figures import (
     circuit_drawing,
     curve_drawing,
@@ -155,16 +156,6 @@ def _graphviz() -> bool:
     return shutil.which("dot") is not None
 
 
-MAX_LISTED = 12  # group names listed in one line of the summary
-
-
-def _listed(names: Sequence[str]) -> str:
-    """Names for one line: all of them, or the first and the last ones around an ellipsis."""
-    if len(names) <= MAX_LISTED:
-        return ", ".join(names)
-    return ", ".join([*names[:MAX_LISTED - 2], "…", names[-1]])
-
-
 def groups_table(source: Source) -> str:
     """A circuit at positions: per position group, in the groups' order, what it keeps."""
     from acdc.core.selection import ALWAYS_NODES, node_of
@@ -230,7 +221,7 @@ def summary_section(source: Source) -> str:
                        f"{'with' if graph.shape.has_mlp else 'no'} MLPs, {graph.granularity}")]
     if graph.positional:
         facts.append(("positions", f"{graph.shape.positions}: {len(graph.groups):,} groups "
-                                   f"({_listed(graph.groups)})"))
+                                   f"({names_line(graph.groups)})"))
     if circuit.level == "node":
         from acdc.core.selection import kept_nodes, scored_nodes
 
@@ -297,9 +288,9 @@ def metrics_section(source: Source) -> str:
     if made_at[0] != graph.shape.positions or (evaluation.groups is not None
                                                and made_at[1] != graph.groups):
         where = ("position-blind" if made_at[0] == "none"
-                 else f"at positions {made_at[0]} ({_listed(made_at[1])})")
+                 else f"at positions {made_at[0]} ({names_line(made_at[1])})")
         here = ("position-blind" if not graph.positional
-                else f"at positions {graph.shape.positions} ({_listed(graph.groups)})")
+                else f"at positions {graph.shape.positions} ({names_line(graph.groups)})")
         parts.append(f"<p class='warning'>{escape(path.name)} was made for a circuit "
                      f"{escape(where)}, this one is {escape(here)}: evaluate it again.</p>")
     parts.append(_table(("metric", "full model", "empty circuit", "circuit", "f(C)",
