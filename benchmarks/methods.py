@@ -26,7 +26,9 @@ known: ACDC's own AUC there is high by construction). Per method and task:
   forward pass of the model on the task's clean prompts (`LoadedModel.logits`).
 
 `--quick` shortens the mask-learning methods' schedules (for a smoke test, not the table);
-`--methods` runs some of the rows (the table names those left out).
+`--methods` runs some of the rows (the table names those left out); `--into FILE` adds the rows
+run now to an earlier `methods.json` (the same tasks), so that the slow mask-learning rows can
+be run apart, a task at a time.
 """
 
 from __future__ import annotations
@@ -283,6 +285,21 @@ def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def merged(earlier: dict, now: dict) -> dict:
+    """`earlier` with the method rows of `now` added to its tasks (a task `earlier` lacks is
+    added whole); the method list in table order."""
+    tasks = {row["task"]: row for row in earlier["tasks"]}
+    for row in now["tasks"]:
+        if row["task"] in tasks:
+            tasks[row["task"]]["methods"].update(row["methods"])
+        else:
+            tasks[row["task"]] = row
+    methods = set(earlier["methods"]) | set(now["methods"])
+    return {**earlier, "quick": earlier["quick"] or now["quick"],
+            "methods": [name for name in ROWS if name in methods],
+            "tasks": list(tasks.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -290,6 +307,8 @@ def main() -> None:
                         help="where the per-task plots go (methods-TASK.svg)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--methods", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--into", type=Path, default=None,
+                        help="an earlier methods.json: add the rows run now to it")
     parser.add_argument("--quick", action="store_true",
                         help="short schedules for the mask-learning methods (a smoke test)")
     args = parser.parse_args()
@@ -304,6 +323,10 @@ def main() -> None:
         row = bench_task(spec, args.quick, report["methods"])
         report["tasks"].append(row)
         plot(row, args.docs / f"methods-{name}.svg")
+    if args.into is not None:
+        report = merged(json.loads(args.into.read_text()), report)
+        for row in report["tasks"]:
+            plot(row, args.docs / f"methods-{row['task']}.svg")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "methods.json").write_text(json.dumps(report, indent=1) + "\n")
     text = markdown(report)
