@@ -442,3 +442,19 @@ def test_cli_gpt2_runs_against_ioi_gpt2_positions(tmp_path):
     assert rows_of(result.stdout)["A"][:3] == [
         number(x) for x in plain_rates(blind_found, {blind_name(n) for n in truth},
                                        blind_universe)]
+
+
+def test_circuits_of_tasks_grouped_differently_are_compared_with_a_warning(tmp_path):
+    rng = random.Random(6)
+    graph = build_graph(SHAPE)
+    paths = []
+    for key, digest in (("a", "1" * 64), ("b", "2" * 64)):
+        circuit = make_circuit(random_names(graph, rng))
+        circuit = Circuit(graph, circuit.kept, circuit.scores,
+                          {**circuit.settings, "positions_sha256": digest}, circuit.results)
+        (tmp_path / key).mkdir()
+        write_circuit(circuit, tmp_path / key / "circuit.json")
+        paths.append(tmp_path / key)
+    with pytest.warns(RunWarning, match="positions_sha256 differs"):
+        summary = summarize(paths)
+    assert summary.pair is not None and list(summary.pair.groups) == list(GROUPS)

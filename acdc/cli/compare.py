@@ -28,7 +28,8 @@ def compare(
         "--reference", "-r", metavar="REF",
         help="The circuit to score against: a circuit.json, an edge-list file (one edge a line, "
              "# comments) or a canonical circuit: ioi-gpt2, greater-than-gpt2, tracr-reverse, "
-             "tracr-proportion.")] = None,
+             "tracr-proportion, and at positions ioi-gpt2-positions, "
+             "greater-than-gpt2-positions.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Output directory. Default: runs/compare-<YYYYmmdd-HHMMSS>/.")] = None,
     no_render: NoRenderOption = False,

@@ -333,6 +333,11 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
     if len(circuits) == 2:
         (a_name, a), (b_name, b) = circuits
         pair = compare_circuits(a, b, a_name, b_name)
+        digests = {c.settings.get("positions_sha256") for c in (a, b)}
+        if graph.positional and len(digests) == 2 and None not in digests:
+            warnings.warn(f"{a_name} and {b_name} were found on tasks whose tokens fall into the "
+                          f"position groups differently (positions_sha256 differs): compared "
+                          f"group by group, by the groups' names", RunWarning, stacklevel=2)
     levels = roc_levels(graph, ref) if ref is not None else ()
     scores: list[Scored] = []
     for item in items:
