@@ -393,6 +393,9 @@ def test_canonical_circuits_at_positions():
     names = {e.name for e in graph.edges if kept[e.index]}
     assert names == plain_ioi_positions(graph)
     assert not any(group_of(n) == "other" for n in names)
+    blind_ioi = set(canonical.canonical_file("ioi-gpt2").read_text().splitlines())
+    projected = {blind_name(n) for n in names}
+    assert len(projected) == 845 and projected <= blind_ioi  # the documented relation
     for present in ("input->a2.h2<q>@S1+1", "input->a2.h2<k>@S1", "a2.h2->a5.h5<v>@S1+1",
                     "a7.h3->a9.h9<q>@END", "a9.h9->logits@END", "input->a9.h9<v>@IO",
                     "m3->a7.h3<q>@END", "a9.h9<q>->a9.h9@END", "m9->logits@END"):

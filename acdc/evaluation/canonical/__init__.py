@@ -30,7 +30,7 @@ labels (`--positions labels`; `acdc.core.graph`), as edges `<edge>@<group>`:
   at the token where the receiving input reads it (previous-token heads' queries at S1+1, keys
   and values at S1; ... name movers into the logits at END), with the MLPs between the two
   classes' layers at the receiving positions. It is a different construction from the ACDC
-  authors' `ioi-gpt2` (fewer MLP edges), so it does not project onto it.
+  authors' `ioi-gpt2`: read position-blind it is 845 of its 1,041 edges (fewer MLP edges).
 - `greater-than-gpt2-positions`: the ACDC authors' greater-than circuit placed where Hanna et
   al. place it (the middle heads attend from END to YY, MLPs 8-11 and the logits at END);
   edges into the components they give no position for are kept at every group.
@@ -425,7 +425,8 @@ CANONICAL["ioi-gpt2-positions"] = Canonical(
         "every later MLP, as here). Nothing is kept at `other`. auto-circuit's graph has no",
         "direct q/k/v edges; its edges are this file's residual edges.",
         "This is not the ACDC authors' ioi-gpt2 read at positions: read position-blind it",
-        "has fewer MLP edges and none of their edges between the other heads and the MLPs."))
+        "is 845 of ioi-gpt2's 1,041 edges (fewer MLP edges, no input->logits, and direct",
+        "edges only for the inputs the construction feeds)."))
 CANONICAL["greater-than-gpt2-positions"] = Canonical(
     "greater-than-gpt2-positions", "greater-than circuit of GPT-2 small at token positions",
     ("Hanna et al. 2023, 'How does GPT-2 compute greater-than?' (the components, and where",
