@@ -234,8 +234,9 @@ def load_reference(spec: str, graph: Graph) -> Reference:
 
 
 def _read_edge_list(path: Path, graph: Graph) -> tuple[tuple[bool, ...], Graph]:
-    """An edge list against `graph`; for a positional `graph`, one that names no position
-    (no `@group`) is read against the blind graph."""
+    """An edge list against `graph`; for a positional `graph`, one whose names are not
+    positional edges but are all blind ones (no `@group`) is read against the blind graph
+    (otherwise the positional graph's error line)."""
     try:
         return read_edge_list(path, graph), graph
     except GraphError:

@@ -50,7 +50,14 @@ from acdc.evaluation.compare import (
     kept_nodes,
     node_names,
 )
-from acdc.evaluation.projection import View, at_group, blind_graph, common_view, project
+from acdc.evaluation.projection import (
+    View,
+    at_group,
+    blind_graph,
+    common_view,
+    project,
+    project_kept,
+)
 from acdc.evaluation.roc import RocCurve, ranking_roc, sweep_roc
 from acdc.evaluation.sources import Reference, Sweep, SweepRun, load_input, load_reference
 
@@ -288,11 +295,11 @@ def project_item(item: Item) -> Item:
 
 
 def project_reference(reference: Reference) -> Reference:
+    """`reference` read position-blind; a blind one as it is."""
     graph = reference.graph
     if not graph.positional:
         return reference
-    flags = project(Circuit(graph, reference.kept, (None,) * len(reference.kept))).kept
-    return replace(reference, kept=flags, graph=blind_graph(graph))
+    return replace(reference, kept=project_kept(reference.kept, graph), graph=blind_graph(graph))
 
 
 def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> CompareSummary:
