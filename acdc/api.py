@@ -273,7 +273,10 @@ class Comparison:
         table = ("<table><tr><th></th><th>both</th><th>only A</th><th>only B</th>"
                  "<th>Jaccard</th></tr>" + "".join(rows) + "</table>") if rows else ""
         lines = []
-        for name, levels in self.scores.items():
+        named = [(name, levels) for name, levels in self.scores.items()]
+        named += [(f"{name} @{group}", levels) for name, groups in self.group_scores.items()
+                  for group, levels in groups.items()]
+        for name, levels in named:
             for level, counts in levels.items():
                 lines.append(f"<tr><td>{html.escape(name)}</td><td>{level}</td>"
                              f"<td>{_fmt(counts.tpr)}</td><td>{_fmt(counts.fpr)}</td>"

@@ -338,6 +338,7 @@ def test_api_compare_at_positions_and_projected(tmp_path):
     ref = write_run(tmp_path / "ref", random_names(graph, rng, 0.1))
     result = acdc.compare(make_circuit(a), make_circuit(b), reference=str(ref))
     assert result.note is None and set(result.group_scores["A"]) == set(GROUPS)
+    assert "<td>A @END</td>" in result._repr_html_()
     assert result.pair is not None and result.pair.groups["IO"].jaccard == pytest.approx(
         plain_jaccard({n for n in a if group_of(n) == "IO"}, {n for n in b if group_of(n) == "IO"}))
     blind = make_circuit({blind_name(n) for n in b}, shape=BLIND)
