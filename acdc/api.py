@@ -273,7 +273,7 @@ class Comparison:
         table = ("<table><tr><th></th><th>both</th><th>only A</th><th>only B</th>"
                  "<th>Jaccard</th></tr>" + "".join(rows) + "</table>") if rows else ""
         lines = []
-        named = [(name, levels) for name, levels in self.scores.items()]
+        named = list(self.scores.items())
         named += [(f"{name} @{group}", levels) for name, groups in self.group_scores.items()
                   for group, levels in groups.items()]
         for name, levels in named:
