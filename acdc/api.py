@@ -184,15 +184,21 @@ def evaluate(circuit: Circuit | str | Path, model: LoadedModel | str | Path, tas
              curve: bool = False) -> EvaluationResult:
     """The circuit's faithfulness and its complement for every metric the task supports (or
     `metrics`), and with `curve` its faithfulness curve over its own scores; `circuit` a value
-    or a file (`circuit.json`, a MIB file, a run directory)."""
+    or a file (`circuit.json`, a MIB file, a run directory). A circuit at positions is applied
+    at its groups; the task's tokens must fall into them as on the task it was found on (its
+    `positions_sha256`), else one `TaskError` line."""
     from acdc.core.circuit import circuit_path
+    from acdc.evaluation.evaluate import check_task
     from acdc.evaluation.faithfulness import CircuitEvaluator
     from acdc.evaluation.measures import MIB_FRACTIONS, ranking_from_scores
 
+    source = "the circuit"
     if not isinstance(circuit, Circuit):
-        circuit = load_circuit(circuit_path(circuit))
+        path = circuit_path(circuit)
+        circuit, source = load_circuit(path), str(path)
     loaded = load_model(model)
     tokenised = load_task(task, loaded)
+    check_task(circuit, tokenised, source)
     chosen = ablation or circuit.settings.get("ablation") or tokenised.ablation
     evaluator = CircuitEvaluator(loaded, tokenised, circuit.graph, chosen, metrics)
     result = evaluator.evaluate(circuit.kept)
@@ -215,11 +221,12 @@ class SweepResult:
 
 def sweep(model: LoadedModel | str | Path, task: Any, thresholds: Sequence[float] | str, *,
           metric: str | None = None, ablation: str | None = None, granularity: str = "qkv",
-          **options: Any) -> SweepResult:
+          positions: str = "none", **options: Any) -> SweepResult:
     """ACDC at every threshold (a list, or a grid spec such as `"1e-4:1e-1:13"`), the model
     and the task's recorded runs shared by every search (as `circuit sweep` does), in
-    memory."""
+    memory; `positions` "labels" or "all" sweeps circuits at positions."""
     from acdc.core.graph import build_graph
+    from acdc.core.positions import positional_shape
     from acdc.core.recordings import record
     from acdc.core.settings import CommonSettings
     from acdc.evaluation.rank_scores import rank_scores
@@ -236,8 +243,11 @@ def sweep(model: LoadedModel | str | Path, task: Any, thresholds: Sequence[float
     tokenised = _task_with(task, loaded, metric=metric, ablation=ablation)
     common = CommonSettings(metric=tokenised.metric,
                             ablation=tokenised.ablation,  # type: ignore[arg-type]
-                            granularity=granularity)  # type: ignore[arg-type]
-    graph = build_graph(loaded.shape.graph_shape(granularity))
+                            granularity=granularity,  # type: ignore[arg-type]
+                            positions=positions)  # type: ignore[arg-type]
+    common.validate()
+    graph = build_graph(positional_shape(loaded.shape.graph_shape(granularity), tokenised,
+                                         positions))
     shared = record(loaded, tokenised, graph, common.ablation)
     circuits = {t: run_method(get_method("acdc"), loaded, tokenised, common,
                               AcdcSettings(threshold=t, **options), graph=graph,
@@ -329,14 +339,23 @@ def compare(a: Circuit | str | Path, b: Circuit | str | Path | None = None, *,
 
 
 def export(circuit: Circuit | str | Path, format: str, path: str | Path | None = None, *,
-           d_model: int | None = None) -> str:
+           d_model: int | None = None, blind: bool = False) -> str:
     """The circuit as `format` (`mib`, `graphml`, `csv`), returned as text and written to
     `path` when given. A MIB file needs the model's `d_model` (for a circuit file, read from
-    its run as `circuit export` does)."""
+    its run as `circuit export` does). A circuit at positions is written with an edge per
+    group; `blind` writes its projection onto the blind graph instead (the only way to a MIB
+    file: `acdc.exports.formats.blind_projection`)."""
     import json
 
     from acdc.core.circuit import circuit_path
-    from acdc.exports.formats import EXPORT_FORMATS, find_d_model, to_csv, to_graphml
+    from acdc.exports.formats import (
+        EXPORT_FORMATS,
+        blind_projection,
+        check_format,
+        find_d_model,
+        to_csv,
+        to_graphml,
+    )
 
     source = None
     if not isinstance(circuit, Circuit):
@@ -345,6 +364,9 @@ def export(circuit: Circuit | str | Path, format: str, path: str | Path | None =
     if format not in EXPORT_FORMATS:
         raise AcdcError(f"unknown export format {format!r}: use one of "
                         f"{', '.join(EXPORT_FORMATS)}")
+    check_format(circuit, format, blind, str(source or "the circuit"), "blind=True")
+    if blind:
+        circuit = blind_projection(circuit)
     if format == "mib":
         from acdc.core.mib import to_mib
 

@@ -25,7 +25,8 @@ known: ACDC's own AUC there is high by construction). Per method and task:
 - cost in forward-pass equivalents: the method's time over the median time of one plain
   forward pass of the model on the task's clean prompts (`LoadedModel.logits`).
 
-`--quick` shortens the mask-learning methods' schedules (for a smoke test, not the table).
+`--quick` shortens the mask-learning methods' schedules (for a smoke test, not the table);
+`--methods` runs some of the rows (the table names those left out).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from acdc.core.selection import Selection, kept_nodes  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402
 from acdc.core.tasks.reading import list_tasks  # noqa: E402
 from acdc.core.tasks.resolving import resolve_task  # noqa: E402
+from acdc.errors import GraphError  # noqa: E402
 from acdc.evaluation.canonical import CANONICAL_NAMES, load_canonical  # noqa: E402
 from acdc.evaluation.faithfulness import CircuitEvaluator  # noqa: E402
 from acdc.evaluation.measures import ranking_from_scores  # noqa: E402
@@ -111,7 +113,7 @@ def options_for(name: str, spec, reference_size: int, quick: bool) -> dict[str, 
     return {}
 
 
-def bench_task(spec, quick: bool) -> dict:
+def bench_task(spec, quick: bool, names: list[str]) -> dict:
     loaded = load_model(spec.model)
     task = resolve_task(spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
     torch.set_num_threads(cpu_threads(loaded.shape, "cpu") or DEFAULT_THREADS)
@@ -128,7 +130,7 @@ def bench_task(spec, quick: bool) -> dict:
     reference_size = sum(1 for e in graph.edges if e.kind == "residual" and reference[e.index])
     evaluator = CircuitEvaluator(loaded, task, graph, task.ablation, metrics=[measure])
     rows: dict[str, dict] = {}
-    for name in ROWS:
+    for name in names:
         method = METHODS[name]
         metric = task.metric if name in ("acdc", "edge-pruning", "sp") else measure
         common = CommonSettings(metric, task.ablation)  # type: ignore[arg-type]
@@ -142,7 +144,7 @@ def bench_task(spec, quick: bool) -> dict:
             continue
         start = time.perf_counter()
         if name == "acdc":  # the sweep's rank scores are ACDC's ranking
-            grid = default_grid(spec.name, task.metric).thresholds
+            grid = default_grid(spec.name, task.metric, task.threshold).thresholds
             kept = [run_method(method, loaded, task, common,
                                make_settings(method, spec, {"threshold": t}), graph=graph,
                                seed=task.seed).kept for t in grid]
@@ -155,30 +157,39 @@ def bench_task(spec, quick: bool) -> dict:
             scores = list(circuit.scores)
         seconds = time.perf_counter() - start
         node_scores = circuit.node_scores
+        ranking = ({"node_scores": node_scores} if node_scores is not None
+                   else {"edge_scores": scores})
+        edge_auc, node_auc = (auc_or_none(graph, reference, level, ranking)
+                              for level in ("edge", "node"))
         if node_scores is not None:
-            edge_roc = ranking_roc(graph, reference, "edge", node_scores=node_scores)
-            node_roc = ranking_roc(graph, reference, "node", node_scores=node_scores)
             curve = evaluator.curve(node_scores=node_scores)
         else:
-            edge_roc = ranking_roc(graph, reference, "edge", edge_scores=scores)
-            node_roc = ranking_roc(graph, reference, "node", edge_scores=scores)
             curve = evaluator.curve(ranking_from_scores(scores))
         rows[name] = {
             "metric": metric, "seconds": seconds, "fpe": seconds / forward_s,
-            "edge_auc": edge_roc.auc, "node_auc": node_roc.auc,
+            "edge_auc": edge_auc, "node_auc": node_auc,
             "cpr": curve.cpr[measure], "cmd": curve.cmd[measure],
             "curve": {"fractions": curve.fractions, "f": curve.faithfulness(measure)},
             "circuit_residual_edges": circuit.n_residual_kept,
             "circuit_nodes": len(kept_nodes(graph, circuit.kept)),
             **({"rank_scores": [encode_score(s) for s in scores]} if name == "acdc" else {}),
         }
-        print(f"  {spec.name} {name}: {seconds:.1f} s, edge AUC {edge_roc.auc:.3f}",
+        print(f"  {spec.name} {name}: {seconds:.1f} s, edge AUC {_f(edge_auc)}",
               file=sys.stderr)
     return {"task": spec.name, "model": Path(spec.model).name, "measure": measure,
             "ablation": task.ablation, "edges": len(graph.edges),
             "residual_edges": sum(1 for e in graph.edges if e.kind == "residual"),
             "reference": source, "reference_residual_edges": reference_size,
             "forward_s": forward_s, "methods": rows}
+
+
+def auc_or_none(graph, reference, level: str, ranking: dict) -> float | None:
+    """A ranking's ROC area against the reference; None where the reference keeps every node
+    (or none) of the graph, which leaves that level's ROC undefined."""
+    try:
+        return ranking_roc(graph, reference, level, **ranking).auc
+    except GraphError:
+        return None
 
 
 def plot(row: dict, path: Path) -> None:
@@ -226,7 +237,7 @@ def markdown(report: dict) -> str:
                          f"{t['residual_edges']} residual edges)" for t in tasks) + ".", "",
              "**Edge AUC / node AUC** (pessimistic ROC area of every cut of each method's "
              "ranking against the reference):", "", head, rule]
-    for name in ROWS:
+    for name in report["methods"]:
         cells = []
         for t in tasks:
             m = t["methods"].get(name, {})
@@ -235,7 +246,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
     lines += ["", "**CPR / CMD** of each task's measure (faithfulness curve of the ranking at the "
               "MIB circuit sizes, pruned):", "", head, rule]
-    for name in ROWS:
+    for name in report["methods"]:
         cells = []
         for t in tasks:
             m = t["methods"].get(name, {})
@@ -243,7 +254,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
     lines += ["", "**Cost** in forward-pass equivalents (the method alone, model loaded and task "
               "tokenised; ACDC: its sweep):", "", head, rule]
-    for name in ROWS:
+    for name in report["methods"]:
         cells = []
         for t in tasks:
             m = t["methods"].get(name, {})
@@ -253,6 +264,9 @@ def markdown(report: dict) -> str:
                for name, m in t["methods"].items() if "skipped" in m]
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    left_out = [NAMES[name] for name in ROWS if name not in report["methods"]]
+    if left_out:
+        lines += ["", "Left out of this run (`--methods`): " + ", ".join(left_out) + "."]
     lines += ["", "**Published** (the ACDC paper's Table 2, edge AUC / node AUC, recomputed from "
               "the authors' ROC data; GPT-2 small for IOI and greater-than with KL and corrupt "
               "ablation, the compiled tracr models with L2 and zero ablation):", "",
@@ -275,17 +289,19 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs",
                         help="where the per-task plots go (methods-TASK.svg)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--methods", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--quick", action="store_true",
                         help="short schedules for the mask-learning methods (a smoke test)")
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": platform.machine(), "torch": torch.__version__,
                               "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+                              "methods": [name for name in ROWS if name in args.methods],
                               "tasks": []}
     specs = {spec.name: spec for spec in list_tasks()}
     for name in args.tasks:
         spec = specs[name]
         print(f"{name} ...", file=sys.stderr)
-        row = bench_task(spec, args.quick)
+        row = bench_task(spec, args.quick, report["methods"])
         report["tasks"].append(row)
         plot(row, args.docs / f"methods-{name}.svg")
     args.out.mkdir(parents=True, exist_ok=True)

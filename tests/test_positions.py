@@ -554,14 +554,9 @@ def test_discover_at_positions_end_to_end(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     again = json.loads((out / "circuit.json").read_text())
     assert [e["kept"] for e in again["edges"]] == [e["kept"] for e in data["edges"]]
-    for command, message in ((("evaluate", out), "evaluating circuits at positions is not "
-                                                 "supported yet"),
-                             (("export", out, "--format", "csv", "--out", tmp_path / "c.csv"),
-                              "exporting circuits at positions as csv is not supported"),
-                             (("export", out, "--format", "mib", "--out", tmp_path / "m.json"),
-                              "MIB's graph has no positions")):
-        refused = invoke(*command)
-        assert refused.exit_code == 1 and message in error_line(refused), refused.output
+    # (evaluate and export at positions: test_positions_judging.py)
+    refused = invoke("export", out, "--format", "mib", "--out", tmp_path / "m.json")
+    assert refused.exit_code == 1 and "MIB's graph has no positions" in error_line(refused)
     hisp = invoke("discover", "--task", "demo", "--positions", "labels", "--method", "hisp",
                   "--metric", "logit_diff", "--top-n", "3", "--out", tmp_path / "hisp")
     assert hisp.exit_code == 1

@@ -2,8 +2,9 @@
 it shares with `circuit compare` (the style of `tests/test_fuzz.py`).
 
 Each test starts from a sweep directory whose files are valid (three `tau-*` runs, `run.yaml`,
-`evaluation.json` with a curve, `sweep.json`, a `circuit compare` output with
-`comparison.json`, `roc.json` and `union.svg`) and breaks one file in one of many ways that
+`evaluation.json` with a curve, `sweep.json`, `circuit compare` outputs with
+`comparison.json`, `roc.json` (of the sweep, and of the two circuits' rankings) and
+`union.svg`) and breaks one file in one of many ways that
 hypothesis draws: a value of the wrong kind anywhere in it, a key gone, bytes that are not
 UTF-8 or not JSON/YAML/XML, nestings and numbers Python cannot hold, alias bombs, hostile
 SVG. Whatever the bytes, `circuit report` ends as a report (exit 0: the file left out with one
@@ -65,6 +66,7 @@ FILES = {  # which file, and where it lives in the case directory
     "evaluation.json": "tau-0.01/evaluation.json", "run.yaml": "tau-0.01/run.yaml",
     "sweep.json": "sweep.json", "comparison.json": "compare/comparison.json",
     "roc.json": "roc/roc.json", "union.svg": "compare/union.svg",
+    "roc.json of rankings": "compare/roc.json",
     "circuit.json": "tau-0.01/circuit.json",
 }
 
@@ -80,6 +82,7 @@ def base(tmp_path_factory) -> Path:
         result = invoke("compare", *(sweep / name for name in inputs), "--reference",
                         sweep / "tau-0.001", "--out", sweep / out, "--no-render")
         assert result.exit_code == 0, result.output
+    assert len(json.loads((sweep / "compare" / "roc.json").read_text())["rankings"]) == 2
     (sweep / "compare" / "union.svg").write_text(
         '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><g id="graph0">'
         '<path d="M0,0L10,10" stroke="black"/><text x="1" y="9">union</text></g></svg>')
@@ -216,7 +219,7 @@ YAML_ATTACKS = st.sampled_from([
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["evaluation.json", "sweep.json", "comparison.json",
-                                  "roc.json", "run.yaml"])
+                                  "roc.json", "roc.json of rankings", "run.yaml"])
 def test_any_bytes_in_a_result_file_give_a_report_or_one_line(name, base, tmp_path):
     cases = _Cases(base, tmp_path / "cases")
     path = FILES[name]

@@ -104,6 +104,10 @@ def test_paper_grids_by_task_and_metric():
     assert default_grid("tracr-reverse", "l2").spec == "1e-5:1e-1:21"
     assert default_grid("ioi", "logit_diff").spec == "1e-4:1e-1:13"  # no paper grid
     assert default_grid("demo", "kl").source == "the default grid"
+    # a paper grid that does not reach the task's own threshold is not taken
+    assert default_grid("greater-than", "kl", 1e-5).spec == "1e-6:1e-4:11"
+    wide = default_grid("greater-than", "kl", 0.1)
+    assert wide.spec == "1e-4:1e-1:13" and "does not reach the task's threshold 0.1" in wide.source
 
 
 @pytest.mark.parametrize("spec, says", [

@@ -67,6 +67,7 @@ def evaluate(
         run_evaluation,
         write_evaluation,
     )
+    from acdc.exports.formats import describe_groups
 
     metrics = ([m.strip() for item in metric for m in item.split(",") if m.strip()]
                if metric else None)
@@ -79,9 +80,11 @@ def evaluate(
     circuit = job.circuit
     nodes = node_counts(circuit)
     kind = "node circuit: " if circuit.level == "node" else ""
+    graph = circuit.graph
+    where = f" at {describe_groups(graph)}" if graph.positional else ""
     status.say(f"circuit {job.circuit_path}: {kind}{nodes['n_nodes_kept']} of "
                f"{nodes['n_nodes_total']} heads and MLPs, {circuit.n_edges_kept} of "
-               f"{len(circuit.graph.edges)} edges; task {job.spec.name} ({job.spec.n_prompts} "
+               f"{len(graph.edges)} edges{where}; task {job.spec.name} ({job.spec.n_prompts} "
                f"prompts), ablation {job.ablation}")
     status.say(f"loading model {job.model} ...")
     outcome = run_evaluation(job, threads=threads)

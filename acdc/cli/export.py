@@ -83,11 +83,17 @@ def export(
         min=1, max=MAX_D_MODEL,
         help="mib: the model's d_model. Default: from the run's model configuration (run.yaml "
              "beside the circuit, else the circuit's model).")] = None,
+    blind: Annotated[bool, typer.Option(
+        "--blind", help="A circuit at positions: write its projection onto the position-blind "
+                        "graph (an edge kept at any group is kept, its score the sum over the "
+                        "groups), the only way to a MIB file. Default out: <stem>.blind.<suffix>."
+    )] = False,
 ) -> None:
-    """Export a circuit for other tools: a MIB circuit file, GraphML or CSV."""
-    from acdc.exports.formats import export_circuit
+    """Export a circuit for other tools: a MIB circuit file, GraphML or CSV (a circuit at
+    positions: an edge per group, with its position; MIB only as its --blind projection)."""
+    from acdc.exports.formats import describe_groups, export_circuit
 
-    written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model)
+    written, circuit = export_circuit(target, ExportFormat(format).value, out, d_model, blind)
     if ExportFormat(format) is ExportFormat.mib:  # counted as the file (and MIB) counts them
         from acdc.core.mib import mib_edge_counts
 
@@ -95,6 +101,11 @@ def export(
         size = f"{kept} of {total} edges in_graph: MIB counts the residual edges only"
     else:
         size = f"{circuit.size()} kept"
+    if circuit.graph.positional:
+        size += f" at {describe_groups(circuit.graph)}"
+    elif blind:
+        size += (f"; the blind projection of a circuit at {circuit.settings['projected_from']}: "
+                 f"an edge kept at any group is kept, its score the sum over the groups")
     typer.echo(f"wrote {written} ({_node_words(circuit)}{size})")
 
 

@@ -27,6 +27,8 @@ from acdc.cli.options import (
     MetricOption,
     ModelOption,
     NoRenderOption,
+    Positions,
+    PositionsOption,
     QuietOption,
     SeedOption,
     TaskOption,
@@ -60,7 +62,8 @@ def sweep(
         min=1.0, max=3600.0, metavar="SECONDS",
         help="How long to wait for the Ray cluster to answer (1 to 3600).")] = 20.0,
     model: ModelOption = None, metric: MetricOption = None, ablation: AblationOption = None,
-    granularity: GranularityOption = Granularity.qkv, seed: SeedOption = None,
+    granularity: GranularityOption = Granularity.qkv,
+    positions: PositionsOption = Positions.none, seed: SeedOption = None,
     device: DeviceOption = "cpu", dtype: DtypeOption = Dtype.float32, threads: ThreadsOption = 0,
     out: Annotated[Path | None, typer.Option(
         help="Sweep directory. Default: a new runs/<task>-sweep-<YYYYmmdd-HHMMSS>/. A directory "
@@ -96,8 +99,8 @@ def sweep(
                                  ctx=ctx, param_hint="--jobs")
     if ray is None and "ray_timeout" in given_options(ctx, {"ray_timeout"}):
         raise typer.BadParameter("only with --ray ADDRESS", ctx=ctx, param_hint="--ray-timeout")
-    given = given_options(ctx, {"task", "model", "metric", "ablation", "granularity", "seed",
-                                 "device", "dtype", "thresholds", *options})
+    given = given_options(ctx, {"task", "model", "metric", "ablation", "granularity",
+                                 "positions", "seed", "device", "dtype", "thresholds", *options})
     candidates = given.pop("candidates", 0) or 0
     command = tuple(["circuit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "circuit" else None
     status = Status(quiet)
@@ -191,8 +194,10 @@ def _announce_sweep(plan, status: Status) -> None:
     if plan.resumed:
         status.say(f"resuming the sweep in {plan.out_dir}: {len(plan.done)} of "
                    f"{len(grid.thresholds)} thresholds finished")
-    own = ", ".join(key for key in ("abs", "reverse_head_order")
-                    if getattr(run.settings, key, False))
+    own = ", ".join([*(key for key in ("abs", "reverse_head_order")
+                       if getattr(run.settings, key, False)),
+                     *([f"positions {run.common.positions}"]
+                       if run.common.positions != "none" else [])])
     status.say(f"sweep of task {settings.spec.name} ({settings.spec.n_prompts} prompts): "
                f"{len(grid.thresholds)} thresholds from {grid.thresholds[0]:g} to "
                f"{grid.thresholds[-1]:g} ({grid.source}{': ' + grid.spec if grid.spec else ''}), "

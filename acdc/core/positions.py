@@ -161,3 +161,35 @@ def inert_groups(task: Task, groups: Sequence[str], mode: str, ablation: str,
         live.update(row[p] for p in range(first, last + 1))
     return frozenset(range(len(groups))) - live
 
+
+def check_assignment(task: Task, groups: Sequence[str], mode: str, recorded: object,
+                     source: str) -> None:
+    """Refuse, in one `TaskError` line, to apply a positional circuit (`source`, found at
+    `groups` under `mode`, its file's `positions_sha256` `recorded`) to a task whose tokens
+    fall into other groups: other group names, or the same names at other tokens (the labels
+    moved, prompts were added or changed). A circuit that records no digest (a file written by
+    hand) is checked by its group names only, with a `RunWarning` saying so."""
+    try:
+        digest = positions_digest(task, groups, mode)
+    except TaskError as error:
+        raise TaskError(f"{source}: {error}") from None
+    if recorded is None:
+        import warnings
+
+        from acdc.errors import RunWarning
+
+        warnings.warn(f"{source}: records no positions_sha256, so only the names of its "
+                      f"position groups are checked against task {task.name}, not which "
+                      f"tokens fall into them", RunWarning, stacklevel=2)
+        return
+    if recorded != digest:
+        raise TaskError(f"{source}: task {task.name} puts its tokens into the position groups "
+                        f"({', '.join(_shown(groups))}) otherwise than the task the circuit "
+                        f"was found on (positions_sha256 differs: other labels, prompts or "
+                        f"tokenizer); evaluate it on that task (its run.yaml's task_file), or "
+                        f"find the circuit again on this one")
+
+
+def _shown(groups: Sequence[str], most: int = 6) -> list[str]:
+    """The first `most` group names, then `...`."""
+    return [*groups[:most], *(["..."] if len(groups) > most else [])]

@@ -7,7 +7,9 @@ Three calls, as for a run (`acdc.run`), each usable from Python as from the CLI:
    setting and read the task; nothing heavy is loaded, so mistakes are reported at once.
    Each setting comes from the option given, else the run's `run.yaml` (task_file, model,
    ablation, seed, device, dtype), else the circuit file's settings (model, task, ablation),
-   else the task file. The graph's granularity is the circuit's own.
+   else the task file. The graph's granularity is the circuit's own, and so are its
+   position groups: a circuit at positions is applied at its groups, on a task whose tokens
+   fall into them as on the task it was found on (`check_task`, once the task is tokenised).
 2. `run_evaluation(job, curve=...)`: load the model, tokenise the task, evaluate the circuit
    (`acdc.evaluation.faithfulness`), and with `curve` its faithfulness curve over the edges
    ranked by the circuit's scores (a node circuit's: the top heads and MLPs by their scores,
@@ -33,7 +35,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acdc.core.circuit import Circuit, circuit_path, load_circuit
 from acdc.core.configs import check_threads
@@ -49,6 +51,9 @@ from acdc.evaluation.measures import (
 )
 from acdc.evaluation.plots import FORMATS as PLOT_FORMATS
 from acdc.run import DTYPES, RUN_YAML, cpu_threads, precision_warning, task_file
+
+if TYPE_CHECKING:
+    from acdc.core.tasks.values import Task
 
 EVALUATION_JSON = "evaluation.json"
 FORMAT = "evaluation/1"
@@ -169,6 +174,17 @@ def prepare_evaluation(target: Path, *, task: str | None = None, model: str | No
         raise AcdcError(f"{circuit_path}: names no task and there is no {RUN_YAML} beside it; "
                         f"pass --task")
     spec = read_task(task_ref)
+    if circuit.graph.positional:  # a task without labels: refused before the model loads
+        from acdc.core.positions import check_spec
+
+        try:
+            check_spec(spec, circuit.graph.shape.positions)
+        except AcdcError:
+            raise AcdcError(f"{circuit_path}: is a circuit at the labels of its task "
+                            f"({', '.join(circuit.graph.groups)}), but task {spec.name} labels "
+                            f"no positions; evaluate it on a task with those labels (the task "
+                            f"it was found on: {settings.get('task', 'see its run.yaml')})"
+                            ) from None
     model = model or record.get("model") or settings.get("model") or spec.model
     if not isinstance(model, str) or not model:
         raise AcdcError(f"{circuit_path}: no model is named by the circuit, its run or the task; "
@@ -239,6 +255,7 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     loaded = load_model(job.model, device=job.device, dtype=job.dtype)
     check_graph_fits(job.circuit.graph, loaded, str(job.circuit_path))
     task = resolve_task(job.spec, loaded.tokenizer, loaded.shape.d_vocab, loaded.shape.n_ctx)
+    check_task(job.circuit, task, str(job.circuit_path))
     warning = precision_warning(loaded.dtype, job.device)
     if warning:
         warnings.warn(warning, RunWarning, stacklevel=2)
@@ -265,6 +282,17 @@ def run_evaluation(job: EvaluationJob, threads: int = 0) -> EvaluationOutcome:
     return EvaluationOutcome(evaluation, curve, check,
                              recorded_runs=2 if job.ablation == "corrupt" else 1,
                              patched_passes=evaluator.passes, seconds=seconds)
+
+
+def check_task(circuit: Circuit, task: Task, source: str) -> None:
+    """A circuit at positions applies to a task whose tokens fall into its groups as on the
+    task it was found on (`acdc.core.positions.check_assignment`); a blind one to any."""
+    graph = circuit.graph
+    if graph.positional:
+        from acdc.core.positions import check_assignment
+
+        check_assignment(task, graph.groups, graph.shape.positions,
+                         circuit.settings.get("positions_sha256"), source)
 
 
 def run_metric_check(circuit: Circuit, evaluation: Evaluation) -> RunMetricCheck | None:
@@ -297,6 +325,9 @@ def evaluation_record(job: EvaluationJob, outcome: EvaluationOutcome) -> dict[st
         "model": job.model,
         "ablation": job.ablation,
         "granularity": circuit.graph.granularity,
+        # only for a circuit at positions, so blind evaluations' files are unchanged
+        **({"positions": circuit.graph.shape.positions, "groups": list(circuit.graph.groups)}
+           if circuit.graph.positional else {}),
         "seed": job.seed,
         "device": job.device,
         "dtype": job.dtype,

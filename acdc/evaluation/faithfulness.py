@@ -50,6 +50,18 @@ f over the fractions (higher is better; f, and so CPR, can exceed 1), CMD the tr
 |1 - f| (0 is best). A curve costs one patched pass per distinct pruned circuit (at most one
 per fraction; all edges and no edge are free).
 
+**Circuits at positions** (`--positions labels|all`, `acdc.core.graph`): the same measures
+over the positional graph. A circuit keeps edges at position groups; the patched pass reads an
+edge's live value at its group's tokens when the edge is kept there and the ablated value when
+it is not (`acdc.core.patching`), so the full model and the empty circuit are the blind ones,
+every metric is read as for a blind circuit, and the complement ablates exactly the (edge,
+group) pairs the circuit keeps.
+The task's tokens are grouped by `acdc.core.positions` (a task that groups them under other
+names is one `TaskError` line; the circuit file's digest is checked by the caller,
+`acdc.core.positions.check_assignment`). A curve ranks positional edges: k is a fraction of
+the positional residual edges, and pruning reads `logits` at the groups holding a metric
+position, as discovery prunes.
+
 For an ACDC circuit the scores are the metric changes measured when each edge was tested, each
 in the circuit of that moment (kept edges scored at least the threshold; removed edges below,
 some negative: their removal helped the metric); edges removed untested because their node was
@@ -78,6 +90,7 @@ import torch
 from acdc.core.graph import Graph
 from acdc.core.metrics import MetricTargets, metric_targets, position_metric
 from acdc.core.patching import PatchedModel, task_tensors
+from acdc.core.positions import metric_groups
 from acdc.core.recordings import Recordings
 from acdc.core.selection import (
     Selection,
@@ -128,14 +141,10 @@ def _unsupported(name: str, task_name: str, allowed: list[str]) -> str:
 
 
 def check_graph_fits(graph: Graph, model: LoadedModel, source: str = "the circuit") -> None:
-    """Refuse, in one line, a circuit whose graph is not the model's (or is at positions,
-    which evaluation does not handle yet)."""
-    if graph.positional:
-        raise GraphError(f"{source}: is a circuit at positions ({graph.shape.positions}: "
-                         f"{', '.join(graph.groups[:6])}{' ...' if len(graph.groups) > 6 else ''}"
-                         f"); evaluating circuits at positions is not supported yet")
+    """Refuse, in one line, a circuit whose graph is not the model's (a circuit at positions:
+    whose graph, without its groups, is not the model's)."""
     expected = model.shape.graph_shape(graph.granularity)
-    if graph.shape != expected:
+    if graph.shape.blind() != expected:
         raise GraphError(f"{source}: its graph ({_describe(graph.shape)}) is not the graph of "
                          f"model {model.name} ({_describe(expected)}); evaluate it with the model "
                          f"it was found on (--model)")
@@ -154,6 +163,8 @@ class CircuitEvaluator:
     an `AcdcError`. `passes` counts the patched passes run so far (the recordings not included).
     `recordings` are the task's runs on this model and graph when already recorded
     (`acdc.core.recordings`: a sweep records once for its searches and their evaluations).
+    `graph` may be positional (module docstring): the task's tokens are then grouped by its
+    groups.
     """
 
     def __init__(self, model: LoadedModel, task: Task, graph: Graph, ablation: str,
@@ -177,12 +188,16 @@ class CircuitEvaluator:
             if name not in allowed:
                 raise AcdcError(_unsupported(name, task.name, allowed))
         self.metrics = [name for name in METRICS if name in chosen]
+        # a positional graph: each token's group (a task grouped otherwise is one TaskError
+        # line), and the groups where `logits` is read, which a curve's pruning starts from
+        self.sinks = (metric_groups(task, graph.groups, graph.shape.positions)
+                      if graph.positional else None)
         with torch.inference_mode():
-            tensors = task_tensors(task, device, weights.causal)
+            tensors = task_tensors(task, device, weights.causal, graph.shape)
             if recordings is None:
                 self.patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
                                             tensors.pos_batch, tensors.pos_index, ablation,
-                                            tensors.lengths)
+                                            tensors.lengths, groups=tensors.groups)
             else:
                 recordings.check(graph, tensors, ablation)
                 self.patched = recordings.fresh()
@@ -274,7 +289,7 @@ class CircuitEvaluator:
             else:
                 kept = select_edges(self.graph, scores, Selection(top_n=n))
             if prune:
-                kept = prune_edges(self.graph, kept)
+                kept = prune_edges(self.graph, kept, self.sinks)
             spreads = self.spreads(kept)
             values = {name: spreads[name].mean for name in self.metrics}
             f = {name: normalised(values[name], self.full[name].mean, self.empty[name].mean)

@@ -33,6 +33,7 @@ from acdc.core.circuit import Circuit
 from acdc.core.graph import Graph, GraphShape, build_graph
 from acdc.errors import GraphError
 from acdc.evaluation.edge_list import describe_shape
+from acdc.exports.formats import blind_projection
 
 MAX_SHOWN_GROUPS = 8  # group names shown in a message
 
@@ -51,12 +52,9 @@ def project_kept(flags: Sequence[bool], graph: Graph) -> tuple[bool, ...]:
 
 
 def project(circuit: Circuit) -> Circuit:
-    """`circuit` over the blind graph of its model (`Circuit.blind_kept`,
-    `Circuit.blind_scores`); a blind circuit is returned as it is."""
-    if not circuit.graph.positional:
-        return circuit
-    return Circuit(blind_graph(circuit.graph), circuit.blind_kept(), circuit.blind_scores(),
-                   circuit.settings, circuit.results, circuit.node_scores)
+    """`circuit` over the blind graph of its model (`acdc.exports.formats.blind_projection`:
+    `Circuit.blind_kept`, `Circuit.blind_scores`); a blind circuit is returned as it is."""
+    return blind_projection(circuit) if circuit.graph.positional else circuit
 
 
 def blind_graph(graph: Graph) -> Graph:

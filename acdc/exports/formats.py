@@ -16,9 +16,20 @@
   score` (kept `true`/`false`, score empty where the edge has none, `inf`, `-inf` or `nan`
   where it is not finite), from the same networkx graph.
 
+A circuit at positions (`--positions labels|all`, `acdc.core.graph`) has every edge once per
+position group. Its CSV has a `position` column (`name, source, target, position, kind, kept,
+score`: one row per edge at a group, `a0.h1->a2.h3<q>@S2` at position `S2`); its GraphML is a
+multigraph (`networkx.MultiDiGraph`, the edge's name as its key) whose edges carry `position`,
+whose nodes carry `positions` (the groups, space-separated, at which the node touches a kept
+edge) and whose graph carries `groups` (every group in order, space-separated: group names
+hold no whitespace). MIB's graph has no positions, so such a circuit is no MIB file; its
+projection (`blind_projection`: an edge kept when it is kept at any group, its score the sum
+over its groups, as `Circuit.blind_kept` and `Circuit.blind_scores` read it) is, in any format,
+with `--blind`.
+
 The input is a `circuit.json`, a MIB circuit file, or a run directory holding a
 `circuit.json`. By default the output goes beside the circuit: `<stem>.mib.json`,
-`<stem>.graphml` or `<stem>.csv`.
+`<stem>.graphml` or `<stem>.csv` (`<stem>.blind.mib.json` ... for a projection).
 """
 
 from __future__ import annotations
@@ -30,18 +41,63 @@ from pathlib import Path
 
 from acdc.core.circuit import Circuit, circuit_path, load_circuit
 from acdc.core.files import check_output, new_directories, read_yaml, write_text_atomic
+from acdc.core.graph import Edge, Graph, build_graph
 from acdc.errors import AcdcError, GraphError, short_repr
 
 EXPORT_FORMATS: tuple[str, ...] = ("mib", "graphml", "csv")
 SUFFIXES = {"mib": ".mib.json", "graphml": ".graphml", "csv": ".csv"}
 CSV_COLUMNS: tuple[str, ...] = ("name", "source", "target", "kind", "kept", "score")
+POSITIONAL_CSV_COLUMNS: tuple[str, ...] = ("name", "source", "target", "position", "kind", "kept",
+                                           "score")
+PROJECTION_KEYS: tuple[str, ...] = ("positions", "positions_sha256")  # not in a projection
 RUN_FILE = "run.yaml"
 
 
-def default_out(circuit_path: Path, format: str) -> Path:
-    """`<stem><suffix>` beside the circuit (`circuit.json` -> `circuit.mib.json`)."""
+def default_out(circuit_path: Path, format: str, blind: bool = False) -> Path:
+    """`<stem><suffix>` beside the circuit (`circuit.json` -> `circuit.mib.json`; a blind
+    projection: `circuit.blind.mib.json`)."""
     stem = circuit_path.name.removesuffix(".json").removesuffix(".mib")
-    return circuit_path.with_name(stem + SUFFIXES[format])
+    return circuit_path.with_name(stem + (".blind" if blind else "") + SUFFIXES[format])
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def blind_projection(circuit: Circuit) -> Circuit:
+    """A circuit at positions read as a position-blind one: an edge is kept when it is kept at
+    any group (`Circuit.blind_kept`) and scored by the sum of its groups' scores
+    (`Circuit.blind_scores`), over the blind graph. Its settings lose `positions` and
+    `positions_sha256` and record the mode it was projected from (`projected_from`)."""
+    graph = circuit.graph
+    if not graph.positional:
+        raise AcdcError("the circuit is position-blind already; there is nothing to project")
+    settings = {key: value for key, value in circuit.settings.items()
+                if key not in PROJECTION_KEYS}
+    settings["projected_from"] = f"positions {graph.shape.positions}"
+    return Circuit(build_graph(graph.shape.blind()), circuit.blind_kept(),
+                   circuit.blind_scores(), settings, circuit.results, circuit.node_scores)
+
+
+def describe_groups(graph: Graph) -> str:
+    """`6 position groups (labels: IO, S1, S1+1, S2, END, other)`, the first six named."""
+    shown = ", ".join(graph.groups[:6]) + (" ..." if graph.n_groups > 6 else "")
+    return f"{graph.n_groups} position groups ({graph.shape.positions}: {shown})"
+
+
+def check_format(circuit: Circuit, format: str, blind: bool, source: str,
+                 flag: str = "--blind") -> None:
+    """Refuse, in one line, a MIB file of a circuit at positions (MIB's graph has none) and a
+    projection of a blind circuit; `flag` is how the caller asks for a projection."""
+    graph = circuit.graph
+    if blind and not graph.positional:
+        raise AcdcError(f"{source}: is a position-blind circuit; {flag} projects a circuit at "
+                        f"positions, so leave it out")
+    if format == "mib" and graph.positional and not blind:
+        raise AcdcError(f"{source}: is a circuit at {describe_groups(graph)}, and MIB's graph has "
+                        f"no positions, so it is no MIB file: export it as csv or graphml (a "
+                        f"row or edge per position group), or pass {flag} for a MIB file of "
+                        f"its projection (an edge kept at any group is kept, its score the sum "
+                        f"over the groups)")
 
 
 # --------------------------------------------------------------------------- d_model
@@ -95,11 +151,16 @@ def find_d_model(circuit_path: Path, circuit: Circuit) -> int:
 def circuit_to_networkx(circuit: Circuit):
     """The circuit's whole graph as a `networkx.DiGraph`: edges with `name`, `kind`, `kept`
     and `score` (absent where the edge has none), nodes with `kind`, `layer` (`head` for
-    heads) and `in_circuit`, and the circuit's scalar settings as graph attributes."""
+    heads) and `in_circuit`, and the circuit's scalar settings as graph attributes. A circuit
+    at positions gives a `networkx.MultiDiGraph` (an edge per group, keyed by its name, with
+    its `position`; nodes with the `positions` they are kept at; the graph with `groups`)."""
     graph = circuit.graph
-    dag = graph.to_networkx()
+    if graph.positional:
+        dag = _positional_networkx(circuit)
+    else:
+        dag = graph.to_networkx()
     for edge in graph.edges:
-        data = dag.edges[edge.endpoints]
+        data = dag.edges[_edge_key(edge)]
         data["kept"] = circuit.kept[edge.index]
         score = circuit.scores[edge.index]
         if score is not None:  # infinities and NaN written as such (inf, -inf, nan)
@@ -123,6 +184,35 @@ def circuit_to_networkx(circuit: Circuit):
     return dag
 
 
+def _edge_key(edge: Edge) -> tuple[str, ...]:
+    """An edge's key in the networkx graph: its endpoints, and its name at positions."""
+    source, target = edge.endpoints
+    return (source, target) if edge.group is None else (source, target, edge.name)
+
+
+def _positional_networkx(circuit: Circuit):
+    """The multigraph of a circuit at positions, before the kept flags and scores."""
+    import networkx as nx
+
+    graph = circuit.graph
+    dag = nx.MultiDiGraph()
+    kept_at: dict[str, set[int]] = {}
+    for edge in graph.edges:
+        if circuit.kept[edge.index]:
+            assert edge.group is not None  # a positional edge
+            for name in edge.endpoints:
+                kept_at.setdefault(name, set()).add(edge.group)
+    for node in graph.node_names():
+        dag.add_node(node, positions=" ".join(graph.groups[g]
+                                              for g in sorted(kept_at.get(node, ()))))
+    for edge in graph.edges:
+        assert edge.group is not None  # a positional edge
+        dag.add_edge(*edge.endpoints, key=edge.name, name=edge.name, kind=edge.kind,
+                     position=graph.groups[edge.group])
+    dag.graph["groups"] = " ".join(graph.groups)
+    return dag
+
+
 def to_graphml(circuit: Circuit) -> str:
     """GraphML of the circuit's networkx graph (see `circuit_to_networkx`)."""
     import networkx as nx
@@ -131,16 +221,19 @@ def to_graphml(circuit: Circuit) -> str:
 
 
 def to_csv(circuit: Circuit) -> str:
-    """One row per edge, in graph order: name, source, target, kind, kept, score."""
+    """One row per edge, in graph order: name, source, target, kind, kept, score (at
+    positions: name, source, target, position, kind, kept, score)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    positional = circuit.graph.positional
+    writer.writerow(POSITIONAL_CSV_COLUMNS if positional else CSV_COLUMNS)
     dag = circuit_to_networkx(circuit)
     for edge in circuit.graph.edges:  # networkx iterates by node; the file keeps graph order
         source, target = edge.endpoints
-        data = dag.edges[source, target]
+        data = dag.edges[_edge_key(edge)]
         score = data.get("score")
-        writer.writerow((data["name"], source, target, data["kind"],
+        where = (data["position"],) if positional else ()
+        writer.writerow((data["name"], source, target, *where, data["kind"],
                          "true" if data["kept"] else "false",
                          "" if score is None else repr(score)))
     return buffer.getvalue()
@@ -150,8 +243,9 @@ def to_csv(circuit: Circuit) -> str:
 
 
 def export_circuit(target: str | Path, format: str, out: str | Path | None = None,
-                   d_model: int | None = None) -> tuple[Path, Circuit]:
-    """Write the circuit `target` names as `format`; return the file written and the circuit.
+                   d_model: int | None = None, blind: bool = False) -> tuple[Path, Circuit]:
+    """Write the circuit `target` names as `format` (with `blind`, the projection of a circuit
+    at positions: `blind_projection`); return the file written and the circuit written.
 
     >>> export_circuit("runs/demo", "mib")  # doctest: +SKIP
     (PosixPath('runs/demo/circuit.mib.json'), Circuit(...))
@@ -162,10 +256,10 @@ def export_circuit(target: str | Path, format: str, out: str | Path | None = Non
         raise AcdcError(f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     path = circuit_path(target)
     circuit = load_circuit(path)
-    if circuit.graph.positional and format != "mib":  # MIB says why in its own words
-        raise AcdcError(f"{path}: is a circuit at positions ({circuit.graph.shape.positions}); "
-                        f"exporting circuits at positions as {format} is not supported yet")
-    out = Path(out) if out is not None else default_out(path, format)
+    check_format(circuit, format, blind, str(path))
+    if blind:
+        circuit = blind_projection(circuit)
+    out = Path(out) if out is not None else default_out(path, format, blind)
     run_yaml = path.parent / RUN_FILE
     check_output(out, "--out", [path, *([run_yaml] if run_yaml.is_file() else [])])
     text: str

@@ -5,7 +5,9 @@ inline SVG, and a Content-Security-Policy lets nothing else run or load. It show
 
 1. a summary: the circuit's title (`acdc.exports.dot.circuit_title`), edges and nodes kept, the
    run's metric;
-2. the circuit drawing, with edge widths by |score| unless turned off;
+2. the circuit drawing, with edge widths by |score| unless turned off; for a circuit at
+   positions (the grid of `acdc.exports.dot`) a table of what each position group keeps, for a
+   node circuit (HISP, subnetwork probing) its heads and MLPs with their scores;
 3. the metrics table from `evaluation.json` beside the circuit (`circuit evaluate`; for a MIB
    file, `<file>.evaluation.json`), and its faithfulness curve; without it the page says so
    and gives the command that makes it;
@@ -13,9 +15,11 @@ inline SVG, and a Content-Security-Policy lets nothing else run or load. It show
    sweep's plot, and every edge's rank score (`acdc.evaluation.rank_scores`);
 5. comparisons (`circuit compare` output: `comparison.json`, `roc.json`, `union.svg`) found in
    the directory or its subdirectories, or named with `--comparison`: the scores against the
-   reference, the ROC curve and its AUC, the union drawing;
+   reference, the ROC curves (of a sweep, of a circuit's ranking) and their AUC, the union
+   drawing;
 6. the run's settings (`run.yaml`, with the command that repeats the run);
-7. a sortable, filterable table of every edge with its kept flag and score.
+7. a sortable, filterable table of every edge with its kept flag and score (and its position
+   group, at positions).
 
 The package sits above `acdc.evaluation` and `acdc.sweeps`, whose readers and plots it uses:
 

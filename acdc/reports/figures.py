@@ -6,8 +6,8 @@ anything, script included. Each drawing is made again from the data the tool wro
 - the circuit by `acdc.exports.dot` through Graphviz, from the circuit itself;
 - the faithfulness curve by `acdc.evaluation.plots.plot_curve`, from `evaluation.json`;
 - the sweep's plot by `acdc.sweeps.results.plot_sweep`, from `sweep.json`;
-- the ROC curve by `acdc.evaluation.roc_plot.roc_svg`, from `roc.json` (and the single
-  circuits' points from `comparison.json`).
+- the ROC curve by `acdc.evaluation.roc_plot.roc_svg`, from `roc.json` (a sweep's or a
+  ranking's curve; the single circuits' points from `comparison.json`).
 
 Two drawings cannot be made again from what is on disk: the union drawing of `circuit compare`
 (comparison.json does not list the reference's edges, nor whether the model's blocks are
@@ -81,8 +81,9 @@ def sweep_drawing(record: dict[str, Any], prefix: str) -> str | None:
 
 
 def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | None:
-    """The ROC plot of `circuit compare`: per level a series per sweep (from `roc.json`) and
-    a point per single circuit (from `comparison.json`)."""
+    """The ROC plot of `circuit compare`: per level a series per sweep and per ranking (from
+    `roc.json`), and a point per single circuit (a ranking's own circuit from `roc.json`, any
+    other from `comparison.json`)."""
     from acdc.evaluation.roc import RocPoint
     from acdc.evaluation.roc_plot import RocSeries, roc_svg
 
@@ -93,6 +94,7 @@ def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | N
         series = []
         for key in ("A", "B"):
             sweep = next((s for s in roc.sweeps if s.key == key), None)
+            ranking = next((r for r in roc.rankings if r.key == key), None)
             if sweep is not None:
                 found = sweep.levels.get(level)
                 if found is not None:
@@ -100,6 +102,19 @@ def roc_drawing(roc: Roc, comparison: Comparison | None, prefix: str) -> str | N
                     series.append(RocSeries(sweep.name, tuple(RocPoint(*p) for p in points),
                                             tuple(RocPoint(*p) for p in front),
                                             sweep.auc.get(level)))
+            elif ranking is not None:
+                found = ranking.levels.get(level)
+                if found is not None:
+                    points, front = found
+                    series.append(RocSeries(f"{ranking.name} ({ranking.ranked} ranking)",
+                                            tuple(RocPoint(*p) for p in points),
+                                            tuple(RocPoint(*p) for p in front),
+                                            ranking.auc.get(level)))
+                own = ranking.circuit.get(level)
+                if own is not None:
+                    item = names.get(key)
+                    series.append(RocSeries(ranking.name, (RocPoint(
+                        *own, item.threshold if item else None),)))
             elif key in scores:
                 tpr, fpr, _ = getattr(scores[key], level)
                 if tpr is not None and fpr is not None:

@@ -94,6 +94,16 @@ class Record:
             raise self.wrong(key, "text")
         return value[:MAX_TEXT]
 
+    def texts(self, key: str, limit: int = MAX_ROWS) -> tuple[str, ...] | None:
+        """A list of text values (position groups), or None when absent."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) > limit or \
+                not all(isinstance(item, str) for item in value):
+            raise self.wrong(key, f"a list of at most {limit:,} texts")
+        return tuple(item[:MAX_TEXT] for item in value)
+
     def flag(self, key: str) -> bool | None:
         value = self.data.get(key)
         if value is None:
@@ -177,6 +187,8 @@ class Evaluation:
     run_metric: tuple[float | None, float | None] | None  # evaluated, recorded: they disagree
     curve: Any  # acdc.evaluation.faithfulness.FaithfulnessCurve, or None
     ranking: str
+    positions: str | None = None  # a circuit at positions': its mode and groups
+    groups: tuple[str, ...] | None = None
 
 
 def read_evaluation(path: Path) -> Evaluation:
@@ -202,7 +214,8 @@ def read_evaluation(path: Path) -> Evaluation:
                       record.whole("n_positions"), record.text("task"), record.text("model"),
                       record.text("ablation"), run_metric,
                       _curve(curve_record) if curve_record is not None else None,
-                      (curve_record.text("ranking") or "") if curve_record is not None else "")
+                      (curve_record.text("ranking") or "") if curve_record is not None else "",
+                      record.text("positions"), record.texts("groups"))
 
 
 def _curve(record: Record) -> Any:
@@ -429,11 +442,28 @@ class RocSweep:
 
 
 @dataclass(frozen=True)
+class RocRanking:
+    """A circuit's ranking in `roc.json` (EAP, HISP, ... scores): what it ranks (`edge`: its
+    residual edges, `node`: its heads and MLPs) and how many, its curves, and the circuit's own
+    (fpr, tpr) at each level."""
+
+    key: str
+    name: str
+    ranked: str
+    units: int | None
+    auc: dict[str, float | None]
+    levels: dict[str, tuple[tuple[tuple[float, float, float | None], ...],
+                            tuple[tuple[float, float, float | None], ...]] | None]
+    circuit: dict[str, tuple[float, float] | None]
+
+
+@dataclass(frozen=True)
 class Roc:
     """What the page shows and draws of `roc.json`."""
 
     reference: str | None
     sweeps: tuple[RocSweep, ...]
+    rankings: tuple[RocRanking, ...] = ()
 
 
 def read_roc(path: Path) -> Roc:
@@ -441,18 +471,42 @@ def read_roc(path: Path) -> Roc:
                               MAX_GRAPH_FILE_BYTES), str(path))
     sweeps = []
     for sweep in record.records("sweeps", len(INPUT_KEYS)):
-        auc = sweep.record("auc")
-        levels: dict[str, Any] = {}
-        for level in LEVELS:
-            curve = sweep.record(level)
-            levels[level] = None if curve is None else (
-                tuple(_roc_point(p) for p in curve.records("points")),
-                tuple(_roc_point(p) for p in curve.records("curve")))
         sweeps.append(RocSweep(sweep.text("key") or "", sweep.text("name") or "",
-                               {level: auc.number(level, 0.0, 1.0) if auc is not None else None
-                                for level in LEVELS}, levels))
+                               _aucs(sweep), _roc_levels(sweep)))
+    rankings = []
+    for ranking in record.records("rankings", len(INPUT_KEYS)):
+        ranked = ranking.text("ranked")
+        if ranked not in LEVELS:
+            raise ranking.wrong("ranked", "'edge' or 'node'")
+        own = ranking.record("circuit")
+        circuit: dict[str, tuple[float, float] | None] = {}
+        for level in LEVELS:
+            counts = own.record(level) if own is not None else None
+            fpr = counts.number("fpr", 0.0, 1.0) if counts is not None else None
+            tpr = counts.number("tpr", 0.0, 1.0) if counts is not None else None
+            circuit[level] = (fpr, tpr) if fpr is not None and tpr is not None else None
+        rankings.append(RocRanking(ranking.text("key") or "", ranking.text("name") or "", ranked,
+                                   ranking.whole("units"), _aucs(ranking),
+                                   _roc_levels(ranking), circuit))
     reference = record.record("reference")
-    return Roc(reference.text("name") if reference is not None else None, tuple(sweeps))
+    return Roc(reference.text("name") if reference is not None else None, tuple(sweeps),
+               tuple(rankings))
+
+
+def _aucs(record: Record) -> dict[str, float | None]:
+    auc = record.record("auc")
+    return {level: auc.number(level, 0.0, 1.0) if auc is not None else None for level in LEVELS}
+
+
+def _roc_levels(record: Record) -> dict[str, Any]:
+    """Per level the (points, curve) of a sweep's or a ranking's ROC, or None."""
+    levels: dict[str, Any] = {}
+    for level in LEVELS:
+        curve = record.record(level)
+        levels[level] = None if curve is None else (
+            tuple(_roc_point(p) for p in curve.records("points")),
+            tuple(_roc_point(p) for p in curve.records("curve")))
+    return levels
 
 
 def _roc_point(record: Record) -> tuple[float, float, float | None]:

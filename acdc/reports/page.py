@@ -33,6 +33,7 @@ from acdc.core.files import (
 )
 from acdc.errors import AcdcError, RunWarning, short_repr
 from acdc.evaluation.rank_scores import encode_score, rank_scores
+from acdc.exports.dot import names_line
 from acdc.reports.figures import (
     circuit_drawing,
     curve_drawing,
@@ -120,6 +121,14 @@ def drawing(source: Source, score_width: bool) -> str:
     svg = _drawn(circuit_drawing, source.notes, circuit, circuit_title(circuit), score_width,
                  "circuit")
     legend = "Line colours and styles are given in the drawing's title."
+    if circuit.graph.positional:
+        legend += (" Columns are the position groups that keep an edge, rows the layers; each "
+                   "edge is drawn in its group's column, and a dashed grey arrow goes from a "
+                   "head at one group to the same head at another whose queries read its keys "
+                   "and values there.")
+    elif circuit.level == "node":
+        legend += (" One arrow joins two nodes joined by kept edges; a node's border grows with "
+                   "its |score|.")
     if score_width and any(s is not None for s in circuit.scores):
         legend += (" Each edge's width grows with the square root of its |score| (the widest "
                    "has the largest |score|).")
@@ -147,6 +156,61 @@ def _graphviz() -> bool:
     return shutil.which("dot") is not None
 
 
+def groups_table(source: Source) -> str:
+    """A circuit at positions: per position group, in the groups' order, what it keeps."""
+    from acdc.core.selection import ALWAYS_NODES, node_of
+
+    circuit = source.circuit
+    graph = circuit.graph
+    if not graph.positional:
+        return ""
+    n = len(graph.groups)
+    edges, residual, scored = [0] * n, [0] * n, [0.0] * n
+    nodes: list[set[str]] = [set() for _ in range(n)]
+    for edge in circuit.kept_edges():
+        g = edge.group
+        assert g is not None  # a positional edge
+        edges[g] += 1
+        residual[g] += edge.kind == "residual"
+        score = circuit.scores[edge.index]
+        if score is not None and math.isfinite(score):
+            scored[g] += abs(score)
+        nodes[g].update(node_of(name) for name in edge.endpoints)
+    rows = [(escape(name), _num(edges[g]), _num(residual[g]), _num(len(nodes[g] - ALWAYS_NODES)),
+             _num(scored[g]) if edges[g] else _num(None)) for g, name in enumerate(graph.groups)]
+    return ('<h3 id="groups">Position groups</h3><p class="legend">A circuit at positions '
+            f"({escape(graph.shape.positions)}): every edge once per group, kept or not at "
+            "each; a group keeps the edges drawn in its column.</p>"
+            + _table(("group", "edges kept", "residual edges kept", "heads and MLPs",
+                      "sum of |score|"), rows, "numbers"))
+
+
+def nodes_table(source: Source) -> str:
+    """A node circuit (HISP, subnetwork probing): every head and MLP with its score, kept
+    ones first, then by |score|."""
+    from acdc.core.selection import kept_nodes, scored_nodes
+
+    circuit = source.circuit
+    if circuit.level != "node":
+        return ""
+    graph = circuit.graph
+    kept = kept_nodes(graph, circuit.kept)
+    scores = circuit.node_scores or {}
+
+    def magnitude(name: str) -> float:
+        score = scores.get(name)
+        return abs(score) if score is not None and math.isfinite(score) else -1.0
+
+    names = sorted(scored_nodes(graph), key=lambda n: (n not in kept, -magnitude(n)))
+    rows = [(escape(name), "yes" if name in kept else "no", _num(scores.get(name)),
+             _num(abs(value) if (value := scores.get(name)) is not None else None))
+            for name in names]
+    return ('<h3 id="nodes">Nodes</h3><p class="legend">A node circuit: the method scored '
+            "heads and MLPs and kept some; the circuit is every edge among the kept ones (with "
+            "input and logits). Kept nodes first, then by |score|.</p>"
+            + _table(("node", "kept", "score", "|score|"), rows, "numbers"))
+
+
 def summary_section(source: Source) -> str:
     circuit = source.circuit
     graph = circuit.graph
@@ -155,6 +219,15 @@ def summary_section(source: Source) -> str:
              ("nodes", f"{len(circuit.nodes()):,} of {len(graph.node_names()):,}"),
              ("graph", f"{graph.n_layers} layers × {graph.n_heads} heads, "
                        f"{'with' if graph.shape.has_mlp else 'no'} MLPs, {graph.granularity}")]
+    if graph.positional:
+        facts.append(("positions", f"{graph.shape.positions}: {len(graph.groups):,} groups "
+                                   f"({names_line(graph.groups)})"))
+    if circuit.level == "node":
+        from acdc.core.selection import kept_nodes, scored_nodes
+
+        facts.append(("node circuit", f"{len(kept_nodes(graph, circuit.kept)):,} of "
+                                      f"{len(scored_nodes(graph)):,} heads and MLPs, every edge "
+                                      f"among them"))
     results = circuit.results
     metric = circuit.settings.get("metric")
     if "metric_circuit" in results:
@@ -210,6 +283,16 @@ def metrics_section(source: Source) -> str:
         parts.append(f"<p class='warning'>{escape(path.name)} was made for a circuit of {kept} "
                      f"edges, this one keeps {source.circuit.n_edges_kept}: evaluate it again."
                      f"</p>")
+    graph = source.circuit.graph
+    made_at = (evaluation.positions or "none", evaluation.groups or ())
+    if made_at[0] != graph.shape.positions or (evaluation.groups is not None
+                                               and made_at[1] != graph.groups):
+        where = ("position-blind" if made_at[0] == "none"
+                 else f"at positions {made_at[0]} ({names_line(made_at[1])})")
+        here = ("position-blind" if not graph.positional
+                else f"at positions {graph.shape.positions} ({names_line(graph.groups)})")
+        parts.append(f"<p class='warning'>{escape(path.name)} was made for a circuit "
+                     f"{escape(where)}, this one is {escape(here)}: evaluate it again.</p>")
     parts.append(_table(("metric", "full model", "empty circuit", "circuit", "f(C)",
                          "complement", "f(complement)"), rows, "numbers"))
     parts.append(
@@ -299,7 +382,16 @@ def comparison_section(source: Source) -> str:
             rows = [(escape(s.name), _num(s.auc.get("edge")), _num(s.auc.get("node")))
                     for s in roc.sweeps]
             parts.append(f"<h4>ROC against {escape(roc.reference or '?')}</h4>")
-            parts.append(_table(("sweep", "edge AUC", "node AUC"), rows, "numbers"))
+            if rows:
+                parts.append(_table(("sweep", "edge AUC", "node AUC"), rows, "numbers"))
+            ranked = [(escape(r.name), escape("heads and MLPs" if r.ranked == "node"
+                                               else "residual edges"), _num(r.units),
+                       _num(r.auc.get("edge")), _num(r.auc.get("node"))) for r in roc.rankings]
+            if ranked:
+                parts.append("<p class='legend'>A circuit with scores is also judged as a "
+                             "ranking: every cut of it (its top k by |score|) is a point.</p>")
+                parts.append(_table(("ranking", "ranks", "scored", "edge AUC", "node AUC"),
+                                    ranked, "numbers"))
             svg = _drawn(roc_drawing, source.notes, roc, found.comparison, f"roc{n}")
             if svg is not None:
                 parts.append(_figure(svg, "roc", "ROC curve (pessimistic staircase)"))
@@ -417,17 +509,23 @@ def edge_data(source: Source) -> dict[str, Any]:
     circuit = source.circuit
     ranks = (rank_scores([run.threshold for run in source.runs],
                          [run.circuit.kept for run in source.runs]) if source.is_sweep else None)
+    graph = circuit.graph
     columns = ["#", "edge", "kind", "into", "kept", "score", "|score|"]
+    if graph.positional:
+        columns.insert(4, "group")
     if ranks is not None:
         columns.append("rank score")
     rows = []
-    for edge in circuit.graph.edges:
+    for edge in graph.edges:
         score = circuit.scores[edge.index]
         if score is not None and not math.isfinite(score):
             score = None
         into = "head" if edge.kind == "direct" else (edge.receiver.qkv or edge.receiver.kind)
         row: list[Any] = [edge.index, edge.name, edge.kind, into, circuit.kept[edge.index],
                           score, None if score is None else abs(score)]
+        if graph.positional:
+            assert edge.group is not None  # a positional edge
+            row.insert(4, graph.groups[edge.group])
         if ranks is not None:
             row.append(encode_score(ranks[edge.index]))
         rows.append(row)
@@ -464,7 +562,8 @@ def build_report(source: Source, score_width: bool = True) -> str:
     title = circuit_title(source.circuit)
     sections = [
         summary_section(source),
-        '<section id="circuit"><h2>Circuit</h2>' + drawing(source, score_width) + "</section>",
+        '<section id="circuit"><h2>Circuit</h2>' + drawing(source, score_width)
+        + groups_table(source) + nodes_table(source) + "</section>",
         metrics_section(source),
         sweep_section(source),
         comparison_section(source),

@@ -51,8 +51,12 @@ def worker_memory(settings: Any, shape: Any) -> int:
     if run.device != "cpu":
         return RUNTIME_BYTES + shape.n_params_total * BYTES_PER_NUMBER.get(run.dtype, 4)
     senders = count_edges(shape.graph_shape(run.common.granularity))["senders"]
-    estimate = estimate_memory(shape, senders, spec.n_prompts, prompt_tokens(spec, shape.n_ctx),
-                               BYTES_PER_NUMBER.get(run.dtype, 4), run.common.ablation)
+    tokens = prompt_tokens(spec, shape.n_ctx)
+    # at positions, at most a group per token (and `other`): the task is not tokenised yet
+    groups = 0 if run.common.positions == "none" else tokens + 1
+    estimate = estimate_memory(shape, senders, spec.n_prompts, tokens,
+                               BYTES_PER_NUMBER.get(run.dtype, 4), run.common.ablation,
+                               n_groups=groups)
     recorded = estimate["caches"] + estimate["qkv"]  # the state every run starts from a copy of
     return RUNTIME_BYTES + estimate["total"] + recorded
 

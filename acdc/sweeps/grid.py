@@ -7,8 +7,8 @@ grid are rounded to 3 significant digits (`1e-4:1e-1:13` gives 0.0001, 0.000178,
 so that the threshold a run uses is the one its directory's name says.
 
 Without `--thresholds` a sweep takes the grid the ACDC paper swept for its task (Conmy et al.
-2023, section 3 and appendix), chosen by the task's name and metric (`PAPER_GRIDS`), else
-`DEFAULT_GRID`.
+2023, section 3 and appendix), chosen by the task's name and metric (`PAPER_GRIDS`) when it
+reaches the task's own threshold, else `DEFAULT_GRID`.
 
 A grid read back from a sweep's `sweep.json` (`recorded_grid`) is held to the rules of
 `--thresholds`: at most `MAX_THRESHOLDS`, finite, >= 0 (> 0 in a log grid), increasing, no two
@@ -222,19 +222,31 @@ def _cut(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def default_grid(task: str, metric: str) -> Grid:
+def default_grid(task: str, metric: str, threshold: float | None = None) -> Grid:
     """The paper's grid for a task of this name and metric, else `DEFAULT_GRID`.
+
+    The paper's grids were swept on its models (GPT-2 small for ioi and greater-than), whose
+    metric changes can be orders of magnitude from another model's: a paper grid that does not
+    reach the task's own threshold (`threshold`, when given and > 0) would keep nearly every
+    edge at every point, so the default grid is taken instead, and its source says why.
 
     >>> default_grid("ioi", "kl").source
     "the ACDC paper's grid for ioi (kl)"
     >>> default_grid("demo", "kl").spec
     '1e-4:1e-1:13'
+    >>> default_grid("greater-than", "kl", threshold=0.1).spec
+    '1e-4:1e-1:13'
     """
     for key in ((task, metric), (task, None)):
         if key in PAPER_GRIDS:
             spec = PAPER_GRIDS[key]
-            return Grid(_parse_log_grid(spec), spec,
-                        f"the ACDC paper's grid for {task}" + (f" ({metric})" if key[1] else ""))
+            thresholds = _parse_log_grid(spec)
+            name = f"the ACDC paper's grid for {task}" + (f" ({metric})" if key[1] else "")
+            if threshold and not thresholds[0] <= threshold <= thresholds[-1]:
+                return Grid(_parse_log_grid(DEFAULT_GRID), DEFAULT_GRID,
+                            f"the default grid ({name}, {spec}, does not reach the task's "
+                            f"threshold {threshold:g})")
+            return Grid(thresholds, spec, name)
     return Grid(_parse_log_grid(DEFAULT_GRID), DEFAULT_GRID, "the default grid")
 
 

@@ -56,6 +56,7 @@ from acdc.run import (
     CIRCUIT_JSON,
     DTYPES,
     RUN_YAML,
+    UNLESS_DEFAULT_VALUES,
     RunLock,
     RunSettings,
     resolve_settings,
@@ -78,7 +79,7 @@ Action = Literal["new", "resume", "evaluate"]
 # Settings a run records that must agree between the runs of a sweep and the sweep (all but
 # the threshold); checked against circuit files and decision logs found in the directory.
 CIRCUIT_KEYS: tuple[str, ...] = ("task", "model", "method", "abs", "reverse_head_order",
-                                 "metric", "ablation", "granularity")
+                                 "metric", "ablation", "granularity", "positions")
 MAX_TEXT_CHARS = 4096  # a task name, a path, a model name in sweep.json
 DEVICE = re.compile(r"[a-z][a-z_]{0,15}(:[0-9]{1,4})?")  # cpu, cuda, cuda:1, mps ...
 DEFAULT_ROOT = Path("runs")
@@ -197,9 +198,9 @@ class SweepPlan:
 
 def prepare_sweep(task: str, *, thresholds: str | None = None, model: str | None = None,
                   metric: str | None = None, ablation: str | None = None,
-                  granularity: str = "qkv", abs: bool = False, reverse_head_order: bool = False,
-                  seed: int | None = None, device: str = "cpu", dtype: str = "float32",
-                  candidates: int = 0, out: Path | None = None,
+                  granularity: str = "qkv", positions: str = "none", abs: bool = False,
+                  reverse_head_order: bool = False, seed: int | None = None, device: str = "cpu",
+                  dtype: str = "float32", candidates: int = 0, out: Path | None = None,
                   command: tuple[str, ...] | None = None) -> SweepRequest:
     """A sweep of `task` (a bundled name or a YAML file) over `thresholds` (a grid spec, see
     `acdc.sweeps.grid`; None: the paper's grid for the task, else the default), with the
@@ -210,10 +211,11 @@ def prepare_sweep(task: str, *, thresholds: str | None = None, model: str | None
         options["candidates"] = candidates
     grid = parse_grid(thresholds) if thresholds is not None else None
     spec, run = resolve_settings(task, model=model, metric=metric, ablation=ablation,
-                                 granularity=granularity, seed=seed, device=device, dtype=dtype,
+                                 granularity=granularity, positions=positions, seed=seed,
+                                 device=device, dtype=dtype,
                                  threshold=grid.thresholds[0] if grid else None, **options)
     if grid is None:
-        grid = default_grid(spec.name, run.common.metric)
+        grid = default_grid(spec.name, run.common.metric, run.settings.threshold)
         spec, run = spec.with_overrides(threshold=grid.thresholds[0]), replace(
             run, settings=replace(run.settings, threshold=grid.thresholds[0]))
     settings = SweepSettings(run, spec, grid)
@@ -471,10 +473,12 @@ def _check_same_sweep(out_dir: Path, settings: SweepSettings, given_grid: bool) 
                         f"({header['task_file']}), not of task {mine['task']} "
                         f"({mine['task_file']}); choose another --out")
     conflicts = []
-    for key, value in mine.items():
+    # settings recorded only when not at their default (positions) count when either has them
+    for key in (*mine, *(k for k in UNLESS_DEFAULT_VALUES if k in header and k not in mine)):
         if key in ("format", "task", "task_file", "grid", "grid_source", "thresholds"):
             continue
-        theirs = header.get(key)
+        value = mine.get(key, UNLESS_DEFAULT_VALUES.get(key))
+        theirs = header.get(key, UNLESS_DEFAULT_VALUES.get(key))
         if key == "model" and same_path(theirs, value):
             continue
         if theirs != value:
@@ -512,7 +516,7 @@ def _plan(settings: SweepSettings, out_dir: Path, threshold: float,
         state = journal.read(directory)
         source = str(directory / journal.file_name)
         logged = RunSettings.from_record(state.header, source)
-        recorded = run.record()
+        recorded = {**UNLESS_DEFAULT_VALUES, **run.record()}  # a blind run records no positions
         conflicts = logged.conflicts({key: recorded[key] for key in recorded
                                       if key not in ("task_file", "model")})
         if not (same_path(logged.task_file, run.task_file) or logged.task_file == run.task_file):
@@ -545,7 +549,8 @@ def _check_run_yaml(path: Path, run: RunSettings) -> None:
 
 def _check_circuit(recorded: Mapping[str, Any], run: RunSettings, path: Path) -> None:
     """A circuit found in the sweep's directory must be a run of this sweep at its threshold."""
-    mine = run.record()
+    mine = {**UNLESS_DEFAULT_VALUES, **run.record()}
+    recorded = {**UNLESS_DEFAULT_VALUES, **recorded}  # a blind circuit records no positions
     differ = [key for key in ("threshold", *CIRCUIT_KEYS) if key in recorded and not (
         recorded[key] == mine[key] or (key == "model" and same_path(recorded[key], mine[key])))]
     if differ:

@@ -30,6 +30,7 @@ from acdc.evaluation.evaluate import (
     EVALUATION_JSON,
     EvaluationJob,
     EvaluationOutcome,
+    check_task,
     run_metric_check,
     write_evaluation,
 )
@@ -88,7 +89,8 @@ def _key(job: ThresholdJob, threads: int) -> tuple[Any, ...]:
     """What the shared inputs depend on: everything recorded but the method's own settings."""
     record = job.settings.record()
     return (record["task"], record["task_file"], record["model"], record["ablation"],
-            record["granularity"], record["seed"], record["device"], record["dtype"],
+            record["granularity"], record.get("positions"), record["seed"], record["device"],
+            record["dtype"],
             replace(job.spec, threshold=0.0), threads)
 
 
@@ -126,8 +128,9 @@ def run_threshold(job: ThresholdJob, options: RunOptions,
                   command=job.command, typed=job.typed)
         with contextlib.closing(run):
             shared = _shared(job, run, options.threads)
-            if job.action == "evaluate":
+            if job.action == "evaluate":  # a circuit at positions: found on this task
                 circuit = load_circuit(directory / CIRCUIT_JSON)
+                check_task(circuit, shared.inputs.task, str(job.out_dir / CIRCUIT_JSON))
             else:
                 circuit = _search(job, run, shared.inputs, options)
             if not circuit.partial:
