@@ -23,7 +23,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,11 +258,16 @@ def sweep(model: LoadedModel | str | Path, task: Any, thresholds: Sequence[float
 
 @dataclass(frozen=True)
 class Comparison:
-    """What `compare` returns: two circuits edge by edge and node by node (`pair`), and each
-    circuit against the reference (`scores`: TPR, FPR, precision per level)."""
+    """What `compare` returns: two circuits edge by edge and node by node (`pair`; at
+    positions also per group, `pair.groups`), and each circuit against the reference
+    (`scores`: TPR, FPR, precision per level; at positions `group_scores`, per group and
+    level). `note` says when circuits at positions were read position-blind."""
 
     pair: CircuitComparison | None
     scores: Mapping[str, Mapping[str, Confusion]]
+    group_scores: Mapping[str, Mapping[str, Mapping[str, Confusion]]] = field(
+        default_factory=dict)
+    note: str | None = None
 
     def _repr_html_(self) -> str:
         import html
@@ -278,14 +283,18 @@ class Comparison:
         table = ("<table><tr><th></th><th>both</th><th>only A</th><th>only B</th>"
                  "<th>Jaccard</th></tr>" + "".join(rows) + "</table>") if rows else ""
         lines = []
-        for name, levels in self.scores.items():
+        named = list(self.scores.items())
+        named += [(f"{name} @{group}", levels) for name, groups in self.group_scores.items()
+                  for group, levels in groups.items()]
+        for name, levels in named:
             for level, counts in levels.items():
                 lines.append(f"<tr><td>{html.escape(name)}</td><td>{level}</td>"
                              f"<td>{_fmt(counts.tpr)}</td><td>{_fmt(counts.fpr)}</td>"
                              f"<td>{_fmt(counts.precision)}</td></tr>")
         scores = ("<table><tr><th></th><th>level</th><th>TPR</th><th>FPR</th>"
                   "<th>precision</th></tr>" + "".join(lines) + "</table>") if lines else ""
-        return table + scores
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        return note + table + scores
 
 
 def _fmt(value: float | None) -> str:
@@ -295,21 +304,38 @@ def _fmt(value: float | None) -> str:
 def compare(a: Circuit | str | Path, b: Circuit | str | Path | None = None, *,
             reference: str | None = None) -> Comparison:
     """Two circuits (edges and nodes in both, only in one, Jaccard) and each against a
-    `reference` (a canonical circuit's name, a circuit file or an edge list)."""
+    `reference` (a canonical circuit's name, a circuit file or an edge list). Circuits at the
+    same position groups compare at each group too; a circuit at positions meeting one at other
+    groups (or position-blind) is read position-blind, and `note` says so."""
     from acdc.core.circuit import circuit_path
-    from acdc.evaluation.compare import compare_circuits, confusion
+    from acdc.evaluation.compare import compare_circuits, confusion, group_confusions
+    from acdc.evaluation.projection import common_view, project
     from acdc.evaluation.sources import load_reference
+    from acdc.evaluation.summary import project_reference
 
     circuits = [c if isinstance(c, Circuit) else load_circuit(circuit_path(c))
                 for c in (a, b) if c is not None]
+    truth = load_reference(reference, circuits[0].graph) if reference is not None else None
+    named = [(key, c.graph.shape) for key, c in zip("AB", circuits, strict=False)]
+    if truth is not None:
+        named.append((f"reference {reference}", truth.graph.shape))
+    view = common_view(named)
+    if view.projected:
+        circuits = [project(c) for c in circuits]
+        truth = project_reference(truth) if truth is not None else None
     pair = compare_circuits(circuits[0], circuits[1]) if len(circuits) == 2 else None
     scores: dict[str, dict[str, Confusion]] = {}
-    if reference is not None:
-        truth = load_reference(reference, circuits[0].graph)
+    groups: dict[str, dict[str, dict[str, Confusion]]] = {}
+    if truth is not None:
         for key, circuit in zip("AB", circuits, strict=False):
             scores[key] = {level: confusion(circuit.graph, circuit.kept, truth.kept, level)
                            for level in ("edge", "node")}
-    return Comparison(pair, scores)
+            by_level = {level: group_confusions(circuit.graph, circuit.kept, truth.kept, level)
+                        for level in ("edge", "node")}
+            if circuit.graph.positional:
+                groups[key] = {g: {level: by_level[level][g] for level in by_level}
+                               for g in circuit.graph.groups}
+    return Comparison(pair, scores, groups, view.note)
 
 
 def export(circuit: Circuit | str | Path, format: str, path: str | Path | None = None, *,

@@ -11,6 +11,13 @@ edge, and a head's q/k/v inputs count as the head itself, so the nodes are `inpu
 the MLPs and `logits` (158 for GPT-2 small). `Circuit.nodes()` lists q/k/v inputs separately;
 the comparison does not.
 
+Circuits at positions (one graph, the same position groups) compare edge by edge at every
+group: each positional edge (`a0.h1->a2.h3<q>@S2`) is one item. Besides the totals, every group
+g gets its own part (`groups`): the edges at g, compared as two blind circuits
+(`acdc.evaluation.projection.at_group`), and whether the two circuits agree there (keep the
+same edges at g). A node is a node of the model at any group: it is in a circuit when it
+touches a kept edge at some group (per group, at that group).
+
 >>> from acdc.core.graph import GraphShape, build_graph
 >>> graph = build_graph(GraphShape(1, 1, False))
 >>> a = kept_from_names(graph, ["input->a0.h0<v>", "a0.h0<v>->a0.h0", "a0.h0->logits"])
@@ -23,14 +30,15 @@ the comparison does not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from acdc.core.circuit import Circuit
 from acdc.core.graph import Graph
 from acdc.errors import GraphError
 from acdc.evaluation.edge_list import describe_shape
+from acdc.evaluation.projection import at_group, blind_graph
 
 Level = Literal["edge", "node"]
 LEVELS: tuple[Level, ...] = ("edge", "node")
@@ -59,13 +67,26 @@ class SetComparison:
 
 @dataclass(frozen=True)
 class CircuitComparison:
-    """Two circuits of one graph, edge by edge and node by node."""
+    """Two circuits of one graph, edge by edge and node by node; at positions, also the
+    edges at each position group (`groups`, in the graph's group order; empty when blind)."""
 
     edges: SetComparison
     nodes: SetComparison
+    groups: Mapping[str, SetComparison] = field(default_factory=dict)
+
+    @property
+    def agree(self) -> tuple[str, ...]:
+        """The position groups at which both circuits keep the same edges."""
+        return tuple(g for g, part in self.groups.items() if not part.only_a and not part.only_b)
 
     def to_json(self) -> dict[str, Any]:
-        return {"edges": self.edges.to_json(), "nodes": self.nodes.to_json()}
+        data = {"edges": self.edges.to_json(), "nodes": self.nodes.to_json()}
+        if self.groups:
+            data["groups"] = {g: {"both": len(part.both), "only_a": len(part.only_a),
+                                  "only_b": len(part.only_b), "jaccard": part.jaccard,
+                                  "agree": not part.only_a and not part.only_b}
+                              for g, part in self.groups.items()}
+        return data
 
 
 @dataclass(frozen=True)
@@ -147,12 +168,17 @@ def compare_sets(universe: Sequence[str], a: Sequence[bool], b: Sequence[bool]) 
 
 
 def compare_kept(graph: Graph, a: Sequence[bool], b: Sequence[bool]) -> CircuitComparison:
-    """Edges and nodes kept by both / only `a` / only `b` (flags in graph order)."""
+    """Edges and nodes kept by both / only `a` / only `b` (flags in graph order); at
+    positions, also the edges at each group."""
     parts = []
     for level in LEVELS:
         universe, a_flags = level_flags(graph, a, level)
         parts.append(compare_sets(universe, a_flags, level_flags(graph, b, level)[1]))
-    return CircuitComparison(*parts)
+    groups = {}
+    for g, name in enumerate(graph.groups if graph.positional else ()):
+        universe = [e.name for e in graph.edges[g::graph.n_groups]]
+        groups[name] = compare_sets(universe, at_group(a, graph, g), at_group(b, graph, g))
+    return CircuitComparison(parts[0], parts[1], groups)
 
 
 def compare_circuits(a: Circuit, b: Circuit, a_name: str = "A",
@@ -178,6 +204,18 @@ def confusion(graph: Graph, kept: Sequence[bool], reference: Sequence[bool],
         else:
             tn += 1
     return Confusion(tp, fp, fn, tn)
+
+
+def group_confusions(graph: Graph, kept: Sequence[bool], reference: Sequence[bool],
+                     level: Level = "edge") -> dict[str, Confusion]:
+    """Per position group of a positional `graph` (empty for a blind one): `confusion` of the
+    edges at that group (at node level, the nodes touching a kept edge at that group)."""
+    if not graph.positional:
+        return {}
+    blind = blind_graph(graph)
+    return {name: confusion(blind, at_group(kept, graph, g), at_group(reference, graph, g),
+                            level)
+            for g, name in enumerate(graph.groups)}
 
 
 def check_same_graph(a: Graph, b: Graph, a_name: str, b_name: str) -> None:

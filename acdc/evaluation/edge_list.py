@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from acdc.core.files import read_text
-from acdc.core.graph import Graph
+from acdc.core.graph import Graph, GraphShape
 from acdc.errors import GraphError, did_you_mean
 
 SHOWN_UNKNOWN = 3  # unknown names named in the error message
@@ -72,9 +72,12 @@ def format_edge_list(names: Iterable[str], header: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe_shape(graph: Graph) -> str:
-    """`12-layer 12-head (MLPs, q/k/v split)`: a graph shape in words, for messages."""
-    shape = graph.shape
+def describe_shape(graph: Graph | GraphShape) -> str:
+    """`12-layer 12-head (MLPs, q/k/v split)`: a graph shape in words, for messages (a
+    positional one adds `at 6 position groups (labels)`)."""
+    shape = graph.shape if isinstance(graph, Graph) else graph
     mlps = "MLPs" if shape.has_mlp else "attention-only"
     split = "q/k/v split" if shape.granularity == "qkv" else "one receiver per head"
-    return f"{shape.n_layers}-layer {shape.n_heads}-head ({mlps}, {split})"
+    at = (f" at {shape.n_groups} position groups ({shape.positions})"
+          if shape.positions != "none" else "")
+    return f"{shape.n_layers}-layer {shape.n_heads}-head ({mlps}, {split}){at}"

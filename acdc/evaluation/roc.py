@@ -22,13 +22,13 @@ every head and MLP (HISP) gives one circuit per cut of its ranking: the top k by
 `ranking_roc` takes every cut at once: the edges (nodes) of each cut are counted
 incrementally, each entering at its rank, so all 32,923 cuts of GPT-2 small's edges cost one
 pass over the graph. An edge ranking counts residual edges, each direct q/k/v edge entering
-with the first residual edge into its input (`acdc.core.selection`; the cuts are not pruned,
-as MIB's x-axis is not); a node ranking's cut k is every edge among its top k heads and MLPs
-(`edges_among`: HISP's "units removed cumulatively, least important first", read from the
-other end). Cuts fall only between different |scores| (tied units are never split, so the
-order within a tie gets no credit); unscored units come last, as one group. At node level a
-node counts when it touches a kept edge, as for any circuit (`acdc.evaluation.compare`). Only
-the points on the curve are kept.
+with the first residual edge into its input (`acdc.core.selection`; at positions, into its
+input at its group; the cuts are not pruned, as MIB's x-axis is not); a node ranking's cut k
+is every edge among its top k heads and MLPs (`edges_among`: HISP's "units removed
+cumulatively, least important first", read from the other end). Cuts fall only between
+different |scores| (tied units are never split, so the order within a tie gets no credit);
+unscored units come last, as one group. At node level a node counts when it touches a kept
+edge, as for any circuit (`acdc.evaluation.compare`). Only the points on the curve are kept.
 
 >>> pessimistic_auc([RocPoint(0.1, 0.5), RocPoint(0.3, 0.6), RocPoint(0.2, 0.4),
 ...                  RocPoint(0.5, 0.9)])
@@ -222,14 +222,16 @@ def ranking_roc(graph: Graph, reference: Sequence[bool], level: Level = "edge", 
         residual = [e.index for e in graph.edges if e.kind == "residual"]
         cuts, ranks, thresholds = _cuts(residual, edge_scores)
         entries = [0] * n_edges
-        first_into: dict[str, int] = {}
+        first_into: dict[tuple[str, int | None], int] = {}
         for index, rank in zip(residual, ranks, strict=True):
             entries[index] = rank
-            receiver = graph.edges[index].receiver.name
+            edge = graph.edges[index]
+            receiver = (edge.receiver.name, edge.group)
             first_into[receiver] = min(first_into.get(receiver, rank), rank)
         for edge in graph.edges:
             if edge.kind == "direct":  # with the first kept residual edge into its input
-                entries[edge.index] = first_into.get(edge.receiver.name, len(residual) + 1)
+                entries[edge.index] = first_into.get((edge.receiver.name, edge.group),
+                                                     len(residual) + 1)
     else:
         assert node_scores is not None
         units = scored_nodes(graph)

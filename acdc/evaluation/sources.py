@@ -15,7 +15,8 @@ directories, references.
   read.
 - A reference is the name of a canonical circuit (`ioi-gpt2`, see
   `acdc.evaluation.canonical`), a `circuit.json` (or run directory), or a plain edge-list file
-  (`acdc.evaluation.edge_list`); it is read against the graph of the circuits it judges.
+  (`acdc.evaluation.edge_list`). A canonical circuit or circuit file is read over its own graph
+  (at positions or not), an edge list against the graph of the circuits it judges.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.files import disk_error
 from acdc.core.graph import Graph
 from acdc.errors import GraphError, RunWarning, did_you_mean
-from acdc.evaluation.canonical import CANONICAL, CANONICAL_NAMES, load_canonical
+from acdc.evaluation.canonical import CANONICAL, CANONICAL_NAMES, canonical_graph, load_canonical
 from acdc.evaluation.compare import check_same_graph
 from acdc.evaluation.edge_list import read_edge_list
+from acdc.evaluation.projection import blind_graph
 
 CIRCUIT_FILE = "circuit.json"
 SWEEP_FILE = "sweep.json"
@@ -69,10 +71,12 @@ class Sweep:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference circuit: what the user named it and its kept flags over a graph."""
+    """A reference circuit: what the user named it, its graph (a circuit file's or canonical
+    circuit's own, possibly at positions) and its kept flags over that graph."""
 
     name: str
     kept: tuple[bool, ...]
+    graph: Graph
 
 
 def run_threshold(name: str) -> float | None:
@@ -198,28 +202,52 @@ def _listed(items: list[str]) -> str:
 
 
 def load_reference(spec: str, graph: Graph) -> Reference:
-    """The reference named by `spec`, read against `graph`.
+    """The reference named by `spec`, for circuits of `graph`.
 
-    `spec` is a canonical circuit's name, a circuit.json or run directory, or an edge-list
-    file. Raises `GraphError` for unknown names, edges or graph shapes and for an empty
+    `spec` is a canonical circuit's name or a circuit.json or run directory, read over its own
+    graph (at positions or not: `acdc.evaluation.projection.common_view` decides how it meets
+    the circuits), or an edge-list file, read against `graph` (for a positional `graph`, an
+    edge list of blind names is read against the blind graph). Raises `GraphError` for unknown
+    names or edges, for a circuit of another model's graph and for an empty
     reference (its TPR would be undefined).
     """
     path = Path(spec)
     info = _status(path)
     if info is None and spec in CANONICAL:
-        kept = load_canonical(spec, graph)
+        own = canonical_graph(spec)
+        if own.shape.blind() != graph.shape.blind():
+            load_canonical(spec, graph)  # the line naming the canonical circuit's model
+        kept, graph = load_canonical(spec, own), own
     elif info is None:
         raise GraphError(f"reference {spec!r}: no such file, and not a canonical circuit"
                          f"{did_you_mean(spec, CANONICAL)} (known: {', '.join(CANONICAL_NAMES)})")
     elif stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and _looks_like_json(path)):
         circuit = load_circuit(circuit_file(path))
-        check_same_graph(graph, circuit.graph, "the compared circuit", f"reference {spec}")
-        kept = circuit.kept
+        check_same_graph(blind_graph(graph), blind_graph(circuit.graph), "the compared circuit",
+                         f"reference {spec}")
+        kept, graph = circuit.kept, circuit.graph
     else:  # an edge list; the bounded reader refuses a device or a pipe
-        kept = read_edge_list(path, graph)
+        kept, graph = _read_edge_list(path, graph)
     if not any(kept):
         raise GraphError(f"reference {spec}: has no edges, so TPR is undefined")
-    return Reference(spec, tuple(kept))
+    return Reference(spec, tuple(kept), graph)
+
+
+def _read_edge_list(path: Path, graph: Graph) -> tuple[tuple[bool, ...], Graph]:
+    """An edge list against `graph`; for a positional `graph`, one whose names are not
+    positional edges but are all blind ones (no `@group`) is read against the blind graph
+    (otherwise the positional graph's error line)."""
+    try:
+        return read_edge_list(path, graph), graph
+    except GraphError:
+        if not graph.positional:
+            raise
+        blind = blind_graph(graph)
+        try:
+            return read_edge_list(path, blind), blind
+        except GraphError:
+            pass
+        raise
 
 
 def _looks_like_json(path: Path) -> bool:

@@ -10,6 +10,13 @@
   circuit: HISP) or else its per-edge scores (EAP, exact patching, an ACDC run's test scores,
   a MIB file's), every cut of the ranking (`acdc.evaluation.roc.ranking_roc`).
 
+Circuits at positions (`--positions`) over the same groups compare positional edge by edge,
+and every measure is also given per position group (the edges at that group: Jaccard and
+whether the two agree; TPR, FPR, precision; each sweep's and ranking's ROC). When the inputs and
+the reference are not all at the same groups (a positional run against a position-blind
+reference, `labels` against `all`), the positional ones are read position-blind
+(`acdc.evaluation.projection`), and the summary says so (`view.note`).
+
 `write_outputs` writes what was computed into a directory: `comparison.json` (the inputs, the
 pair, the reference and every circuit's scores), `union.dot`/`union.svg` (two circuits, or one
 circuit against its reference, drawn together by `acdc.exports.union`), and for sweeps and
@@ -21,28 +28,38 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from acdc.core.circuit import Circuit
 from acdc.core.files import output_directory, write_text_atomic
-from acdc.core.graph import Graph
+from acdc.core.graph import Graph, GraphShape
 from acdc.errors import GraphError, RunWarning
 from acdc.evaluation.canonical import CANONICAL_NAMES
 from acdc.evaluation.compare import (
     LEVELS,
     CircuitComparison,
     Confusion,
+    Level,
     check_same_graph,
     compare_circuits,
     confusion,
+    group_confusions,
     kept_nodes,
     node_names,
 )
+from acdc.evaluation.projection import (
+    View,
+    at_group,
+    blind_graph,
+    common_view,
+    project,
+    project_kept,
+)
 from acdc.evaluation.roc import RocCurve, ranking_roc, sweep_roc
-from acdc.evaluation.sources import Reference, Sweep, load_input, load_reference
+from acdc.evaluation.sources import Reference, Sweep, SweepRun, load_input, load_reference
 
 COMPARISON_FORMAT = "circuit-comparison/1"
 ROC_FORMAT = "circuit-roc/1"
@@ -56,6 +73,7 @@ class Item:
     key: str  # "A" or "B"
     name: str
     value: Circuit | Sweep
+    projected_from: GraphShape | None = None  # its positional shape, when read blind
 
     @property
     def graph(self) -> Graph:
@@ -64,13 +82,33 @@ class Item:
 
 @dataclass(frozen=True)
 class Scores:
-    """A circuit against the reference, at edge and node level."""
+    """A circuit against the reference, at edge and node level; at positions, also at each
+    position group (`groups`)."""
 
     edge: Confusion
     node: Confusion
+    groups: Mapping[str, Scores] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"edge": self.edge.to_json(), "node": self.node.to_json()}
+        data: dict[str, Any] = {"edge": self.edge.to_json(), "node": self.node.to_json()}
+        if self.groups:
+            data["groups"] = {g: part.to_json() for g, part in self.groups.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class GroupRoc:
+    """A sweep's or ranking's ROC restricted to the edges at one position group; a level is
+    None where the reference has no edge, or every edge (node), at that group."""
+
+    edge: RocCurve | None
+    node: RocCurve | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"auc": {"edge": self.edge.auc if self.edge else None,
+                        "node": self.node.auc if self.node else None},
+                "edge": self.edge.to_json() if self.edge else None,
+                "node": self.node.to_json() if self.node else None}
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,7 @@ class SweepScores:
     runs: tuple[Scores, ...]
     edge: RocCurve
     node: RocCurve | None  # None when the reference touches every node
+    groups: Mapping[str, GroupRoc] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +130,7 @@ class RankingScores:
     ranked: str
     edge: RocCurve
     node: RocCurve | None  # None when the reference touches every node
+    groups: Mapping[str, GroupRoc] = field(default_factory=dict)
 
     @property
     def n_cuts(self) -> int:
@@ -110,6 +150,7 @@ class CompareSummary:
     pair: CircuitComparison | None
     reference: Reference | None
     scores: tuple[Scored, ...]
+    view: View | None = None
 
     @property
     def has_sweep(self) -> bool:
@@ -125,6 +166,9 @@ class CompareSummary:
         data: dict[str, Any] = {"format": COMPARISON_FORMAT,
                                 "inputs": {item.key: describe(item) for item in self.items},
                                 "totals": totals(self.graph)}
+        positions = self.positions_json()
+        if positions:
+            data["positions"] = positions
         if self.pair is not None:
             data.update(self.pair.to_json())
         if self.reference is not None:
@@ -134,6 +178,15 @@ class CompareSummary:
                               else {"roc": "roc.json"}
                               for item, scores in zip(self.items, self.scores, strict=True)}
         return data
+
+    def positions_json(self) -> dict[str, Any]:
+        """How positions were compared: the groups compared at (empty when position-blind),
+        and what was projected; empty when nothing was at positions."""
+        view = self.view
+        if view is None or (not self.graph.positional and not view.projected):
+            return {}
+        return {"mode": self.graph.shape.positions, "groups": list(self.graph.groups),
+                "projected": list(view.projected), "note": view.note}
 
     def roc_json(self) -> dict[str, Any]:
         """The `roc.json` dictionary: every sweep's and every ranking's curves."""
@@ -149,6 +202,7 @@ class CompareSummary:
                             "node": scores.node.auc if scores.node else None},
                     "edge": scores.edge.to_json(),
                     "node": scores.node.to_json() if scores.node else None,
+                    **_groups_json(scores.groups),
                     "circuit": scores.circuit.to_json()})
                 continue
             if not isinstance(scores, SweepScores):
@@ -165,10 +219,15 @@ class CompareSummary:
                                    "node": scores.node.auc if scores.node else None},
                            "edge": scores.edge.to_json(),
                            "node": scores.node.to_json() if scores.node else None,
+                           **_groups_json(scores.groups),
                            "runs": runs})
         return {"format": ROC_FORMAT,
                 "reference": describe_reference(self.reference, self.graph),
                 "totals": totals(self.graph), "sweeps": sweeps, "rankings": rankings}
+
+
+def _groups_json(groups: Mapping[str, GroupRoc]) -> dict[str, Any]:
+    return {"groups": {g: roc.to_json() for g, roc in groups.items()}} if groups else {}
 
 
 def _n_units(circuit: Circuit, ranked: str) -> int:
@@ -200,6 +259,10 @@ def describe(item: Item) -> dict[str, Any]:
     data: dict[str, Any] = {"name": item.name, "n_layers": shape.n_layers,
                             "n_heads": shape.n_heads, "has_mlp": shape.has_mlp,
                             "granularity": shape.granularity}
+    own = item.projected_from or shape
+    if own.positions != "none":
+        data.update(positions=own.positions, groups=list(own.groups),
+                    projected=item.projected_from is not None)
     if isinstance(value, Sweep):
         data.update(kind="sweep", path=str(value.path),
                     thresholds=[run.threshold for run in value.runs])
@@ -218,6 +281,27 @@ def describe_reference(reference: Reference, graph: Graph) -> dict[str, Any]:
             "nodes": sum(kept_nodes(graph, reference.kept))}
 
 
+def project_item(item: Item) -> Item:
+    """`item` read position-blind (every run of a sweep); a blind one as it is."""
+    if not item.graph.positional:
+        return item
+    value = item.value
+    if isinstance(value, Sweep):
+        value = Sweep(value.path, tuple(SweepRun(run.threshold, run.path, project(run.circuit))
+                                        for run in value.runs))
+    else:
+        value = project(value)
+    return Item(item.key, item.name, value, item.graph.shape)
+
+
+def project_reference(reference: Reference) -> Reference:
+    """`reference` read position-blind; a blind one as it is."""
+    graph = reference.graph
+    if not graph.positional:
+        return reference
+    return replace(reference, kept=project_kept(reference.kept, graph), graph=blind_graph(graph))
+
+
 def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> CompareSummary:
     """Compare one or two inputs and score them against `reference` (see the module doc).
 
@@ -228,6 +312,14 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
         raise GraphError(f"compare takes one or two inputs, got {len(inputs)}")
     items = tuple(Item(key, str(path), load_input(path))
                   for key, path in zip(LABELS, inputs, strict=False))
+    ref = load_reference(reference, items[0].graph) if reference is not None else None
+    named = [(item.name, item.graph.shape) for item in items]
+    if ref is not None:
+        named.append((f"reference {ref.name}", ref.graph.shape))
+    view = common_view(named)
+    if view.projected:
+        items = tuple(project_item(item) for item in items)
+        ref = project_reference(ref) if ref is not None else None
     for item in items[1:]:
         check_same_graph(items[0].graph, item.graph, str(items[0].name), str(item.name))
     for item in items:
@@ -248,7 +340,11 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
     if len(circuits) == 2:
         (a_name, a), (b_name, b) = circuits
         pair = compare_circuits(a, b, a_name, b_name)
-    ref = load_reference(reference, graph) if reference is not None else None
+        digests = {c.settings.get("positions_sha256") for c in (a, b)}
+        if graph.positional and len(digests) == 2 and None not in digests:
+            warnings.warn(f"{a_name} and {b_name} were found on tasks whose tokens fall into the "
+                          f"position groups differently (positions_sha256 differs): compared "
+                          f"group by group, by the groups' names", RunWarning, stacklevel=2)
     levels = roc_levels(graph, ref) if ref is not None else ()
     scores: list[Scored] = []
     for item in items:
@@ -259,12 +355,41 @@ def summarize(inputs: Sequence[str | Path], reference: str | None = None) -> Com
             runs = tuple(score(graph, run.circuit.kept, ref.kept) for run in value.runs)
             sweep = [(run.threshold, run.circuit.kept) for run in value.runs]
             node_curve = sweep_roc(graph, sweep, ref.kept, "node") if "node" in levels else None
-            scores.append(SweepScores(runs, sweep_roc(graph, sweep, ref.kept, "edge"), node_curve))
+            scores.append(SweepScores(runs, sweep_roc(graph, sweep, ref.kept, "edge"), node_curve,
+                                      sweep_group_rocs(graph, sweep, ref.kept)))
         elif (ranked := circuit_ranking(value)) is not None:
             scores.append(rank_scores(value, ranked, ref, levels, item.name))
         else:
             scores.append(score(graph, value.kept, ref.kept))
-    return CompareSummary(items, graph, pair, ref, tuple(scores))
+    return CompareSummary(items, graph, pair, ref, tuple(scores), view)
+
+
+def defined_levels(graph: Graph, reference: Sequence[bool]) -> tuple[Level, ...]:
+    """The levels at which TPR and FPR against `reference` are both defined."""
+    empty = [False] * len(graph.edges)
+    levels: list[Level] = []
+    for level in LEVELS:
+        counts = confusion(graph, empty, reference, level)
+        if counts.tpr is not None and counts.fpr is not None:
+            levels.append(level)
+    return tuple(levels)
+
+
+def sweep_group_rocs(graph: Graph, sweep: Sequence[tuple[float, Sequence[bool]]],
+                     reference: Sequence[bool]) -> dict[str, GroupRoc]:
+    """Per position group of a positional `graph`: the sweep's ROC over the edges at that
+    group (a level is None where it is undefined there)."""
+    out: dict[str, GroupRoc] = {}
+    if not graph.positional:
+        return out
+    blind = blind_graph(graph)
+    for g, name in enumerate(graph.groups):
+        truth = at_group(reference, graph, g)
+        levels = defined_levels(blind, truth)
+        runs = [(threshold, at_group(kept, graph, g)) for threshold, kept in sweep]
+        curves = {level: sweep_roc(blind, runs, truth, level) for level in levels}
+        out[name] = GroupRoc(curves.get("edge"), curves.get("node"))
+    return out
 
 
 def rank_scores(circuit: Circuit, ranked: str, reference: Reference,
@@ -275,8 +400,18 @@ def rank_scores(circuit: Circuit, ranked: str, reference: Reference,
     curves = {level: ranking_roc(circuit.graph, reference.kept, level,  # type: ignore[arg-type]
                                  edge_scores=edge_scores, node_scores=node_scores, name=name)
               for level in levels}
+    groups: dict[str, GroupRoc] = {}
+    graph = circuit.graph
+    if graph.positional and edge_scores is not None:
+        blind = blind_graph(graph)
+        for g, group in enumerate(graph.groups):
+            truth = at_group(reference.kept, graph, g)
+            at_g = edge_scores[g::graph.n_groups]
+            at = {level: ranking_roc(blind, truth, level, edge_scores=at_g, name=name)
+                  for level in defined_levels(blind, truth)}
+            groups[group] = GroupRoc(at.get("edge"), at.get("node"))
     return RankingScores(score(circuit.graph, circuit.kept, reference.kept), ranked,
-                         curves["edge"], curves.get("node"))
+                         curves["edge"], curves.get("node"), groups)
 
 
 def roc_levels(graph: Graph, reference: Reference) -> tuple[str, ...]:
@@ -297,8 +432,11 @@ def roc_levels(graph: Graph, reference: Reference) -> tuple[str, ...]:
 
 
 def score(graph: Graph, kept: Sequence[bool], reference: Sequence[bool]) -> Scores:
+    """A circuit against the reference at both levels, and at each position group."""
+    edges, nodes = (group_confusions(graph, kept, reference, level) for level in LEVELS)
+    groups = {g: Scores(edges[g], nodes[g]) for g in edges}
     return Scores(confusion(graph, kept, reference, "edge"),
-                  confusion(graph, kept, reference, "node"))
+                  confusion(graph, kept, reference, "node"), groups)
 
 
 # --------------------------------------------------------------------------- outputs

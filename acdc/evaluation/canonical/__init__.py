@@ -22,8 +22,24 @@ components, every rule with the edges it adds, and which rules the documentation
 summary leaves out (they are the authors' construction all the same; without them the GPT-2
 counts would be 692 and 224, not 1,041 and 262).
 
+Two circuits are also given at positions, over the position groups of the bundled tasks'
+labels (`--positions labels`; `acdc.core.graph`), as edges `<edge>@<group>`:
+
+- `ioi-gpt2-positions`: auto-circuit's token-specific IOI circuit (Miller et al. 2024, its
+  `ioi_official.py`, from Wang et al.'s analysis): every connection between two head classes
+  at the token where the receiving input reads it (previous-token heads' queries at S1+1, keys
+  and values at S1; ... name movers into the logits at END), with the MLPs between the two
+  classes' layers at the receiving positions. It is a different construction from the ACDC
+  authors' `ioi-gpt2`: read position-blind it is 845 of its 1,041 edges (fewer MLP edges).
+- `greater-than-gpt2-positions`: the ACDC authors' greater-than circuit placed where Hanna et
+  al. place it (the middle heads attend from END to YY, MLPs 8-11 and the logits at END);
+  edges into the components they give no position for are kept at every group.
+
+In both, a direct q/k/v edge of a head is kept at the groups where that input is fed, as
+selection keeps it (`acdc.core.selection`).
+
 `load_canonical(name, graph)` reads a shipped file against the graph of its model;
-`circuit compare ... --reference ioi-gpt2` (or `tracr-reverse`) uses it.
+`circuit compare ... --reference ioi-gpt2` (or `tracr-reverse`, `ioi-gpt2-positions`) uses it.
 
 >>> graph = build_graph(GPT2_SMALL)
 >>> sum(load_canonical("greater-than-gpt2", graph))
@@ -34,11 +50,15 @@ counts would be 692 and 224, not 1,041 and 262).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
-from acdc.core.graph import Graph, GraphShape, build_graph, head_name, mlp_name
+from acdc.core.generators.greater_than import GT_LABELS
+from acdc.core.generators.ioi import IOI_LABELS
+from acdc.core.graph import Edge, Graph, GraphShape, build_graph, head_name, mlp_name
+from acdc.core.tasks.labels import OTHER
 from acdc.errors import GraphError, did_you_mean
 from acdc.evaluation.edge_list import describe_shape, format_edge_list, parse_edge_list
 
@@ -71,6 +91,22 @@ IOI_HEAD_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("S-inhibition", "negative name mover", "q"),
 )
 
+# Where auto-circuit's token-specific IOI circuit reads each connection: (sender class or
+# input, receiver class or logits, the receiving inputs with their position group).
+IOI_PLACED: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("input", "previous token", (("q", "S1+1"), ("k", "S1"), ("v", "S1"))),
+    ("input", "duplicate token", (("q", "S2"), ("k", "S1"), ("v", "S1"))),
+    ("input", "S-inhibition", (("q", "END"),)),
+    *(("input", mover, (("k", "IO"), ("v", "IO"))) for mover in IOI_MOVERS),
+    ("previous token", "induction", (("k", "S1+1"), ("v", "S1+1"))),
+    ("induction", "S-inhibition", (("k", "S2"), ("v", "S2"))),
+    ("duplicate token", "S-inhibition", (("k", "S2"), ("v", "S2"))),
+    *(("S-inhibition", mover, (("q", "END"),)) for mover in IOI_MOVERS),
+    *((mover, "logits", (("", "END"),)) for mover in IOI_MOVERS),
+)
+IOI_GROUPS: tuple[str, ...] = (*IOI_LABELS, OTHER)  # the bundled ioi task's, --positions labels
+GT_GROUPS: tuple[str, ...] = (*GT_LABELS, OTHER)  # the bundled greater-than task's
+
 GT_EARLY_HEADS: tuple[Head, ...] = ((0, 1), (0, 3), (0, 5))
 GT_MIDDLE_HEADS: tuple[Head, ...] = ((5, 5), (6, 1), (6, 9), (7, 10), (8, 11), (9, 1))
 GT_EARLY_MLPS: tuple[int, ...] = (0, 1, 2, 3)
@@ -97,10 +133,11 @@ class Canonical:
     title: str
     source: tuple[str, ...]
     heads: tuple[str, ...]
-    authors_count: int
+    authors_count: int | None  # None: the source publishes no count
     rules: Callable[[Graph], list[Rule]]
     model: str = "GPT-2 small"  # the model whose graph the circuit is of, for people
     shape: GraphShape = GPT2_SMALL
+    positions: tuple[str, ...] = ()  # at positions: where the groups come from, in words
 
 
 # --------------------------------------------------------------------------- naming helpers
@@ -220,6 +257,90 @@ def greater_than_rules(graph: Graph) -> list[Rule]:
     ]
 
 
+# --------------------------------------------------------------------------- at positions
+
+
+def _at(graph: Graph, senders: Iterable[str], receivers: Iterable[tuple[str, str]]
+        ) -> tuple[str, ...]:
+    """Every edge of the positional `graph` from one of `senders` into one of `receivers`,
+    given as (receiver, group) pairs, in graph order."""
+    index = graph.edge_index
+    found = {index[name] for sender in senders for receiver, group in receivers
+             if (name := f"{sender}->{receiver}@{group}") in index}
+    return tuple(graph.edges[i].name for i in sorted(found))
+
+
+def _fed_direct(graph: Graph, heads: Iterable[Head], rules: Sequence[Rule]) -> tuple[str, ...]:
+    """The direct q/k/v edges of `heads` at every group where the rules feed that input."""
+    wanted = {_head(h) for h in heads}
+    named = {name for rule in rules for name in rule.edges}
+    fed = {(graph.edge(name).receiver.name, graph.edge(name).group) for name in named}
+    return tuple(e.name for e in graph.edges if e.kind == "direct"
+                 and e.endpoints[1] in wanted and (e.receiver.name, e.group) in fed)
+
+
+def _class_nodes(cls: str) -> list[str]:
+    return ["input"] if cls == "input" else (["logits"] if cls == "logits"
+                                             else [_head(h) for h in IOI_CLASSES[cls]])
+
+
+def _class_layer(cls: str, end: str) -> int:
+    """A class's first (`end="min"`) or last layer; input is layer 0, logits after the last."""
+    if cls in ("input", "logits"):
+        return 0 if cls == "input" else GPT2_SMALL.n_layers
+    layers = [layer for layer, _ in IOI_CLASSES[cls]]
+    return min(layers) if end == "min" else max(layers)
+
+
+def ioi_positions_rules(graph: Graph) -> list[Rule]:
+    """auto-circuit's token-specific IOI circuit: per connection, the sender class (and the
+    MLPs from its first layer to the receiving class's last) into the receiving inputs at
+    their groups, and into those MLPs at every receiving group of the connection."""
+    rules: list[Rule] = []
+    for sender, receiver, placed in IOI_PLACED:
+        targets = [(f"{node}<{letter}>" if letter else node, group)
+                   for node in _class_nodes(receiver) for letter, group in placed]
+        groups = list(dict.fromkeys(group for _, group in placed))
+        mlps = [mlp_name(layer) for layer in range(_class_layer(sender, "min"),
+                                                   _class_layer(receiver, "max"))]
+        edges = _at(graph, [*_class_nodes(sender), *mlps],
+                    targets + [(mlp, group) for mlp in mlps for group in groups])
+        where = ", ".join(f"{letter or 'logits'} at {group}" for letter, group in placed)
+        between = f"m{mlps[0][1:]}-m{mlps[-1][1:]}" if mlps else "none"
+        rules.append(Rule(f"{sender} -> {receiver} ({where}); MLPs between: {between}", True,
+                          edges))
+    heads = [h for group in IOI_CLASSES.values() for h in group]
+    return [Rule("direct q/k/v edges of the 26 heads, at the groups where their input is fed",
+                 True, _fed_direct(graph, heads, rules)), *rules]
+
+
+def _gt_groups(edge: Edge) -> tuple[str, ...]:
+    """Where an edge of the ACDC authors' greater-than circuit acts: into a middle head's query
+    at END and its key or value at YY (the heads attend from END to YY), into MLPs 8-11 and
+    the logits at END; elsewhere Hanna et al. give no position: every group."""
+    receiver = edge.receiver
+    middle = {(layer, head) for layer, head in GT_MIDDLE_HEADS}
+    if receiver.kind == "head" and (receiver.layer, receiver.head) in middle:
+        return ("END",) if receiver.qkv == "q" else ("YY",)
+    if receiver.kind == "logits" or (receiver.kind == "mlp" and receiver.layer in GT_LATE_MLPS):
+        return ("END",)
+    return GT_GROUPS
+
+
+def greater_than_positions_rules(graph: Graph) -> list[Rule]:
+    """The ACDC authors' greater-than construction, every edge placed by `_gt_groups`."""
+    blind = build_graph(graph.shape.blind())
+    rules = []
+    for rule in greater_than_rules(blind)[1:]:  # the direct edges follow their inputs
+        names = [f"{name}@{group}" for name in rule.edges
+                 for group in _gt_groups(blind.edge(name))]
+        rules.append(Rule(rule.text, rule.in_summary,
+                          tuple(sorted(names, key=lambda n: graph.edge(n).index))))
+    heads = GT_EARLY_HEADS + GT_MIDDLE_HEADS
+    return [Rule("direct q/k/v edges of the 9 heads, at the groups where their input is fed",
+                 True, _fed_direct(graph, heads, rules)), *rules]
+
+
 # --------------------------------------------------------------------------- tracr
 
 
@@ -285,6 +406,44 @@ CANONICAL: dict[str, Canonical] = {
         ("m0: tokens == x; a1.h0: the running mean (a0.h0 and m1 are empty)",),
         8, tracr_proportion_rules, "tracr-proportion", TRACR_PROPORTION),
 }
+CANONICAL["ioi-gpt2-positions"] = Canonical(
+    "ioi-gpt2-positions", "IOI circuit of GPT-2 small at token positions",
+    ("auto-circuit's token-specific IOI circuit (Miller, Chughtai, Saunders 2024, 'Transformer",
+     "Circuit Evaluation Metrics Are Not Robust'; auto-circuit repository,",
+     "auto_circuit/metrics/official_circuits/circuits/ioi_official.py), which places the",
+     "connections of Wang et al. 2022's head classes at their tokens; the heads are the ACDC",
+     "authors' 26. Summarised in the documentation, \"Judging circuits\"."),
+    CANONICAL["ioi-gpt2"].heads, None, ioi_positions_rules,
+    shape=GraphShape(12, 12, True, positions="labels", groups=IOI_GROUPS),
+    positions=(
+        "The groups are the bundled ioi task's labels (IO, S1, S1+1 the token after S1, S2, END",
+        "the last token) and `other` (every other token), as `--positions labels` makes them.",
+        "Each connection is kept at the token where its receiving input reads it; the MLPs",
+        "from the sending class's first layer to the receiving class's last are kept between",
+        "them at the receiving tokens (auto-circuit ends the MLPs of a connection into the",
+        "logits at the END token's index, which with its prompts is past the last layer:",
+        "every later MLP, as here). Nothing is kept at `other`. auto-circuit's graph has no",
+        "direct q/k/v edges; its edges are this file's residual edges.",
+        "This is not the ACDC authors' ioi-gpt2 read at positions: read position-blind it",
+        "is 845 of ioi-gpt2's 1,041 edges (fewer MLP edges, no input->logits, and direct",
+        "edges only for the inputs the construction feeds)."))
+CANONICAL["greater-than-gpt2-positions"] = Canonical(
+    "greater-than-gpt2-positions", "greater-than circuit of GPT-2 small at token positions",
+    ("Hanna et al. 2023, 'How does GPT-2 compute greater-than?' (the components, and where",
+     "the middle heads and the late MLPs act); edges as the ACDC authors construct them",
+     "(Conmy et al. 2023, acdc/greaterthan/utils.py); summarised in the documentation,",
+     "\"Judging circuits\"."),
+    CANONICAL["greater-than-gpt2"].heads, None, greater_than_positions_rules,
+    shape=GraphShape(12, 12, True, positions="labels", groups=GT_GROUPS),
+    positions=(
+        "The groups are the bundled greater-than task's labels (YY, the start year's last",
+        "two digits; END, the last token) and `other`, as `--positions labels` makes them.",
+        "Hanna et al. place the circuit's output at END: the middle heads attend from END",
+        "to YY (edges into their queries at END, into their keys and values at YY), MLPs",
+        "8-11 act at END, the logits are read there. They give no finer positions for the",
+        "upstream components (heads 0.1, 0.3, 0.5, MLPs 0-3) nor for the MLPs between them",
+        "and the middle heads: edges into those are kept at every group, as auto-circuit",
+        "keeps its whole greater-than circuit at every position (it gives no positions)."))
 CANONICAL_NAMES: tuple[str, ...] = tuple(CANONICAL)
 
 
@@ -296,10 +455,16 @@ def canonical_spec(name: str) -> Canonical:
                          f"known are {', '.join(CANONICAL_NAMES)}") from None
 
 
+@lru_cache(maxsize=4)
+def canonical_graph(name: str) -> Graph:
+    """The graph a canonical circuit is of (its model's, at its position groups)."""
+    return build_graph(canonical_spec(name).shape)
+
+
 def build_canonical(name: str) -> tuple[Graph, list[Rule], tuple[bool, ...]]:
     """The graph, the rules and the kept flags (graph order) of a canonical circuit."""
     spec = canonical_spec(name)
-    graph = build_graph(spec.shape)
+    graph = canonical_graph(name)
     rules = spec.rules(graph)
     kept = [False] * len(graph.edges)
     for rule in rules:
@@ -319,10 +484,12 @@ def canonical_text(name: str) -> str:
               "", "Source:", *(f"  {line}" for line in spec.source),
               "", f"Graph: {spec.model}, {describe_shape(graph)}: {len(graph.edges):,} edges "
                   f"(direct q/k/v edges counted).",
-              "", "Components:", *(f"  {line}" for line in spec.heads),
-              "", "Counting, rule by rule (an edge counts for the first rule naming it;",
-              "* = stated in the documentation's short summary, \"Judging circuits\"):",
-              "      new  named  rule"]
+              "", "Components:", *(f"  {line}" for line in spec.heads)]
+    if spec.positions:
+        header += ["", "Positions:", *(f"  {line}" for line in spec.positions)]
+    header += ["", "Counting, rule by rule (an edge counts for the first rule naming it;",
+               "* = stated in the documentation's short summary, \"Judging circuits\"):",
+               "      new  named  rule"]
     seen: set[str] = set()
     summary_total = 0
     for rule in rules:
@@ -332,12 +499,19 @@ def canonical_text(name: str) -> str:
             summary_total += len(new)
         header.append(f"  {'*' if rule.in_summary else ' '} {len(new):4d}  {len(rule.edges):5d}  "
                       f"{rule.text}")
-    header += [f"    {total:5d}         edges in all (the authors' count: {spec.authors_count:,};"
-               f" {'equal' if total == spec.authors_count else 'DIFFERENT'})",
-               "",
-               "The rules without * are part of the authors' construction but not of the "
-               "short summary;",
-               f"the starred rules alone give {summary_total} edges."]
+    if spec.authors_count is None:
+        residual = sum(1 for e in graph.edges if kept[e.index] and e.kind == "residual")
+        header += [f"    {total:5d}         edges in all ({residual:,} residual, "
+                   f"{total - residual:,} direct q/k/v; the source publishes no count)"]
+    else:
+        header += [f"    {total:5d}         edges in all (the authors' count: "
+                   f"{spec.authors_count:,}; "
+                   f"{'equal' if total == spec.authors_count else 'DIFFERENT'})"]
+    if not spec.positions or summary_total != total:
+        header += ["",
+                   "The rules without * are part of the authors' construction but not of the "
+                   "short summary;",
+                   f"the starred rules alone give {summary_total} edges."]
     names = [e.name for e in graph.edges if kept[e.index]]
     return format_edge_list(names, header)
 
@@ -355,7 +529,7 @@ def load_canonical(name: str, graph: Graph) -> tuple[bool, ...]:
     """
     spec = canonical_spec(name)
     if graph.shape != spec.shape:
-        own = describe_shape(build_graph(spec.shape))
+        own = describe_shape(spec.shape)
         raise GraphError(f"{name} is a circuit of {spec.model}'s {own} graph, not of the "
                          f"{describe_shape(graph)} graph")
     try:

@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{name}.txt"
         path.write_text(text, encoding="utf-8")
         n_edges = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-        print(f"wrote {path}: {n_edges} edges (the authors' count: "
-              f"{CANONICAL[name].authors_count})")
+        count = CANONICAL[name].authors_count
+        print(f"wrote {path}: {n_edges} edges"
+              + (f" (the authors' count: {count})" if count is not None else ""))
     return 0
 
 
