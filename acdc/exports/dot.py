@@ -74,6 +74,25 @@ def node_id(name: str) -> str:
     return name.replace(".", "_").replace("<", "_").replace(">", "")
 
 
+def _edge_attrs(circuit: Circuit, edge: Edge, name: str, styles: dict[str, str],
+                widths: dict[int, float]) -> dict[str, str]:
+    """An edge's look: grey and dotted when removed, else coloured by the q/k/v input it
+    feeds (grey into a head at head granularity, black elsewhere), wide by its score."""
+    qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
+    attrs = {"tooltip": f"{name} (score {_fmt_score(circuit.scores[edge.index])})"}
+    if not circuit.kept[edge.index]:
+        attrs.update(color="#cccccc", style="dotted")
+    elif qkv is not None:
+        attrs.update(color=QKV_COLORS[qkv], style=styles[qkv])
+    elif edge.receiver.kind == "head":
+        attrs.update(color="#666666")
+    else:
+        attrs.update(color="black")
+    if edge.index in widths:
+        attrs["penwidth"] = f"{widths[edge.index]:g}"
+    return attrs
+
+
 def _fmt_score(score: float | None) -> str:
     return "untested" if score is None else f"{score:.4g}"
 
@@ -184,19 +203,8 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
 
     for edge in drawn:
         source, target = edge.endpoints
-        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
-        attrs = {"tooltip": f"{edge.name} (score {_fmt_score(circuit.scores[edge.index])})"}
-        if not circuit.kept[edge.index]:
-            attrs.update(color="#cccccc", style="dotted")
-        elif qkv is not None:
-            attrs.update(color=QKV_COLORS[qkv], style=styles[qkv])
-        elif edge.receiver.kind == "head":
-            attrs.update(color="#666666")
-        else:
-            attrs.update(color="black")
-        if edge.index in widths:
-            attrs["penwidth"] = f"{widths[edge.index]:g}"
-        dot.edge(node_id(source), node_id(target), **attrs)
+        dot.edge(node_id(source), node_id(target),
+                 **_edge_attrs(circuit, edge, edge.name, styles, widths))
     return dot.source
 
 
@@ -355,20 +363,8 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
     for edge in drawn:
         assert edge.group is not None
         source, target = edge.endpoints
-        qkv = edge.qkv if edge.kind == "direct" else edge.receiver.qkv
-        attrs = {"tooltip": f"{_dot_text(edge.name)} "
-                            f"(score {_fmt_score(circuit.scores[edge.index])})"}
-        if not circuit.kept[edge.index]:
-            attrs.update(color="#cccccc", style="dotted")
-        elif qkv is not None:
-            attrs.update(color=QKV_COLORS[qkv], style=styles[qkv])
-        elif edge.receiver.kind == "head":
-            attrs.update(color="#666666")
-        else:
-            attrs.update(color="black")
-        if edge.index in widths:
-            attrs["penwidth"] = f"{widths[edge.index]:g}"
-        dot.edge(column_id(source, edge.group), column_id(target, edge.group), **attrs)
+        dot.edge(column_id(source, edge.group), column_id(target, edge.group),
+                 **_edge_attrs(circuit, edge, _dot_text(edge.name), styles, widths))
     for head, g, g2 in links:
         dot.edge(column_id(head, g), column_id(head, g2), style="dashed", color="#999999",
                  constraint="false", arrowhead="empty",
