@@ -266,6 +266,10 @@ def markdown(report: dict) -> str:
                for name, m in t["methods"].items() if "skipped" in m]
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    if report.get("added"):
+        lines += ["", "Rows added by later runs (`--into`): "
+                  + ", ".join(NAMES[name] for name in report["added"])
+                  + "; each run's cost is in its own forward passes, timed in that run."]
     left_out = [NAMES[name] for name in ROWS if name not in report["methods"]]
     if left_out:
         lines += ["", "Left out of this run (`--methods`): " + ", ".join(left_out) + "."]
@@ -295,8 +299,10 @@ def merged(earlier: dict, now: dict) -> dict:
         else:
             tasks[row["task"]] = row
     methods = set(earlier["methods"]) | set(now["methods"])
+    added = set(earlier.get("added", [])) | set(now["methods"])
     return {**earlier, "quick": earlier["quick"] or now["quick"],
             "methods": [name for name in ROWS if name in methods],
+            "added": [name for name in ROWS if name in added],
             "tasks": list(tasks.values())}
 
 
@@ -307,11 +313,18 @@ def main() -> None:
                         help="where the per-task plots go (methods-TASK.svg)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--methods", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--render", type=Path, default=None,
+                        help="a methods.json: write its table (OUT/methods.md) and run nothing")
     parser.add_argument("--into", type=Path, default=None,
                         help="an earlier methods.json: add the rows run now to it")
     parser.add_argument("--quick", action="store_true",
                         help="short schedules for the mask-learning methods (a smoke test)")
     args = parser.parse_args()
+    if args.render is not None:
+        text = markdown(json.loads(args.render.read_text()))
+        (args.out / "methods.md").write_text(text)
+        print(text)
+        return
     report: dict[str, Any] = {"machine": platform.machine(), "torch": torch.__version__,
                               "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
                               "methods": [name for name in ROWS if name in args.methods],
