@@ -239,29 +239,20 @@ def markdown(report: dict) -> str:
                          f"{t['residual_edges']} residual edges)" for t in tasks) + ".", "",
              "**Edge AUC / node AUC** (pessimistic ROC area of every cut of each method's "
              "ranking against the reference):", "", head, rule]
-    for name in report["methods"]:
-        cells = []
-        for t in tasks:
-            m = t["methods"].get(name, {})
-            cells.append("-" if "skipped" in m or not m else
-                         f"{_f(m['edge_auc'])} / {_f(m['node_auc'])}")
-        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    def rows(cell) -> list[str]:
+        """One row per method: `cell` of each task's result, "-" where it did not run."""
+        return [f"| {NAMES[name]} | " + " | ".join(
+            "-" if "skipped" in m or not m else cell(m)
+            for m in (t["methods"].get(name, {}) for t in tasks)) + " |"
+            for name in report["methods"]]
+
+    lines += rows(lambda m: f"{_f(m['edge_auc'])} / {_f(m['node_auc'])}")
     lines += ["", "**CPR / CMD** of each task's measure (faithfulness curve of the ranking at the "
               "MIB circuit sizes, pruned):", "", head, rule]
-    for name in report["methods"]:
-        cells = []
-        for t in tasks:
-            m = t["methods"].get(name, {})
-            cells.append("-" if "skipped" in m or not m else f"{_f(m['cpr'])} / {_f(m['cmd'])}")
-        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    lines += rows(lambda m: f"{_f(m['cpr'])} / {_f(m['cmd'])}")
     lines += ["", "**Cost** in forward-pass equivalents (the method alone, model loaded and task "
               "tokenised; ACDC: its sweep):", "", head, rule]
-    for name in report["methods"]:
-        cells = []
-        for t in tasks:
-            m = t["methods"].get(name, {})
-            cells.append("-" if "skipped" in m or not m else f"{m['fpe']:.0f}")
-        lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + " |")
+    lines += rows(lambda m: f"{m['fpe']:.0f}")
     skipped = [f"{NAMES[name]} on {t['task']}: {m['skipped']}" for t in tasks
                for name, m in t["methods"].items() if "skipped" in m]
     if skipped:
