@@ -1112,6 +1112,13 @@ def write_report(out: Path, stem: str, report: dict) -> None:
     print(markdown(report))
 
 
+def report_header() -> dict:
+    """What every results file records about its run: the command, machine, torch, threads."""
+    return {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "tasks": []}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results", help="folder for benchmark.json/.md")
@@ -1173,9 +1180,7 @@ def main() -> None:
                                            args.edge_pruning_steps)))
         return
     if args.edge_pruning_only:
-        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report = report_header()
         report["gpt2_edge_pruning"] = bench_gpt2_edge_pruning(
             args.attribution_batch, args.attribution_seq, args.edge_pruning_steps)
         write_report(Path(args.out), "edge_pruning", report)
@@ -1185,31 +1190,23 @@ def main() -> None:
                                           args.attribution_seq)))
         return
     if args.positions_only:
-        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report = report_header()
         report["positions"] = bench_positions(args)
         write_report(Path(args.out), "positions", report)
         return
     if args.hisp_only:
-        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report = report_header()
         report["gpt2_hisp"] = bench_gpt2_hisp(args.attribution_batch, args.attribution_seq)
         write_report(Path(args.out), "hisp", report)
         return
     if args.exact_only:
-        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report = report_header()
         report["gpt2_exact"] = bench_gpt2_exact(args.attribution_batch, args.attribution_seq,
                                                 args.exact_whole)
         write_report(Path(args.out), "exact", report)
         return
     if args.attribution_only:
-        report = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "date": time.strftime("%Y-%m-%d"), "tasks": []}
+        report = report_header()
         report["gpt2_attribution"] = bench_gpt2_attribution(args.attribution_batch,
                                                             args.attribution_seq)
         write_report(Path(args.out), "attribution", report)

@@ -74,6 +74,17 @@ def node_id(name: str) -> str:
     return name.replace(".", "_").replace("<", "_").replace(">", "")
 
 
+def _digraph():
+    """An empty drawing with the house look: bottom to top, Helvetica, small arrows."""
+    import graphviz
+
+    dot = graphviz.Digraph("circuit")
+    dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
+    dot.attr("node", fontname="Helvetica", fontsize="11")
+    dot.attr("edge", arrowsize="0.6")
+    return dot
+
+
 def _edge_attrs(circuit: Circuit, edge: Edge, name: str, styles: dict[str, str],
                 widths: dict[int, float]) -> dict[str, str]:
     """An edge's look: grey and dotted when removed, else coloured by the q/k/v input it
@@ -168,7 +179,6 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
     >>> 'color="#1f77b4"' in to_dot(Circuit(graph, kept, (None,) * len(kept)))
     True
     """
-    import graphviz
 
     if circuit.graph.positional:
         return positional_dot(circuit, all_edges, title, score_width)
@@ -181,10 +191,7 @@ def to_dot(circuit: Circuit, all_edges: bool = False, title: str | None = None,
         nodes.update(edge.endpoints)
     widths = score_widths(circuit, drawn) if score_width else {}
     styles = QKV_STYLES_SCORED if widths else QKV_STYLES
-    dot = graphviz.Digraph("circuit")
-    dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
-    dot.attr("node", fontname="Helvetica", fontsize="11")
-    dot.attr("edge", arrowsize="0.6")
+    dot = _digraph()
     legend = (f"edges into q: blue solid, k: green dashed, v: red {styles['v']}; MLP/logits "
               f"inputs: black")
     if graph.granularity == "head":
@@ -313,10 +320,7 @@ def positional_dot(circuit: Circuit, all_edges: bool = False, title: str | None 
     links = attention_links(circuit)
     widths = score_widths(circuit, drawn) if score_width else {}
     styles = QKV_STYLES_SCORED if widths else QKV_STYLES
-    dot = graphviz.Digraph("circuit")
-    dot.attr(rankdir="BT", newrank="true", nodesep="0.25", ranksep="0.45", fontname="Helvetica")
-    dot.attr("node", fontname="Helvetica", fontsize="11")
-    dot.attr("edge", arrowsize="0.6")
+    dot = _digraph()
     label = f"{title}\n" if title else ""
     label += (f"{sum(circuit.kept)} of {len(graph.edges)} edges kept at "
               f"{len(groups)} position groups")
