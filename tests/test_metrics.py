@@ -56,3 +56,25 @@ def test_position_metric_is_the_metric_before_its_mean(name):
     per_position = position_metric(name, clean_logits, targets())(logits)
     assert per_position.shape == (4, 3)
     assert torch.equal(per_position.mean(-1), build_metric(name, clean_logits, targets())(logits))
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_metrics_over_chunks_of_positions_equal_the_whole(name, monkeypatch):
+    """A large vocabulary is read a few positions at a time: the same values, per candidate,
+    against the plain formulas (log_softmax, softmax, norm) on the whole tensor."""
+    import acdc.core.metrics as metrics
+
+    torch.manual_seed(1)
+    clean_logits = 3 * torch.randn(3, 12)
+    candidates = clean_logits + torch.randn(4, 3, 12)
+    whole = position_metric(name, clean_logits, targets())(candidates.clone())
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 12 * 4 * 2)  # two positions per chunk
+    chunked = position_metric(name, clean_logits, targets())(candidates.clone())
+    assert torch.allclose(chunked, whole, atol=1e-6, rtol=1e-6)
+    if name == "kl":  # the definition, position by position
+        logp = clean_logits.log_softmax(-1)
+        plain = (logp.exp() * (logp - candidates.log_softmax(-1))).sum(-1)
+        assert torch.allclose(chunked, plain, atol=1e-5)
+    grad = candidates.clone().requires_grad_()
+    position_metric(name, clean_logits, targets())(grad).sum().backward()  # whole, differentiable
+    assert grad.grad is not None

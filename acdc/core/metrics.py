@@ -37,6 +37,11 @@ from acdc.errors import AcdcError
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
+# Vocabulary-sized metrics run over a few positions at a time: each position's terms are its
+# own, and a chunk this small (in elements) stays in cache through the metric's several
+# passes, where the whole tensor would be read from memory once per pass.
+CHUNK_ELEMENTS = 2**19
+
 
 @dataclass(frozen=True)
 class MetricTargets:
@@ -130,7 +135,9 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
         shift = clean_logits.max(-1, keepdim=True).values
         negative_entropy = (clean_probs * clean_logprobs).sum(-1)
 
-        def kl(logits: torch.Tensor) -> torch.Tensor:
+        def kl(logits: torch.Tensor, shift: torch.Tensor = shift,
+               clean_probs: torch.Tensor = clean_probs,
+               negative_entropy: torch.Tensor = negative_entropy) -> torch.Tensor:
             z = logits - shift
             lse = z.logsumexp(-1)
             # in place unless differentiated (logsumexp's backward reads z)
@@ -138,7 +145,7 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
             # torch's sum adds in blocks (a matrix product here loses about 10x more precision)
             return negative_entropy - product.sum(-1) + lse
 
-        return kl
+        return _by_positions(kl, shift, clean_probs, negative_entropy)
     if name == "l2":
         return lambda logits: (logits - clean_logits).norm(dim=-1)
     if name in NEEDS_ANSWER_AND_WRONG:
@@ -150,14 +157,34 @@ def _metric(name: str, clean_logits: torch.Tensor, targets: MetricTargets) -> Me
         if name == "logit_diff":
             return lambda logits: -(_masked_mean(logits, a, am) - _masked_mean(logits, w, wm))
 
-        def prob_diff(logits: torch.Tensor) -> torch.Tensor:
+        def prob_diff(logits: torch.Tensor, a: torch.Tensor = a, am: torch.Tensor = am,
+                      w: torch.Tensor = w, wm: torch.Tensor = wm) -> torch.Tensor:
             probs = logits.softmax(-1)
             return -((_pick(probs, a) * am).sum(-1) - (_pick(probs, w) * wm).sum(-1))
 
-        return prob_diff
+        return _by_positions(prob_diff, a, am, w, wm)
     # nll
     if targets.next_token is None or bool((targets.next_token < 0).any()):
         raise AcdcError("metric nll needs an answer on every prompt whose last position is a "
                         "metric position")
     target = targets.next_token[:, None]
-    return lambda logits: -_pick(logits.log_softmax(-1), target)[..., 0]
+    return _by_positions(lambda logits, target=target: -_pick(logits.log_softmax(-1),
+                                                               target)[..., 0], target)
+
+
+def _by_positions(metric: Callable[..., torch.Tensor], *per_position: torch.Tensor) -> Metric:
+    """`metric(logits, *per_position)` [..., n_positions] computed over chunks of positions of
+    about CHUNK_ELEMENTS logits each (`per_position` tensors, leading dimension n_positions,
+    sliced alike): the same values, with every pass over a chunk in cache. Differentiated
+    logits go whole (autograd would keep every chunk anyway)."""
+
+    def chunked(logits: torch.Tensor) -> torch.Tensor:
+        n_positions = logits.shape[-2]
+        per_row = logits[..., :1, :].numel()
+        rows = max(1, CHUNK_ELEMENTS // max(per_row, 1))
+        if rows >= n_positions or logits.requires_grad:
+            return metric(logits, *per_position)
+        return torch.cat([metric(logits[..., i:i + rows, :], *(t[i:i + rows] for t in per_position))
+                          for i in range(0, n_positions, rows)], dim=-1)
+
+    return chunked

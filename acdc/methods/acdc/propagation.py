@@ -53,6 +53,8 @@ from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
 
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
+STACKED_SUM_MIN = 3  # changed senders of one receiver from which they are summed as a product
+STACKED_SUM_SPAN = 2  # ... while their rows of the stack span at most this many rows per sender
 THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's
 
 
@@ -71,6 +73,12 @@ class _Tentative:
     projected: torch.Tensor | None = None  # new logits before the scale [k, n_positions, d_vocab]
     low_rank: bool = False  # `projected` was updated from the committed one, not computed afresh
     changes: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)  # new - old
+    # The changes, per kind of positions (every position: True), as rows of one tensor
+    # [k, rows, elements] (`_stacked_sum`), their rows by sender, and how many senders can change.
+    stacks: dict[bool, torch.Tensor] = field(default_factory=dict)
+    rows: dict[tuple[int, bool], int] = field(default_factory=dict)
+    used: dict[bool, int] = field(default_factory=dict)
+    reach: int = 0
 
     @property
     def width(self) -> int:
@@ -281,6 +289,7 @@ class IncrementalPatcher:
                 affected[owner] = {rid}
                 queue.append(owner)
         seen = set(queue)
+        t.reach = self._reach(queue)
         while queue:
             node = heapq.heappop(queue)
             self._recompute(node, affected[node], t)
@@ -297,6 +306,17 @@ class IncrementalPatcher:
             # a 2-d x: nothing reached it
             t.logits_input = x if x.dim() == 3 else x.expand(t.width, *x.shape)
         return self._logits(t), t
+
+    def _reach(self, start: list[int]) -> int:
+        """How many nodes a change of `start` can reach along kept edges (itself included)."""
+        seen, todo = set(start), list(start)
+        while todo:
+            for rid in self.kept_out[todo.pop()]:
+                owner = self.owner[rid]
+                if owner is not None and owner not in seen:
+                    seen.add(owner)
+                    todo.append(owner)
+        return len(seen)
 
     def _removed(self, edges: list[Edge], coefficients: torch.Tensor, all_positions: bool
                  ) -> torch.Tensor:
@@ -611,6 +631,10 @@ class IncrementalPatcher:
         x = self._committed_input(rid)
         if t is not None:
             changed = sorted(self.kept_in[rid] & t.delta.keys())
+            if len(changed) >= STACKED_SUM_MIN and not self.positional:
+                stacked = self._stacked_sum(t, changed, all_positions, x)
+                if stacked is not None:
+                    return stacked
             if changed:
                 # a fresh tensor: sum in place
                 x = x + self._weighted(self._change(t, changed[0], all_positions), rid,
@@ -703,12 +727,47 @@ class IncrementalPatcher:
 
     def _change(self, t: _Tentative, sender: int, all_positions: bool) -> torch.Tensor:
         """A changed sender's new - committed delta, at the positions a receiver reads (once
-        per sender and positions: many receivers read the same change)."""
+        per sender and positions: many receivers read the same change), written as the next
+        row of `t.stacks[all_positions]`."""
         key = (sender, all_positions)
         if key not in t.changes:
             new = t.delta[sender] if all_positions else self._at_metric(t.delta[sender], sender)
-            t.changes[key] = new - self._committed_delta(sender, all_positions)
+            committed = self._committed_delta(sender, all_positions)
+            stack = t.stacks.get(all_positions)
+            if stack is None:
+                stack = new.new_empty(t.width, max(t.reach, 1), committed.numel())
+                t.stacks[all_positions] = stack
+            row = t.used.get(all_positions, 0)
+            if new.shape != (t.width, *committed.shape) or row >= stack.shape[1]:
+                t.changes[key] = new - committed  # not expected: summed plainly
+            else:
+                change = stack[:, row].view(t.width, *committed.shape)
+                torch.sub(new, committed, out=change)
+                t.changes[key], t.rows[key], t.used[all_positions] = change, row, row + 1
         return t.changes[key]
+
+    def _stacked_sum(self, t: _Tentative, changed: list[int], all_positions: bool,
+                     committed: torch.Tensor) -> torch.Tensor | None:
+        """`committed` plus the changes of `changed` as one product over the rows of the stack
+        that hold them (a receiver reading many changed senders: one pass over their rows
+        instead of a pass over the sum per sender); None when the rows between them hold too
+        many other senders' changes for that to pay."""
+        rows = []
+        for s in changed:
+            self._change(t, s, all_positions)
+            row = t.rows.get((s, all_positions))
+            if row is None:
+                return None
+            rows.append(row)
+        low, high = min(rows), max(rows)
+        if high - low + 1 > STACKED_SUM_SPAN * len(rows):
+            return None
+        picked = torch.zeros(high - low + 1, dtype=committed.dtype)
+        picked[[r - low for r in rows]] = 1
+        picked = picked.to(committed.device).view(1, 1, -1).expand(t.width, 1, -1)
+        total = torch.baddbmm(committed.reshape(1, 1, -1), picked,
+                              t.stacks[all_positions][:, low:high + 1])
+        return total.view(t.width, *committed.shape)
 
     # ------------------------------------------------------------------ committing
 
