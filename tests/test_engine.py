@@ -129,6 +129,40 @@ def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candi
     assert torch.allclose(fast_scores, full_scores, rtol=0, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("granularity, candidates, threshold", [("qkv", 1, 0.02),
+                                                                ("qkv", 5, 0.02),
+                                                                ("head", 1, 0.005)])
+def test_stacked_sums_of_changes_change_nothing(loaded, granularity, candidates, threshold,
+                                                monkeypatch):
+    """Receivers' inputs summed as one product over the stacked changes (forced for every
+    receiver with two changed senders or more) and plainly, one change at a time (the product
+    turned off): the full engine's decisions and scores either way, and the product is taken."""
+    from acdc.methods.acdc import propagation
+
+    taken = []
+    stacked_sum = propagation.IncrementalPatcher._stacked_sum
+
+    def counted(self, *args):
+        total = stacked_sum(self, *args)
+        taken.append(total is not None)
+        return total
+
+    monkeypatch.setattr(propagation.IncrementalPatcher, "_stacked_sum", counted)
+    task = task_of(4)
+    common = CommonSettings("kl", "corrupt", granularity)
+    full = run_acdc(loaded, task, common, AcdcSettings(threshold, engine="full"))
+    for minimum, span in ((2, 10**6), (10**6, 1)):
+        monkeypatch.setattr(propagation, "STACKED_SUM_MIN", minimum)
+        monkeypatch.setattr(propagation, "STACKED_SUM_SPAN", span)
+        taken.clear()
+        fast = run_acdc(loaded, task, common, AcdcSettings(threshold, candidates=candidates))
+        assert any(taken) == (minimum == 2)
+        assert 0 < fast.n_edges_kept < 0.8 * len(fast.graph.edges)
+        assert fast.kept == full.kept
+        fast_scores, full_scores, _ = scores_of_tested(fast, full)
+        assert torch.allclose(fast_scores, full_scores, atol=1e-5)
+
+
 def test_every_edge_kept_and_every_edge_removed(loaded):
     task = task_of(4)
     everything = run_acdc(loaded, task, CommonSettings(), AcdcSettings(threshold=-1e9))
