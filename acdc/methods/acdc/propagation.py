@@ -164,6 +164,9 @@ class IncrementalPatcher:
         # Committed input of receivers, at the positions they are read, kept up to date on
         # every commit so that a test re-sums nothing; bounded, recomputed when evicted.
         self.inputs: dict[int, torch.Tensor] = {}
+        # Post-sublayer norms: per (receiver, layer, positions) the committed sum of the layer's
+        # heads the receiver reads and its normalised term (`_layer_term`), in the same budget.
+        self.layer_terms: dict[tuple[int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.input_bytes = 0
         # The low-rank unembedding pays off when the plain one is a large product; half
         # precision would accumulate rounding in P over many commits, so it is float32+ only.
@@ -226,6 +229,7 @@ class IncrementalPatcher:
 
     def _clear_inputs(self) -> None:
         self.inputs.clear()
+        self.layer_terms.clear()
         self.input_bytes = 0
         self._kept_weights.clear()  # a layer's receivers' at a time (positional graphs)
 
@@ -654,11 +658,39 @@ class IncrementalPatcher:
                 x = x + self._weighted(self._committed_delta(s, all_positions), rid, s,
                                        all_positions)
         n_read = self._senders_read(rid)
-        for layer, lw in enumerate(self.w.layers):
+        for layer in range(len(self.w.layers)):
             if self.graph.sender_of_head(layer, 0) + self.graph.n_heads > n_read:
                 break
-            x = x + forward.attention_out(self.w, lw, self._head_sum(rid, layer, all_positions))
+            x = x + self._layer_term(rid, layer, all_positions)[1]
         return x
+
+    def _layer_term(self, rid: int, layer: int, all_positions: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The committed sum of a layer's heads as a receiver reads it (`_head_sum`) and what
+        it adds to the receiver's input, `attention_out` of it: kept until one of those heads
+        changes or loses its edge to the receiver (`_forget_layer_terms`)."""
+        key = (rid, layer, all_positions)
+        cached = self.layer_terms.get(key)
+        if cached is not None:
+            return cached
+        total = self._head_sum(rid, layer, all_positions)
+        term = forward.attention_out(self.w, self.w.layers[layer], total)
+        size = 2 * term.numel() * term.element_size()
+        if total.shape == term.shape and self.input_bytes + size <= INPUT_CACHE_BYTES:
+            self.layer_terms[key] = (total, term)
+            self.input_bytes += size
+        return total, term
+
+    def _forget_layer_terms(self, rid: int, sender: int) -> None:
+        """Drop a receiver's cached terms of the layer of `sender` (a head whose committed
+        delta, or edge to the receiver, changes)."""
+        sent = self.graph.senders[sender]
+        if sent.kind != "head":
+            return
+        for all_positions in (True, False):
+            cached = self.layer_terms.pop((rid, sent.layer, all_positions), None)
+            if cached is not None:
+                self.input_bytes -= sum(x.numel() * x.element_size() for x in cached)
 
     def _head_sum(self, rid: int, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum a receiver reads of a layer's heads (post-sublayer norms): the ablated
@@ -703,9 +735,8 @@ class IncrementalPatcher:
                 x = x + change
         for layer, change in sorted(head_changes.items()):
             lw = self.w.layers[layer]
-            committed = self._head_sum(rid, layer, all_positions)
-            x = x + (forward.attention_out(self.w, lw, committed + change)
-                     - forward.attention_out(self.w, lw, committed))
+            committed, term = self._layer_term(rid, layer, all_positions)
+            x = x + (forward.attention_out(self.w, lw, committed + change) - term)
         return x
 
     def _senders_read(self, rid: int) -> int:
@@ -776,6 +807,8 @@ class IncrementalPatcher:
         edges it removed)."""
         for s in t.delta:  # cached inputs first: they need the old deltas
             for rid in self.kept_out[s]:
+                if self.post_norm:
+                    self._forget_layer_terms(rid, s)
                 if rid in self.inputs and self.post_norm:  # not additive: summed again later
                     self._forget_input(rid)
                 elif rid in self.inputs:
@@ -822,6 +855,8 @@ class IncrementalPatcher:
             assert edge.sender is not None  # a residual edge
             rid, sender = self.receiver_id[edge.receiver], edge.sender.index
             all_positions = self._receiver_all_positions(rid)
+            if self.post_norm:
+                self._forget_layer_terms(rid, sender)
             if rid in self.inputs and self.post_norm:
                 self._forget_input(rid)
             elif rid in self.inputs:
