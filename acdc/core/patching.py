@@ -233,7 +233,8 @@ class PatchedModel:
 
         # True after a pass that computed the last layer at the metric positions only
         self._last_at_metric = False
-        self._hidden_at_metric: list[torch.Tensor | None] = [None] * self.n_layers
+        self._metric_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = (
+            [None] * self.n_layers)
 
         # Clean and ablated runs, computed by this same code with every edge present and
         # nothing ablated (input_r = bias_r + sum of live outputs: the ordinary forward).
@@ -598,11 +599,12 @@ class PatchedModel:
             v = torch.where(direct_kv[1], v, ablated[2])
         q = forward.rotate(w, lw, q, self.pos_index)
         k = forward.rotate(w, lw, k, self.positions)
-        hidden = self._hidden_at_metric[layer]
-        if hidden is None:
-            hidden = forward.hidden_keys(self.pos_index, n_pos, w.causal, lw.window)
-            self._hidden_at_metric[layer] = hidden
-        z = forward.attend_at(q, k, v, w.attn_scale, self.pos_batch, hidden, w.attn_soft_cap)
+        # each prompt's queries side by side ([heads, batch, most per prompt, d_head]), so that
+        # attention is one batched product over the prompts, as in `_attention`
+        slot, mask = self._queries_at_metric(layer)
+        queries = q.new_zeros(q.shape[0], batch, mask.shape[1], q.shape[-1])
+        queries[:, at_b, slot] = q
+        z = forward.attend(queries, k, v, w.attn_scale, mask, w.attn_soft_cap)[:, at_b, slot]
         self.last_z[layer] = z
         out = torch.bmm(z, lw.W_O)  # [heads, n_positions, d_model]
         first = self.graph.sender_of_head(layer, 0)
@@ -610,6 +612,25 @@ class PatchedModel:
         if self.ablated is not None:
             out = out - self.ablated[heads][:, at_b, at_p]
         self.delta[heads, at_b, at_p] = out
+
+    def _queries_at_metric(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each metric position's query sits among its prompt's (`slot` [n_positions])
+        and the attention mask of those query rows [batch, most per prompt, keys] (rows no
+        metric position fills read every key: they are dropped)."""
+        cached = self._metric_queries[layer]
+        if cached is None:
+            batch = int(self.delta.shape[1])
+            counts = torch.bincount(self.pos_batch, minlength=batch)
+            first = torch.cumsum(counts, 0) - counts
+            order = torch.argsort(self.pos_batch, stable=True)
+            slot = torch.empty_like(self.pos_batch)
+            slot[order] = torch.arange(len(order), device=order.device) - first[
+                self.pos_batch[order]]
+            full = self.attention_masks[layer]  # [queries, keys]
+            mask = full.new_zeros(batch, int(counts.max()), full.shape[1])
+            mask[self.pos_batch, slot] = full[self.pos_index]
+            cached = self._metric_queries[layer] = (slot, mask)
+        return cached
 
     def _mlp_at_metric(self, layer: int) -> None:
         """`_mlp` at the metric positions only (written into `delta` there)."""
