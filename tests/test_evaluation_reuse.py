@@ -142,3 +142,36 @@ def test_an_evaluator_over_shared_recordings_is_a_rebuilt_one(tiny_models, tiny_
 
 def model_ccfg_shape(model):
     return model_shape(model.cfg).graph_shape()
+
+
+@pytest.mark.parametrize("name", ["mlp3", "gemma2", "neox2"])
+@pytest.mark.parametrize("ablation", ["corrupt", "zero", "mean-positional"])
+def test_copies_for_circuits_leave_the_recordings_as_recorded(tiny_models, tiny_tasks, name,
+                                                              ablation):
+    """Passes on two copies for circuits change neither the other copy nor the recordings:
+    a full copy made afterwards (what a search starts from) is the state recorded anew."""
+    model = tiny_models[name]
+    task = as_task(tiny_tasks[name], ablation)
+    model_ = loaded(model)
+    graph = build_graph(model_ccfg_shape(model))
+    shared = record(model_, task, graph, ablation)
+    a, b = shared.for_circuits(), shared.for_circuits()
+    first, second = circuits(len(graph.edges), seed=2)[1:3]
+    with torch.inference_mode():
+        expected = b.circuit_logits(first).clone()
+        a.circuit_logits(second)
+        torch.testing.assert_close(b.circuit_logits(first), expected, rtol=0, atol=0)
+        with pytest.raises(AssertionError, match="handed over"):
+            a.take_clean_qkv()
+        again = record(model_, task, graph, ablation).patched
+        full = shared.fresh()
+        for attribute in ("delta", "clean_logits", "logit_mask"):
+            assert torch.equal(getattr(full, attribute), getattr(again, attribute)), attribute
+        for attribute in ("head_masks", "mlp_masks", "direct_masks", "clean_qkv",
+                          "ablated_qkv", "clean_z"):
+            for x, y in zip(getattr(full, attribute), getattr(again, attribute), strict=True):
+                assert torch.equal(x, y), attribute
+        plain = record(model_, task, graph, ablation).patched
+        plain.set_edges(first)
+        torch.testing.assert_close(full.circuit_logits(first), plain.logits_from(Stage(0)),
+                                   rtol=1e-5, atol=1e-5)

@@ -58,6 +58,7 @@ for bit.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -325,6 +326,29 @@ class PatchedModel:
             return self.mlp_masks[r.layer], (*at, s)
         assert r.head is not None  # a head input
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, *at, s)
+
+    def copy_for_circuits(self) -> PatchedModel:
+        """An independent copy for measuring circuits (`circuit_logits`, `logits_from`): it
+        shares every tensor a pass only reads (the recorded and ablated runs, the biases) and
+        copies the ones a pass writes (the senders' outputs `delta`, the masks). It holds no
+        clean q/k/v to hand over (`take_clean_qkv`: a search takes a full copy)."""
+        new = copy.copy(self)
+        with torch.inference_mode():
+            new.delta = self.delta.clone()
+            new.head_masks = [m.clone() for m in self.head_masks]
+            new.mlp_masks = [m.clone() for m in self.mlp_masks]
+            new.logit_mask = self.logit_mask.clone()
+            new.direct_masks = [m.clone() for m in self.direct_masks]
+        masks = {id(old): fresh for old, fresh in zip(
+            (*self.head_masks, *self.mlp_masks, self.logit_mask, *self.direct_masks),
+            (*new.head_masks, *new.mlp_masks, new.logit_mask, *new.direct_masks), strict=True)}
+        new._edge_slots = [(masks[id(tensor)], index) for tensor, index in self._edge_slots]
+        new._mask_groups = None if self._mask_groups is None else [
+            (masks[id(tensor)], edges, offsets) for tensor, edges, offsets in self._mask_groups]
+        new.clean_qkv = None
+        new.last_qkv, new.last_z = list(self.last_qkv), list(self.last_z)
+        new._metric_queries = list(self._metric_queries)
+        return new
 
     def take_clean_qkv(self) -> list[torch.Tensor]:
         """Every layer's q/k/v of the clean run, handed over: the model keeps no reference

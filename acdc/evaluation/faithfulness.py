@@ -200,7 +200,7 @@ class CircuitEvaluator:
                                             tensors.lengths, groups=tensors.groups)
             else:
                 recordings.check(graph, tensors, ablation)
-                self.patched = recordings.fresh()
+                self.patched = recordings.for_circuits()
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
                         for name in self.metrics}
         self._prompt_of = tensors.pos_batch.cpu()
