@@ -10,12 +10,14 @@ Run from the repository root (one process; writes `OUT/evaluation.json` and `OUT
    in forward-pass equivalents (FPE: seconds / the median time of one plain, unhooked
    TransformerLens forward pass on the same clean batch): the recordings (building the
    evaluator), the evaluation of the circuit with its complement, and the curve; then one
-   circuit's metrics where the recordings are reused (the median of 5: an evaluator made from
-   recordings already made, as a search's, then the circuit with its complement: what an
-   evaluation costs in the process that found the circuit, the Python API's `discover` then
-   `evaluate` or a sweep's point); and `circuit evaluate RUN_DIR` in a fresh process, on the
-   run directory `circuit discover --task X` writes (its wall time, and the seconds its
-   evaluation.json counts after loading the model, in FPE).
+   circuit's metrics where the recordings and the evaluator are reused (the median of 9
+   ratios to a plain forward pass run just before each, both under the same load: the
+   circuit with its complement from an evaluator over recordings made before, as a search's:
+   what an evaluation costs in the process that found the circuit, the Python API's
+   `discover` then `evaluate`, or a sweep's point), and the time to make that evaluator; and
+   `circuit evaluate RUN_DIR` in a fresh process, on the run directory `circuit discover
+   --task X` writes (its wall time, and the seconds its evaluation.json counts after loading
+   the model, in FPE).
 2. A GPT-2-small-shaped model (random weights, 32,923 edges) on a batch of `--batch` x 15
    random tokens: the same three costs for a random circuit of 1% of the edges and a curve over
    random scores, and the time to write a whole circuit's masks at once against 32,923
@@ -72,19 +74,26 @@ def timed(fn):
 
 def forward_seconds(hooked, loaded: LoadedModel, task: Task, repeats: int) -> float:
     """The median time of TransformerLens' plain forward pass (`hooked`) on the clean batch."""
-    clean = task_tensors(task, loaded.device).clean
+    forward = plain_forward(hooked, loaded, task)
     with torch.inference_mode():
-        hooked(clean)  # warm-up
-        return statistics.median(timed(lambda: hooked(clean))[1] for _ in range(repeats))
+        forward()  # warm-up
+        return statistics.median(timed(forward)[1] for _ in range(repeats))
+
+
+def plain_forward(hooked, loaded: LoadedModel, task: Task):
+    """TransformerLens' plain forward pass (`hooked`) on the clean batch, as a call."""
+    clean = task_tensors(task, loaded.device).clean
+    return lambda: hooked(clean)
 
 
 def costs(loaded: LoadedModel, task: Task, graph, ablation: str, kept, ranking,
-          forward_s: float, repeats: int = 5) -> tuple[dict, object, object]:
+          forward_s: float, forward, repeats: int = 9) -> tuple[dict, object, object]:
     evaluator, build_s = timed(lambda: CircuitEvaluator(loaded, task, graph, ablation))
     evaluation, evaluate_s = timed(lambda: evaluator.evaluate(kept))
     passes = evaluator.passes
     curve, curve_s = timed(lambda: evaluator.curve(ranking))
-    reused_s = reused_seconds(loaded, task, graph, ablation, kept, evaluation, repeats)
+    reused_fpe, evaluator_s = reused_cost(loaded, task, graph, ablation, kept, evaluation,
+                                          forward, repeats)
     row = {"forward_s": forward_s, "recordings_s": build_s, "evaluate_s": evaluate_s,
            "curve_s": curve_s, "evaluate_passes": passes,
            "curve_passes": evaluator.passes - passes,
@@ -92,32 +101,37 @@ def costs(loaded: LoadedModel, task: Task, graph, ablation: str, kept, ranking,
            "curve_fpe": curve_s / forward_s,
            "evaluate_total_fpe": (build_s + evaluate_s) / forward_s,
            "curve_total_fpe": (build_s + curve_s) / forward_s,
-           "reused_s": reused_s, "reused_fpe": reused_s / forward_s}
+           "reused_fpe": reused_fpe,
+           "evaluator_s": evaluator_s, "evaluator_fpe": evaluator_s / forward_s}
     return row, evaluation, curve
 
 
-def reused_seconds(loaded: LoadedModel, task: Task, graph, ablation: str, kept, evaluation,
-                   repeats: int = 5) -> float:
-    """The median time of one circuit's metrics (circuit and complement, every metric) from
-    recordings made before (a search's): a new evaluator over them, then `evaluate`. Its
-    values must be the rebuilt evaluator's."""
+def reused_cost(loaded: LoadedModel, task: Task, graph, ablation: str, kept, evaluation,
+                forward, repeats: int) -> tuple[float, float]:
+    """One circuit's metrics (circuit and complement, every metric) where the recordings and
+    the evaluator are reused, in FPE: the median over `repeats` of its time over the time of a
+    plain forward pass (`forward`) run just before it (pairs, so that both see the same load
+    on a shared machine; the evaluator forgets the circuit in between). And the time to make
+    that evaluator from recordings made before (a search's: `acdc.evaluation.reuse`), in
+    seconds. Its values must be the rebuilt evaluator's."""
     recordings = record(loaded, task, graph, ablation)
-
-    def once():
-        return CircuitEvaluator(loaded, task, graph, ablation, recordings=recordings
-                                ).evaluate(kept)
-
-    times = []
-    for _ in range(repeats):
-        reused, seconds = timed(once)
-        times.append(seconds)
+    evaluator, evaluator_s = timed(lambda: CircuitEvaluator(loaded, task, graph, ablation,
+                                                            recordings=recordings))
+    ratios = []
+    with torch.inference_mode():
+        forward()  # warm-up
+        for _ in range(repeats):
+            evaluator._cache.clear()  # a new circuit each time, as for a sweep's points
+            _, forward_s = timed(forward)
+            reused, seconds = timed(lambda: evaluator.evaluate(kept))
+            ratios.append(seconds / forward_s)
     for name, m in evaluation.metrics.items():
         for part in ("full", "empty", "circuit", "complement"):
             a, b = getattr(reused.metrics[name], part).mean, getattr(m, part).mean
             if abs(a - b) > 1e-5 * max(1.0, abs(b)):
                 raise SystemExit(f"{name} of the {part}: {a} with the recordings reused, {b} "
                                  f"rebuilt")
-    return statistics.median(times)
+    return statistics.median(ratios), evaluator_s
 
 
 def standalone(spec, forward_s: float) -> dict:
@@ -145,9 +159,11 @@ def bench_task(spec) -> dict:
     torch.set_num_threads(cpu_threads(loaded.shape, "cpu") or DEFAULT_THREADS)
     circuit = run_acdc(loaded, task, CommonSettings(task.metric, task.ablation),
                        AcdcSettings(task.threshold))
-    forward_s = forward_seconds(load_hooked(spec.model)[0], loaded, task, 7)
+    hooked = load_hooked(spec.model)[0]
+    forward_s = forward_seconds(hooked, loaded, task, 7)
     row, evaluation, curve = costs(loaded, task, circuit.graph, task.ablation, circuit.kept,
-                                   ranking_from_scores(circuit.scores), forward_s)
+                                   ranking_from_scores(circuit.scores), forward_s,
+                                   plain_forward(hooked, loaded, task))
     row.update(standalone(spec, forward_s))
     own = evaluation.metrics[task.metric]
     return {
@@ -177,7 +193,8 @@ def bench_gpt2(batch: int, seq: int, seed: int = 0) -> dict:
     kept = [rng.random() < 0.01 for _ in graph.edges]
     ranking = [(i, rng.random()) for i in range(len(graph.edges))]
     row, _, curve = costs(loaded, task, graph, "corrupt", kept, ranking,
-                          forward_seconds(model, loaded, task, 3), repeats=1)
+                          forward_seconds(model, loaded, task, 3),
+                          plain_forward(model, loaded, task), repeats=1)
     evaluator = CircuitEvaluator(loaded, task, graph, "corrupt", metrics=["kl"])
     flags = torch.tensor(kept)
     with torch.inference_mode():
@@ -211,10 +228,14 @@ def markdown(report: dict) -> str:
             f"{1000 * row['forward_s']:.1f} ms | {row['recordings_fpe']:.2f} FPE | "
             f"{row['evaluate_fpe']:.2f} FPE | {row['curve_fpe']:.2f} FPE ({row['curve_passes']} "
             f"passes) | {row['evaluate_total_fpe']:.2f} FPE | {row['curve_total_fpe']:.2f} FPE | "
-            f"{row['reused_fpe']:.2f} FPE | {row['standalone_wall_s']:.2f} s wall, "
+            f"{row['reused_fpe']:.2f} FPE (evaluator {row['evaluator_fpe']:.2f} FPE) | "
+            f"{row['standalone_wall_s']:.2f} s wall, "
             f"{row['standalone_evaluate_fpe']:.2f} FPE after loading |")
-    lines += ["", "One circuit, recordings reused: an evaluator over recordings made before (as "
-              "a search's), then the circuit and its complement for every metric (median of 5). "
+    lines += ["", "One circuit, recordings reused: the circuit and its complement for every "
+              "metric from an evaluator over recordings made before (as a search's; the API's "
+              "`evaluate` after `discover` or `sweep`, and a sweep's points, reuse one; the "
+              "median of 9 ratios to a plain forward pass run just before each), and in "
+              "brackets the time to make that evaluator once. "
               "`circuit evaluate RUN_DIR`: a fresh process on `circuit discover --task X`'s run "
               "directory (Python, torch, the model, the recordings, 2 patched passes); FPE: "
               "the seconds evaluation.json counts after the model is loaded."]
@@ -228,7 +249,8 @@ def markdown(report: dict) -> str:
                       f"evaluation {g['evaluate_total_fpe']:.2f} FPE; 10-point curve over random "
                       f"scores {g['curve_fpe']:.2f} FPE ({g['curve_passes']} passes), "
                       f"{g['curve_total_fpe']:.2f} FPE with the recordings; one circuit with "
-                      f"the recordings reused {g['reused_fpe']:.2f} FPE (once). Writing a whole "
+                      f"the recordings reused {g['reused_fpe']:.2f} FPE (one pair). Writing a "
+                      f"whole "
                       f"circuit's masks: {1000 * g['mask_write_s']:.2f} ms at once, "
                       f"{1000 * g['set_edge_loop_s']:.0f} ms as {g['edges']} set_edge calls."]
     return "\n".join(lines) + "\n"
