@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from acdc.evaluation.compare import CircuitComparison, Confusion
     from acdc.evaluation.measures import Evaluation, FaithfulnessCurve
 
+# The methods whose search starts from a copy of the task's recorded runs: `discover` records
+# them first and keeps them, so that `evaluate` of the circuit in this process reuses them
+# (`acdc.evaluation.reuse`).
+SEARCHES_FROM_RECORDINGS = ("acdc", "exact")
+
+
 def load_model(model: LoadedModel | str | Path, device: str = "cpu",
                dtype: str = "float32") -> LoadedModel:
     """A model ready for every method: `model` as `--model` names it (or already loaded)."""
@@ -122,9 +128,20 @@ def discover(model: LoadedModel | str | Path, task: Any, method: str = "acdc", *
         chosen.check(settings, common)
     check_positions(chosen, common)
     selection = make_selection(chosen, tokenised, rules)
+    recordings = None
+    if chosen.name in SEARCHES_FROM_RECORDINGS:  # kept for evaluating the circuit (`evaluate`)
+        from acdc.core.graph import build_graph
+        from acdc.core.positions import positional_shape
+        from acdc.core.recordings import record
+        from acdc.evaluation.reuse import remember
+
+        graph = build_graph(positional_shape(loaded.shape.graph_shape(granularity), tokenised,
+                                             positions))
+        recordings = record(loaded, tokenised, graph, common.ablation)
+        remember(loaded, tokenised, recordings)
     torch.manual_seed(tokenised.seed)
     circuit = run_method(chosen, loaded, tokenised, common, settings, selection,
-                         seed=tokenised.seed)
+                         seed=tokenised.seed, recordings=recordings)
     if out is not None:
         save(circuit, out)
     return circuit
@@ -186,11 +203,16 @@ def evaluate(circuit: Circuit | str | Path, model: LoadedModel | str | Path, tas
     `metrics`), and with `curve` its faithfulness curve over its own scores; `circuit` a value
     or a file (`circuit.json`, a MIB file, a run directory). A circuit at positions is applied
     at its groups; the task's tokens must fall into them as on the task it was found on (its
-    `positions_sha256`), else one `TaskError` line."""
+    `positions_sha256`), else one `TaskError` line.
+
+    A circuit found in this process by `discover` (ACDC, exact) or `sweep` on the same
+    `LoadedModel` and task prompts is evaluated over the runs its search recorded, with one
+    evaluator for all of them (`acdc.evaluation.reuse`): each circuit then costs its two
+    patched passes (circuit and complement) only."""
     from acdc.core.circuit import circuit_path
     from acdc.evaluation.evaluate import check_task
-    from acdc.evaluation.faithfulness import CircuitEvaluator
     from acdc.evaluation.measures import MIB_FRACTIONS, ranking_from_scores
+    from acdc.evaluation.reuse import evaluator_for
 
     source = "the circuit"
     if not isinstance(circuit, Circuit):
@@ -200,7 +222,7 @@ def evaluate(circuit: Circuit | str | Path, model: LoadedModel | str | Path, tas
     tokenised = load_task(task, loaded)
     check_task(circuit, tokenised, source)
     chosen = ablation or circuit.settings.get("ablation") or tokenised.ablation
-    evaluator = CircuitEvaluator(loaded, tokenised, circuit.graph, chosen, metrics)
+    evaluator = evaluator_for(loaded, tokenised, circuit.graph, chosen, metrics)
     result = evaluator.evaluate(circuit.kept)
     drawn = None
     if curve:
@@ -230,6 +252,7 @@ def sweep(model: LoadedModel | str | Path, task: Any, thresholds: Sequence[float
     from acdc.core.recordings import record
     from acdc.core.settings import CommonSettings
     from acdc.evaluation.rank_scores import rank_scores
+    from acdc.evaluation.reuse import remember
     from acdc.methods.acdc.settings import AcdcSettings
     from acdc.methods.base import run_method
     from acdc.methods.registry import get_method
@@ -249,6 +272,7 @@ def sweep(model: LoadedModel | str | Path, task: Any, thresholds: Sequence[float
     graph = build_graph(positional_shape(loaded.shape.graph_shape(granularity), tokenised,
                                          positions))
     shared = record(loaded, tokenised, graph, common.ablation)
+    remember(loaded, tokenised, shared)  # for `evaluate` of its circuits
     circuits = {t: run_method(get_method("acdc"), loaded, tokenised, common,
                               AcdcSettings(threshold=t, **options), graph=graph,
                               recordings=shared, seed=tokenised.seed) for t in grid}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -637,6 +638,12 @@ def run_yaml(run: Run, outcome: Outcome) -> dict[str, Any]:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a run depends on (read from metadata, nothing imported)."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    """`package_versions`, read once per process (a sweep writes a run.yaml per threshold)."""
     versions = {}
     for key, dist in (("circuit", "circuit"), ("torch", "torch"),
                       ("transformer_lens", "transformer-lens"), ("transformers", "transformers")):

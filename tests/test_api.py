@@ -37,6 +37,44 @@ def test_discover_evaluate_compare_in_memory(model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_evaluate_reuses_the_recordings_of_the_search(model, monkeypatch):
+    """`evaluate` after `discover` or `sweep` on the same model and prompts records nothing
+    (one evaluator over the search's recordings) and gives the values of an evaluation that
+    records its own runs."""
+    from acdc.core.patching import PatchedModel
+    from acdc.evaluation import reuse
+
+    circuit = acdc.discover(model, "demo", threshold=0.03)
+    built = []
+    init = PatchedModel.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PatchedModel, "__init__", counting)
+    reused = acdc.evaluate(circuit, model, "demo")
+    assert acdc.evaluate(circuit, model, "demo", metrics=["kl"]).faithfulness("kl") == (
+        reused.faithfulness("kl"))
+    assert built == []
+    reuse.forget()
+    rebuilt = acdc.evaluate(circuit, model, "demo")
+    assert len(built) == 1
+    for name, m in rebuilt.evaluation.metrics.items():
+        for part in ("full", "empty", "circuit", "complement"):
+            a, b = getattr(reused.evaluation.metrics[name], part), getattr(m, part)
+            assert a.mean == pytest.approx(b.mean, rel=1e-6, abs=1e-7), (name, part)
+            assert a.per_prompt == pytest.approx(b.per_prompt, rel=1e-6, abs=1e-7)
+    swept = acdc.sweep(model, "demo", [0.01, 0.1])
+    built.clear()
+    for found in swept.circuits.values():
+        acdc.evaluate(found, model, "demo", ablation="corrupt")
+    assert built == []
+    acdc.evaluate(circuit, model, "demo", ablation="zero")  # other runs: recorded anew
+    assert len(built) == 1
+    reuse.forget()
+
+
 def test_the_api_is_the_pipelines(model, tmp_path):
     """`acdc.discover` gives the circuit `circuit discover` writes, edge for edge."""
     from cli_helpers import invoke

@@ -30,6 +30,12 @@ changes edges into the stage it is working on and later ones, and every sender b
 still holds its clean output (its incoming edges are untouched), so `delta` up to there is
 reused from the clean run. Logits are computed only at the metric positions.
 
+A circuit's logits (`circuit_logits`: an evaluation, a method's measured circuit) need nothing
+of the last layer but what the logits read: its heads' queries, attention and outputs and its
+MLP at the metric positions only (its keys and values still at every token). That pass leaves
+the last layer's outputs at the other tokens as an earlier pass left them, so the next
+`logits_from` that starts inside the last layer starts at its attention instead.
+
 Heads get one residual copy per q/k/v input (or one per head at head granularity); LayerNorm is
 recomputed on each copy. While every mask holds the same value (the recorded clean and
 corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` per head (a
@@ -52,6 +58,7 @@ for bit.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -225,6 +232,11 @@ class PatchedModel:
                 running = running + mlp_bias
         self.bias_logits = running
 
+        # True after a pass that computed the last layer at the metric positions only
+        self._last_at_metric = False
+        self._metric_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = (
+            [None] * self.n_layers)
+
         # Clean and ablated runs, computed by this same code with every edge present and
         # nothing ablated (input_r = bias_r + sum of live outputs: the ordinary forward).
         self._set_all_masks(1.0)
@@ -315,6 +327,29 @@ class PatchedModel:
         assert r.head is not None  # a head input
         return self.head_masks[r.layer], (QKV_INDEX[r.qkv], r.head, *at, s)
 
+    def copy_for_circuits(self) -> PatchedModel:
+        """An independent copy for measuring circuits (`circuit_logits`, `logits_from`): it
+        shares every tensor a pass only reads (the recorded and ablated runs, the biases) and
+        copies the ones a pass writes (the senders' outputs `delta`, the masks). It holds no
+        clean q/k/v to hand over (`take_clean_qkv`: a search takes a full copy)."""
+        new = copy.copy(self)
+        with torch.inference_mode():
+            new.delta = self.delta.clone()
+            new.head_masks = [m.clone() for m in self.head_masks]
+            new.mlp_masks = [m.clone() for m in self.mlp_masks]
+            new.logit_mask = self.logit_mask.clone()
+            new.direct_masks = [m.clone() for m in self.direct_masks]
+        masks = {id(old): fresh for old, fresh in zip(
+            (*self.head_masks, *self.mlp_masks, self.logit_mask, *self.direct_masks),
+            (*new.head_masks, *new.mlp_masks, new.logit_mask, *new.direct_masks), strict=True)}
+        new._edge_slots = [(masks[id(tensor)], index) for tensor, index in self._edge_slots]
+        new._mask_groups = None if self._mask_groups is None else [
+            (masks[id(tensor)], edges, offsets) for tensor, edges, offsets in self._mask_groups]
+        new.clean_qkv = None
+        new.last_qkv, new.last_z = list(self.last_qkv), list(self.last_z)
+        new._metric_queries = list(self._metric_queries)
+        return new
+
     def take_clean_qkv(self) -> list[torch.Tensor]:
         """Every layer's q/k/v of the clean run, handed over: the model keeps no reference
         (the incremental engine updates them in place as its committed state)."""
@@ -359,7 +394,22 @@ class PatchedModel:
         self.set_edges(kept)
         if not bool(kept.any()):
             return self.logits_from(Stage(self.n_layers))
-        return self.logits_from(Stage(0))
+        return self.logits_at_metric()
+
+    def logits_at_metric(self) -> torch.Tensor:
+        """`logits_from(Stage(0))`, the last layer computed only where the logits read it (the
+        module docstring): the same logits, to float rounding."""
+        last = self.n_layers - 1
+        for layer in range(last):
+            self.last_qkv[layer] = self._attention(layer)
+            if self.has_mlp:
+                self._mlp(layer)
+        self.last_qkv[last] = None  # its queries exist at the metric positions only
+        self._attention_at_metric(last)
+        if self.has_mlp:
+            self._mlp_at_metric(last)
+        self._last_at_metric = True
+        return self._logits()
 
     @staticmethod
     def stage_of(edge: Edge) -> Stage:
@@ -410,6 +460,11 @@ class PatchedModel:
 
     def logits_from(self, stage: Stage) -> torch.Tensor:
         """Recompute every stage from `stage` on; logits at the metric positions."""
+        last = self.n_layers - 1
+        if self._last_at_metric and stage.layer == last:
+            stage = Stage(last)  # the last layer's heads hold their outputs at the metric positions
+        if stage.layer <= last:
+            self._last_at_metric = False
         for layer in range(stage.layer, self.n_layers):
             if not (layer == stage.layer and stage.part == 1):
                 self.last_qkv[layer] = self._attention(layer)
@@ -484,19 +539,24 @@ class PatchedModel:
         heads = self.ablated_head_sums[layer]
         return heads[self.pos_batch, self.pos_index] if at_metric else heads
 
-    def _head_inputs(self, layer: int) -> torch.Tensor:
+    def _head_inputs(self, layer: int, masks: torch.Tensor | None = None,
+                     at_metric: bool = False) -> torch.Tensor:
         """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d].
         Mixed and normalised once per distinct mask: one residual for all when every mask is
         the same ([1, 1, batch, pos, d]: the recorded runs, as in a plain forward pass), one per
         distinct mask when at most half are distinct (most inputs of a sparse circuit read no
-        sender, so their copies are all the same)."""
+        sender, so their copies are all the same). `masks`: some of the layer's inputs' masks
+        (default all); `at_metric`: at the metric positions only ([..., n_positions, d])."""
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
-        masks = self.head_masks[layer]
+        masks = self.head_masks[layer] if masks is None else masks
         row = masks.shape[2:]  # [senders], or [groups + 1, senders]
         distinct, which = torch.unique(masks.reshape(-1, row.numel()), dim=0, return_inverse=True)
         mixed = distinct.view(-1, *row) if 2 * len(distinct) <= len(which) else masks
-        x = norm(self.base_heads[layer] + self._mix(mixed, n_senders),
+        base = self.base_heads[layer]
+        if at_metric:
+            base = base[self.pos_batch, self.pos_index]
+        x = norm(base + self._mix(mixed, n_senders, at_metric),
                  lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
         if mixed is masks:
             return x
@@ -531,6 +591,81 @@ class PatchedModel:
         else:
             self.delta[first:first + heads] = out - self.ablated[first:first + heads]
         return qkv
+
+    def _attention_at_metric(self, layer: int) -> None:
+        """`_attention` for the queries at the metric positions only: their z (`last_z`) and
+        the heads' outputs there (written into `delta` at those positions)."""
+        lw, w = self.w.layers[layer], self.w
+        masks = self.head_masks[layer]
+        at_b, at_p = self.pos_batch, self.pos_index
+        if self.n_inputs == 3:
+            q_in = self._head_inputs(layer, masks[:1], at_metric=True)[0]
+            kv_in = self._head_inputs(layer, masks[1:])
+            k_in, v_in = kv_in[0], kv_in[-1]
+        else:  # one input per head feeds its q, k and v
+            k_in = v_in = self._head_inputs(layer)[0]
+            q_in = k_in[:, at_b, at_p]
+        (W_Q, b_Q), (W_K, b_K), (W_V, b_V) = forward.projections(lw)
+        q = torch.matmul(q_in, W_Q) + b_Q[:, None, :]  # [heads, n_positions, d_head]
+        batch, n_pos, d_model = k_in.shape[-3:]
+        k, v = ((torch.matmul(x.reshape(-1, batch * n_pos, d_model), W) + b[:, None, :]).view(
+            W.shape[0], batch, n_pos, -1) for x, W, b in ((k_in, W_K, b_K), (v_in, W_V, b_V)))
+        if self.ablated_qkv is not None:
+            direct, ablated = self.direct_masks[layer], self.ablated_qkv[layer]
+            if self.positional:  # [3, heads, groups + 1] -> each token's
+                assert self.groups is not None  # a positional model has them
+                direct_q = direct[0][:, self.metric_groups, None]
+                direct_kv = direct[1:, :, self.groups, None]
+            else:
+                direct_q, direct_kv = direct[0, :, 0], direct[1:]
+            q = torch.where(direct_q, q, ablated[0][:, at_b, at_p])
+            k = torch.where(direct_kv[0], k, ablated[1])
+            v = torch.where(direct_kv[1], v, ablated[2])
+        q = forward.rotate(w, lw, q, self.pos_index)
+        k = forward.rotate(w, lw, k, self.positions)
+        # each prompt's queries side by side ([heads, batch, most per prompt, d_head]), so that
+        # attention is one batched product over the prompts, as in `_attention`
+        slot, mask = self._queries_at_metric(layer)
+        queries = q.new_zeros(q.shape[0], batch, mask.shape[1], q.shape[-1])
+        queries[:, at_b, slot] = q
+        z = forward.attend(queries, k, v, w.attn_scale, mask, w.attn_soft_cap)[:, at_b, slot]
+        self.last_z[layer] = z
+        out = torch.bmm(z, lw.W_O)  # [heads, n_positions, d_model]
+        first = self.graph.sender_of_head(layer, 0)
+        heads = slice(first, first + out.shape[0])
+        if self.ablated is not None:
+            out = out - self.ablated[heads][:, at_b, at_p]
+        self.delta[heads, at_b, at_p] = out
+
+    def _queries_at_metric(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each metric position's query sits among its prompt's (`slot` [n_positions])
+        and the attention mask of those query rows [batch, most per prompt, keys] (rows no
+        metric position fills read every key: they are dropped)."""
+        cached = self._metric_queries[layer]
+        if cached is None:
+            batch = int(self.delta.shape[1])
+            counts = torch.bincount(self.pos_batch, minlength=batch)
+            first = torch.cumsum(counts, 0) - counts
+            order = torch.argsort(self.pos_batch, stable=True)
+            slot = torch.empty_like(self.pos_batch)
+            slot[order] = torch.arange(len(order), device=order.device) - first[
+                self.pos_batch[order]]
+            full = self.attention_masks[layer]  # [queries, keys]
+            mask = full.new_zeros(batch, int(counts.max()), full.shape[1])
+            mask[self.pos_batch, slot] = full[self.pos_index]
+            cached = self._metric_queries[layer] = (slot, mask)
+        return cached
+
+    def _mlp_at_metric(self, layer: int) -> None:
+        """`_mlp` at the metric positions only (written into `delta` there)."""
+        lw = self.w.layers[layer]
+        index = self.graph.sender_of_mlp(layer)
+        mask = self.mlp_masks[layer]
+        at_b, at_p = self.pos_batch, self.pos_index
+        x = self.base_mlp[layer][at_b, at_p] + self._mix(mask, mask.shape[-1], at_metric=True)
+        out = forward.mlp(self.w, lw, x)
+        self.delta[index, at_b, at_p] = (out if self.ablated is None
+                                         else out - self.ablated[index][at_b, at_p])
 
     def _mlp(self, layer: int) -> None:
         lw = self.w.layers[layer]

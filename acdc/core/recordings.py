@@ -11,7 +11,9 @@ again would repeat the same arithmetic on the same inputs.
 A copy shares the model's weights and the graph (nothing writes them) and copies everything a
 pass or a search writes (sender outputs, q/k/v, masks), keeping which tensors are views of
 which. A copy costs one memory copy of the recorded activations, far less than two forward
-passes.
+passes. Measuring circuits (an evaluation, a method's `metric_circuit`) needs less:
+`Recordings.for_circuits` shares every tensor a pass only reads and copies the senders'
+outputs and the masks, which a pass writes.
 
 `CircuitMeter` is the one place a circuit's metric is measured: a patched model (fresh from
 the recordings, or the one a method already built) and the run's metric; every method's
@@ -66,6 +68,12 @@ class Recordings:
         with torch.inference_mode():
             return copy.deepcopy(self.patched, memo=shared)
 
+    def for_circuits(self) -> PatchedModel:
+        """A copy that measures circuits (an evaluation, a method's circuit): it shares what a
+        pass only reads and copies what it writes (`PatchedModel.copy_for_circuits`), so it
+        costs a copy of the senders' outputs, not of every recorded tensor."""
+        return self.patched.copy_for_circuits()
+
     def check(self, graph: Graph, tensors: TaskTensors, ablation: str) -> None:
         """Refuse (ValueError: a caller's mistake, not a user's) recordings of another graph,
         another task or another ablation than the run they are handed to."""
@@ -106,7 +114,7 @@ class CircuitMeter:
     def of(cls, model: LoadedModel, task: Task, graph: Graph, metric: str, ablation: str,
            recordings: Recordings | None = None) -> CircuitMeter:
         """A meter over the task's runs: the recordings' copy, or recorded now."""
-        patched = (recordings.fresh() if recordings is not None
+        patched = (recordings.for_circuits() if recordings is not None
                    else record(model, task, graph, ablation).patched)
         device = patched.w.W_E.device
         targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers,

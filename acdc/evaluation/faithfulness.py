@@ -200,11 +200,13 @@ class CircuitEvaluator:
                                             tensors.lengths, groups=tensors.groups)
             else:
                 recordings.check(graph, tensors, ablation)
-                self.patched = recordings.fresh()
+                self.patched = recordings.for_circuits()
         self._metric = {name: position_metric(name, self.patched.clean_logits, targets)
                         for name in self.metrics}
         self._prompt_of = tensors.pos_batch.cpu()
         self._per_prompt_count = torch.bincount(self._prompt_of, minlength=self.n_prompts).double()
+        self._signs = torch.tensor([float(METRIC_SIGN[name]) for name in self.metrics],
+                                   dtype=torch.float64)
         self.n_positions = len(tensors.pos_batch)
         self._cache: dict[bytes, dict[str, Spread]] = {}
         self.full = self.spreads(torch.ones(self.n_edges, dtype=torch.bool))
@@ -233,21 +235,25 @@ class CircuitEvaluator:
         if key not in self._cache:
             logits = self.logits(flags)
             with torch.inference_mode():
-                self._cache[key] = {name: self._spread(name, logits) for name in self.metrics}
+                self._cache[key] = self._spreads(logits)
         return self._cache[key]
 
-    def _spread(self, name: str, logits: torch.Tensor) -> Spread:
-        sign = METRIC_SIGN[name]  # +-1: minimised = reported * sign, and the other way round
-        values = self._metric[name](logits)
+    def _spreads(self, logits: torch.Tensor) -> dict[str, Spread]:
+        """Every metric's spread from the circuit's logits, the metrics side by side."""
+        values = [self._metric[name](logits) for name in self.metrics]
         # The mean as the search takes it (same dtype and reduction), so it equals the run's
-        # metric_circuit; the spread over prompts in float64.
-        mean = float(values.mean(-1)) * sign
-        per_position = values.double().cpu() * sign
-        per_prompt = torch.zeros(self.n_prompts, dtype=torch.float64).index_add_(
-            0, self._prompt_of, per_position) / self._per_prompt_count
-        return Spread(mean=mean, std=float(per_prompt.std(correction=0)),
-                      min=float(per_prompt.min()), max=float(per_prompt.max()),
-                      per_prompt=tuple(per_prompt.tolist()))
+        # metric_circuit; the spread over prompts in float64. A sign is +-1: minimised =
+        # reported * sign, and the other way round.
+        means = torch.stack([v.mean(-1) for v in values]).tolist()
+        per_position = torch.stack(values).double().cpu() * self._signs[:, None]
+        per_prompt = torch.zeros(len(values), self.n_prompts, dtype=torch.float64).index_add_(
+            1, self._prompt_of, per_position) / self._per_prompt_count
+        stds = per_prompt.std(1, correction=0).tolist()
+        lows, highs = per_prompt.min(1).values.tolist(), per_prompt.max(1).values.tolist()
+        rows = per_prompt.tolist()
+        return {name: Spread(mean=means[i] * METRIC_SIGN[name], std=stds[i], min=lows[i],
+                             max=highs[i], per_prompt=tuple(rows[i]))
+                for i, name in enumerate(self.metrics)}
 
     def evaluate(self, kept: Sequence[bool] | torch.Tensor) -> Evaluation:
         """The full model, the empty circuit, the circuit and its complement, every metric."""
