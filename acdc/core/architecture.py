@@ -220,4 +220,5 @@ def model_shape(cfg: Any) -> ModelShape:
         n_key_value_heads=None if n_kv in (None, cfg.n_heads) else n_kv,
         parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
         mlp_kind="gated" if getattr(cfg, "gated_mlp", False) else "plain",
+        post_norm=bool(getattr(cfg, "use_normalization_before_and_after", False)),
     )

@@ -99,6 +99,7 @@ class ModelShape:
     tied_embeddings: bool = False
     architecture: str | None = None
     features: tuple[str, ...] = ()
+    post_norm: bool = False  # norms after attention and MLP (Gemma 2)
 
     @property
     def has_mlp(self) -> bool:
@@ -225,7 +226,8 @@ def checkpoint_shape(config: dict[str, Any], source: str = "config") -> ModelSha
                       d_mlp=d_mlp, d_vocab=config["d_vocab"], n_ctx=config["n_ctx"],
                       n_params=n_params, n_key_value_heads=None if n_kv == n_heads else n_kv,
                       parallel_attn_mlp=bool(config.get("parallel_attn_mlp")),
-                      mlp_kind="gated" if gated else "plain")
+                      mlp_kind="gated" if gated else "plain",
+                      post_norm=bool(config.get("use_normalization_before_and_after")))
 
 
 def hub_reachable() -> bool:

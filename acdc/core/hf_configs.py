@@ -220,7 +220,7 @@ def _count(keys: Keys, family: str, *, n_layers: int, n_heads: int, n_kv: int, d
         d_vocab=d_vocab, n_ctx=n_ctx, n_params=n_layers * (attn + mlp),
         n_key_value_heads=None if n_kv == n_heads else n_kv, parallel_attn_mlp=parallel,
         mlp_kind="gated" if gated else "plain", n_params_all=total, tied_embeddings=tied,
-        architecture=family, features=tuple(features),
+        architecture=family, features=tuple(features), post_norm=family == "gemma2",
     )
 
 

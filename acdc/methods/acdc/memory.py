@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
+LAYER_TERM_CACHE_BYTES = 256 * 2**20  # post-sublayer norms: committed head sums and their terms
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 
 
@@ -18,9 +19,10 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     ablation); every head's committed and ablated q/k/v `[3, layers, heads, batch, pos, d_head]`
     (one k and v per query head also under grouped-query attention: each query head's k/v input
     is its own residual copy, so its k and v differ once an edge into it is removed); the cache
-    of committed receiver inputs (bounded); the largest per-layer temporaries (the q/k/v inputs'
-    normalised residual copies, an MLP's hidden layer, three of them for a gated MLP, one
-    layer's attention patterns); the unembedding (the cache of head-to-vocabulary factors,
+    of committed receiver inputs (bounded; with post-sublayer norms also the bounded cache of
+    per-layer head sums and their normalised terms); the largest per-layer temporaries (the
+    q/k/v inputs' normalised residual copies, an MLP's hidden layer, three of them for a gated
+    MLP, one layer's attention patterns); the unembedding (the cache of head-to-vocabulary factors,
     bounded, and three logits-sized tensors at the metric positions, one per prompt unless
     `n_positions` says otherwise). At `n_groups` position groups (0: a blind graph), the masks
     have a group axis (a number per edge and group: `positions`) and the engine keeps, for the
@@ -49,6 +51,9 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     result = {name: count * bytes_per_number for name, count in sizes.items()}
     result["inputs"] = min(INPUT_CACHE_BYTES,
                            n_receivers * tokens * shape.d_model * bytes_per_number)
+    if shape.post_norm:
+        result["inputs"] += min(LAYER_TERM_CACHE_BYTES, 2 * n_receivers * shape.n_layers * tokens
+                                * shape.d_model * bytes_per_number)
     factors = shape.n_layers * shape.n_heads * shape.d_head * shape.d_vocab * bytes_per_number
     result["unembedding"] += min(FACTOR_CACHE_BYTES, factors)
     result["n_params"] = n_params

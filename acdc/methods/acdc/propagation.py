@@ -49,7 +49,7 @@ from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, every_layer
 from acdc.core.removals import changing_positions
-from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES
+from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES, LAYER_TERM_CACHE_BYTES
 
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
@@ -164,10 +164,11 @@ class IncrementalPatcher:
         # Committed input of receivers, at the positions they are read, kept up to date on
         # every commit so that a test re-sums nothing; bounded, recomputed when evicted.
         self.inputs: dict[int, torch.Tensor] = {}
-        # Post-sublayer norms: per (receiver, layer, positions) the committed sum of the layer's
-        # heads the receiver reads and its normalised term (`_layer_term`), in the same budget.
-        self.layer_terms: dict[tuple[int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.input_bytes = 0
+        # Post-sublayer norms: per (receiver, layer, positions) the committed sum of the layer's
+        # heads the receiver reads and its normalised term (`_layer_term`); bounded apart.
+        self.layer_terms: dict[tuple[int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.layer_term_bytes = 0
         # The low-rank unembedding pays off when the plain one is a large product; half
         # precision would accumulate rounding in P over many commits, so it is float32+ only.
         self.unembedding = Unembedding(self.w)
@@ -229,8 +230,9 @@ class IncrementalPatcher:
 
     def _clear_inputs(self) -> None:
         self.inputs.clear()
-        self.layer_terms.clear()
         self.input_bytes = 0
+        self.layer_terms.clear()
+        self.layer_term_bytes = 0
         self._kept_weights.clear()  # a layer's receivers' at a time (positional graphs)
 
     def _forget_input(self, rid: int) -> None:
@@ -676,9 +678,9 @@ class IncrementalPatcher:
         total = self._head_sum(rid, layer, all_positions)
         term = forward.attention_out(self.w, self.w.layers[layer], total)
         size = 2 * term.numel() * term.element_size()
-        if total.shape == term.shape and self.input_bytes + size <= INPUT_CACHE_BYTES:
+        if total.shape == term.shape and self.layer_term_bytes + size <= LAYER_TERM_CACHE_BYTES:
             self.layer_terms[key] = (total, term)
-            self.input_bytes += size
+            self.layer_term_bytes += size
         return total, term
 
     def _forget_layer_terms(self, rid: int, sender: int) -> None:
@@ -690,7 +692,7 @@ class IncrementalPatcher:
         for all_positions in (True, False):
             cached = self.layer_terms.pop((rid, sent.layer, all_positions), None)
             if cached is not None:
-                self.input_bytes -= sum(x.numel() * x.element_size() for x in cached)
+                self.layer_term_bytes -= sum(x.numel() * x.element_size() for x in cached)
 
     def _head_sum(self, rid: int, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum a receiver reads of a layer's heads (post-sublayer norms): the ablated
