@@ -261,3 +261,28 @@ def test_memory_estimate_counts_the_layer_terms_of_post_norm_models():
     terms = 2 * receivers * shape.n_layers * 4 * 9 * shape.d_model * 4
     assert post["inputs"] - plain["inputs"] == min(LAYER_TERM_CACHE_BYTES, terms) > 0
     assert post["total"] - plain["total"] == post["inputs"] - plain["inputs"]
+
+
+def test_only_the_latest_evaluation_can_be_committed():
+    """The engine writes each evaluation's changes over the last one's (its stacks are kept):
+    committing an earlier evaluation is refused, the latest one's commits and matches a fresh
+    evaluation of the same circuit."""
+    from acdc.methods.acdc.propagation import IncrementalPatcher
+
+    model = _model(CONFIGS["mlp-ln"])
+    clean, corrupt = torch.randint(0, 50, (2, 4, 9))
+    with torch.inference_mode():
+        graph, patched = _patched(model, "qkv", "corrupt", clean, corrupt)
+        incremental = IncrementalPatcher(patched)
+        node, edges = next((n, e) for n, e in graph.acdc_order() if n != "logits"
+                           and e[0].kind == "residual" and len(e) > 2)
+        incremental.enter(edges[0])
+        _, first = incremental.evaluate([edges[0]])
+        logits, second = incremental.evaluate([edges[1]])
+        with pytest.raises(RuntimeError, match="earlier evaluation"):
+            incremental.commit(first)
+        incremental.commit(second)
+        incremental.remove(edges[1])
+        again, _ = incremental.evaluate([edges[2]])
+        patched.set_edge(edges[2], False)
+        assert torch.allclose(again[0], patched.logits_from(Stage(0)), atol=1e-5), node

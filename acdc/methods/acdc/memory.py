@@ -22,7 +22,8 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     of committed receiver inputs (bounded; with post-sublayer norms also the bounded cache of
     per-layer head sums and their normalised terms); the largest per-layer temporaries (the
     q/k/v inputs' normalised residual copies, an MLP's hidden layer, three of them for a gated
-    MLP, one layer's attention patterns); the unembedding (the cache of head-to-vocabulary factors,
+    MLP, one layer's attention patterns); the stack of one evaluation's changes (a row per
+    sender it reaches, for one candidate); the unembedding (the cache of head-to-vocabulary factors,
     bounded, and three logits-sized tensors at the metric positions, one per prompt unless
     `n_positions` says otherwise). At `n_groups` position groups (0: a blind graph), the masks
     have a group axis (a number per edge and group: `positions`) and the engine keeps, for the
@@ -41,8 +42,10 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
                       2 * shape.n_heads * batch * seq_len * seq_len)
     n_receivers = shape.n_layers * (3 * shape.n_heads + int(shape.has_mlp)) + 1
     unembedding = 3 * (n_positions or batch) * shape.d_vocab
+    # the changes of one evaluation, one row per sender it reaches (kept between evaluations)
+    changes = n_senders * tokens * shape.d_model
     sizes = {"params": n_params, "caches": caches, "qkv": qkv, "temporaries": temporaries,
-             "unembedding": unembedding, "positions": 0}
+             "changes": changes, "unembedding": unembedding, "positions": 0}
     if n_groups:
         receivers_per_layer = 3 * shape.n_heads + int(shape.has_mlp)
         n_edges = n_receivers * n_senders  # a bound: receivers read at most every sender

@@ -79,6 +79,7 @@ class _Tentative:
     rows: dict[tuple[int, bool], int] = field(default_factory=dict)
     used: dict[bool, int] = field(default_factory=dict)
     reach: int = 0
+    generation: int = 0  # the evaluation that made it (the stacks are reused by the next one)
 
     @property
     def width(self) -> int:
@@ -160,6 +161,10 @@ class IncrementalPatcher:
         self.window_positions = torch.arange(self.first, self.last + 1, device=self.device)
         self.key_positions = torch.arange(self.last + 1, device=self.device)
         self.needs_all = [True] * len(g.senders)
+        # The changes' stacks, kept from one evaluation to the next: a fresh allocation of this
+        # size would take fresh pages from the system, written for the first time, every test.
+        self.stacks: dict[bool, torch.Tensor] = {}
+        self.generation = 0
         self.stage: tuple[int, int] | None = None
         # Committed input of receivers, at the positions they are read, kept up to date on
         # every commit so that a test re-sums nothing; bounded, recomputed when evicted.
@@ -203,6 +208,7 @@ class IncrementalPatcher:
         self._clear_inputs()
         self.factors.clear()
         self.factor_bytes = 0
+        self.stacks.clear()
         self.qkv, self.z, self.projected = [], [], None
         self.pm.take_last_qkv()
 
@@ -265,7 +271,8 @@ class IncrementalPatcher:
         if coefficients is None:
             coefficients = torch.ones(1, len(edges), dtype=self.delta.dtype,
                                       device=self.delta.device)
-        t = _Tentative(edges, coefficients)
+        self.generation += 1
+        t = _Tentative(edges, coefficients, generation=self.generation)
         edge = edges[0]
         queue: list[int] = []
         affected: dict[int, set[int]] = {}  # node -> changed input receivers
@@ -768,8 +775,7 @@ class IncrementalPatcher:
             committed = self._committed_delta(sender, all_positions)
             stack = t.stacks.get(all_positions)
             if stack is None:
-                stack = new.new_empty(t.width, max(t.reach, 1), committed.numel())
-                t.stacks[all_positions] = stack
+                stack = self._stack(t, all_positions, committed.numel(), new)
             row = t.used.get(all_positions, 0)
             if new.shape != (t.width, *committed.shape) or row >= stack.shape[1]:
                 t.changes[key] = new - committed  # not expected: summed plainly
@@ -778,6 +784,19 @@ class IncrementalPatcher:
                 torch.sub(new, committed, out=change)
                 t.changes[key], t.rows[key], t.used[all_positions] = change, row, row + 1
         return t.changes[key]
+
+    def _stack(self, t: _Tentative, all_positions: bool, elements: int, like: torch.Tensor
+               ) -> torch.Tensor:
+        """`t`'s stack of changes at these positions: [k, rows, elements], at least `t.reach`
+        rows; the engine's kept one when it is large enough, else a new one kept instead."""
+        kept = self.stacks.get(all_positions)
+        rows = max(t.reach, 1)
+        if (kept is None or kept.shape[1] < rows or kept.shape[2] != elements
+                or kept.shape[0] < t.width or kept.dtype != like.dtype):
+            kept = like.new_empty(t.width, rows, elements)
+            self.stacks[all_positions] = kept
+        t.stacks[all_positions] = kept[:t.width]
+        return t.stacks[all_positions]
 
     def _stacked_sum(self, t: _Tentative, changed: list[int], all_positions: bool,
                      committed: torch.Tensor) -> torch.Tensor | None:
@@ -806,7 +825,11 @@ class IncrementalPatcher:
 
     def commit(self, t: _Tentative, candidate: int = 0) -> None:
         """Make one candidate's activations permanent (`remove` does the bookkeeping of the
-        edges it removed)."""
+        edges it removed). Only the latest evaluation's changes can be committed: the next
+        one writes over their stacks."""
+        if t.generation != self.generation:
+            raise RuntimeError("an earlier evaluation's changes cannot be committed after a later "
+                               "evaluation")
         for s in t.delta:  # cached inputs first: they need the old deltas
             for rid in self.kept_out[s]:
                 if self.post_norm:
