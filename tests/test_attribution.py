@@ -129,6 +129,14 @@ CASES = [
     Case("gemma2"),
     Case("gemma2", "nll", "zero", "head"),
     Case("gemma2", "kl", "mean", ig_steps=3),
+    # EAP-IG with corrupt ablation: the pass at alpha = 0 is the ablated run (recorded there,
+    # not apart), and the passes' gradients are summed before one contraction
+    Case("mlp3", ig_steps=5),
+    Case("mlp3", "nll", "corrupt", "head", ig_steps=3),
+    Case("llama2", "kl", ig_steps=5),
+    Case("neox2", "logit_diff", "corrupt", "head", ig_steps=4),
+    Case("gemma2", "logit_diff", "corrupt", "head", ig_steps=3),
+    Case("gemma2", "kl", ig_steps=2),
 ]
 # With norms after each sublayer the receiver's gradient alone does not score a head's edge
 # (`reference_attribution.py`): the per-edge masks are the reference there.

@@ -42,7 +42,7 @@ Riemann sum, which starts at the ablated run and never evaluates the clean one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -125,6 +125,88 @@ class Gradients:
     head_sums: list[torch.Tensor] | None = None  # per layer b_O + its heads, with post-norms
 
 
+@dataclass
+class _Pass:
+    """The tensors of one ordinary forward pass that its backward pass or its record needs."""
+
+    residuals: list[torch.Tensor]
+    qkvs: list[torch.Tensor]
+    mlp_inputs: list[torch.Tensor]
+    head_sums: list[torch.Tensor]
+    final: torch.Tensor
+    logits: torch.Tensor
+    recorded: RecordedRun | None
+
+
+def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
+             pos_index: torch.Tensor, record: bool) -> _Pass:
+    """The ordinary forward pass from `embedding`, keeping every receiver's input (whose
+    gradient autograd keeps, when grad mode is on); `record`: also every sender's output and
+    z, as `PatchedModel` records a run."""
+    batch, n_pos, d_model = embedding.shape
+    differentiable = torch.is_grad_enabled()
+    outputs = zs = None
+    if record:
+        outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
+                              device=embedding.device)
+        outputs[0] = embedding
+        zs = []
+    x = embedding.detach().requires_grad_(differentiable)
+    positions = torch.arange(n_pos, device=x.device)
+    residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
+    for layer, lw in enumerate(w.layers):
+        residuals.append(x)
+        h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
+        qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
+        if differentiable:
+            qkv.retain_grad()
+        qkvs.append(qkv)
+        mask = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
+        q, k = (forward.rotate(w, lw, qkv[i], positions) for i in (0, 1))
+        z = forward.attend(q, k, qkv[2], w.attn_scale, mask, w.attn_soft_cap)
+        heads = forward.head_outputs(lw, z)
+        if outputs is not None and zs is not None:
+            first = graph.sender_of_head(layer, 0)
+            outputs[first:first + len(heads)] = heads.detach()
+            zs.append(z.detach()[:, pos_batch, pos_index])
+        block_input = x
+        if w.post_norm:
+            head_sums.append((heads.sum(0) + lw.b_O).detach())
+            x = x + forward.attention_out(w, lw, heads.sum(0))
+        else:
+            x = x + heads.sum(0) + lw.b_O
+        if not w.attn_only:
+            # the MLP's own input (its gradient is the MLP's alone): the block's input in
+            # a parallel block, else the residual after the heads
+            mlp_in = (block_input if w.parallel else x).view_as(x)
+            if differentiable:
+                mlp_in.retain_grad()
+            mlp_inputs.append(mlp_in)
+            out = forward.mlp(w, lw, mlp_in)
+            if outputs is not None:
+                outputs[graph.sender_of_mlp(layer)] = out.detach()
+            bias = forward.mlp_bias(w, lw)
+            x = x + (out if bias is None else out + bias)
+    final = x[pos_batch, pos_index]
+    if differentiable:
+        final.retain_grad()
+    recorded = None
+    if outputs is not None and zs is not None:
+        recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    return _Pass(residuals, qkvs, mlp_inputs, head_sums, final, forward.unembed(w, final),
+                 recorded)
+
+
+def record_run(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
+               pos_index: torch.Tensor) -> tuple[RecordedRun, torch.Tensor]:
+    """The ordinary forward pass from `embedding`, recorded as `PatchedModel` records a run
+    (no gradient), and its logits at the metric positions."""
+    with torch.no_grad():
+        run = _forward(w, graph, embedding, pos_batch, pos_index, record=True)
+    assert run.recorded is not None  # asked for
+    return run.recorded, run.logits
+
+
 def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
                   pos_index: torch.Tensor, metric_of: Callable[[torch.Tensor], Metric],
                   record: bool = False) -> Gradients:
@@ -132,81 +214,36 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
     then one backward pass of the metric `metric_of(logits)` (given this pass's own logits at
     the metric positions, detached: the clean logits when this pass is the clean run).
     `record`: also keep every sender's output and z, as `PatchedModel` records a run."""
-    batch, n_pos, d_model = embedding.shape
-    outputs = zs = None
-    if record:
-        outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
-                              device=embedding.device)
-        outputs[0] = embedding
-        zs = []
     with torch.enable_grad():
-        x = embedding.detach().requires_grad_(True)
-        positions = torch.arange(n_pos, device=x.device)
-        residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
-        for layer, lw in enumerate(w.layers):
-            residuals.append(x)
-            h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-            qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
-            qkv.retain_grad()
-            qkvs.append(qkv)
-            mask = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
-            q, k = (forward.rotate(w, lw, qkv[i], positions) for i in (0, 1))
-            z = forward.attend(q, k, qkv[2], w.attn_scale, mask, w.attn_soft_cap)
-            heads = forward.head_outputs(lw, z)
-            if outputs is not None:
-                first = graph.sender_of_head(layer, 0)
-                outputs[first:first + len(heads)] = heads.detach()
-                zs.append(z.detach()[:, pos_batch, pos_index])
-            block_input = x
-            if w.post_norm:
-                head_sums.append((heads.sum(0) + lw.b_O).detach())
-                x = x + forward.attention_out(w, lw, heads.sum(0))
-            else:
-                x = x + heads.sum(0) + lw.b_O
-            if not w.attn_only:
-                # the MLP's own input (its gradient is the MLP's alone): the block's input in
-                # a parallel block, else the residual after the heads
-                mlp_in = (block_input if w.parallel else x).view_as(x)
-                mlp_in.retain_grad()
-                mlp_inputs.append(mlp_in)
-                out = forward.mlp(w, lw, mlp_in)
-                if outputs is not None:
-                    outputs[graph.sender_of_mlp(layer)] = out.detach()
-                bias = forward.mlp_bias(w, lw)
-                x = x + (out if bias is None else out + bias)
-        final = x[pos_batch, pos_index]
-        final.retain_grad()
-        logits = forward.unembed(w, final)
-        value = metric_of(logits.detach())(logits)
+        run = _forward(w, graph, embedding, pos_batch, pos_index, record)
+        value = metric_of(run.logits.detach())(run.logits)
         value.backward()
-    recorded = None
-    if outputs is not None:
-        recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    qkvs, final = run.qkvs, run.final
     grads = [q.grad for q in qkvs]
-    mlp_grads = [m.grad for m in mlp_inputs]
+    mlp_grads = [m.grad for m in run.mlp_inputs]
     if final.grad is None or any(g is None for g in [*grads, *mlp_grads]):
         raise RuntimeError("the metric does not depend on every receiver")  # never: all do
-    return Gradients([r.detach() for r in residuals], [q.detach() for q in qkvs],
+    return Gradients([r.detach() for r in run.residuals], [q.detach() for q in qkvs],
                      grads, mlp_grads,  # type: ignore[arg-type]
-                     final.grad, float(value.detach()), recorded,
-                     head_sums if w.post_norm else None)
+                     final.grad, float(value.detach()), run.recorded,
+                     run.head_sums if w.post_norm else None)
 
 
 def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
-                clean: Gradients | None = None) -> torch.Tensor:
+                made: Mapping[float, Gradients] | None = None) -> torch.Tensor:
     """Every edge's score `[n_edges]` (float64, in the graph's edge order), with the gradient
-    averaged over the passes at `alphas` (1.0 alone: EAP at the clean run; `clean`, when
-    given, is that pass, already made).
+    averaged over the passes at `alphas` (1.0 alone: EAP at the clean run). `made`: passes
+    already made, by alpha (EAP's clean pass; EAP-IG's first, which recorded the ablated run).
 
     `patched` holds the clean and ablated runs (its masks all present)."""
     graph, w = patched.graph, patched.w
     scorer = _Scorer(patched)
     delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
     ablated_input = patched.ablated[0] if patched.ablated is not None else None
+    made = dict(made or {})
     for alpha in alphas:
-        if alpha == 1.0 and clean is not None:
-            run = clean
-        else:
+        run = made.pop(alpha, None)
+        if run is None:
             if ablated_input is None:
                 embedding = alpha * delta[0]
             else:
@@ -215,7 +252,7 @@ def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] =
                                 lambda _: metric)
         scorer.add(run, 1.0 / len(alphas))
         del run
-    return scorer.scores
+    return scorer.finish()
 
 
 class _Scorer:
@@ -282,44 +319,42 @@ class _Scorer:
                                              if has_bias else b
                                              for Wi, b in forward.projections(lw)]))
             self.sums.append(W.sum(2) if kind in ("LN", "LNPre") else None)
+        self.ones = torch.ones(self.tokens, self.d_model, dtype=self.dtype, device=self.device)
+        self._start()
 
     def add(self, run: Gradients, weight: float) -> None:
+        """Add one pass's receiver gradients, weighted, to the sums that `finish` contracts
+        with the deltas (with post-norms, where a head's edge is scored through the pass's
+        own norm, its scores at once)."""
         with torch.no_grad():
-            previous_mlp = None
             for layer in range(self.graph.n_layers):
-                self._layer(run, layer, weight, previous_mlp)
-                previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
-            delta, slots = self.pm.delta, self.slots
-            if previous_mlp is not None:  # the last MLP
-                m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
-                grad = previous_mlp.reshape(1, self.tokens, self.d_model)
-                total = self._against_senders(grad, m, run)[0]
-                self._add(slots.mlps[-1], -weight * total.double())
-            total = self._against_senders(run.logits_grad[None], len(delta), run, at_metric=True)
-            self._add(slots.logits, -weight * total[0].double())
+                self._gather(run, layer, weight)
+            totals: list[torch.Tensor | None] = list(self.mlp_grads) or [None] * len(run.mlp_grads)
+            self.mlp_grads = [_summed(total, grad, weight)
+                              for total, grad in zip(totals, run.mlp_grads, strict=True)]
+            self.logits_grad = _summed(self.logits_grad, run.logits_grad, weight)
+        if run.head_sums is not None:
+            self._contract(run.head_sums)
 
-    def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
-        """Add scores into their edges' entries (a slot tensor of the values' shape)."""
-        if self.positional or slot.dim() > 1:
-            self.scores.index_put_((slot,), values, accumulate=True)
-        else:
-            self.scores.index_add_(0, slot, values)
+    def finish(self) -> torch.Tensor:
+        """Every edge's score: the gradients added since the last contraction contracted."""
+        if self.logits_grad is not None:
+            self._contract(None)
+        return self.scores
 
-    def _layer(self, run: Gradients, layer: int, weight: float,
-               previous_mlp: torch.Tensor | None) -> None:
-        graph, slots, scores = self.graph, self.slots, self.scores
+    def _gather(self, run: Gradients, layer: int, weight: float) -> None:
+        """Add a pass's head-input gradients of one layer, in the d_head-wide form of the class
+        docstring: `inv * dm/dq_r` (linear in the gradient, so summed over passes) and each
+        pass's per-token norm terms (with that pass's x_hat); the direct edges' scores."""
         tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
-        n = graph.senders_before(layer)
         grads = run.qkv_grads[layer]  # [3, heads, batch, pos, d_head]
         d_head = grads.shape[-1]
         grads = grads.reshape(3, self.n_heads, tokens, d_head)
         scale = forward.norm_scale(run.residuals[layer].reshape(tokens, d_model), self.kind,
                                    self.w.eps)
-        scaled = grads if scale is None else grads * scale[0]
-        if not self.split:  # [heads, tokens, 3 d_head]
-            scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
-        pushed = self.pushed[:rows]
-        torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
+        scaled = grads * weight if scale is None else grads * (scale[0] * weight)
+        total = self.scaled[layer]
+        self.scaled[layer] = scaled if total is None else total.add_(scaled)  # scaled: fresh
         if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
@@ -332,20 +367,11 @@ class _Scorer:
                 per_token = per_token.reshape(3, self.n_heads, tokens)
                 if not self.split:
                     per_token = per_token.sum(0)
-                per_token = (per_token.reshape(rows, tokens) * inverse.T)[..., None]
-                if vector is None:
-                    pushed.sub_(per_token)
+                per_token = per_token.reshape(rows, tokens) * (inverse.T * weight)
+                if vector is None:  # the same vector (ones) in every pass: one sum
+                    self.constant[layer] = _summed(self.constant[layer], per_token, 1.0)
                 else:
-                    pushed.addcmul_(per_token, vector, value=-1)
-        used = rows
-        if previous_mlp is not None:
-            self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
-            used += 1
-        total = self._against_senders(self.pushed[:used], n, run)  # [receivers, senders]
-        scores.index_put_((slots.heads[layer],), -weight * total[:rows].double(), accumulate=True)
-        if previous_mlp is not None:
-            read = graph.senders_of_mlp(layer - 1)
-            self._add(slots.mlps[layer - 1], -weight * total[rows, :read].double())
+                    self.corrections[layer].append((per_token, vector))
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
             if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
                 raise RuntimeError("the patched model's clean q/k/v were handed over")
@@ -356,10 +382,86 @@ class _Scorer:
             else:
                 change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
                 moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
-            scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)
+            self.scores.index_put_((self.slots.direct[layer],), weight * moved.double(),
+                                   accumulate=True)
 
-    def _against_senders(self, grads: torch.Tensor, n: int, run: Gradients,
-                         at_metric: bool = False) -> torch.Tensor:
+    def _contract(self, head_sums: list[torch.Tensor] | None) -> None:
+        """Score every residual edge from the gradients gathered so far (`head_sums`: the
+        pass's post-norm inputs, with post-norms), then start the sums again."""
+        with torch.no_grad():
+            previous_mlp = None
+            for layer in range(self.graph.n_layers):
+                self._layer(layer, previous_mlp, head_sums)
+                previous_mlp = self.mlp_grads[layer] if self.mlp_grads else None
+            delta, slots = self.pm.delta, self.slots
+            if previous_mlp is not None:  # the last MLP
+                m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
+                grad = previous_mlp.reshape(1, self.tokens, self.d_model)
+                total = self._against_senders(grad, m, head_sums)[0]
+                self._add(slots.mlps[-1], -total.double())
+            assert self.logits_grad is not None  # a pass was added
+            total = self._against_senders(self.logits_grad[None], len(delta), head_sums,
+                                          at_metric=True)
+            self._add(slots.logits, -total[0].double())
+        self._start()
+
+    def _start(self) -> None:
+        """Empty sums: per layer the scaled head-input gradients, the norm terms with a vector
+        per pass and those with the constant vector; the MLPs' and the logits' gradients."""
+        layers = self.graph.n_layers
+        self.scaled: list[torch.Tensor | None] = [None] * layers
+        self.corrections: list[list[tuple[torch.Tensor, torch.Tensor]]] = [
+            [] for _ in range(layers)]
+        self.constant: list[torch.Tensor | None] = [None] * layers
+        self.mlp_grads: list[torch.Tensor] = []
+        self.logits_grad: torch.Tensor | None = None
+
+    def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
+        """Add scores into their edges' entries (a slot tensor of the values' shape)."""
+        if self.positional or slot.dim() > 1:
+            self.scores.index_put_((slot,), values, accumulate=True)
+        else:
+            self.scores.index_add_(0, slot, values)
+
+    def _layer(self, layer: int, previous_mlp: torch.Tensor | None,
+               head_sums: list[torch.Tensor] | None) -> None:
+        """Score the edges into one layer's head inputs and the previous layer's MLP."""
+        graph, slots, scores = self.graph, self.slots, self.scores
+        tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
+        n = graph.senders_before(layer)
+        scaled = self.scaled[layer]
+        assert scaled is not None  # a pass was added
+        d_head = scaled.shape[-1]
+        if not self.split:  # [heads, tokens, 3 d_head]
+            scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
+        pushed = self.pushed[:rows]
+        torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
+        self.scaled[layer] = None
+        coefficients = [c for c, _ in self.corrections[layer]]
+        vectors = [v for _, v in self.corrections[layer]]
+        constant = self.constant[layer]
+        if constant is not None:
+            coefficients.append(constant)
+            vectors.append(self.ones)
+        if coefficients:  # every pass's norm terms at once: [tokens, rows, terms] @ [.., d]
+            terms = torch.bmm(torch.stack(coefficients, -1).transpose(0, 1),
+                              torch.stack(vectors, 1))
+            pushed.sub_(terms.transpose(0, 1))
+            del terms
+        self.corrections[layer], self.constant[layer] = [], None
+        used = rows
+        if previous_mlp is not None:
+            self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
+            used += 1
+        total = self._against_senders(self.pushed[:used], n, head_sums)  # [receivers, senders]
+        scores.index_put_((slots.heads[layer],), -total[:rows].double(), accumulate=True)
+        if previous_mlp is not None:
+            read = graph.senders_of_mlp(layer - 1)
+            self._add(slots.mlps[layer - 1], -total[rows, :read].double())
+
+    def _against_senders(self, grads: torch.Tensor, n: int,
+                         head_sums: list[torch.Tensor] | None, at_metric: bool = False
+                         ) -> torch.Tensor:
         """[receivers, n]: each receiver's input gradient `grads` [receivers, tokens, d]
         (at the metric positions: [receivers, n_positions, d]) against the first n senders'
         deltas.
@@ -376,13 +478,13 @@ class _Scorer:
         senders = delta.reshape(n, -1)
         rows = grads.reshape(len(grads), -1)
         total = self._products(rows, senders, at_metric)
-        if run.head_sums is None:
+        if head_sums is None:
             return total
         for layer, lw in enumerate(self.w.layers):
             first = self.graph.sender_of_head(layer, 0)
             if first + self.n_heads > n:
                 break
-            head_sum = run.head_sums[layer]
+            head_sum = head_sums[layer]
             if at_metric:
                 head_sum = head_sum[self.pm.pos_batch, self.pm.pos_index]
             with torch.enable_grad():
@@ -408,3 +510,10 @@ class _Scorer:
             if tokens is not None:
                 out[..., g] = rows[:, tokens].reshape(r, -1) @ senders[:, tokens].reshape(n, -1).T
         return out
+
+
+def _summed(total: torch.Tensor | None, value: torch.Tensor, weight: float) -> torch.Tensor:
+    """`total + weight * value`, in place in `total` (None: a fresh `weight * value`)."""
+    if total is None:
+        return value * weight if weight != 1.0 else value.clone()
+    return total.add_(value, alpha=weight)
