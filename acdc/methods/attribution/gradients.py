@@ -154,27 +154,33 @@ def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch
     x = embedding.detach().requires_grad_(differentiable)
     positions = torch.arange(n_pos, device=x.device)
     residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
+    masks: dict[int | None, torch.Tensor] = {}  # by attention window
     for layer, lw in enumerate(w.layers):
         residuals.append(x)
         h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-        qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
+        qkv = forward.qkv_wide(lw, h)  # [3, heads, batch, pos, d_head]
         if differentiable:
             qkv.retain_grad()
         qkvs.append(qkv)
-        mask = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
-        q, k = (forward.rotate(w, lw, qkv[i], positions) for i in (0, 1))
-        z = forward.attend(q, k, qkv[2], w.attn_scale, mask, w.attn_soft_cap)
-        heads = forward.head_outputs(lw, z)
-        if outputs is not None and zs is not None:
+        if lw.window not in masks:
+            masks[lw.window] = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
+        q, k, v = qkv.unbind(0)
+        q, k = (forward.rotate(w, lw, t, positions) for t in (q, k))
+        z = forward.attend(q, k, v, w.attn_scale, masks[lw.window], w.attn_soft_cap)
+        if outputs is not None and zs is not None:  # every head's output, to record
+            heads = forward.head_outputs(lw, z)
             first = graph.sender_of_head(layer, 0)
             outputs[first:first + len(heads)] = heads.detach()
             zs.append(z.detach()[:, pos_batch, pos_index])
+            head_sum = heads.sum(0)
+        else:  # their sum alone: one product over heads and d_head together
+            head_sum = forward.heads_sum(lw, z)
         block_input = x
         if w.post_norm:
-            head_sums.append((heads.sum(0) + lw.b_O).detach())
-            x = x + forward.attention_out(w, lw, heads.sum(0))
+            head_sums.append((head_sum + lw.b_O).detach())
+            x = x + forward.attention_out(w, lw, head_sum)
         else:
-            x = x + heads.sum(0) + lw.b_O
+            x = x + head_sum + lw.b_O
         if not w.attn_only:
             # the MLP's own input (its gradient is the MLP's alone): the block's input in
             # a parallel block, else the residual after the heads
