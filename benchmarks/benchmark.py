@@ -588,7 +588,8 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
         add("passes", measure(first_pass))
     add("runs", measure(record))
     made: list = []
-    add("contraction", measure(lambda: made.append(gradients._Scorer(state["patched"]))))
+    add("contraction", measure(lambda: made.append(
+        gradients._Scorer(state["patched"], len(settings.alphas)))))
     scorer, patched = made.pop(), state["patched"]
     for alpha in settings.alphas:
         if part == "eap":

@@ -243,7 +243,7 @@ def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] =
 
     `patched` holds the clean and ablated runs (its masks all present)."""
     graph, w = patched.graph, patched.w
-    scorer = _Scorer(patched)
+    scorer = _Scorer(patched, len(alphas))
     delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
     ablated_input = patched.ablated[0] if patched.ablated is not None else None
     made = dict(made or {})
@@ -281,7 +281,9 @@ class _Scorer:
     those before layer l - 1).
     """
 
-    def __init__(self, patched: PatchedModel):
+    def __init__(self, patched: PatchedModel, passes: int = 1):
+        """`passes`: how many passes are added before their scores are contracted (with
+        post-norms, one: each pass's scores are contracted as it is added)."""
         self.pm, self.graph, self.w = patched, patched.graph, patched.w
         delta = patched.delta
         self.device, self.dtype = delta.device, delta.dtype
@@ -325,7 +327,14 @@ class _Scorer:
                                              if has_bias else b
                                              for Wi, b in forward.projections(lw)]))
             self.sums.append(W.sum(2) if kind in ("LN", "LNPre") else None)
-        self.ones = torch.ones(self.tokens, self.d_model, dtype=self.dtype, device=self.device)
+        # Every pass's x_hat at every layer's head inputs [tokens, layers * passes + 1, d]
+        # (the last row ones: LayerNorm's constant term), for the norm terms.
+        self.passes = 1 if self.w.post_norm else passes
+        self.x_hats = None
+        if kind is not None:
+            self.x_hats = torch.zeros(self.tokens, self.graph.n_layers * self.passes + 1,
+                                      self.d_model, dtype=self.dtype, device=self.device)
+            self.x_hats[:, -1] = 1.0
         self._start()
 
     def add(self, run: Gradients, weight: float) -> None:
@@ -356,8 +365,12 @@ class _Scorer:
         grads = run.qkv_grads[layer]  # [3, heads, batch, pos, d_head]
         d_head = grads.shape[-1]
         grads = grads.reshape(3, self.n_heads, tokens, d_head)
+        k = len(self.corrections[layer])  # this pass's x_hat row
+        if k >= self.passes:
+            raise RuntimeError(f"more passes added than the {self.passes} announced")
         scale = forward.norm_scale(run.residuals[layer].reshape(tokens, d_model), self.kind,
-                                   self.w.eps)
+                                   self.w.eps, None if self.x_hats is None
+                                   else self.x_hats[:, self._slot(layer, k)])
         scaled = grads * weight if scale is None else grads * (scale[0] * weight)
         total = self.scaled[layer]
         self.scaled[layer] = scaled if total is None else total.add_(scaled)  # scaled: fresh
@@ -376,8 +389,8 @@ class _Scorer:
                 per_token = per_token.reshape(rows, tokens) * (inverse.T * weight)
                 if vector is None:  # the same vector (ones) in every pass: one sum
                     self.constant[layer] = _summed(self.constant[layer], per_token, 1.0)
-                else:
-                    self.corrections[layer].append((per_token, vector))
+                else:  # x_hat, written into `x_hats` by `norm_scale`
+                    self.corrections[layer].append(per_token)
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
             if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
                 raise RuntimeError("the patched model's clean q/k/v were handed over")
@@ -395,9 +408,15 @@ class _Scorer:
         """Score every residual edge from the gradients gathered so far (`head_sums`: the
         pass's post-norm inputs, with post-norms), then start the sums again."""
         with torch.no_grad():
+            along = None
+            if self.x_hats is not None and head_sums is None:
+                # every x_hat against every sender's delta, per token: [tokens, rows, senders]
+                delta = self.pm.delta
+                along = torch.bmm(self.x_hats, delta.reshape(len(delta), self.tokens, -1)
+                                  .permute(1, 2, 0))
             previous_mlp = None
             for layer in range(self.graph.n_layers):
-                self._layer(layer, previous_mlp, head_sums)
+                self._layer(layer, previous_mlp, head_sums, along)
                 previous_mlp = self.mlp_grads[layer] if self.mlp_grads else None
             delta, slots = self.pm.delta, self.slots
             if previous_mlp is not None:  # the last MLP
@@ -416,8 +435,7 @@ class _Scorer:
         per pass and those with the constant vector; the MLPs' and the logits' gradients."""
         layers = self.graph.n_layers
         self.scaled: list[torch.Tensor | None] = [None] * layers
-        self.corrections: list[list[tuple[torch.Tensor, torch.Tensor]]] = [
-            [] for _ in range(layers)]
+        self.corrections: list[list[torch.Tensor]] = [[] for _ in range(layers)]
         self.constant: list[torch.Tensor | None] = [None] * layers
         self.mlp_grads: list[torch.Tensor] = []
         self.logits_grad: torch.Tensor | None = None
@@ -430,8 +448,11 @@ class _Scorer:
             self.scores.index_add_(0, slot, values)
 
     def _layer(self, layer: int, previous_mlp: torch.Tensor | None,
-               head_sums: list[torch.Tensor] | None) -> None:
-        """Score the edges into one layer's head inputs and the previous layer's MLP."""
+               head_sums: list[torch.Tensor] | None, along: torch.Tensor | None) -> None:
+        """Score the edges into one layer's head inputs and the previous layer's MLP. The
+        norm terms `inv * (c + x_hat e)` are subtracted from the pushed gradients with
+        post-norms (their heads are scored through another norm), else from the scores:
+        `sum over tokens of coefficient * (x_hat . delta)`, from `along` (`_contract`)."""
         graph, slots, scores = self.graph, self.slots, self.scores
         tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
         n = graph.senders_before(layer)
@@ -443,27 +464,45 @@ class _Scorer:
         pushed = self.pushed[:rows]
         torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
         self.scaled[layer] = None
-        coefficients = [c for c, _ in self.corrections[layer]]
-        vectors = [v for _, v in self.corrections[layer]]
-        constant = self.constant[layer]
-        if constant is not None:
-            coefficients.append(constant)
-            vectors.append(self.ones)
-        if coefficients:  # every pass's norm terms at once: [tokens, rows, terms] @ [.., d]
-            terms = torch.bmm(torch.stack(coefficients, -1).transpose(0, 1),
-                              torch.stack(vectors, 1))
-            pushed.sub_(terms.transpose(0, 1))
-            del terms
-        self.corrections[layer], self.constant[layer] = [], None
+        coefficients = self.corrections[layer]
+        columns = [self._slot(layer, k) for k in range(len(coefficients))]
+        if self.constant[layer] is not None:
+            coefficients.append(self.constant[layer])
+            columns.append(-1)
+        if coefficients and along is None:
+            assert self.x_hats is not None  # a norm has terms
+            for coefficient, column in zip(coefficients, columns, strict=True):
+                pushed.addcmul_(coefficient[..., None], self.x_hats[:, column], value=-1)
         used = rows
         if previous_mlp is not None:
             self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
             used += 1
         total = self._against_senders(self.pushed[:used], n, head_sums)  # [receivers, senders]
+        if coefficients and along is not None:
+            total[:rows] -= self._per_token(torch.stack(coefficients, -1),
+                                            along[:, columns, :n])
+        self.corrections[layer], self.constant[layer] = [], None
         scores.index_put_((slots.heads[layer],), -total[:rows].double(), accumulate=True)
         if previous_mlp is not None:
             read = graph.senders_of_mlp(layer - 1)
             self._add(slots.mlps[layer - 1], -total[rows, :read].double())
+
+    def _slot(self, layer: int, k: int) -> int:
+        """The row of `x_hats` holding the k-th pass's x_hat at `layer`'s head inputs."""
+        return layer * self.passes + k
+
+    def _per_token(self, coefficients: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+        """`sum over tokens and terms j of coefficients[r, t, j] * products[t, j, s]`: [r, s]
+        (positional graphs: [r, s, groups], each group's tokens alone)."""
+        r, n = len(coefficients), products.shape[-1]
+        if not self.positional:
+            return coefficients.reshape(r, -1) @ products.reshape(-1, n)
+        out = coefficients.new_zeros(r, n, self.graph.n_groups)
+        for g, tokens in enumerate(self.group_tokens):
+            if tokens is not None:
+                out[..., g] = coefficients[:, tokens].reshape(r, -1) @ products[tokens].reshape(
+                    -1, n)
+        return out
 
     def _against_senders(self, grads: torch.Tensor, n: int,
                          head_sums: list[torch.Tensor] | None, at_metric: bool = False
