@@ -328,11 +328,12 @@ class _Scorer:
                                              for Wi, b in forward.projections(lw)]))
             self.sums.append(W.sum(2) if kind in ("LN", "LNPre") else None)
         # Every pass's x_hat at every layer's head inputs [tokens, layers * passes + 1, d]
-        # (the last row ones: LayerNorm's constant term), for the norm terms.
+        # (the last row ones: LayerNorm's constant term), for the norm terms; the passes fill
+        # the rest, rows of passes never added are never read.
         self.passes = 1 if self.w.post_norm else passes
         self.x_hats = None
         if kind is not None:
-            self.x_hats = torch.zeros(self.tokens, self.graph.n_layers * self.passes + 1,
+            self.x_hats = torch.empty(self.tokens, self.graph.n_layers * self.passes + 1,
                                       self.d_model, dtype=self.dtype, device=self.device)
             self.x_hats[:, -1] = 1.0
         self._start()
@@ -377,7 +378,8 @@ class _Scorer:
         if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
-            e = torch.linalg.vecdot(grads, qkv - self.offsets[layer][:, :, None]) / d_model
+            e = (torch.linalg.vecdot(grads, qkv)
+                 - (grads @ self.offsets[layer][..., None])[..., 0]) / d_model
             terms: list[tuple[torch.Tensor, torch.Tensor | None]] = [(e, x_hat)]
             sums = self.sums[layer]
             if sums is not None:
@@ -391,18 +393,24 @@ class _Scorer:
                     self.constant[layer] = _summed(self.constant[layer], per_token, 1.0)
                 else:  # x_hat, written into `x_hats` by `norm_scale`
                     self.corrections[layer].append(per_token)
-        if self.split:  # direct edges: the head's q/k/v moved to its ablated value
-            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
-                raise RuntimeError("the patched model's clean q/k/v were handed over")
-            if self.positional:  # per token, then summed over each group's tokens
-                change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
-                per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
-                moved = per_token @ self.onehot  # [3, heads, groups]
-            else:
-                change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
-                moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
-            self.scores.index_put_((self.slots.direct[layer],), weight * moved.double(),
-                                   accumulate=True)
+        if self.split:  # direct edges: scored from the summed gradient of the q/k/v
+            self.qkv_grads[layer] = _summed(self.qkv_grads[layer], run.qkv_grads[layer], weight)
+
+    def _direct(self, layer: int) -> None:
+        """Score the direct edges into a layer's heads: each head's q/k/v moved to its ablated
+        value, against the gradient of that q/k/v."""
+        grads = self.qkv_grads[layer]
+        assert grads is not None  # a pass was added
+        if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
+            raise RuntimeError("the patched model's clean q/k/v were handed over")
+        change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
+        if self.positional:  # per token, then summed over each group's tokens
+            per_token = torch.linalg.vecdot(change, grads).flatten(2)
+            moved = per_token @ self.onehot  # [3, heads, groups]
+        else:
+            moved = torch.linalg.vecdot(change.flatten(2), grads.flatten(2))
+        self.scores.index_put_((self.slots.direct[layer],), moved.double(), accumulate=True)
+        self.qkv_grads[layer] = None
 
     def _contract(self, head_sums: list[torch.Tensor] | None) -> None:
         """Score every residual edge from the gradients gathered so far (`head_sums`: the
@@ -416,6 +424,8 @@ class _Scorer:
                                   .permute(1, 2, 0))
             previous_mlp = None
             for layer in range(self.graph.n_layers):
+                if self.split:
+                    self._direct(layer)
                 self._layer(layer, previous_mlp, head_sums, along)
                 previous_mlp = self.mlp_grads[layer] if self.mlp_grads else None
             delta, slots = self.pm.delta, self.slots
@@ -435,6 +445,7 @@ class _Scorer:
         per pass and those with the constant vector; the MLPs' and the logits' gradients."""
         layers = self.graph.n_layers
         self.scaled: list[torch.Tensor | None] = [None] * layers
+        self.qkv_grads: list[torch.Tensor | None] = [None] * layers  # qkv granularity
         self.corrections: list[list[torch.Tensor]] = [[] for _ in range(layers)]
         self.constant: list[torch.Tensor | None] = [None] * layers
         self.mlp_grads: list[torch.Tensor] = []
