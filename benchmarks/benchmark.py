@@ -607,7 +607,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
             run, 1.0 / len(settings.alphas))))
         del run
     done: list = []
-    add("contraction", measure(lambda: done.append(scorer.finish())))
+    add("contraction", measure(lambda scorer=scorer: done.append(scorer.finish())))
     state["scores"] = done.pop()
     del scorer, patched
 

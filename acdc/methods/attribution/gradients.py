@@ -37,7 +37,15 @@ run: two forward passes and one backward in all. EAP-IG (inputs) averages the gr
 over the points `alpha = k / m`, k = 0 .. m - 1, of the straight line from the ablated to the
 clean input embedding (the input sender's ablated value: the corrupted prompts' embedding,
 zero, or its mean), the deltas staying those of the clean run; this is the authors' left
-Riemann sum, which starts at the ablated run and never evaluates the clean one.
+Riemann sum, which starts at the ablated run and never evaluates the clean one. With corrupt
+ablation the pass at alpha = 0 is the corrupted prompts' run, so it records the ablated run
+(`PatchedModel(ablated_run=...)`), and only the clean run is recorded apart.
+
+The deltas are the same at every point, so a score is the delta against the gradient summed
+over the passes: `_Scorer` sums each receiver's gradient (in its d_head-wide form, with the
+norm's per-pass terms kept apart) and contracts the sums with the deltas once. With norms
+after each sublayer a head's edge is scored through that norm at the pass's own point, so
+there each pass is contracted as it comes.
 """
 
 from __future__ import annotations
@@ -145,13 +153,16 @@ def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch
     z, as `PatchedModel` records a run."""
     batch, n_pos, d_model = embedding.shape
     differentiable = torch.is_grad_enabled()
-    outputs = zs = None
+    outputs: torch.Tensor | None = None
+    zs: list[torch.Tensor] | None = None
     if record:
         outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
                               device=embedding.device)
         outputs[0] = embedding
         zs = []
-    x = embedding.detach().requires_grad_(differentiable)
+    # the embedding's own gradient is not needed: the first layer's q/k/v are the leaves
+    # (with a parallel block its MLP reads the embedding itself)
+    x = embedding.detach().requires_grad_(differentiable and w.parallel)
     positions = torch.arange(n_pos, device=x.device)
     residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
     masks: dict[int | None, torch.Tensor] = {}  # by attention window
@@ -159,7 +170,9 @@ def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch
         residuals.append(x)
         h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
         qkv = forward.qkv_wide(lw, h)  # [3, heads, batch, pos, d_head]
-        if differentiable:
+        if differentiable and not qkv.requires_grad:
+            qkv.requires_grad_()
+        elif differentiable:
             qkv.retain_grad()
         qkvs.append(qkv)
         if lw.window not in masks:
@@ -262,7 +275,8 @@ def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] =
 
 
 class _Scorer:
-    """Adds one pass's scores of every edge, receiver by receiver.
+    """Every edge's score from the passes' gradients, receiver by receiver: `add` sums them,
+    `finish` contracts the sums with the deltas.
 
     Head input r reads the residual x through its norm, `h = x_hat * w + b` with
     `x_hat = centred(x) * inv` (`forward.norm_scale`), and feeds `q_r = h @ W_r + b_r`. With
@@ -273,13 +287,25 @@ class _Scorer:
     `inv * gw` is made by pushing the scaled gradient `inv * dm/dq_r` back through `W_r * w`
     (a d_head-wide product per head); the two per-token scalars `c_r = mean(gw)` and
     `e_r = mean(gw * x_hat) = dm/dq_r . (q_r - b_r - b @ W_r) / d` come from the d_head-wide
-    gradient and the pass's own q/k/v, so the norm's backward costs two in-place updates of
-    `inv * gw`, and no receiver's gradient at x is ever computed apart. Then one matrix
-    product with the deltas `[senders, tokens * d_model]` scores every edge into the layer's
-    head inputs, and into the previous layer's MLP (its gradient an extra row: the MLP of
-    layer l - 1 reads senders before layer l only: all but itself, or in a parallel block
-    those before layer l - 1).
+    gradient and the pass's own q/k/v, and no receiver's gradient at x is ever computed
+    apart. `inv * dm/dq_r` is linear in the gradient: summed over the passes, it is pushed
+    back once. The norm's terms `inv * (c + x_hat e)` differ by pass (each has its own x_hat
+    and inv); their contraction with a delta is `sum over tokens of inv * c * sum(delta) +
+    inv * e * (x_hat . delta)`, so the per-token products of every pass's x_hat with every
+    delta (one batched product for all layers) and per-token coefficients score them. Then
+    one matrix product with the deltas `[senders, tokens * d_model]` scores every edge into
+    the layer's head inputs, and into the previous layer's MLP (its gradient an extra row: the
+    MLP of layer l - 1 reads senders before layer l only: all but itself, or in a parallel
+    block those before layer l - 1).
     """
+
+    # the sums since the last contraction (`_start`)
+    scaled: list[torch.Tensor | None]
+    qkv_grads: list[torch.Tensor | None]
+    corrections: list[list[torch.Tensor]]
+    constant: list[torch.Tensor | None]
+    mlp_grads: list[torch.Tensor]
+    logits_grad: torch.Tensor | None
 
     def __init__(self, patched: PatchedModel, passes: int = 1):
         """`passes`: how many passes are added before their scores are contracted (with
@@ -444,12 +470,12 @@ class _Scorer:
         """Empty sums: per layer the scaled head-input gradients, the norm terms with a vector
         per pass and those with the constant vector; the MLPs' and the logits' gradients."""
         layers = self.graph.n_layers
-        self.scaled: list[torch.Tensor | None] = [None] * layers
-        self.qkv_grads: list[torch.Tensor | None] = [None] * layers  # qkv granularity
-        self.corrections: list[list[torch.Tensor]] = [[] for _ in range(layers)]
-        self.constant: list[torch.Tensor | None] = [None] * layers
-        self.mlp_grads: list[torch.Tensor] = []
-        self.logits_grad: torch.Tensor | None = None
+        self.scaled = [None] * layers
+        self.qkv_grads = [None] * layers  # qkv granularity
+        self.corrections = [[] for _ in range(layers)]
+        self.constant = [None] * layers
+        self.mlp_grads = []
+        self.logits_grad = None
 
     def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
         """Add scores into their edges' entries (a slot tensor of the values' shape)."""
@@ -477,8 +503,9 @@ class _Scorer:
         self.scaled[layer] = None
         coefficients = self.corrections[layer]
         columns = [self._slot(layer, k) for k in range(len(coefficients))]
-        if self.constant[layer] is not None:
-            coefficients.append(self.constant[layer])
+        constant = self.constant[layer]
+        if constant is not None:
+            coefficients.append(constant)
             columns.append(-1)
         if coefficients and along is None:
             assert self.x_hats is not None  # a norm has terms
