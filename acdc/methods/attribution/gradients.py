@@ -301,7 +301,6 @@ class _Scorer:
 
     # the sums since the last contraction (`_start`)
     scaled: list[torch.Tensor | None]
-    qkv_grads: list[torch.Tensor | None]
     corrections: list[list[torch.Tensor]]
     constant: list[torch.Tensor | None]
     mlp_grads: list[torch.Tensor]
@@ -331,8 +330,6 @@ class _Scorer:
         self.n_rows = self.n_heads * (3 if self.split else 1)  # head receivers per layer
         kind = self.w.normalization
         self.kind = kind
-        self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model, dtype=self.dtype,
-                                  device=self.device)  # + the previous layer's MLP
         # Per layer: (W_r * w)^T as the pushing product wants it, b_r + b @ W_r, and W_r^T w.
         self.back: list[torch.Tensor] = []
         self.offsets: list[torch.Tensor] = []
@@ -419,29 +416,28 @@ class _Scorer:
                     self.constant[layer] = _summed(self.constant[layer], per_token, 1.0)
                 else:  # x_hat, written into `x_hats` by `norm_scale`
                     self.corrections[layer].append(per_token)
-        if self.split:  # direct edges: scored from the summed gradient of the q/k/v
-            self.qkv_grads[layer] = _summed(self.qkv_grads[layer], run.qkv_grads[layer], weight)
-
-    def _direct(self, layer: int) -> None:
-        """Score the direct edges into a layer's heads: each head's q/k/v moved to its ablated
-        value, against the gradient of that q/k/v."""
-        grads = self.qkv_grads[layer]
-        assert grads is not None  # a pass was added
-        if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
-            raise RuntimeError("the patched model's clean q/k/v were handed over")
-        change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
-        if self.positional:  # per token, then summed over each group's tokens
-            per_token = torch.linalg.vecdot(change, grads).flatten(2)
-            moved = per_token @ self.onehot  # [3, heads, groups]
-        else:
-            moved = torch.linalg.vecdot(change.flatten(2), grads.flatten(2))
-        self.scores.index_put_((self.slots.direct[layer],), moved.double(), accumulate=True)
-        self.qkv_grads[layer] = None
+        if self.split:  # direct edges: the head's q/k/v moved to its ablated value
+            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
+                raise RuntimeError("the patched model's clean q/k/v were handed over")
+            change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
+            if self.positional:  # per token, then summed over each group's tokens
+                per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
+                moved = per_token @ self.onehot  # [3, heads, groups]
+            else:  # one dot product per head input
+                flat = change.reshape(3 * self.n_heads, 1, -1)
+                moved = torch.bmm(flat, run.qkv_grads[layer].reshape(3 * self.n_heads, -1, 1)
+                                  ).view(3, self.n_heads)
+            self.scores.index_put_((self.slots.direct[layer],), weight * moved.double(),
+                                   accumulate=True)
 
     def _contract(self, head_sums: list[torch.Tensor] | None) -> None:
         """Score every residual edge from the gradients gathered so far (`head_sums`: the
         pass's post-norm inputs, with post-norms), then start the sums again."""
         with torch.no_grad():
+            # each layer's receivers' gradients at the residual, + the previous layer's MLP
+            # (made here: while the passes run, only their sums are held)
+            self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model,
+                                      dtype=self.dtype, device=self.device)
             along = None
             if self.x_hats is not None and head_sums is None:
                 # every x_hat against every sender's delta, per token: [tokens, rows, senders]
@@ -450,8 +446,6 @@ class _Scorer:
                                   .permute(1, 2, 0))
             previous_mlp = None
             for layer in range(self.graph.n_layers):
-                if self.split:
-                    self._direct(layer)
                 self._layer(layer, previous_mlp, head_sums, along)
                 previous_mlp = self.mlp_grads[layer] if self.mlp_grads else None
             delta, slots = self.pm.delta, self.slots
@@ -464,6 +458,7 @@ class _Scorer:
             total = self._against_senders(self.logits_grad[None], len(delta), head_sums,
                                           at_metric=True)
             self._add(slots.logits, -total[0].double())
+            del self.pushed
         self._start()
 
     def _start(self) -> None:
@@ -471,7 +466,6 @@ class _Scorer:
         per pass and those with the constant vector; the MLPs' and the logits' gradients."""
         layers = self.graph.n_layers
         self.scaled = [None] * layers
-        self.qkv_grads = [None] * layers  # qkv granularity
         self.corrections = [[] for _ in range(layers)]
         self.constant = [None] * layers
         self.mlp_grads = []
@@ -598,5 +592,5 @@ class _Scorer:
 def _summed(total: torch.Tensor | None, value: torch.Tensor, weight: float) -> torch.Tensor:
     """`total + weight * value`, in place in `total` (None: a fresh `weight * value`)."""
     if total is None:
-        return value * weight if weight != 1.0 else value.clone()
+        return value * weight
     return total.add_(value, alpha=weight)
