@@ -50,7 +50,7 @@ there each pass is contracted as it comes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -249,17 +249,18 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
 
 
 def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
-                made: Mapping[float, Gradients] | None = None) -> torch.Tensor:
+                made: dict[float, Gradients] | None = None) -> torch.Tensor:
     """Every edge's score `[n_edges]` (float64, in the graph's edge order), with the gradient
     averaged over the passes at `alphas` (1.0 alone: EAP at the clean run). `made`: passes
-    already made, by alpha (EAP's clean pass; EAP-IG's first, which recorded the ablated run).
+    already made, by alpha (EAP's clean pass; EAP-IG's first, which recorded the ablated run),
+    taken out of the dict as they are used (so that each is freed once scored).
 
     `patched` holds the clean and ablated runs (its masks all present)."""
     graph, w = patched.graph, patched.w
     scorer = _Scorer(patched, len(alphas))
     delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
     ablated_input = patched.ablated[0] if patched.ablated is not None else None
-    made = dict(made or {})
+    made = {} if made is None else made
     for alpha in alphas:
         run = made.pop(alpha, None)
         if run is None:
@@ -300,10 +301,8 @@ class _Scorer:
     """
 
     # the sums since the last contraction (`_start`)
-    scaled: list[torch.Tensor | None]
     corrections: list[list[torch.Tensor]]
     constant: list[torch.Tensor | None]
-    mlp_grads: list[torch.Tensor]
     logits_grad: torch.Tensor | None
 
     def __init__(self, patched: PatchedModel, passes: int = 1):
@@ -359,27 +358,51 @@ class _Scorer:
             self.x_hats = torch.empty(self.tokens, self.graph.n_layers * self.passes + 1,
                                       self.d_model, dtype=self.dtype, device=self.device)
             self.x_hats[:, -1] = 1.0
+        # The sums, made once: per layer the head inputs' `inv * dm/dq_r` and the MLP's input
+        # gradient.
+        d_head = self.w.layers[0].W_Q.shape[-1]
+        self.scaled = torch.empty(self.graph.n_layers, 3, self.n_heads, self.tokens, d_head,
+                                  dtype=self.dtype, device=self.device)
+        self.mlp_grads = (torch.empty(self.graph.n_layers, self.tokens, self.d_model,
+                                      dtype=self.dtype, device=self.device)
+                          if self.graph.shape.has_mlp else None)
         self._start()
 
     def add(self, run: Gradients, weight: float) -> None:
         """Add one pass's receiver gradients, weighted, to the sums that `finish` contracts
         with the deltas (with post-norms, where a head's edge is scored through the pass's
         own norm, its scores at once)."""
+        if self.added >= self.passes:
+            raise RuntimeError(f"more passes added than the {self.passes} announced")
         with torch.no_grad():
             for layer in range(self.graph.n_layers):
                 self._gather(run, layer, weight)
-            totals: list[torch.Tensor | None] = list(self.mlp_grads) or [None] * len(run.mlp_grads)
-            self.mlp_grads = [_summed(total, grad, weight)
-                              for total, grad in zip(totals, run.mlp_grads, strict=True)]
-            self.logits_grad = _summed(self.logits_grad, run.logits_grad, weight)
+            if self.mlp_grads is not None:
+                for total, grad in zip(self.mlp_grads, run.mlp_grads, strict=True):
+                    self._sum_into(total, grad.view_as(total), weight)
+            if self.logits_grad is None:
+                self.logits_grad = run.logits_grad * weight
+            else:
+                self.logits_grad.add_(run.logits_grad, alpha=weight)
+        self.added += 1
         if run.head_sums is not None:
             self._contract(run.head_sums)
 
     def finish(self) -> torch.Tensor:
         """Every edge's score: the gradients added since the last contraction contracted."""
-        if self.logits_grad is not None:
+        if self.added:
             self._contract(None)
         return self.scores
+
+    def _sum_into(self, total: torch.Tensor, value: torch.Tensor, weight: torch.Tensor | float
+                  ) -> None:
+        """`total += weight * value` (the first pass: `total = weight * value`)."""
+        if self.added == 0:
+            torch.mul(value, weight, out=total)
+        elif isinstance(weight, float):
+            total.add_(value, alpha=weight)
+        else:
+            total.addcmul_(value, weight)
 
     def _gather(self, run: Gradients, layer: int, weight: float) -> None:
         """Add a pass's head-input gradients of one layer, in the d_head-wide form of the class
@@ -389,15 +412,10 @@ class _Scorer:
         grads = run.qkv_grads[layer]  # [3, heads, batch, pos, d_head]
         d_head = grads.shape[-1]
         grads = grads.reshape(3, self.n_heads, tokens, d_head)
-        k = len(self.corrections[layer])  # this pass's x_hat row
-        if k >= self.passes:
-            raise RuntimeError(f"more passes added than the {self.passes} announced")
         scale = forward.norm_scale(run.residuals[layer].reshape(tokens, d_model), self.kind,
                                    self.w.eps, None if self.x_hats is None
-                                   else self.x_hats[:, self._slot(layer, k)])
-        scaled = grads * weight if scale is None else grads * (scale[0] * weight)
-        total = self.scaled[layer]
-        self.scaled[layer] = scaled if total is None else total.add_(scaled)  # scaled: fresh
+                                   else self.x_hats[:, self._slot(layer, self.added)])
+        self._sum_into(self.scaled[layer], grads, weight if scale is None else scale[0] * weight)
         if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
@@ -413,7 +431,9 @@ class _Scorer:
                     per_token = per_token.sum(0)
                 per_token = per_token.reshape(rows, tokens) * (inverse.T * weight)
                 if vector is None:  # the same vector (ones) in every pass: one sum
-                    self.constant[layer] = _summed(self.constant[layer], per_token, 1.0)
+                    constant = self.constant[layer]
+                    self.constant[layer] = (per_token if constant is None
+                                            else constant.add_(per_token))
                 else:  # x_hat, written into `x_hats` by `norm_scale`
                     self.corrections[layer].append(per_token)
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
@@ -447,7 +467,7 @@ class _Scorer:
             previous_mlp = None
             for layer in range(self.graph.n_layers):
                 self._layer(layer, previous_mlp, head_sums, along)
-                previous_mlp = self.mlp_grads[layer] if self.mlp_grads else None
+                previous_mlp = None if self.mlp_grads is None else self.mlp_grads[layer]
             delta, slots = self.pm.delta, self.slots
             if previous_mlp is not None:  # the last MLP
                 m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
@@ -465,10 +485,9 @@ class _Scorer:
         """Empty sums: per layer the scaled head-input gradients, the norm terms with a vector
         per pass and those with the constant vector; the MLPs' and the logits' gradients."""
         layers = self.graph.n_layers
-        self.scaled = [None] * layers
         self.corrections = [[] for _ in range(layers)]
         self.constant = [None] * layers
-        self.mlp_grads = []
+        self.added = 0  # passes added since the last contraction
         self.logits_grad = None
 
     def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
@@ -488,13 +507,11 @@ class _Scorer:
         tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
         n = graph.senders_before(layer)
         scaled = self.scaled[layer]
-        assert scaled is not None  # a pass was added
         d_head = scaled.shape[-1]
         if not self.split:  # [heads, tokens, 3 d_head]
             scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
         pushed = self.pushed[:rows]
         torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
-        self.scaled[layer] = None
         coefficients = self.corrections[layer]
         columns = [self._slot(layer, k) for k in range(len(coefficients))]
         constant = self.constant[layer]
@@ -588,9 +605,3 @@ class _Scorer:
                 out[..., g] = rows[:, tokens].reshape(r, -1) @ senders[:, tokens].reshape(n, -1).T
         return out
 
-
-def _summed(total: torch.Tensor | None, value: torch.Tensor, weight: float) -> torch.Tensor:
-    """`total + weight * value`, in place in `total` (None: a fresh `weight * value`)."""
-    if total is None:
-        return value * weight
-    return total.add_(value, alpha=weight)
