@@ -614,8 +614,7 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     def final() -> None:
         patched = state["patched"]
         kept = prune(graph, select_edges(graph, state["scores"].tolist(), selection))
-        with torch.no_grad():
-            patched.take_clean_qkv()
+        with torch.no_grad():  # the scorer took the clean q/k/v over
             float(state["metric"](patched.circuit_logits(torch.tensor(kept))))
 
     phases["final"] = measure(final)

@@ -255,7 +255,8 @@ def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] =
     already made, by alpha (EAP's clean pass; EAP-IG's first, which recorded the ablated run),
     taken out of the dict as they are used (so that each is freed once scored).
 
-    `patched` holds the clean and ablated runs (its masks all present)."""
+    `patched` holds the clean and ablated runs (its masks all present); its clean q/k/v are
+    taken over (`PatchedModel.take_clean_qkv`)."""
     graph, w = patched.graph, patched.w
     scorer = _Scorer(patched, len(alphas))
     delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
@@ -323,6 +324,16 @@ class _Scorer:
             self.onehot = torch.nn.functional.one_hot(patched.groups.flatten(), n + 1)[
                 :, :n].to(self.dtype)
         self.split = self.graph.granularity == "qkv"
+        # Each head input's q/k/v moved to its ablated value [3, heads, batch, pos, d_head]
+        # per layer (qkv granularity: the direct edges), in place of the clean q/k/v, which
+        # nothing reads after.
+        clean_qkv = patched.take_clean_qkv()
+        self.changes: list[torch.Tensor] = []
+        if self.split:
+            if patched.ablated_qkv is None:
+                raise RuntimeError("the patched model has no ablated q/k/v")
+            self.changes = [a - c for a, c in zip(patched.ablated_qkv, clean_qkv, strict=True)]
+        del clean_qkv
         batch, n_pos, self.d_model = delta.shape[1:]
         self.tokens = batch * n_pos
         self.n_heads = self.graph.n_heads
@@ -437,9 +448,7 @@ class _Scorer:
                 else:  # x_hat, written into `x_hats` by `norm_scale`
                     self.corrections[layer].append(per_token)
         if self.split:  # direct edges: the head's q/k/v moved to its ablated value
-            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
-                raise RuntimeError("the patched model's clean q/k/v were handed over")
-            change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
+            change = self.changes[layer]
             if self.positional:  # per token, then summed over each group's tokens
                 per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
                 moved = per_token @ self.onehot  # [3, heads, groups]

@@ -64,8 +64,8 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
                                clean_run, tensors.groups, ablated_run)
         del clean_run, ablated_run
         metric = metric_of(patched.clean_logits)
-    scores = edge_scores(patched, metric, settings.alphas, made)  # takes the passes over
-    patched.take_clean_qkv()  # not needed any more
+    # takes the passes and the clean q/k/v over
+    scores = edge_scores(patched, metric, settings.alphas, made)
     if settings.per_prompt:
         scores = scores / task.n_prompts
     return scores.tolist(), CircuitMeter(patched, metric)
