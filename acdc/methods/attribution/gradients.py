@@ -382,15 +382,19 @@ class _Scorer:
     def add(self, run: Gradients, weight: float) -> None:
         """Add one pass's receiver gradients, weighted, to the sums that `finish` contracts
         with the deltas (with post-norms, where a head's edge is scored through the pass's
-        own norm, its scores at once)."""
+        own norm, its scores at once). The pass is used up: each layer's tensors are released
+        from it once summed."""
         if self.added >= self.passes:
             raise RuntimeError(f"more passes added than the {self.passes} announced")
+        released = torch.empty(0)
         with torch.no_grad():
             for layer in range(self.graph.n_layers):
                 self._gather(run, layer, weight)
-            if self.mlp_grads is not None:
-                for total, grad in zip(self.mlp_grads, run.mlp_grads, strict=True):
-                    self._sum_into(total, grad.view_as(total), weight)
+                if self.mlp_grads is not None:
+                    total = self.mlp_grads[layer]
+                    self._sum_into(total, run.mlp_grads[layer].view_as(total), weight)
+                    run.mlp_grads[layer] = released
+                run.residuals[layer] = run.qkv[layer] = run.qkv_grads[layer] = released
             if self.logits_grad is None:
                 self.logits_grad = run.logits_grad * weight
             else:
