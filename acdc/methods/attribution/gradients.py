@@ -169,7 +169,8 @@ def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch
     for layer, lw in enumerate(w.layers):
         residuals.append(x)
         h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-        qkv = forward.qkv_wide(lw, h)  # [3, heads, batch, pos, d_head]
+        # [3, heads, batch, pos, d_head], laid out so (the gradient follows the layout)
+        qkv = forward.qkv_wide(lw, h).contiguous()
         if differentiable and not qkv.requires_grad:
             qkv.requires_grad_()
         elif differentiable:
