@@ -169,7 +169,8 @@ def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch
     for layer, lw in enumerate(w.layers):
         residuals.append(x)
         h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-        # [3, heads, batch, pos, d_head], laid out so (the gradient follows the layout)
+        # [3, heads, batch, pos, d_head], contiguous: its gradient takes its layout, and the
+        # scorer's products over it then copy nothing
         qkv = forward.qkv_wide(lw, h).contiguous()
         if differentiable and not qkv.requires_grad:
             qkv.requires_grad_()
@@ -432,7 +433,7 @@ class _Scorer:
                                    self.w.eps, None if self.x_hats is None
                                    else self.x_hats[:, self._slot(layer, self.added)])
         self._sum_into(self.scaled[layer], grads, weight if scale is None else scale[0] * weight)
-        if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
+        if scale is not None:  # the norm's terms inv * (c + x_hat e), per token (`_layer`)
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
             e = (torch.linalg.vecdot(grads, qkv)
