@@ -552,12 +552,28 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
             tensors.pos_index, lambda logits: build_metric("logit_diff", logits, targets),
             record=True)
 
-    def record() -> None:  # the patched model: clean (EAP-IG) and ablated runs
+    def record_clean() -> None:  # EAP-IG: the clean run (no gradient), for the metric
+        state["clean_run"], logits = gradients.record_run(
+            weights, graph, forward.embed(weights, tensors.clean), tensors.pos_batch,
+            tensors.pos_index)
+        state["metric"] = build_metric("logit_diff", logits, targets)
+
+    def first_pass() -> None:  # EAP-IG at alpha = 0: the ablated run, which it records
+        metric = state["metric"]
+        state["first"] = gradients.differentiate(
+            weights, graph, forward.embed(weights, tensors.corrupt), tensors.pos_batch,
+            tensors.pos_index, lambda _: metric, record=True)
+
+    def record() -> None:  # the patched model, from the recorded runs
         with torch.no_grad():
-            clean_run = state["clean"].recorded if "clean" in state else None
+            clean_run = (state["clean"].recorded if "clean" in state
+                         else state.pop("clean_run"))
+            ablated_run = None
+            if "first" in state:
+                ablated_run, state["first"].recorded = state["first"].recorded, None
             state["patched"] = PatchedModel(weights, graph, tensors.clean, tensors.corrupt,
                                             tensors.pos_batch, tensors.pos_index, "corrupt",
-                                            tensors.lengths, clean_run)
+                                            tensors.lengths, clean_run, None, ablated_run)
             state["metric"] = build_metric("logit_diff", state["patched"].clean_logits, targets)
 
     def add(name: str, value: dict[str, float]) -> None:
@@ -567,15 +583,19 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
     # The phases in a run's order (each EAP-IG pass scored, then dropped, as there).
     if part == "eap":
         add("passes", measure(clean_pass))
-        add("runs", measure(record))
     else:
-        add("runs", measure(record))
+        add("runs", measure(record_clean))
+        add("passes", measure(first_pass))
+    add("runs", measure(record))
     made: list = []
-    add("contraction", measure(lambda: made.append(gradients._Scorer(state["patched"]))))
+    add("contraction", measure(lambda: made.append(
+        gradients._Scorer(state["patched"], len(settings.alphas)))))
     scorer, patched = made.pop(), state["patched"]
     for alpha in settings.alphas:
         if part == "eap":
             run = state.pop("clean")
+        elif alpha == 0.0:
+            run = state.pop("first")
         else:
             embedding = patched.ablated[0] + alpha * patched.delta[0]
             box: list = []
@@ -586,14 +606,15 @@ def attribution_part(part: str, batch: int, seq: int, seed: int = 0) -> dict:
         add("contraction", measure(lambda run=run, scorer=scorer: scorer.add(
             run, 1.0 / len(settings.alphas))))
         del run
-    state["scores"] = scorer.scores
+    done: list = []
+    add("contraction", measure(lambda scorer=scorer: done.append(scorer.finish())))
+    state["scores"] = done.pop()
     del scorer, patched
 
     def final() -> None:
         patched = state["patched"]
         kept = prune(graph, select_edges(graph, state["scores"].tolist(), selection))
-        with torch.no_grad():
-            patched.take_clean_qkv()
+        with torch.no_grad():  # the scorer took the clean q/k/v over
             float(state["metric"](patched.circuit_logits(torch.tensor(kept))))
 
     phases["final"] = measure(final)

@@ -22,15 +22,18 @@ from conftest import make_model, make_task, model_config, randomize
 from typer.testing import CliRunner
 
 import cli
+from acdc.core import forward
 from acdc.core.architecture import model_shape
+from acdc.core.graph import build_graph
 from acdc.core.loading import LoadedModel
 from acdc.core.models import build_model, extract_weights, save_checkpoint
+from acdc.core.patching import PatchedModel, task_tensors
 from acdc.core.selection import Selection, select_edges
 from acdc.core.settings import CommonSettings
 from acdc.core.tasks.spec import TaskSpec
 from acdc.core.tasks.values import Task
 from acdc.errors import AcdcError
-from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings
+from acdc.methods.attribution import EAP, EAP_IG, EapIgSettings, EapSettings, gradients
 from acdc.methods.base import make_selection, make_settings, run_method
 
 # The slow hooked references and tiny random models need TransformerLens 3.x (see conftest).
@@ -129,6 +132,14 @@ CASES = [
     Case("gemma2"),
     Case("gemma2", "nll", "zero", "head"),
     Case("gemma2", "kl", "mean", ig_steps=3),
+    # EAP-IG with corrupt ablation: the pass at alpha = 0 is the ablated run (recorded there,
+    # not apart), and the passes' gradients are summed before one contraction
+    Case("mlp3", ig_steps=5),
+    Case("mlp3", "nll", "corrupt", "head", ig_steps=3),
+    Case("llama2", "kl", ig_steps=5),
+    Case("neox2", "logit_diff", "corrupt", "head", ig_steps=4),
+    Case("gemma2", "logit_diff", "corrupt", "head", ig_steps=3),
+    Case("gemma2", "kl", ig_steps=2),
 ]
 # With norms after each sublayer the receiver's gradient alone does not score a head's edge
 # (`reference_attribution.py`): the per-edge masks are the reference there.
@@ -159,6 +170,51 @@ def test_float32_scores_match_the_reference():
                               torch.float32)
     reference = reference_problem("mlp3", "logit_diff", "corrupt", "qkv").scores_by_masks()
     assert_close(engine, reference, rtol=0, scale_rtol=1e-4)
+
+
+def test_float32_eap_ig_scores_match_the_reference():
+    """EAP-IG in float32, its passes' gradients summed before one contraction: within 1e-4 of
+    the largest score."""
+    settings = EapIgSettings(ig_steps=5)
+    engine, _ = engine_scores("mlp3", "logit_diff", "corrupt", "qkv", settings, torch.float32)
+    reference = reference_problem("mlp3", "logit_diff", "corrupt", "qkv").scores_by_gradients(
+        settings.alphas)
+    assert_close(engine, reference, rtol=0, scale_rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp3", "llama2", "neox2", "gemma2"])
+def test_recorded_runs_give_the_patched_models_own(name):
+    """EAP-IG's pass at alpha = 0 (from the corrupted prompts' embedding) records the ablated
+    run and `record_run` the clean run: the patched model built from them holds what it
+    records itself (to rounding); another ablation refuses a recorded ablated run."""
+    model = model_of(name)
+    weights = extract_weights(model)
+    graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
+    t = task_tensors(task_of(name, "logit_diff", "corrupt"), "cpu", weights.causal, graph.shape)
+    clean_run, clean_logits = gradients.record_run(
+        weights, graph, forward.embed(weights, t.clean), t.pos_batch, t.pos_index)
+    first = gradients.differentiate(weights, graph, forward.embed(weights, t.corrupt),
+                                    t.pos_batch, t.pos_index, lambda _: torch.sum, record=True)
+    assert first.recorded is not None
+    with torch.no_grad():
+        own = PatchedModel(weights, graph, t.clean, t.corrupt, t.pos_batch, t.pos_index,
+                           "corrupt", t.lengths)
+        given = PatchedModel(weights, graph, t.clean, t.corrupt, t.pos_batch, t.pos_index,
+                             "corrupt", t.lengths, clean_run, None, first.recorded)
+    close = dict(rtol=1e-9, atol=1e-10)
+    assert own.ablated is not None and given.ablated is not None
+    torch.testing.assert_close(given.ablated, own.ablated, **close)
+    torch.testing.assert_close(given.delta, own.delta, **close)
+    for a, b in [*zip(given.ablated_qkv or [], own.ablated_qkv or [], strict=True),
+                 *zip(given.clean_qkv or [], own.clean_qkv or [], strict=True),
+                 *zip(given.ablated_z, own.ablated_z, strict=True),
+                 *zip(given.clean_z, own.clean_z, strict=True)]:
+        torch.testing.assert_close(a, b, **close)
+    torch.testing.assert_close(given.clean_logits, own.clean_logits, **close)
+    torch.testing.assert_close(clean_logits, own.clean_logits, **close)
+    with pytest.raises(ValueError, match="corrupt ablation"):
+        PatchedModel(weights, graph, t.clean, t.corrupt, t.pos_batch, t.pos_index, "zero",
+                     t.lengths, None, None, first.recorded)
 
 
 @pytest.mark.parametrize("name,granularity,ablation", [("attn2", "qkv", "corrupt"),

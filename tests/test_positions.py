@@ -351,6 +351,9 @@ def test_acdc_at_positions_matches_the_reference(tiny_models, case, monkeypatch)
     ("llama2", "all", "prob_diff", "mean-positional", "qkv", True),
     ("neox2", "labels", "logit_diff", "corrupt", "head", False),
     ("gemma2", "labels", "logit_diff", "corrupt", "qkv", False),
+    ("mlp3", "labels", "logit_diff", "corrupt", "qkv", True),
+    ("llama2", "all", "kl", "corrupt", "head", True),
+    ("gemma2", "labels", "kl", "corrupt", "qkv", True),
 ])
 def test_attribution_at_positions(name, mode, metric, ablation, granularity, ig):
     """EAP (EAP-IG) at positions equals the autograd references (one mask per positional

@@ -103,17 +103,18 @@ def norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, kind: 
     return F.rms_norm(x, shape, w if kind == "RMS" else None, eps)
 
 
-def norm_scale(x: torch.Tensor, kind: str | None, eps: float
+def norm_scale(x: torch.Tensor, kind: str | None, eps: float, out: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """How `norm` scales x: (1 / scale [..., 1], x_hat [..., d]) with
     `norm(x) = x_hat * w + b`: x_hat is x (centred, for LayerNorm) divided by its RMS. None
-    without normalisation. (The attribution methods differentiate through a norm with these.)"""
+    without normalisation. (The attribution methods differentiate through a norm with these.)
+    `out`: where to write x_hat."""
     if kind is None:
         return None
     if kind in ("LN", "LNPre"):
         x = x - x.mean(-1, keepdim=True)
     inverse = torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
-    return inverse, x * inverse
+    return inverse, torch.mul(x, inverse, out=out)
 
 
 # --------------------------------------------------------------------------- attention

@@ -179,12 +179,14 @@ class PatchedModel:
     def __init__(self, weights: Weights, graph: Graph, clean_tokens: torch.Tensor,
                  corrupt_tokens: torch.Tensor, pos_batch: torch.Tensor, pos_index: torch.Tensor,
                  ablation: str = "corrupt", lengths: torch.Tensor | None = None,
-                 clean_run: RecordedRun | None = None, groups: torch.Tensor | None = None):
+                 clean_run: RecordedRun | None = None, groups: torch.Tensor | None = None,
+                 ablated_run: RecordedRun | None = None):
         """`lengths` are the prompts' lengths (the mean ablations leave out the padding after
         them); None: every prompt fills the batch's width. `clean_run`: the clean run as
         another ordinary forward pass recorded it (the attribution methods' differentiated
-        pass), taken over instead of recording it again. `groups`: each token's position
-        group `[batch, pos]` (`TaskTensors.groups`), for a positional graph."""
+        pass), taken over instead of recording it again; `ablated_run` likewise the corrupted
+        prompts' run (corrupt ablation only). `groups`: each token's position group
+        `[batch, pos]` (`TaskTensors.groups`), for a positional graph."""
         self.w = weights
         self.graph = graph
         self.positional = graph.positional
@@ -250,7 +252,12 @@ class PatchedModel:
         if ablation not in ("corrupt", "zero", *MEAN_ABLATIONS):
             raise ValueError(f"unknown ablation {ablation!r}")
         self._full_z: list[torch.Tensor] | None = None  # every position's z, when recorded
-        if ablation != "zero":
+        if ablated_run is not None and ablation != "corrupt":
+            raise ValueError(f"a recorded ablated run is the corrupt ablation's, not {ablation}'s")
+        if ablated_run is not None:
+            corrupt_out, corrupt_qkv = ablated_run.outputs, list(ablated_run.qkv)
+            self.ablated_z = list(ablated_run.z)
+        elif ablation != "zero":
             if ablation in MEAN_ABLATIONS:
                 self._full_z = []
             corrupt_out, corrupt_qkv = self._record_run(corrupt_tokens)

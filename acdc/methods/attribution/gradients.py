@@ -37,7 +37,15 @@ run: two forward passes and one backward in all. EAP-IG (inputs) averages the gr
 over the points `alpha = k / m`, k = 0 .. m - 1, of the straight line from the ablated to the
 clean input embedding (the input sender's ablated value: the corrupted prompts' embedding,
 zero, or its mean), the deltas staying those of the clean run; this is the authors' left
-Riemann sum, which starts at the ablated run and never evaluates the clean one.
+Riemann sum, which starts at the ablated run and never evaluates the clean one. With corrupt
+ablation the pass at alpha = 0 is the corrupted prompts' run, so it records the ablated run
+(`PatchedModel(ablated_run=...)`), and only the clean run is recorded apart.
+
+The deltas are the same at every point, so a score is the delta against the gradient summed
+over the passes: `_Scorer` sums each receiver's gradient (in its d_head-wide form, with the
+norm's per-pass terms kept apart) and contracts the sums with the deltas once. With norms
+after each sublayer a head's edge is scored through that norm at the pass's own point, so
+there each pass is contracted as it comes.
 """
 
 from __future__ import annotations
@@ -125,6 +133,101 @@ class Gradients:
     head_sums: list[torch.Tensor] | None = None  # per layer b_O + its heads, with post-norms
 
 
+@dataclass
+class _Pass:
+    """The tensors of one ordinary forward pass that its backward pass or its record needs."""
+
+    residuals: list[torch.Tensor]
+    qkvs: list[torch.Tensor]
+    mlp_inputs: list[torch.Tensor]
+    head_sums: list[torch.Tensor]
+    final: torch.Tensor
+    logits: torch.Tensor
+    recorded: RecordedRun | None
+
+
+def _forward(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
+             pos_index: torch.Tensor, record: bool) -> _Pass:
+    """The ordinary forward pass from `embedding`, keeping every receiver's input (whose
+    gradient autograd keeps, when grad mode is on); `record`: also every sender's output and
+    z, as `PatchedModel` records a run."""
+    batch, n_pos, d_model = embedding.shape
+    differentiable = torch.is_grad_enabled()
+    outputs: torch.Tensor | None = None
+    zs: list[torch.Tensor] | None = None
+    if record:
+        outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
+                              device=embedding.device)
+        outputs[0] = embedding
+        zs = []
+    # the embedding's own gradient is not needed: the first layer's q/k/v are the leaves
+    # (with a parallel block its MLP reads the embedding itself)
+    x = embedding.detach().requires_grad_(differentiable and w.parallel)
+    positions = torch.arange(n_pos, device=x.device)
+    residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
+    masks: dict[int | None, torch.Tensor] = {}  # by attention window
+    for layer, lw in enumerate(w.layers):
+        residuals.append(x)
+        h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
+        # [3, heads, batch, pos, d_head], contiguous: its gradient takes its layout, and the
+        # scorer's products over it then copy nothing
+        qkv = forward.qkv_wide(lw, h).contiguous()
+        if differentiable and not qkv.requires_grad:
+            qkv.requires_grad_()
+        elif differentiable:
+            qkv.retain_grad()
+        qkvs.append(qkv)
+        if lw.window not in masks:
+            masks[lw.window] = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
+        q, k, v = qkv.unbind(0)
+        q, k = (forward.rotate(w, lw, t, positions) for t in (q, k))
+        z = forward.attend(q, k, v, w.attn_scale, masks[lw.window], w.attn_soft_cap)
+        if outputs is not None and zs is not None:  # every head's output, to record
+            heads = forward.head_outputs(lw, z)
+            first = graph.sender_of_head(layer, 0)
+            outputs[first:first + len(heads)] = heads.detach()
+            zs.append(z.detach()[:, pos_batch, pos_index])
+            head_sum = heads.sum(0)
+        else:  # their sum alone: one product over heads and d_head together
+            head_sum = forward.heads_sum(lw, z)
+        block_input = x
+        if w.post_norm:
+            head_sums.append((head_sum + lw.b_O).detach())
+            x = x + forward.attention_out(w, lw, head_sum)
+        else:
+            x = x + head_sum + lw.b_O
+        if not w.attn_only:
+            # the MLP's own input (its gradient is the MLP's alone): the block's input in
+            # a parallel block, else the residual after the heads
+            mlp_in = (block_input if w.parallel else x).view_as(x)
+            if differentiable:
+                mlp_in.retain_grad()
+            mlp_inputs.append(mlp_in)
+            out = forward.mlp(w, lw, mlp_in)
+            if outputs is not None:
+                outputs[graph.sender_of_mlp(layer)] = out.detach()
+            bias = forward.mlp_bias(w, lw)
+            x = x + (out if bias is None else out + bias)
+    final = x[pos_batch, pos_index]
+    if differentiable:
+        final.retain_grad()
+    recorded = None
+    if outputs is not None and zs is not None:
+        recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    return _Pass(residuals, qkvs, mlp_inputs, head_sums, final, forward.unembed(w, final),
+                 recorded)
+
+
+def record_run(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
+               pos_index: torch.Tensor) -> tuple[RecordedRun, torch.Tensor]:
+    """The ordinary forward pass from `embedding`, recorded as `PatchedModel` records a run
+    (no gradient), and its logits at the metric positions."""
+    with torch.no_grad():
+        run = _forward(w, graph, embedding, pos_batch, pos_index, record=True)
+    assert run.recorded is not None  # asked for
+    return run.recorded, run.logits
+
+
 def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: torch.Tensor,
                   pos_index: torch.Tensor, metric_of: Callable[[torch.Tensor], Metric],
                   record: bool = False) -> Gradients:
@@ -132,81 +235,38 @@ def differentiate(w: Weights, graph: Graph, embedding: torch.Tensor, pos_batch: 
     then one backward pass of the metric `metric_of(logits)` (given this pass's own logits at
     the metric positions, detached: the clean logits when this pass is the clean run).
     `record`: also keep every sender's output and z, as `PatchedModel` records a run."""
-    batch, n_pos, d_model = embedding.shape
-    outputs = zs = None
-    if record:
-        outputs = torch.empty(len(graph.senders), batch, n_pos, d_model, dtype=embedding.dtype,
-                              device=embedding.device)
-        outputs[0] = embedding
-        zs = []
     with torch.enable_grad():
-        x = embedding.detach().requires_grad_(True)
-        positions = torch.arange(n_pos, device=x.device)
-        residuals, qkvs, mlp_inputs, head_sums = [], [], [], []
-        for layer, lw in enumerate(w.layers):
-            residuals.append(x)
-            h = forward.norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
-            qkv = forward.qkv(lw, h[None, None])  # [3, heads, batch, pos, d_head]
-            qkv.retain_grad()
-            qkvs.append(qkv)
-            mask = forward.attention_mask(w, n_pos, x.dtype, x.device, lw.window)
-            q, k = (forward.rotate(w, lw, qkv[i], positions) for i in (0, 1))
-            z = forward.attend(q, k, qkv[2], w.attn_scale, mask, w.attn_soft_cap)
-            heads = forward.head_outputs(lw, z)
-            if outputs is not None:
-                first = graph.sender_of_head(layer, 0)
-                outputs[first:first + len(heads)] = heads.detach()
-                zs.append(z.detach()[:, pos_batch, pos_index])
-            block_input = x
-            if w.post_norm:
-                head_sums.append((heads.sum(0) + lw.b_O).detach())
-                x = x + forward.attention_out(w, lw, heads.sum(0))
-            else:
-                x = x + heads.sum(0) + lw.b_O
-            if not w.attn_only:
-                # the MLP's own input (its gradient is the MLP's alone): the block's input in
-                # a parallel block, else the residual after the heads
-                mlp_in = (block_input if w.parallel else x).view_as(x)
-                mlp_in.retain_grad()
-                mlp_inputs.append(mlp_in)
-                out = forward.mlp(w, lw, mlp_in)
-                if outputs is not None:
-                    outputs[graph.sender_of_mlp(layer)] = out.detach()
-                bias = forward.mlp_bias(w, lw)
-                x = x + (out if bias is None else out + bias)
-        final = x[pos_batch, pos_index]
-        final.retain_grad()
-        logits = forward.unembed(w, final)
-        value = metric_of(logits.detach())(logits)
+        run = _forward(w, graph, embedding, pos_batch, pos_index, record)
+        value = metric_of(run.logits.detach())(run.logits)
         value.backward()
-    recorded = None
-    if outputs is not None:
-        recorded = RecordedRun(outputs, tuple(q.detach() for q in qkvs), tuple(zs))
+    qkvs, final = run.qkvs, run.final
     grads = [q.grad for q in qkvs]
-    mlp_grads = [m.grad for m in mlp_inputs]
+    mlp_grads = [m.grad for m in run.mlp_inputs]
     if final.grad is None or any(g is None for g in [*grads, *mlp_grads]):
         raise RuntimeError("the metric does not depend on every receiver")  # never: all do
-    return Gradients([r.detach() for r in residuals], [q.detach() for q in qkvs],
+    return Gradients([r.detach() for r in run.residuals], [q.detach() for q in qkvs],
                      grads, mlp_grads,  # type: ignore[arg-type]
-                     final.grad, float(value.detach()), recorded,
-                     head_sums if w.post_norm else None)
+                     final.grad, float(value.detach()), run.recorded,
+                     run.head_sums if w.post_norm else None)
 
 
 def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] = (1.0,),
-                clean: Gradients | None = None) -> torch.Tensor:
+                made: dict[float, Gradients] | None = None) -> torch.Tensor:
     """Every edge's score `[n_edges]` (float64, in the graph's edge order), with the gradient
-    averaged over the passes at `alphas` (1.0 alone: EAP at the clean run; `clean`, when
-    given, is that pass, already made).
+    averaged over the passes at `alphas` (1.0 alone: EAP at the clean run). `made`: passes
+    already made, by alpha (EAP's clean pass; EAP-IG's first, which recorded the ablated run),
+    taken out of the dict as they are used (so that each is freed once scored).
 
-    `patched` holds the clean and ablated runs (its masks all present)."""
+    `patched` holds the clean and ablated runs (its masks all present); its clean q/k/v are
+    taken over (`PatchedModel.take_clean_qkv`)."""
     graph, w = patched.graph, patched.w
-    scorer = _Scorer(patched)
+    scorer = _Scorer(patched, len(alphas))
     delta = patched.delta  # clean - ablated output of every sender [senders, batch, pos, d]
     ablated_input = patched.ablated[0] if patched.ablated is not None else None
+    made = {} if made is None else made
     for alpha in alphas:
-        if alpha == 1.0 and clean is not None:
-            run = clean
-        else:
+        run = made.pop(alpha, None)
+        if run is None:
             if ablated_input is None:
                 embedding = alpha * delta[0]
             else:
@@ -215,11 +275,12 @@ def edge_scores(patched: PatchedModel, metric: Metric, alphas: Sequence[float] =
                                 lambda _: metric)
         scorer.add(run, 1.0 / len(alphas))
         del run
-    return scorer.scores
+    return scorer.finish()
 
 
 class _Scorer:
-    """Adds one pass's scores of every edge, receiver by receiver.
+    """Every edge's score from the passes' gradients, receiver by receiver: `add` sums them,
+    `finish` contracts the sums with the deltas.
 
     Head input r reads the residual x through its norm, `h = x_hat * w + b` with
     `x_hat = centred(x) * inv` (`forward.norm_scale`), and feeds `q_r = h @ W_r + b_r`. With
@@ -230,15 +291,26 @@ class _Scorer:
     `inv * gw` is made by pushing the scaled gradient `inv * dm/dq_r` back through `W_r * w`
     (a d_head-wide product per head); the two per-token scalars `c_r = mean(gw)` and
     `e_r = mean(gw * x_hat) = dm/dq_r . (q_r - b_r - b @ W_r) / d` come from the d_head-wide
-    gradient and the pass's own q/k/v, so the norm's backward costs two in-place updates of
-    `inv * gw`, and no receiver's gradient at x is ever computed apart. Then one matrix
-    product with the deltas `[senders, tokens * d_model]` scores every edge into the layer's
-    head inputs, and into the previous layer's MLP (its gradient an extra row: the MLP of
-    layer l - 1 reads senders before layer l only: all but itself, or in a parallel block
-    those before layer l - 1).
+    gradient and the pass's own q/k/v, and no receiver's gradient at x is ever computed
+    apart. `inv * dm/dq_r` is linear in the gradient: summed over the passes, it is pushed
+    back once. The norm's terms `inv * (c + x_hat e)` differ by pass (each has its own x_hat
+    and inv); their contraction with a delta is `sum over tokens of inv * c * sum(delta) +
+    inv * e * (x_hat . delta)`, so the per-token products of every pass's x_hat with every
+    delta (one batched product for all layers) and per-token coefficients score them. Then
+    one matrix product with the deltas `[senders, tokens * d_model]` scores every edge into
+    the layer's head inputs, and into the previous layer's MLP (its gradient an extra row: the
+    MLP of layer l - 1 reads senders before layer l only: all but itself, or in a parallel
+    block those before layer l - 1).
     """
 
-    def __init__(self, patched: PatchedModel):
+    # the sums since the last contraction (`_start`)
+    corrections: list[list[torch.Tensor]]
+    constant: list[torch.Tensor | None]
+    logits_grad: torch.Tensor | None
+
+    def __init__(self, patched: PatchedModel, passes: int = 1):
+        """`passes`: how many passes are added before their scores are contracted (with
+        post-norms, one: each pass's scores are contracted as it is added)."""
         self.pm, self.graph, self.w = patched, patched.graph, patched.w
         delta = patched.delta
         self.device, self.dtype = delta.device, delta.dtype
@@ -254,14 +326,22 @@ class _Scorer:
             self.onehot = torch.nn.functional.one_hot(patched.groups.flatten(), n + 1)[
                 :, :n].to(self.dtype)
         self.split = self.graph.granularity == "qkv"
+        # Each head input's q/k/v moved to its ablated value [3, heads, batch, pos, d_head]
+        # per layer (qkv granularity: the direct edges), in place of the clean q/k/v, which
+        # nothing reads after.
+        clean_qkv = patched.take_clean_qkv()
+        self.changes: list[torch.Tensor] = []
+        if self.split:
+            if patched.ablated_qkv is None:
+                raise RuntimeError("the patched model has no ablated q/k/v")
+            self.changes = [a - c for a, c in zip(patched.ablated_qkv, clean_qkv, strict=True)]
+        del clean_qkv
         batch, n_pos, self.d_model = delta.shape[1:]
         self.tokens = batch * n_pos
         self.n_heads = self.graph.n_heads
         self.n_rows = self.n_heads * (3 if self.split else 1)  # head receivers per layer
         kind = self.w.normalization
         self.kind = kind
-        self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model, dtype=self.dtype,
-                                  device=self.device)  # + the previous layer's MLP
         # Per layer: (W_r * w)^T as the pushing product wants it, b_r + b @ W_r, and W_r^T w.
         self.back: list[torch.Tensor] = []
         self.offsets: list[torch.Tensor] = []
@@ -282,48 +362,82 @@ class _Scorer:
                                              if has_bias else b
                                              for Wi, b in forward.projections(lw)]))
             self.sums.append(W.sum(2) if kind in ("LN", "LNPre") else None)
+        # Every pass's x_hat at every layer's head inputs [tokens, layers * passes + 1, d]
+        # (the last row ones: LayerNorm's constant term), for the norm terms; the passes fill
+        # the rest, rows of passes never added are never read.
+        self.passes = 1 if self.w.post_norm else passes
+        self.x_hats = None
+        if kind is not None:
+            self.x_hats = torch.empty(self.tokens, self.graph.n_layers * self.passes + 1,
+                                      self.d_model, dtype=self.dtype, device=self.device)
+            self.x_hats[:, -1] = 1.0
+        # The sums, made once: per layer the head inputs' `inv * dm/dq_r` and the MLP's input
+        # gradient.
+        d_head = self.w.layers[0].W_Q.shape[-1]
+        self.scaled = torch.empty(self.graph.n_layers, 3, self.n_heads, self.tokens, d_head,
+                                  dtype=self.dtype, device=self.device)
+        self.mlp_grads = (torch.empty(self.graph.n_layers, self.tokens, self.d_model,
+                                      dtype=self.dtype, device=self.device)
+                          if self.graph.shape.has_mlp else None)
+        self._start()
 
     def add(self, run: Gradients, weight: float) -> None:
+        """Add one pass's receiver gradients, weighted, to the sums that `finish` contracts
+        with the deltas (with post-norms, where a head's edge is scored through the pass's
+        own norm, its scores at once). The pass is used up: each layer's tensors are released
+        from it once summed."""
+        if self.added >= self.passes:
+            raise RuntimeError(f"more passes added than the {self.passes} announced")
+        released = torch.empty(0)
         with torch.no_grad():
-            previous_mlp = None
             for layer in range(self.graph.n_layers):
-                self._layer(run, layer, weight, previous_mlp)
-                previous_mlp = run.mlp_grads[layer] if run.mlp_grads else None
-            delta, slots = self.pm.delta, self.slots
-            if previous_mlp is not None:  # the last MLP
-                m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
-                grad = previous_mlp.reshape(1, self.tokens, self.d_model)
-                total = self._against_senders(grad, m, run)[0]
-                self._add(slots.mlps[-1], -weight * total.double())
-            total = self._against_senders(run.logits_grad[None], len(delta), run, at_metric=True)
-            self._add(slots.logits, -weight * total[0].double())
+                self._gather(run, layer, weight)
+                if self.mlp_grads is not None:
+                    total = self.mlp_grads[layer]
+                    self._sum_into(total, run.mlp_grads[layer].view_as(total), weight)
+                    run.mlp_grads[layer] = released
+                run.residuals[layer] = run.qkv[layer] = run.qkv_grads[layer] = released
+            if self.logits_grad is None:
+                self.logits_grad = run.logits_grad * weight
+            else:
+                self.logits_grad.add_(run.logits_grad, alpha=weight)
+        self.added += 1
+        if run.head_sums is not None:
+            self._contract(run.head_sums)
 
-    def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
-        """Add scores into their edges' entries (a slot tensor of the values' shape)."""
-        if self.positional or slot.dim() > 1:
-            self.scores.index_put_((slot,), values, accumulate=True)
+    def finish(self) -> torch.Tensor:
+        """Every edge's score: the gradients added since the last contraction contracted."""
+        if self.added:
+            self._contract(None)
+        return self.scores
+
+    def _sum_into(self, total: torch.Tensor, value: torch.Tensor, weight: torch.Tensor | float
+                  ) -> None:
+        """`total += weight * value` (the first pass: `total = weight * value`)."""
+        if self.added == 0:
+            torch.mul(value, weight, out=total)
+        elif isinstance(weight, float):
+            total.add_(value, alpha=weight)
         else:
-            self.scores.index_add_(0, slot, values)
+            total.addcmul_(value, weight)
 
-    def _layer(self, run: Gradients, layer: int, weight: float,
-               previous_mlp: torch.Tensor | None) -> None:
-        graph, slots, scores = self.graph, self.slots, self.scores
+    def _gather(self, run: Gradients, layer: int, weight: float) -> None:
+        """Add a pass's head-input gradients of one layer, in the d_head-wide form of the class
+        docstring: `inv * dm/dq_r` (linear in the gradient, so summed over passes) and each
+        pass's per-token norm terms (with that pass's x_hat); the direct edges' scores."""
         tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
-        n = graph.senders_before(layer)
         grads = run.qkv_grads[layer]  # [3, heads, batch, pos, d_head]
         d_head = grads.shape[-1]
         grads = grads.reshape(3, self.n_heads, tokens, d_head)
         scale = forward.norm_scale(run.residuals[layer].reshape(tokens, d_model), self.kind,
-                                   self.w.eps)
-        scaled = grads if scale is None else grads * scale[0]
-        if not self.split:  # [heads, tokens, 3 d_head]
-            scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
-        pushed = self.pushed[:rows]
-        torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
-        if scale is not None:  # pushed = inv * gw; subtract inv * (c + x_hat e)
+                                   self.w.eps, None if self.x_hats is None
+                                   else self.x_hats[:, self._slot(layer, self.added)])
+        self._sum_into(self.scaled[layer], grads, weight if scale is None else scale[0] * weight)
+        if scale is not None:  # the norm's terms inv * (c + x_hat e), per token (`_layer`)
             inverse, x_hat = scale
             qkv = run.qkv[layer].reshape(3, self.n_heads, tokens, d_head)
-            e = torch.linalg.vecdot(grads, qkv - self.offsets[layer][:, :, None]) / d_model
+            e = (torch.linalg.vecdot(grads, qkv)
+                 - (grads @ self.offsets[layer][..., None])[..., 0]) / d_model
             terms: list[tuple[torch.Tensor, torch.Tensor | None]] = [(e, x_hat)]
             sums = self.sums[layer]
             if sums is not None:
@@ -332,34 +446,131 @@ class _Scorer:
                 per_token = per_token.reshape(3, self.n_heads, tokens)
                 if not self.split:
                     per_token = per_token.sum(0)
-                per_token = (per_token.reshape(rows, tokens) * inverse.T)[..., None]
-                if vector is None:
-                    pushed.sub_(per_token)
-                else:
-                    pushed.addcmul_(per_token, vector, value=-1)
+                per_token = per_token.reshape(rows, tokens) * (inverse.T * weight)
+                if vector is None:  # the same vector (ones) in every pass: one sum
+                    constant = self.constant[layer]
+                    self.constant[layer] = (per_token if constant is None
+                                            else constant.add_(per_token))
+                else:  # x_hat, written into `x_hats` by `norm_scale`
+                    self.corrections[layer].append(per_token)
+        if self.split:  # direct edges: the head's q/k/v moved to its ablated value
+            change = self.changes[layer]
+            if self.positional:  # per token, then summed over each group's tokens
+                per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
+                moved = per_token @ self.onehot  # [3, heads, groups]
+            else:  # one dot product per head input
+                flat = change.reshape(3 * self.n_heads, 1, -1)
+                moved = torch.bmm(flat, run.qkv_grads[layer].reshape(3 * self.n_heads, -1, 1)
+                                  ).view(3, self.n_heads)
+            self.scores.index_put_((self.slots.direct[layer],), weight * moved.double(),
+                                   accumulate=True)
+
+    def _contract(self, head_sums: list[torch.Tensor] | None) -> None:
+        """Score every residual edge from the gradients gathered so far (`head_sums`: the
+        pass's post-norm inputs, with post-norms), then start the sums again."""
+        with torch.no_grad():
+            # each layer's receivers' gradients at the residual, + the previous layer's MLP
+            # (made here: while the passes run, only their sums are held)
+            self.pushed = torch.empty(self.n_rows + 1, self.tokens, self.d_model,
+                                      dtype=self.dtype, device=self.device)
+            along = None
+            if self.x_hats is not None and head_sums is None:
+                # every x_hat against every sender's delta, per token: [tokens, rows, senders]
+                delta = self.pm.delta
+                along = torch.bmm(self.x_hats, delta.reshape(len(delta), self.tokens, -1)
+                                  .permute(1, 2, 0))
+            previous_mlp = None
+            for layer in range(self.graph.n_layers):
+                self._layer(layer, previous_mlp, head_sums, along)
+                previous_mlp = None if self.mlp_grads is None else self.mlp_grads[layer]
+            delta, slots = self.pm.delta, self.slots
+            if previous_mlp is not None:  # the last MLP
+                m = self.graph.senders_of_mlp(self.graph.n_layers - 1)
+                grad = previous_mlp.reshape(1, self.tokens, self.d_model)
+                total = self._against_senders(grad, m, head_sums)[0]
+                self._add(slots.mlps[-1], -total.double())
+            assert self.logits_grad is not None  # a pass was added
+            total = self._against_senders(self.logits_grad[None], len(delta), head_sums,
+                                          at_metric=True)
+            self._add(slots.logits, -total[0].double())
+            del self.pushed
+        self._start()
+
+    def _start(self) -> None:
+        """Empty sums: per layer the scaled head-input gradients, the norm terms with a vector
+        per pass and those with the constant vector; the MLPs' and the logits' gradients."""
+        layers = self.graph.n_layers
+        self.corrections = [[] for _ in range(layers)]
+        self.constant = [None] * layers
+        self.added = 0  # passes added since the last contraction
+        self.logits_grad = None
+
+    def _add(self, slot: torch.Tensor, values: torch.Tensor) -> None:
+        """Add scores into their edges' entries (a slot tensor of the values' shape)."""
+        if self.positional or slot.dim() > 1:
+            self.scores.index_put_((slot,), values, accumulate=True)
+        else:
+            self.scores.index_add_(0, slot, values)
+
+    def _layer(self, layer: int, previous_mlp: torch.Tensor | None,
+               head_sums: list[torch.Tensor] | None, along: torch.Tensor | None) -> None:
+        """Score the edges into one layer's head inputs and the previous layer's MLP. The
+        norm terms `inv * (c + x_hat e)` are subtracted from the pushed gradients with
+        post-norms (their heads are scored through another norm), else from the scores:
+        `sum over tokens of coefficient * (x_hat . delta)`, from `along` (`_contract`)."""
+        graph, slots, scores = self.graph, self.slots, self.scores
+        tokens, d_model, rows = self.tokens, self.d_model, self.n_rows
+        n = graph.senders_before(layer)
+        scaled = self.scaled[layer]
+        d_head = scaled.shape[-1]
+        if not self.split:  # [heads, tokens, 3 d_head]
+            scaled = scaled.permute(1, 2, 0, 3).reshape(self.n_heads, tokens, 3 * d_head)
+        pushed = self.pushed[:rows]
+        torch.bmm(scaled.reshape(rows, tokens, -1), self.back[layer], out=pushed)
+        coefficients = self.corrections[layer]
+        columns = [self._slot(layer, k) for k in range(len(coefficients))]
+        constant = self.constant[layer]
+        if constant is not None:
+            coefficients.append(constant)
+            columns.append(-1)
+        if coefficients and along is None:
+            assert self.x_hats is not None  # a norm has terms
+            for coefficient, column in zip(coefficients, columns, strict=True):
+                pushed.addcmul_(coefficient[..., None], self.x_hats[:, column], value=-1)
         used = rows
         if previous_mlp is not None:
             self.pushed[rows] = previous_mlp.reshape(tokens, d_model)
             used += 1
-        total = self._against_senders(self.pushed[:used], n, run)  # [receivers, senders]
-        scores.index_put_((slots.heads[layer],), -weight * total[:rows].double(), accumulate=True)
+        total = self._against_senders(self.pushed[:used], n, head_sums)  # [receivers, senders]
+        if coefficients and along is not None:
+            total[:rows] -= self._per_token(torch.stack(coefficients, -1),
+                                            along[:, columns, :n])
+        self.corrections[layer], self.constant[layer] = [], None
+        scores.index_put_((slots.heads[layer],), -total[:rows].double(), accumulate=True)
         if previous_mlp is not None:
             read = graph.senders_of_mlp(layer - 1)
-            self._add(slots.mlps[layer - 1], -weight * total[rows, :read].double())
-        if self.split:  # direct edges: the head's q/k/v moved to its ablated value
-            if self.pm.clean_qkv is None or self.pm.ablated_qkv is None:
-                raise RuntimeError("the patched model's clean q/k/v were handed over")
-            if self.positional:  # per token, then summed over each group's tokens
-                change = self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]
-                per_token = torch.linalg.vecdot(change, run.qkv_grads[layer]).flatten(2)
-                moved = per_token @ self.onehot  # [3, heads, groups]
-            else:
-                change = (self.pm.ablated_qkv[layer] - self.pm.clean_qkv[layer]).flatten(2)
-                moved = torch.linalg.vecdot(change, run.qkv_grads[layer].flatten(2))
-            scores.index_put_((slots.direct[layer],), weight * moved.double(), accumulate=True)
+            self._add(slots.mlps[layer - 1], -total[rows, :read].double())
 
-    def _against_senders(self, grads: torch.Tensor, n: int, run: Gradients,
-                         at_metric: bool = False) -> torch.Tensor:
+    def _slot(self, layer: int, k: int) -> int:
+        """The row of `x_hats` holding the k-th pass's x_hat at `layer`'s head inputs."""
+        return layer * self.passes + k
+
+    def _per_token(self, coefficients: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+        """`sum over tokens and terms j of coefficients[r, t, j] * products[t, j, s]`: [r, s]
+        (positional graphs: [r, s, groups], each group's tokens alone)."""
+        r, n = len(coefficients), products.shape[-1]
+        if not self.positional:
+            return coefficients.reshape(r, -1) @ products.reshape(-1, n)
+        out = coefficients.new_zeros(r, n, self.graph.n_groups)
+        for g, tokens in enumerate(self.group_tokens):
+            if tokens is not None:
+                out[..., g] = coefficients[:, tokens].reshape(r, -1) @ products[tokens].reshape(
+                    -1, n)
+        return out
+
+    def _against_senders(self, grads: torch.Tensor, n: int,
+                         head_sums: list[torch.Tensor] | None, at_metric: bool = False
+                         ) -> torch.Tensor:
         """[receivers, n]: each receiver's input gradient `grads` [receivers, tokens, d]
         (at the metric positions: [receivers, n_positions, d]) against the first n senders'
         deltas.
@@ -376,13 +587,13 @@ class _Scorer:
         senders = delta.reshape(n, -1)
         rows = grads.reshape(len(grads), -1)
         total = self._products(rows, senders, at_metric)
-        if run.head_sums is None:
+        if head_sums is None:
             return total
         for layer, lw in enumerate(self.w.layers):
             first = self.graph.sender_of_head(layer, 0)
             if first + self.n_heads > n:
                 break
-            head_sum = run.head_sums[layer]
+            head_sum = head_sums[layer]
             if at_metric:
                 head_sum = head_sum[self.pm.pos_batch, self.pm.pos_index]
             with torch.enable_grad():
@@ -408,3 +619,4 @@ class _Scorer:
             if tokens is not None:
                 out[..., g] = rows[:, tokens].reshape(r, -1) @ senders[:, tokens].reshape(n, -1).T
         return out
+

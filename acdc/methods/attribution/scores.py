@@ -14,7 +14,12 @@ from acdc.core.positions import positional_shape
 from acdc.core.recordings import CircuitMeter
 from acdc.core.settings import CommonSettings
 from acdc.methods.attribution import EapSettings, check_metric, method_name
-from acdc.methods.attribution.gradients import differentiate, edge_scores
+from acdc.methods.attribution.gradients import (
+    Gradients,
+    differentiate,
+    edge_scores,
+    record_run,
+)
 
 if TYPE_CHECKING:
     from acdc.core.loading import LoadedModel
@@ -36,20 +41,31 @@ def edge_attribution(model: LoadedModel, task: Task, common: CommonSettings,
     device = weights.W_E.device
     tensors = task_tensors(task, device, weights.causal, graph.shape)
     targets = metric_targets(task.clean, task.positions, task.answers, task.wrong_answers, device)
-    clean = None
+    metric_of = lambda logits: build_metric(common.metric, logits, targets)  # noqa: E731
+    made: dict[float, Gradients] = {}
+    clean_run = ablated_run = None
     if settings.alphas == (1.0,):  # EAP: the differentiated clean pass is the clean run
-        embedding = forward.embed(weights, tensors.clean)
-        clean = differentiate(weights, graph, embedding, tensors.pos_batch, tensors.pos_index,
-                              lambda logits: build_metric(common.metric, logits, targets),
-                              record=True)
+        made[1.0] = differentiate(weights, graph, forward.embed(weights, tensors.clean),
+                                  tensors.pos_batch, tensors.pos_index, metric_of, record=True)
+        clean_run = made[1.0].recorded
+    elif common.ablation == "corrupt" and 0.0 in settings.alphas:
+        # EAP-IG: the pass at alpha = 0 starts from the corrupted prompts' embedding, so it is
+        # the ablated run; the clean run comes first, for the metric
+        clean_run, clean_logits = record_run(weights, graph, forward.embed(weights, tensors.clean),
+                                             tensors.pos_batch, tensors.pos_index)
+        metric = metric_of(clean_logits)
+        made[0.0] = differentiate(weights, graph, forward.embed(weights, tensors.corrupt),
+                                  tensors.pos_batch, tensors.pos_index, lambda _: metric,
+                                  record=True)
+        ablated_run, made[0.0].recorded = made[0.0].recorded, None
     with torch.no_grad():  # not inference mode: the gradient passes read these tensors
         patched = PatchedModel(weights, graph, tensors.clean, tensors.corrupt, tensors.pos_batch,
                                tensors.pos_index, common.ablation, tensors.lengths,
-                               clean.recorded if clean is not None else None, tensors.groups)
-        metric = build_metric(common.metric, patched.clean_logits, targets)
-    scores = edge_scores(patched, metric, settings.alphas, clean)
-    del clean
-    patched.take_clean_qkv()  # not needed any more
+                               clean_run, tensors.groups, ablated_run)
+        del clean_run, ablated_run
+        metric = metric_of(patched.clean_logits)
+    # takes the passes and the clean q/k/v over
+    scores = edge_scores(patched, metric, settings.alphas, made)
     if settings.per_prompt:
         scores = scores / task.n_prompts
     return scores.tolist(), CircuitMeter(patched, metric)
