@@ -19,6 +19,7 @@ import yaml
 from cli_helpers import error_line, invoke
 from reference_acdc import circuit_metric
 
+from acdc.core import patching
 from acdc.core.architecture import model_shape
 from acdc.core.graph import GraphShape, build_graph
 from acdc.core.loading import LoadedModel
@@ -92,6 +93,36 @@ def test_full_empty_circuit_and_complement_match_the_reference(tiny_models, tiny
         f = (m.circuit.mean - m.empty.mean) / (m.full.mean - m.empty.mean)
         assert m.faithfulness == pytest.approx(f)
     assert evaluator.passes == 2  # the circuit and its complement; full and empty are free
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["one-product-per-copy", "copy-per-head"])
+@pytest.mark.parametrize("name, granularity, ablation", [
+    ("mlp3", "qkv", "corrupt"), ("nonorm2", "qkv", "zero"), ("attn2", "head", "corrupt"),
+    ("llama2", "qkv", "corrupt"), ("gemma2", "qkv", "mean"), ("neox2", "qkv", "corrupt"),
+])
+def test_head_inputs_that_share_a_residual_copy_match_the_reference(
+        tiny_models, tiny_tasks, name, granularity, ablation, grouped, monkeypatch):
+    """Sparse circuits and their complements, where many head inputs of a layer read the same
+    residual copy but not all do: both ways a patched pass projects such copies (one product
+    per distinct copy for large batches, a copy per head for small ones)."""
+    monkeypatch.setattr(patching, "GROUPED_PROJECTION_MIN", 0 if grouped else 2 ** 62)
+    model, tiny = tiny_models[name], tiny_tasks[name]
+    graph = build_graph(model_shape(model.cfg).graph_shape(granularity))
+    evaluator = CircuitEvaluator(loaded(tiny_models, name), as_task(tiny), graph, ablation,
+                                 metrics=["kl"])
+    shared = 0  # layers whose inputs read more than one copy, but at most half as many
+    for seed in range(3):
+        kept = random_kept(graph, seed, p=0.15)
+        result = evaluator.evaluate(kept)
+        for masks in evaluator.patched.head_masks:
+            rows = masks.reshape(-1, masks.shape[-1])
+            distinct = len(torch.unique(rows, dim=0))
+            shared += 1 < distinct <= len(rows) // 2
+        for circuit, spread in ((kept, result.metrics["kl"].circuit),
+                                ([not k for k in kept], result.metrics["kl"].complement)):
+            expected = reference(model, tiny, circuit, graph, "kl", ablation)
+            assert spread.mean == pytest.approx(expected, rel=1e-4, abs=2e-5)
+    assert shared  # the case this test is for occurred
 
 
 def test_reported_signs_make_task_metrics_positive_for_the_model(tiny_models, tiny_tasks):

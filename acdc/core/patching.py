@@ -67,13 +67,16 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph, GraphShape
-from acdc.core.weights import Weights
+from acdc.core.weights import LayerWeights, Weights
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
     from acdc.core.tasks.values import Task
 
 QKV_INDEX = {"q": 0, "k": 1, "v": 2, None: 0}
+# From this many elements in a residual copy, heads reading the same copy are projected with
+# one product per copy instead of from a copy per head (`PatchedModel._head_qkv`).
+GROUPED_PROJECTION_MIN = 2 ** 18
 MEAN_ABLATIONS = ("mean", "mean-positional")
 
 
@@ -236,6 +239,7 @@ class PatchedModel:
 
         # True after a pass that computed the last layer at the metric positions only
         self._last_at_metric = False
+        self._pass_buffer: torch.Tensor | None = None  # `_buffer`
         self._metric_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = (
             [None] * self.n_layers)
 
@@ -288,8 +292,8 @@ class PatchedModel:
             self.ablated = None
             self.ablated_z = [torch.zeros_like(z) for z in self.clean_z]
             self._set_all_masks(0.0)
-            self.ablated_qkv = [forward.qkv(weights.layers[layer], self._head_inputs(layer))
-                                for layer in range(self.n_layers)]
+            self.ablated_qkv = [self._head_qkv(layer) for layer in range(self.n_layers)]
+            self._pass_buffer = None
             self._set_all_masks(1.0)
         self._set_bases(batch, n_pos, d_model)
         self.delta = clean_out if self.ablated is None else clean_out.sub_(self.ablated)  # in place
@@ -352,7 +356,7 @@ class PatchedModel:
         new._edge_slots = [(masks[id(tensor)], index) for tensor, index in self._edge_slots]
         new._mask_groups = None if self._mask_groups is None else [
             (masks[id(tensor)], edges, offsets) for tensor, edges, offsets in self._mask_groups]
-        new.clean_qkv = None
+        new.clean_qkv, new._pass_buffer = None, None
         new.last_qkv, new.last_z = list(self.last_qkv), list(self.last_z)
         new._metric_queries = list(self._metric_queries)
         return new
@@ -407,14 +411,17 @@ class PatchedModel:
         """`logits_from(Stage(0))`, the last layer computed only where the logits read it (the
         module docstring): the same logits, to float rounding."""
         last = self.n_layers - 1
-        for layer in range(last):
-            self.last_qkv[layer] = self._attention(layer)
+        try:
+            for layer in range(last):
+                self.last_qkv[layer] = self._attention(layer)
+                if self.has_mlp:
+                    self._mlp(layer)
+            self.last_qkv[last] = None  # its queries exist at the metric positions only
+            self._attention_at_metric(last)
             if self.has_mlp:
-                self._mlp(layer)
-        self.last_qkv[last] = None  # its queries exist at the metric positions only
-        self._attention_at_metric(last)
-        if self.has_mlp:
-            self._mlp_at_metric(last)
+                self._mlp_at_metric(last)
+        finally:
+            self._pass_buffer = None
         self._last_at_metric = True
         return self._logits()
 
@@ -459,10 +466,13 @@ class PatchedModel:
                                  dtype=self.w.W_E.dtype, device=self.w.W_E.device)
         self.delta[0] = forward.embed(self.w, tokens)
         qkvs = []
-        for layer in range(self.n_layers):
-            qkvs.append(self._attention(layer))
-            if self.has_mlp:
-                self._mlp(layer)
+        try:
+            for layer in range(self.n_layers):
+                qkvs.append(self._attention(layer))
+                if self.has_mlp:
+                    self._mlp(layer)
+        finally:
+            self._pass_buffer = None
         return self.delta, qkvs
 
     def logits_from(self, stage: Stage) -> torch.Tensor:
@@ -472,15 +482,27 @@ class PatchedModel:
             stage = Stage(last)  # the last layer's heads hold their outputs at the metric positions
         if stage.layer <= last:
             self._last_at_metric = False
-        for layer in range(stage.layer, self.n_layers):
-            if not (layer == stage.layer and stage.part == 1):
-                self.last_qkv[layer] = self._attention(layer)
-            if self.has_mlp:
-                self._mlp(layer)
+        try:
+            for layer in range(stage.layer, self.n_layers):
+                if not (layer == stage.layer and stage.part == 1):
+                    self.last_qkv[layer] = self._attention(layer)
+                if self.has_mlp:
+                    self._mlp(layer)
+        finally:
+            self._pass_buffer = None
         return self._logits()
 
-    def _mix(self, mask: torch.Tensor, n_senders: int, at_metric: bool = False
-             ) -> torch.Tensor:
+    def _buffer(self, numel: int) -> torch.Tensor:
+        """`numel` elements of a buffer kept for one pass (released at its end), for the
+        layers' largest intermediate values: allocating that much anew at every layer costs
+        more than the arithmetic that fills it, on a CPU."""
+        buffer = self._pass_buffer
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._pass_buffer = self.delta.new_empty(numel)
+        return buffer[:numel]
+
+    def _mix(self, mask: torch.Tensor, n_senders: int, at_metric: bool = False,
+             into_buffer: bool = False) -> torch.Tensor:
         """mask [..., n_senders] times delta[:n_senders] -> [..., batch, pos, d_model] (at the
         metric positions only: [..., n_positions, d_model]). A positional mask
         [..., groups + 1, n_senders] mixes each group's tokens with its own row.
@@ -493,7 +515,8 @@ class PatchedModel:
         if at_metric:
             delta = delta[:, self.pos_batch, self.pos_index]
         if not self.positional:
-            return self._mix_rows(mask, delta, lambda layer: self._ablated_heads(layer, at_metric))
+            return self._mix_rows(mask, delta, lambda layer: self._ablated_heads(layer, at_metric),
+                                  into_buffer)
         first = mask[..., :1, :]
         if torch.equal(mask, first.expand_as(mask)):  # one row for every group
             return self._mix_rows(first[..., 0, :], delta,
@@ -512,13 +535,19 @@ class PatchedModel:
             out[..., tokens, :] = self._mix_rows(mask[..., g, :], flat[:, tokens], heads)
         return out.view(*lead, *delta.shape[1:])
 
-    def _mix_rows(self, mask: torch.Tensor, delta: torch.Tensor,
-                  ablated_heads) -> torch.Tensor:
+    def _mix_rows(self, mask: torch.Tensor, delta: torch.Tensor, ablated_heads,
+                  into_buffer: bool = False) -> torch.Tensor:
         """mask [..., n] times delta [n, *tokens, d] -> [..., *tokens, d] (see `_mix`);
         `ablated_heads(layer)` is a layer's ablated head sum at those tokens."""
         n_senders = delta.shape[0]
         if not self.post_norm:
-            flat = mask.reshape(-1, n_senders) @ delta.reshape(n_senders, -1)
+            rows = mask.reshape(-1, n_senders)
+            flat_delta = delta.reshape(n_senders, -1)
+            if into_buffer:
+                flat = torch.mm(rows, flat_delta, out=self._buffer(len(rows) * flat_delta.shape[1]
+                                                                 ).view(len(rows), -1))
+            else:
+                flat = rows @ flat_delta
             return flat.view(*mask.shape[:-1], *delta.shape[1:])
         rows = mask.reshape(-1, n_senders)
         linear = rows.clone()
@@ -546,35 +575,98 @@ class PatchedModel:
         heads = self.ablated_head_sums[layer]
         return heads[self.pos_batch, self.pos_index] if at_metric else heads
 
-    def _head_inputs(self, layer: int, masks: torch.Tensor | None = None,
-                     at_metric: bool = False) -> torch.Tensor:
-        """Every head input's residual copy, normalised: [n_inputs, n_heads, batch, pos, d].
-        Mixed and normalised once per distinct mask: one residual for all when every mask is
-        the same ([1, 1, batch, pos, d]: the recorded runs, as in a plain forward pass), one per
-        distinct mask when at most half are distinct (most inputs of a sparse circuit read no
-        sender, so their copies are all the same). `masks`: some of the layer's inputs' masks
-        (default all); `at_metric`: at the metric positions only ([..., n_positions, d])."""
+    def _head_qkv(self, layer: int, masks: torch.Tensor | None = None, at_metric: bool = False,
+                  parts: tuple[int, ...] = (0, 1, 2)) -> torch.Tensor:
+        """The `parts` of q, k, v (0, 1, 2) of every head from its patched input:
+        [len(parts), n_heads, batch, pos, d_head] (at the metric positions only:
+        [len(parts), n_heads, n_positions, d_head]). `masks`: those parts' input masks
+        [len(parts), n_heads, *row], or [1, n_heads, *row] when one input per head feeds all
+        its parts (default: the layer's).
+
+        Inputs are mixed once per distinct mask. While every mask is the same (the recorded
+        runs) one residual copy is normalised and projected for every head, as in a plain
+        forward pass. Otherwise the distinct copies are mixed into one buffer and normalised
+        in place, the norm's weight and bias folded into the projections, and each copy is
+        projected once for all the heads reading it: no copy per head, no new buffer per layer
+        (most inputs of a sparse circuit, or of its complement, read the same copy)."""
         lw = self.w.layers[layer]
         n_senders = self.graph.senders_before(layer)
         masks = self.head_masks[layer] if masks is None else masks
-        row = masks.shape[2:]  # [senders], or [groups + 1, senders]
-        distinct, which = torch.unique(masks.reshape(-1, row.numel()), dim=0, return_inverse=True)
-        mixed = distinct.view(-1, *row) if 2 * len(distinct) <= len(which) else masks
+        n_in, row = masks.shape[0], masks.shape[2:]
+        flat = masks.reshape(-1, row.numel())
+        distinct, which = torch.unique(flat, dim=0, return_inverse=True)
         base = self.base_heads[layer]
         if at_metric:
             base = base[self.pos_batch, self.pos_index]
-        x = norm(base + self._mix(mixed, n_senders, at_metric),
-                 lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-        if mixed is masks:
-            return x
         if len(distinct) == 1:
-            return x[None]  # [1, 1, batch, pos, d]: shared by every head input
-        return x.index_select(0, which).view(*masks.shape[:2], *x.shape[1:])
+            x = norm(base + self._mix(distinct.view(1, *row), n_senders, at_metric),
+                     lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
+            return _project(lw, x[None], parts)
+        copies = distinct if 2 * len(distinct) <= len(which) else flat
+        x = self._mix(copies.view(-1, *row), n_senders, at_metric, into_buffer=True)
+        x += base
+        self._normalise_(x)
+        tokens, d_model = x.shape[1:-1], x.shape[-1]
+        n_tokens = tokens.numel()
+        grouped = copies is not flat and n_tokens * d_model >= GROUPED_PROJECTION_MIN
+        W, b = self._folded_projections(lw, parts, shared=n_in == 1, inputs_first=not grouped)
+        if not grouped:  # one batched product over a copy per input
+            if copies is not flat:
+                x = x.view(-1, n_tokens, d_model).index_select(0, which)
+            out = torch.baddbmm(b[:, None], x.view(len(which), n_tokens, d_model), W)
+        else:  # one product per copy, for all the inputs reading it
+            width = W.shape[-1]
+            out = x.new_empty(len(which), n_tokens, width)
+            order = torch.argsort(which, stable=True)
+            start = 0
+            for copy_index, count in enumerate(torch.bincount(which).tolist()):
+                inputs = order[start:start + count]
+                start += count
+                wide = W.index_select(1, inputs).view(d_model, count * width)
+                bias = b.index_select(0, inputs).view(1, count * width)
+                projected = torch.addmm(bias, x[copy_index].view(n_tokens, d_model), wide)
+                out[inputs] = projected.view(n_tokens, count, width).transpose(0, 1)
+        if n_in == 1 and len(parts) > 1:  # [heads, tokens, parts * d_head]
+            out = out.view(self.n_heads, n_tokens, len(parts), -1).permute(2, 0, 1, 3)
+        return out.reshape(len(parts), self.n_heads, *tokens, -1)
+
+    def _normalise_(self, x: torch.Tensor) -> None:
+        """The model's norm without its weight and bias, in place on x [..., d_model]: centred
+        (LayerNorm) and divided by its root mean square."""
+        kind = self.w.normalization
+        if kind is None:
+            return
+        if kind in ("LN", "LNPre"):
+            x.sub_(x.mean(-1, keepdim=True))
+        scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        x.mul_(scale.add_(self.w.eps).rsqrt_())
+
+    def _folded_projections(self, lw: LayerWeights, parts: tuple[int, ...], shared: bool,
+                            inputs_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `parts` of the layer's q/k/v projections with the attention norm's weight and
+        bias folded in (for x_hat normalised without them, x_hat @ W + b is norm(x) @ W_Q + b_Q,
+        and likewise for k and v), one set per head input: weights [inputs, d_model, width]
+        (`inputs_first`; else [d_model, inputs, width]) and biases [inputs, width]. Inputs: the
+        heads of each part in turn, width d_head; `shared` (one input per head feeding all its
+        parts): the heads, width len(parts) * d_head."""
+        chosen = [forward.projections(lw)[part] for part in parts]
+        if inputs_first:
+            blocks = [W for W, _ in chosen]
+        else:
+            blocks = [W.transpose(0, 1) for W, _ in chosen]
+        along = -1 if shared else (0 if inputs_first else 1)
+        W = torch.cat(blocks, along)
+        b = torch.cat([b for _, b in chosen], -1 if shared else 0)
+        if self.w.normalization in ("LN", "RMS") and lw.ln1_w is not None:
+            if lw.ln1_b is not None:
+                b = b + torch.tensordot(lw.ln1_b, W, dims=([0], [1 if inputs_first else 0]))
+            W.mul_(lw.ln1_w[:, None] if inputs_first else lw.ln1_w[:, None, None])
+        return W, b
 
     def _attention(self, layer: int) -> torch.Tensor:
         """Every head of `layer` from its patched inputs; returns the q/k/v it used."""
         lw = self.w.layers[layer]
-        qkv = forward.qkv(lw, self._head_inputs(layer))
+        qkv = self._head_qkv(layer)
         if self.ablated_qkv is not None:
             direct = self.direct_masks[layer]
             if self.positional:  # [3, heads, groups + 1] -> each token's [3, heads, b, p, 1]
@@ -590,13 +682,15 @@ class PatchedModel:
         self.last_z[layer] = z[:, self.pos_batch, self.pos_index]
         if self._full_z is not None:
             self._full_z.append(z)
-        out = forward.head_outputs(lw, z)
-        heads = out.shape[0]
-        first = self.graph.sender_of_head(layer, 0)
-        if self.ablated is None:
-            self.delta[first:first + heads] = out
+        heads = self.head_senders[layer]
+        out = self.delta[heads]
+        if out.is_contiguous():  # written where it is kept: no new buffer per layer
+            torch.bmm(z.reshape(z.shape[0], -1, z.shape[-1]), lw.W_O,
+                      out=out.view(z.shape[0], -1, out.shape[-1]))
         else:
-            self.delta[first:first + heads] = out - self.ablated[first:first + heads]
+            out.copy_(forward.head_outputs(lw, z))
+        if self.ablated is not None:
+            out.sub_(self.ablated[heads])
         return qkv
 
     def _attention_at_metric(self, layer: int) -> None:
@@ -605,18 +699,10 @@ class PatchedModel:
         lw, w = self.w.layers[layer], self.w
         masks = self.head_masks[layer]
         at_b, at_p = self.pos_batch, self.pos_index
-        if self.n_inputs == 3:
-            q_in = self._head_inputs(layer, masks[:1], at_metric=True)[0]
-            kv_in = self._head_inputs(layer, masks[1:])
-            k_in, v_in = kv_in[0], kv_in[-1]
-        else:  # one input per head feeds its q, k and v
-            k_in = v_in = self._head_inputs(layer)[0]
-            q_in = k_in[:, at_b, at_p]
-        (W_Q, b_Q), (W_K, b_K), (W_V, b_V) = forward.projections(lw)
-        q = torch.matmul(q_in, W_Q) + b_Q[:, None, :]  # [heads, n_positions, d_head]
-        batch, n_pos, d_model = k_in.shape[-3:]
-        k, v = ((torch.matmul(x.reshape(-1, batch * n_pos, d_model), W) + b[:, None, :]).view(
-            W.shape[0], batch, n_pos, -1) for x, W, b in ((k_in, W_K, b_K), (v_in, W_V, b_V)))
+        q_masks, kv_masks = (masks[:1], masks[1:]) if self.n_inputs == 3 else (masks, masks)
+        q = self._head_qkv(layer, q_masks, at_metric=True, parts=(0,))[0]  # [heads, n_pos., d_h]
+        k, v = self._head_qkv(layer, kv_masks, parts=(1, 2))  # [heads, batch, pos, d_head]
+        batch = k.shape[1]
         if self.ablated_qkv is not None:
             direct, ablated = self.direct_masks[layer], self.ablated_qkv[layer]
             if self.positional:  # [3, heads, groups + 1] -> each token's
@@ -638,8 +724,7 @@ class PatchedModel:
         z = forward.attend(queries, k, v, w.attn_scale, mask, w.attn_soft_cap)[:, at_b, slot]
         self.last_z[layer] = z
         out = torch.bmm(z, lw.W_O)  # [heads, n_positions, d_model]
-        first = self.graph.sender_of_head(layer, 0)
-        heads = slice(first, first + out.shape[0])
+        heads = self.head_senders[layer]
         if self.ablated is not None:
             out = out - self.ablated[heads][:, at_b, at_p]
         self.delta[heads, at_b, at_p] = out
@@ -690,6 +775,20 @@ class PatchedModel:
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
             delta.shape[1:])
         return forward.unembed(self.w, x)
+
+
+def _project(lw: LayerWeights, x: torch.Tensor, parts: tuple[int, ...]) -> torch.Tensor:
+    """The `parts` of q, k, v of every head from one normalised input x [1, 1, *tokens, d_model]
+    read by all of them: [len(parts), n_heads, *tokens, d_head], one product per part with the
+    heads as the batch (`forward.qkv`'s arithmetic)."""
+    tokens, d_model = x.shape[2:-1], x.shape[-1]
+    projections = forward.projections(lw)
+    out = []
+    for part in parts:
+        W, b = projections[part]
+        out.append((torch.matmul(x[0].reshape(-1, tokens.numel(), d_model), W)
+                    + b[:, None, :]).view(W.shape[0], *tokens, -1))
+    return torch.stack(out)
 
 
 def _members(groups: torch.Tensor, n: int) -> list[torch.Tensor | None]:
