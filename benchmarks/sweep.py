@@ -15,8 +15,9 @@ For each bundled task whose model is present, and each threshold of the grid (de
   records once, then per threshold a copy of the recordings, the search, the files, and the
   evaluation of the circuit for every metric, which the separate runs do not do).
 
-The ratio is the sweep's wall time over the sum of the separate runs' wall times (the target
-for the 13-point sweep on `ioi`: at most 0.6). "same decisions" checks that every threshold's
+The ratio is the sweep's wall time over the sum of the separate runs' wall times. "edge tests
+if shared" counts what a sweep that searched every threshold side by side could save: one test
+per distinct history of decisions at each step. "same decisions" checks that every threshold's
 decision log is byte for byte the separate run's. Separate runs and sweeps alternate task by
 task, so that a change in the machine's load affects both.
 """
@@ -71,12 +72,30 @@ def bench_task(name: str, grid: str, work: Path, jobs: int) -> dict:
                (discover_dir / run_dir_name(t) / "decisions.jsonl").read_bytes()
                for t in thresholds)
     record = json.loads((sweep_dir / "sweep.json").read_text())
+    tests, shared_tests = shared_edge_tests([sweep_dir / run_dir_name(t) for t in thresholds])
     return {"task": name, "grid": grid, "thresholds": len(thresholds), "jobs": jobs,
             "separate_s": separate, "separate_total_s": sum(separate),
             "sweep_s": swept, "ratio": swept / sum(separate), "same_decisions": same,
             "edges_kept": [r["n_edges_kept"] for r in record["runs"]],
             "n_edges_total": record["n_edges_total"],
-            "search_s": sum(r["runtime_s"] for r in record["runs"])}
+            "search_s": sum(r["runtime_s"] for r in record["runs"]),
+            "edge_tests": tests, "edge_tests_shared": shared_tests}
+
+
+def shared_edge_tests(run_dirs: list[Path]) -> tuple[int, int]:
+    """The edge tests of the thresholds' searches, and how many would remain if the searches
+    ran side by side and shared every test they make in the same state: thresholds share a
+    search until their first different decision (the state then differs), so at each step a
+    test is needed once per distinct history of decisions (from each decisions.jsonl)."""
+    runs = []
+    for run_dir in run_dirs:
+        lines = [json.loads(line) for line in
+                 (run_dir / "decisions.jsonl").read_text().splitlines()[1:]]
+        runs.append([(line["edge"], line["kept"]) for line in lines if "edge" in line])
+    shared = 0
+    for step in range(max(len(run) for run in runs)):
+        shared += len({(tuple(run[:step]), run[step][0]) for run in runs if step < len(run)})
+    return sum(len(run) for run in runs), shared
 
 
 def markdown(report: dict) -> str:
@@ -84,7 +103,7 @@ def markdown(report: dict) -> str:
              f"({report['machine']}, {report['cpus']} CPUs, {report['date']})", "",
              "| task | grid | thresholds | edges kept (largest to smallest tau) | separate "
              "`discover` runs (sum) | one `sweep` | sweep / separate | searches alone | "
-             "same decisions |", "|---|---|---|---|---|---|---|---|---|"]
+             "edge tests if shared | same decisions |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["tasks"]:
         kept = row["edges_kept"]
         lines.append(
@@ -92,7 +111,12 @@ def markdown(report: dict) -> str:
             f"{kept[0]} of {row['n_edges_total']} | {row['separate_total_s']:.1f} s "
             f"({min(row['separate_s']):.1f}-{max(row['separate_s']):.1f} s each) | "
             f"{row['sweep_s']:.1f} s | {row['ratio']:.2f} | {row['search_s']:.1f} s | "
+            f"{row['edge_tests_shared']} of {row['edge_tests']} | "
             f"{'yes' if row['same_decisions'] else 'NO'} |")
+    lines += ["", "Edge tests if shared: the searches' edge tests if the thresholds ran side by "
+              "side and shared each test made in the same state (a threshold's state departs from "
+              "the others' at its first different decision), against the tests the separate "
+              "searches make (from the runs' decision logs)."]
     return "\n".join(lines) + "\n"
 
 
