@@ -36,9 +36,12 @@ MLP at the metric positions only (its keys and values still at every token). Tha
 the last layer's outputs at the other tokens as an earlier pass left them, so the next
 `logits_from` that starts inside the last layer starts at its attention instead.
 
-Heads get one residual copy per q/k/v input (or one per head at head granularity); LayerNorm is
-recomputed on each copy. While every mask holds the same value (the recorded clean and
-corrupted runs) one copy per layer serves them all. Head outputs are `z @ W_O` per head (a
+Heads get one residual copy per distinct q/k/v input mask (or per head's, at head granularity),
+normalised on each copy, and each copy is projected once for all the heads that read it. While
+every mask holds the same value (the recorded clean and corrupted runs) one copy per layer
+serves them all, normalised and projected as in a plain forward pass; otherwise the copies are
+centred and scaled in one reused buffer, with the norm's weight and bias folded into the
+projections (the same values to float rounding). Head outputs are `z @ W_O` per head (a
 batched product, never TransformerLens' `use_attn_result` broadcast). The arithmetic itself
 (norms, projections, attention, MLP, unembedding) is `forward.py`'s; this module decides what
 each receiver reads.
