@@ -396,9 +396,8 @@ class IncrementalPatcher:
                 continue  # a removed direct edge: this input is not read
             everywhere = all_positions or inputs != (0,)
             x = self._input_for(rid, everywhere, t)
-            x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-            for i in inputs:
-                value = forward.head_qkv(lw, x, i, head)
+            for i, value in zip(inputs, forward.normed_head_qkv(self.w, lw, x, inputs, head),
+                                strict=True):
                 if i == 0 and everywhere and not all_positions:
                     value = value[..., self.pos_batch, self.pos_index, :]
                 elif i > 0:  # keys and values are read from the first position on
@@ -688,17 +687,18 @@ class IncrementalPatcher:
 
     def _layer_term(self, rid: int, layer: int, all_positions: bool
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The committed sum of a layer's heads as a receiver reads it (`_head_sum`) and what
-        it adds to the receiver's input, `attention_out` of it: kept (per `_layer_key`, the
-        least recently used dropped first when the budget is full) until one of those heads
-        changes (`_forget_layer_terms`)."""
+        """The committed sum of a layer's heads as a receiver reads it (`_head_sum`) plus `b_O`,
+        and what it adds to the receiver's input, its norm (`forward.attention_out`): kept (per
+        `_layer_key`, the least recently used dropped first when the budget is full) until one
+        of those heads changes (`_forget_layer_terms`)."""
         key = self._layer_key(rid, layer, all_positions)
         cached = self.layer_terms.pop(key, None)
         if cached is not None:
             self.layer_terms[key] = cached  # the most recently used last
             return cached
-        total = self._head_sum(rid, layer, all_positions)
-        term = forward.attention_out(self.w, self.w.layers[layer], total)
+        lw = self.w.layers[layer]
+        total = self._head_sum(rid, layer, all_positions) + lw.b_O
+        term = norm(total, lw.ln1_post_w, lw.ln1_post_b, self.w.normalization, self.w.eps)
         size = 2 * term.numel() * term.element_size()
         if total.shape == term.shape and size <= LAYER_TERM_CACHE_BYTES:
             while self.layer_term_bytes + size > LAYER_TERM_CACHE_BYTES:
@@ -768,9 +768,7 @@ class IncrementalPatcher:
             else:
                 x = x + change
         for layer, change in sorted(head_changes.items()):
-            lw = self.w.layers[layer]
-            committed, term = self._layer_term(rid, layer, all_positions)
-            x = x + (forward.attention_out(self.w, lw, committed + change) - term)
+            x = x + self._normalised_change(rid, layer, all_positions, change)
         for layer in sorted(changed_layers):
             assert t is not None  # a layer changes tentatively only with changes
             x = x + self._term_change(rid, layer, all_positions, t)
@@ -778,9 +776,8 @@ class IncrementalPatcher:
 
     def _term_change(self, rid: int, layer: int, all_positions: bool, t: _Tentative
                      ) -> torch.Tensor:
-        """`attention_out(S + change) - attention_out(S)` for a receiver's committed sum S of a
-        layer's heads and the tentative change of those it keeps: once per evaluation and
-        `_layer_key` (the receivers with one key read one change)."""
+        """`_normalised_change` by the tentative change of the heads of a layer a receiver
+        keeps: once per evaluation and `_layer_key` (the receivers with one key read one)."""
         key = self._layer_key(rid, layer, all_positions)
         cached = t.term_changes.get(key)
         if cached is not None:
@@ -791,10 +788,24 @@ class IncrementalPatcher:
                 part = self._weighted(self._change(t, s, all_positions), rid, s, all_positions)
                 change = part if change is None else change + part
         assert change is not None  # a head of the layer changed
-        committed, term = self._layer_term(rid, layer, all_positions)
-        difference = forward.attention_out(self.w, self.w.layers[layer], committed + change) - term
+        difference = self._normalised_change(rid, layer, all_positions, change)
         t.term_changes[key] = difference
         return difference
+
+    def _normalised_change(self, rid: int, layer: int, all_positions: bool,
+                           change: torch.Tensor) -> torch.Tensor:
+        """`norm(S + change) - norm(S)` for S the committed sum (with `b_O`) of a layer's heads
+        as a receiver reads it: with RMSNorm, in place over one fresh tensor
+        (`forward.rms_inverse`)."""
+        lw, kind = self.w.layers[layer], self.w.normalization
+        biased, term = self._layer_term(rid, layer, all_positions)
+        if kind not in ("RMS", "RMSPre"):
+            return norm(biased + change, lw.ln1_post_w, lw.ln1_post_b, kind, self.w.eps) - term
+        x = biased + change
+        x.mul_(forward.rms_inverse(x, self.w.eps))
+        if kind == "RMS" and lw.ln1_post_w is not None:
+            x.mul_(lw.ln1_post_w)
+        return x.sub_(term)
 
     def _senders_read(self, rid: int) -> int:
         """How many senders (a prefix of the graph's order) a receiver reads."""
