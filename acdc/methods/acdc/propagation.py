@@ -363,7 +363,8 @@ class IncrementalPatcher:
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
         if self.ablated is not None:
             ablated = self.ablated[node]
-            out = out - (ablated if all_positions else ablated[self.pos_batch, self.pos_index])
+            out = out.sub_(ablated if all_positions  # out: a fresh [k, ...] tensor
+                           else ablated[self.pos_batch, self.pos_index])
         t.delta[node] = out
 
     def _input_for(self, rid: int, all_positions: bool, t: _Tentative) -> torch.Tensor:
@@ -738,13 +739,14 @@ class IncrementalPatcher:
         """A receiver's input under post-sublayer norms with the tentative changes of `t` (or,
         for the receiver under test, its edges dropped: `dropped` maps their senders to the
         candidates' coefficients [k]; at the tokens of `dropped_group` only, when given). A
-        non-head sender's change adds; a layer whose heads
-        changed replaces its term, `norm(S + change) - norm(S)` with S the committed sum this
-        receiver reads. [k, ...] when anything changed, else the committed input."""
+        non-head sender's change adds; a layer whose heads changed replaces its term,
+        `norm(S + change) - norm(S)` with S the committed sum this receiver reads. [k, ...]
+        when anything changed, else the committed input."""
         x = self._committed_input(rid)
         dropped = dropped or {}
         head_changes: dict[int, torch.Tensor] = {}
         changed_layers: set[int] = set()
+        terms: list[torch.Tensor] = []  # what x adds
         for s in sorted(self.kept_in[rid]):
             sender = self.graph.senders[s]
             if s in dropped:  # the receiver under test: nothing tentative yet
@@ -766,12 +768,14 @@ class IncrementalPatcher:
                 head_changes[layer] = (change if layer not in head_changes
                                        else head_changes[layer] + change)
             else:
-                x = x + change
+                terms.append(change)
         for layer, change in sorted(head_changes.items()):
-            x = x + self._normalised_change(rid, layer, all_positions, change)
+            terms.append(self._normalised_change(rid, layer, all_positions, change))
         for layer in sorted(changed_layers):
             assert t is not None  # a layer changes tentatively only with changes
-            x = x + self._term_change(rid, layer, all_positions, t)
+            terms.append(self._term_change(rid, layer, all_positions, t))
+        for i, term in enumerate(terms):  # into one fresh tensor
+            x = x + term if i == 0 or term.shape != x.shape else x.add_(term)
         return x
 
     def _term_change(self, rid: int, layer: int, all_positions: bool, t: _Tentative
