@@ -378,7 +378,10 @@ class Unembedding:
         if self.kind is None:
             return soft_cap(projected + self.c, self.cap)
         inverse_scale = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
-        return soft_cap(torch.addcmul(self.c, projected, inverse_scale), self.cap)
+        logits = torch.addcmul(self.c, projected, inverse_scale)
+        if self.cap > 0:  # `soft_cap` in place: vocabulary-wide, no new tensor
+            logits.div_(self.cap).tanh_().mul_(self.cap)
+        return logits
 
 
 # --------------------------------------------------------------------------- the plain forward
