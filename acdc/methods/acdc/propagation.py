@@ -55,6 +55,7 @@ LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
 STACKED_SUM_MIN = 3  # changed senders of one receiver from which they are summed as a product
 STACKED_SUM_SPAN = 2  # ... while their rows of the stack span at most this many rows per sender
+TERM_CHANGE_BYTES = 128 * 2**20  # an evaluation's shared post-norm term changes, kept till it ends
 THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's
 
 
@@ -81,6 +82,7 @@ class _Tentative:
     reach: int = 0
     # post-sublayer norms: per `_layer_key`, a layer term's tentative change (`_term_change`)
     term_changes: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    term_change_bytes: int = 0
     generation: int = 0  # the evaluation that made it (the stacks are reused by the next one)
 
     @property
@@ -793,7 +795,10 @@ class IncrementalPatcher:
                 change = part if change is None else change + part
         assert change is not None  # a head of the layer changed
         difference = self._normalised_change(rid, layer, all_positions, change)
-        t.term_changes[key] = difference
+        size = difference.numel() * difference.element_size()
+        if t.term_change_bytes + size <= TERM_CHANGE_BYTES:
+            t.term_changes[key] = difference
+            t.term_change_bytes += size
         return difference
 
     def _normalised_change(self, rid: int, layer: int, all_positions: bool,
