@@ -2,7 +2,7 @@
 an edge test spends its time on; the figures to report come from `benchmark.py`.
 
     python benchmarks/profile_edge_test.py [--family llama|gemma2] [--layers logits 9 5 2]
-    python benchmarks/profile_edge_test.py --family gemma2 --against main
+    python benchmarks/profile_edge_test.py --family gemma2 --against main [--layers 8 4]
 
 Walks the ACDC order with the decisions of `benchmark.py`'s random sparse circuit (the same
 seed, batch and shape). By default, at the first live receiver of each layer asked for, it runs
@@ -13,7 +13,8 @@ a few edge tests under `torch.profiler` and prints the operators that took most 
 process: two patched models of the same circuit, and at every live receiver the same few tests
 timed with each, alternately (the machine's speed drifts; each pair is timed side by side).
 Prints each layer's time per test with both and their ratio, and the ratio of the whole run's
-tests (each receiver weighted by its incoming edges, as `benchmark.py` projects a run).
+tests (each receiver weighted by its incoming edges, as `benchmark.py` projects a run; of the
+layers asked for, with `--layers`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def engine_at(revision: str) -> type:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(FAMILY_SHAPES))
-    parser.add_argument("--layers", nargs="*", default=["logits", "10", "8", "4", "1"])
+    parser.add_argument("--layers", nargs="*",
+                        help="receiver layers (or logits) to profile (default: logits 10 8 4 1) "
+                             "or, with --against, to time (default: every one)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seq", type=int, default=15)
     parser.add_argument("--tests", type=int, default=3)
@@ -77,7 +80,8 @@ def main() -> None:
     clean = torch.randint(0, 50257, (args.batch, args.seq))
     corrupt = torch.randint(0, 50257, (args.batch, args.seq))
     graph = build_graph(model_shape(model.cfg).graph_shape("qkv"))
-    wanted = {a if a == "logits" else int(a) for a in args.layers}
+    layers = args.layers or (["logits", "10", "8", "4", "1"] if args.against is None else [])
+    wanted = {a if a == "logits" else int(a) for a in layers}
     engines = [IncrementalPatcher] if args.against is None else [engine_at(args.against),
                                                                   IncrementalPatcher]
     with torch.inference_mode():
@@ -101,7 +105,8 @@ def main() -> None:
             key = "logits" if node == "logits" else layer
             live = node == "logits" or node in sources
             profiled = args.against is None and key in wanted and key not in done
-            if live and edges[0].kind == "residual" and (profiled or args.against):
+            timing = args.against is not None and (not wanted or key in wanted)
+            if live and edges[0].kind == "residual" and (profiled or timing):
                 if synced != layer:
                     for incremental in patchers:
                         incremental.resync()

@@ -103,6 +103,54 @@ def test_incremental_engine_equals_full_recompute_on_the_families(family, granul
     assert fast.results["metric_noise"] < 1e-5 * max(1.0, abs(fast.metric_circuit))
 
 
+@pytest.mark.parametrize("budget", [256 * 2**20, 50_000])
+def test_post_norm_layer_terms_shared_and_evicted(budget, monkeypatch):
+    """Post-sublayer norms: the committed layer terms are kept per (layer, positions, heads
+    kept), and a term's tentative change is made once per evaluation for every receiver with
+    that key (both taken, counted); with a budget of about two terms, the least recently used
+    are dropped (counted). The full engine's decisions and scores either way."""
+    from acdc.methods.acdc import propagation
+
+    monkeypatch.setattr(propagation, "LAYER_TERM_CACHE_BYTES", budget)
+    counts = {"shared": 0, "kept": 0, "dropped": 0, "making": 0}
+    term_change = propagation.IncrementalPatcher._term_change
+    layer_term = propagation.IncrementalPatcher._layer_term
+    drop = propagation.IncrementalPatcher._drop_layer_term
+
+    def counted_change(self, rid, layer, all_positions, t):
+        counts["shared"] += self._layer_key(rid, layer, all_positions) in t.term_changes
+        return term_change(self, rid, layer, all_positions, t)
+
+    def counted_term(self, rid, layer, all_positions):
+        counts["kept"] += self._layer_key(rid, layer, all_positions) in self.layer_terms
+        counts["making"] = 1
+        try:
+            return layer_term(self, rid, layer, all_positions)
+        finally:
+            counts["making"] = 0
+
+    def counted_drop(self, key):
+        counts["dropped"] += counts["making"]  # for room, not because a head changed
+        return drop(self, key)
+
+    monkeypatch.setattr(propagation.IncrementalPatcher, "_term_change", counted_change)
+    monkeypatch.setattr(propagation.IncrementalPatcher, "_layer_term", counted_term)
+    monkeypatch.setattr(propagation.IncrementalPatcher, "_drop_layer_term", counted_drop)
+    model = build_model(FAMILY_CONFIGS["gemma2"], seed=7)
+    randomize(model, seed=7, gain=1.2)
+    loaded = LoadedModel("gemma2", extract_weights(model), None, model_shape(model.cfg))
+    task = task_of(3, "kl")
+    common = CommonSettings("kl", "corrupt", "qkv")
+    fast = run_acdc(loaded, task, common, AcdcSettings(0.001))  # dense: many keys shared
+    full = run_acdc(loaded, task, common, AcdcSettings(0.001, engine="full"))
+    assert counts["shared"] > 0 and counts["kept"] > 0
+    assert (counts["dropped"] > 0) == (budget < 2**20)
+    assert 0 < fast.n_edges_kept < len(fast.graph.edges)
+    assert fast.kept == full.kept
+    fast_scores, full_scores, _ = scores_of_tested(fast, full)
+    assert torch.allclose(fast_scores, full_scores, atol=1e-5)
+
+
 @pytest.mark.parametrize("normalization", ["LN", "LNPre", "RMS", None])
 @pytest.mark.parametrize("candidates", [1, 6])
 def test_low_rank_unembedding_and_candidates_change_nothing(normalization, candidates, monkeypatch):

@@ -117,6 +117,14 @@ def norm_scale(x: torch.Tensor, kind: str | None, eps: float, out: torch.Tensor 
     return inverse, torch.mul(x, inverse, out=out)
 
 
+def rms_inverse(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / RMS of x over the last dimension, `[..., 1]`: RMSNorm's scale (`norm` with kind
+    "RMS" is `x * rms_inverse(x) * w`, the same to rounding) from one reduction over x, where
+    the fused kernel makes a squared copy of x first."""
+    return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+                       .div_(x.shape[-1]).add_(eps))
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -189,6 +197,26 @@ def head_qkv(lw: LayerWeights, x: torch.Tensor, i: int, head: int) -> torch.Tens
     """One head's query (i = Q), key (K) or value (V) from its normalised input x [..., d_model]."""
     W, b = projections(lw)[i]
     return x @ W[head] + b[head]
+
+
+def normed_head_qkv(w: Weights, lw: LayerWeights, x: torch.Tensor, inputs: tuple[int, ...],
+                    head: int) -> list[torch.Tensor]:
+    """`head_qkv` of `norm(x)` (the layer's first norm) for each of `inputs` (Q, K, V), from
+    the un-normalised input x [..., d_model]. With RMSNorm the norm's weight is folded into
+    the head's d_model x d_head projection and its scale multiplies the d_head-wide product:
+    of the d_model-wide passes over x only the scale's reduction is left (the same values to
+    rounding)."""
+    if w.normalization not in ("RMS", "RMSPre"):
+        x = norm(x, lw.ln1_w, lw.ln1_b, w.normalization, w.eps)
+        return [head_qkv(lw, x, i, head) for i in inputs]
+    inverse = rms_inverse(x, w.eps)
+    out = []
+    for i in inputs:
+        W, b = projections(lw)[i]
+        W = W[head] if w.normalization == "RMSPre" or lw.ln1_w is None else (
+            lw.ln1_w[:, None] * W[head])
+        out.append(torch.addcmul(b[head], x @ W, inverse))
+    return out
 
 
 def rotate(w: Weights, lw: LayerWeights, x: torch.Tensor, positions: torch.Tensor
@@ -350,7 +378,10 @@ class Unembedding:
         if self.kind is None:
             return soft_cap(projected + self.c, self.cap)
         inverse_scale = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
-        return soft_cap(torch.addcmul(self.c, projected, inverse_scale), self.cap)
+        logits = torch.addcmul(self.c, projected, inverse_scale)
+        if self.cap > 0:  # `soft_cap` in place: vocabulary-wide, no new tensor
+            logits.div_(self.cap).tanh_().mul_(self.cap)
+        return logits
 
 
 # --------------------------------------------------------------------------- the plain forward

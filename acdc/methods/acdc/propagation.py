@@ -55,6 +55,7 @@ LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
 STACKED_SUM_MIN = 3  # changed senders of one receiver from which they are summed as a product
 STACKED_SUM_SPAN = 2  # ... while their rows of the stack span at most this many rows per sender
+TERM_CHANGE_BYTES = 128 * 2**20  # an evaluation's shared post-norm term changes, kept till it ends
 THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's
 
 
@@ -79,6 +80,9 @@ class _Tentative:
     rows: dict[tuple[int, bool], int] = field(default_factory=dict)
     used: dict[bool, int] = field(default_factory=dict)
     reach: int = 0
+    # post-sublayer norms: per `_layer_key`, a layer term's tentative change (`_term_change`)
+    term_changes: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    term_change_bytes: int = 0
     generation: int = 0  # the evaluation that made it (the stacks are reused by the next one)
 
     @property
@@ -170,9 +174,10 @@ class IncrementalPatcher:
         # every commit so that a test re-sums nothing; bounded, recomputed when evicted.
         self.inputs: dict[int, torch.Tensor] = {}
         self.input_bytes = 0
-        # Post-sublayer norms: per (receiver, layer, positions) the committed sum of the layer's
-        # heads the receiver reads and its normalised term (`_layer_term`); bounded apart.
-        self.layer_terms: dict[tuple[int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        # Post-sublayer norms: per `_layer_key` (layer, positions, heads kept) the committed sum
+        # of the layer's heads a receiver reads and its normalised term (`_layer_term`), least
+        # recently used first; bounded apart.
+        self.layer_terms: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.layer_term_bytes = 0
         # The low-rank unembedding pays off when the plain one is a large product; half
         # precision would accumulate rounding in P over many commits, so it is float32+ only.
@@ -360,7 +365,8 @@ class IncrementalPatcher:
             out = self._head(node, sender.layer, sender.head, changed_inputs, all_positions, t)
         if self.ablated is not None:
             ablated = self.ablated[node]
-            out = out - (ablated if all_positions else ablated[self.pos_batch, self.pos_index])
+            out = out.sub_(ablated if all_positions  # out: a fresh [k, ...] tensor
+                           else ablated[self.pos_batch, self.pos_index])
         t.delta[node] = out
 
     def _input_for(self, rid: int, all_positions: bool, t: _Tentative) -> torch.Tensor:
@@ -393,9 +399,8 @@ class IncrementalPatcher:
                 continue  # a removed direct edge: this input is not read
             everywhere = all_positions or inputs != (0,)
             x = self._input_for(rid, everywhere, t)
-            x = norm(x, lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-            for i in inputs:
-                value = forward.head_qkv(lw, x, i, head)
+            for i, value in zip(inputs, forward.normed_head_qkv(self.w, lw, x, inputs, head),
+                                strict=True):
                 if i == 0 and everywhere and not all_positions:
                     value = value[..., self.pos_batch, self.pos_index, :]
                 elif i > 0:  # keys and values are read from the first position on
@@ -673,33 +678,52 @@ class IncrementalPatcher:
             x = x + self._layer_term(rid, layer, all_positions)[1]
         return x
 
+    def _layer_key(self, rid: int, layer: int, all_positions: bool) -> tuple:
+        """What a receiver's sum of a layer's heads depends on: the layer, the positions and the
+        heads it keeps, with the groups where it keeps them. Receivers with the same key read
+        the same sum (in a sparse circuit most do), so its term is made and kept once."""
+        first = self.graph.sender_of_head(layer, 0)
+        kept = self.kept_in[rid]
+        return (layer, all_positions,
+                tuple((s, self.kept_groups.get((rid, s), self.all_groups))
+                      for s in range(first, first + self.graph.n_heads) if s in kept))
+
     def _layer_term(self, rid: int, layer: int, all_positions: bool
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The committed sum of a layer's heads as a receiver reads it (`_head_sum`) and what
-        it adds to the receiver's input, `attention_out` of it: kept until one of those heads
-        changes or loses its edge to the receiver (`_forget_layer_terms`)."""
-        key = (rid, layer, all_positions)
-        cached = self.layer_terms.get(key)
+        """The committed sum of a layer's heads as a receiver reads it (`_head_sum`) plus `b_O`,
+        and what it adds to the receiver's input, its norm (`forward.attention_out`): kept (per
+        `_layer_key`, the least recently used dropped first when the budget is full) until one
+        of those heads changes (`_forget_layer_terms`)."""
+        key = self._layer_key(rid, layer, all_positions)
+        cached = self.layer_terms.pop(key, None)
         if cached is not None:
+            self.layer_terms[key] = cached  # the most recently used last
             return cached
-        total = self._head_sum(rid, layer, all_positions)
-        term = forward.attention_out(self.w, self.w.layers[layer], total)
+        lw = self.w.layers[layer]
+        total = self._head_sum(rid, layer, all_positions) + lw.b_O
+        term = norm(total, lw.ln1_post_w, lw.ln1_post_b, self.w.normalization, self.w.eps)
         size = 2 * term.numel() * term.element_size()
-        if total.shape == term.shape and self.layer_term_bytes + size <= LAYER_TERM_CACHE_BYTES:
+        if total.shape == term.shape and size <= LAYER_TERM_CACHE_BYTES:
+            while self.layer_term_bytes + size > LAYER_TERM_CACHE_BYTES:
+                self._drop_layer_term(next(iter(self.layer_terms)))
             self.layer_terms[key] = (total, term)
             self.layer_term_bytes += size
         return total, term
 
-    def _forget_layer_terms(self, rid: int, sender: int) -> None:
-        """Drop a receiver's cached terms of the layer of `sender` (a head whose committed
-        delta, or edge to the receiver, changes)."""
+    def _drop_layer_term(self, key: tuple) -> None:
+        total, term = self.layer_terms.pop(key)
+        self.layer_term_bytes -= total.numel() * total.element_size()
+        self.layer_term_bytes -= term.numel() * term.element_size()
+
+    def _forget_layer_terms(self, sender: int) -> None:
+        """Drop the kept terms whose sum holds `sender` (a head whose committed delta
+        changes)."""
         sent = self.graph.senders[sender]
         if sent.kind != "head":
             return
-        for all_positions in (True, False):
-            cached = self.layer_terms.pop((rid, sent.layer, all_positions), None)
-            if cached is not None:
-                self.layer_term_bytes -= sum(x.numel() * x.element_size() for x in cached)
+        for key in [key for key in self.layer_terms
+                    if key[0] == sent.layer and any(s == sender for s, _ in key[2])]:
+            self._drop_layer_term(key)
 
     def _head_sum(self, rid: int, layer: int, all_positions: bool) -> torch.Tensor:
         """The sum a receiver reads of a layer's heads (post-sublayer norms): the ablated
@@ -717,13 +741,16 @@ class IncrementalPatcher:
         """A receiver's input under post-sublayer norms with the tentative changes of `t` (or,
         for the receiver under test, its edges dropped: `dropped` maps their senders to the
         candidates' coefficients [k]; at the tokens of `dropped_group` only, when given). A
-        non-head sender's change adds; a layer whose heads
-        changed replaces its term, `norm(S + change) - norm(S)` with S the committed sum this
-        receiver reads. [k, ...] when anything changed, else the committed input."""
+        non-head sender's change adds; a layer whose heads changed replaces its term,
+        `norm(S + change) - norm(S)` with S the committed sum this receiver reads. [k, ...]
+        when anything changed, else the committed input."""
         x = self._committed_input(rid)
         dropped = dropped or {}
         head_changes: dict[int, torch.Tensor] = {}
+        changed_layers: set[int] = set()
+        terms: list[torch.Tensor] = []  # what x adds
         for s in sorted(self.kept_in[rid]):
+            sender = self.graph.senders[s]
             if s in dropped:  # the receiver under test: nothing tentative yet
                 committed = self._committed_delta(s, all_positions)
                 change = -dropped[s].view(-1, *([1] * committed.dim())) * committed
@@ -731,22 +758,63 @@ class IncrementalPatcher:
                     change = change * self._group_weight(1 << dropped_group, "all"
                                                          if all_positions else "metric")
             elif t is not None and s in t.delta:
+                if sender.kind == "head":  # `_term_change`, shared by receivers
+                    changed_layers.add(sender.layer)
+                    continue
                 change = self._weighted(self._change(t, s, all_positions), rid, s,
                                         all_positions)
             else:
                 continue
-            sender = self.graph.senders[s]
             if sender.kind == "head":
                 layer = sender.layer
                 head_changes[layer] = (change if layer not in head_changes
                                        else head_changes[layer] + change)
             else:
-                x = x + change
+                terms.append(change)
         for layer, change in sorted(head_changes.items()):
-            lw = self.w.layers[layer]
-            committed, term = self._layer_term(rid, layer, all_positions)
-            x = x + (forward.attention_out(self.w, lw, committed + change) - term)
+            terms.append(self._normalised_change(rid, layer, all_positions, change))
+        for layer in sorted(changed_layers):
+            assert t is not None  # a layer changes tentatively only with changes
+            terms.append(self._term_change(rid, layer, all_positions, t))
+        for i, term in enumerate(terms):  # into one fresh tensor
+            x = x + term if i == 0 or term.shape != x.shape else x.add_(term)
         return x
+
+    def _term_change(self, rid: int, layer: int, all_positions: bool, t: _Tentative
+                     ) -> torch.Tensor:
+        """`_normalised_change` by the tentative change of the heads of a layer a receiver
+        keeps: once per evaluation and `_layer_key` (the receivers with one key read one)."""
+        key = self._layer_key(rid, layer, all_positions)
+        cached = t.term_changes.get(key)
+        if cached is not None:
+            return cached
+        change = None
+        for s, _ in key[2]:
+            if s in t.delta:
+                part = self._weighted(self._change(t, s, all_positions), rid, s, all_positions)
+                change = part if change is None else change + part
+        assert change is not None  # a head of the layer changed
+        difference = self._normalised_change(rid, layer, all_positions, change)
+        size = difference.numel() * difference.element_size()
+        if t.term_change_bytes + size <= TERM_CHANGE_BYTES:
+            t.term_changes[key] = difference
+            t.term_change_bytes += size
+        return difference
+
+    def _normalised_change(self, rid: int, layer: int, all_positions: bool,
+                           change: torch.Tensor) -> torch.Tensor:
+        """`norm(S + change) - norm(S)` for S the committed sum (with `b_O`) of a layer's heads
+        as a receiver reads it: with RMSNorm, in place over one fresh tensor
+        (`forward.rms_inverse`)."""
+        lw, kind = self.w.layers[layer], self.w.normalization
+        biased, term = self._layer_term(rid, layer, all_positions)
+        if kind not in ("RMS", "RMSPre"):
+            return norm(biased + change, lw.ln1_post_w, lw.ln1_post_b, kind, self.w.eps) - term
+        x = biased + change
+        x.mul_(forward.rms_inverse(x, self.w.eps))
+        if kind == "RMS" and lw.ln1_post_w is not None:
+            x.mul_(lw.ln1_post_w)
+        return x.sub_(term)
 
     def _senders_read(self, rid: int) -> int:
         """How many senders (a prefix of the graph's order) a receiver reads."""
@@ -831,9 +899,9 @@ class IncrementalPatcher:
             raise RuntimeError("an earlier evaluation's changes cannot be committed after a later "
                                "evaluation")
         for s in t.delta:  # cached inputs first: they need the old deltas
+            if self.post_norm:
+                self._forget_layer_terms(s)
             for rid in self.kept_out[s]:
-                if self.post_norm:
-                    self._forget_layer_terms(rid, s)
                 if rid in self.inputs and self.post_norm:  # not additive: summed again later
                     self._forget_input(rid)
                 elif rid in self.inputs:
@@ -880,8 +948,6 @@ class IncrementalPatcher:
             assert edge.sender is not None  # a residual edge
             rid, sender = self.receiver_id[edge.receiver], edge.sender.index
             all_positions = self._receiver_all_positions(rid)
-            if self.post_norm:
-                self._forget_layer_terms(rid, sender)
             if rid in self.inputs and self.post_norm:
                 self._forget_input(rid)
             elif rid in self.inputs:
