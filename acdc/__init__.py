@@ -22,14 +22,10 @@ __version__ = "0.1.0"
 
 API = ("load_model", "load_task", "task_spec", "discover", "evaluate", "sweep", "compare",
        "export", "report", "save")
-__all__ = ["__version__", *API, "keep_freed_memory"]
+__all__ = ["__version__", *API]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "keep_freed_memory":  # what `circuit` does at start-up (acdc.core.allocator)
-        from acdc.core.allocator import keep_freed_memory
-
-        return keep_freed_memory
     if name in API:
         from acdc import api
 

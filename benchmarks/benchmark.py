@@ -83,10 +83,6 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the slow reference lives with the tests
 
-from acdc.core.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # as the CLI does: freed memory reused (acdc.core.allocator)
-
 from acdc.core.architecture import model_shape  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.loading import load_model  # noqa: E402

@@ -49,10 +49,6 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acdc.core.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # as the CLI does: freed memory reused (acdc.core.allocator)
-
 from acdc.core.loading import load_model  # noqa: E402
 from acdc.core.selection import Selection, kept_nodes  # noqa: E402
 from acdc.core.settings import CommonSettings  # noqa: E402

@@ -75,10 +75,6 @@ except ImportError:
     sys.exit("error: the EAP-IG library (`import eap`) is not installed here; see the "
              "docstring of benchmarks/peer_eap_ig.py for how to install it in a separate venv")
 
-from acdc.core.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # as the CLI does: freed memory reused (acdc.core.allocator)
-
 from acdc.core.circuit import Circuit, load_circuit  # noqa: E402
 from acdc.core.generators.registry import generate_prompts  # noqa: E402
 from acdc.core.graph import Graph as ToolGraph  # noqa: E402

@@ -36,10 +36,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchmark import FAMILY_SHAPES, GPT2_CONFIG, sparse_circuit  # noqa: E402
 
-from acdc.core.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # as the CLI does: freed memory reused (acdc.core.allocator)
-
 from acdc.core.architecture import model_shape  # noqa: E402
 from acdc.core.graph import build_graph  # noqa: E402
 from acdc.core.metrics import MetricTargets, build_metric  # noqa: E402

@@ -40,7 +40,6 @@ from acdc.cli import (  # noqa: F401  (each registers its commands on `app`)
     zoo,
 )
 from acdc.cli.app import app
-from acdc.core.allocator import keep_freed_memory
 
 
 def main() -> None:
@@ -49,7 +48,6 @@ def main() -> None:
     # slower when another process shares the cores; waiting passively costs about nothing.
     # Must be set before torch is imported (the commands import it lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    keep_freed_memory()  # large tensors reuse freed memory instead of new pages
     app()
 
 

@@ -608,20 +608,15 @@ class PatchedModel:
         copies = distinct if 2 * len(distinct) <= len(which) else flat
         x = self._mix(copies.view(-1, *row), n_senders, at_metric, into_buffer=True)
         x += base
-        scale = self._centre_(x)  # x_hat = x * scale: projected first, scaled after
+        self._normalise_(x)
         tokens, d_model = x.shape[1:-1], x.shape[-1]
         n_tokens = tokens.numel()
         grouped = copies is not flat and n_tokens * d_model >= GROUPED_PROJECTION_MIN
         W, b = self._folded_projections(lw, parts, shared=n_in == 1, inputs_first=not grouped)
         if not grouped:  # one batched product over a copy per input
-            x = x.view(-1, n_tokens, d_model)
             if copies is not flat:
-                x = x.index_select(0, which)
-                scale = None if scale is None else scale.view(-1, n_tokens).index_select(0, which)
-            out = torch.bmm(x, W)
-            if scale is not None:
-                out.mul_(scale.view(len(which), n_tokens, 1))
-            out += b[:, None]
+                x = x.view(-1, n_tokens, d_model).index_select(0, which)
+            out = torch.baddbmm(b[:, None], x.view(len(which), n_tokens, d_model), W)
         else:  # one product per copy, for all the inputs reading it
             width = W.shape[-1]
             out = x.new_empty(len(which), n_tokens, width)
@@ -631,26 +626,23 @@ class PatchedModel:
                 inputs = order[start:start + count]
                 start += count
                 wide = W.index_select(1, inputs).view(d_model, count * width)
-                projected = x[copy_index].view(n_tokens, d_model) @ wide
-                if scale is not None:
-                    projected.mul_(scale[copy_index].view(n_tokens, 1))
-                projected += b.index_select(0, inputs).view(1, count * width)
+                bias = b.index_select(0, inputs).view(1, count * width)
+                projected = torch.addmm(bias, x[copy_index].view(n_tokens, d_model), wide)
                 out[inputs] = projected.view(n_tokens, count, width).transpose(0, 1)
         if n_in == 1 and len(parts) > 1:  # [heads, tokens, parts * d_head]
             out = out.view(self.n_heads, n_tokens, len(parts), -1).permute(2, 0, 1, 3)
         return out.reshape(len(parts), self.n_heads, *tokens, -1)
 
-    def _centre_(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The model's norm without its weight and bias is x * scale: x centred in place
-        (LayerNorm), and the scale (one over the root mean square, [..., 1]) returned rather
-        than applied, so that it multiplies the narrower projections instead. None: no norm."""
+    def _normalise_(self, x: torch.Tensor) -> None:
+        """The model's norm without its weight and bias, in place on x [..., d_model]: centred
+        (LayerNorm) and divided by its root mean square."""
         kind = self.w.normalization
         if kind is None:
-            return None
+            return
         if kind in ("LN", "LNPre"):
             x.sub_(x.mean(-1, keepdim=True))
         scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-        return scale.add_(self.w.eps).rsqrt_()
+        x.mul_(scale.add_(self.w.eps).rsqrt_())
 
     def _folded_projections(self, lw: LayerWeights, parts: tuple[int, ...], shared: bool,
                             inputs_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,6 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
-from acdc.core.allocator import keep_freed_memory
 from acdc.core.files import MAX_GRAPH_FILE_BYTES, read_bytes
 from acdc.errors import AcdcError
 from acdc.sweeps.plan import ThresholdJob
@@ -108,7 +107,6 @@ def _serve(conn: Connection, options: RunOptions) -> None:
     """A worker process: run the jobs the driver sends until it sends None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `circuit` sets it, before torch
-    keep_freed_memory()  # as `circuit` does
     while True:
         job = conn.recv()
         if job is None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from acdc.core.allocator import keep_freed_memory
 from acdc.core.circuit import Circuit, load_circuit
 from acdc.core.files import atomic_path, disk_error
 from acdc.errors import RunWarning
@@ -191,7 +190,6 @@ def run_threshold_elsewhere(job: ThresholdJob, options: RunOptions) -> Threshold
     """`run_threshold` on a machine without the sweep's directory (a Ray worker): in a
     temporary directory seeded with the job's payload (the decision log to resume, or the
     circuit to evaluate); the run directory's files come back in the outcome."""
-    keep_freed_memory()  # as `circuit` does in its own processes
     with _scratch() as directory:
         for name, data in job.payload.items():
             (directory / name).write_bytes(data)
