@@ -248,18 +248,24 @@ def test_every_edge_removed_is_the_mean_of_the_corrupted_run(model, ablation):
 
 def test_memory_estimate_counts_the_layer_terms_of_post_norm_models():
     """Post-sublayer norms: the engine's bounded cache of per-layer head sums and their terms
-    is counted (both the sum and the term: 2 numbers per receiver, layer, token and dimension)."""
+    is counted (both the sum and the term: 2 numbers per receiver, layer, token and dimension),
+    and an evaluation's bounded term changes (1 number each)."""
     from dataclasses import replace
 
-    from acdc.methods.acdc.memory import LAYER_TERM_CACHE_BYTES, estimate_memory
+    from acdc.methods.acdc.memory import (
+        LAYER_TERM_CACHE_BYTES,
+        TERM_CHANGE_BYTES,
+        estimate_memory,
+    )
 
     shape = model_shape(_model(CONFIGS["mlp-ln"]).cfg)
     senders = 1 + 5 * shape.n_layers
     plain = estimate_memory(shape, senders, batch=4, seq_len=9)
     post = estimate_memory(replace(shape, post_norm=True), senders, batch=4, seq_len=9)
     receivers = shape.n_layers * (3 * shape.n_heads + 1) + 1
-    terms = 2 * receivers * shape.n_layers * 4 * 9 * shape.d_model * 4
-    assert post["inputs"] - plain["inputs"] == min(LAYER_TERM_CACHE_BYTES, terms) > 0
+    terms = receivers * shape.n_layers * 4 * 9 * shape.d_model * 4
+    expected = min(LAYER_TERM_CACHE_BYTES, 2 * terms) + min(TERM_CHANGE_BYTES, terms)
+    assert post["inputs"] - plain["inputs"] == expected > 0
     assert post["total"] - plain["total"] == post["inputs"] - plain["inputs"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 INPUT_CACHE_BYTES = 256 * 2**20  # committed receiver inputs kept between tests
 LAYER_TERM_CACHE_BYTES = 256 * 2**20  # post-sublayer norms: committed head sums and their terms
+TERM_CHANGE_BYTES = 128 * 2**20  # post-sublayer norms: an evaluation's shared term changes
 FACTOR_CACHE_BYTES = 256 * 2**20  # head-to-vocabulary factors of the heads feeding the logits
 
 
@@ -20,7 +21,8 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     (one k and v per query head also under grouped-query attention: each query head's k/v input
     is its own residual copy, so its k and v differ once an edge into it is removed); the cache
     of committed receiver inputs (bounded; with post-sublayer norms also the bounded cache of
-    per-layer head sums and their normalised terms); the largest per-layer temporaries (the
+    per-layer head sums and their normalised terms, and an evaluation's bounded changes of those
+    terms); the largest per-layer temporaries (the
     q/k/v inputs' normalised residual copies, an MLP's hidden layer, three of them for a gated
     MLP, one layer's attention patterns); the stack of one evaluation's changes (a row per
     sender it reaches, for one candidate); the unembedding (the cache of head-to-vocabulary factors,
@@ -55,8 +57,9 @@ def estimate_memory(shape, n_senders: int, batch: int, seq_len: int, bytes_per_n
     result["inputs"] = min(INPUT_CACHE_BYTES,
                            n_receivers * tokens * shape.d_model * bytes_per_number)
     if shape.post_norm:
-        result["inputs"] += min(LAYER_TERM_CACHE_BYTES, 2 * n_receivers * shape.n_layers * tokens
-                                * shape.d_model * bytes_per_number)
+        terms = n_receivers * shape.n_layers * tokens * shape.d_model * bytes_per_number
+        result["inputs"] += (min(LAYER_TERM_CACHE_BYTES, 2 * terms)
+                             + min(TERM_CHANGE_BYTES, terms))
     factors = shape.n_layers * shape.n_heads * shape.d_head * shape.d_vocab * bytes_per_number
     result["unembedding"] += min(FACTOR_CACHE_BYTES, factors)
     result["n_params"] = n_params

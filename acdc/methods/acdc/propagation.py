@@ -49,13 +49,17 @@ from acdc.core.forward import Unembedding, norm
 from acdc.core.graph import Edge, Graph
 from acdc.core.patching import QKV_INDEX, PatchedModel, Stage, every_layer
 from acdc.core.removals import changing_positions
-from acdc.methods.acdc.memory import FACTOR_CACHE_BYTES, INPUT_CACHE_BYTES, LAYER_TERM_CACHE_BYTES
+from acdc.methods.acdc.memory import (
+    FACTOR_CACHE_BYTES,
+    INPUT_CACHE_BYTES,
+    LAYER_TERM_CACHE_BYTES,
+    TERM_CHANGE_BYTES,
+)
 
 LOW_RANK_MIN_WORK = 2**24  # below this many multiply-adds the plain unembedding is as cheap
 REFRESH_EVERY = 32  # low-rank updates of the committed logits before they are recomputed
 STACKED_SUM_MIN = 3  # changed senders of one receiver from which they are summed as a product
 STACKED_SUM_SPAN = 2  # ... while their rows of the stack span at most this many rows per sender
-TERM_CHANGE_BYTES = 128 * 2**20  # an evaluation's shared post-norm term changes, kept till it ends
 THIN_PRODUCT_COST = 2  # a d_head-wide product's cost per multiply-add, against the plain one's
 
 
