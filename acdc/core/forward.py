@@ -133,19 +133,50 @@ def projections(lw: LayerWeights) -> tuple[tuple[torch.Tensor, torch.Tensor], ..
     return (lw.W_Q, lw.b_Q), (lw.W_K, lw.b_K), (lw.W_V, lw.b_V)
 
 
-def qkv(lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
-    """q, k, v of every head from normalised inputs: [3, n_heads, batch, pos, d_head].
+def qkv(lw: LayerWeights, x: torch.Tensor, parts: tuple[int, ...] = (Q, K, V)) -> torch.Tensor:
+    """q, k, v (those of `parts`) of every head from normalised inputs:
+    [len(parts), n_heads, *tokens, d_head].
 
-    `x` is [3, n_heads, batch, pos, d_model] (each head input its own residual copy) or
-    [1, n_heads or 1, batch, pos, d_model] (one copy serving q, k and v; with n_heads 1, every
+    `x` is [len(parts), n_heads, *tokens, d_model] (each head input its own residual copy) or
+    [1, n_heads or 1, *tokens, d_model] (one copy serving every part; with n_heads 1, every
     head too). One batched matmul per projection, heads as the batch.
     """
-    batch, n_pos, d_model = x.shape[2:]
+    tokens, d_model = x.shape[2:-1], x.shape[-1]
     out = []
-    for i, (W, b) in enumerate(projections(lw)):
-        xi = x[i if x.shape[0] == 3 else 0].reshape(-1, batch * n_pos, d_model)
-        out.append((torch.matmul(xi, W) + b[:, None, :]).view(W.shape[0], batch, n_pos, -1))
+    for i, part in enumerate(parts):
+        W, b = projections(lw)[part]
+        xi = x[i if x.shape[0] > 1 else 0].reshape(-1, tokens.numel(), d_model)
+        out.append((torch.matmul(xi, W) + b[:, None, :]).view(W.shape[0], *tokens, -1))
     return torch.stack(out)
+
+
+def folded_projections(w: Weights, lw: LayerWeights, parts: tuple[int, ...], shared: bool,
+                       inputs_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `parts` of a layer's q/k/v projections with its first norm's weight and bias folded
+    in: for x_hat the normalised input without them (`normalise_`), x_hat @ W + b is
+    norm(x) @ W_Q + b_Q, and likewise for k and v. One set per head input: weights
+    [inputs, d_model, width] (`inputs_first`; else [d_model, inputs, width]) and biases
+    [inputs, width]. Inputs: the heads of each part in turn, width d_head; `shared` (one input
+    per head feeding all its parts): the heads, width len(parts) * d_head."""
+    chosen = [projections(lw)[part] for part in parts]
+    blocks = [W if inputs_first else W.transpose(0, 1) for W, _ in chosen]
+    W = torch.cat(blocks, -1 if shared else (0 if inputs_first else 1))
+    b = torch.cat([b for _, b in chosen], -1 if shared else 0)
+    if w.normalization in ("LN", "RMS") and lw.ln1_w is not None:
+        if lw.ln1_b is not None:
+            b = b + torch.tensordot(lw.ln1_b, W, dims=([0], [1 if inputs_first else 0]))
+        W.mul_(lw.ln1_w[:, None] if inputs_first else lw.ln1_w[:, None, None])
+    return W, b
+
+
+def normalise_(x: torch.Tensor, kind: str | None, eps: float) -> None:
+    """A norm without its weight and bias (`folded_projections` holds them), in place on x
+    [..., d_model]: centred (LayerNorm) and scaled by `rms_inverse`."""
+    if kind is None:
+        return
+    if kind in ("LN", "LNPre"):
+        x.sub_(x.mean(-1, keepdim=True))
+    x.mul_(rms_inverse(x, eps))
 
 
 def qkv_wide(lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ import torch
 from acdc.core import forward
 from acdc.core.forward import norm
 from acdc.core.graph import Edge, Graph, GraphShape
-from acdc.core.weights import LayerWeights, Weights
+from acdc.core.weights import Weights
 from acdc.errors import TaskError
 
 if TYPE_CHECKING:
@@ -604,15 +604,16 @@ class PatchedModel:
         if len(distinct) == 1:
             x = norm(base + self._mix(distinct.view(1, *row), n_senders, at_metric),
                      lw.ln1_w, lw.ln1_b, self.w.normalization, self.w.eps)
-            return _project(lw, x[None], parts)
+            return forward.qkv(lw, x[None], parts)
         copies = distinct if 2 * len(distinct) <= len(which) else flat
         x = self._mix(copies.view(-1, *row), n_senders, at_metric, into_buffer=True)
         x += base
-        self._normalise_(x)
+        forward.normalise_(x, self.w.normalization, self.w.eps)
         tokens, d_model = x.shape[1:-1], x.shape[-1]
         n_tokens = tokens.numel()
         grouped = copies is not flat and n_tokens * d_model >= GROUPED_PROJECTION_MIN
-        W, b = self._folded_projections(lw, parts, shared=n_in == 1, inputs_first=not grouped)
+        W, b = forward.folded_projections(self.w, lw, parts, shared=n_in == 1,
+                                          inputs_first=not grouped)
         if not grouped:  # one batched product over a copy per input
             if copies is not flat:
                 x = x.view(-1, n_tokens, d_model).index_select(0, which)
@@ -632,39 +633,6 @@ class PatchedModel:
         if n_in == 1 and len(parts) > 1:  # [heads, tokens, parts * d_head]
             out = out.view(self.n_heads, n_tokens, len(parts), -1).permute(2, 0, 1, 3)
         return out.reshape(len(parts), self.n_heads, *tokens, -1)
-
-    def _normalise_(self, x: torch.Tensor) -> None:
-        """The model's norm without its weight and bias, in place on x [..., d_model]: centred
-        (LayerNorm) and divided by its root mean square."""
-        kind = self.w.normalization
-        if kind is None:
-            return
-        if kind in ("LN", "LNPre"):
-            x.sub_(x.mean(-1, keepdim=True))
-        scale = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-        x.mul_(scale.add_(self.w.eps).rsqrt_())
-
-    def _folded_projections(self, lw: LayerWeights, parts: tuple[int, ...], shared: bool,
-                            inputs_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `parts` of the layer's q/k/v projections with the attention norm's weight and
-        bias folded in (for x_hat normalised without them, x_hat @ W + b is norm(x) @ W_Q + b_Q,
-        and likewise for k and v), one set per head input: weights [inputs, d_model, width]
-        (`inputs_first`; else [d_model, inputs, width]) and biases [inputs, width]. Inputs: the
-        heads of each part in turn, width d_head; `shared` (one input per head feeding all its
-        parts): the heads, width len(parts) * d_head."""
-        chosen = [forward.projections(lw)[part] for part in parts]
-        if inputs_first:
-            blocks = [W for W, _ in chosen]
-        else:
-            blocks = [W.transpose(0, 1) for W, _ in chosen]
-        along = -1 if shared else (0 if inputs_first else 1)
-        W = torch.cat(blocks, along)
-        b = torch.cat([b for _, b in chosen], -1 if shared else 0)
-        if self.w.normalization in ("LN", "RMS") and lw.ln1_w is not None:
-            if lw.ln1_b is not None:
-                b = b + torch.tensordot(lw.ln1_b, W, dims=([0], [1 if inputs_first else 0]))
-            W.mul_(lw.ln1_w[:, None] if inputs_first else lw.ln1_w[:, None, None])
-        return W, b
 
     def _attention(self, layer: int) -> torch.Tensor:
         """Every head of `layer` from its patched inputs; returns the q/k/v it used."""
@@ -778,20 +746,6 @@ class PatchedModel:
         x = self.base_logits + (self.logit_mask @ delta.reshape(self.n_senders, -1)).view(
             delta.shape[1:])
         return forward.unembed(self.w, x)
-
-
-def _project(lw: LayerWeights, x: torch.Tensor, parts: tuple[int, ...]) -> torch.Tensor:
-    """The `parts` of q, k, v of every head from one normalised input x [1, 1, *tokens, d_model]
-    read by all of them: [len(parts), n_heads, *tokens, d_head], one product per part with the
-    heads as the batch (`forward.qkv`'s arithmetic)."""
-    tokens, d_model = x.shape[2:-1], x.shape[-1]
-    projections = forward.projections(lw)
-    out = []
-    for part in parts:
-        W, b = projections[part]
-        out.append((torch.matmul(x[0].reshape(-1, tokens.numel(), d_model), W)
-                    + b[:, None, :]).view(W.shape[0], *tokens, -1))
-    return torch.stack(out)
 
 
 def _members(groups: torch.Tensor, n: int) -> list[torch.Tensor | None]:
